@@ -1,0 +1,96 @@
+"""Configuration: every limit and tunable in one validated model.
+
+Values come from defaults, an optional YAML file (`--config`), and `LEGATO_<SECTION>__<KEY>`
+environment variables, in that order of precedence (last wins).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Limits(_Strict):
+    max_payload_bytes: int = Field(2 * 1024 * 1024, gt=0, description="input, result, signal, activity args")
+    max_history_events: int = Field(50_000, gt=0)
+    max_history_bytes: int = Field(50 * 1024 * 1024, gt=0)
+    max_pending_activities: int = Field(2_000, gt=0)
+    max_pending_timers: int = Field(2_000, gt=0)
+    max_buffered_signals: int = Field(10_000, gt=0)
+    max_commands_per_task: int = Field(10_000, gt=0)
+    lua_memory_bytes: int = Field(64 * 1024 * 1024, gt=0, description="per workflow run")
+    lua_instructions_per_task: int = Field(50_000_000, gt=0)
+
+
+class HistoryConfig(_Strict):
+    num_shards: int = Field(4, gt=0)
+    workflow_task_timeout_ms: int = Field(10_000, gt=0)
+    max_workflow_task_timeout_ms: int = Field(120_000, gt=0)
+    workflow_task_retry_initial_ms: int = Field(1_000, ge=0)
+    workflow_task_retry_max_ms: int = Field(600_000, ge=0)
+    activity_start_to_close_default_ms: int = Field(300_000, gt=0)
+    activity_retry_initial_ms: int = Field(1_000, gt=0)
+    activity_retry_maximum_interval_factor: int = Field(100, gt=0)
+    range_block_bits: int = Field(20, gt=0, le=40)
+    group_commit_max_batch: int = Field(64, gt=0)
+    group_commit_max_wait_ms: float = Field(0.0, ge=0)
+    mutable_state_cache_size: int = Field(10_000, ge=0)
+    timer_lookahead_ms: int = Field(60_000, gt=0)
+    ack_flush_interval_ms: int = Field(1_000, gt=0)
+
+
+class MatchingConfig(_Strict):
+    long_poll_timeout_ms: int = Field(30_000, gt=0)
+
+
+class WorkerConfig(_Strict):
+    workflow_cache_size: int = Field(1_000, ge=0)
+    workflow_cache_bytes: int = Field(512 * 1024 * 1024, ge=0)
+    max_concurrent_workflow_tasks: int = Field(64, gt=0)
+    max_concurrent_activities: int = Field(100, gt=0)
+    workflow_pollers: int = Field(4, gt=0)
+    activity_pollers: int = Field(4, gt=0)
+
+
+class Config(_Strict):
+    limits: Limits = Field(default_factory=Limits)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
+    matching: MatchingConfig = Field(default_factory=MatchingConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+        data = loaded
+    for key, value in (env if env is not None else os.environ).items():
+        if not key.startswith("LEGATO_") or "__" not in key:
+            continue
+        section, _, name = key[len("LEGATO_"):].lower().partition("__")
+        data.setdefault(section, {})[name] = value
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        where = f" in {path}" if path else ""
+        lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ConfigError(f"invalid configuration{where}: " + "; ".join(lines)) from e

@@ -1,0 +1,130 @@
+"""Errors: the failure payload recorded in histories, and the service errors of the API.
+
+`Failure` is what an activity, a workflow task or a workflow fails with; it is what Lua
+sees as an error object (`err:kind()`, `err:retryable()`, `err:message()`).
+`ServiceError` and its subclasses are raised by services and mapped to gRPC status codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Kind:
+    """Error kinds, as Lua's `errors` module exposes them."""
+
+    UNKNOWN = "UNKNOWN"
+    INVALID = "INVALID"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    TIMEOUT = "TIMEOUT"
+    CANCELED = "CANCELED"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+    CONFLICT = "CONFLICT"
+    RATE_LIMITED = "RATE_LIMITED"
+    TERMINATED = "TERMINATED"
+    NON_DETERMINISTIC = "NON_DETERMINISTIC"
+    FORBIDDEN = "FORBIDDEN"
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+
+    ALL = (
+        UNKNOWN, INVALID, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, TIMEOUT, CANCELED,
+        UNAVAILABLE, INTERNAL, CONFLICT, RATE_LIMITED, TERMINATED, NON_DETERMINISTIC,
+        FORBIDDEN, LIMIT_EXCEEDED,
+    )
+
+
+@dataclass(slots=True)
+class Failure:
+    """A recorded error. `source` is "file:line" where Lua code raised it, if known."""
+
+    message: str
+    kind: str = Kind.UNKNOWN
+    retryable: bool = True
+    details: Any = None
+    source: str | None = None
+    cause: Failure | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"message": self.message, "kind": self.kind, "retryable": self.retryable}
+        if self.details is not None:
+            out["details"] = self.details
+        if self.source:
+            out["source"] = self.source
+        if self.cause is not None:
+            out["cause"] = self.cause.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Failure:
+        cause = d.get("cause")
+        return cls(
+            message=str(d.get("message", "")),
+            kind=str(d.get("kind", Kind.UNKNOWN)),
+            retryable=bool(d.get("retryable", True)),
+            details=d.get("details"),
+            source=d.get("source"),
+            cause=cls.from_dict(cause) if isinstance(cause, dict) else None,
+        )
+
+    def __str__(self) -> str:
+        where = f" (at {self.source})" if self.source else ""
+        return f"{self.kind}: {self.message}{where}"
+
+
+class ServiceError(Exception):
+    """An error a service returns to its caller. `code` names the gRPC status code."""
+
+    code = "UNKNOWN"
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or type(self).__name__
+
+
+class InvalidArgument(ServiceError):
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(ServiceError):
+    code = "NOT_FOUND"
+
+
+class AlreadyStarted(ServiceError):
+    code = "ALREADY_EXISTS"
+
+    def __init__(self, message: str, run_id: str = "") -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class FailedPrecondition(ServiceError):
+    """The request was well formed but the state no longer allows it (stale task, closed run)."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(ServiceError):
+    """A configured limit was crossed."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(ServiceError):
+    """Try again: the shard moved, the store is down, the server is shutting down."""
+
+    code = "UNAVAILABLE"
+
+
+class ShardOwnershipLost(Unavailable):
+    """A conditional write found another owner's `range_id`: this node must drop the shard."""
+
+
+SERVICE_ERRORS: dict[str, type[ServiceError]] = {
+    cls.code: cls
+    for cls in (InvalidArgument, NotFound, AlreadyStarted, FailedPrecondition, ResourceExhausted, Unavailable)
+}

@@ -1,0 +1,31 @@
+"""Task tokens: opaque to workers, decoded by frontend (to route) and history (to validate)."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import asdict, dataclass
+
+from legato import codec
+from legato.errors import InvalidArgument
+
+
+@dataclass(slots=True, frozen=True)
+class TaskToken:
+    kind: str  # "workflow" | "activity"
+    namespace: str
+    workflow_id: str
+    run_id: str
+    scheduled_event_id: int
+    started_event_id: int  # workflow tasks: the WorkflowTaskStarted id; activities: 0
+    attempt: int
+
+    def encode(self) -> bytes:
+        return base64.urlsafe_b64encode(codec.dumps(asdict(self)).encode())
+
+    @classmethod
+    def decode(cls, raw: bytes) -> TaskToken:
+        try:
+            d = codec.loads(base64.urlsafe_b64decode(raw))
+            return cls(**d)
+        except Exception as e:
+            raise InvalidArgument(f"malformed task token: {e}") from e
