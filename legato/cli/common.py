@@ -1,0 +1,59 @@
+"""Options and plumbing shared by the client commands."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from legato import DEFAULT_NAMESPACE
+from legato.codec import parse_json_input
+from legato.durations import parse_duration_ms
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_ADDRESS = "127.0.0.1:7233"
+
+
+class CliError(Exception):
+    """A one-paragraph error for the user, with the exit code to leave with."""
+
+    def __init__(self, message: str, exit_code: int = 3) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def client_options(fn: F) -> F:
+    fn = click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True, help="Namespace.")(fn)
+    fn = click.option("--output", "output", type=click.Choice(["text", "json"]), default="text",
+                      show_default=True, help="Output format.")(fn)
+    fn = click.option("--address", default=DEFAULT_ADDRESS, show_default=True, envvar="LEGATO_ADDRESS",
+                      help="Server address HOST:PORT.")(fn)
+    return fn
+
+
+def run_async(coro_fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    @functools.wraps(coro_fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        return asyncio.run(coro_fn(*args, **kwargs))  # type: ignore[arg-type]
+    return wrapper
+
+
+def parse_input(text: str | None) -> list[Any]:
+    """`--input JSON` is the workflow's single argument; no --input means no arguments."""
+    if text is None:
+        return []
+    return [parse_json_input(text, "--input")]
+
+
+def parse_timeout(text: str | None, what: str = "--timeout") -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration_ms(text, what)
+    except ValueError as e:
+        raise CliError(str(e)) from e

@@ -1,0 +1,4 @@
+local function main()
+    return os.time()
+end
+return { main = main }

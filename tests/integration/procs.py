@@ -1,0 +1,112 @@
+"""Real `legato` processes for integration tests: start, wait for a line they print, kill."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+LEGATO = str(Path(sys.executable).with_name("legato"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Proc:
+    """A background `legato ...` process whose output lines are collected as they come."""
+
+    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+        self.args = [LEGATO, *args]
+        self.env = {**os.environ, **(env or {})}
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.popen: subprocess.Popen[str] | None = None
+
+    def start(self) -> Proc:
+        self.lines.clear()
+        self.popen = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      env=self.env, start_new_session=True)
+        threading.Thread(target=self._pump, args=(self.popen,), daemon=True).start()
+        return self
+
+    def _pump(self, p: subprocess.Popen[str]) -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> str:
+        rx = re.compile(pattern)
+        with self._cond:
+            ok = self._cond.wait_for(lambda: any(rx.search(x) for x in self.lines) or not self.alive(), timeout)
+            for line in self.lines:
+                if rx.search(line):
+                    return line
+        raise AssertionError(f"{self.args[1:3]} did not print {pattern!r} (alive={self.alive()}, "
+                             f"waited={ok}); output:\n" + "\n".join(self.lines[-50:]))
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def kill(self) -> None:
+        if self.popen is not None and self.alive():
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+
+    def stop(self) -> None:
+        if self.popen is not None and self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+def legato(*args: str, timeout: float = 120, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a `legato` command to completion."""
+    return subprocess.run([LEGATO, *args], capture_output=True, text=True, timeout=timeout, input=input_text)
+
+
+class Cluster:
+    """A dev server on a SQLite file plus a worker, restartable for crash tests."""
+
+    def __init__(self, tmp: Path, entries: Path, config: Path | None = None) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.db = tmp / "legato.db"
+        extra = ["--config", str(config)] if config else []
+        self.server = Proc(["server", "start-dev", "--db", str(self.db), "--port", str(self.port), *extra])
+        self.worker = Proc(["worker", "--entries", str(entries), "--address", self.address, *extra])
+
+    def start_server(self) -> None:
+        self.server.start().wait_for("listening")
+
+    def start_worker(self) -> None:
+        self.worker.start().wait_for("worker polling")
+
+    def start(self) -> Cluster:
+        self.start_server()
+        self.start_worker()
+        return self
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.server.stop()
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return legato(*args, "--address", self.address, timeout=timeout)
