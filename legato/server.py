@@ -11,10 +11,11 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from frontend.service import Frontend
 from history.service import HistoryServiceImpl
-from history.store.sqlite import SqliteStore
 from history.visibility import SqliteVisibilityStore
+
+from frontend.service import Frontend
+from history.store.sqlite import SqliteStore
 from legato.api import WorkflowService
 from legato.config import Config
 from matching.service import InProcessMatching
@@ -73,7 +74,7 @@ async def serve_dev(config: Config, db_path: str | None, host: str, port: int,
     from frontend.grpc_server import serve
 
     async with Engine(config, db_path) as engine:
-        server = await serve(engine.frontend, host, port)
+        server = await serve(engine.frontend, host, port, config=config)
         where = db_path or "memory"
         print(f"legato: dev server listening on {host}:{port} (data: {where})", flush=True)
         try:

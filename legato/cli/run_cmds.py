@@ -65,8 +65,9 @@ def _load_registry(path: str):  # type: ignore[no-untyped-def]
 @run_async
 async def worker(entries: str, address: str, config_path: str | None) -> int:
     """Run the workflows and activities of ENTRIES against a server."""
-    from legato.client import GrpcClient
     from worker.worker import Worker
+
+    from legato.client import GrpcClient
 
     config = load_config(config_path)
     registry = _load_registry(entries)
@@ -99,8 +100,9 @@ async def run(entries: str, entry_id: str, input_json: str | None, db_path: str 
     Exit 0 when it completes, 1 when it fails, 2 when its workflow task fails (a bug,
     non-determinism or a forbidden call) instead of waiting for a fix.
     """
-    from legato.server import Engine
     from worker.worker import Worker
+
+    from legato.server import Engine
 
     config = load_config(config_path)
     registry = _load_registry(entries)

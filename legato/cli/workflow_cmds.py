@@ -235,7 +235,8 @@ async def show(workflow_id: str, run_id: str, address: str, output: str, namespa
 
 
 @workflow.command(name="list")
-@click.option("--query", default="", help="Filter, e.g. \"WorkflowType = 'app:order' AND ExecutionStatus = 'Running'\".")
+@click.option("--query", default="",
+              help="Filter, e.g. \"WorkflowType = 'app:order' AND ExecutionStatus = 'Running'\".")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
 @client_options
 @run_async

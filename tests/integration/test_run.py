@@ -60,6 +60,6 @@ def test_order_saga_example_compensates() -> None:
 
 def test_run_on_a_db_file_keeps_the_history(tmp_path) -> None:  # type: ignore[no-untyped-def]
     db = tmp_path / "run.db"
-    code, out, err = run("basic:hello", "--input", '"db"', "--db", str(db), "--id", "kept")
+    code, _, err = run("basic:hello", "--input", '"db"', "--db", str(db), "--id", "kept")
     assert code == 0, err
     assert db.exists() and db.stat().st_size > 0

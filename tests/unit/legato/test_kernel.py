@@ -24,7 +24,7 @@ def test_durations(text: object, ms: int) -> None:
 
 @pytest.mark.parametrize("bad", ["", "5 parsecs", "s", "-1s", -5, True, None, "1h 5"])
 def test_bad_durations_name_the_option(bad: object) -> None:
-    with pytest.raises(ValueError, match="activity.timeout"):
+    with pytest.raises(ValueError, match=r"activity\.timeout"):
         parse_duration_ms(bad, "activity.timeout")
 
 

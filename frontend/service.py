@@ -1,0 +1,354 @@
+"""The frontend: the public `WorkflowService`. It validates every request, then routes it:
+workflow calls and task responses to history, polls to matching, listing to visibility.
+
+Validation is the API's promise that nothing malformed reaches history: every bad field raises
+`InvalidArgument` with a message naming the field and saying what is wrong with it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, NoReturn
+
+from legato import api, codec
+from legato.commands import Command, CommandType
+from legato.config import Config
+from legato.errors import Failure, InvalidArgument
+from legato.ids import MAX_ID_LENGTH, check_id
+from legato.tokens import TaskToken
+
+# Bounds of the request fields that have no configuration of their own.
+MAX_WAIT_MS = 10 * 60 * 1000  # long polls, history waits and result waits
+MAX_HISTORY_PAGE_SIZE = 10_000
+MAX_LIST_PAGE_SIZE = 1_000
+MAX_QUERY_LENGTH = 10_000
+MAX_PAGE_TOKEN_BYTES = 64 * 1024
+MAX_TASK_TOKEN_BYTES = 16 * 1024
+MAX_DURATION_MS = 2**63 - 1  # what the wire format (int64) carries
+MAX_FAILURE_DEPTH = 32
+
+WORKFLOW_TASK_FAILED_CAUSES = frozenset(
+    {"WORKFLOW_ERROR", "NON_DETERMINISTIC", "FORBIDDEN_CALL", "LIMIT_EXCEEDED", "BAD_COMMAND"})
+
+
+def _bad(message: str, reason: str = "InvalidArgument") -> NoReturn:
+    raise InvalidArgument(message, reason=reason)
+
+
+class _Validator:
+    """Field checks; each raises InvalidArgument naming the field."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.payload_limit = config.limits.max_payload_bytes
+
+    def ident(self, value: object, field: str) -> str:
+        if not isinstance(value, str):
+            _bad(f"{field} must be a string, got {type(value).__name__}")
+        problem = check_id(value, field)
+        if problem:
+            _bad(problem)
+        return value
+
+    def optional_ident(self, value: object, field: str) -> None:
+        if value != "":
+            self.ident(value, field)
+
+    def text(self, value: object, field: str, max_chars: int = MAX_ID_LENGTH) -> str:
+        if not isinstance(value, str):
+            _bad(f"{field} must be a string, got {type(value).__name__}")
+        if len(value) > max_chars:
+            _bad(f"{field} is {len(value)} characters long; the limit is {max_chars}")
+        return value
+
+    def integer(self, value: object, field: str, lo: int, hi: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _bad(f"{field} must be an integer, got {type(value).__name__}")
+        if value < lo or value > hi:
+            _bad(f"{field} is {value}; it must be between {lo} and {hi}")
+        return value
+
+    def boolean(self, value: object, field: str) -> None:
+        if not isinstance(value, bool):
+            _bad(f"{field} must be true or false, got {type(value).__name__}")
+
+    def enum(self, cls: type[StrEnum], value: object, field: str) -> None:
+        try:
+            cls(value)  # type: ignore[arg-type]
+        except ValueError:
+            known = ", ".join(m.value for m in cls)
+            _bad(f"{field} has unknown value {value!r}; expected one of: {known}")
+
+    def payload(self, value: Any, field: str) -> None:
+        # Raises InvalidArgument naming the field (reason PayloadTooLarge when it is too large).
+        codec.encode_payload(value, self.payload_limit, field)
+
+    def mapping(self, value: object, field: str) -> None:
+        if not isinstance(value, dict):
+            _bad(f"{field} must be a mapping, got {type(value).__name__}")
+        for k in value:
+            if not isinstance(k, str):
+                _bad(f"{field} has a key that is not a string: {k!r}")
+        self.payload(value, field)
+
+    def sequence(self, value: object, field: str) -> None:
+        if not isinstance(value, list):
+            _bad(f"{field} must be a list, got {type(value).__name__}")
+        self.payload(value, field)
+
+    def namespace(self, value: object, field: str = "namespace") -> None:
+        self.ident(value, field)
+
+    def ref(self, ref: object, field: str = "ref") -> api.ExecutionRef:
+        if not isinstance(ref, api.ExecutionRef):
+            _bad(f"{field} is required (an execution: namespace, workflow_id and optionally run_id)")
+        self.namespace(ref.namespace, f"{field}.namespace")
+        self.ident(ref.workflow_id, f"{field}.workflow_id")
+        self.optional_ident(ref.run_id, f"{field}.run_id")
+        return ref
+
+    def wait_ms(self, value: object, field: str) -> None:
+        self.integer(value, field, 0, MAX_WAIT_MS)
+
+    def identity(self, value: object) -> None:
+        self.text(value, "identity")
+
+    def request_id(self, value: object) -> None:
+        self.text(value, "request_id")
+
+    def failure(self, value: object, field: str = "failure") -> None:
+        if not isinstance(value, Failure):
+            _bad(f"{field} is required (a failure with message, kind and retryable)")
+        f: Failure | None = value
+        depth = 0
+        where = field
+        while f is not None:
+            depth += 1
+            if depth > MAX_FAILURE_DEPTH:
+                _bad(f"{field} has more than {MAX_FAILURE_DEPTH} nested causes")
+            if not isinstance(f, Failure):
+                _bad(f"{where} must be a failure, got {type(f).__name__}")
+            if not isinstance(f.message, str):
+                _bad(f"{where}.message must be a string, got {type(f.message).__name__}")
+            if not isinstance(f.kind, str) or not f.kind:
+                _bad(f"{where}.kind must be a non-empty string (an error kind such as INTERNAL)")
+            self.text(f.kind, f"{where}.kind")
+            self.boolean(f.retryable, f"{where}.retryable")
+            if f.source is not None:
+                self.text(f.source, f"{where}.source")
+            f = f.cause
+            where += ".cause"
+        assert isinstance(value, Failure)
+        self.payload(value.to_dict(), field)
+
+    def token(self, raw: object, kind: api.TaskKind, field: str = "task_token") -> TaskToken:
+        if not isinstance(raw, bytes) or not raw:
+            _bad(f"{field} is required (the token of the task being answered)")
+        if len(raw) > MAX_TASK_TOKEN_BYTES:
+            _bad(f"{field} is {len(raw)} bytes; the limit is {MAX_TASK_TOKEN_BYTES}")
+        try:
+            token = TaskToken.decode(raw)
+        except InvalidArgument as e:
+            _bad(f"{field}: {e.message}")
+        if token.kind != kind.value:
+            _bad(f"{field} is the token of a task of kind {token.kind!r}; this call answers {kind.value!r} tasks")
+        for name in ("namespace", "workflow_id", "run_id"):
+            v = getattr(token, name)
+            if not isinstance(v, str) or check_id(v, name):
+                _bad(f"{field}: malformed task token: bad {name}")
+        for name in ("scheduled_event_id", "started_event_id", "attempt"):
+            v = getattr(token, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                _bad(f"{field}: malformed task token: bad {name}")
+        return token
+
+    def commands(self, value: object) -> None:
+        if not isinstance(value, list):
+            _bad(f"commands must be a list, got {type(value).__name__}")
+        for i, c in enumerate(value):
+            where = f"commands[{i}]"
+            if not isinstance(c, Command):
+                _bad(f"{where} must be a command, got {type(c).__name__}")
+            self.enum(CommandType, c.command_type, f"{where}.command_type")
+            if not isinstance(c.attrs, dict):
+                _bad(f"{where}.attrs must be a mapping, got {type(c.attrs).__name__}")
+            for key, attr in c.attrs.items():
+                if not isinstance(key, str):
+                    _bad(f"{where}.attrs has a key that is not a string: {key!r}")
+                self.payload(attr, f"{where} ({c.command_type}) attribute {key}")
+
+    def poll(self, req: object, what: str) -> api.PollRequest:
+        if not isinstance(req, api.PollRequest):
+            _bad(f"{what} request is required")
+        self.namespace(req.namespace)
+        self.ident(req.task_queue, "task_queue")
+        self.identity(req.identity)
+        self.wait_ms(req.timeout_ms, "timeout_ms")
+        return req
+
+
+class Frontend:
+    """`legato.api.WorkflowService`: validation, then routing to history, matching and visibility."""
+
+    def __init__(self, history: api.HistoryService, matching: api.MatchingService,
+                 visibility: api.VisibilityStore, config: Config) -> None:
+        self._history = history
+        self._matching = matching
+        self._visibility = visibility
+        self._config = config
+        self._v = _Validator(config)
+
+    # ------------------------------------------------------------ workflow lifecycle
+
+    async def start_workflow(self, req: api.StartWorkflowRequest) -> api.StartWorkflowResponse:
+        v = self._v
+        if not isinstance(req, api.StartWorkflowRequest):
+            _bad("start request is required")
+        v.namespace(req.namespace)
+        v.ident(req.workflow_id, "workflow_id")
+        v.ident(req.workflow_type, "workflow_type")
+        v.ident(req.task_queue, "task_queue")
+        v.sequence(req.input, "input")
+        v.request_id(req.request_id)
+        v.identity(req.identity)
+        v.integer(req.execution_timeout_ms, "execution_timeout_ms", 0, MAX_DURATION_MS)
+        v.integer(req.run_timeout_ms, "run_timeout_ms", 0, MAX_DURATION_MS)
+        v.integer(req.task_timeout_ms, "task_timeout_ms", 0, self._config.history.max_workflow_task_timeout_ms)
+        v.enum(api.IdReusePolicy, req.id_reuse_policy, "id_reuse_policy")
+        v.enum(api.IdConflictPolicy, req.id_conflict_policy, "id_conflict_policy")
+        v.mapping(req.context, "context")
+        v.mapping(req.memo, "memo")
+        v.mapping(req.search_attributes, "search_attributes")
+        return await self._history.start_workflow(req)
+
+    async def signal_workflow(self, req: api.SignalWorkflowRequest) -> None:
+        v = self._v
+        if not isinstance(req, api.SignalWorkflowRequest):
+            _bad("signal request is required")
+        v.ref(req.ref)
+        v.ident(req.signal_name, "signal_name")
+        v.payload(req.input, "input")
+        v.text(req.sender, "sender")
+        v.identity(req.identity)
+        v.request_id(req.request_id)
+        await self._history.signal_workflow(req)
+
+    async def terminate_workflow(self, req: api.TerminateWorkflowRequest) -> None:
+        v = self._v
+        if not isinstance(req, api.TerminateWorkflowRequest):
+            _bad("terminate request is required")
+        v.ref(req.ref)
+        v.text(req.reason, "reason", v.payload_limit)
+        v.identity(req.identity)
+        await self._history.terminate_workflow(req)
+
+    async def request_cancel_workflow(self, req: api.CancelWorkflowRequest) -> None:
+        v = self._v
+        if not isinstance(req, api.CancelWorkflowRequest):
+            _bad("cancel request is required")
+        v.ref(req.ref)
+        v.text(req.reason, "reason", v.payload_limit)
+        v.identity(req.identity)
+        v.request_id(req.request_id)
+        await self._history.request_cancel_workflow(req)
+
+    # ------------------------------------------------------------ reading workflows
+
+    async def describe_workflow(self, ref: api.ExecutionRef) -> api.DescribeWorkflowResponse:
+        self._v.ref(ref)
+        return await self._history.describe_workflow(ref)
+
+    async def get_workflow_history(self, req: api.GetHistoryRequest) -> api.GetHistoryResponse:
+        v = self._v
+        if not isinstance(req, api.GetHistoryRequest):
+            _bad("history request is required")
+        v.ref(req.ref)
+        v.integer(req.first_event_id, "first_event_id", 1, MAX_DURATION_MS)
+        v.integer(req.page_size, "page_size", 1, MAX_HISTORY_PAGE_SIZE)
+        v.boolean(req.wait_new_event, "wait_new_event")
+        v.wait_ms(req.timeout_ms, "timeout_ms")
+        return await self._history.get_workflow_history(req)
+
+    async def get_workflow_result(self, req: api.GetResultRequest) -> api.GetResultResponse:
+        v = self._v
+        if not isinstance(req, api.GetResultRequest):
+            _bad("result request is required")
+        v.ref(req.ref)
+        v.wait_ms(req.timeout_ms, "timeout_ms")
+        v.boolean(req.return_on_task_failure, "return_on_task_failure")
+        return await self._history.get_workflow_result(req)
+
+    async def list_workflows(self, req: api.ListWorkflowsRequest) -> api.ListWorkflowsResponse:
+        v = self._v
+        if not isinstance(req, api.ListWorkflowsRequest):
+            _bad("list request is required")
+        v.namespace(req.namespace)
+        v.text(req.query, "query", MAX_QUERY_LENGTH)
+        v.integer(req.page_size, "page_size", 1, MAX_LIST_PAGE_SIZE)
+        if not isinstance(req.next_page_token, bytes):
+            _bad(f"next_page_token must be bytes, got {type(req.next_page_token).__name__}")
+        if len(req.next_page_token) > MAX_PAGE_TOKEN_BYTES:
+            _bad(f"next_page_token is {len(req.next_page_token)} bytes; the limit is {MAX_PAGE_TOKEN_BYTES}")
+        return await self._visibility.list(req)
+
+    # ------------------------------------------------------------ worker calls
+
+    async def poll_workflow_task(self, req: api.PollRequest) -> api.WorkflowTask | None:
+        self._v.poll(req, "poll")
+        return await self._matching.poll_workflow_task(req)
+
+    async def respond_workflow_task_completed(self, req: api.RespondWorkflowTaskCompletedRequest) -> None:
+        v = self._v
+        if not isinstance(req, api.RespondWorkflowTaskCompletedRequest):
+            _bad("respond request is required")
+        v.token(req.task_token, api.TaskKind.WORKFLOW)
+        v.commands(req.commands)
+        v.identity(req.identity)
+        await self._history.respond_workflow_task_completed(req)
+
+    async def respond_workflow_task_failed(self, req: api.RespondWorkflowTaskFailedRequest) -> None:
+        v = self._v
+        if not isinstance(req, api.RespondWorkflowTaskFailedRequest):
+            _bad("respond request is required")
+        v.token(req.task_token, api.TaskKind.WORKFLOW)
+        if req.cause not in WORKFLOW_TASK_FAILED_CAUSES:
+            _bad(f"cause has unknown value {req.cause!r}; expected one of: "
+                 + ", ".join(sorted(WORKFLOW_TASK_FAILED_CAUSES)))
+        v.failure(req.failure)
+        v.identity(req.identity)
+        await self._history.respond_workflow_task_failed(req)
+
+    async def poll_activity_task(self, req: api.PollRequest) -> api.ActivityTask | None:
+        self._v.poll(req, "poll")
+        return await self._matching.poll_activity_task(req)
+
+    async def respond_activity_task_completed(self, req: api.RespondActivityTaskCompletedRequest) -> None:
+        v = self._v
+        if not isinstance(req, api.RespondActivityTaskCompletedRequest):
+            _bad("respond request is required")
+        v.token(req.task_token, api.TaskKind.ACTIVITY)
+        v.payload(req.result, "result")
+        v.identity(req.identity)
+        await self._history.respond_activity_task_completed(req)
+
+    async def respond_activity_task_failed(self, req: api.RespondActivityTaskFailedRequest) -> None:
+        v = self._v
+        if not isinstance(req, api.RespondActivityTaskFailedRequest):
+            _bad("respond request is required")
+        v.token(req.task_token, api.TaskKind.ACTIVITY)
+        v.failure(req.failure)
+        v.identity(req.identity)
+        await self._history.respond_activity_task_failed(req)
+
+    async def record_activity_heartbeat(
+            self, req: api.RecordActivityHeartbeatRequest) -> api.RecordActivityHeartbeatResponse:
+        v = self._v
+        if not isinstance(req, api.RecordActivityHeartbeatRequest):
+            _bad("heartbeat request is required")
+        v.token(req.task_token, api.TaskKind.ACTIVITY)
+        v.payload(req.details, "details")
+        v.identity(req.identity)
+        return await self._history.record_activity_heartbeat(req)
+
+
+__all__ = ["MAX_WAIT_MS", "WORKFLOW_TASK_FAILED_CAUSES", "Frontend"]

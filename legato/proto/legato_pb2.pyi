@@ -1,0 +1,469 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Failure(_message.Message):
+    __slots__ = ("message", "kind", "retryable", "details_json", "source", "cause")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RETRYABLE_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    kind: str
+    retryable: bool
+    details_json: str
+    source: str
+    cause: Failure
+    def __init__(self, message: _Optional[str] = ..., kind: _Optional[str] = ..., retryable: _Optional[bool] = ..., details_json: _Optional[str] = ..., source: _Optional[str] = ..., cause: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+
+class HistoryEvent(_message.Message):
+    __slots__ = ("event_id", "event_type", "timestamp_ms", "attrs_json")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    ATTRS_JSON_FIELD_NUMBER: _ClassVar[int]
+    event_id: int
+    event_type: str
+    timestamp_ms: int
+    attrs_json: str
+    def __init__(self, event_id: _Optional[int] = ..., event_type: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., attrs_json: _Optional[str] = ...) -> None: ...
+
+class Command(_message.Message):
+    __slots__ = ("command_type", "attrs_json")
+    COMMAND_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ATTRS_JSON_FIELD_NUMBER: _ClassVar[int]
+    command_type: str
+    attrs_json: str
+    def __init__(self, command_type: _Optional[str] = ..., attrs_json: _Optional[str] = ...) -> None: ...
+
+class ExecutionRef(_message.Message):
+    __slots__ = ("workflow_id", "run_id", "namespace")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    run_id: str
+    namespace: str
+    def __init__(self, workflow_id: _Optional[str] = ..., run_id: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+
+class StartWorkflowRequest(_message.Message):
+    __slots__ = ("workflow_id", "workflow_type", "task_queue", "input_json", "namespace", "request_id", "identity", "execution_timeout_ms", "run_timeout_ms", "task_timeout_ms", "id_reuse_policy", "id_conflict_policy", "context_json", "memo_json", "search_attributes_json")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TASK_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    RUN_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    TASK_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    ID_REUSE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    ID_CONFLICT_POLICY_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_JSON_FIELD_NUMBER: _ClassVar[int]
+    MEMO_JSON_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_ATTRIBUTES_JSON_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    workflow_type: str
+    task_queue: str
+    input_json: str
+    namespace: str
+    request_id: str
+    identity: str
+    execution_timeout_ms: int
+    run_timeout_ms: int
+    task_timeout_ms: int
+    id_reuse_policy: str
+    id_conflict_policy: str
+    context_json: str
+    memo_json: str
+    search_attributes_json: str
+    def __init__(self, workflow_id: _Optional[str] = ..., workflow_type: _Optional[str] = ..., task_queue: _Optional[str] = ..., input_json: _Optional[str] = ..., namespace: _Optional[str] = ..., request_id: _Optional[str] = ..., identity: _Optional[str] = ..., execution_timeout_ms: _Optional[int] = ..., run_timeout_ms: _Optional[int] = ..., task_timeout_ms: _Optional[int] = ..., id_reuse_policy: _Optional[str] = ..., id_conflict_policy: _Optional[str] = ..., context_json: _Optional[str] = ..., memo_json: _Optional[str] = ..., search_attributes_json: _Optional[str] = ...) -> None: ...
+
+class StartWorkflowResponse(_message.Message):
+    __slots__ = ("run_id", "started")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    started: bool
+    def __init__(self, run_id: _Optional[str] = ..., started: _Optional[bool] = ...) -> None: ...
+
+class SignalWorkflowRequest(_message.Message):
+    __slots__ = ("ref", "signal_name", "input_json", "sender", "identity", "request_id")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ref: ExecutionRef
+    signal_name: str
+    input_json: str
+    sender: str
+    identity: str
+    request_id: str
+    def __init__(self, ref: _Optional[_Union[ExecutionRef, _Mapping]] = ..., signal_name: _Optional[str] = ..., input_json: _Optional[str] = ..., sender: _Optional[str] = ..., identity: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class SignalWorkflowResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TerminateWorkflowRequest(_message.Message):
+    __slots__ = ("ref", "reason", "identity")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    ref: ExecutionRef
+    reason: str
+    identity: str
+    def __init__(self, ref: _Optional[_Union[ExecutionRef, _Mapping]] = ..., reason: _Optional[str] = ..., identity: _Optional[str] = ...) -> None: ...
+
+class TerminateWorkflowResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RequestCancelWorkflowRequest(_message.Message):
+    __slots__ = ("ref", "reason", "identity", "request_id")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ref: ExecutionRef
+    reason: str
+    identity: str
+    request_id: str
+    def __init__(self, ref: _Optional[_Union[ExecutionRef, _Mapping]] = ..., reason: _Optional[str] = ..., identity: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RequestCancelWorkflowResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WorkflowExecutionInfo(_message.Message):
+    __slots__ = ("namespace", "workflow_id", "run_id", "workflow_type", "task_queue", "status", "start_time_ms", "close_time_ms", "history_length", "memo_json", "search_attributes_json")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TASK_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MEMO_JSON_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_ATTRIBUTES_JSON_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    task_queue: str
+    status: str
+    start_time_ms: int
+    close_time_ms: int
+    history_length: int
+    memo_json: str
+    search_attributes_json: str
+    def __init__(self, namespace: _Optional[str] = ..., workflow_id: _Optional[str] = ..., run_id: _Optional[str] = ..., workflow_type: _Optional[str] = ..., task_queue: _Optional[str] = ..., status: _Optional[str] = ..., start_time_ms: _Optional[int] = ..., close_time_ms: _Optional[int] = ..., history_length: _Optional[int] = ..., memo_json: _Optional[str] = ..., search_attributes_json: _Optional[str] = ...) -> None: ...
+
+class PendingActivityInfo(_message.Message):
+    __slots__ = ("activity_id", "activity_type", "scheduled_event_id", "state", "attempt", "last_failure", "scheduled_time_ms", "last_started_time_ms")
+    ACTIVITY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    LAST_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_STARTED_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    activity_id: str
+    activity_type: str
+    scheduled_event_id: int
+    state: str
+    attempt: int
+    last_failure: Failure
+    scheduled_time_ms: int
+    last_started_time_ms: int
+    def __init__(self, activity_id: _Optional[str] = ..., activity_type: _Optional[str] = ..., scheduled_event_id: _Optional[int] = ..., state: _Optional[str] = ..., attempt: _Optional[int] = ..., last_failure: _Optional[_Union[Failure, _Mapping]] = ..., scheduled_time_ms: _Optional[int] = ..., last_started_time_ms: _Optional[int] = ...) -> None: ...
+
+class PendingWorkflowTaskInfo(_message.Message):
+    __slots__ = ("scheduled_event_id", "state", "attempt", "scheduled_time_ms", "started_time_ms")
+    SCHEDULED_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    scheduled_event_id: int
+    state: str
+    attempt: int
+    scheduled_time_ms: int
+    started_time_ms: int
+    def __init__(self, scheduled_event_id: _Optional[int] = ..., state: _Optional[str] = ..., attempt: _Optional[int] = ..., scheduled_time_ms: _Optional[int] = ..., started_time_ms: _Optional[int] = ...) -> None: ...
+
+class DescribeWorkflowRequest(_message.Message):
+    __slots__ = ("ref",)
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ref: ExecutionRef
+    def __init__(self, ref: _Optional[_Union[ExecutionRef, _Mapping]] = ...) -> None: ...
+
+class DescribeWorkflowResponse(_message.Message):
+    __slots__ = ("info", "pending_activities", "pending_workflow_task", "last_workflow_task_failure", "pending_timers", "result_json", "failure")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    PENDING_ACTIVITIES_FIELD_NUMBER: _ClassVar[int]
+    PENDING_WORKFLOW_TASK_FIELD_NUMBER: _ClassVar[int]
+    LAST_WORKFLOW_TASK_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_TIMERS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    info: WorkflowExecutionInfo
+    pending_activities: _containers.RepeatedCompositeFieldContainer[PendingActivityInfo]
+    pending_workflow_task: PendingWorkflowTaskInfo
+    last_workflow_task_failure: Failure
+    pending_timers: int
+    result_json: str
+    failure: Failure
+    def __init__(self, info: _Optional[_Union[WorkflowExecutionInfo, _Mapping]] = ..., pending_activities: _Optional[_Iterable[_Union[PendingActivityInfo, _Mapping]]] = ..., pending_workflow_task: _Optional[_Union[PendingWorkflowTaskInfo, _Mapping]] = ..., last_workflow_task_failure: _Optional[_Union[Failure, _Mapping]] = ..., pending_timers: _Optional[int] = ..., result_json: _Optional[str] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+
+class GetWorkflowHistoryRequest(_message.Message):
+    __slots__ = ("ref", "first_event_id", "page_size", "wait_new_event", "timeout_ms")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    FIRST_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    WAIT_NEW_EVENT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    ref: ExecutionRef
+    first_event_id: int
+    page_size: int
+    wait_new_event: bool
+    timeout_ms: int
+    def __init__(self, ref: _Optional[_Union[ExecutionRef, _Mapping]] = ..., first_event_id: _Optional[int] = ..., page_size: _Optional[int] = ..., wait_new_event: _Optional[bool] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class GetWorkflowHistoryResponse(_message.Message):
+    __slots__ = ("run_id", "events", "next_event_id", "closed")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    events: _containers.RepeatedCompositeFieldContainer[HistoryEvent]
+    next_event_id: int
+    closed: bool
+    def __init__(self, run_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[HistoryEvent, _Mapping]]] = ..., next_event_id: _Optional[int] = ..., closed: _Optional[bool] = ...) -> None: ...
+
+class GetWorkflowResultRequest(_message.Message):
+    __slots__ = ("ref", "timeout_ms", "return_on_task_failure")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    RETURN_ON_TASK_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    ref: ExecutionRef
+    timeout_ms: int
+    return_on_task_failure: bool
+    def __init__(self, ref: _Optional[_Union[ExecutionRef, _Mapping]] = ..., timeout_ms: _Optional[int] = ..., return_on_task_failure: _Optional[bool] = ...) -> None: ...
+
+class GetWorkflowResultResponse(_message.Message):
+    __slots__ = ("run_id", "status", "result_json", "failure", "task_failure")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    TASK_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    status: str
+    result_json: str
+    failure: Failure
+    task_failure: Failure
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[str] = ..., result_json: _Optional[str] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., task_failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+
+class ListWorkflowsRequest(_message.Message):
+    __slots__ = ("namespace", "query", "page_size", "next_page_token")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    query: str
+    page_size: int
+    next_page_token: bytes
+    def __init__(self, namespace: _Optional[str] = ..., query: _Optional[str] = ..., page_size: _Optional[int] = ..., next_page_token: _Optional[bytes] = ...) -> None: ...
+
+class ListWorkflowsResponse(_message.Message):
+    __slots__ = ("executions", "next_page_token")
+    EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    executions: _containers.RepeatedCompositeFieldContainer[WorkflowExecutionInfo]
+    next_page_token: bytes
+    def __init__(self, executions: _Optional[_Iterable[_Union[WorkflowExecutionInfo, _Mapping]]] = ..., next_page_token: _Optional[bytes] = ...) -> None: ...
+
+class PollWorkflowTaskRequest(_message.Message):
+    __slots__ = ("task_queue", "namespace", "identity", "timeout_ms")
+    TASK_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    task_queue: str
+    namespace: str
+    identity: str
+    timeout_ms: int
+    def __init__(self, task_queue: _Optional[str] = ..., namespace: _Optional[str] = ..., identity: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class WorkflowTask(_message.Message):
+    __slots__ = ("task_token", "namespace", "workflow_id", "run_id", "workflow_type", "task_queue", "attempt", "started_event_id", "previous_started_event_id", "history")
+    TASK_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TASK_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_STARTED_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    task_token: bytes
+    namespace: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    task_queue: str
+    attempt: int
+    started_event_id: int
+    previous_started_event_id: int
+    history: _containers.RepeatedCompositeFieldContainer[HistoryEvent]
+    def __init__(self, task_token: _Optional[bytes] = ..., namespace: _Optional[str] = ..., workflow_id: _Optional[str] = ..., run_id: _Optional[str] = ..., workflow_type: _Optional[str] = ..., task_queue: _Optional[str] = ..., attempt: _Optional[int] = ..., started_event_id: _Optional[int] = ..., previous_started_event_id: _Optional[int] = ..., history: _Optional[_Iterable[_Union[HistoryEvent, _Mapping]]] = ...) -> None: ...
+
+class PollWorkflowTaskResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: WorkflowTask
+    def __init__(self, task: _Optional[_Union[WorkflowTask, _Mapping]] = ...) -> None: ...
+
+class RespondWorkflowTaskCompletedRequest(_message.Message):
+    __slots__ = ("task_token", "commands", "identity")
+    TASK_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    task_token: bytes
+    commands: _containers.RepeatedCompositeFieldContainer[Command]
+    identity: str
+    def __init__(self, task_token: _Optional[bytes] = ..., commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ..., identity: _Optional[str] = ...) -> None: ...
+
+class RespondWorkflowTaskCompletedResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RespondWorkflowTaskFailedRequest(_message.Message):
+    __slots__ = ("task_token", "cause", "failure", "identity")
+    TASK_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    task_token: bytes
+    cause: str
+    failure: Failure
+    identity: str
+    def __init__(self, task_token: _Optional[bytes] = ..., cause: _Optional[str] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., identity: _Optional[str] = ...) -> None: ...
+
+class RespondWorkflowTaskFailedResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PollActivityTaskRequest(_message.Message):
+    __slots__ = ("task_queue", "namespace", "identity", "timeout_ms")
+    TASK_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    task_queue: str
+    namespace: str
+    identity: str
+    timeout_ms: int
+    def __init__(self, task_queue: _Optional[str] = ..., namespace: _Optional[str] = ..., identity: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class ActivityTask(_message.Message):
+    __slots__ = ("task_token", "namespace", "workflow_id", "run_id", "workflow_type", "activity_id", "activity_type", "task_queue", "input_json", "attempt", "scheduled_time_ms", "started_time_ms", "start_to_close_timeout_ms", "heartbeat_timeout_ms", "heartbeat_details_json", "context_json")
+    TASK_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TASK_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    START_TO_CLOSE_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_JSON_FIELD_NUMBER: _ClassVar[int]
+    task_token: bytes
+    namespace: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    activity_id: str
+    activity_type: str
+    task_queue: str
+    input_json: str
+    attempt: int
+    scheduled_time_ms: int
+    started_time_ms: int
+    start_to_close_timeout_ms: int
+    heartbeat_timeout_ms: int
+    heartbeat_details_json: str
+    context_json: str
+    def __init__(self, task_token: _Optional[bytes] = ..., namespace: _Optional[str] = ..., workflow_id: _Optional[str] = ..., run_id: _Optional[str] = ..., workflow_type: _Optional[str] = ..., activity_id: _Optional[str] = ..., activity_type: _Optional[str] = ..., task_queue: _Optional[str] = ..., input_json: _Optional[str] = ..., attempt: _Optional[int] = ..., scheduled_time_ms: _Optional[int] = ..., started_time_ms: _Optional[int] = ..., start_to_close_timeout_ms: _Optional[int] = ..., heartbeat_timeout_ms: _Optional[int] = ..., heartbeat_details_json: _Optional[str] = ..., context_json: _Optional[str] = ...) -> None: ...
+
+class PollActivityTaskResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: ActivityTask
+    def __init__(self, task: _Optional[_Union[ActivityTask, _Mapping]] = ...) -> None: ...
+
+class RespondActivityTaskCompletedRequest(_message.Message):
+    __slots__ = ("task_token", "result_json", "identity")
+    TASK_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    task_token: bytes
+    result_json: str
+    identity: str
+    def __init__(self, task_token: _Optional[bytes] = ..., result_json: _Optional[str] = ..., identity: _Optional[str] = ...) -> None: ...
+
+class RespondActivityTaskCompletedResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RespondActivityTaskFailedRequest(_message.Message):
+    __slots__ = ("task_token", "failure", "identity")
+    TASK_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    task_token: bytes
+    failure: Failure
+    identity: str
+    def __init__(self, task_token: _Optional[bytes] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., identity: _Optional[str] = ...) -> None: ...
+
+class RespondActivityTaskFailedResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RecordActivityHeartbeatRequest(_message.Message):
+    __slots__ = ("task_token", "details_json", "identity")
+    TASK_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    task_token: bytes
+    details_json: str
+    identity: str
+    def __init__(self, task_token: _Optional[bytes] = ..., details_json: _Optional[str] = ..., identity: _Optional[str] = ...) -> None: ...
+
+class RecordActivityHeartbeatResponse(_message.Message):
+    __slots__ = ("cancel_requested",)
+    CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    cancel_requested: bool
+    def __init__(self, cancel_requested: _Optional[bool] = ...) -> None: ...
