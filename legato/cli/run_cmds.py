@@ -6,15 +6,19 @@ import asyncio
 import os
 import signal
 import socket
+from typing import TYPE_CHECKING
 
 import click
 
 from legato.api import ExecutionRef, StartWorkflowRequest
-from legato.cli.common import parse_input, parse_timeout, run_async
+from legato.cli.common import CliError, parse_input, parse_timeout, run_async
 from legato.cli.output import ExitCode
 from legato.cli.workflow_cmds import report_result, wait_result
 from legato.config import load_config
 from legato.ids import new_request_id
+
+if TYPE_CHECKING:
+    from worker.entries import Registry
 
 config_option = click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
                              help="YAML file with limits and tunables (see README).")
@@ -52,7 +56,7 @@ async def start_dev(db_path: str | None, port: int, host: str, config_path: str 
     return ExitCode.OK
 
 
-def _load_registry(path: str):  # type: ignore[no-untyped-def]
+def _load_registry(path: str) -> Registry:
     from worker.entries import load_registry
 
     return load_registry(path)
@@ -65,9 +69,8 @@ def _load_registry(path: str):  # type: ignore[no-untyped-def]
 @run_async
 async def worker(entries: str, address: str, config_path: str | None) -> int:
     """Run the workflows and activities of ENTRIES against a server."""
-    from worker.worker import Worker
-
     from legato.client import GrpcClient
+    from worker.worker import Worker
 
     config = load_config(config_path)
     registry = _load_registry(entries)
@@ -81,6 +84,22 @@ async def worker(entries: str, address: str, config_path: str | None) -> int:
         finally:
             await w.stop()
     return ExitCode.OK
+
+
+def _workflow_target(registry: Registry, entry_id: str, entries: str) -> tuple[str, str, str]:
+    """(workflow type, task queue, namespace) of the workflow entry `entry_id`."""
+    from worker.entries import WorkerEntry, WorkflowEntry
+
+    entry = registry.find(entry_id) or registry.workflow_for_type(entry_id)
+    if not isinstance(entry, WorkflowEntry):
+        known = ", ".join(sorted(e.id for e in registry.workflows())) or "none"
+        what = f"is a {entry.kind} entry, not a workflow.lua entry" if entry else "is not in the registry"
+        raise CliError(f"entry {entry_id!r} {what} ({entries}); workflows there: {known}")
+    worker = registry.find(entry.worker) if entry.worker else None
+    if not isinstance(worker, WorkerEntry):
+        raise CliError(f"workflow {entry_id!r} ({entry.where}) is not bound to a temporal.worker entry: "
+                       "set meta.temporal.workflow.worker to the id of one")
+    return entry.workflow_type, worker.task_queue, registry.namespace_of_worker(worker.id)
 
 
 @click.command()
@@ -100,13 +119,12 @@ async def run(entries: str, entry_id: str, input_json: str | None, db_path: str 
     Exit 0 when it completes, 1 when it fails, 2 when its workflow task fails (a bug,
     non-determinism or a forbidden call) instead of waiting for a fix.
     """
-    from worker.worker import Worker
-
     from legato.server import Engine
+    from worker.worker import Worker
 
     config = load_config(config_path)
     registry = _load_registry(entries)
-    task_queue = registry.task_queue_for_workflow(entry_id)
+    workflow_type, task_queue, namespace = _workflow_target(registry, entry_id, entries)
     args = parse_input(input_json)
     wait_ms = parse_timeout(timeout)
     async with Engine(config, db_path) as engine:
@@ -115,9 +133,10 @@ async def run(entries: str, entry_id: str, input_json: str | None, db_path: str 
         try:
             wid = workflow_id or f"run-{new_request_id()}"
             await engine.frontend.start_workflow(StartWorkflowRequest(
-                workflow_id=wid, workflow_type=registry.workflow_type(entry_id), task_queue=task_queue,
-                input=args, request_id=new_request_id(), identity="legato-run"))
-            resp = await wait_result(engine.frontend, ExecutionRef(wid), wait_ms, return_on_task_failure=True)
+                workflow_id=wid, workflow_type=workflow_type, task_queue=task_queue, input=args,
+                namespace=namespace, request_id=new_request_id(), identity="legato-run"))
+            resp = await wait_result(engine.frontend, ExecutionRef(wid, namespace=namespace), wait_ms,
+                                     return_on_task_failure=True)
         finally:
             await w.stop()
     return report_result(resp, output, wid)

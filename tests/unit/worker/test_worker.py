@@ -1,0 +1,185 @@
+"""The Worker against a small in-test WorkflowService."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from legato.api import (
+    ActivityTask,
+    PollRequest,
+    RecordActivityHeartbeatRequest,
+    RecordActivityHeartbeatResponse,
+    RespondActivityTaskCompletedRequest,
+    RespondActivityTaskFailedRequest,
+    RespondWorkflowTaskCompletedRequest,
+    RespondWorkflowTaskFailedRequest,
+    WorkflowTask,
+)
+from legato.config import Config
+from legato.errors import Unavailable
+from tests.unit.worker.helpers import History, make_app, types
+from worker.worker import Backoff, Worker
+
+
+class FakeService:
+    """Hands out queued tasks; records every respond call; can fail the first polls."""
+
+    def __init__(self, fail_polls: int = 0) -> None:
+        self.wf_tasks: asyncio.Queue[WorkflowTask] = asyncio.Queue()
+        self.act_tasks: asyncio.Queue[ActivityTask] = asyncio.Queue()
+        self.responses: asyncio.Queue[Any] = asyncio.Queue()
+        self.polls: list[PollRequest] = []
+        self.fail_polls = fail_polls
+        self.heartbeats: list[RecordActivityHeartbeatRequest] = []
+
+    async def poll_workflow_task(self, req: PollRequest) -> WorkflowTask | None:
+        self.polls.append(req)
+        if self.fail_polls > 0:
+            self.fail_polls -= 1
+            raise Unavailable("server gone")
+        return await self.wf_tasks.get()
+
+    async def poll_activity_task(self, req: PollRequest) -> ActivityTask | None:
+        return await self.act_tasks.get()
+
+    async def respond_workflow_task_completed(self, req: RespondWorkflowTaskCompletedRequest) -> None:
+        await self.responses.put(req)
+
+    async def respond_workflow_task_failed(self, req: RespondWorkflowTaskFailedRequest) -> None:
+        await self.responses.put(req)
+
+    async def respond_activity_task_completed(self, req: RespondActivityTaskCompletedRequest) -> None:
+        await self.responses.put(req)
+
+    async def respond_activity_task_failed(self, req: RespondActivityTaskFailedRequest) -> None:
+        await self.responses.put(req)
+
+    async def record_activity_heartbeat(self, req: RecordActivityHeartbeatRequest) -> RecordActivityHeartbeatResponse:
+        self.heartbeats.append(req)
+        return RecordActivityHeartbeatResponse(cancel_requested=False)
+
+
+def wf_task(h: History, token: bytes, prev: int = 0) -> WorkflowTask:
+    return WorkflowTask(token, "default", "wf-1", "run-1", "app:w", "q", 1, h.started_id, prev, list(h.events))
+
+
+def config() -> Config:
+    c = Config()
+    c.worker.workflow_pollers = 1
+    c.worker.activity_pollers = 1
+    return c
+
+
+async def next_response(svc: FakeService) -> Any:
+    return await asyncio.wait_for(svc.responses.get(), 10)
+
+
+async def test_worker_runs_workflow_tasks_and_keeps_the_run_cached(tmp_path: Path) -> None:
+    reg = make_app(tmp_path, {"w": """\
+        return function(name)
+            local r = funcs.call("app:greet", name)
+            return r
+        end
+        """}, {"greet": 'return function(n) return "hello, " .. n end'})
+    svc = FakeService()
+    w = Worker(svc, reg, config(), identity="test-worker")  # type: ignore[arg-type]
+    await w.start()
+    try:
+        h = History("app:w", ["Ada"])
+        await svc.wf_tasks.put(wf_task(h, b"t1"))
+        resp = await next_response(svc)
+        assert isinstance(resp, RespondWorkflowTaskCompletedRequest)
+        assert resp.task_token == b"t1" and resp.identity == "test-worker"
+        assert types(resp.commands) == ["ScheduleActivityTask"]
+        assert "run-1" in w.cache
+
+        attrs = resp.commands[0].attrs
+        await svc.act_tasks.put(ActivityTask(b"a1", "default", "wf-1", "run-1", "app:w", attrs["activity_id"],
+                                             attrs["activity_type"], "q", attrs["input"], 1, 0, 0, 0))
+        act = await next_response(svc)
+        assert isinstance(act, RespondActivityTaskCompletedRequest) and act.result == "hello, Ada"
+
+        prev = h.started_id
+        h.complete_task(resp.commands).activity_completed("1", act.result).next_task()
+        await svc.wf_tasks.put(wf_task(h, b"t2", prev))
+        resp = await next_response(svc)
+        assert types(resp.commands) == ["CompleteWorkflowExecution"]
+        assert resp.commands[0].attrs["result"] == "hello, Ada"
+        assert w.cache.hits == 1
+        assert "run-1" not in w.cache  # closed runs leave the cache
+        assert {p.task_queue for p in svc.polls} == {"q"}
+    finally:
+        await w.stop()
+
+
+async def test_bad_workflow_task_fails_the_task_not_the_worker(tmp_path: Path) -> None:
+    reg = make_app(tmp_path, {"w": "return function() return os.time() end"})
+    svc = FakeService()
+    w = Worker(svc, reg, config())  # type: ignore[arg-type]
+    await w.start()
+    try:
+        await svc.wf_tasks.put(wf_task(History("app:w"), b"bad"))
+        resp = await next_response(svc)
+        assert isinstance(resp, RespondWorkflowTaskFailedRequest)
+        assert resp.cause == "FORBIDDEN_CALL" and "time.now()" in resp.failure.message
+        assert "run-1" not in w.cache
+        # unknown type
+        h = History("app:unknown")
+        t = wf_task(h, b"unknown")
+        t.workflow_type = "app:unknown"
+        await svc.wf_tasks.put(t)
+        resp = await next_response(svc)
+        assert isinstance(resp, RespondWorkflowTaskFailedRequest) and resp.failure.kind == "NOT_FOUND"
+        # and it still works
+        reg_ok = make_app(tmp_path / "x" if (tmp_path / "x").mkdir() is None else tmp_path,
+                          {"w": "return function() return 1 end"})
+        w.registry = reg_ok
+        await svc.wf_tasks.put(wf_task(History("app:w"), b"ok"))
+        resp = await next_response(svc)
+        assert isinstance(resp, RespondWorkflowTaskCompletedRequest)
+    finally:
+        await w.stop()
+
+
+async def test_poll_errors_back_off_and_recover(tmp_path: Path) -> None:
+    reg = make_app(tmp_path, {"w": "return function() return 1 end"})
+    svc = FakeService(fail_polls=2)
+    w = Worker(svc, reg, config())  # type: ignore[arg-type]
+    await w.start()
+    try:
+        await svc.wf_tasks.put(wf_task(History("app:w"), b"t"))
+        resp = await next_response(svc)
+        assert isinstance(resp, RespondWorkflowTaskCompletedRequest)
+        assert svc.fail_polls == 0 and len(svc.polls) >= 3
+    finally:
+        await w.stop()
+
+
+async def test_activity_failure_is_reported(tmp_path: Path) -> None:
+    reg = make_app(tmp_path, {}, {"boom": 'return function() error("kaput") end'})
+    svc = FakeService()
+    w = Worker(svc, reg, config())  # type: ignore[arg-type]
+    async with w:
+        await svc.act_tasks.put(ActivityTask(b"a", "default", "wf", "run", "app:w", "1", "app:boom", "q", [], 1, 0,
+                                             0, 0))
+        resp = await next_response(svc)
+        assert isinstance(resp, RespondActivityTaskFailedRequest)
+        assert resp.failure.kind == "INTERNAL" and "kaput" in resp.failure.message and resp.failure.retryable
+
+
+async def test_stop_without_tasks_is_prompt(tmp_path: Path) -> None:
+    reg = make_app(tmp_path, {"w": "return function() end"})
+    w = Worker(FakeService(), reg, config())  # type: ignore[arg-type]
+    await w.start()
+    await asyncio.wait_for(w.stop(), 5)
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    b = Backoff(initial=0.1, maximum=2.0)
+    delays = [b.next_delay() for _ in range(10)]
+    assert 0.05 <= delays[0] <= 0.1
+    assert all(d <= 2.0 for d in delays) and delays[-1] >= 1.0
+    b.reset()
+    assert b.next_delay() <= 0.1

@@ -1,0 +1,234 @@
+"""Activities: `function.lua` entries run for activity tasks.
+
+Each thread keeps one Lua runtime per function entry and reuses it for later calls (the code is
+loaded once). Activity code has the standard library (activities do the side effects) plus the
+modules its entry lists: `time` (real clock and real sleep), `json`, `uuid` (real random), `crypto`,
+`errors`, `ctx`, `activity` (`activity.heartbeat(details)`, `activity.info()`) and `funcs`
+(`funcs.call` runs another function entry directly, in this thread).
+
+Result conventions:
+* returned value -> completed with it;
+* `return nil, "text"` -> failed: kind UNKNOWN, not retryable (a returned error is a business result);
+* `return nil, errors.new{...}` -> failed with that kind/message/details (retryable only if it says so);
+* a raised Lua error -> kind INTERNAL (or the raised error object's kind), retryable, the Lua message;
+* an activity type that is not in the registry -> NOT_FOUND, not retryable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lupa import lua54
+
+from legato.durations import parse_duration_ms
+from legato.errors import Failure, Kind
+from worker.convert import ConversionError, args_to_python, to_lua, to_python
+from worker.entries import FunctionEntry, Registry
+from worker.runtime import load_kernel, new_lua
+
+HeartbeatFn = Callable[[bytes, Any], bool]  # (task_token, details) -> cancel requested
+
+MAX_CALL_DEPTH = 32
+
+
+@dataclass(slots=True)
+class CallContext:
+    """What the host functions of an activity call need to know."""
+
+    task_token: bytes = b""
+    activity_id: str = ""
+    activity_type: str = ""
+    workflow_id: str = ""
+    run_id: str = ""
+    workflow_type: str = ""
+    task_queue: str = ""
+    attempt: int = 1
+    context: dict[str, Any] = field(default_factory=dict)
+    heartbeat_details: Any = None
+    depth: int = 0
+
+
+@dataclass(slots=True)
+class ActivityOutcome:
+    ok: bool
+    result: Any = None
+    failure: Failure | None = None
+
+
+class _FunctionRuntime:
+    def __init__(self, entry: FunctionEntry, runner: ActivityRunner) -> None:
+        self.entry = entry
+        self.runner = runner
+        self.ctx = CallContext()
+        self.lua = new_lua(None)
+        host = {
+            "now_ms": lambda: int(time.time() * 1000),
+            "sleep": _sleep,
+            "uuid4": lambda: str(uuid.uuid4()),
+            "random_hex": lambda n, *_: os.urandom(int(n)).hex(),
+            "context": self._context,
+            "heartbeat": self._heartbeat,
+            "activity_info": self._info,
+            "call_function": self._call_function,
+            "duration_ms": _duration_ms,
+            "json_encode": _json_encode,
+            "json_decode": self._json_decode,
+            "log": lambda msg: None,
+        }
+        self.k = load_kernel(self.lua, "activity", host)
+        ok, err = self.k.setup(entry.id, self.lua.table_from(list(entry.modules)), entry.method, entry.bytecode,
+                               entry.chunk_name)
+        self.setup_error: str | None = None if ok else str(err)
+        self._call = self.k.call
+
+    def call(self, args: list[Any], ctx: CallContext) -> ActivityOutcome:
+        if self.setup_error is not None:
+            return ActivityOutcome(False, failure=Failure(self.setup_error, Kind.INTERNAL, True))
+        saved = self.ctx
+        self.ctx = ctx
+        try:
+            packed = self.lua.table_from([to_lua(self.lua, a) for a in args])
+            packed["n"] = len(args)
+            r = self._call(packed)
+        except lua54.LuaError as err:
+            return ActivityOutcome(False, failure=Failure(str(err), Kind.INTERNAL, True))
+        finally:
+            self.ctx = saved
+        status = r[0] if isinstance(r, tuple) else r
+        if status == "ok":
+            try:
+                return ActivityOutcome(True, result=to_python(r[1]))
+            except ConversionError as err:
+                return ActivityOutcome(False, failure=Failure(
+                    f"{self.entry.id}: the result cannot be recorded: {err}", Kind.INVALID, False))
+        padded: tuple[Any, ...] = (*r, None, None, None, None, None) if isinstance(r, tuple) else (r, None, None,
+                                                                                                  None, None, None)
+        message, kind, retryable, details = padded[1], padded[2], padded[3], padded[4]
+        rest = padded[5:6]
+        try:
+            det = to_python(details)
+        except ConversionError:
+            det = None
+        if status == "returned_error":
+            return ActivityOutcome(False, failure=Failure(str(message), str(kind or Kind.UNKNOWN),
+                                                          bool(retryable) if retryable is not None else False, det))
+        source = rest[0] if rest else None
+        return ActivityOutcome(False, failure=Failure(str(message), str(kind or Kind.INTERNAL),
+                                                      bool(retryable) if retryable is not None else True, det,
+                                                      source=source or None))
+
+    # host callbacks
+    def _context(self) -> Any:
+        return to_lua(self.lua, dict(self.ctx.context))
+
+    def _heartbeat(self, details: Any) -> bool:
+        try:
+            d = to_python(details)
+        except ConversionError:
+            d = None
+        return self.runner.heartbeat(self.ctx, d)
+
+    def _info(self) -> Any:
+        c = self.ctx
+        return self.lua.table_from({"activity_id": c.activity_id, "activity_type": c.activity_type,
+                                    "workflow_id": c.workflow_id, "run_id": c.run_id,
+                                    "workflow_type": c.workflow_type, "task_queue": c.task_queue,
+                                    "attempt": c.attempt})
+
+    def _call_function(self, entry_id: str, packed: Any) -> tuple[Any, ...]:
+        try:
+            args = args_to_python(packed)
+        except ConversionError as err:
+            return False, f"funcs.call({entry_id}): {err}", Kind.INVALID, False, None
+        if self.ctx.depth >= MAX_CALL_DEPTH:
+            return False, f"funcs.call({entry_id}): calls nested more than {MAX_CALL_DEPTH} deep", Kind.INTERNAL, \
+                False, None
+        ctx = CallContext(self.ctx.task_token, self.ctx.activity_id, entry_id, self.ctx.workflow_id, self.ctx.run_id,
+                          self.ctx.workflow_type, self.ctx.task_queue, self.ctx.attempt, self.ctx.context,
+                          None, self.ctx.depth + 1)
+        out = self.runner.call(entry_id, args, ctx)
+        if out.ok:
+            return True, to_lua(self.lua, out.result)
+        f = out.failure or Failure("failed")
+        return False, f.message, f.kind, f.retryable, to_lua(self.lua, f.details)
+
+    def _json_decode(self, text: str) -> tuple[Any, Any]:
+        try:
+            return to_lua(self.lua, json.loads(text)), None
+        except ValueError as err:
+            return None, f"json.decode: {err}"
+
+
+class ActivityRunner:
+    """Runs function entries; safe to call from many threads (each has its own runtimes)."""
+
+    def __init__(self, registry: Registry, heartbeat: Callable[[CallContext, Any], bool] | None = None) -> None:
+        self.registry = registry
+        self._heartbeat = heartbeat
+        self._local = threading.local()
+
+    def heartbeat(self, ctx: CallContext, details: Any) -> bool:
+        if self._heartbeat is None:
+            return False
+        try:
+            return bool(self._heartbeat(ctx, details))
+        except Exception:
+            return False
+
+    def _runtime(self, entry: FunctionEntry) -> _FunctionRuntime:
+        rts: dict[str, _FunctionRuntime] | None = getattr(self._local, "runtimes", None)
+        if rts is None:
+            rts = self._local.runtimes = {}
+        rt = rts.get(entry.id)
+        if rt is None or rt.entry is not entry:
+            rt = rts[entry.id] = _FunctionRuntime(entry, self)
+        return rt
+
+    def call(self, activity_type: str, args: list[Any], ctx: CallContext | None = None) -> ActivityOutcome:
+        entry = self.registry.function(activity_type)
+        if entry is None:
+            return ActivityOutcome(False, failure=Failure(
+                f"activity {activity_type!r} is not registered on this worker (no function.lua entry with that id)",
+                Kind.NOT_FOUND, False))
+        try:
+            return self._runtime(entry).call(args, ctx or CallContext(activity_type=activity_type))
+        except Exception as err:
+            return ActivityOutcome(False, failure=Failure(f"{activity_type}: {type(err).__name__}: {err}",
+                                                          Kind.INTERNAL, True))
+
+    def execute(self, task: Any) -> ActivityOutcome:
+        """Run an `ActivityTask`."""
+        ctx = CallContext(task.task_token, task.activity_id, task.activity_type, task.workflow_id, task.run_id,
+                          task.workflow_type, task.task_queue, task.attempt, dict(task.context or {}),
+                          task.heartbeat_details)
+        args = task.input if isinstance(task.input, list) else [task.input]
+        return self.call(task.activity_type, args, ctx)
+
+
+def _sleep(ms: Any) -> None:
+    if ms and ms > 0:
+        time.sleep(float(ms) / 1000.0)
+
+
+def _duration_ms(value: Any) -> tuple[Any, Any]:
+    try:
+        return parse_duration_ms(value, "duration"), None
+    except ValueError as err:
+        return None, str(err)
+
+
+_SORTED = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=True)
+
+
+def _json_encode(value: Any) -> tuple[Any, Any]:
+    try:
+        return _SORTED.encode(to_python(value)), None
+    except (ConversionError, TypeError, ValueError) as err:
+        return None, f"json.encode: {err}"

@@ -1,0 +1,163 @@
+"""Values between Lua and Python (payloads are JSON values).
+
+Lua -> Python: a table whose keys are exactly 1..n becomes a list, any other table a dict (keys
+as strings), an empty table an empty dict; an error object becomes a `Failure` dict
+(`message`, `kind`, `retryable`, `details`); functions, threads and userdata are refused.
+Python -> Lua: dicts and lists become tables (recursively), None becomes nil, an int that does
+not fit Lua's 64-bit integers becomes a float.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lupa import lua54
+
+from legato.errors import Failure, Kind
+
+lua_type = lua54.lua_type
+
+_MAX_DEPTH = 100
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+class ConversionError(ValueError):
+    pass
+
+
+def to_python(value: Any, depth: int = 0) -> Any:
+    """Convert a Lua value (as lupa hands it over) into a JSON-able Python value."""
+    t = type(value)
+    if value is None or t is str or t is int or t is float or t is bool:
+        return value
+    lt = lua_type(value)
+    if lt == "table":
+        if depth >= _MAX_DEPTH:
+            raise ConversionError(f"a table nested more than {_MAX_DEPTH} levels deep (a cycle?) cannot be a payload")
+        try:
+            items = list(value.items())
+        except UnicodeDecodeError:
+            raise ConversionError("a string in the value is not valid UTF-8 (hex-encode binary data)") from None
+        n = len(items)
+        if n == 0:
+            return {}
+        d1 = depth + 1
+        # array part: keys 1..n
+        arr: list[Any] | None = [None] * n
+        for k, v in items:
+            if type(k) is int and 1 <= k <= n:
+                arr[k - 1] = v  # type: ignore[index]
+            else:
+                arr = None
+                break
+        if arr is not None:
+            return [to_python(v, d1) for v in arr]
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k == "__err" and v is True:
+                return _error_dict(value, d1)
+            if type(k) is not str:
+                if lua_type(k) is not None:
+                    raise ConversionError("a table key must be a string or a number to be a payload")
+                k = _key(k)
+            out[k] = to_python(v, d1)
+        return out
+    if t is bytes:
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise ConversionError("a string in the value is not valid UTF-8 (hex-encode binary data)") from None
+    if lt is None:
+        raise ConversionError(f"a {t.__name__} cannot be a payload")
+    raise ConversionError(f"a Lua {lt} cannot be a payload (only nil, booleans, numbers, strings and tables)")
+
+
+def _key(k: Any) -> str:
+    if isinstance(k, bool):
+        return "true" if k else "false"
+    if isinstance(k, float) and k.is_integer():
+        return str(int(k))
+    return str(k)
+
+
+def _error_dict(err: Any, depth: int) -> dict[str, Any]:
+    retryable = err["_retryable"]
+    out: dict[str, Any] = {"message": str(err["_message"] or ""), "kind": str(err["_kind"] or Kind.UNKNOWN),
+                           "retryable": bool(retryable) if retryable is not None else False}
+    details = err["_details"]
+    if details is not None:
+        out["details"] = to_python(details, depth)
+    return out
+
+
+def args_to_python(packed: Any) -> list[Any]:
+    """A `table.pack(...)` result -> list of arguments (nil arguments become None)."""
+    n = packed["n"] or 0
+    return [to_python(packed[i]) for i in range(1, n + 1)]
+
+
+def failure_from_lua(err: Any, default_kind: str = Kind.UNKNOWN, default_retryable: bool = False) -> Failure:
+    """The `err` of `return nil, err` as a Failure: an error object, a string, or a table."""
+    if lua_type(err) == "table":
+        try:
+            is_err = err["__err"] is True
+        except Exception:
+            is_err = False
+        if is_err:
+            r = err["_retryable"]
+            details = err["_details"]
+            return Failure(message=str(err["_message"] or ""), kind=str(err["_kind"] or default_kind),
+                           retryable=default_retryable if r is None else bool(r),
+                           details=to_python(details) if details is not None else None,
+                           source=err["_source"] or None)
+        d = to_python(err)
+        if isinstance(d, dict):
+            msg = d.get("message")
+            kind = d.get("kind")
+            r = d.get("retryable")
+            return Failure(message=str(msg) if msg is not None else _compact(d),
+                           kind=kind if isinstance(kind, str) else default_kind,
+                           retryable=r if isinstance(r, bool) else default_retryable,
+                           details=d.get("details"))
+        return Failure(message=_compact(d), kind=default_kind, retryable=default_retryable)
+    if isinstance(err, bytes):
+        err = err.decode(errors="replace")
+    return Failure(message=str(err), kind=default_kind, retryable=default_retryable)
+
+
+def _compact(v: Any) -> str:
+    from legato import codec
+
+    try:
+        return codec.dumps(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _sanitize(v: Any) -> Any:
+    if type(v) is int:
+        return float(v) if (v < _INT64_MIN or v > _INT64_MAX) else v
+    if isinstance(v, dict):
+        return {k: _sanitize(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_sanitize(x) for x in v]
+    return v
+
+
+def to_lua(lua: Any, value: Any) -> Any:
+    """Convert a JSON-able Python value for `lua` (a LuaRuntime)."""
+    if isinstance(value, dict | list | tuple):
+        try:
+            return lua.table_from(value, recursive=True)
+        except OverflowError:
+            return lua.table_from(_sanitize(value), recursive=True)
+    if type(value) is int and (value < _INT64_MIN or value > _INT64_MAX):
+        return float(value)
+    return value
+
+
+def packed_to_lua(lua: Any, values: list[Any]) -> Any:
+    """A list of arguments as a `table.pack`-style table (keeps trailing nils through `n`)."""
+    t = lua.table_from([to_lua(lua, v) for v in values])
+    t["n"] = len(values)
+    return t

@@ -1,0 +1,1137 @@
+-- Legato's Lua kernel: loaded (as bytecode) into every workflow and activity runtime by the host.
+--
+-- It sees the real standard library; the code of an entry only sees the sandboxed environment
+-- built here.  In workflow mode it holds the deterministic scheduler (every workflow coroutine,
+-- FIFO by readiness), Go-like channels, signals, timers and activity futures; every command goes
+-- to the host (Python) through the functions in `H`.  In activity mode it builds an environment
+-- with the standard library and the activity flavour of the modules.
+--
+-- Called as: kernel(mode, H) -> K (a table of functions for the host)
+
+local MODE, H = ...
+local K = {}
+
+local type, pairs, ipairs, next, select, tostring, tonumber, error, rawget, rawset, setmetatable, getmetatable =
+    type, pairs, ipairs, next, select, tostring, tonumber, error, rawget, rawset, setmetatable, getmetatable
+local pcall, xpcall, load = pcall, xpcall, load
+local co_create, co_resume, co_yield, co_status, co_running, co_close, co_isyieldable, co_wrap =
+    coroutine.create, coroutine.resume, coroutine.yield, coroutine.status, coroutine.running, coroutine.close,
+    coroutine.isyieldable, coroutine.wrap
+local sethook, getinfo, traceback = debug.sethook, debug.getinfo, debug.traceback
+local pack, unpack, concat, tinsert, tremove, tsort = table.pack, table.unpack, table.concat, table.insert,
+    table.remove, table.sort
+local sformat, sbyte, schar, sgsub, smatch, sfind, ssub, srep = string.format, string.byte, string.char,
+    string.gsub, string.match, string.find, string.sub, string.rep
+local floor, huge, mtype, ceil = math.floor, math.huge, math.type, math.ceil
+local os_date = os.date
+
+local KERNEL_SOURCE = getinfo(1, "S").source
+python = nil -- lupa's bridge table: never reachable from entry code
+
+-- ------------------------------------------------------------------ errors
+
+local ERR = { __name = "error" }
+ERR.__index = ERR
+function ERR:kind() return self._kind end
+function ERR:message() return self._message end
+function ERR:retryable() return self._retryable == true end
+function ERR:details() return self._details end
+function ERR:source() return self._source end
+ERR.__tostring = function(self) return (self._kind or "UNKNOWN") .. ": " .. tostring(self._message) end
+
+local KINDS = {}
+for _, k in ipairs(H.kinds) do KINDS[k] = k end
+
+local function make_error(message, kind, retryable, details, source)
+    return setmetatable({ __err = true, _message = message, _kind = kind or "UNKNOWN", _retryable = retryable,
+        _details = details, _source = source }, ERR)
+end
+K.make_error = make_error
+
+local function is_error(v) return type(v) == "table" and getmetatable(v) == ERR end
+
+local errors = {}
+for k, v in pairs(KINDS) do errors[k] = v end
+function errors.new(spec, kind)
+    if type(spec) == "string" then
+        return make_error(spec, kind or "UNKNOWN", nil, nil)
+    end
+    if type(spec) ~= "table" then
+        error("errors.new: expected a table {message=, kind=, retryable=, details=} or a message string", 2)
+    end
+    local msg = spec.message
+    if msg ~= nil and type(msg) ~= "string" then msg = tostring(msg) end
+    local k = spec.kind or kind or "UNKNOWN"
+    if type(k) ~= "string" then error("errors.new: kind must be a string such as errors.INVALID", 2) end
+    local r = spec.retryable
+    if r ~= nil and type(r) ~= "boolean" then error("errors.new: retryable must be a boolean", 2) end
+    return make_error(msg or "", k, r, spec.details)
+end
+function errors.is(err, kind)
+    return is_error(err) and err._kind == kind
+end
+function errors.kind(err) if is_error(err) then return err._kind end return nil end
+function errors.wrap(err, message)
+    if is_error(err) then
+        return make_error(message .. ": " .. tostring(err._message), err._kind, err._retryable, err._details)
+    end
+    return make_error(message .. ": " .. tostring(err), "UNKNOWN", nil, nil)
+end
+
+-- ------------------------------------------------------------------ time values
+-- Durations are numbers of milliseconds: time.SECOND == 1000, time.MILLISECOND == 1, so
+-- `10 * time.MILLISECOND`, `time.sleep(100 * time.MILLISECOND)` and option values agree.
+
+local DUR = { __name = "duration" }
+DUR.__index = DUR
+local function new_duration(ms) return setmetatable({ _ms = ms }, DUR) end
+function DUR:milliseconds() return self._ms end
+function DUR:seconds() return self._ms / 1000 end
+function DUR:minutes() return self._ms / 60000 end
+function DUR:hours() return self._ms / 3600000 end
+function DUR:microseconds() return self._ms * 1000 end
+function DUR:nanoseconds() return self._ms * 1000000 end
+DUR.__tostring = function(self)
+    local ms = self._ms
+    if ms % 3600000 == 0 and ms ~= 0 then return sformat("%dh", ms // 3600000) end
+    if ms % 60000 == 0 and ms ~= 0 then return sformat("%dm", ms // 60000) end
+    if ms % 1000 == 0 then return sformat("%ds", ms // 1000) end
+    return sformat("%gms", ms)
+end
+DUR.__eq = function(a, b) return a._ms == b._ms end
+DUR.__lt = function(a, b) return a._ms < b._ms end
+DUR.__le = function(a, b) return a._ms <= b._ms end
+
+local TIME = { __name = "time" }
+TIME.__index = TIME
+local function new_time(ms) return setmetatable({ _ms = ms }, TIME) end
+function TIME:sub(other)
+    if getmetatable(other) ~= TIME then error("time:sub: expected a time value", 2) end
+    return new_duration(self._ms - other._ms)
+end
+function TIME:add(d)
+    local ms = type(d) == "number" and d or (getmetatable(d) == DUR and d._ms)
+    if not ms then error("time:add: expected a duration", 2) end
+    return new_time(self._ms + ms)
+end
+function TIME:unix() return self._ms // 1000 end
+function TIME:unix_milli() return self._ms end
+function TIME:unix_nano() return self._ms * 1000000 end
+function TIME:before(o) return self._ms < o._ms end
+function TIME:after(o) return self._ms > o._ms end
+function TIME:equal(o) return self._ms == o._ms end
+function TIME:format(layout)
+    local secs = self._ms // 1000
+    if layout == nil or layout == "RFC3339" or layout == "2006-01-02T15:04:05Z07:00" then
+        return os_date("!%Y-%m-%dT%H:%M:%SZ", secs)
+    end
+    if type(layout) ~= "string" then error("time:format: expected a strftime layout string", 2) end
+    return os_date("!" .. layout, secs)
+end
+TIME.__tostring = function(self)
+    local frac = self._ms % 1000
+    if frac == 0 then return os_date("!%Y-%m-%dT%H:%M:%SZ", self._ms // 1000) end
+    return os_date("!%Y-%m-%dT%H:%M:%S", self._ms // 1000) .. sformat(".%03dZ", frac)
+end
+TIME.__eq = function(a, b) return a._ms == b._ms end
+TIME.__lt = function(a, b) return a._ms < b._ms end
+TIME.__le = function(a, b) return a._ms <= b._ms end
+
+local function duration_ms(d, what, level)
+    local t = type(d)
+    if t == "number" then
+        if d < 0 then error(sformat("%s: a duration cannot be negative (%s)", what, tostring(d)), level + 1) end
+        return d
+    end
+    if getmetatable(d) == DUR then return d._ms end
+    if t == "string" then
+        local ms, err = H.duration_ms(d)
+        if ms == nil then error(what .. ": " .. tostring(err), level + 1) end
+        return ms
+    end
+    error(sformat("%s: expected a duration such as \"5s\", a number of milliseconds or a time.* value, got %s",
+        what, t), level + 1)
+end
+
+local function time_constants(t)
+    t.NANOSECOND = 0.000001
+    t.MICROSECOND = 0.001
+    t.MILLISECOND = 1
+    t.SECOND = 1000
+    t.MINUTE = 60000
+    t.HOUR = 3600000
+    t.parse_duration = function(s) return new_duration(duration_ms(s, "time.parse_duration", 2)) end
+    t.duration = function(ms) return new_duration(duration_ms(ms, "time.duration", 2)) end
+    t.unix = function(sec, nsec) return new_time(floor((sec or 0) * 1000 + (nsec or 0) / 1000000)) end
+    return t
+end
+
+-- ------------------------------------------------------------------ hex helpers
+
+local function to_hex(s) return (sgsub(s, ".", function(c) return sformat("%02x", sbyte(c)) end)) end
+local function from_hex(h) return (sgsub(h, "%x%x", function(x) return schar(tonumber(x, 16)) end)) end
+
+-- ------------------------------------------------------------------ json (host implementation)
+
+local json = {}
+function json.encode(v)
+    local s, err = H.json_encode(v)
+    if s == nil then return nil, make_error(err, "INVALID", false) end
+    return s
+end
+function json.decode(s)
+    if type(s) ~= "string" then return nil, make_error("json.decode: expected a string", "INVALID", false) end
+    local v, err = H.json_decode(s)
+    if err ~= nil then return nil, make_error(err, "INVALID", false) end
+    return v
+end
+
+-- Reading a message / value from the host: tables come back as Lua tables already.
+local MSG = { __name = "message" }
+MSG.__index = MSG
+local PAYLOAD = { __name = "payload" }
+PAYLOAD.__index = PAYLOAD
+function PAYLOAD:data() return self._data end
+function MSG:topic() return self._topic end
+function MSG:payload() return setmetatable({ _data = self._data }, PAYLOAD) end
+function MSG:from() return self._from end
+function MSG:data() return self._data end
+local function new_message(topic, data, from)
+    return setmetatable({ _topic = topic, _data = data, _from = from }, MSG)
+end
+
+local function user_frame(level)
+    -- "file:line" of the nearest caller that is not kernel code
+    for l = level, level + 12 do
+        local info = getinfo(l, "Sl")
+        if not info then return nil end
+        if info.what ~= "C" and info.source ~= KERNEL_SOURCE then
+            return info.short_src .. ":" .. (info.currentline or 0)
+        end
+    end
+    return nil
+end
+
+local function co_user_frame(co)
+    for l = 0, 40 do
+        local info = getinfo(co, l, "Sl")
+        if not info then return nil end
+        if info.what ~= "C" and info.source ~= KERNEL_SOURCE then
+            return info.short_src .. ":" .. (info.currentline or 0)
+        end
+    end
+    return nil
+end
+
+-- A uniform description of a raised error: message, kind, retryable, details, source.
+local function describe_error(e, co)
+    local message, kind, retryable, details, source
+    if is_error(e) then
+        message, kind, retryable, details, source = tostring(e._message), e._kind, e._retryable, e._details, e._source
+    elseif type(e) == "string" then
+        message = e
+        source = smatch(e, "^([^:\n]+%.lua:%d+):")
+    elseif type(e) == "table" and type(rawget(e, "message")) == "string" then
+        message, kind, retryable, details = e.message, e.kind, e.retryable, e.details
+    else
+        message = tostring(e)
+    end
+    if source == nil and co ~= nil then source = co_user_frame(co) end
+    return message, kind, retryable, details, source
+end
+K.describe_error = describe_error
+
+if MODE == "activity" then
+    ---------------------------------------------------------------- activity mode
+    local env = setmetatable({}, { __index = _G })
+    env._G = env
+    env.python = nil
+    local mods = {}
+    mods.errors = errors
+    mods.json = json
+    mods.time = time_constants({
+        now = function() return new_time(H.now_ms()) end,
+        sleep = function(d)
+            local ms = duration_ms(d, "time.sleep", 2)
+            H.sleep(ms)
+        end,
+    })
+    mods.uuid = { v4 = function() return H.uuid4() end }
+    mods.crypto = {
+        random_bytes = function(n)
+            if mtype(n) ~= "integer" or n < 0 then error("crypto.random_bytes: expected a whole number >= 0", 2) end
+            return from_hex(H.random_hex(n))
+        end,
+    }
+    mods.ctx = {
+        get = function(key) local c = H.context(); return c and c[key] end,
+        all = function() return H.context() end,
+    }
+    mods.activity = {
+        heartbeat = function(details) return H.heartbeat(details) end,
+        info = function() return H.activity_info() end,
+    }
+    mods.funcs = {
+        call = function(id, ...)
+            if type(id) ~= "string" then error("funcs.call: the function id must be a string", 2) end
+            local ok, a, b, c, d = H.call_function(id, pack(...))
+            if ok then return a end
+            return nil, make_error(a, b, c, d)
+        end,
+    }
+    local function new_executor(opts)
+        local ex = {}
+        function ex:with_options(o) return new_executor(o) end
+        function ex:call(id, ...) return mods.funcs.call(id, ...) end
+        return ex
+    end
+    mods.funcs.new = function() return new_executor(nil) end
+
+    local ENTRY_ID, MODULES, MODULE_NAMES = nil, {}, ""
+    env.require = function(name)
+        local m = mods[name]
+        if m and MODULES[name] then return m end
+        if m then
+            error(sformat("require(%q): module %q is not listed in the modules of entry %s (modules: [%s])",
+                name, name, ENTRY_ID, MODULE_NAMES), 2)
+        end
+        if package.loaded[name] then return package.loaded[name] end
+        error(sformat("require(%q): no such module (entry %s lists modules: [%s])", name, ENTRY_ID,
+            MODULE_NAMES), 2)
+    end
+
+    local fn_cache = nil
+    function K.setup(entry_id, modules, method, bytecode, chunk_name)
+        ENTRY_ID = entry_id
+        local names = {}
+        for _, m in ipairs(modules) do
+            MODULES[m] = true
+            names[#names + 1] = m
+            env[m] = mods[m]
+        end
+        MODULE_NAMES = concat(names, ", ")
+        env.errors = errors
+        local chunk, err = load(bytecode, "=" .. chunk_name, "b", env)
+        if not chunk then return nil, err end
+        local ok, mod = xpcall(chunk, traceback)
+        if not ok then return nil, (describe_error(mod)) end
+        local fn
+        if type(mod) == "function" then fn = mod
+        elseif type(mod) == "table" then fn = mod[method] end
+        if fn == nil then fn = rawget(env, method) end
+        if type(fn) ~= "function" then
+            return nil, sformat("%s: method %q not found: the source must return a function, a table with %q, " ..
+                "or define a global function %q", chunk_name, method, method, method)
+        end
+        fn_cache = fn
+        return true, nil
+    end
+
+    local function handler(e)
+        if type(e) == "string" then return e end
+        return e
+    end
+
+    -- Returns: "ok", value | "returned_error", message, kind, retryable, details | "raised", message, kind, retryable, details, source
+    function K.call(args)
+        local r = pack(xpcall(fn_cache, handler, unpack(args, 1, args.n)))
+        if not r[1] then
+            local message, kind, retryable, details, source = describe_error(r[2])
+            return "raised", message, kind, retryable, details, source
+        end
+        local err = r[3]
+        if err ~= nil then
+            if is_error(err) then
+                return "returned_error", tostring(err._message), err._kind, err._retryable, err._details
+            elseif type(err) == "table" then
+                local m = rawget(err, "message")
+                return "returned_error", m ~= nil and tostring(m) or H.json_encode(err), rawget(err, "kind"),
+                    rawget(err, "retryable"), rawget(err, "details")
+            end
+            return "returned_error", tostring(err), nil, nil, nil
+        end
+        return "ok", r[2]
+    end
+    K.is_error = is_error
+    return K
+end
+
+--------------------------------------------------------------------- workflow mode
+
+local BLOCK = setmetatable({}, { __name = "legato.block", __tostring = function() return "legato.block" end })
+local FATAL = setmetatable({}, { __name = "legato.fatal", __tostring = function() return "workflow task aborted" end })
+local CLOSED = setmetatable({}, { __name = "legato.closed" })
+
+-- fatal errors end the workflow task whatever the code does (pcall cannot swallow them)
+K.fatal_cause, K.fatal_message, K.fatal_source = nil, nil, nil
+local function set_fatal(cause, message, source)
+    if K.fatal_cause == nil then
+        K.fatal_cause, K.fatal_message, K.fatal_source = cause, message, source
+    end
+end
+local function raise_fatal(cause, message, level)
+    set_fatal(cause, message, user_frame((level or 1) + 2))
+    error(FATAL, 0)
+end
+
+-- scheduler state
+local rq_t, rq_v, rq_head, rq_tail = {}, {}, 1, 0
+local current = nil -- the scheduler thread running now
+local main_thread = nil
+local nthreads = 0
+local replaying = false
+local now_ms = 0
+local ncommands, max_commands = 0, 10000
+local hook_calls, hook_max = 0, 0
+local HOOK_EVERY = 1000
+local seq_activity, seq_timer = 0, 0
+local pending_activity = {} -- activity id -> thread
+local pending_timer = {}    -- timer id -> function()
+local exec_opts = setmetatable({}, { __mode = "k" })
+
+local function hook()
+    hook_calls = hook_calls + 1
+    if hook_calls > hook_max then
+        set_fatal("LIMIT_EXCEEDED", sformat(
+            "the workflow task ran more than %d Lua instructions (limits.lua_instructions_per_task)",
+            hook_max * HOOK_EVERY), user_frame(2))
+        error(FATAL, 0)
+    end
+end
+
+local function new_coroutine(fn)
+    local co = co_create(fn)
+    sethook(co, hook, "", HOOK_EVERY)
+    return co
+end
+
+local function push_ready(t, vals)
+    rq_tail = rq_tail + 1
+    rq_t[rq_tail] = t
+    rq_v[rq_tail] = vals
+end
+
+local function wake(t, ...)
+    push_ready(t, pack(...))
+end
+
+local function this_thread(what)
+    if current == nil or not co_isyieldable() then
+        error(what .. ": cannot block here (not inside a workflow coroutine, or inside a C call)", 3)
+    end
+    return current
+end
+
+local function block()
+    return co_yield(BLOCK)
+end
+
+local function count_command()
+    ncommands = ncommands + 1
+    if ncommands > max_commands then
+        raise_fatal("LIMIT_EXCEEDED", sformat("the workflow task issued more than %d commands " ..
+            "(limits.max_commands_per_task)", max_commands), 2)
+    end
+end
+
+local function spawn(fn, ...)
+    nthreads = nthreads + 1
+    local t = { co = new_coroutine(fn), id = nthreads }
+    push_ready(t, pack(...))
+    return t
+end
+
+-- ------------------------------------------------------------------ channels
+
+local CH = { __name = "channel" }
+CH.__index = CH
+
+local function new_channel(cap)
+    return setmetatable({ cap = cap, buf = {}, bh = 1, bt = 0, closed = false, rq = {}, sq = {} }, CH)
+end
+
+local function drop_select(sel)
+    -- a select finished: take its other waiters off their channels
+    for _, w in ipairs(sel.waiters) do
+        local q = w.q
+        for i = 1, #q do
+            if q[i] == w then tremove(q, i) break end
+        end
+    end
+end
+
+local function pop_waiter(q)
+    local w = q[1]
+    if w == nil then return nil end
+    tremove(q, 1)
+    if w.sel then
+        w.sel.done = true
+        drop_select(w.sel)
+    end
+    return w
+end
+
+local function wake_receiver(w, ch, v, ok)
+    if w.sel then wake(w.t, { channel = ch, value = v, ok = ok }) else wake(w.t, v, ok) end
+end
+
+local function wake_sender(w, ch, closed)
+    if closed then wake(w.t, CLOSED)
+    elseif w.sel then wake(w.t, { channel = ch, ok = true })
+    else wake(w.t, true) end
+end
+
+local function buffered(ch) return ch.bt - ch.bh + 1 end
+
+local function buf_push(ch, v)
+    ch.bt = ch.bt + 1
+    ch.buf[ch.bt] = v
+end
+
+local function buf_pop(ch)
+    local i = ch.bh
+    local v = ch.buf[i]
+    ch.buf[i] = nil
+    ch.bh = i + 1
+    return v
+end
+
+-- Non-blocking delivery into a channel (signals, timers): returns false when full.
+local function offer(ch, v)
+    if ch.closed then return false end
+    local w = pop_waiter(ch.rq)
+    if w then wake_receiver(w, ch, v, true) return true end
+    if buffered(ch) < ch.cap then buf_push(ch, v) return true end
+    return false
+end
+
+local function try_receive(ch)
+    if buffered(ch) > 0 then
+        local v = buf_pop(ch)
+        local w = pop_waiter(ch.sq)
+        if w then buf_push(ch, w.v) wake_sender(w, ch) end
+        return true, v, true
+    end
+    local w = pop_waiter(ch.sq)
+    if w then wake_sender(w, ch) return true, w.v, true end
+    if ch.closed then return true, nil, false end
+    return false
+end
+
+local function try_send(ch, v)
+    if ch.closed then error("send on closed channel", 3) end
+    local w = pop_waiter(ch.rq)
+    if w then wake_receiver(w, ch, v, true) return true end
+    if buffered(ch) < ch.cap then buf_push(ch, v) return true end
+    return false
+end
+
+function CH:send(v)
+    if getmetatable(self) ~= CH then error("channel:send: call it as ch:send(value)", 2) end
+    if try_send(self, v) then return true end
+    local t = this_thread("channel:send")
+    self.sq[#self.sq + 1] = { t = t, v = v, q = self.sq }
+    local r = block()
+    if r == CLOSED then error("send on closed channel", 2) end
+    return true
+end
+
+function CH:receive()
+    if getmetatable(self) ~= CH then error("channel:receive: call it as ch:receive()", 2) end
+    local done, v, ok = try_receive(self)
+    if done then return v, ok end
+    local t = this_thread("channel:receive")
+    self.rq[#self.rq + 1] = { t = t, q = self.rq }
+    return block()
+end
+
+function CH:close()
+    if self.closed then error("close of closed channel", 2) end
+    self.closed = true
+    while true do
+        local w = pop_waiter(self.rq)
+        if not w then break end
+        wake_receiver(w, self, nil, false)
+    end
+    while true do
+        local w = pop_waiter(self.sq)
+        if not w then break end
+        wake_sender(w, self, true)
+    end
+end
+
+function CH:case_receive() return { ch = self, recv = true } end
+function CH:case_send(v) return { ch = self, recv = false, v = v } end
+function CH:len() return buffered(self) end
+function CH:cap() return self.cap == huge and -1 or self.cap end
+function CH:is_closed() return self.closed end
+
+local channel = {}
+function channel.new(n)
+    if n ~= nil and (mtype(n) ~= "integer" or n < 0) then
+        error("channel.new: the buffer size must be a whole number >= 0", 2)
+    end
+    return new_channel(n or 0)
+end
+
+function channel.select(cases)
+    if type(cases) ~= "table" then error("channel.select: expected a table of cases", 2) end
+    local n = #cases
+    for i = 1, n do
+        local c = cases[i]
+        if type(c) ~= "table" or getmetatable(c.ch) ~= CH then
+            error(sformat("channel.select: case %d is not ch:case_receive() or ch:case_send(v)", i), 2)
+        end
+        if c.recv then
+            local done, v, ok = try_receive(c.ch)
+            if done then return { channel = c.ch, value = v, ok = ok } end
+        else
+            if c.ch.closed then error("send on closed channel", 2) end
+            if try_send(c.ch, c.v) then return { channel = c.ch, ok = true } end
+        end
+    end
+    if cases.default then return { default = true } end
+    local t = this_thread("channel.select")
+    local sel = { done = false, waiters = {} }
+    for i = 1, n do
+        local c = cases[i]
+        local q = c.recv and c.ch.rq or c.ch.sq
+        local w = { t = t, sel = sel, v = c.v, q = q }
+        q[#q + 1] = w
+        sel.waiters[i] = w
+    end
+    local r = block()
+    if r == CLOSED then error("send on closed channel", 2) end
+    return r
+end
+
+-- ------------------------------------------------------------------ signals and process
+
+local listeners = {}     -- topic -> { ch =, message = bool }
+local inbox = nil
+local pending_signals = {}
+local events_ch = nil
+
+local function deliver(msg)
+    local l = listeners[msg._topic]
+    if l then
+        offer(l.ch, l.message and msg or msg._data)
+        return
+    end
+    if inbox then offer(inbox, msg) return end
+    pending_signals[#pending_signals + 1] = msg
+end
+
+function K.signal(name, data, from)
+    deliver(new_message(name, data, from))
+end
+
+function K.cancel_requested(reason)
+    if events_ch then
+        offer(events_ch, { kind = "CANCEL", reason = reason })
+        return false
+    end
+    return true
+end
+
+local process = {}
+process.event = { CANCEL = "CANCEL", EXIT = "EXIT", LINK_DOWN = "LINK_DOWN" }
+function process.inbox()
+    if not inbox then
+        inbox = new_channel(huge)
+        local keep = {}
+        for _, msg in ipairs(pending_signals) do offer(inbox, msg) end
+        pending_signals = keep
+    end
+    return inbox
+end
+function process.listen(topic, opts)
+    if type(topic) ~= "string" then error("process.listen: the topic must be a string", 2) end
+    if opts ~= nil and type(opts) ~= "table" then error("process.listen: options must be a table", 2) end
+    local l = listeners[topic]
+    if l then return l.ch end
+    l = { ch = new_channel(huge), message = opts ~= nil and opts.message == true }
+    listeners[topic] = l
+    local keep = {}
+    for _, msg in ipairs(pending_signals) do
+        if msg._topic == topic then
+            offer(l.ch, l.message and msg or msg._data)
+        else
+            keep[#keep + 1] = msg
+        end
+    end
+    pending_signals = keep
+    return l.ch
+end
+function process.unlisten(ch)
+    for topic, l in pairs(listeners) do
+        if l.ch == ch then listeners[topic] = nil end
+    end
+end
+function process.events()
+    if not events_ch then events_ch = new_channel(huge) end
+    return events_ch
+end
+function process.pid() return H.workflow_id end
+function process.send()
+    return false, make_error("process.send from workflow code is not supported by Legato yet", "INTERNAL", false)
+end
+local function unsupported(name)
+    return function()
+        error(name .. " is not supported by Legato yet (child workflows and process links are planned)", 2)
+    end
+end
+process.spawn = unsupported("process.spawn")
+process.spawn_monitored = unsupported("process.spawn_monitored")
+process.exec = unsupported("process.exec")
+process.monitor = unsupported("process.monitor")
+process.link = unsupported("process.link")
+
+-- ------------------------------------------------------------------ timers and time
+
+local function start_timer(ms, on_fire)
+    count_command()
+    seq_timer = seq_timer + 1
+    local tid = tostring(seq_timer)
+    local fire_ms = ceil(ms)
+    if fire_ms < 1 then fire_ms = 1 end
+    H.start_timer(tid, fire_ms, user_frame(3))
+    pending_timer[tid] = on_fire
+    return tid
+end
+
+function K.fire_timer(tid)
+    local f = pending_timer[tid]
+    if f then
+        pending_timer[tid] = nil
+        f()
+    end
+end
+
+local TIMER = { __name = "timer" }
+TIMER.__index = TIMER
+function TIMER:channel() return self._ch end
+function TIMER:stop()
+    if pending_timer[self._tid] then
+        pending_timer[self._tid] = nil
+        count_command()
+        H.cancel_timer(self._tid, user_frame(2))
+        return true
+    end
+    return false
+end
+
+local time = time_constants({})
+function time.now() return new_time(now_ms) end
+function time.sleep(d)
+    local ms = duration_ms(d, "time.sleep", 2)
+    local t = this_thread("time.sleep")
+    if ms <= 0 then
+        push_ready(t, nil)
+        block()
+        return
+    end
+    start_timer(ms, function() wake(t) end)
+    block()
+end
+function time.after(d)
+    local ms = duration_ms(d, "time.after", 2)
+    local ch = new_channel(1)
+    start_timer(ms, function() offer(ch, new_time(now_ms)) end)
+    return ch
+end
+function time.timer(d)
+    local ms = duration_ms(d, "time.timer", 2)
+    local ch = new_channel(1)
+    local tid = start_timer(ms, function() offer(ch, new_time(now_ms)) end)
+    return setmetatable({ _tid = tid, _ch = ch }, TIMER)
+end
+
+-- ------------------------------------------------------------------ activities (funcs)
+
+local function call_activity(opts, id, ...)
+    if type(id) ~= "string" then error("funcs.call: the function id must be a string", 3) end
+    local t = this_thread("funcs.call")
+    count_command()
+    seq_activity = seq_activity + 1
+    local aid = tostring(seq_activity)
+    H.schedule_activity(aid, id, pack(...), opts, user_frame(3))
+    pending_activity[aid] = t
+    return block()
+end
+
+function K.resolve_activity(aid, value)
+    local t = pending_activity[aid]
+    if t then
+        pending_activity[aid] = nil
+        wake(t, value, nil)
+    end
+end
+
+function K.fail_activity(aid, message, kind, retryable, details)
+    local t = pending_activity[aid]
+    if t then
+        pending_activity[aid] = nil
+        wake(t, nil, make_error(message, kind, retryable, details))
+    end
+end
+
+local EXEC = { __name = "executor" }
+EXEC.__index = EXEC
+function EXEC:with_options(o)
+    if type(o) ~= "table" then error("with_options: expected a table of options", 2) end
+    local handle, err = H.activity_options(o, exec_opts[self])
+    if handle == nil then error(make_error(err, "INVALID", false, nil, user_frame(2)), 2) end
+    local ex = setmetatable({}, EXEC)
+    exec_opts[ex] = handle
+    return ex
+end
+function EXEC:call(id, ...)
+    if getmetatable(self) ~= EXEC then error("executor:call: call it as executor:call(id, ...)", 2) end
+    return call_activity(exec_opts[self], id, ...)
+end
+
+local funcs = {}
+function funcs.call(id, ...) return call_activity(nil, id, ...) end
+function funcs.new() return setmetatable({}, EXEC) end
+
+-- ------------------------------------------------------------------ deterministic values
+
+local uuid = {}
+function uuid.v4() return H.uuid4() end
+
+local crypto = {}
+function crypto.random_bytes(n)
+    if mtype(n) ~= "integer" or n < 0 then error("crypto.random_bytes: expected a whole number >= 0", 2) end
+    count_command()
+    return from_hex(H.random_hex(n, user_frame(2)))
+end
+
+local workflow = {}
+function workflow.info() return H.info() end
+function workflow.history_length() return H.history_length() end
+function workflow.history_size() return H.history_size() end
+workflow.exec = unsupported("workflow.exec")
+workflow.version = unsupported("workflow.version")
+workflow.attrs = unsupported("workflow.attrs")
+
+local ctx = {}
+function ctx.get(key) local c = H.context() return c and c[key] end
+function ctx.all() return H.context() end
+
+-- ------------------------------------------------------------------ the sandbox
+
+local function forbidden(name, alternative)
+    return function()
+        raise_fatal("FORBIDDEN_CALL", sformat("%s is not allowed in workflow code (it is not replay-safe): %s",
+            name, alternative), 1)
+    end
+end
+
+local function forbidden_table(name, alternative, allowed)
+    local t = {}
+    for k, v in pairs(allowed or {}) do t[k] = v end
+    return setmetatable(t, {
+        __index = function(_, k)
+            return forbidden(name .. "." .. tostring(k), alternative)
+        end,
+        __newindex = function() end,
+    })
+end
+
+local IO_ALT = "workflow code cannot do I/O; do it in an activity (a function.lua entry) called with funcs.call"
+
+local function rethrow(ok, ...)
+    if not ok then
+        local e = ...
+        if e == FATAL or K.fatal_cause then error(FATAL, 0) end
+        if e == "not enough memory" then
+            set_fatal("LIMIT_EXCEEDED", "the workflow ran out of Lua memory (limits.lua_memory_bytes)", nil)
+            error(FATAL, 0)
+        end
+    end
+    return ok, ...
+end
+
+-- coroutine.create/resume/wrap stay standard Lua, except that a blocking workflow call inside
+-- such a coroutine is passed through to the scheduler (and fatal errors are not swallowed).
+local function user_resume(co, ...)
+    local r = pack(co_resume(co, ...))
+    while r[1] and r[2] == BLOCK and co_status(co) == "suspended" do
+        local back = pack(co_yield(BLOCK))
+        r = pack(co_resume(co, unpack(back, 1, back.n)))
+    end
+    return rethrow(unpack(r, 1, r.n))
+end
+
+local ucoroutine = {
+    create = function(f)
+        if type(f) ~= "function" then error("coroutine.create: expected a function", 2) end
+        return new_coroutine(f)
+    end,
+    resume = user_resume,
+    yield = co_yield,
+    status = co_status,
+    running = co_running,
+    isyieldable = co_isyieldable,
+    close = co_close,
+    wrap = function(f)
+        if type(f) ~= "function" then error("coroutine.wrap: expected a function", 2) end
+        local co = new_coroutine(f)
+        return function(...)
+            local r = pack(user_resume(co, ...))
+            if not r[1] then
+                local e = r[2]
+                if type(e) == "string" then error(e, 0) end
+                error(e, 0)
+            end
+            return unpack(r, 2, r.n)
+        end
+    end,
+    spawn = function(fn, ...)
+        if type(fn) ~= "function" then error("coroutine.spawn: expected a function", 2) end
+        spawn(fn, ...)
+    end,
+}
+
+local function copy(t)
+    local c = {}
+    for k, v in pairs(t) do c[k] = v end
+    return c
+end
+
+local env = {}
+local modules = {
+    funcs = funcs, time = time, uuid = uuid, crypto = crypto, workflow = workflow, json = json,
+    process = process, channel = channel, coroutine = ucoroutine, errors = errors, ctx = ctx,
+}
+local ALWAYS = { process = true, channel = true, coroutine = true, errors = true }
+local STD = { string = true, table = true, math = true, utf8 = true }
+local listed = {}
+local ENTRY_ID, MODULE_NAMES = "", ""
+
+-- Lua seeds its string hash per state, so `pairs` over string keys visits them in a different
+-- order in every runtime (and table/function keys by address). Workflow code gets a `pairs` that
+-- visits number and boolean keys in table order and, as soon as other keys exist, a sorted
+-- snapshot: numbers, then strings, then booleans, then the rest.
+local KEY_RANK = { number = 1, string = 2, boolean = 3 }
+local function key_lt(a, b)
+    local ta, tb = type(a), type(b)
+    if ta ~= tb then return (KEY_RANK[ta] or 4) < (KEY_RANK[tb] or 4) end
+    if ta == "number" or ta == "string" then return a < b end
+    if ta == "boolean" then return (not a) and b end
+    return false
+end
+
+local function det_pairs(t)
+    local mt = getmetatable(t)
+    if mt ~= nil and type(mt) == "table" and rawget(mt, "__pairs") ~= nil then
+        return mt.__pairs(t)
+    end
+    if type(t) ~= "table" then
+        error("bad argument #1 to 'pairs' (table expected, got " .. type(t) .. ")", 2)
+    end
+    local plain = true
+    for k in next, t do
+        local tk = type(k)
+        if tk ~= "number" and tk ~= "boolean" then plain = false break end
+    end
+    if plain then return next, t, nil end
+    local keys, n = {}, 0
+    for k in next, t do
+        n = n + 1
+        keys[n] = k
+    end
+    tsort(keys, key_lt)
+    local i = 0
+    return function()
+        while true do
+            i = i + 1
+            local k = keys[i]
+            if k == nil then return nil end
+            local v = rawget(t, k)
+            if v ~= nil then return k, v end
+        end
+    end, t, nil
+end
+
+local function build_env()
+    env.pairs = det_pairs
+    for _, name in ipairs({ "assert", "error", "ipairs", "next", "rawequal", "rawget", "rawlen",
+        "rawset", "select", "getmetatable", "tonumber", "tostring", "type", "_VERSION" }) do
+        env[name] = _G[name]
+    end
+    -- finalizers run at arbitrary points of garbage collection (outside the instruction limit, and
+    -- differently on replay): not in workflow code
+    env.setmetatable = function(t, mt)
+        if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+            raise_fatal("FORBIDDEN_CALL", "__gc metamethods are not allowed in workflow code (finalizers run " ..
+                "at non-deterministic points); release resources explicitly or use to-be-closed variables", 1)
+        end
+        return setmetatable(t, mt)
+    end
+    env.pcall = function(f, ...) return rethrow(pcall(f, ...)) end
+    env.xpcall = function(f, h, ...)
+        return rethrow(xpcall(f, function(e)
+            if e == FATAL or K.fatal_cause then return FATAL end
+            return h(e)
+        end, ...))
+    end
+    env.print = function(...)
+        if replaying then return end
+        local n = select("#", ...)
+        local parts = {}
+        for i = 1, n do parts[i] = tostring((select(i, ...))) end
+        H.log(concat(parts, "\t"))
+    end
+    env.collectgarbage = function(opt, ...)
+        if opt == nil or opt == "collect" or opt == "step" or opt == "count" then
+            return collectgarbage(opt, ...)
+        end
+        error("collectgarbage(" .. tostring(opt) .. ") is not allowed in workflow code", 2)
+    end
+    -- string.dump must not be reachable through ("").dump either: replace it in the real table
+    string.dump = forbidden("string.dump", "bytecode is not allowed in workflow code")
+    env.string = string
+    env.table = copy(table)
+    env.utf8 = copy(utf8)
+    local m = copy(math)
+    m.random = forbidden("math.random", "use uuid.v4() or crypto.random_bytes(n) (recorded, replay-safe)")
+    m.randomseed = forbidden("math.randomseed", "use uuid.v4() or crypto.random_bytes(n) (recorded, replay-safe)")
+    env.math = m
+    env.os = forbidden_table("os", "workflow code cannot use the operating system; use an activity", {
+        time = forbidden("os.time", "use time.now() (the workflow's replay-safe clock)"),
+        clock = forbidden("os.clock", "use time.now() and time:sub() to measure workflow time"),
+        date = forbidden("os.date", "use time.now():format(...)"),
+        getenv = forbidden("os.getenv", "pass configuration in the workflow input or read it in an activity"),
+        execute = forbidden("os.execute", IO_ALT),
+        exit = forbidden("os.exit", "return from the main function to finish the workflow"),
+        remove = forbidden("os.remove", IO_ALT),
+        rename = forbidden("os.rename", IO_ALT),
+        tmpname = forbidden("os.tmpname", IO_ALT),
+        setlocale = forbidden("os.setlocale", IO_ALT),
+        difftime = os.difftime,
+    })
+    env.io = forbidden_table("io", IO_ALT)
+    env.debug = forbidden_table("debug", "the debug library is not available to workflow code")
+    env.dofile = forbidden("dofile", "list the module in the entry's `modules` and use require")
+    env.loadfile = forbidden("loadfile", "list the module in the entry's `modules` and use require")
+    env.load = function(chunk, name, mode, e)
+        if mode ~= nil and mode ~= "t" then
+            raise_fatal("FORBIDDEN_CALL", "load with mode " .. tostring(mode) ..
+                " is not allowed in workflow code: only text chunks (mode \"t\") can be loaded", 1)
+        end
+        if type(chunk) == "string" and sbyte(chunk, 1) == 27 then
+            raise_fatal("FORBIDDEN_CALL", "loading bytecode is not allowed in workflow code: load Lua source text", 1)
+        end
+        if type(chunk) == "function" then
+            -- a reader function: collect it so the binary check above can apply
+            local parts = {}
+            while true do
+                local p = chunk()
+                if p == nil or p == "" then break end
+                parts[#parts + 1] = p
+            end
+            chunk = concat(parts)
+            if sbyte(chunk, 1) == 27 then
+                raise_fatal("FORBIDDEN_CALL", "loading bytecode is not allowed in workflow code", 1)
+            end
+        end
+        return load(chunk, name, "t", e or env)
+    end
+    env.require = function(name)
+        local mod = modules[name]
+        if mod ~= nil and (listed[name] or ALWAYS[name]) then return mod end
+        if STD[name] then return env[name] end
+        raise_fatal("FORBIDDEN_CALL", sformat("require(%q): entry %s does not list module %q in its modules " ..
+            "(modules: [%s])%s", tostring(name), ENTRY_ID, tostring(name), MODULE_NAMES,
+            mod ~= nil and "; add it to the entry's `modules`" or ""), 1)
+    end
+    env.process = process
+    env.channel = channel
+    env.coroutine = ucoroutine
+    env.errors = errors
+    env._G = env
+end
+
+-- ------------------------------------------------------------------ the host's side
+
+-- setup(entry_id, modules (list), method, bytecode, chunk_name, args (packed), max_commands, max_instructions)
+function K.setup(entry_id, mods, method, bytecode, chunk_name, max_cmds)
+    ENTRY_ID = entry_id
+    local names = {}
+    for i = 1, #mods do
+        local name = mods[i]
+        listed[name] = true
+        names[#names + 1] = name
+        if modules[name] then env[name] = modules[name] end
+    end
+    MODULE_NAMES = concat(names, ", ")
+    max_commands = max_cmds
+    local chunk, err = load(bytecode, "=" .. chunk_name, "b", env)
+    if not chunk then return nil, err end
+    K.chunk, K.method, K.chunk_name = chunk, method, chunk_name
+    return true, nil
+end
+
+function K.start(args)
+    local chunk, method, chunk_name = K.chunk, K.method, K.chunk_name
+    K.chunk = nil
+    main_thread = spawn(function(...)
+        local mod = chunk()
+        local fn
+        if type(mod) == "function" then fn = mod
+        elseif type(mod) == "table" then fn = rawget(mod, method) end
+        if fn == nil then fn = rawget(env, method) end
+        if type(fn) ~= "function" then
+            error(sformat("%s: method %q not found: the source must return a function, a table with %q, " ..
+                "or define a global function %q", chunk_name, method, method, method), 0)
+        end
+        return fn(...)
+    end, unpack(args, 1, args.n))
+end
+
+-- Run every ready coroutine until all are blocked.
+-- Returns "blocked" | "done", value, err | "error", message, kind, retryable, details, source
+--       | "fatal", cause, message, source
+function K.begin(now, is_replaying)
+    now_ms, replaying, ncommands = now, is_replaying, 0
+end
+
+function K.run(max_instructions)
+    hook_calls, hook_max = 0, max_instructions // HOOK_EVERY
+    while rq_head <= rq_tail do
+        local t, v = rq_t[rq_head], rq_v[rq_head]
+        rq_t[rq_head], rq_v[rq_head] = nil, nil
+        rq_head = rq_head + 1
+        current = t
+        local r
+        if v then r = pack(co_resume(t.co, unpack(v, 1, v.n))) else r = pack(co_resume(t.co)) end
+        current = nil
+        if K.fatal_cause then
+            return "fatal", K.fatal_cause, K.fatal_message, K.fatal_source
+        end
+        if not r[1] then
+            local e = r[2]
+            if e == "not enough memory" then
+                return "fatal", "LIMIT_EXCEEDED", "the workflow ran out of Lua memory (limits.lua_memory_bytes)",
+                    co_user_frame(t.co)
+            end
+            return "error", describe_error(e, t.co)
+        end
+        if co_status(t.co) == "dead" then
+            if t == main_thread then
+                return "done", r[2], r[3]
+            end
+        elseif r[2] ~= BLOCK then
+            return "error", "coroutine.yield was called outside a coroutine made with coroutine.create; " ..
+                "use channels to wait in workflow code", "INTERNAL", false, nil, co_user_frame(t.co)
+        end
+    end
+    return "blocked"
+end
+
+function K.is_error(v) return is_error(v) end
+
+build_env()
+return K

@@ -1,0 +1,307 @@
+"""The replay engine: a workflow's Lua code driven through its history (docs/protocol.md).
+
+`WorkflowExecution` holds one run's code (a `WorkflowRun`) and its position in the history. It
+processes the history in batches, each ending at a `WorkflowTaskStarted`:
+
+* a batch whose task completed: apply its external events, run the code, and compare the
+  commands with the command events that follow the `WorkflowTaskCompleted`;
+* a batch whose task failed or timed out: skipped (its external events carry over);
+* the final batch (the task being processed): apply, run, and return the new commands.
+
+A cached execution continues from where it stopped: it checks the events its last commands
+became and applies only what is new. `replay()` is the entry point for tests and tools.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lupa import lua54
+
+from legato.commands import CLOSE_COMMANDS, EVENT_OF, Command
+from legato.config import Config, Limits
+from legato.errors import Failure, Kind
+from legato.events import COMMAND_EVENTS, EventType, HistoryEvent
+from worker.entries import Registry, WorkflowEntry
+from worker.runtime import PendingCommand, RunInfo, TaskFailure, WorkflowRun
+
+E = EventType
+
+_TASK_CLOSED = (E.WorkflowTaskCompleted, E.WorkflowTaskFailed, E.WorkflowTaskTimedOut)
+
+
+def describe_event(ev: HistoryEvent) -> str:
+    t = ev.event_type
+    if t is E.ActivityTaskScheduled:
+        return f"event {ev.event_id} ActivityTaskScheduled(activity_type={ev.attrs.get('activity_type')})"
+    if t in (E.TimerStarted, E.TimerCanceled):
+        return f"event {ev.event_id} {t.value}(timer_id={ev.attrs.get('timer_id')})"
+    if t is E.MarkerRecorded:
+        return f"event {ev.event_id} MarkerRecorded(marker_name={ev.attrs.get('marker_name')})"
+    return f"event {ev.event_id} {t.value}"
+
+
+def _nondeterminism(message: str, source: str | None) -> TaskFailure:
+    where = f" at {source}" if source else ""
+    return TaskFailure("NON_DETERMINISTIC", Failure(
+        f"non-deterministic workflow: {message}{where}; the code no longer matches the recorded history "
+        "(restore the old code, or keep it for runs started before the change)",
+        Kind.NON_DETERMINISTIC, False, source=source))
+
+
+def match_commands(commands: list[PendingCommand], recorded: list[HistoryEvent], after_event_id: int) -> None:
+    """Compare a batch's commands with the events they became; raise TaskFailure(NON_DETERMINISTIC)."""
+    for i, cmd in enumerate(commands):
+        if i >= len(recorded):
+            raise _nondeterminism(
+                f"the code issued {cmd.describe()} but the history has no command event for it "
+                f"(after event {recorded[-1].event_id if recorded else after_event_id})", cmd.line)
+        ev = recorded[i]
+        etype, key = EVENT_OF[cmd.ctype]
+        if ev.event_type is not etype or (key is not None and ev.attrs.get(key) != cmd.key):
+            raise _nondeterminism(f"{describe_event(ev)} was recorded, but the code issued {cmd.describe()}",
+                                  cmd.line)
+    if len(recorded) > len(commands):
+        ev = recorded[len(commands)]
+        last = commands[-1].line if commands else None
+        raise _nondeterminism(f"{describe_event(ev)} was recorded, but the code issued no command for it", last)
+
+
+@dataclass(slots=True)
+class ExecutionState:
+    """Position of an execution in its history (what a cache entry must agree with)."""
+
+    next_index: int = 0  # index in the history of the next event to read
+    last_started_event_id: int = 0  # the WorkflowTaskStarted of the last batch that ran code
+    unmatched: list[PendingCommand] | None = None  # commands of the last final batch, events not yet seen
+    pending: list[HistoryEvent] = field(default_factory=list)  # external events not yet applied
+
+
+class WorkflowExecution:
+    """One run's workflow code and its replay position."""
+
+    def __init__(self, entry: WorkflowEntry, registry: Registry, limits: Limits, *,
+                 namespace: str = "default", workflow_id: str = "", run_id: str = "", task_queue: str = "") -> None:
+        self.entry = entry
+        self.registry = registry
+        self.limits = limits
+        self.namespace = namespace
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.task_queue = task_queue
+        self.run: WorkflowRun | None = None
+        self.state = ExecutionState()
+        self.closed = False
+        self.broken = False  # a task failed: never reuse
+        self._activity_ids: dict[int, str] = {}  # ActivityTaskScheduled event id -> activity id
+
+    @property
+    def last_started_event_id(self) -> int:
+        return self.state.last_started_event_id
+
+    def can_continue(self, history: list[HistoryEvent], previous_started_event_id: int) -> bool:
+        """Whether this (cached) execution can apply just the new events of `history`."""
+        st = self.state
+        if self.broken or self.closed or self.run is None or st.unmatched is None:
+            return False
+        if st.last_started_event_id != previous_started_event_id or previous_started_event_id == 0:
+            return False
+        i = st.next_index
+        return (len(history) > i and history[i - 1].event_id == st.last_started_event_id
+                and history[i].event_type is E.WorkflowTaskCompleted)
+
+    def dispose(self) -> None:
+        """Free the Lua runtime; the execution cannot be used afterwards."""
+        self.broken = True
+        if self.run is not None:
+            self.run.dispose()
+            self.run = None
+
+    def memory_used(self) -> int:
+        return self.run.memory_used() if self.run is not None else 0
+
+    def process(self, history: list[HistoryEvent]) -> list[Command]:
+        """Advance through `history`; return the commands of its final batch ([] if it has none).
+
+        Raises TaskFailure; the execution is then broken and must be dropped.
+        """
+        try:
+            return self._process(history)
+        except TaskFailure:
+            self.broken = True
+            raise
+        except Exception:
+            self.broken = True
+            raise
+
+    def _process(self, history: list[HistoryEvent]) -> list[Command]:
+        st = self.state
+        i = st.next_index
+        n = len(history)
+        if st.unmatched is not None:
+            # the last final batch's commands: now in the history after its WorkflowTaskCompleted
+            if i < n and history[i].event_type is E.WorkflowTaskCompleted:
+                j = self._command_events_end(history, i + 1)
+                self._match(st.unmatched, history, i + 1, j)
+                st.unmatched = None
+                i = j
+            elif i < n:
+                raise TaskFailure("WORKFLOW_ERROR", Failure(
+                    f"internal: cached run expected WorkflowTaskCompleted at index {i}, found "
+                    f"{history[i].event_type.value}", Kind.INTERNAL, False))
+        while i < n:
+            ev = history[i]
+            t = ev.event_type
+            if t is E.WorkflowTaskStarted:
+                nxt = history[i + 1].event_type if i + 1 < n else None
+                if nxt is None:
+                    cmds = self._run_batch(history, ev, None)
+                    st.next_index = i + 1
+                    st.last_started_event_id = ev.event_id
+                    st.unmatched = cmds
+                    built = [self.run.build(c) for c in cmds] if self.run else []
+                    if any(c.command_type in CLOSE_COMMANDS for c in built):
+                        self.closed = True
+                    return built
+                if nxt is E.WorkflowTaskCompleted:
+                    j = self._command_events_end(history, i + 2)
+                    recorded = history[i + 2:j]
+                    cmds = self._run_batch(history, ev, recorded)
+                    self._match(cmds, history, i + 2, j)
+                    st.last_started_event_id = ev.event_id
+                    i = j
+                    continue
+                # failed / timed out (or anything else): skipped, its external events carry over
+                i += 2 if nxt in _TASK_CLOSED else 1
+                continue
+            if t is E.WorkflowExecutionStarted:
+                self._start(ev)
+            elif t in (E.ActivityTaskCompleted, E.ActivityTaskFailed, E.ActivityTaskTimedOut, E.TimerFired,
+                       E.WorkflowExecutionSignaled, E.WorkflowExecutionCancelRequested):
+                st.pending.append(ev)
+            elif t is E.ActivityTaskScheduled:  # outside a command position (not expected); keep the id
+                self._activity_ids[ev.event_id] = str(ev.attrs.get("activity_id"))
+            i += 1
+        st.next_index = n
+        st.unmatched = None
+        return []
+
+    @staticmethod
+    def _command_events_end(history: list[HistoryEvent], j: int) -> int:
+        n = len(history)
+        while j < n and history[j].event_type in COMMAND_EVENTS:
+            j += 1
+        return j
+
+    def _match(self, cmds: list[PendingCommand], history: list[HistoryEvent], start: int, end: int) -> None:
+        recorded = history[start:end]
+        match_commands(cmds, recorded, history[start - 1].event_id if start > 0 else 0)
+        for ev in recorded:
+            if ev.event_type is E.ActivityTaskScheduled:
+                self._activity_ids[ev.event_id] = str(ev.attrs.get("activity_id"))
+
+    def _start(self, ev: HistoryEvent) -> None:
+        a = ev.attrs
+        args = a.get("input")
+        if args is None:
+            args = []
+        elif not isinstance(args, list):
+            args = [args]
+        info = RunInfo(namespace=self.namespace, workflow_id=self.workflow_id, run_id=self.run_id,
+                       workflow_type=str(a.get("workflow_type") or self.entry.workflow_type),
+                       task_queue=str(a.get("task_queue") or self.task_queue),
+                       attempt=int(a.get("attempt") or 1), context=dict(a.get("context") or {}))
+        self.task_queue = info.task_queue
+        self.run = WorkflowRun(self.entry, self.registry, self.limits, info, a.get("random_seed"), args)
+
+    def _run_batch(self, history: list[HistoryEvent], started: HistoryEvent,
+                   recorded: list[HistoryEvent] | None) -> list[PendingCommand]:
+        run = self.run
+        if run is None:
+            raise TaskFailure("WORKFLOW_ERROR", Failure(
+                "the history does not start with WorkflowExecutionStarted", Kind.INTERNAL, False))
+        if self.closed:
+            return []
+        run.begin_batch(history, started, recorded)
+        try:
+            canceled = False
+            pending = self.state.pending
+            for ev in pending:
+                if self._apply(run, ev):
+                    canceled = True
+                    break
+            pending.clear()
+            if canceled:
+                self.closed = recorded is None
+                return [run.cancel_command()]
+            result = run.run()
+            if result.status == "done" and recorded is None:
+                self.closed = True
+            return result.commands
+        except lua54.LuaMemoryError:
+            raise TaskFailure("LIMIT_EXCEEDED", Failure(
+                "the workflow ran out of Lua memory (limits.lua_memory_bytes)", Kind.LIMIT_EXCEEDED, False)) from None
+        finally:
+            run.end_batch()
+
+    def _apply(self, run: WorkflowRun, ev: HistoryEvent) -> bool:
+        """Apply one external event; True if the run must be canceled now."""
+        t = ev.event_type
+        a = ev.attrs
+        if t is E.ActivityTaskCompleted:
+            aid = self._activity_ids.pop(int(a.get("scheduled_event_id", 0)), None)
+            if aid is not None:
+                run.resolve_activity(aid, a.get("result"))
+        elif t is E.ActivityTaskFailed or t is E.ActivityTaskTimedOut:
+            aid = self._activity_ids.pop(int(a.get("scheduled_event_id", 0)), None)
+            if aid is not None:
+                failure = a.get("failure")
+                if t is E.ActivityTaskTimedOut and not failure:
+                    failure = {"message": f"activity timed out ({a.get('timeout_type', 'START_TO_CLOSE')})",
+                               "kind": Kind.TIMEOUT, "retryable": False}
+                run.fail_activity(aid, failure)
+        elif t is E.TimerFired:
+            run.fire_timer(str(a.get("timer_id")))
+        elif t is E.WorkflowExecutionSignaled:
+            run.signal(str(a.get("signal_name", "")), a.get("input"), a.get("sender") or None)
+        elif t is E.WorkflowExecutionCancelRequested:
+            return run.cancel_requested(str(a.get("reason") or ""))
+        return False
+
+
+def new_execution(registry: Registry, workflow_type: str, config: Config | Limits | None = None, *,
+                  namespace: str = "default", workflow_id: str = "", run_id: str = "",
+                  task_queue: str = "") -> WorkflowExecution:
+    limits = _limits(config)
+    entry = registry.workflow_for_type(workflow_type)
+    if entry is None:
+        raise TaskFailure("WORKFLOW_ERROR", Failure(
+            f"workflow type {workflow_type!r} is not registered on this worker", Kind.NOT_FOUND, False))
+    return WorkflowExecution(entry, registry, limits, namespace=namespace, workflow_id=workflow_id,
+                             run_id=run_id, task_queue=task_queue)
+
+
+def _limits(config: Config | Limits | None) -> Limits:
+    if config is None:
+        return Limits()
+    if isinstance(config, Limits):
+        return config
+    return config.limits
+
+
+def replay(registry: Registry, history: list[HistoryEvent], config: Config | Limits | None = None, *,
+           workflow_type: str | None = None, workflow_id: str = "replay", run_id: str = "replay",
+           namespace: str = "default") -> list[Command]:
+    """Run a workflow's code against a recorded history.
+
+    Returns the commands of the final batch (when the history ends with a `WorkflowTaskStarted`),
+    or [] for a history whose every task completed. Raises `TaskFailure` with cause
+    `NON_DETERMINISTIC` (or another cause) when the code does not replay the history.
+    """
+    if not history or history[0].event_type is not E.WorkflowExecutionStarted:
+        raise ValueError("a history starts with WorkflowExecutionStarted")
+    wtype = workflow_type or str(history[0].attrs.get("workflow_type", ""))
+    ex = new_execution(registry, wtype, config, namespace=namespace, workflow_id=workflow_id, run_id=run_id,
+                       task_queue=str(history[0].attrs.get("task_queue", "")))
+    return ex.process(history)
+

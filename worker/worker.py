@@ -1,0 +1,271 @@
+"""The worker: polls task queues, runs workflow tasks (Lua, replayed) and activities.
+
+One `Worker` serves every `temporal.worker` entry of a registry: for each distinct
+(namespace, task_queue) it runs `worker.workflow_pollers` workflow-task pollers and
+`worker.activity_pollers` activity-task pollers. Workflow tasks and activities run in thread
+pools (Lua releases the GIL), bounded by `max_concurrent_workflow_tasks` /
+`max_concurrent_activities`; a poller only asks for a task when a slot is free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from legato.api import (
+    ActivityTask,
+    PollRequest,
+    RecordActivityHeartbeatRequest,
+    RespondActivityTaskCompletedRequest,
+    RespondActivityTaskFailedRequest,
+    RespondWorkflowTaskCompletedRequest,
+    RespondWorkflowTaskFailedRequest,
+    WorkflowService,
+    WorkflowTask,
+)
+from legato.config import Config
+from legato.errors import Failure, Kind
+from worker.activity import ActivityRunner, CallContext
+from worker.cache import WorkflowCache
+from worker.entries import Registry
+from worker.replay import WorkflowExecution
+from worker.runtime import TaskFailure
+
+log = logging.getLogger("legato.worker")
+
+WorkflowResponse = RespondWorkflowTaskCompletedRequest | RespondWorkflowTaskFailedRequest
+
+
+class Backoff:
+    """Exponential backoff with jitter (half fixed, half random), reset after a success."""
+
+    def __init__(self, initial: float = 0.1, maximum: float = 10.0, multiplier: float = 2.0) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.multiplier = multiplier
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        cap = min(self.maximum, self.initial * (self.multiplier ** self.failures))
+        self.failures += 1
+        return cap / 2 + random.uniform(0, cap / 2)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def default_identity() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+class Worker:
+    def __init__(self, client: WorkflowService, registry: Registry, config: Config, identity: str = "") -> None:
+        self.client = client
+        self.registry = registry
+        self.config = config
+        self.identity = identity or default_identity()
+        wc = config.worker
+        self.cache = WorkflowCache(wc.workflow_cache_size, wc.workflow_cache_bytes)
+        self.activities = ActivityRunner(registry, self._heartbeat_from_thread)
+        self.task_queues = registry.task_queues()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wf_pool: ThreadPoolExecutor | None = None
+        self._act_pool: ThreadPoolExecutor | None = None
+        self._wf_slots: asyncio.Semaphore | None = None
+        self._act_slots: asyncio.Semaphore | None = None
+        self._pollers: list[asyncio.Task[None]] = []
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._started = False
+        self.min_empty_poll_s = 0.05  # an empty poll faster than this (no long-poll) backs off
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        wc = self.config.worker
+        self._wf_pool = ThreadPoolExecutor(wc.max_concurrent_workflow_tasks, thread_name_prefix="legato-wf")
+        self._act_pool = ThreadPoolExecutor(wc.max_concurrent_activities, thread_name_prefix="legato-act")
+        self._wf_slots = asyncio.Semaphore(wc.max_concurrent_workflow_tasks)
+        self._act_slots = asyncio.Semaphore(wc.max_concurrent_activities)
+        for namespace, queue in self.task_queues:
+            for i in range(wc.workflow_pollers):
+                self._pollers.append(asyncio.create_task(
+                    self._poll_loop("workflow", namespace, queue, self._wf_slots, self._poll_workflow,
+                                    self._run_workflow_task), name=f"wf-poller-{queue}-{i}"))
+            for i in range(wc.activity_pollers):
+                self._pollers.append(asyncio.create_task(
+                    self._poll_loop("activity", namespace, queue, self._act_slots, self._poll_activity,
+                                    self._run_activity_task), name=f"act-poller-{queue}-{i}"))
+        log.info("worker polling %s as %s",
+                 ", ".join(f"{ns}/{q}" for ns, q in self.task_queues) or "(no task queues)", self.identity)
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop polling; wait up to `grace_s` for tasks in flight, then abandon the rest."""
+        if not self._started:
+            return
+        self._started = False
+        self._stopping.set()
+        for t in self._pollers:
+            t.cancel()
+        await asyncio.gather(*self._pollers, return_exceptions=True)
+        self._pollers.clear()
+        if self._inflight:
+            _, pending = await asyncio.wait(set(self._inflight), timeout=grace_s)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+                log.warning("worker stopped with %d task(s) abandoned", len(pending))
+        for pool in (self._wf_pool, self._act_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._wf_pool = self._act_pool = None
+        self.cache.clear()
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------ polling
+
+    async def _poll_workflow(self, req: PollRequest) -> WorkflowTask | None:
+        return await self.client.poll_workflow_task(req)
+
+    async def _poll_activity(self, req: PollRequest) -> ActivityTask | None:
+        return await self.client.poll_activity_task(req)
+
+    async def _poll_loop(self, kind: str, namespace: str, queue: str, slots: asyncio.Semaphore,
+                         poll: Callable[[PollRequest], Awaitable[Any]],
+                         handle: Callable[[Any], Awaitable[None]]) -> None:
+        backoff = Backoff()
+        empty = Backoff(initial=self.min_empty_poll_s, maximum=1.0)
+        req = PollRequest(task_queue=queue, namespace=namespace, identity=self.identity)
+        while not self._stopping.is_set():
+            await slots.acquire()
+            handed_over = False
+            try:
+                t0 = time.monotonic()
+                try:
+                    task = await poll(req)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:
+                    delay = backoff.next_delay()
+                    log.warning("%s poll on %s/%s failed (%s: %s); retrying in %.2fs", kind, namespace, queue,
+                                type(err).__name__, err, delay)
+                    await self._sleep(delay)
+                    continue
+                backoff.reset()
+                if task is None:
+                    if time.monotonic() - t0 < self.min_empty_poll_s:
+                        await self._sleep(empty.next_delay())
+                    else:
+                        empty.reset()
+                    continue
+                empty.reset()
+                handed_over = True
+                t = asyncio.create_task(self._guarded(handle, task, slots))
+                self._inflight.add(t)
+                t.add_done_callback(self._inflight.discard)
+            finally:
+                if not handed_over:
+                    slots.release()
+
+    async def _sleep(self, delay: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _guarded(self, handle: Callable[[Any], Awaitable[None]], task: Any, slots: asyncio.Semaphore) -> None:
+        try:
+            await handle(task)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("error while handling a task")
+        finally:
+            slots.release()
+
+    # ------------------------------------------------------------ workflow tasks
+
+    async def _run_workflow_task(self, task: WorkflowTask) -> None:
+        assert self._loop is not None
+        resp = await self._loop.run_in_executor(self._wf_pool, self.process_workflow_task, task)
+        try:
+            if isinstance(resp, RespondWorkflowTaskCompletedRequest):
+                await self.client.respond_workflow_task_completed(resp)
+            else:
+                await self.client.respond_workflow_task_failed(resp)
+        except Exception as err:
+            self.cache.evict(task.run_id)
+            log.warning("could not respond to workflow task of %s/%s: %s: %s", task.workflow_id, task.run_id,
+                        type(err).__name__, err)
+
+    def process_workflow_task(self, task: WorkflowTask) -> WorkflowResponse:
+        """Run a workflow task (synchronously) and return the response to send."""
+        ex = self.cache.take(task.run_id)
+        if ex is not None and not ex.can_continue(task.history, task.previous_started_event_id):
+            ex.dispose()
+            ex = None
+        if ex is None:
+            entry = self.registry.workflow_for_type(task.workflow_type)
+            if entry is None:
+                return RespondWorkflowTaskFailedRequest(task.task_token, "WORKFLOW_ERROR", Failure(
+                    f"workflow type {task.workflow_type!r} is not registered on this worker "
+                    f"(task queue {task.task_queue})", Kind.NOT_FOUND, False), self.identity)
+            ex = WorkflowExecution(entry, self.registry, self.config.limits, namespace=task.namespace,
+                                   workflow_id=task.workflow_id, run_id=task.run_id, task_queue=task.task_queue)
+        try:
+            commands = ex.process(task.history)
+        except TaskFailure as err:
+            ex.dispose()
+            log.info("workflow task of %s/%s failed: %s", task.workflow_id, task.run_id, err)
+            return RespondWorkflowTaskFailedRequest(task.task_token, err.cause, err.failure, self.identity)
+        except Exception as err:
+            ex.dispose()
+            log.exception("internal error in workflow task of %s/%s", task.workflow_id, task.run_id)
+            return RespondWorkflowTaskFailedRequest(task.task_token, "WORKFLOW_ERROR", Failure(
+                f"internal worker error: {type(err).__name__}: {err}", Kind.INTERNAL, False), self.identity)
+        self.cache.put(task.run_id, ex)  # a closed run is disposed of instead
+        return RespondWorkflowTaskCompletedRequest(task.task_token, commands, self.identity)
+
+    # ------------------------------------------------------------ activities
+
+    async def _run_activity_task(self, task: ActivityTask) -> None:
+        assert self._loop is not None
+        out = await self._loop.run_in_executor(self._act_pool, self.activities.execute, task)
+        try:
+            if out.ok:
+                await self.client.respond_activity_task_completed(
+                    RespondActivityTaskCompletedRequest(task.task_token, out.result, self.identity))
+            else:
+                assert out.failure is not None
+                await self.client.respond_activity_task_failed(
+                    RespondActivityTaskFailedRequest(task.task_token, out.failure, self.identity))
+        except Exception as err:
+            log.warning("could not respond to activity %s of %s: %s: %s", task.activity_id, task.workflow_id,
+                        type(err).__name__, err)
+
+    def _heartbeat_from_thread(self, ctx: CallContext, details: Any) -> bool:
+        loop = self._loop
+        if loop is None or not ctx.task_token:
+            return False
+        fut = asyncio.run_coroutine_threadsafe(self.client.record_activity_heartbeat(
+            RecordActivityHeartbeatRequest(ctx.task_token, details, self.identity)), loop)
+        resp = fut.result(timeout=30)
+        return bool(resp.cancel_requested)
