@@ -11,11 +11,10 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from history.service import HistoryServiceImpl
-from history.visibility import SqliteVisibilityStore
-
 from frontend.service import Frontend
+from history.service import HistoryServiceImpl
 from history.store.sqlite import SqliteStore
+from history.visibility import SqliteVisibilityStore
 from legato.api import WorkflowService
 from legato.config import Config
 from matching.service import InProcessMatching
@@ -53,10 +52,11 @@ class Engine:
         self._frontend = Frontend(history, matching, visibility, self.config)
 
     async def stop(self) -> None:
-        if self._matching is not None:
-            await self._matching.stop()
+        # History first: with matching gone it would keep retrying its hand-offs.
         if self._history is not None:
             await self._history.stop()
+        if self._matching is not None:
+            await self._matching.stop()
         if self._store is not None:
             await self._store.close()
 

@@ -1,0 +1,264 @@
+"""Per-shard queue processors: the transfer queue (outbox -> matching / visibility) and the timer
+queue (durable timers, fired when due).
+
+Both are fed in memory by the shard's committer right after each commit; on start they read
+what the store holds (transfer tasks above the ack level, timers within the look-ahead window).
+Neither knows what a task means: the service supplies the callbacks that carry them out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from history.store.base import ExecutionStore
+from legato import codec
+from legato.errors import ShardOwnershipLost
+
+log = logging.getLogger("legato.history")
+
+READ_PAGE = 1000
+_MAX_RETRY_DELAY_S = 10.0
+
+
+@dataclass(slots=True)
+class TransferTask:
+    task_id: int
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class TimerTask:
+    fire_time_ms: int
+    task_id: int
+    data: dict[str, Any]
+
+
+class TransferQueueProcessor:
+    """Dispatches every task concurrently (a queue nobody polls blocks nothing else); the ack
+    level is just below the oldest task still in flight."""
+
+    def __init__(self, shard_id: int, store: ExecutionStore, ack_level: int,
+                 dispatch: Callable[[TransferTask], Awaitable[None]]) -> None:
+        self.shard_id = shard_id
+        self._store = store
+        self._dispatch = dispatch
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._max_handed = ack_level
+        self._stopped = False
+
+    async def load(self) -> int:
+        """Read and dispatch every task above the ack level; return how many."""
+        after, count = self._max_handed, 0
+        while not self._stopped:
+            rows = await self._store.read_transfer_tasks(self.shard_id, after, READ_PAGE)
+            self.add([TransferTask(r.task_id, codec.loads(r.data)) for r in rows])
+            count += len(rows)
+            if len(rows) < READ_PAGE:
+                break
+            after = rows[-1].task_id
+        return count
+
+    def add(self, tasks: list[TransferTask]) -> None:
+        if self._stopped:
+            return
+        for t in tasks:
+            if t.task_id in self._inflight:
+                continue
+            self._inflight[t.task_id] = asyncio.create_task(self._run(t), name=f"transfer-{self.shard_id}-{t.task_id}")
+            if t.task_id > self._max_handed:
+                self._max_handed = t.task_id
+
+    async def _run(self, t: TransferTask) -> None:
+        delay = 0.05
+        failures = 0
+        while not self._stopped:
+            try:
+                await self._dispatch(t)
+                break
+            except ShardOwnershipLost:
+                return  # the shard is being dropped; the task stays un-acked for the next owner
+            except Exception as e:
+                failures += 1
+                level = logging.WARNING if failures == 1 or failures % 20 == 0 else logging.DEBUG
+                log.log(level, "shard %d: transfer task %d (%s) failed %d time(s), retrying in %.2fs: %s",
+                        self.shard_id, t.task_id, t.data.get("k"), failures, delay, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_RETRY_DELAY_S)
+        self._inflight.pop(t.task_id, None)
+
+    def ack_level(self) -> int:
+        """Every task with an id <= this is done."""
+        if self._inflight:
+            return min(self._inflight) - 1
+        return self._max_handed
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def wait_idle(self) -> None:
+        """Wait until every task handed so far is done (tests, shutdown)."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight.values()), return_exceptions=True)
+
+    def stop(self) -> None:
+        self._stopped = True
+        current = asyncio.current_task()
+        for task in self._inflight.values():
+            if task is not current:
+                task.cancel()
+
+
+class TimerQueueProcessor:
+    """Timers due within the look-ahead window live in a heap; they fire when the clock reaches
+    them. A fired timer's row is deleted (by the shard's flush) only after its effect is durable."""
+
+    def __init__(self, shard_id: int, store: ExecutionStore, clock: Callable[[], int], lookahead_ms: int,
+                 fire: Callable[[TimerTask], Awaitable[None]]) -> None:
+        self.shard_id = shard_id
+        self._store = store
+        self._clock = clock
+        self._lookahead = lookahead_ms
+        self._fire = fire
+        self._heap: list[tuple[int, int, TimerTask]] = []
+        self._known: set[int] = set()  # in the heap, firing, or fired and awaiting delete
+        self._horizon = -1  # every stored timer with fire_time_ms <= horizon is known in memory
+        self._firing: dict[int, asyncio.Task[None]] = {}
+        self._retries: dict[int, int] = {}
+        self._deletes: list[tuple[int, int]] = []
+        self._wake = asyncio.Event()
+        self._load_lock = asyncio.Lock()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop(), name=f"timers-{self.shard_id}")
+
+    def stop(self) -> None:
+        self._stopped = True
+        current = asyncio.current_task()
+        for task in [self._loop_task, *self._firing.values()]:
+            if task is not None and task is not current:
+                task.cancel()
+
+    def add(self, timers: list[TimerTask]) -> None:
+        if self._stopped:
+            return
+        wake = False
+        for t in timers:
+            if t.fire_time_ms <= self._horizon and t.task_id not in self._known:
+                self._known.add(t.task_id)
+                if not self._heap or t.fire_time_ms < self._heap[0][0]:
+                    wake = True
+                heapq.heappush(self._heap, (t.fire_time_ms, t.task_id, t))
+        if wake:
+            self._wake.set()
+
+    def poke(self) -> None:
+        """The clock may have moved (tests with a controllable clock): look again."""
+        self._wake.set()
+
+    def take_deletes(self) -> list[tuple[int, int]]:
+        out, self._deletes = self._deletes, []
+        return out
+
+    def restore_deletes(self, deletes: list[tuple[int, int]]) -> None:
+        self._deletes.extend(deletes)
+
+    def deleted(self, deletes: list[tuple[int, int]]) -> None:
+        for _, task_id in deletes:
+            self._known.discard(task_id)
+
+    @property
+    def pending(self) -> int:
+        return len(self._heap)
+
+    async def fire_due(self) -> int:
+        """Fire everything due now and wait for the effects (including timers those effects
+        create that are already due). Returns how many timers fired."""
+        fired = 0
+        while not self._stopped:
+            await self._maybe_load()
+            fired += self._start_due()
+            if not self._firing:
+                break
+            await asyncio.gather(*list(self._firing.values()), return_exceptions=True)
+        return fired
+
+    async def _maybe_load(self) -> None:
+        now = self._clock()
+        if now + self._lookahead // 2 < self._horizon:
+            return
+        async with self._load_lock:
+            new_horizon = self._clock() + self._lookahead
+            if new_horizon <= self._horizon:
+                return
+            after = (self._horizon, 1 << 62)
+            # Commits from now on push their timers up to new_horizon themselves; the read below
+            # may also return some of them, `_known` removes the duplicates.
+            self._horizon = new_horizon
+            while not self._stopped:
+                rows = await self._store.read_timer_tasks(self.shard_id, after, new_horizon, READ_PAGE)
+                self.add([TimerTask(r.fire_time_ms, r.task_id, codec.loads(r.data)) for r in rows])
+                if len(rows) < READ_PAGE:
+                    break
+                after = (rows[-1].fire_time_ms, rows[-1].task_id)
+
+    def _start_due(self) -> int:
+        now = self._clock()
+        n = 0
+        while self._heap and self._heap[0][0] <= now:
+            _, _, t = heapq.heappop(self._heap)
+            self._firing[t.task_id] = asyncio.create_task(self._fire_one(t), name=f"timer-{self.shard_id}-{t.task_id}")
+            n += 1
+        return n
+
+    async def _fire_one(self, t: TimerTask) -> None:
+        try:
+            await self._fire(t)
+        except ShardOwnershipLost:
+            return  # the shard is being dropped; the row stays for the next owner
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            n = self._retries.get(t.task_id, 0) + 1
+            self._retries[t.task_id] = n
+            delay_ms = min(100 * 2 ** n, 60_000)
+            log.warning("shard %d: timer %d (%s) failed (attempt %d), retrying in %d ms: %s",
+                        self.shard_id, t.task_id, t.data.get("k"), n, delay_ms, e)
+            heapq.heappush(self._heap, (self._clock() + delay_ms, t.task_id, t))
+            self._wake.set()
+        else:
+            self._retries.pop(t.task_id, None)
+            self._deletes.append((t.fire_time_ms, t.task_id))
+        finally:
+            self._firing.pop(t.task_id, None)
+
+    async def _loop(self) -> None:
+        while not self._stopped:
+            self._wake.clear()
+            try:
+                await self._maybe_load()
+                self._start_due()
+            except asyncio.CancelledError:
+                raise
+            except ShardOwnershipLost:
+                return
+            except Exception as e:
+                log.warning("shard %d: reading timers failed: %s", self.shard_id, e)
+                await asyncio.sleep(1.0)
+                continue
+            now = self._clock()
+            wait_ms = self._horizon - self._lookahead // 2 - now
+            if self._heap:
+                wait_ms = min(wait_ms, self._heap[0][0] - now)
+            if wait_ms > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), wait_ms / 1000.0)
+                except TimeoutError:
+                    pass

@@ -1,0 +1,722 @@
+"""HistoryServiceImpl: `legato.api.HistoryService` over an ExecutionStore.
+
+Every state change of a run happens under the run's (namespace, workflow_id) lock: load the
+cached mutable state, apply the rules (history.engine) to a Mutation, commit it through the
+shard's group committer (ONE atomic conditional write), then update the caches and wake the
+long-polls waiting on that run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from history.engine import (
+    WORKER_CAUSES,
+    Engine,
+    HistoryLimitExceeded,
+    info_from_dict,
+)
+from history.queues import TimerTask, TransferTask
+from history.shard import CacheEntry, ShardContext, Update
+from history.state import STARTED, T_ACTIVITY_TASK, T_VISIBILITY, T_WORKFLOW_TASK, MutableState, Mutation
+from history.store.base import CurrentRunRow, CurrentRunWrite, ExecutionStore, RunConditionFailed
+from legato import api
+from legato.api import (
+    ActivityTask,
+    CancelWorkflowRequest,
+    DescribeWorkflowResponse,
+    ExecutionRef,
+    GetHistoryRequest,
+    GetHistoryResponse,
+    GetResultRequest,
+    GetResultResponse,
+    IdConflictPolicy,
+    IdReusePolicy,
+    PendingActivityInfo,
+    PendingWorkflowTaskInfo,
+    RecordActivityHeartbeatRequest,
+    RecordActivityHeartbeatResponse,
+    RespondActivityTaskCompletedRequest,
+    RespondActivityTaskFailedRequest,
+    RespondWorkflowTaskCompletedRequest,
+    RespondWorkflowTaskFailedRequest,
+    SignalWorkflowRequest,
+    StartWorkflowRequest,
+    StartWorkflowResponse,
+    TaskInfo,
+    TaskKind,
+    TerminateWorkflowRequest,
+    WorkflowStatus,
+    WorkflowTask,
+)
+from legato.config import Config
+from legato.errors import (
+    AlreadyStarted,
+    FailedPrecondition,
+    Failure,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    ShardOwnershipLost,
+    Unavailable,
+)
+from legato.events import HistoryEvent
+from legato.ids import new_run_id, shard_for
+from legato.tokens import TaskToken
+
+log = logging.getLogger("legato.history")
+
+_T = TypeVar("_T")
+_CONFLICT_RETRIES = 3
+MAX_HISTORY_PAGE = 10_000
+RunKey = tuple[str, str, str]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Notifier:
+    """Wakes long-polls waiting for a run to change. No polling: commits resolve futures."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[RunKey, list[asyncio.Future[None]]] = {}
+
+    def waiter(self, key: RunKey) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(fut)
+        return fut
+
+    def discard(self, key: RunKey, fut: asyncio.Future[None]) -> None:
+        lst = self._waiters.get(key)
+        if lst is not None:
+            try:
+                lst.remove(fut)
+            except ValueError:
+                pass
+            if not lst:
+                del self._waiters[key]
+
+    def notify(self, key: RunKey) -> None:
+        for fut in self._waiters.pop(key, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    def notify_all(self) -> None:
+        for key in list(self._waiters):
+            self.notify(key)
+
+
+async def _wait(fut: asyncio.Future[None], timeout_s: float) -> None:
+    try:
+        await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+    except TimeoutError:
+        pass
+
+
+class HistoryServiceImpl:
+    """`legato.api.HistoryService`. Construct, `set_matching(...)`, then `await start()`."""
+
+    def __init__(self, store: ExecutionStore, visibility: api.VisibilityStore, config: Config, *,
+                 matching: api.MatchingService | None = None, clock: Callable[[], int] | None = None,
+                 identity: str = "") -> None:
+        self._store = store
+        self._visibility = visibility
+        self._config = config
+        self._matching = matching
+        self._clock = clock or _now_ms
+        self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._engine = Engine(config)
+        self._shards: dict[int, ShardContext] = {}
+        self._num_shards = config.history.num_shards
+        self._notifier = _Notifier()
+        self._matching_ready: asyncio.Event | None = None
+        self._started = False
+        self._stopping = False
+
+    # ================================================================== lifecycle
+
+    def set_matching(self, matching: api.MatchingService) -> None:
+        self._matching = matching
+        if self._matching_ready is not None:
+            self._matching_ready.set()
+
+    async def start(self) -> None:
+        """Acquire every shard (range_id fencing), load their outboxes, start their processors."""
+        if self._started:
+            return
+        self._matching_ready = asyncio.Event()
+        if self._matching is not None:
+            self._matching_ready.set()
+        n = self._num_shards
+        stored = await self._store.init_cluster(n)
+        if stored != n:
+            raise FailedPrecondition(
+                f"this store was created with history.num_shards = {stored}, but this node is configured with "
+                f"{n}; the number of shards is fixed when a cluster is created (set history.num_shards: {stored})",
+                reason="NumShardsMismatch")
+        shards: list[ShardContext] = []
+        try:
+            for sid in range(n):
+                info = await self._store.acquire_shard(sid, self.identity)
+                shard = ShardContext(info, self._store, self._config, self._clock,
+                                     functools.partial(self._dispatch, sid), self._fire_timer, self._shard_lost)
+                shards.append(shard)
+                self._shards[sid] = shard
+            for shard in shards:
+                await shard.start()
+        except BaseException:
+            for shard in shards:
+                await shard.stop()
+            self._shards.clear()
+            raise
+        self._started = True
+        log.info("history %s started with %d shards", self.identity, n)
+
+    async def stop(self) -> None:
+        if not self._started or self._stopping:
+            return
+        self._stopping = True
+        for shard in list(self._shards.values()):
+            await shard.stop()
+        self._notifier.notify_all()
+        self._started = False
+        self._stopping = False
+        self._shards.clear()
+
+    def _shard_lost(self, shard: ShardContext) -> None:
+        self._notifier.notify_all()
+
+    # ------------------------------------------------------------------ for tests and operators
+
+    def owned_shards(self) -> list[int]:
+        return sorted(sid for sid, s in self._shards.items() if not s.lost and not s.closed)
+
+    def shard(self, shard_id: int) -> ShardContext:
+        return self._shards[shard_id]
+
+    def shard_for(self, namespace: str, workflow_id: str) -> int:
+        return shard_for(namespace, workflow_id, self._num_shards)
+
+    async def fire_due_timers(self) -> int:
+        """Fire every timer due at the clock's current time and wait for the effects."""
+        total = 0
+        for shard in list(self._shards.values()):
+            if not shard.lost and not shard.closed:
+                total += await shard.timers.fire_due()
+        return total
+
+    def poke_timers(self) -> None:
+        """The clock moved (a controllable clock): let the timer processors look again."""
+        for shard in self._shards.values():
+            shard.timers.poke()
+
+    async def flush(self) -> None:
+        """Persist ack levels and delete fired timers now (normally periodic)."""
+        for shard in list(self._shards.values()):
+            if not shard.lost and not shard.closed:
+                await shard.flush()
+
+    async def wait_transfer_idle(self) -> None:
+        for shard in list(self._shards.values()):
+            await shard.transfer.wait_idle()
+
+    # ================================================================== plumbing
+
+    def _shard(self, namespace: str, workflow_id: str) -> ShardContext:
+        if not self._started:
+            raise Unavailable("the history service is not running", reason="NotStarted")
+        sid = shard_for(namespace, workflow_id, self._num_shards)
+        shard = self._shards.get(sid)
+        if shard is None:
+            raise ShardOwnershipLost(f"shard {sid} is not owned by this history node", reason="ShardOwnershipLost")
+        shard.check()
+        return shard
+
+    async def _load(self, shard: ShardContext, namespace: str, workflow_id: str, run_id: str) -> CacheEntry:
+        if not run_id:
+            cur = await shard.get_current(namespace, workflow_id)
+            if cur is None:
+                raise NotFound(f"workflow {workflow_id!r} not found in namespace {namespace!r}",
+                               reason="WorkflowNotFound")
+            run_id = cur.run_id
+        entry = await shard.load(namespace, workflow_id, run_id)
+        if entry is None:
+            raise NotFound(f"run {run_id!r} of workflow {workflow_id!r} not found in namespace {namespace!r}",
+                           reason="WorkflowNotFound")
+        return entry
+
+    async def _update(self, namespace: str, workflow_id: str, run_id: str,
+                      fn: Callable[[Mutation, CacheEntry], _T]) -> tuple[_T, CacheEntry]:
+        """Apply `fn` to the run's state under its lock and commit what it produced."""
+        shard = self._shard(namespace, workflow_id)
+        for attempt in range(_CONFLICT_RETRIES):
+            async with shard.lock(namespace, workflow_id):
+                entry = await self._load(shard, namespace, workflow_id, run_id)
+                m = Mutation.of(entry.state, self._clock())
+                try:
+                    result = fn(m, entry)
+                    if not m.empty:
+                        current = CurrentRunWrite(_current_row(m.state), m.state.run_id) if m.closed else None
+                        await shard.commit(Update([m], current))
+                except RunConditionFailed:
+                    shard.evict(entry.state.key)
+                    if attempt + 1 < _CONFLICT_RETRIES:
+                        continue
+                    raise
+                except (ServiceError, HistoryLimitExceeded):
+                    if not m.empty:
+                        shard.evict(entry.state.key)
+                    raise
+                except Exception as e:
+                    shard.evict(entry.state.key)
+                    log.exception("history: unexpected error updating %s/%s", workflow_id, entry.state.run_id)
+                    raise ServiceError(f"internal error in history while updating workflow {workflow_id!r} (run "
+                                       f"{entry.state.run_id}): {type(e).__name__}: {e}", reason="Internal") from e
+                except BaseException:
+                    shard.evict(entry.state.key)
+                    raise
+                if not m.empty:
+                    self._after_commit(shard, entry, m)
+                return result, entry
+        raise Unavailable("unreachable")  # pragma: no cover
+
+    def _after_commit(self, shard: ShardContext, entry: CacheEntry, m: Mutation) -> None:
+        st = m.state
+        entry.add_events(m.events)
+        shard.runs.put(st.key, entry)
+        if m.closed:
+            shard.current.put((st.namespace, st.workflow_id), _current_row(st))
+        self._notifier.notify(st.key)
+
+    async def _read_events(self, shard: ShardContext, entry: CacheEntry, st_key: RunKey, first: int, end: int,
+                           limit: int) -> list[HistoryEvent]:
+        """Committed events first <= id < end (end <= the committed next_event_id), at most `limit`."""
+        end = min(end, first + limit)
+        if first >= end:
+            return []
+        events = entry.events
+        if events is not None and len(events) >= end - 1:
+            return events[first - 1:end - 1]
+        ns, wf, run = st_key
+        out: list[HistoryEvent] = []
+        pos = first
+        while pos < end:
+            texts = await self._store.read_history(ns, wf, run, pos, end, min(end - pos, 1000))
+            if not texts:
+                break
+            for text in texts:
+                ev = HistoryEvent.decode(text)
+                if ev.event_id != pos:
+                    raise Unavailable(f"history of {wf}/{run} is inconsistent in the store: expected event {pos}, "
+                                      f"found {ev.event_id}", reason="StoreError")
+                out.append(ev)
+                pos += 1
+        return out
+
+    async def _full_history(self, shard: ShardContext, entry: CacheEntry, end: int) -> list[HistoryEvent]:
+        """Events 1 .. end-1; fills the run's event cache when it was not in memory."""
+        events = entry.events
+        if events is not None and len(events) >= end - 1:
+            return events[:end - 1]
+        st = entry.state
+        out = await self._read_events(shard, entry, st.key, 1, end, end)
+        if len(out) != end - 1:
+            raise Unavailable(f"history of {st.workflow_id}/{st.run_id}: expected {end - 1} events in the store, "
+                              f"found {len(out)}", reason="StoreError")
+        if entry.events is None and entry.state.next_event_id == end and shard.runs.get(st.key) is entry:
+            entry.set_events(list(out))
+        return out
+
+    # ================================================================== start / signal / terminate / cancel
+
+    async def start_workflow(self, req: StartWorkflowRequest) -> StartWorkflowResponse:
+        self._engine.validate_start(req)
+        ns, wf = req.namespace, req.workflow_id
+        shard = self._shard(ns, wf)
+        for attempt in range(_CONFLICT_RETRIES + 1):
+            async with shard.lock(ns, wf):
+                if attempt == 0:
+                    # Optimistic: a pointer not in the cache is assumed absent; the write's condition
+                    # ("no current run") checks it, and only if that fails do we read it (as Temporal does).
+                    cur = shard.current.get((ns, wf))
+                else:
+                    cur = await shard.get_current(ns, wf)
+                old: CacheEntry | None = None
+                if cur is not None:
+                    if req.request_id and cur.start_request_id == req.request_id:
+                        return StartWorkflowResponse(cur.run_id, started=False)
+                    if cur.status == WorkflowStatus.RUNNING.value:
+                        policy = IdConflictPolicy(req.id_conflict_policy)
+                        if policy == IdConflictPolicy.USE_EXISTING:
+                            return StartWorkflowResponse(cur.run_id, started=False)
+                        if policy == IdConflictPolicy.FAIL:
+                            raise AlreadyStarted(f"workflow {wf!r} is already running (run {cur.run_id}) in "
+                                                 f"namespace {ns!r}", run_id=cur.run_id)
+                        old = await self._load(shard, ns, wf, cur.run_id)
+                    else:
+                        why = self._engine.reuse_refused(IdReusePolicy(req.id_reuse_policy), cur.status)
+                        if why:
+                            raise AlreadyStarted(f"workflow {wf!r} already ran (run {cur.run_id}, {cur.status}); "
+                                                 f"{why}", run_id=cur.run_id)
+                now = self._clock()
+                run_id = new_run_id()
+                muts: list[Mutation] = []
+                mo: Mutation | None = None
+                if old is not None:
+                    mo = Mutation.of(old.state, now)
+                    self._engine.terminate_running(
+                        mo, f"terminated by a new start of workflow {wf!r} (run {run_id}) with id_conflict_policy "
+                            "terminate_existing", req.identity)
+                    muts.append(mo)
+                mn = self._engine.new_run(req, run_id, now)
+                muts.append(mn)
+                current = CurrentRunWrite(_current_row(mn.state), cur.run_id if cur is not None else None)
+                try:
+                    await shard.commit(Update(muts, current))
+                except RunConditionFailed:
+                    shard.current.pop((ns, wf))
+                    if old is not None:
+                        shard.evict(old.state.key)
+                    if attempt < _CONFLICT_RETRIES:
+                        continue
+                    raise
+                except BaseException:
+                    shard.current.pop((ns, wf))
+                    if old is not None:
+                        shard.evict(old.state.key)
+                    raise
+                if old is not None and mo is not None:
+                    self._after_commit(shard, old, mo)
+                entry = CacheEntry(mn.state, list(mn.events), shard.event_budget)
+                shard.runs.put(mn.state.key, entry)
+                shard.current.put((ns, wf), _current_row(mn.state))
+                return StartWorkflowResponse(run_id, started=True)
+        raise Unavailable("unreachable")  # pragma: no cover
+
+    async def signal_workflow(self, req: SignalWorkflowRequest) -> None:
+        ref = _check_ref(req.ref, "signal")
+        if not isinstance(req.signal_name, str) or not req.signal_name:
+            raise InvalidArgument("signal: signal_name must be a non-empty string")
+        for name in ("sender", "identity", "request_id"):
+            if not isinstance(getattr(req, name), str):
+                raise InvalidArgument(f"signal: {name} must be a string")
+        self._engine.payload(req.input, f"signal {req.signal_name!r}: input")
+        await self._update(ref.namespace, ref.workflow_id, ref.run_id, lambda m, e: self._engine.signal(m, req))
+
+    async def terminate_workflow(self, req: TerminateWorkflowRequest) -> None:
+        ref = _check_ref(req.ref, "terminate")
+        if not isinstance(req.reason, str):
+            raise InvalidArgument("terminate: reason must be a string")
+        await self._update(ref.namespace, ref.workflow_id, ref.run_id, lambda m, e: self._engine.terminate(m, req))
+
+    async def request_cancel_workflow(self, req: CancelWorkflowRequest) -> None:
+        ref = _check_ref(req.ref, "cancel")
+        if not isinstance(req.reason, str):
+            raise InvalidArgument("cancel: reason must be a string")
+        await self._update(ref.namespace, ref.workflow_id, ref.run_id,
+                           lambda m, e: self._engine.request_cancel(m, req))
+
+    # ================================================================== reading
+
+    async def describe_workflow(self, ref: ExecutionRef) -> DescribeWorkflowResponse:
+        ref = _check_ref(ref, "describe")
+        shard = self._shard(ref.namespace, ref.workflow_id)
+        async with shard.lock(ref.namespace, ref.workflow_id):
+            st = (await self._load(shard, ref.namespace, ref.workflow_id, ref.run_id)).state
+            return _describe(st)
+
+    async def get_workflow_history(self, req: GetHistoryRequest) -> GetHistoryResponse:
+        ref = _check_ref(req.ref, "get history")
+        if not isinstance(req.first_event_id, int) or req.first_event_id < 1:
+            raise InvalidArgument(f"get history: first_event_id must be >= 1, got {req.first_event_id!r}")
+        page = req.page_size if isinstance(req.page_size, int) and req.page_size > 0 else 1000
+        page = min(page, MAX_HISTORY_PAGE)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0, req.timeout_ms) / 1000.0
+        run_id = ref.run_id
+        while True:
+            shard = self._shard(ref.namespace, ref.workflow_id)
+            fut: asyncio.Future[None] | None = None
+            async with shard.lock(ref.namespace, ref.workflow_id):
+                entry = await self._load(shard, ref.namespace, ref.workflow_id, run_id)
+                st = entry.state
+                run_id = st.run_id
+                end, closed = st.next_event_id, not st.running
+                remaining = deadline - loop.time()
+                if req.wait_new_event and req.first_event_id >= end and not closed and remaining > 0:
+                    fut = self._notifier.waiter(st.key)
+            if fut is None:
+                events = await self._read_events(shard, entry, st.key, req.first_event_id, end, page)
+                return GetHistoryResponse(run_id, events, req.first_event_id + len(events), closed)
+            try:
+                await _wait(fut, remaining)
+            finally:
+                self._notifier.discard(st.key, fut)
+
+    async def get_workflow_result(self, req: GetResultRequest) -> GetResultResponse:
+        ref = _check_ref(req.ref, "get result")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0, req.timeout_ms) / 1000.0
+        run_id = ref.run_id
+        while True:
+            shard = self._shard(ref.namespace, ref.workflow_id)
+            async with shard.lock(ref.namespace, ref.workflow_id):
+                st = (await self._load(shard, ref.namespace, ref.workflow_id, run_id)).state
+                run_id = st.run_id
+                if not st.running:
+                    return GetResultResponse(
+                        st.run_id, WorkflowStatus(st.status), result=st.result,
+                        failure=Failure.from_dict(st.failure) if st.failure else None)
+                if req.return_on_task_failure and st.last_wft_failure is not None:
+                    return GetResultResponse(st.run_id, WorkflowStatus.RUNNING,
+                                             task_failure=Failure.from_dict(st.last_wft_failure))
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return GetResultResponse(st.run_id, WorkflowStatus.RUNNING)
+                fut = self._notifier.waiter(st.key)
+            try:
+                await _wait(fut, remaining)
+            finally:
+                self._notifier.discard(st.key, fut)
+
+    # ================================================================== tasks
+
+    async def record_workflow_task_started(self, task: TaskInfo, request_id: str, identity: str) -> WorkflowTask:
+        if task.kind != TaskKind.WORKFLOW:
+            raise InvalidArgument(f"record_workflow_task_started got a {task.kind} task")
+        if not isinstance(request_id, str) or not request_id:
+            raise InvalidArgument("record_workflow_task_started: request_id must be a non-empty string")
+
+        def fn(m: Mutation, entry: CacheEntry) -> tuple[int, int, int]:
+            st = m.state
+            where = f"workflow task (scheduled event {task.scheduled_event_id}) of {st.workflow_id}/{st.run_id}"
+            if not st.running:
+                raise NotFound(f"{where}: the run is already closed ({st.status})", reason="WorkflowClosed")
+            w = st.wft
+            if w is None or w.scheduled_event_id != task.scheduled_event_id or w.attempt != task.attempt:
+                raise NotFound(f"{where}: the task is no longer pending (stale task)", reason="StaleTask")
+            if w.state == STARTED:
+                if w.request_id == request_id:  # the same poll again: the same task
+                    return w.started_event_id, w.attempt, st.last_completed_wft_started_id
+                raise FailedPrecondition(f"{where}: already started by another poller ({w.identity or 'unknown'})",
+                                         reason="TaskAlreadyStarted")
+            started = self._engine.wft_started(m, request_id, identity)
+            return started, w.attempt, st.last_completed_wft_started_id
+
+        (started, attempt, previous), entry = await self._update(task.namespace, task.workflow_id, task.run_id, fn)
+        shard = self._shard(task.namespace, task.workflow_id)
+        st = entry.state
+        history = await self._full_history(shard, entry, started + 1)
+        token = TaskToken("workflow", st.namespace, st.workflow_id, st.run_id, task.scheduled_event_id, started,
+                          attempt).encode()
+        return WorkflowTask(task_token=token, namespace=st.namespace, workflow_id=st.workflow_id, run_id=st.run_id,
+                            workflow_type=st.workflow_type, task_queue=st.task_queue, attempt=attempt,
+                            started_event_id=started, previous_started_event_id=previous, history=history)
+
+    async def record_activity_task_started(self, task: TaskInfo, request_id: str, identity: str) -> ActivityTask:
+        if task.kind != TaskKind.ACTIVITY:
+            raise InvalidArgument(f"record_activity_task_started got a {task.kind} task")
+        if not isinstance(request_id, str) or not request_id:
+            raise InvalidArgument("record_activity_task_started: request_id must be a non-empty string")
+
+        def fn(m: Mutation, entry: CacheEntry) -> dict[str, Any]:
+            st = m.state
+            where = (f"activity task (scheduled event {task.scheduled_event_id}, attempt {task.attempt}) of "
+                     f"{st.workflow_id}/{st.run_id}")
+            if not st.running:
+                raise NotFound(f"{where}: the run is already closed ({st.status})", reason="WorkflowClosed")
+            info = st.activities.get(task.scheduled_event_id)
+            if info is None:
+                raise NotFound(f"{where}: the activity is no longer pending (stale task)", reason="StaleTask")
+            if info.attempt != task.attempt:
+                raise NotFound(f"{where}: stale attempt (the activity is at attempt {info.attempt})",
+                               reason="StaleTask")
+            if info.state == STARTED:
+                if info.request_id != request_id:
+                    raise FailedPrecondition(f"{where}: already started by another poller "
+                                             f"({info.identity or 'unknown'})", reason="TaskAlreadyStarted")
+            elif info.state != "SCHEDULED":
+                raise NotFound(f"{where}: the activity is waiting to retry (stale task)", reason="StaleTask")
+            else:
+                self._engine.activity_started(m, info, request_id, identity)
+            return {"activity_id": info.activity_id, "activity_type": info.activity_type,
+                    "task_queue": info.task_queue, "attempt": info.attempt,
+                    "scheduled": info.attempt_scheduled_time_ms, "started": info.started_time_ms,
+                    "stc": info.start_to_close_ms, "hb": info.heartbeat_ms, "details": info.heartbeat_details,
+                    "next": st.next_event_id}
+
+        snap, entry = await self._update(task.namespace, task.workflow_id, task.run_id, fn)
+        shard = self._shard(task.namespace, task.workflow_id)
+        st = entry.state
+        sched = task.scheduled_event_id
+        evs = await self._read_events(shard, entry, st.key, sched, snap["next"], 1)
+        if not evs or evs[0].event_id != sched:
+            raise Unavailable(f"activity task of {st.workflow_id}/{st.run_id}: its ActivityTaskScheduled event "
+                              f"{sched} is missing", reason="StoreError")
+        attrs = evs[0].attrs
+        token = TaskToken("activity", st.namespace, st.workflow_id, st.run_id, sched, 0, snap["attempt"]).encode()
+        return ActivityTask(
+            task_token=token, namespace=st.namespace, workflow_id=st.workflow_id, run_id=st.run_id,
+            workflow_type=st.workflow_type, activity_id=snap["activity_id"], activity_type=snap["activity_type"],
+            task_queue=snap["task_queue"], input=list(attrs.get("input") or []), attempt=snap["attempt"],
+            scheduled_time_ms=snap["scheduled"], started_time_ms=snap["started"],
+            start_to_close_timeout_ms=snap["stc"], heartbeat_timeout_ms=snap["hb"],
+            heartbeat_details=snap["details"], context=dict(attrs.get("context") or {}))
+
+    async def respond_workflow_task_completed(self, req: RespondWorkflowTaskCompletedRequest) -> None:
+        tok = _token(req.task_token, "workflow")
+
+        def fn(m: Mutation, entry: CacheEntry) -> ServiceError | None:
+            self._engine.check_wft_token(m.state, tok.scheduled_event_id, tok.started_event_id, tok.attempt)
+            return self._engine.complete_wft(m, req.commands, req.identity)
+
+        try:
+            err, _ = await self._update(tok.namespace, tok.workflow_id, tok.run_id, fn)
+        except HistoryLimitExceeded as e:
+            message = e.message
+
+            def terminate(m: Mutation, entry: CacheEntry) -> None:
+                self._engine.check_wft_token(m.state, tok.scheduled_event_id, tok.started_event_id, tok.attempt)
+                self._engine.terminate_for_history_limit(m, message, req.identity)
+
+            await self._update(tok.namespace, tok.workflow_id, tok.run_id, terminate)
+            return
+        if err is not None:
+            raise err
+
+    async def respond_workflow_task_failed(self, req: RespondWorkflowTaskFailedRequest) -> None:
+        tok = _token(req.task_token, "workflow")
+        if req.cause not in WORKER_CAUSES:
+            raise InvalidArgument(f"respond workflow task failed: unknown cause {req.cause!r} (use one of "
+                                  f"{', '.join(sorted(WORKER_CAUSES))})")
+        if not isinstance(req.failure, Failure):
+            raise InvalidArgument("respond workflow task failed: failure must be a Failure")
+
+        def fn(m: Mutation, entry: CacheEntry) -> None:
+            self._engine.check_wft_token(m.state, tok.scheduled_event_id, tok.started_event_id, tok.attempt)
+            self._engine.fail_wft(m, req.cause, req.failure, req.identity)
+
+        await self._update(tok.namespace, tok.workflow_id, tok.run_id, fn)
+
+    async def respond_activity_task_completed(self, req: RespondActivityTaskCompletedRequest) -> None:
+        tok = _token(req.task_token, "activity")
+
+        def fn(m: Mutation, entry: CacheEntry) -> None:
+            info = self._engine.check_activity_token(m.state, tok.scheduled_event_id, tok.attempt)
+            self._engine.activity_completed(m, info, req.result, req.identity)
+
+        await self._update(tok.namespace, tok.workflow_id, tok.run_id, fn)
+
+    async def respond_activity_task_failed(self, req: RespondActivityTaskFailedRequest) -> None:
+        tok = _token(req.task_token, "activity")
+        if not isinstance(req.failure, Failure):
+            raise InvalidArgument("respond activity task failed: failure must be a Failure")
+
+        def fn(m: Mutation, entry: CacheEntry) -> None:
+            info = self._engine.check_activity_token(m.state, tok.scheduled_event_id, tok.attempt)
+            self._engine.activity_failed(m, info, req.failure, req.identity)
+
+        await self._update(tok.namespace, tok.workflow_id, tok.run_id, fn)
+
+    async def record_activity_heartbeat(self, req: RecordActivityHeartbeatRequest) -> RecordActivityHeartbeatResponse:
+        tok = _token(req.task_token, "activity")
+
+        def fn(m: Mutation, entry: CacheEntry) -> None:
+            info = self._engine.check_activity_token(m.state, tok.scheduled_event_id, tok.attempt)
+            self._engine.heartbeat(m, info, req.details)
+
+        await self._update(tok.namespace, tok.workflow_id, tok.run_id, fn)
+        return RecordActivityHeartbeatResponse(cancel_requested=False)
+
+    # ================================================================== queue callbacks
+
+    async def _dispatch(self, shard_id: int, t: TransferTask) -> None:
+        d = t.data
+        k = d["k"]
+        if k == T_VISIBILITY:
+            await self._visibility.upsert(info_from_dict(d["info"]))
+            return
+        if k not in (T_WORKFLOW_TASK, T_ACTIVITY_TASK):
+            log.error("shard %d: dropping transfer task %d of unknown kind %r", shard_id, t.task_id, k)
+            return
+        if self._matching is None:
+            assert self._matching_ready is not None
+            await self._matching_ready.wait()
+        assert self._matching is not None
+        info = TaskInfo(kind=TaskKind.WORKFLOW if k == T_WORKFLOW_TASK else TaskKind.ACTIVITY, namespace=d["ns"],
+                        task_queue=d["tq"], workflow_id=d["wf"], run_id=d["run"], scheduled_event_id=d["sched"],
+                        shard_id=shard_id, task_id=t.task_id, attempt=d["attempt"], created_ms=d.get("c", 0))
+        try:
+            await self._matching.add_task(info)
+        except (NotFound, FailedPrecondition):
+            return  # stale: nothing to deliver
+
+    async def _fire_timer(self, t: TimerTask) -> None:
+        d = t.data
+        try:
+            await self._update(d["ns"], d["wf"], d["run"], lambda m, e: self._engine.on_timer(m, d))
+        except NotFound:
+            return  # the run is gone: nothing expects the timer
+
+
+# ====================================================================== helpers
+
+def _current_row(st: MutableState) -> CurrentRunRow:
+    return CurrentRunRow(st.namespace, st.workflow_id, st.run_id, st.status, st.start_request_id, st.start_time_ms)
+
+
+def _check_ref(ref: ExecutionRef, what: str) -> ExecutionRef:
+    if not isinstance(ref, ExecutionRef):
+        raise InvalidArgument(f"{what}: expected an execution reference")
+    for value, name in ((ref.namespace, "namespace"), (ref.workflow_id, "workflow_id")):
+        if not isinstance(value, str) or not value:
+            raise InvalidArgument(f"{what}: {name} must be a non-empty string")
+    if not isinstance(ref.run_id, str):
+        raise InvalidArgument(f"{what}: run_id must be a string")
+    return ref
+
+
+def _token(raw: bytes, kind: str) -> TaskToken:
+    if not isinstance(raw, bytes | bytearray) or not raw:
+        raise InvalidArgument("task_token must be non-empty bytes")
+    tok = TaskToken.decode(bytes(raw))
+    if tok.kind != kind:
+        raise InvalidArgument(f"expected a {kind} task token, got a {tok.kind} one")
+    for name in ("namespace", "workflow_id", "run_id"):
+        if not isinstance(getattr(tok, name), str) or not getattr(tok, name):
+            raise InvalidArgument(f"malformed task token: {name} is missing")
+    for name in ("scheduled_event_id", "started_event_id", "attempt"):
+        if not isinstance(getattr(tok, name), int):
+            raise InvalidArgument(f"malformed task token: {name} is not a number")
+    return tok
+
+
+def _describe(st: MutableState) -> DescribeWorkflowResponse:
+    w = st.wft
+    pending_wft = None
+    if w is not None:
+        pending_wft = PendingWorkflowTaskInfo(scheduled_event_id=w.scheduled_event_id, state=w.state,
+                                              attempt=w.attempt, scheduled_time_ms=w.scheduled_time_ms,
+                                              started_time_ms=w.started_time_ms)
+    acts = [PendingActivityInfo(
+        activity_id=a.activity_id, activity_type=a.activity_type, scheduled_event_id=a.scheduled_event_id,
+        state=a.state, attempt=a.attempt, last_failure=Failure.from_dict(a.last_failure) if a.last_failure else None,
+        scheduled_time_ms=a.attempt_scheduled_time_ms, last_started_time_ms=a.started_time_ms)
+        for a in st.activities.values()]
+    return DescribeWorkflowResponse(
+        info=st.info(), pending_activities=acts, pending_workflow_task=pending_wft,
+        last_workflow_task_failure=Failure.from_dict(st.last_wft_failure) if st.last_wft_failure else None,
+        pending_timers=len(st.timers), result=st.result,
+        failure=Failure.from_dict(st.failure) if st.failure else None)
+
+
+__all__ = ["HistoryServiceImpl", "ServiceError"]

@@ -1,0 +1,522 @@
+"""ShardContext: everything one owned shard needs.
+
+* range_id fencing and task ids from range blocks (``range_id << range_block_bits`` upward);
+* the group committer: mutations of several runs ready together go into ONE conditional write;
+  if a batch is rejected because of one run's condition, the others are retried one by one;
+* the mutable-state cache (LRU) and the current-run pointer cache;
+* one asyncio lock per (namespace, workflow_id), so the updates of a run are serialized;
+* the transfer and timer queue processors, and the periodic ack flush.
+
+A conditional write that finds another range_id drops the shard at once: processors stop,
+caches clear, waiting commits fail with ShardOwnershipLost, and nothing is written again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from history.queues import TimerQueueProcessor, TimerTask, TransferQueueProcessor, TransferTask
+from history.state import MutableState, Mutation
+from history.store.base import (
+    CurrentRunRow,
+    CurrentRunWrite,
+    ExecutionStore,
+    HistoryAppend,
+    RunConditionFailed,
+    RunWrite,
+    ShardInfo,
+    ShardWrite,
+    TimerTaskRow,
+    TransferTaskRow,
+)
+from legato import codec
+from legato.config import Config
+from legato.errors import ServiceError, ShardOwnershipLost, Unavailable
+from legato.events import HistoryEvent
+
+log = logging.getLogger("legato.history")
+
+MAX_CACHED_EVENTS = 5000  # a run's events are kept in memory (with its state) up to this many
+EVENT_CACHE_BYTES = 256 * 1024 * 1024  # ... and all cached events of all shards up to about this many bytes
+
+RunKey = tuple[str, str, str]
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Lru(Generic[_K, _V]):
+    def __init__(self, capacity: int, on_evict: Callable[[_V], None] | None = None) -> None:
+        self.capacity = capacity
+        self._d: OrderedDict[_K, _V] = OrderedDict()
+        self._on_evict = on_evict
+
+    def get(self, key: _K) -> _V | None:
+        v = self._d.get(key)
+        if v is not None:
+            self._d.move_to_end(key)
+        return v
+
+    def put(self, key: _K, value: _V) -> None:
+        if self.capacity <= 0:
+            if self._on_evict is not None:
+                self._on_evict(value)
+            return
+        old = self._d.get(key)
+        if old is not None and old is not value and self._on_evict is not None:
+            self._on_evict(old)
+        self._d[key] = value
+        self._d.move_to_end(key)
+        while len(self._d) > self.capacity:
+            _, evicted = self._d.popitem(last=False)
+            if self._on_evict is not None:
+                self._on_evict(evicted)
+
+    def pop(self, key: _K) -> None:
+        v = self._d.pop(key, None)
+        if v is not None and self._on_evict is not None:
+            self._on_evict(v)
+
+    def clear(self) -> None:
+        values = list(self._d.values())
+        self._d.clear()
+        if self._on_evict is not None:
+            for v in values:
+                self._on_evict(v)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+class _KeyLock:
+    """An async lock per key, created on demand and dropped when nobody holds or waits for it."""
+
+    __slots__ = ("_entry", "_key", "_locks")
+
+    def __init__(self, locks: dict[Any, list[Any]], key: Any) -> None:
+        self._locks = locks
+        self._key = key
+        self._entry: list[Any] = []
+
+    async def __aenter__(self) -> None:
+        entry = self._locks.get(self._key)
+        if entry is None:
+            entry = self._locks[self._key] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        self._entry = entry
+        try:
+            await entry[0].acquire()
+        except BaseException:
+            self._release_ref()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._entry[0].release()
+        self._release_ref()
+
+    def _release_ref(self) -> None:
+        self._entry[1] -= 1
+        if self._entry[1] == 0 and self._locks.get(self._key) is self._entry:
+            del self._locks[self._key]
+
+
+class EventBudget:
+    """Bytes of history events a shard keeps in memory (shared by its cache entries)."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+
+class CacheEntry:
+    """A run's committed mutable state, and its events if they are all in memory."""
+
+    __slots__ = ("_budget", "_bytes", "events", "state")
+
+    def __init__(self, state: MutableState, events: list[HistoryEvent] | None, budget: EventBudget) -> None:
+        self.state = state
+        self.events: list[HistoryEvent] | None = None
+        self._budget = budget
+        self._bytes = 0
+        if events is not None:
+            self.set_events(events)
+
+    def set_events(self, events: list[HistoryEvent]) -> None:
+        """Keep the run's complete history (events 1 .. next_event_id - 1) in memory, if it fits."""
+        self.drop_events()
+        size = self.state.history_bytes
+        if len(events) > MAX_CACHED_EVENTS or self._budget.used + size > self._budget.limit:
+            return
+        self.events = events
+        self._bytes = size
+        self._budget.used += size
+
+    def add_events(self, events: list[HistoryEvent]) -> None:
+        """Append newly committed events (state.history_bytes already counts them)."""
+        if self.events is None:
+            return
+        delta = self.state.history_bytes - self._bytes
+        if len(self.events) + len(events) > MAX_CACHED_EVENTS or self._budget.used + delta > self._budget.limit:
+            self.drop_events()
+            return
+        self.events.extend(events)
+        self._bytes += delta
+        self._budget.used += delta
+
+    def drop_events(self) -> None:
+        if self.events is not None:
+            self._budget.used -= self._bytes
+            self._bytes = 0
+            self.events = None
+
+
+@dataclass(slots=True)
+class Update:
+    """One atomic unit: mutations of one or more runs (all of one workflow id), and maybe the
+    current-run pointer."""
+
+    mutations: list[Mutation]
+    current: CurrentRunWrite | None = None
+
+
+@dataclass(slots=True)
+class _Prepared:
+    update: Update
+    future: asyncio.Future[None]
+    appends: list[HistoryAppend] = field(default_factory=list)
+    runs: list[RunWrite] = field(default_factory=list)
+    transfer_rows: list[TransferTaskRow] = field(default_factory=list)
+    timer_rows: list[TimerTaskRow] = field(default_factory=list)
+    transfer: list[TransferTask] = field(default_factory=list)
+    timers: list[TimerTask] = field(default_factory=list)
+
+
+class ShardContext:
+    def __init__(self, info: ShardInfo, store: ExecutionStore, config: Config, clock: Callable[[], int],
+                 dispatch: Callable[[TransferTask], Awaitable[None]], fire: Callable[[TimerTask], Awaitable[None]],
+                 on_lost: Callable[[ShardContext], None]) -> None:
+        self.shard_id = info.shard_id
+        self.range_id = info.range_id
+        self.owner = info.owner
+        self._store = store
+        self._config = config
+        self._bits = config.history.range_block_bits
+        self._next_id = info.range_id << self._bits
+        self._end_id = (info.range_id + 1) << self._bits
+        self._persisted_ack = info.transfer_ack_level
+        self._on_lost = on_lost
+        self.lost = False
+        self.closed = False
+        self.event_budget = EventBudget(EVENT_CACHE_BYTES // config.history.num_shards)
+        self.runs: _Lru[RunKey, CacheEntry] = _Lru(config.history.mutable_state_cache_size, CacheEntry.drop_events)
+        self.current: _Lru[tuple[str, str], CurrentRunRow] = _Lru(config.history.mutable_state_cache_size)
+        self._locks: dict[Any, list[Any]] = {}
+        self._queue: list[_Prepared] = []
+        self._wake = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._flush_task: asyncio.Task[None] | None = None
+        self.transfer = TransferQueueProcessor(self.shard_id, store, info.transfer_ack_level, dispatch)
+        self.timers = TimerQueueProcessor(self.shard_id, store, clock, config.history.timer_lookahead_ms, fire)
+        self.commits = 0  # store writes made (for tests and metrics)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.transfer.load()
+        self._writer_task = asyncio.create_task(self._writer(), name=f"shard-{self.shard_id}-writer")
+        self._flush_task = asyncio.create_task(self._flush_loop(), name=f"shard-{self.shard_id}-flush")
+        self.timers.start()
+
+    async def stop(self) -> None:
+        """Stop processing: let a write in progress finish, fail queued ones (Unavailable), and
+        flush the ack level one last time if the shard is still ours."""
+        if self.closed:
+            return
+        self.closed = True
+        self.transfer.stop()
+        self.timers.stop()
+        async with self._write_lock:  # waits for a batch in progress; later ones never start
+            for t in (self._writer_task, self._flush_task):
+                if t is not None:
+                    t.cancel()
+            self._fail_queue(Unavailable(f"shard {self.shard_id}: history is stopping", reason="ShuttingDown"))
+            if not self.lost:
+                try:
+                    await self._flush_locked()
+                except Exception as e:  # shutting down anyway
+                    log.warning("shard %d: final ack flush failed: %s", self.shard_id, e)
+
+    def lose(self, err: ShardOwnershipLost) -> None:
+        """Drop the shard: never write again with this range_id."""
+        if self.lost:
+            return
+        self.lost = True
+        log.warning("shard %d: ownership lost, dropping the shard: %s", self.shard_id, err.message)
+        current = asyncio.current_task()
+        for t in (self._writer_task, self._flush_task):
+            if t is not None and t is not current:
+                t.cancel()
+        self.transfer.stop()
+        self.timers.stop()
+        self.runs.clear()
+        self.current.clear()
+        self._fail_queue(err)
+        self._on_lost(self)
+
+    def check(self) -> None:
+        if self.lost:
+            raise ShardOwnershipLost(f"shard {self.shard_id} is no longer owned by this history node "
+                                     "(another node acquired it)", reason="ShardOwnershipLost")
+        if self.closed:
+            raise Unavailable(f"shard {self.shard_id}: history is stopping", reason="ShuttingDown")
+
+    # ------------------------------------------------------------------ locks and caches
+
+    def lock(self, namespace: str, workflow_id: str) -> _KeyLock:
+        return _KeyLock(self._locks, (namespace, workflow_id))
+
+    async def get_current(self, namespace: str, workflow_id: str) -> CurrentRunRow | None:
+        row = self.current.get((namespace, workflow_id))
+        if row is None:
+            row = await self._store.get_current_run(self.shard_id, namespace, workflow_id)
+            self.check()
+            if row is not None:
+                self.current.put((namespace, workflow_id), row)
+        return row
+
+    async def load(self, namespace: str, workflow_id: str, run_id: str) -> CacheEntry | None:
+        key = (namespace, workflow_id, run_id)
+        entry = self.runs.get(key)
+        if entry is None:
+            row = await self._store.get_run(self.shard_id, namespace, workflow_id, run_id)
+            self.check()
+            if row is None:
+                return None
+            entry = CacheEntry(MutableState.decode(row.state), None, self.event_budget)
+            self.runs.put(key, entry)
+        return entry
+
+    def evict(self, key: RunKey) -> None:
+        self.runs.pop(key)
+        self.current.pop((key[0], key[1]))
+
+    # ------------------------------------------------------------------ group commit
+
+    async def commit(self, update: Update) -> None:
+        """Write `update` atomically (possibly together with other runs' updates)."""
+        self.check()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Prepared(update, fut))
+        self._wake.set()
+        await fut
+
+    def _fail_queue(self, err: BaseException) -> None:
+        queue, self._queue = self._queue, []
+        for p in queue:
+            _fail(p.future, err)
+
+    async def _writer(self) -> None:
+        max_batch = self._config.history.group_commit_max_batch
+        max_wait = self._config.history.group_commit_max_wait_ms / 1000.0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if max_wait > 0 and len(self._queue) < max_batch:
+                await asyncio.sleep(max_wait)
+            while self._queue and not self.lost and not self.closed:
+                batch, self._queue = self._queue[:max_batch], self._queue[max_batch:]
+                try:
+                    await self._write_batch(batch)
+                except asyncio.CancelledError:
+                    err: ServiceError = (
+                        ShardOwnershipLost(f"shard {self.shard_id} was dropped", reason="ShardOwnershipLost")
+                        if self.lost else
+                        Unavailable(f"shard {self.shard_id}: history is stopping", reason="ShuttingDown"))
+                    for p in batch:
+                        _fail(p.future, err)
+                    raise
+                except Exception as e:
+                    log.exception("shard %d: unexpected error in the committer", self.shard_id)
+                    for p in batch:
+                        _fail(p.future, Unavailable(f"shard {self.shard_id}: commit failed: {e}"))
+
+    async def _allocate(self, n: int) -> int:
+        """Reserve n consecutive task ids; renew the range block (conditional range_id + 1) when
+        the current one is exhausted."""
+        if self._next_id + n > self._end_id:
+            if n > (1 << self._bits):
+                raise Unavailable(f"shard {self.shard_id}: {n} task ids do not fit in one range block")
+            info = await self._store.renew_range(self.shard_id, self.range_id, self.owner)
+            self.range_id = info.range_id
+            self._next_id = info.range_id << self._bits
+            self._end_id = (info.range_id + 1) << self._bits
+        first = self._next_id
+        self._next_id += n
+        return first
+
+    def _prepare(self, p: _Prepared, txn_id: int, ids: list[int]) -> None:
+        pos = 0
+        for m in p.update.mutations:
+            st = m.state
+            if m.encoded:
+                p.appends.append(HistoryAppend(st.namespace, st.workflow_id, st.run_id, txn_id, m.encoded))
+            p.runs.append(RunWrite(st.namespace, st.workflow_id, st.run_id, st.next_event_id, st.encode(),
+                                   m.expected_next_event_id))
+            for data in m.transfer:
+                tid = ids[pos]
+                pos += 1
+                p.transfer.append(TransferTask(tid, data))
+                p.transfer_rows.append(TransferTaskRow(tid, codec.dumps(data)))
+            for fire, data in m.timers:
+                tid = ids[pos]
+                pos += 1
+                p.timers.append(TimerTask(fire, tid, data))
+                p.timer_rows.append(TimerTaskRow(fire, tid, codec.dumps(data)))
+
+    def _shard_write(self, items: list[_Prepared]) -> tuple[list[HistoryAppend], ShardWrite]:
+        w = ShardWrite(self.shard_id, self.range_id)
+        appends: list[HistoryAppend] = []
+        for p in items:
+            appends.extend(p.appends)
+            w.runs.extend(p.runs)
+            if p.update.current is not None:
+                w.current_runs.append(p.update.current)
+            w.transfer_tasks.extend(p.transfer_rows)
+            w.timer_tasks.extend(p.timer_rows)
+        return appends, w
+
+    async def _write_batch(self, batch: list[_Prepared]) -> None:
+        async with self._write_lock:
+            if self.lost:
+                for p in batch:
+                    _fail(p.future, ShardOwnershipLost(f"shard {self.shard_id} was dropped"))
+                return
+            n = 1 + sum(len(m.transfer) + len(m.timers) for p in batch for m in p.update.mutations)
+            try:
+                first = await self._allocate(n)
+                txn_id = first
+                ids = list(range(first + 1, first + n))
+                pos = 0
+                for p in batch:
+                    k = sum(len(m.transfer) + len(m.timers) for m in p.update.mutations)
+                    self._prepare(p, txn_id, ids[pos:pos + k])
+                    pos += k
+            except ShardOwnershipLost as e:
+                self.lose(e)
+                for p in batch:
+                    _fail(p.future, e)
+                return
+            except Exception as e:
+                err = e if isinstance(e, ServiceError) else Unavailable(f"shard {self.shard_id}: {e}")
+                for p in batch:
+                    _fail(p.future, err)
+                return
+            try:
+                await self._store.commit(*self._shard_write(batch))
+                self.commits += 1
+            except RunConditionFailed as e:
+                if len(batch) == 1:
+                    _fail(batch[0].future, e)
+                    return
+                # One run's condition failed the whole batch: retry each update alone, so one
+                # conflict does not fail its neighbours.
+                for i, p in enumerate(batch):
+                    try:
+                        await self._store.commit(*self._shard_write([p]))
+                        self.commits += 1
+                    except ShardOwnershipLost as e2:
+                        self.lose(e2)
+                        for q in batch[i:]:
+                            _fail(q.future, e2)
+                        return
+                    except Exception as e2:
+                        _fail(p.future, _as_service_error(e2, self.shard_id))
+                        continue
+                    self._handoff(p)
+                return
+            except ShardOwnershipLost as e:
+                self.lose(e)
+                for p in batch:
+                    _fail(p.future, e)
+                return
+            except Exception as e:
+                err = _as_service_error(e, self.shard_id)
+                for p in batch:
+                    _fail(p.future, err)
+                return
+            for p in batch:
+                self._handoff(p)
+
+    def _handoff(self, p: _Prepared) -> None:
+        """The write is durable: give the new tasks to the processors (no re-read) and release
+        the waiting caller."""
+        if p.transfer:
+            self.transfer.add(p.transfer)
+        if p.timers:
+            self.timers.add(p.timers)
+        if not p.future.done():
+            p.future.set_result(None)
+
+    # ------------------------------------------------------------------ ack flush
+
+    async def flush(self) -> None:
+        """Persist the transfer ack level (range-deleting acknowledged tasks) and delete fired
+        timers, conditioned on range_id."""
+        self.check()
+        await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._write_lock:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        if self.lost:
+            return
+        ack = self.transfer.ack_level()
+        deletes = self.timers.take_deletes()
+        if ack <= self._persisted_ack and not deletes:
+            return
+        try:
+            await self._store.update_shard(self.shard_id, self.range_id, max(ack, self._persisted_ack), deletes)
+        except ShardOwnershipLost as e:
+            self.lose(e)
+            raise
+        except BaseException:
+            self.timers.restore_deletes(deletes)
+            raise
+        self._persisted_ack = max(ack, self._persisted_ack)
+        self.timers.deleted(deletes)
+
+    async def _flush_loop(self) -> None:
+        interval = self._config.history.ack_flush_interval_ms / 1000.0
+        while not self.lost and not self.closed:
+            await asyncio.sleep(interval)
+            try:
+                await self._flush()
+            except ShardOwnershipLost:
+                return
+            except Exception as e:
+                log.warning("shard %d: ack flush failed: %s", self.shard_id, e)
+
+    @property
+    def persisted_ack_level(self) -> int:
+        return self._persisted_ack
+
+
+def _fail(fut: asyncio.Future[None], err: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(err)
+        fut.exception()  # the waiter may be gone: don't log "exception was never retrieved"
+
+
+def _as_service_error(e: BaseException, shard_id: int) -> ServiceError:
+    if isinstance(e, ServiceError):
+        return e
+    return Unavailable(f"shard {shard_id}: store write failed: {e}", reason="StoreError")

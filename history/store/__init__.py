@@ -1,0 +1,1 @@
+"""Execution stores: the persistence of shards, runs, outbox tasks and history events."""

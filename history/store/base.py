@@ -1,0 +1,189 @@
+"""The execution store contract, shaped so that SQLite and Cassandra implement it alike.
+
+Logical tables (Cassandra: the first five share one partition per shard, so one conditional
+batch covers them; history events have their own table; visibility its own):
+
+* ``shards``          (shard_id) -> range_id, owner, transfer_ack_level
+* ``current_runs``    (shard_id, namespace, workflow_id) -> run_id, status, start_request_id
+* ``runs``            (shard_id, namespace, workflow_id, run_id) -> next_event_id, state blob
+* ``transfer_tasks``  (shard_id, task_id) -> task
+* ``timer_tasks``     (shard_id, fire_time_ms, task_id) -> task
+* ``history_events``  ((namespace, workflow_id, run_id), event_id, txn_id) -> event
+* ``cluster_metadata`` (key) -> value (num_shards, schema version)
+
+Rules every implementation keeps:
+
+* One :meth:`ExecutionStore.write` is ONE atomic, conditional write on one shard: the shard's
+  ``range_id`` must equal ``ShardWrite.range_id`` (else :class:`legato.errors.ShardOwnershipLost`),
+  every run row must have the expected ``next_event_id`` (or not exist, for a new run), every
+  current-run pointer the expected previous run id (or not exist); if any run condition fails,
+  nothing is written and :class:`RunConditionFailed` names the failed rows.
+* History events are appended BEFORE that write, as an idempotent upsert keyed by
+  (event_id, txn_id). ``txn_id`` comes from the shard's task-id allocator, so it grows with
+  ``range_id``: for one event id the row with the greatest txn_id wins, which keeps a late write of
+  a fenced-off owner from shadowing the events of the owner that replaced it. Readers ignore
+  events with an id >= the run's persisted ``next_event_id``, so events of a rejected write are
+  never visible.
+* Everything is addressed by partition key plus a clustering range; no cross-shard transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from legato.errors import Unavailable
+
+
+@dataclass(slots=True)
+class ShardInfo:
+    shard_id: int
+    range_id: int
+    owner: str
+    transfer_ack_level: int = 0
+    updated_ms: int = 0
+
+
+@dataclass(slots=True)
+class CurrentRunRow:
+    """The pointer from (namespace, workflow_id) to its latest run."""
+
+    namespace: str
+    workflow_id: str
+    run_id: str
+    status: str  # legato.api.WorkflowStatus value
+    start_request_id: str = ""
+    start_time_ms: int = 0
+
+
+@dataclass(slots=True)
+class RunRow:
+    namespace: str
+    workflow_id: str
+    run_id: str
+    next_event_id: int
+    state: str  # the mutable state, JSON
+
+
+@dataclass(slots=True)
+class RunWrite:
+    namespace: str
+    workflow_id: str
+    run_id: str
+    next_event_id: int
+    state: str
+    expected_next_event_id: int | None  # None: the run must not exist yet
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.namespace, self.workflow_id, self.run_id)
+
+
+@dataclass(slots=True)
+class CurrentRunWrite:
+    row: CurrentRunRow
+    expected_run_id: str | None  # None: no current run may exist yet
+
+
+@dataclass(slots=True)
+class TransferTaskRow:
+    task_id: int
+    data: str
+
+
+@dataclass(slots=True)
+class TimerTaskRow:
+    fire_time_ms: int
+    task_id: int
+    data: str
+
+
+@dataclass(slots=True)
+class ShardWrite:
+    shard_id: int
+    range_id: int
+    runs: list[RunWrite] = field(default_factory=list)
+    current_runs: list[CurrentRunWrite] = field(default_factory=list)
+    transfer_tasks: list[TransferTaskRow] = field(default_factory=list)
+    timer_tasks: list[TimerTaskRow] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class HistoryAppend:
+    namespace: str
+    workflow_id: str
+    run_id: str
+    txn_id: int
+    events: list[tuple[int, str]]  # (event_id, encoded HistoryEvent)
+
+
+class RunConditionFailed(Unavailable):
+    """A run row or current-run pointer did not have the expected value; nothing was written.
+
+    Internal to history (the service reloads the run and retries); it is an `Unavailable` so that
+    if it ever escapes, the caller sees a retryable service error.
+    """
+
+    def __init__(self, message: str, failed: Sequence[tuple[str, str, str]] = ()) -> None:
+        super().__init__(message, reason="RunConditionFailed")
+        self.failed = list(failed)
+
+
+class ExecutionStore(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def init_cluster(self, num_shards: int) -> int:
+        """Record num_shards if the store has none yet; return the recorded value."""
+        ...
+
+    # -------------------------------------------------------------- shards
+
+    async def acquire_shard(self, shard_id: int, owner: str) -> ShardInfo:
+        """Conditionally increment the shard's range_id (creating the row at 1) and record owner."""
+        ...
+
+    async def renew_range(self, shard_id: int, expected_range_id: int, owner: str) -> ShardInfo:
+        """range_id + 1 if it still equals expected_range_id, else ShardOwnershipLost."""
+        ...
+
+    async def update_shard(self, shard_id: int, range_id: int, transfer_ack_level: int,
+                           timer_deletes: Sequence[tuple[int, int]]) -> None:
+        """Conditioned on range_id: persist the ack level, range-delete transfer tasks with
+        task_id <= ack level, delete the given (fire_time_ms, task_id) timers."""
+        ...
+
+    # -------------------------------------------------------------- runs
+
+    async def get_current_run(self, shard_id: int, namespace: str, workflow_id: str) -> CurrentRunRow | None: ...
+    async def get_run(self, shard_id: int, namespace: str, workflow_id: str, run_id: str) -> RunRow | None: ...
+
+    async def append_history(self, appends: Sequence[HistoryAppend]) -> None:
+        """Idempotent upsert of events; invisible until a run write moves next_event_id past them."""
+        ...
+
+    async def write(self, write: ShardWrite) -> None:
+        """The atomic conditional write (see the module doc)."""
+        ...
+
+    async def commit(self, appends: Sequence[HistoryAppend], write: ShardWrite) -> None:
+        """append_history then write, in one round trip where the backend allows it. A backend
+        that can do both in one transaction (SQLite) checks the conditions first and appends
+        nothing when they fail."""
+        ...
+
+    async def read_history(self, namespace: str, workflow_id: str, run_id: str, first_event_id: int,
+                           next_event_id: int, limit: int) -> list[str]:
+        """Encoded events with first_event_id <= id < next_event_id (the run's persisted
+        next_event_id), at most `limit`, one per id (the greatest txn_id), in id order."""
+        ...
+
+    # -------------------------------------------------------------- queues
+
+    async def read_transfer_tasks(self, shard_id: int, after_task_id: int, limit: int) -> list[TransferTaskRow]: ...
+
+    async def read_timer_tasks(self, shard_id: int, after: tuple[int, int], until_fire_ms: int,
+                               limit: int) -> list[TimerTaskRow]:
+        """Timers with (fire_time_ms, task_id) > after and fire_time_ms <= until_fire_ms, in order."""
+        ...
