@@ -56,8 +56,9 @@ class WorkerConfig(_Strict):
     workflow_cache_bytes: int = Field(512 * 1024 * 1024, ge=0)
     max_concurrent_workflow_tasks: int = Field(64, gt=0)
     max_concurrent_activities: int = Field(100, gt=0)
-    workflow_pollers: int = Field(4, gt=0)
-    activity_pollers: int = Field(4, gt=0)
+    # Each poll waits for history to record its task as started, so pollers bound throughput.
+    workflow_pollers: int = Field(16, gt=0)
+    activity_pollers: int = Field(16, gt=0)
 
 
 class Config(_Strict):

@@ -15,7 +15,7 @@ from tests.integration.histories import assert_steps_recorded_once
 from tests.integration.procs import Cluster
 
 WORKFLOWS = 16
-STEPS = 5
+STEPS = 8
 EXPECTED_TOTAL = sum(10 * i for i in range(1, STEPS + 1))
 
 
@@ -23,9 +23,15 @@ async def start_all(address: str) -> list[str]:
     ids = [f"crash-{i}" for i in range(WORKFLOWS)]
     async with GrpcClient(address) as c:
         for wid in ids:
-            await c.start_workflow(StartWorkflowRequest(wid, "basic:steps", "basic", [{"n": STEPS, "sleep": "40ms"}],
+            await c.start_workflow(StartWorkflowRequest(wid, "basic:steps", "basic", [{"n": STEPS, "sleep": "250ms"}],
                                                         request_id=wid))
     return ids
+
+
+async def running(address: str, ids: list[str]) -> int:
+    async with GrpcClient(address) as c:
+        return sum([(await c.describe_workflow(ExecutionRef(w))).info.status == WorkflowStatus.RUNNING
+                    for w in ids])
 
 
 async def collect(address: str, ids: list[str]) -> dict[str, tuple[object, list]]:
@@ -42,7 +48,7 @@ def chaos(c: Cluster, rounds: int, seed: int) -> None:
     rnd = random.Random(seed)
     victims = ["server", "worker", "both"]
     for i in range(rounds):
-        time.sleep(rnd.uniform(0.05, 0.5))  # fault injection at an arbitrary moment, not synchronisation
+        time.sleep(rnd.uniform(0.1, 0.6))  # fault injection at an arbitrary moment, not synchronisation
         victim = victims[i % len(victims)]
         if victim in ("server", "both"):
             c.server.kill()
@@ -59,6 +65,8 @@ def test_kill_server_worker_and_both(tmp_path: Path) -> None:
     try:
         ids = asyncio.run(start_all(c.address))
         chaos(c, rounds=6, seed=7)
+        # The kills must have hit workflows in the middle of their run, or this proves nothing.
+        assert asyncio.run(running(c.address, ids)) > 0
         done = asyncio.run(collect(c.address, ids))
     finally:
         c.stop()
