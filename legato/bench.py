@@ -77,10 +77,9 @@ async def _one(frontend: WorkflowService, i: int) -> tuple[float, bool]:
 
 
 async def run_hello(config: Config, count: int, db_path: str | None) -> BenchReport:
-    from worker.worker import Worker
-
     from legato.server import Engine
     from worker.entries import load_registry
+    from worker.worker import Worker
 
     with tempfile.TemporaryDirectory(prefix="legato-bench-") as tmp:
         root = Path(tmp)
