@@ -11,9 +11,10 @@ from enum import StrEnum
 from typing import Any, NoReturn
 
 from legato import api, codec
+from legato import query as visibility_query
 from legato.commands import Command, CommandType
 from legato.config import Config
-from legato.errors import Failure, InvalidArgument
+from legato.errors import Failure, InvalidArgument, NotFound
 from legato.ids import MAX_ID_LENGTH, check_id
 from legato.tokens import TaskToken
 
@@ -26,6 +27,7 @@ MAX_PAGE_TOKEN_BYTES = 64 * 1024
 MAX_TASK_TOKEN_BYTES = 16 * 1024
 MAX_DURATION_MS = 2**63 - 1  # what the wire format (int64) carries
 MAX_FAILURE_DEPTH = 32
+MAX_MAILBOX_BATCH = 10_000  # messages one mailbox poll may ask for
 
 WORKFLOW_TASK_FAILED_CAUSES = frozenset(
     {"WORKFLOW_ERROR", "NON_DETERMINISTIC", "FORBIDDEN_CALL", "LIMIT_EXCEEDED", "BAD_COMMAND"})
@@ -96,6 +98,17 @@ class _Validator:
             _bad(f"{field} must be a list, got {type(value).__name__}")
         self.payload(value, field)
 
+    def search_attributes(self, value: object, field: str = "search_attributes") -> None:
+        problem = visibility_query.check_search_attributes(value, field)
+        if problem:
+            _bad(problem)
+
+    def query(self, value: object, field: str = "query") -> visibility_query.Query:
+        """A visibility query: parsed here, so that a bad one is refused before it reaches a store
+        (InvalidArgument, reason InvalidQuery, naming the position and what was expected)."""
+        text = self.text(value, field, MAX_QUERY_LENGTH)
+        return visibility_query.parse(text)
+
     def namespace(self, value: object, field: str = "namespace") -> None:
         self.ident(value, field)
 
@@ -106,6 +119,89 @@ class _Validator:
         self.ident(ref.workflow_id, f"{field}.workflow_id")
         self.optional_ident(ref.run_id, f"{field}.run_id")
         return ref
+
+    def workflow_id(self, value: object, field: str = "workflow_id") -> str:
+        wid = self.ident(value, field)
+        if wid.startswith(api.CALLER_PID_PREFIX):
+            _bad(f"{field} {wid!r} starts with {api.CALLER_PID_PREFIX!r}: that prefix is reserved for the pids "
+                 "of non-durable callers")
+        return wid
+
+    def caller_pid(self, value: object, field: str = "pid") -> str:
+        pid = self.text(value, field)
+        if not pid.startswith(api.CALLER_PID_PREFIX) or len(pid) < 2:
+            _bad(f"{field} must be a caller pid (starting with {api.CALLER_PID_PREFIX!r}), got {pid!r}")
+        return pid
+
+    def pid(self, value: object, field: str) -> str:
+        """A workflow id or a caller pid."""
+        if isinstance(value, str) and value.startswith(api.CALLER_PID_PREFIX):
+            return self.caller_pid(value, field)
+        return self.ident(value, field)
+
+    def retry_policy(self, value: object, field: str = "retry_policy") -> None:
+        if value is None:
+            return
+        if not isinstance(value, dict):
+            _bad(f"{field} must be a mapping (initial_interval_ms, backoff_coefficient, maximum_interval_ms, "
+                 f"maximum_attempts, non_retryable_error_types), got {type(value).__name__}")
+        known = {"initial_interval_ms", "backoff_coefficient", "maximum_interval_ms", "maximum_attempts",
+                 "non_retryable_error_types"}
+        for key in value:
+            if key not in known:
+                _bad(f"{field} has unknown key {key!r}; known: {', '.join(sorted(known))}")
+        for key in ("initial_interval_ms", "maximum_interval_ms", "maximum_attempts"):
+            if key in value:
+                self.integer(value[key], f"{field}.{key}", 0, MAX_DURATION_MS)
+        if "initial_interval_ms" in value and value["initial_interval_ms"] < 1:
+            _bad(f"{field}.initial_interval_ms is {value['initial_interval_ms']}; it must be at least 1")
+        coef = value.get("backoff_coefficient", 2.0)
+        if isinstance(coef, bool) or not isinstance(coef, int | float) or not 1 <= coef <= 1000:
+            _bad(f"{field}.backoff_coefficient must be a number between 1 and 1000, got {coef!r}")
+        types = value.get("non_retryable_error_types", [])
+        if not isinstance(types, list) or not all(isinstance(t, str) and t for t in types):
+            _bad(f"{field}.non_retryable_error_types must be a list of error kinds (strings)")
+
+    def cron(self, value: object, field: str = "cron_schedule") -> None:
+        text = self.text(value, field, 1000)
+        if not text:
+            return
+        from croniter import croniter
+
+        if len(text.split()) != 5 or not croniter.is_valid(text):
+            _bad(f"{field} {text!r} is not a cron schedule (5 fields: minute hour day-of-month month "
+                 "day-of-week, UTC, e.g. \"0 */6 * * *\")", "InvalidCronSchedule")
+
+    def start_messages(self, value: object, field: str = "start_messages") -> None:
+        if not isinstance(value, list):
+            _bad(f"{field} must be a list, got {type(value).__name__}")
+        limit = self.config.limits.max_buffered_signals
+        if len(value) > limit:
+            _bad(f"{field} has {len(value)} messages; the limit (limits.max_buffered_signals) is {limit}")
+        for i, m in enumerate(value):
+            if not isinstance(m, api.StartMessage):
+                _bad(f"{field}[{i}] must be a start message (topic, payload), got {type(m).__name__}")
+            self.ident(m.topic, f"{field}[{i}].topic")
+        self.payload([m.payload for m in value], field)
+
+    def parent(self, value: object, field: str = "parent") -> None:
+        if value is None:
+            return
+        if not isinstance(value, api.ParentInfo):
+            _bad(f"{field} must be a parent (namespace, workflow_id, run_id, initiated_event_id)")
+        self.namespace(value.namespace, f"{field}.namespace")
+        self.ident(value.workflow_id, f"{field}.workflow_id")
+        self.ident(value.run_id, f"{field}.run_id")
+        self.integer(value.initiated_event_id, f"{field}.initiated_event_id", 1, MAX_DURATION_MS)
+
+    def monitors(self, value: object, field: str = "monitors") -> None:
+        if not isinstance(value, list):
+            _bad(f"{field} must be a list of caller pids, got {type(value).__name__}")
+        limit = self.config.limits.max_monitors
+        if len(value) > limit:
+            _bad(f"{field} has {len(value)} pids; the limit (limits.max_monitors) is {limit}")
+        for i, pid in enumerate(value):
+            self.caller_pid(pid, f"{field}[{i}]")
 
     def wait_ms(self, value: object, field: str) -> None:
         self.integer(value, field, 0, MAX_WAIT_MS)
@@ -205,7 +301,7 @@ class Frontend:
         if not isinstance(req, api.StartWorkflowRequest):
             _bad("start request is required")
         v.namespace(req.namespace)
-        v.ident(req.workflow_id, "workflow_id")
+        v.workflow_id(req.workflow_id)
         v.ident(req.workflow_type, "workflow_type")
         v.ident(req.task_queue, "task_queue")
         v.sequence(req.input, "input")
@@ -219,6 +315,20 @@ class Frontend:
         v.mapping(req.context, "context")
         v.mapping(req.memo, "memo")
         v.mapping(req.search_attributes, "search_attributes")
+        v.search_attributes(req.search_attributes)
+        # issue 3: the rest of seed 002's start options
+        v.retry_policy(req.retry_policy)
+        v.cron(req.cron_schedule)
+        v.integer(req.start_delay_ms, "start_delay_ms", 0, MAX_DURATION_MS)
+        v.boolean(req.execution_error_when_already_started, "execution_error_when_already_started")
+        v.boolean(req.enable_eager_start, "enable_eager_start")
+        v.boolean(req.wait_for_cancellation, "wait_for_cancellation")
+        v.start_messages(req.start_messages)
+        v.parent(req.parent)
+        v.enum(api.ParentClosePolicy, req.parent_close_policy, "parent_close_policy")
+        v.monitors(req.monitors)
+        if req.cron_schedule and req.start_delay_ms:
+            _bad("start_delay_ms cannot be combined with cron_schedule (a cron workflow starts at its fire times)")
         return await self._history.start_workflow(req)
 
     async def signal_workflow(self, req: api.SignalWorkflowRequest) -> None:
@@ -250,6 +360,7 @@ class Frontend:
         v.text(req.reason, "reason", v.payload_limit)
         v.identity(req.identity)
         v.request_id(req.request_id)
+        v.integer(req.deadline_ms, "deadline_ms", 0, MAX_DURATION_MS)
         await self._history.request_cancel_workflow(req)
 
     # ------------------------------------------------------------ reading workflows
@@ -283,7 +394,9 @@ class Frontend:
         if not isinstance(req, api.ListWorkflowsRequest):
             _bad("list request is required")
         v.namespace(req.namespace)
-        v.text(req.query, "query", MAX_QUERY_LENGTH)
+        q = v.query(req.query)
+        if q.group_by is not None:
+            _bad("query: GROUP BY is only for counting (CountWorkflows, legato workflow count)", "InvalidQuery")
         v.integer(req.page_size, "page_size", 1, MAX_LIST_PAGE_SIZE)
         if not isinstance(req.next_page_token, bytes):
             _bad(f"next_page_token must be bytes, got {type(req.next_page_token).__name__}")
@@ -291,20 +404,33 @@ class Frontend:
             _bad(f"next_page_token is {len(req.next_page_token)} bytes; the limit is {MAX_PAGE_TOKEN_BYTES}")
         return await self._visibility.list(req)
 
+    async def count_workflows(self, req: api.CountWorkflowsRequest) -> api.CountWorkflowsResponse:
+        v = self._v
+        if not isinstance(req, api.CountWorkflowsRequest):
+            _bad("count request is required")
+        v.namespace(req.namespace)
+        q = v.query(req.query)
+        if q.group_by is None:
+            return api.CountWorkflowsResponse(await self._visibility.count(req.namespace, req.query))
+        groups = await self._visibility.count_by_status(req.namespace, req.query)
+        return api.CountWorkflowsResponse(sum(groups.values()),
+                                          [api.CountGroup(s.value, n) for s, n in groups.items() if n])
+
     # ------------------------------------------------------------ worker calls
 
     async def poll_workflow_task(self, req: api.PollRequest) -> api.WorkflowTask | None:
         self._v.poll(req, "poll")
         return await self._matching.poll_workflow_task(req)
 
-    async def respond_workflow_task_completed(self, req: api.RespondWorkflowTaskCompletedRequest) -> None:
+    async def respond_workflow_task_completed(
+            self, req: api.RespondWorkflowTaskCompletedRequest) -> api.RespondWorkflowTaskCompletedResponse:
         v = self._v
         if not isinstance(req, api.RespondWorkflowTaskCompletedRequest):
             _bad("respond request is required")
         v.token(req.task_token, api.TaskKind.WORKFLOW)
         v.commands(req.commands)
         v.identity(req.identity)
-        await self._history.respond_workflow_task_completed(req)
+        return await self._history.respond_workflow_task_completed(req)
 
     async def respond_workflow_task_failed(self, req: api.RespondWorkflowTaskFailedRequest) -> None:
         v = self._v
@@ -322,14 +448,16 @@ class Frontend:
         self._v.poll(req, "poll")
         return await self._matching.poll_activity_task(req)
 
-    async def respond_activity_task_completed(self, req: api.RespondActivityTaskCompletedRequest) -> None:
+    async def respond_activity_task_completed(
+            self, req: api.RespondActivityTaskCompletedRequest) -> api.RespondActivityTaskCompletedResponse:
         v = self._v
         if not isinstance(req, api.RespondActivityTaskCompletedRequest):
             _bad("respond request is required")
         v.token(req.task_token, api.TaskKind.ACTIVITY)
         v.payload(req.result, "result")
         v.identity(req.identity)
-        await self._history.respond_activity_task_completed(req)
+        v.boolean(req.return_workflow_task, "return_workflow_task")
+        return await self._history.respond_activity_task_completed(req)
 
     async def respond_activity_task_failed(self, req: api.RespondActivityTaskFailedRequest) -> None:
         v = self._v
@@ -349,6 +477,65 @@ class Frontend:
         v.payload(req.details, "details")
         v.identity(req.identity)
         return await self._history.record_activity_heartbeat(req)
+
+    async def respond_activity_task_canceled(self, req: api.RespondActivityTaskCanceledRequest) -> None:
+        v = self._v
+        if not isinstance(req, api.RespondActivityTaskCanceledRequest):
+            _bad("respond request is required")
+        v.token(req.task_token, api.TaskKind.ACTIVITY)
+        v.payload(req.details, "details")
+        v.identity(req.identity)
+        await self._history.respond_activity_task_canceled(req)
+
+    # ------------------------------------------------------------ processes (issue 3)
+
+    async def send_message(self, req: api.SendMessageRequest) -> None:
+        """A workflow pid gets a signal with the sender; a caller pid a mailbox message."""
+        v = self._v
+        if not isinstance(req, api.SendMessageRequest):
+            _bad("send request is required")
+        v.pid(req.target, "target")
+        v.ident(req.topic, "topic")
+        v.payload(req.payload, "payload")
+        v.text(req.sender, "sender")
+        v.namespace(req.namespace)
+        v.request_id(req.request_id)
+        if req.target.startswith(api.CALLER_PID_PREFIX):
+            msg = api.ProcessMessage("message", topic=req.topic, payload=req.payload, sender=req.sender)
+            if not await self._matching.deliver_message(req.target, msg):
+                raise NotFound(f"no caller {req.target}: it has no mailbox (it ended, or never ran)",
+                               reason="CallerNotFound")
+            return
+        await self._history.signal_workflow(api.SignalWorkflowRequest(
+            api.ExecutionRef(req.target, "", req.namespace), req.topic, req.payload, sender=req.sender,
+            identity=req.sender, request_id=req.request_id))
+
+    async def open_mailbox(self, pid: str) -> None:
+        self._v.caller_pid(pid)
+        await self._matching.open_mailbox(pid)
+
+    async def close_mailbox(self, pid: str) -> None:
+        self._v.caller_pid(pid)
+        await self._matching.close_mailbox(pid)
+
+    async def poll_mailbox(self, req: api.PollMailboxRequest) -> list[api.ProcessMessage]:
+        v = self._v
+        if not isinstance(req, api.PollMailboxRequest):
+            _bad("poll mailbox request is required")
+        v.caller_pid(req.pid)
+        v.wait_ms(req.timeout_ms, "timeout_ms")
+        v.integer(req.max_messages, "max_messages", 1, MAX_MAILBOX_BATCH)
+        return await self._matching.poll_mailbox(req)
+
+    async def monitor_workflow(self, req: api.MonitorWorkflowRequest) -> None:
+        v = self._v
+        if not isinstance(req, api.MonitorWorkflowRequest):
+            _bad("monitor request is required")
+        v.ref(req.ref)
+        v.caller_pid(req.monitor_pid, "monitor_pid")
+        v.boolean(req.link, "link")
+        v.boolean(req.remove, "remove")
+        await self._history.monitor_workflow(req)
 
 
 __all__ = ["MAX_WAIT_MS", "WORKFLOW_TASK_FAILED_CAUSES", "Frontend"]

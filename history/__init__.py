@@ -8,8 +8,11 @@ Public surface (what the one-process assembly wires up):
 * ``history.visibility.SqliteVisibilityStore(store)`` - ``legato.api.VisibilityStore``.
 * ``history.service.HistoryServiceImpl(store, visibility, config, *, matching=None, clock=None,
   identity="")`` - ``legato.api.HistoryService``; ``set_matching(m)``, ``await start()``,
-  ``await stop()``.
+  ``await stop()``; ``set_history_client(h)`` routes cross-workflow calls (default: itself).
 
-Inside: ``engine`` (the protocol rules), ``state`` (mutable state and mutations), ``shard``
-(ownership, fencing, group commit, caches), ``queues`` (transfer and timer processors).
+Inside: ``engine`` (the protocol rules), ``processes`` (children, messages, monitors, links,
+attributes, activity cancellation: docs/processes.md), ``runs`` (first runs with their start
+options; continue-as-new, retry and cron runs), ``process_tasks`` (the cross-workflow transfer
+tasks), ``state`` (mutable state and mutations), ``shard`` (ownership, fencing, group commit,
+caches), ``queues`` (transfer and timer processors).
 """

@@ -7,10 +7,11 @@ commits the mutation, and throws the cached state away if anything fails.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from history.processes import REQUEST_COMMANDS, BadCommand, Processes
+from history.runs import CONTINUE_AS_NEW, NextRun, Runs
 from history.state import (
     BACKOFF,
     MAX_SIGNAL_REQUEST_IDS,
@@ -21,6 +22,7 @@ from history.state import (
     T_WORKFLOW_TASK,
     TM_ACTIVITY_RETRY,
     TM_ACTIVITY_TIMEOUT,
+    TM_CANCEL_DEADLINE,
     TM_USER_TIMER,
     TM_WFT_BACKOFF,
     TM_WFT_TIMEOUT,
@@ -34,8 +36,10 @@ from history.state import (
 from legato import codec
 from legato.api import (
     CancelWorkflowRequest,
+    ExecutionRef,
     IdConflictPolicy,
     IdReusePolicy,
+    MonitorRegistration,
     SignalWorkflowRequest,
     StartWorkflowRequest,
     TerminateWorkflowRequest,
@@ -45,9 +49,18 @@ from legato.api import (
 from legato.commands import ATTRIBUTES as COMMAND_ATTRIBUTES
 from legato.commands import CLOSE_COMMANDS, Command, CommandType
 from legato.config import Config
-from legato.errors import Failure, InvalidArgument, Kind, NotFound, ResourceExhausted, ServiceError
-from legato.events import EventType
-from legato.ids import check_id
+from legato.errors import (
+    FailedPrecondition,
+    Failure,
+    InvalidArgument,
+    Kind,
+    NotFound,
+    ResourceExhausted,
+    ServiceError,
+)
+from legato.events import EventType, HistoryEvent
+from legato.ids import check_id, new_run_id
+from legato.query import check_search_attributes
 from legato.retry import RetryPolicy
 
 E = EventType
@@ -70,7 +83,8 @@ HEARTBEAT = "HEARTBEAT"
 
 _FAILED_STATUSES = frozenset({WorkflowStatus.FAILED.value, WorkflowStatus.TERMINATED.value,
                               WorkflowStatus.CANCELED.value, WorkflowStatus.TIMED_OUT.value})
-_EXTERNAL_CLOSE = frozenset({E.ActivityTaskCompleted.value, E.ActivityTaskFailed.value, E.ActivityTaskTimedOut.value})
+_EXTERNAL_CLOSE = frozenset({E.ActivityTaskCompleted.value, E.ActivityTaskFailed.value, E.ActivityTaskTimedOut.value,
+                             E.ActivityTaskCanceled.value})
 
 
 class CommandError(Exception):
@@ -100,6 +114,7 @@ class HistoryLimitExceeded(Exception):
 class _Cmd:
     type: CommandType
     attrs: dict[str, Any]
+    eager: bool = False  # ScheduleActivityTask: the completing worker runs it at once
 
 
 def _is_int(v: object) -> TypeGuard[int]:
@@ -125,6 +140,8 @@ class Engine:
         self.config = config
         self.limits = config.limits
         self.hcfg = config.history
+        self.runs = Runs(self)
+        self.proc = Processes(self)
 
     # ================================================================== payloads
 
@@ -154,8 +171,7 @@ class Engine:
 
     # ================================================================== start
 
-    def validate_start(self, req: StartWorkflowRequest) -> None:
-        where = "start workflow"
+    def validate_start(self, req: StartWorkflowRequest, where: str = "start workflow") -> None:
         for value, what in ((req.namespace, "namespace"), (req.workflow_id, "workflow_id"),
                             (req.workflow_type, "workflow_type"), (req.task_queue, "task_queue")):
             if not isinstance(value, str):
@@ -189,33 +205,28 @@ class Engine:
         self.payload(req.memo, f"{where}: memo")
         self.payload(req.search_attributes, f"{where}: search_attributes")
         self.payload(req.context, f"{where}: context")
+        problem = check_search_attributes(req.search_attributes, "search_attributes")
+        if problem:
+            raise InvalidArgument(f"{where}: {problem}")
+        self.runs.validate_options(req, where)
 
     def new_run(self, req: StartWorkflowRequest, run_id: str, now: int) -> Mutation:
-        exec_ms, run_ms = req.execution_timeout_ms, req.run_timeout_ms
-        timeout_type = "RUN"
-        if exec_ms and (not run_ms or exec_ms < run_ms):
-            run_ms, timeout_type = exec_ms, "EXECUTION"
-        task_ms = min(req.task_timeout_ms or self.hcfg.workflow_task_timeout_ms, self.hcfg.max_workflow_task_timeout_ms)
-        if run_ms:
-            task_ms = min(task_ms, run_ms)
-        st = MutableState(
-            namespace=req.namespace, workflow_id=req.workflow_id, run_id=run_id, workflow_type=req.workflow_type,
-            task_queue=req.task_queue, start_time_ms=now, execution_timeout_ms=exec_ms, run_timeout_ms=run_ms,
-            task_timeout_ms=task_ms, start_request_id=req.request_id, first_run_id=run_id, memo=dict(req.memo),
-            search_attributes=dict(req.search_attributes))
-        m = Mutation(st, now, None)
-        m.event(E.WorkflowExecutionStarted, {
-            "workflow_type": req.workflow_type, "task_queue": req.task_queue, "input": req.input,
-            "workflow_execution_timeout_ms": exec_ms, "workflow_run_timeout_ms": run_ms,
-            "workflow_task_timeout_ms": task_ms, "identity": req.identity, "attempt": 1, "first_run_id": run_id,
-            "random_seed": secrets.token_hex(16), "context": req.context, "memo": req.memo,
-            "search_attributes": req.search_attributes,
-        })
-        self.schedule_wft(m, 1)
-        if run_ms:
-            m.timer(now + run_ms, TM_WORKFLOW_TIMEOUT, type=timeout_type)
-        self._visibility(m)
-        return m
+        return self.runs.first_run(req, run_id, now)
+
+    def use_existing(self, m: Mutation, req: StartWorkflowRequest) -> None:
+        """A start found the workflow running and returns that run (use_existing): its start
+        messages are delivered to it, a parent is registered to get its close, and so are the
+        caller pids of `monitors`."""
+        st = m.state
+        sender = self.runs.starter_pid(req)
+        for i, sm in enumerate(req.start_messages):
+            self.signal(m, SignalWorkflowRequest(ExecutionRef(st.workflow_id, st.run_id, st.namespace), sm.topic,
+                                                 sm.payload, sender=sender, identity=req.identity,
+                                                 request_id=f"{req.request_id}:message:{i}" if req.request_id else ""))
+        if req.parent is not None:
+            self.proc.register_child_monitor(m, req.parent)
+        for pid in req.monitors:
+            self.proc.register_monitor(m, MonitorRegistration(req.namespace, pid), remove=False)
 
     @staticmethod
     def reuse_refused(policy: IdReusePolicy, prev_status: str) -> str | None:
@@ -229,27 +240,86 @@ class Engine:
 
     # ================================================================== workflow tasks
 
-    def schedule_wft(self, m: Mutation, attempt: int) -> None:
+    def schedule_wft(self, m: Mutation, attempt: int, transient: bool = False) -> None:
+        """Schedule a workflow task. A transient one (a retry of a failing task) writes no event:
+        its WorkflowTaskScheduled is written only if the attempt completes."""
         st = m.state
-        ev = m.event(E.WorkflowTaskScheduled, {"task_queue": st.task_queue,
-                                               "start_to_close_timeout_ms": st.task_timeout_ms, "attempt": attempt})
-        st.wft = WorkflowTaskInfo(state=SCHEDULED, scheduled_event_id=ev.event_id, attempt=attempt,
-                                  timeout_ms=st.task_timeout_ms, scheduled_time_ms=m.now)
-        m.transfer_task(T_WORKFLOW_TASK, tq=st.task_queue, sched=ev.event_id, attempt=attempt)
+        if transient:
+            sched = st.next_event_id
+            m.dirty = True
+        else:
+            sched = m.event(E.WorkflowTaskScheduled, {"task_queue": st.task_queue,
+                                                      "start_to_close_timeout_ms": st.task_timeout_ms,
+                                                      "attempt": attempt}).event_id
+        st.wft = WorkflowTaskInfo(state=SCHEDULED, scheduled_event_id=sched, attempt=attempt,
+                                  timeout_ms=st.task_timeout_ms, scheduled_time_ms=m.now, transient=transient)
+        m.transfer_task(T_WORKFLOW_TASK, tq=st.task_queue, sched=sched, attempt=attempt)
 
     def wft_started(self, m: Mutation, request_id: str, identity: str) -> int:
         st = m.state
         w = st.wft
         assert w is not None
-        ev = m.event(E.WorkflowTaskStarted, {"scheduled_event_id": w.scheduled_event_id, "identity": identity,
-                                             "request_id": request_id})
+        if w.transient:
+            # Numbered from the history's end now; nothing is written while a task is started
+            # (external events are buffered), so these ids stay free until the task ends.
+            started = st.next_event_id + 1
+            m.dirty = True
+        else:
+            started = m.event(E.WorkflowTaskStarted, {"scheduled_event_id": w.scheduled_event_id,
+                                                      "identity": identity, "request_id": request_id}).event_id
         w.state = STARTED
-        w.started_event_id = ev.event_id
+        w.started_event_id = started
         w.request_id = request_id
         w.identity = identity
         w.started_time_ms = m.now
-        m.timer(m.now + w.timeout_ms, TM_WFT_TIMEOUT, sched=w.scheduled_event_id, started=ev.event_id)
-        return ev.event_id
+        m.timer(m.now + w.timeout_ms, TM_WFT_TIMEOUT, sched=w.scheduled_event_id, started=started, attempt=w.attempt)
+        return started
+
+    @staticmethod
+    def transient_events(st: MutableState) -> list[HistoryEvent]:
+        """The WorkflowTaskScheduled/Started of a started transient task, as the worker sees them
+        at the end of its history (and as they are written if the attempt completes)."""
+        w = st.wft
+        if w is None or not w.transient or w.state != STARTED:
+            return []
+        sched = w.started_event_id - 1
+        return [
+            HistoryEvent(sched, E.WorkflowTaskScheduled, w.scheduled_time_ms, {
+                "task_queue": st.task_queue, "start_to_close_timeout_ms": w.timeout_ms, "attempt": w.attempt}),
+            HistoryEvent(w.started_event_id, E.WorkflowTaskStarted, w.started_time_ms, {
+                "scheduled_event_id": sched, "identity": w.identity, "request_id": w.request_id}),
+        ]
+
+    def _materialize(self, m: Mutation) -> None:
+        """Write a started transient task's events for real (the attempt is ending with an event)."""
+        st = m.state
+        w = st.wft
+        events = self.transient_events(st)
+        if w is None or not events:
+            return
+        if events[0].event_id != st.next_event_id:
+            raise RuntimeError(f"transient workflow task of {st.workflow_id}/{st.run_id} was numbered from event "
+                               f"{events[0].event_id}, but the history now ends before {st.next_event_id}")
+        for ev in events:
+            m.event(ev.event_type, ev.attrs, ev.timestamp_ms)
+        w.scheduled_event_id = events[0].event_id
+        w.transient = False
+
+    def start_new_wft(self, m: Mutation, request_id: str, identity: str) -> WorkflowTaskInfo | None:
+        """If `m` scheduled a workflow task (it was not pending before), start it now for the
+        caller instead of dispatching it: its transfer task is dropped. Returns it, or None."""
+        st = m.state
+        w = st.wft
+        if (w is None or w.state != SCHEDULED or w.transient or m.expected_next_event_id is None
+                or w.scheduled_event_id < m.expected_next_event_id):
+            return None
+        sched = w.scheduled_event_id
+        ours = [t for t in m.transfer if t["k"] == T_WORKFLOW_TASK and t.get("sched") == sched]
+        if not ours:
+            return None  # scheduled before this mutation: already on its way to matching
+        m.transfer = [t for t in m.transfer if t not in ours]
+        self.wft_started(m, request_id, identity)
+        return w
 
     @staticmethod
     def check_wft_token(st: MutableState, scheduled_event_id: int, started_event_id: int, attempt: int) -> None:
@@ -280,14 +350,20 @@ class Engine:
                 "task was running; a new workflow task delivers them", kind=Kind.CONFLICT, retryable=True),
                 identity)
             return None
+        self._materialize(m)
         done = m.event(E.WorkflowTaskCompleted, {"scheduled_event_id": w.scheduled_event_id,
                                                  "started_event_id": w.started_event_id, "identity": identity})
         st.last_completed_wft_started_id = w.started_event_id
         st.wft = None
         st.last_wft_failure = None
         st.last_wft_failure_cause = ""
+        upsert = False
         for cmd in cmds:
-            self._apply_command(m, cmd, done.event_id)
+            upsert = self._apply_command(m, cmd, done.event_id, identity) or upsert
+        if upsert and st.running:
+            self.visibility(m)  # search attributes or memo changed (once per task)
+        if not st.running:
+            m.eager.clear()  # the run closed in this task: nothing to run
         if st.running and self.flush_buffered(m):
             self.schedule_wft(m, 1)
         self._check_history_limits(st)
@@ -316,6 +392,7 @@ class Engine:
         st = m.state
         w = st.wft
         assert w is not None
+        self._materialize(m)
         fd = self.bounded_failure(failure, "workflow task failure")
         m.event(E.WorkflowTaskFailed, {"scheduled_event_id": w.scheduled_event_id,
                                        "started_event_id": w.started_event_id, "cause": cause,
@@ -327,7 +404,18 @@ class Engine:
         return w
 
     def fail_wft(self, m: Mutation, cause: str, failure: Failure, identity: str) -> None:
-        w = self._wft_failed_event(m, cause, failure, identity)
+        st = m.state
+        w = st.wft
+        assert w is not None
+        if w.transient and cause != UNHANDLED_COMMAND:
+            # A retry failed again: nothing is written (the first failure of the run is), so a
+            # workflow stuck on a bug does not grow its history. Describe still shows it.
+            st.last_wft_failure = self.bounded_failure(failure, "workflow task failure")
+            st.last_wft_failure_cause = cause
+            st.wft = None
+            m.dirty = True
+        else:
+            self._wft_failed_event(m, cause, failure, identity)
         self.flush_buffered(m)
         if cause == UNHANDLED_COMMAND:
             self.schedule_wft(m, 1)
@@ -338,27 +426,36 @@ class Engine:
         st = m.state
         w = st.wft
         assert w is not None
-        m.event(E.WorkflowTaskTimedOut, {"scheduled_event_id": w.scheduled_event_id,
-                                         "started_event_id": w.started_event_id, "timeout_type": START_TO_CLOSE})
+        if not w.transient:
+            m.event(E.WorkflowTaskTimedOut, {"scheduled_event_id": w.scheduled_event_id,
+                                             "started_event_id": w.started_event_id, "timeout_type": START_TO_CLOSE})
         who = f" by {w.identity}" if w.identity else ""
         st.last_wft_failure = Failure(
             f"workflow task (attempt {w.attempt}) timed out: the worker{who} did not respond within "
             f"{w.timeout_ms} ms (start-to-close)", kind=Kind.TIMEOUT, retryable=True).to_dict()
         st.last_wft_failure_cause = "TIMEOUT"
         st.wft = None
+        m.dirty = True
         self.flush_buffered(m)
         self._retry_wft(m, w.attempt + 1)
 
     def _retry_wft(self, m: Mutation, attempt: int) -> None:
+        """The next attempt of a failed task, after a backoff; attempts after the first are transient."""
         failures = attempt - 1
         delay = min(self.hcfg.workflow_task_retry_initial_ms * (2 ** min(failures - 1, 40)),
                     self.hcfg.workflow_task_retry_max_ms)
         if delay <= 0:
-            self.schedule_wft(m, attempt)
+            self.schedule_wft(m, attempt, transient=attempt > 1)
             return
+        self.wft_backoff(m, attempt, delay)
+
+    def wft_backoff(self, m: Mutation, attempt: int, delay_ms: int) -> None:
+        """No workflow task until `delay_ms` from now (a retry backoff, a start delay, a cron or
+        workflow-retry wait); external events are written meanwhile but schedule nothing."""
         m.state.wft = WorkflowTaskInfo(state=BACKOFF, attempt=attempt, timeout_ms=m.state.task_timeout_ms,
-                                       scheduled_time_ms=m.now + delay)
-        m.timer(m.now + delay, TM_WFT_BACKOFF, attempt=attempt)
+                                       scheduled_time_ms=m.now + delay_ms)
+        m.dirty = True
+        m.timer(m.now + delay_ms, TM_WFT_BACKOFF, attempt=attempt)
 
     # ================================================================== external events
 
@@ -393,11 +490,11 @@ class Engine:
 
     def signal(self, m: Mutation, req: SignalWorkflowRequest) -> None:
         st = m.state
+        if req.request_id and req.request_id in st.signal_request_ids:
+            return  # a retried signal: recorded once (even if the run has closed since)
         if not st.running:
             raise NotFound(f"cannot signal workflow {st.workflow_id} (run {st.run_id}): it is already closed "
                            f"({st.status})", reason="WorkflowClosed")
-        if req.request_id and req.request_id in st.signal_request_ids:
-            return  # a retried signal: recorded once
         if st.wft is not None and st.wft.state == STARTED and \
                 st.buffered_signal_count() >= self.limits.max_buffered_signals:
             raise ResourceExhausted(
@@ -423,18 +520,30 @@ class Engine:
     def request_cancel(self, m: Mutation, req: CancelWorkflowRequest) -> None:
         st = m.state
         if not st.running:
+            if req.request_id and req.request_id == st.cancel_request_id:
+                return  # a retried request: it was recorded before the run closed
             raise NotFound(f"cannot cancel workflow {st.workflow_id} (run {st.run_id}): it is already closed "
                            f"({st.status})", reason="WorkflowClosed")
+        if req.deadline_ms > 0:
+            at = m.now + req.deadline_ms
+            if not st.cancel_deadline_ms or at < st.cancel_deadline_ms:
+                st.cancel_deadline_ms = at
+                m.dirty = True
+                m.timer(at, TM_CANCEL_DEADLINE, at=at, ms=req.deadline_ms)
         if st.cancel_requested:
             return  # requested before: once is enough
         st.cancel_requested = True
+        st.cancel_request_id = req.request_id
         self.add_external(m, [(E.WorkflowExecutionCancelRequested, {"reason": req.reason, "identity": req.identity})])
 
     def terminate(self, m: Mutation, req: TerminateWorkflowRequest) -> None:
         st = m.state
         if not st.running:
+            if req.request_id and req.request_id == st.terminate_request_id:
+                return  # a retried request: this run was terminated by it
             raise NotFound(f"cannot terminate workflow {st.workflow_id} (run {st.run_id}): it is already closed "
                            f"({st.status})", reason="WorkflowClosed")
+        st.terminate_request_id = req.request_id
         self.terminate_running(m, req.reason, req.identity)
 
     def terminate_running(self, m: Mutation, reason: str, identity: str) -> None:
@@ -443,8 +552,13 @@ class Engine:
                    failure=Failure(reason or "terminated", kind=Kind.TERMINATED, retryable=False).to_dict())
 
     def close(self, m: Mutation, status: WorkflowStatus, result: Any = None,
-              failure: dict[str, Any] | None = None) -> None:
+              failure: dict[str, Any] | None = None, *, timeout_type: str = "",
+              successor: NextRun | None = None) -> None:
+        """Close the run. A failed or timed-out run with a retry policy, or a cron run, continues
+        in a new run (created in the same write); continue-as-new passes its `successor`."""
         st = m.state
+        if successor is None and status != WorkflowStatus.CONTINUED_AS_NEW:
+            successor = self.runs.plan(st, status, failure, m.now, timeout_type)
         st.status = status.value
         st.close_time_ms = m.now
         st.result = result
@@ -454,9 +568,12 @@ class Engine:
         st.timers.clear()
         st.buffered.clear()
         m.closed = True
-        self._visibility(m)
+        self.proc.on_close(m, continued=successor is not None)
+        if successor is not None:
+            m.successor = self.runs.successor(m, successor)
+        self.visibility(m)
 
-    def _visibility(self, m: Mutation) -> None:
+    def visibility(self, m: Mutation) -> None:
         m.transfer_task(T_VISIBILITY, info=info_to_dict(m.state.info()))
 
     # ================================================================== commands
@@ -472,7 +589,7 @@ class Engine:
         activity_ids = {a.activity_id for a in st.activities.values()}
         timers = set(st.timers)
         fired = {e["a"].get("timer_id") for e in st.buffered if e["t"] == E.TimerFired.value}
-        new_activities = 0
+        new_activities = new_children = new_requests = 0
         for i, cmd in enumerate(commands, 1):
             raw: Any = getattr(cmd, "command_type", None)
             try:
@@ -493,8 +610,13 @@ class Engine:
             if ctype in CLOSE_COMMANDS and i != n:
                 raise CommandError(BAD_COMMAND, f"{where}: a command that closes the workflow must be the last "
                                                 f"command of the task, but {n - i} more follow it")
+            eager = False
             if ctype == C.ScheduleActivityTask:
                 norm = self._check_activity(st, attrs, where)
+                eager = attrs.get("request_eager_execution", False)
+                if not isinstance(eager, bool):
+                    raise CommandError(BAD_COMMAND, f"{where}: request_eager_execution must be true or false, got "
+                                                    f"{eager!r}")
                 if norm["activity_id"] in activity_ids:
                     raise CommandError(BAD_COMMAND, f"{where}: activity_id {norm['activity_id']!r} is already used "
                                                     "by a pending activity of this workflow")
@@ -535,11 +657,22 @@ class Engine:
                                                     f"got {f!r}"[:500])
                 self._payload_cmd(f, f"{where}: failure")
                 norm = {"failure": Failure.from_dict(f).to_dict()}
-            else:  # CancelWorkflowExecution
+            elif ctype == C.CancelWorkflowExecution:
                 details = attrs.get("details")
                 self._payload_cmd(details, f"{where}: details")
                 norm = {"details": details}
-            out.append(_Cmd(ctype, norm))
+            elif ctype == C.ContinueAsNewWorkflowExecution:
+                norm = self._check_continue_as_new(st, attrs, where)
+            else:
+                try:
+                    norm = self.proc.check(st, ctype, attrs, where)
+                except BadCommand as e:
+                    raise CommandError(BAD_COMMAND, str(e)) from None
+                if ctype == C.StartChildWorkflowExecution:
+                    new_children += 1
+                elif ctype in REQUEST_COMMANDS:
+                    new_requests += 1
+            out.append(_Cmd(ctype, norm, eager))
         if len(st.activities) + new_activities > self.limits.max_pending_activities:
             raise CommandError(LIMIT_EXCEEDED, f"the workflow would have {len(st.activities) + new_activities} pending "
                                                f"activities; the limit is {self.limits.max_pending_activities} "
@@ -547,7 +680,28 @@ class Engine:
         if len(timers) > self.limits.max_pending_timers:
             raise CommandError(LIMIT_EXCEEDED, f"the workflow would have {len(timers)} pending timers; the limit is "
                                                f"{self.limits.max_pending_timers} (limits.max_pending_timers)")
+        problem = self.proc.check_limits(st, new_children, new_requests)
+        if problem:
+            raise CommandError(LIMIT_EXCEEDED, problem)
         return out
+
+    def _check_continue_as_new(self, st: MutableState, a: dict[str, Any], where: str) -> dict[str, Any]:
+        wtype = a.get("workflow_type") or st.workflow_type
+        if not isinstance(wtype, str) or check_id(wtype, "workflow_type"):
+            raise CommandError(BAD_COMMAND, f"{where}: workflow_type must be a string, got {wtype!r}")
+        tq = a.get("task_queue") or st.task_queue
+        if not isinstance(tq, str) or check_id(tq, "task_queue"):
+            raise CommandError(BAD_COMMAND, f"{where}: task_queue must be a string, got {tq!r}")
+        inp = a.get("input")
+        if inp is None:
+            inp = []
+        if not isinstance(inp, list):
+            raise CommandError(BAD_COMMAND, f"{where}: input must be a list of arguments, got {type(inp).__name__}")
+        self._payload_cmd(inp, f"{where}: input")
+        norm: dict[str, Any] = {"workflow_type": wtype, "task_queue": tq, "input": inp}
+        for name in ("run_timeout_ms", "task_timeout_ms"):
+            norm[name] = self._ms(a, name, where) if a.get(name) is not None else None
+        return norm
 
     def _payload_cmd(self, value: Any, what: str) -> None:
         try:
@@ -652,7 +806,8 @@ class Engine:
                                             f"milliseconds >= 0, got {v!r}")
         return {"timer_id": tid, "start_to_fire_timeout_ms": int(v)}
 
-    def _apply_command(self, m: Mutation, cmd: _Cmd, done_id: int) -> None:
+    def _apply_command(self, m: Mutation, cmd: _Cmd, done_id: int, identity: str = "") -> bool:
+        """Turn a validated command into events and tasks; True if visibility must be updated."""
         st = m.state
         a = cmd.attrs
         t = cmd.type
@@ -666,7 +821,14 @@ class Engine:
                 start_to_close_ms=a["start_to_close_timeout_ms"], heartbeat_ms=a["heartbeat_timeout_ms"],
                 retry_policy=a["retry_policy"], attempt=1, state=SCHEDULED, attempt_scheduled_time_ms=m.now)
             st.activities[ev.event_id] = info
-            self._dispatch_activity(m, info)
+            if cmd.eager and info.task_queue == st.task_queue:
+                # Eager execution: started now, for the worker completing this task (no transfer
+                # task, no poll). If that worker never runs it, start-to-close times it out and it
+                # is retried like any lost activity task.
+                self.activity_started(m, info, f"eager-{done_id}-{ev.event_id}", identity)
+                m.eager.append((info, ev.attrs))
+            else:
+                self._dispatch_activity(m, info)
             if info.schedule_to_close_ms:
                 m.timer(m.now + info.schedule_to_close_ms, TM_ACTIVITY_TIMEOUT, sched=ev.event_id, attempt=0,
                         type=SCHEDULE_TO_CLOSE)
@@ -701,6 +863,16 @@ class Engine:
             m.event(E.WorkflowExecutionCanceled, {"details": a["details"], "workflow_task_completed_event_id": done_id})
             self.close(m, WorkflowStatus.CANCELED, failure=Failure(
                 "the workflow was canceled", kind=Kind.CANCELED, retryable=False, details=a["details"]).to_dict())
+        elif t == C.ContinueAsNewWorkflowExecution:
+            nxt = NextRun(new_run_id(), CONTINUE_AS_NEW, workflow_type=a["workflow_type"], task_queue=a["task_queue"],
+                          input=a["input"], run_timeout_ms=a["run_timeout_ms"], task_timeout_ms=a["task_timeout_ms"])
+            m.event(E.WorkflowExecutionContinuedAsNew, {
+                "new_execution_run_id": nxt.run_id, "workflow_type": a["workflow_type"], "task_queue": a["task_queue"],
+                "input": a["input"], "workflow_task_completed_event_id": done_id})
+            self.close(m, WorkflowStatus.CONTINUED_AS_NEW, successor=nxt)
+        else:
+            return self.proc.apply(m, t, a, done_id)
+        return False
 
     # ================================================================== activities
 
@@ -751,7 +923,7 @@ class Engine:
                         timeout_type: str = "") -> None:
         fd = self.bounded_failure(failure, f"failure of activity {info.activity_type!r}")
         policy = RetryPolicy.from_dict(info.retry_policy)
-        if policy.allows_retry(info.attempt, failure.kind, failure.retryable):
+        if not info.cancel_requested and policy.allows_retry(info.attempt, failure.kind, failure.retryable):
             delay = policy.backoff_ms(info.attempt)
             deadline = info.scheduled_time_ms + info.schedule_to_close_ms if info.schedule_to_close_ms else 0
             if not deadline or m.now + delay < deadline:
@@ -777,6 +949,19 @@ class Engine:
                                      "last_failure": info.last_failure}),
             (close, {"scheduled_event_id": info.scheduled_event_id, **attrs}),
         ])
+
+    def activity_canceled(self, m: Mutation, info: ActivityInfo, details: Any, identity: str) -> None:
+        """The activity stopped after its cancellation was requested."""
+        where = (f"activity task (scheduled event {info.scheduled_event_id}) of {m.state.workflow_id}/"
+                 f"{m.state.run_id}")
+        if not info.cancel_requested:
+            raise FailedPrecondition(f"{where}: cannot report it canceled: its cancellation was not requested "
+                                     "(report it failed instead)", reason="CancelNotRequested")
+        try:
+            self.payload(details, f"details of canceled activity {info.activity_type!r}")
+        except InvalidArgument:
+            details = None  # too large or not JSON: the cancellation still counts
+        self._activity_closed(m, info, E.ActivityTaskCanceled, {"details": details, "identity": identity})
 
     def heartbeat(self, m: Mutation, info: ActivityInfo, details: Any) -> None:
         self.payload(details, f"heartbeat details of activity {info.activity_type!r}")
@@ -837,18 +1022,23 @@ class Engine:
         elif k == TM_WFT_TIMEOUT:
             w = st.wft
             if w is None or w.state != STARTED or w.scheduled_event_id != d["sched"] or \
-                    w.started_event_id != d["started"]:
+                    w.started_event_id != d["started"] or w.attempt != d.get("attempt", w.attempt):
                 return
             self.wft_timed_out(m)
         elif k == TM_WFT_BACKOFF:
             w = st.wft
             if w is None or w.state != BACKOFF or w.attempt != d["attempt"]:
                 return
-            self.schedule_wft(m, w.attempt)
+            self.schedule_wft(m, w.attempt, transient=w.attempt > 1)
         elif k == TM_WORKFLOW_TIMEOUT:
             ttype = d.get("type", "RUN")
             m.event(E.WorkflowExecutionTimedOut, {"timeout_type": ttype})
-            limit = st.run_timeout_ms
+            limit = st.execution_timeout_ms if ttype == "EXECUTION" else st.run_timeout_ms
             self.close(m, WorkflowStatus.TIMED_OUT, failure=Failure(
                 f"workflow {st.workflow_id} timed out: {ttype.lower()} timeout of {limit} ms", kind=Kind.TIMEOUT,
-                retryable=False, details={"timeout_type": ttype}).to_dict())
+                retryable=False, details={"timeout_type": ttype}).to_dict(), timeout_type=ttype)
+        elif k == TM_CANCEL_DEADLINE:
+            if st.cancel_deadline_ms != d.get("at"):
+                return  # a later request moved the deadline earlier: its own timer fires
+            self.terminate_running(m, f"terminated: the workflow was asked to cancel with a deadline of "
+                                      f"{d.get('ms', 0)} ms and was still running when it passed", "history")

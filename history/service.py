@@ -24,14 +24,27 @@ from history.engine import (
     HistoryLimitExceeded,
     info_from_dict,
 )
+from history.process_tasks import ProcessTasks, exit_message
+from history.processes import ABNORMAL
 from history.queues import TimerTask, TransferTask
 from history.shard import CacheEntry, ShardContext, Update
-from history.state import STARTED, T_ACTIVITY_TASK, T_VISIBILITY, T_WORKFLOW_TASK, MutableState, Mutation
+from history.state import (
+    PROCESS_TRANSFER_KINDS,
+    STARTED,
+    T_ACTIVITY_TASK,
+    T_VISIBILITY,
+    T_WORKFLOW_TASK,
+    ActivityInfo,
+    MutableState,
+    Mutation,
+)
 from history.store.base import CurrentRunRow, CurrentRunWrite, ExecutionStore, RunConditionFailed
 from legato import api
 from legato.api import (
+    CALLER_PID_PREFIX,
     ActivityTask,
     CancelWorkflowRequest,
+    DeliverMonitoredClosedRequest,
     DescribeWorkflowResponse,
     ExecutionRef,
     GetHistoryRequest,
@@ -40,13 +53,21 @@ from legato.api import (
     GetResultResponse,
     IdConflictPolicy,
     IdReusePolicy,
+    MonitorRegistration,
+    MonitorWorkflowRequest,
     PendingActivityInfo,
     PendingWorkflowTaskInfo,
     RecordActivityHeartbeatRequest,
     RecordActivityHeartbeatResponse,
+    RecordChildClosedRequest,
+    RegisterMonitorRequest,
+    RegisterMonitorResponse,
+    RespondActivityTaskCanceledRequest,
     RespondActivityTaskCompletedRequest,
+    RespondActivityTaskCompletedResponse,
     RespondActivityTaskFailedRequest,
     RespondWorkflowTaskCompletedRequest,
+    RespondWorkflowTaskCompletedResponse,
     RespondWorkflowTaskFailedRequest,
     SignalWorkflowRequest,
     StartWorkflowRequest,
@@ -69,7 +90,7 @@ from legato.errors import (
     Unavailable,
 )
 from legato.events import HistoryEvent
-from legato.ids import new_run_id, shard_for
+from legato.ids import new_request_id, new_run_id, shard_for
 from legato.tokens import TaskToken
 
 log = logging.getLogger("legato.history")
@@ -77,6 +98,7 @@ log = logging.getLogger("legato.history")
 _T = TypeVar("_T")
 _CONFLICT_RETRIES = 3
 MAX_HISTORY_PAGE = 10_000
+MAX_CHAIN_HOPS = 1000  # following a continue-as-new chain
 RunKey = tuple[str, str, str]
 
 
@@ -115,11 +137,18 @@ class _Notifier:
             self.notify(key)
 
 
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 async def _wait(fut: asyncio.Future[None], timeout_s: float) -> None:
+    """Wait until `fut` (a waiter of one long-poll, nobody else's) is resolved or `timeout_s` passed."""
+    timer = asyncio.get_running_loop().call_later(timeout_s, _expire, fut)
     try:
-        await asyncio.wait_for(asyncio.shield(fut), timeout_s)
-    except TimeoutError:
-        pass
+        await fut
+    finally:
+        timer.cancel()
 
 
 class HistoryServiceImpl:
@@ -137,10 +166,27 @@ class HistoryServiceImpl:
         self._engine = Engine(config)
         self._shards: dict[int, ShardContext] = {}
         self._num_shards = config.history.num_shards
-        self._notifier = _Notifier()
+        self._notifier = _Notifier()  # any committed change of a run (history long-polls)
+        # a run closed or its workflow task failed: what result long-polls wait for (they are not
+        # woken by every step of the run)
+        self._closers = _Notifier()
         self._matching_ready: asyncio.Event | None = None
         self._started = False
         self._stopping = False
+        # cross-workflow transfer tasks; they reach other runs through this interface
+        self._processes = ProcessTasks(self._engine, self._update, self._ready_matching, self)
+
+    def set_history_client(self, peer: api.HistoryService) -> None:
+        """Where cross-workflow calls go (default: this service; the distributed mode routes them
+        to the shard owner of the target)."""
+        self._processes.peer = peer
+
+    async def _ready_matching(self) -> api.MatchingService:
+        if self._matching is None:
+            assert self._matching_ready is not None
+            await self._matching_ready.wait()
+        assert self._matching is not None
+        return self._matching
 
     # ================================================================== lifecycle
 
@@ -188,12 +234,14 @@ class HistoryServiceImpl:
         for shard in list(self._shards.values()):
             await shard.stop()
         self._notifier.notify_all()
+        self._closers.notify_all()
         self._started = False
         self._stopping = False
         self._shards.clear()
 
     def _shard_lost(self, shard: ShardContext) -> None:
         self._notifier.notify_all()
+        self._closers.notify_all()
 
     # ------------------------------------------------------------------ for tests and operators
 
@@ -228,6 +276,10 @@ class HistoryServiceImpl:
     async def wait_transfer_idle(self) -> None:
         for shard in list(self._shards.values()):
             await shard.transfer.wait_idle()
+
+    async def run_transfer_task(self, shard_id: int, task: TransferTask) -> None:
+        """Carry out a transfer task now (again): tasks are idempotent, redelivery is harmless."""
+        await self._dispatch(shard_id, task)
 
     # ================================================================== plumbing
 
@@ -265,8 +317,7 @@ class HistoryServiceImpl:
                 try:
                     result = fn(m, entry)
                     if not m.empty:
-                        current = CurrentRunWrite(_current_row(m.state), m.state.run_id) if m.closed else None
-                        await shard.commit(Update([m], current))
+                        await shard.commit(_update_of(m))
                 except RunConditionFailed:
                     shard.evict(entry.state.key)
                     if attempt + 1 < _CONFLICT_RETRIES:
@@ -293,9 +344,15 @@ class HistoryServiceImpl:
         st = m.state
         entry.add_events(m.events)
         shard.runs.put(st.key, entry)
-        if m.closed:
+        nxt = m.successor
+        if nxt is not None:  # continue-as-new, workflow retry, cron: the new run is current
+            shard.runs.put(nxt.state.key, CacheEntry(nxt.state, list(nxt.events), shard.event_budget))
+            shard.current.put((st.namespace, st.workflow_id), _current_row(nxt.state))
+        elif m.closed:
             shard.current.put((st.namespace, st.workflow_id), _current_row(st))
         self._notifier.notify(st.key)
+        if m.closed or st.last_wft_failure is not None:
+            self._closers.notify(st.key)
 
     async def _read_events(self, shard: ShardContext, entry: CacheEntry, st_key: RunKey, first: int, end: int,
                            limit: int) -> list[HistoryEvent]:
@@ -356,11 +413,14 @@ class HistoryServiceImpl:
                         return StartWorkflowResponse(cur.run_id, started=False)
                     if cur.status == WorkflowStatus.RUNNING.value:
                         policy = IdConflictPolicy(req.id_conflict_policy)
-                        if policy == IdConflictPolicy.USE_EXISTING:
-                            return StartWorkflowResponse(cur.run_id, started=False)
-                        if policy == IdConflictPolicy.FAIL:
+                        if policy == IdConflictPolicy.USE_EXISTING and not req.execution_error_when_already_started:
+                            await self._use_existing(shard, cur.run_id, req)
+                            return StartWorkflowResponse(cur.run_id, started=False, existing=True)
+                        if policy != IdConflictPolicy.TERMINATE_EXISTING:
+                            because = ("execution_error_when_already_started is set"
+                                       if policy == IdConflictPolicy.USE_EXISTING else "id_conflict_policy is fail")
                             raise AlreadyStarted(f"workflow {wf!r} is already running (run {cur.run_id}) in "
-                                                 f"namespace {ns!r}", run_id=cur.run_id)
+                                                 f"namespace {ns!r} ({because})", run_id=cur.run_id)
                         old = await self._load(shard, ns, wf, cur.run_id)
                     else:
                         why = self._engine.reuse_refused(IdReusePolicy(req.id_reuse_policy), cur.status)
@@ -402,6 +462,24 @@ class HistoryServiceImpl:
                 return StartWorkflowResponse(run_id, started=True)
         raise Unavailable("unreachable")  # pragma: no cover
 
+    async def _use_existing(self, shard: ShardContext, run_id: str, req: StartWorkflowRequest) -> None:
+        """Deliver a use_existing start's messages, parent and monitors to the running run (the
+        caller holds the workflow's lock)."""
+        if not (req.start_messages or req.parent is not None or req.monitors):
+            return
+        entry = await self._load(shard, req.namespace, req.workflow_id, run_id)
+        m = Mutation.of(entry.state, self._clock())
+        try:
+            self._engine.use_existing(m, req)
+            if not m.empty:
+                await shard.commit(_update_of(m))
+        except BaseException:
+            if not m.empty:
+                shard.evict(entry.state.key)
+            raise
+        if not m.empty:
+            self._after_commit(shard, entry, m)
+
     async def signal_workflow(self, req: SignalWorkflowRequest) -> None:
         ref = _check_ref(req.ref, "signal")
         if not isinstance(req.signal_name, str) or not req.signal_name:
@@ -416,14 +494,85 @@ class HistoryServiceImpl:
         ref = _check_ref(req.ref, "terminate")
         if not isinstance(req.reason, str):
             raise InvalidArgument("terminate: reason must be a string")
+        if not isinstance(req.request_id, str):
+            raise InvalidArgument("terminate: request_id must be a string")
         await self._update(ref.namespace, ref.workflow_id, ref.run_id, lambda m, e: self._engine.terminate(m, req))
 
     async def request_cancel_workflow(self, req: CancelWorkflowRequest) -> None:
         ref = _check_ref(req.ref, "cancel")
         if not isinstance(req.reason, str):
             raise InvalidArgument("cancel: reason must be a string")
+        if not isinstance(req.request_id, str):
+            raise InvalidArgument("cancel: request_id must be a string")
+        if isinstance(req.deadline_ms, bool) or not isinstance(req.deadline_ms, int) or req.deadline_ms < 0:
+            raise InvalidArgument(f"cancel: deadline_ms must be a whole number of milliseconds >= 0, got "
+                                  f"{req.deadline_ms!r}")
         await self._update(ref.namespace, ref.workflow_id, ref.run_id,
                            lambda m, e: self._engine.request_cancel(m, req))
+
+    # ================================================================== processes (docs/processes.md)
+
+    async def monitor_workflow(self, req: MonitorWorkflowRequest) -> None:
+        ref = _check_ref(req.ref, "monitor")
+        pid = req.monitor_pid
+        if not isinstance(pid, str) or not pid.startswith(CALLER_PID_PREFIX) or len(pid) < 2:
+            raise InvalidArgument(f"monitor: monitor_pid must be a caller pid (starting with {CALLER_PID_PREFIX!r}), "
+                                  f"got {pid!r}")
+        for name in ("link", "remove"):
+            if not isinstance(getattr(req, name), bool):
+                raise InvalidArgument(f"monitor: {name} must be true or false")
+        reg = MonitorRegistration(ref.namespace, pid, link=req.link)
+        resp, _ = await self._update(ref.namespace, ref.workflow_id, ref.run_id,
+                                     lambda m, e: self._engine.proc.register_monitor(m, reg, req.remove))
+        closed = resp.closed
+        if closed is not None and not req.remove and (not req.link or closed.status in ABNORMAL):
+            # it had closed already: the caller hears it at once
+            await (await self._ready_matching()).deliver_message(pid, exit_message(closed, req.link))
+
+    async def register_monitor(self, req: RegisterMonitorRequest) -> RegisterMonitorResponse:
+        ref = _check_ref(req.ref, "register monitor")
+        reg = req.monitor
+        if not isinstance(reg, MonitorRegistration) or not isinstance(reg.pid, str) or not reg.pid:
+            raise InvalidArgument("register monitor: monitor must be a MonitorRegistration with a pid")
+        resp, _ = await self._update(ref.namespace, ref.workflow_id, ref.run_id,
+                                     lambda m, e: self._engine.proc.register_monitor(m, reg, bool(req.remove)))
+        return resp
+
+    async def record_child_closed(self, req: RecordChildClosedRequest) -> None:
+        p = req.parent
+        try:
+            await self._update(p.namespace, p.workflow_id, p.run_id,
+                               lambda m, e: self._engine.proc.record_child_closed(m, req))
+        except NotFound:
+            return  # the parent run is gone: nobody to tell
+
+    async def deliver_monitored_closed(self, req: DeliverMonitoredClosedRequest) -> None:
+        ref = _check_ref(req.ref, "deliver monitored closed")
+        run_id = ref.run_id
+
+        def fn(m: Mutation, entry: CacheEntry) -> str:
+            st = m.state
+            if not st.running and st.next_run_id:
+                return st.next_run_id  # links carry over to the run that continues this one
+            self._engine.proc.deliver_monitored_closed(m, req)
+            return ""
+
+        for _ in range(MAX_CHAIN_HOPS):
+            try:
+                run_id, _ = await self._update(ref.namespace, ref.workflow_id, run_id, fn)
+            except NotFound:
+                return  # the monitoring run is gone
+            if not run_id:
+                return
+
+    async def respond_activity_task_canceled(self, req: RespondActivityTaskCanceledRequest) -> None:
+        tok = _token(req.task_token, "activity")
+
+        def fn(m: Mutation, entry: CacheEntry) -> None:
+            info = self._engine.check_activity_token(m.state, tok.scheduled_event_id, tok.attempt)
+            self._engine.activity_canceled(m, info, req.details, req.identity)
+
+        await self._update(tok.namespace, tok.workflow_id, tok.run_id, fn)
 
     # ================================================================== reading
 
@@ -472,6 +621,9 @@ class HistoryServiceImpl:
             async with shard.lock(ref.namespace, ref.workflow_id):
                 st = (await self._load(shard, ref.namespace, ref.workflow_id, run_id)).state
                 run_id = st.run_id
+                if not st.running and st.next_run_id and not ref.run_id:
+                    run_id = st.next_run_id  # without a run id: follow continue-as-new, retries and cron
+                    continue
                 if not st.running:
                     return GetResultResponse(
                         st.run_id, WorkflowStatus(st.status), result=st.result,
@@ -482,11 +634,11 @@ class HistoryServiceImpl:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return GetResultResponse(st.run_id, WorkflowStatus.RUNNING)
-                fut = self._notifier.waiter(st.key)
+                fut = self._closers.waiter(st.key)
             try:
                 await _wait(fut, remaining)
             finally:
-                self._notifier.discard(st.key, fut)
+                self._closers.discard(st.key, fut)
 
     # ================================================================== tasks
 
@@ -496,7 +648,7 @@ class HistoryServiceImpl:
         if not isinstance(request_id, str) or not request_id:
             raise InvalidArgument("record_workflow_task_started: request_id must be a non-empty string")
 
-        def fn(m: Mutation, entry: CacheEntry) -> tuple[int, int, int]:
+        def fn(m: Mutation, entry: CacheEntry) -> tuple[int, int, int, list[HistoryEvent]]:
             st = m.state
             where = f"workflow task (scheduled event {task.scheduled_event_id}) of {st.workflow_id}/{st.run_id}"
             if not st.running:
@@ -506,18 +658,28 @@ class HistoryServiceImpl:
                 raise NotFound(f"{where}: the task is no longer pending (stale task)", reason="StaleTask")
             if w.state == STARTED:
                 if w.request_id == request_id:  # the same poll again: the same task
-                    return w.started_event_id, w.attempt, st.last_completed_wft_started_id
+                    return (w.started_event_id, w.attempt, st.last_completed_wft_started_id,
+                            self._engine.transient_events(st))
                 raise FailedPrecondition(f"{where}: already started by another poller ({w.identity or 'unknown'})",
                                          reason="TaskAlreadyStarted")
             started = self._engine.wft_started(m, request_id, identity)
-            return started, w.attempt, st.last_completed_wft_started_id
+            return started, w.attempt, st.last_completed_wft_started_id, self._engine.transient_events(st)
 
-        (started, attempt, previous), entry = await self._update(task.namespace, task.workflow_id, task.run_id, fn)
-        shard = self._shard(task.namespace, task.workflow_id)
+        (started, attempt, previous, tail), entry = await self._update(task.namespace, task.workflow_id,
+                                                                       task.run_id, fn)
+        return await self._workflow_task(entry, task.scheduled_event_id, started, attempt, previous, tail)
+
+    async def _workflow_task(self, entry: CacheEntry, scheduled: int, started: int, attempt: int,
+                             previous: int, tail: list[HistoryEvent] | None = None) -> WorkflowTask:
+        """The task to hand out for a workflow task just recorded as started. `tail`: the events
+        of a transient task (docs/protocol.md), which end the history the worker gets."""
         st = entry.state
-        history = await self._full_history(shard, entry, started + 1)
-        token = TaskToken("workflow", st.namespace, st.workflow_id, st.run_id, task.scheduled_event_id, started,
-                          attempt).encode()
+        shard = self._shard(st.namespace, st.workflow_id)
+        if tail:
+            history = await self._full_history(shard, entry, tail[0].event_id) + tail
+        else:
+            history = await self._full_history(shard, entry, started + 1)
+        token = TaskToken("workflow", st.namespace, st.workflow_id, st.run_id, scheduled, started, attempt).encode()
         return WorkflowTask(task_token=token, namespace=st.namespace, workflow_id=st.workflow_id, run_id=st.run_id,
                             workflow_type=st.workflow_type, task_queue=st.task_queue, attempt=attempt,
                             started_event_id=started, previous_started_event_id=previous, history=history)
@@ -572,15 +734,17 @@ class HistoryServiceImpl:
             start_to_close_timeout_ms=snap["stc"], heartbeat_timeout_ms=snap["hb"],
             heartbeat_details=snap["details"], context=dict(attrs.get("context") or {}))
 
-    async def respond_workflow_task_completed(self, req: RespondWorkflowTaskCompletedRequest) -> None:
+    async def respond_workflow_task_completed(
+            self, req: RespondWorkflowTaskCompletedRequest) -> RespondWorkflowTaskCompletedResponse:
         tok = _token(req.task_token, "workflow")
 
-        def fn(m: Mutation, entry: CacheEntry) -> ServiceError | None:
+        def fn(m: Mutation, entry: CacheEntry) -> tuple[ServiceError | None, list[ActivityTask]]:
             self._engine.check_wft_token(m.state, tok.scheduled_event_id, tok.started_event_id, tok.attempt)
-            return self._engine.complete_wft(m, req.commands, req.identity)
+            err = self._engine.complete_wft(m, req.commands, req.identity)
+            return err, [_eager_task(m.state, info, attrs) for info, attrs in m.eager]
 
         try:
-            err, _ = await self._update(tok.namespace, tok.workflow_id, tok.run_id, fn)
+            (err, eager), _ = await self._update(tok.namespace, tok.workflow_id, tok.run_id, fn)
         except HistoryLimitExceeded as e:
             message = e.message
 
@@ -589,9 +753,10 @@ class HistoryServiceImpl:
                 self._engine.terminate_for_history_limit(m, message, req.identity)
 
             await self._update(tok.namespace, tok.workflow_id, tok.run_id, terminate)
-            return
+            return RespondWorkflowTaskCompletedResponse()
         if err is not None:
             raise err
+        return RespondWorkflowTaskCompletedResponse(activity_tasks=eager)
 
     async def respond_workflow_task_failed(self, req: RespondWorkflowTaskFailedRequest) -> None:
         tok = _token(req.task_token, "workflow")
@@ -607,14 +772,28 @@ class HistoryServiceImpl:
 
         await self._update(tok.namespace, tok.workflow_id, tok.run_id, fn)
 
-    async def respond_activity_task_completed(self, req: RespondActivityTaskCompletedRequest) -> None:
+    async def respond_activity_task_completed(
+            self, req: RespondActivityTaskCompletedRequest) -> RespondActivityTaskCompletedResponse:
         tok = _token(req.task_token, "activity")
+        request_id = new_request_id() if req.return_workflow_task is True else ""
 
-        def fn(m: Mutation, entry: CacheEntry) -> None:
+        def fn(m: Mutation, entry: CacheEntry) -> tuple[int, int, int, int]:
             info = self._engine.check_activity_token(m.state, tok.scheduled_event_id, tok.attempt)
             self._engine.activity_completed(m, info, req.result, req.identity)
+            if request_id:
+                # The caller has the run cached: the workflow task this completion scheduled (if it
+                # did) is started for it now, in this same write, instead of going through matching.
+                w = self._engine.start_new_wft(m, request_id, req.identity)
+                if w is not None:
+                    return w.scheduled_event_id, w.started_event_id, w.attempt, m.state.last_completed_wft_started_id
+            return 0, 0, 0, 0
 
-        await self._update(tok.namespace, tok.workflow_id, tok.run_id, fn)
+        (sched, started, attempt, previous), entry = await self._update(tok.namespace, tok.workflow_id,
+                                                                         tok.run_id, fn)
+        if not started:
+            return RespondActivityTaskCompletedResponse()
+        return RespondActivityTaskCompletedResponse(
+            workflow_task=await self._workflow_task(entry, sched, started, attempt, previous))
 
     async def respond_activity_task_failed(self, req: RespondActivityTaskFailedRequest) -> None:
         tok = _token(req.task_token, "activity")
@@ -630,12 +809,13 @@ class HistoryServiceImpl:
     async def record_activity_heartbeat(self, req: RecordActivityHeartbeatRequest) -> RecordActivityHeartbeatResponse:
         tok = _token(req.task_token, "activity")
 
-        def fn(m: Mutation, entry: CacheEntry) -> None:
+        def fn(m: Mutation, entry: CacheEntry) -> bool:
             info = self._engine.check_activity_token(m.state, tok.scheduled_event_id, tok.attempt)
             self._engine.heartbeat(m, info, req.details)
+            return info.cancel_requested
 
-        await self._update(tok.namespace, tok.workflow_id, tok.run_id, fn)
-        return RecordActivityHeartbeatResponse(cancel_requested=False)
+        cancel, _ = await self._update(tok.namespace, tok.workflow_id, tok.run_id, fn)
+        return RecordActivityHeartbeatResponse(cancel_requested=cancel)
 
     # ================================================================== queue callbacks
 
@@ -644,6 +824,9 @@ class HistoryServiceImpl:
         k = d["k"]
         if k == T_VISIBILITY:
             await self._visibility.upsert(info_from_dict(d["info"]))
+            return
+        if k in PROCESS_TRANSFER_KINDS:
+            await self._processes.run(d)
             return
         if k not in (T_WORKFLOW_TASK, T_ACTIVITY_TASK):
             log.error("shard %d: dropping transfer task %d of unknown kind %r", shard_id, t.task_id, k)
@@ -670,8 +853,29 @@ class HistoryServiceImpl:
 
 # ====================================================================== helpers
 
+def _update_of(m: Mutation) -> Update:
+    """The atomic write of a run's mutation (with the run that continues it, if any)."""
+    nxt = m.successor
+    if nxt is not None:
+        return Update([m, nxt], CurrentRunWrite(_current_row(nxt.state), m.state.run_id))
+    return Update([m], CurrentRunWrite(_current_row(m.state), m.state.run_id) if m.closed else None)
+
+
 def _current_row(st: MutableState) -> CurrentRunRow:
     return CurrentRunRow(st.namespace, st.workflow_id, st.run_id, st.status, st.start_request_id, st.start_time_ms)
+
+
+def _eager_task(st: MutableState, info: ActivityInfo, attrs: dict[str, Any]) -> ActivityTask:
+    """The task of an activity started eagerly (`attrs`: its ActivityTaskScheduled attributes)."""
+    sched = info.scheduled_event_id
+    token = TaskToken("activity", st.namespace, st.workflow_id, st.run_id, sched, 0, info.attempt).encode()
+    return ActivityTask(
+        task_token=token, namespace=st.namespace, workflow_id=st.workflow_id, run_id=st.run_id,
+        workflow_type=st.workflow_type, activity_id=info.activity_id, activity_type=info.activity_type,
+        task_queue=info.task_queue, input=list(attrs.get("input") or []), attempt=info.attempt,
+        scheduled_time_ms=info.attempt_scheduled_time_ms, started_time_ms=info.started_time_ms,
+        start_to_close_timeout_ms=info.start_to_close_ms, heartbeat_timeout_ms=info.heartbeat_ms,
+        heartbeat_details=info.heartbeat_details, context=dict(attrs.get("context") or {}))
 
 
 def _check_ref(ref: ExecutionRef, what: str) -> ExecutionRef:

@@ -7,7 +7,7 @@ mutations into ONE atomic conditional write.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from legato import codec
@@ -25,6 +25,16 @@ MAX_SIGNAL_REQUEST_IDS = 1000  # request ids of recent signals kept for dedupe, 
 T_WORKFLOW_TASK = "workflow_task"
 T_ACTIVITY_TASK = "activity_task"
 T_VISIBILITY = "visibility"
+# issue 3: cross-workflow effects (history/process_tasks.py carries them out)
+T_START_CHILD = "start_child"
+T_SIGNAL_EXTERNAL = "signal_external"
+T_CANCEL_EXTERNAL = "cancel_external"
+T_TERMINATE_EXTERNAL = "terminate_external"
+T_MONITOR_EXTERNAL = "monitor_external"
+T_CLOSE_NOTIFY = "close_notify"  # tell the parent and the monitors that the run closed
+T_PARENT_CLOSE_POLICY = "parent_close_policy"  # apply the open children's parent_close_policy
+PROCESS_TRANSFER_KINDS = frozenset({T_START_CHILD, T_SIGNAL_EXTERNAL, T_CANCEL_EXTERNAL, T_TERMINATE_EXTERNAL,
+                                    T_MONITOR_EXTERNAL, T_CLOSE_NOTIFY, T_PARENT_CLOSE_POLICY})
 
 # Timer task kinds
 TM_USER_TIMER = "user_timer"
@@ -33,6 +43,10 @@ TM_ACTIVITY_TIMEOUT = "activity_timeout"
 TM_WFT_TIMEOUT = "wft_timeout"
 TM_WFT_BACKOFF = "wft_backoff"
 TM_WORKFLOW_TIMEOUT = "workflow_timeout"
+TM_CANCEL_DEADLINE = "cancel_deadline"
+
+# Children (parent side)
+INITIATED = "INITIATED"
 
 
 @dataclass(slots=True)
@@ -46,6 +60,11 @@ class WorkflowTaskInfo:
     timeout_ms: int = 0
     scheduled_time_ms: int = 0  # BACKOFF: when the next attempt gets scheduled
     started_time_ms: int = 0
+    # A retry (attempt > 1) of a failing task: its WorkflowTaskScheduled/Started live here only
+    # (docs/protocol.md, "Failed and timed-out tasks"). `scheduled_event_id` is then the id the
+    # task was dispatched with (its identity for matching and tokens); the events the worker sees
+    # are numbered from the history's end when it starts (started_event_id - 1, started_event_id).
+    transient: bool = False
 
 
 @dataclass(slots=True)
@@ -69,6 +88,7 @@ class ActivityInfo:
     last_failure: dict[str, Any] | None = None
     heartbeat_details: Any = None
     last_heartbeat_ms: int = 0
+    cancel_requested: bool = False  # RequestCancelActivityTask while it ran: heartbeats say so
 
 
 @dataclass(slots=True)
@@ -76,6 +96,57 @@ class TimerInfo:
     timer_id: str
     started_event_id: int
     fire_time_ms: int
+
+
+@dataclass(slots=True)
+class ChildInfo:
+    """A child this run started (StartChildWorkflowExecutionInitiated), until it closes."""
+
+    initiated_event_id: int
+    namespace: str
+    workflow_id: str
+    workflow_type: str
+    parent_close_policy: str
+    state: str = INITIATED  # INITIATED | STARTED
+    run_id: str = ""
+    existing: bool = False  # use_existing returned someone else's run: not ours to close
+    wait_for_cancellation: bool = False
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """A signal / cancel / terminate / monitor request to another workflow, until its outcome."""
+
+    initiated_event_id: int
+    kind: str  # a T_* transfer kind
+    namespace: str
+    workflow_id: str
+    link: bool = False
+    remove: bool = False
+
+
+@dataclass(slots=True)
+class Registration:
+    """One side of a monitor or link.
+
+    In `MutableState.monitors` (who is told when this run closes): `namespace`/`pid` name the
+    monitoring workflow (or caller pid), `run_id`/`initiated_event_id` its run and its
+    MonitorExternalWorkflowExecutionInitiated (or StartChildWorkflowExecutionInitiated, `child`).
+    In `MutableState.watching` (whose close this run waits to hear): `pid` is the watched
+    workflow, `run_id` its run, `initiated_event_id` this run's event (0 when the other side made
+    the link). `own`: a link this run made (the other side learns of it by a transfer task).
+    """
+
+    namespace: str
+    pid: str
+    run_id: str = ""
+    initiated_event_id: int = 0
+    link: bool = False
+    child: bool = False
+    own: bool = False
+
+    def same(self, namespace: str, pid: str, link: bool) -> bool:
+        return self.namespace == namespace and self.pid == pid and self.link == link
 
 
 @dataclass(slots=True)
@@ -109,6 +180,23 @@ class MutableState:
     last_wft_failure_cause: str = ""
     result: Any = None
     failure: dict[str, Any] | None = None
+    # ---- issue 3 (docs/processes.md)
+    attempt: int = 1  # workflow-level retry attempt
+    input: list[Any] | None = None  # kept only when a retry or cron run will need it again
+    context: dict[str, Any] = field(default_factory=dict)
+    retry_policy: dict[str, Any] | None = None
+    cron_schedule: str = ""
+    execution_deadline_ms: int = 0  # across runs (retries, cron, continue-as-new); 0: none
+    parent: dict[str, Any] | None = None  # ParentInfo.to_dict()
+    parent_close_policy: str = "terminate"
+    next_run_id: str = ""  # the run that continues this one (continue-as-new, retry, cron)
+    cancel_request_id: str = ""
+    cancel_deadline_ms: int = 0
+    terminate_request_id: str = ""
+    children: dict[int, ChildInfo] = field(default_factory=dict)
+    requests: dict[int, RequestInfo] = field(default_factory=dict)
+    monitors: list[Registration] = field(default_factory=list)
+    watching: list[Registration] = field(default_factory=list)
 
     @property
     def running(self) -> bool:
@@ -142,10 +230,18 @@ class MutableState:
     # ------------------------------------------------------------ (de)serialization
 
     def encode(self) -> str:
-        d: dict[str, Any] = {name: getattr(self, name) for name in _STATE_SCALARS}
+        d = _flat(self, _STATE_SCALARS)
         d["wft"] = None if self.wft is None else _flat(self.wft, _WFT_FIELDS)
         d["activities"] = [_flat(a, _ACTIVITY_FIELDS) for a in self.activities.values()]
         d["timers"] = [[t.timer_id, t.started_event_id, t.fire_time_ms] for t in self.timers.values()]
+        if self.children:
+            d["children"] = [_flat(c, _CHILD_FIELDS) for c in self.children.values()]
+        if self.requests:
+            d["requests"] = [_flat(r, _REQUEST_FIELDS) for r in self.requests.values()]
+        if self.monitors:
+            d["monitors"] = [_flat(r, _REG_FIELDS) for r in self.monitors]
+        if self.watching:
+            d["watching"] = [_flat(r, _REG_FIELDS) for r in self.watching]
         return codec.dumps(d)
 
     @classmethod
@@ -159,16 +255,59 @@ class MutableState:
             info = ActivityInfo(**_known(a, _ACTIVITY_FIELDS))
             st.activities[info.scheduled_event_id] = info
         st.timers = {t[0]: TimerInfo(t[0], int(t[1]), int(t[2])) for t in d.get("timers") or []}
+        for c in d.get("children") or []:
+            child = ChildInfo(**_known(c, _CHILD_FIELDS))
+            st.children[child.initiated_event_id] = child
+        for r in d.get("requests") or []:
+            req = RequestInfo(**_known(r, _REQUEST_FIELDS))
+            st.requests[req.initiated_event_id] = req
+        st.monitors = [Registration(**_known(r, _REG_FIELDS)) for r in d.get("monitors") or []]
+        st.watching = [Registration(**_known(r, _REG_FIELDS)) for r in d.get("watching") or []]
         return st
 
 
 _WFT_FIELDS = tuple(f.name for f in fields(WorkflowTaskInfo))
 _ACTIVITY_FIELDS = tuple(f.name for f in fields(ActivityInfo))
-_STATE_SCALARS = tuple(f.name for f in fields(MutableState) if f.name not in ("wft", "activities", "timers"))
+_CHILD_FIELDS = tuple(f.name for f in fields(ChildInfo))
+_REQUEST_FIELDS = tuple(f.name for f in fields(RequestInfo))
+_REG_FIELDS = tuple(f.name for f in fields(Registration))
+_STATE_SCALARS = tuple(f.name for f in fields(MutableState)
+                       if f.name not in ("wft", "activities", "timers", "children", "requests", "monitors", "watching"))
+
+
+_NO_DEFAULT: Any = object()
+_DEFAULTS: dict[tuple[type, tuple[str, ...]], tuple[tuple[str, Any], ...]] = {}
+
+
+def _defaults(cls: type, names: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
+    """(name, default) of the fields `names` of dataclass `cls` (_NO_DEFAULT: none)."""
+    out = []
+    for f in fields(cls):
+        if f.name in names:
+            if f.default is not MISSING:
+                default = f.default
+            elif f.default_factory is not MISSING:
+                default = f.default_factory()
+            else:
+                default = _NO_DEFAULT
+            out.append((f.name, default))
+    return tuple(out)
 
 
 def _flat(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    return {n: getattr(obj, n) for n in names}
+    """The fields `names` of `obj` that differ from their defaults: decoding fills the others
+    back in (the constructors' defaults). A state is written at every transition; leaving out
+    the defaults makes it several times shorter, and quicker to encode."""
+    key = (type(obj), names)
+    spec = _DEFAULTS.get(key)
+    if spec is None:
+        spec = _DEFAULTS[key] = _defaults(type(obj), names)
+    out: dict[str, Any] = {}
+    for n, default in spec:
+        v = getattr(obj, n)
+        if default is _NO_DEFAULT or v != default or type(v) is not type(default):
+            out[n] = v
+    return out
 
 
 def _known(d: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
@@ -189,14 +328,20 @@ class Mutation:
     timers: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     closed: bool = False  # the run closed in this mutation (the current-run pointer changes)
     dirty: bool = False  # state changed without events or tasks (e.g. an activity started)
+    # Activities started at once for the worker completing the workflow task (eager execution),
+    # with their ActivityTaskScheduled attributes; the response hands them to that worker.
+    eager: list[tuple[ActivityInfo, dict[str, Any]]] = field(default_factory=list)
+    # The run that continues this one (continue-as-new, workflow retry, cron), created in the
+    # same atomic write; the current-run pointer moves to it.
+    successor: Mutation | None = None
 
     @classmethod
     def of(cls, state: MutableState, now: int) -> Mutation:
         return cls(state, now, state.next_event_id)
 
-    def event(self, event_type: EventType, attrs: dict[str, Any]) -> HistoryEvent:
+    def event(self, event_type: EventType, attrs: dict[str, Any], timestamp_ms: int | None = None) -> HistoryEvent:
         st = self.state
-        ev = HistoryEvent(st.next_event_id, event_type, self.now, attrs)
+        ev = HistoryEvent(st.next_event_id, event_type, self.now if timestamp_ms is None else timestamp_ms, attrs)
         text = ev.encode()
         st.next_event_id += 1
         st.history_bytes += len(text.encode()) if not text.isascii() else len(text)

@@ -44,7 +44,39 @@ class IdConflictPolicy(StrEnum):
     TERMINATE_EXISTING = "terminate_existing"
 
 
+class ParentClosePolicy(StrEnum):
+    TERMINATE = "terminate"
+    ABANDON = "abandon"
+    REQUEST_CANCEL = "request_cancel"
+
+
 # ---------------------------------------------------------------- workflow lifecycle
+
+@dataclass(slots=True)
+class ParentInfo:
+    """The workflow that started a child, and the event that started it."""
+
+    namespace: str
+    workflow_id: str
+    run_id: str
+    initiated_event_id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"namespace": self.namespace, "workflow_id": self.workflow_id, "run_id": self.run_id,
+                "initiated_event_id": self.initiated_event_id}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ParentInfo:
+        return cls(d["namespace"], d["workflow_id"], d["run_id"], int(d["initiated_event_id"]))
+
+
+@dataclass(slots=True)
+class StartMessage:
+    """A signal queued at start (`:with_message`): delivered before any outside signal."""
+
+    topic: str
+    payload: Any = None
+
 
 @dataclass(slots=True)
 class ExecutionRef:
@@ -70,12 +102,24 @@ class StartWorkflowRequest:
     context: dict[str, Any] = field(default_factory=dict)
     memo: dict[str, Any] = field(default_factory=dict)
     search_attributes: dict[str, Any] = field(default_factory=dict)
+    # issue 3: the rest of seed 002's start options
+    retry_policy: dict[str, Any] | None = None  # RetryPolicy.to_dict(); workflow-level retries
+    cron_schedule: str = ""
+    start_delay_ms: int = 0
+    execution_error_when_already_started: bool = False
+    enable_eager_start: bool = False
+    wait_for_cancellation: bool = False
+    start_messages: list[StartMessage] = field(default_factory=list)
+    parent: ParentInfo | None = None
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.TERMINATE
+    monitors: list[str] = field(default_factory=list)  # caller pids ("@...") that get EXIT when it closes
 
 
 @dataclass(slots=True)
 class StartWorkflowResponse:
     run_id: str
     started: bool  # False when an existing run was returned (use_existing, same request id)
+    existing: bool = False  # use_existing returned a run another start made (not a retry of this one)
 
 
 @dataclass(slots=True)
@@ -93,6 +137,7 @@ class TerminateWorkflowRequest:
     ref: ExecutionRef
     reason: str = ""
     identity: str = ""
+    request_id: str = ""  # a retried terminate with the same request id succeeds once the run is closed by it
 
 
 @dataclass(slots=True)
@@ -101,6 +146,114 @@ class CancelWorkflowRequest:
     reason: str = ""
     identity: str = ""
     request_id: str = ""
+    deadline_ms: int = 0  # > 0: terminate the workflow if it is still running this long after the request
+
+
+# ---------------------------------------------------------------- processes (issue 3)
+
+CALLER_PID_PREFIX = "@"  # pids of non-durable Lua callers; workflow ids may not start with it
+
+
+@dataclass(slots=True)
+class ProcessMessage:
+    """What a caller's mailbox receives: a message (`kind="message"`, topic/payload/sender)
+    or a process event (`kind="event"`, `event` = {"kind": "EXIT"|"LINK_DOWN", "from": pid,
+    "result": {"value": ..., "error": Failure dict or None}})."""
+
+    kind: str
+    topic: str = ""
+    payload: Any = None
+    sender: str = ""
+    event: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class SendMessageRequest:
+    """`process.send(pid, topic, payload)` from outside a workflow: a workflow pid gets a signal,
+    a caller pid a mailbox message. An unknown target is NotFound."""
+
+    target: str
+    topic: str
+    payload: Any = None
+    sender: str = ""
+    namespace: str = DEFAULT_NAMESPACE
+    request_id: str = ""
+
+
+@dataclass(slots=True)
+class PollMailboxRequest:
+    pid: str
+    timeout_ms: int = 30_000
+    max_messages: int = 100
+
+
+@dataclass(slots=True)
+class MonitorWorkflowRequest:
+    """A caller pid starts (or stops) monitoring or linking a workflow."""
+
+    ref: ExecutionRef
+    monitor_pid: str
+    link: bool = False
+    remove: bool = False
+
+
+@dataclass(slots=True)
+class ExecutionClosed:
+    """How a run ended: what its parent and its monitors are told."""
+
+    namespace: str
+    workflow_id: str
+    run_id: str
+    status: WorkflowStatus
+    result: Any = None
+    failure: Failure | None = None
+
+
+@dataclass(slots=True)
+class MonitorRegistration:
+    """Who monitors (or is linked to) a workflow: a workflow run, or a caller pid."""
+
+    namespace: str
+    pid: str  # the monitoring workflow's id, or a caller pid ("@...")
+    run_id: str = ""  # the monitoring run ("" for a caller)
+    initiated_event_id: int = 0  # its MonitorExternalWorkflowExecutionInitiated (0 for a caller)
+    link: bool = False
+
+
+@dataclass(slots=True)
+class RegisterMonitorRequest:
+    """Register (or with `remove`, drop) a monitor or link on the current run of `ref`.
+    Idempotent: the same registration twice is one registration."""
+
+    ref: ExecutionRef
+    monitor: MonitorRegistration
+    remove: bool = False
+
+
+@dataclass(slots=True)
+class RegisterMonitorResponse:
+    run_id: str  # the run now monitored
+    closed: ExecutionClosed | None = None  # set when that run had already closed (nothing registered)
+
+
+@dataclass(slots=True)
+class RecordChildClosedRequest:
+    """A child (or, with `existing`, a run a child start found running) closed: the parent run
+    records ChildWorkflowExecution* for its initiated event, once."""
+
+    parent: ParentInfo
+    child: ExecutionClosed
+    existing: bool = False
+
+
+@dataclass(slots=True)
+class DeliverMonitoredClosedRequest:
+    """A monitored or linked workflow closed: the monitoring run (`ref`, following its
+    continue-as-new chain) records MonitoredWorkflowExecutionClosed, once."""
+
+    ref: ExecutionRef
+    closed: ExecutionClosed
+    link: bool = False
 
 
 # ---------------------------------------------------------------- reading workflows
@@ -199,6 +352,24 @@ class ListWorkflowsResponse:
     next_page_token: bytes = b""
 
 
+@dataclass(slots=True)
+class CountWorkflowsRequest:
+    namespace: str = DEFAULT_NAMESPACE
+    query: str = ""  # the language of `legato.query`; may end with GROUP BY ExecutionStatus
+
+
+@dataclass(slots=True)
+class CountGroup:
+    value: str  # with GROUP BY ExecutionStatus: a `WorkflowStatus` value
+    count: int
+
+
+@dataclass(slots=True)
+class CountWorkflowsResponse:
+    count: int
+    groups: list[CountGroup] = field(default_factory=list)  # set with GROUP BY; only non-empty groups
+
+
 # ---------------------------------------------------------------- tasks
 
 @dataclass(slots=True)
@@ -279,6 +450,13 @@ class RespondWorkflowTaskCompletedRequest:
 
 
 @dataclass(slots=True)
+class RespondWorkflowTaskCompletedResponse:
+    # The activities of the task's commands that asked for eager execution (and were on the
+    # workflow's task queue): already recorded as started for this worker, which runs them now.
+    activity_tasks: list[ActivityTask] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class RespondWorkflowTaskFailedRequest:
     task_token: bytes
     cause: str  # WORKFLOW_ERROR | NON_DETERMINISTIC | FORBIDDEN_CALL | LIMIT_EXCEEDED | BAD_COMMAND
@@ -291,12 +469,27 @@ class RespondActivityTaskCompletedRequest:
     task_token: bytes
     result: Any = None
     identity: str = ""
+    # The worker has the run cached and a free workflow-task slot: if this completion schedules a
+    # workflow task, history starts it for this worker at once and returns it (no poll, no matching).
+    return_workflow_task: bool = False
+
+
+@dataclass(slots=True)
+class RespondActivityTaskCompletedResponse:
+    workflow_task: WorkflowTask | None = None  # set when return_workflow_task started one for the caller
 
 
 @dataclass(slots=True)
 class RespondActivityTaskFailedRequest:
     task_token: bytes
     failure: Failure
+    identity: str = ""
+
+
+@dataclass(slots=True)
+class RespondActivityTaskCanceledRequest:
+    task_token: bytes
+    details: Any = None
     identity: str = ""
 
 
@@ -325,14 +518,29 @@ class WorkflowService(Protocol):
     async def get_workflow_history(self, req: GetHistoryRequest) -> GetHistoryResponse: ...
     async def get_workflow_result(self, req: GetResultRequest) -> GetResultResponse: ...
     async def list_workflows(self, req: ListWorkflowsRequest) -> ListWorkflowsResponse: ...
+    async def count_workflows(self, req: CountWorkflowsRequest) -> CountWorkflowsResponse: ...
     async def poll_workflow_task(self, req: PollRequest) -> WorkflowTask | None: ...
-    async def respond_workflow_task_completed(self, req: RespondWorkflowTaskCompletedRequest) -> None: ...
+    async def respond_workflow_task_completed(
+        self, req: RespondWorkflowTaskCompletedRequest) -> RespondWorkflowTaskCompletedResponse: ...
     async def respond_workflow_task_failed(self, req: RespondWorkflowTaskFailedRequest) -> None: ...
     async def poll_activity_task(self, req: PollRequest) -> ActivityTask | None: ...
-    async def respond_activity_task_completed(self, req: RespondActivityTaskCompletedRequest) -> None: ...
+    async def respond_activity_task_completed(
+        self, req: RespondActivityTaskCompletedRequest) -> RespondActivityTaskCompletedResponse: ...
     async def respond_activity_task_failed(self, req: RespondActivityTaskFailedRequest) -> None: ...
     async def record_activity_heartbeat(
         self, req: RecordActivityHeartbeatRequest) -> RecordActivityHeartbeatResponse: ...
+    async def respond_activity_task_canceled(self, req: RespondActivityTaskCanceledRequest) -> None: ...
+
+    # ---- processes (issue 3): non-durable Lua callers (pids starting with "@")
+    async def send_message(self, req: SendMessageRequest) -> None:
+        """A workflow pid gets a signal (sender = req.sender); a caller pid a mailbox message.
+        An unknown target is NotFound."""
+        ...
+
+    async def open_mailbox(self, pid: str) -> None: ...
+    async def close_mailbox(self, pid: str) -> None: ...
+    async def poll_mailbox(self, req: PollMailboxRequest) -> list[ProcessMessage]: ...
+    async def monitor_workflow(self, req: MonitorWorkflowRequest) -> None: ...
 
 
 class HistoryService(Protocol):
@@ -351,12 +559,30 @@ class HistoryService(Protocol):
         self, task: TaskInfo, request_id: str, identity: str) -> WorkflowTask: ...
     async def record_activity_task_started(
         self, task: TaskInfo, request_id: str, identity: str) -> ActivityTask: ...
-    async def respond_workflow_task_completed(self, req: RespondWorkflowTaskCompletedRequest) -> None: ...
+    async def respond_workflow_task_completed(
+        self, req: RespondWorkflowTaskCompletedRequest) -> RespondWorkflowTaskCompletedResponse: ...
     async def respond_workflow_task_failed(self, req: RespondWorkflowTaskFailedRequest) -> None: ...
-    async def respond_activity_task_completed(self, req: RespondActivityTaskCompletedRequest) -> None: ...
+    async def respond_activity_task_completed(
+        self, req: RespondActivityTaskCompletedRequest) -> RespondActivityTaskCompletedResponse: ...
     async def respond_activity_task_failed(self, req: RespondActivityTaskFailedRequest) -> None: ...
     async def record_activity_heartbeat(
         self, req: RecordActivityHeartbeatRequest) -> RecordActivityHeartbeatResponse: ...
+    async def respond_activity_task_canceled(self, req: RespondActivityTaskCanceledRequest) -> None:
+        """The activity stopped after its cancellation was requested (a heartbeat said so)."""
+        ...
+
+    # ---- processes (issue 3). Callers (non-durable Lua code) monitor and link workflows:
+    async def monitor_workflow(self, req: MonitorWorkflowRequest) -> None:
+        """Register (or drop) a caller pid as a monitor / link of the workflow's current run. If
+        that run already closed, the caller's mailbox gets the EXIT (or LINK_DOWN) at once."""
+        ...
+
+    # Between runs: history's transfer tasks call these through this interface, so that in the
+    # distributed mode they reach the target's shard owner. Each is idempotent (keyed by the
+    # initiator's run id and initiated event id).
+    async def register_monitor(self, req: RegisterMonitorRequest) -> RegisterMonitorResponse: ...
+    async def record_child_closed(self, req: RecordChildClosedRequest) -> None: ...
+    async def deliver_monitored_closed(self, req: DeliverMonitoredClosedRequest) -> None: ...
 
 
 class MatchingService(Protocol):
@@ -370,9 +596,35 @@ class MatchingService(Protocol):
     async def poll_workflow_task(self, req: PollRequest) -> WorkflowTask | None: ...
     async def poll_activity_task(self, req: PollRequest) -> ActivityTask | None: ...
 
+    async def deliver_message(self, pid: str, msg: ProcessMessage) -> bool:
+        """Put `msg` in the mailbox of caller pid `pid`; False if it has none (the caller is gone).
+        A full mailbox raises ResourceExhausted."""
+        ...
+
+    async def open_mailbox(self, pid: str) -> None:
+        """Open the mailbox of caller pid `pid` (a no-op when it is open)."""
+        ...
+
+    async def close_mailbox(self, pid: str) -> None:
+        """Drop the mailbox of `pid` and what waits in it; later deliveries return False."""
+        ...
+
+    async def poll_mailbox(self, req: PollMailboxRequest) -> list[ProcessMessage]:
+        """Long-poll: up to `max_messages` messages, waiting up to `timeout_ms` for the first
+        (an empty list when none came). NotFound when the mailbox is not open."""
+        ...
+
 
 class VisibilityStore(Protocol):
-    """Listing and counting runs. Written by history, read by frontend."""
+    """Listing and counting runs. Written by history, read by frontend. Queries are in the
+    language of `legato.query`, whose docstring says what a store must support."""
 
     async def upsert(self, info: WorkflowExecutionInfo) -> None: ...
     async def list(self, req: ListWorkflowsRequest) -> ListWorkflowsResponse: ...
+    async def count(self, namespace: str, query: str) -> int:
+        """Runs of the namespace that match the query (ORDER BY and GROUP BY are ignored)."""
+        ...
+
+    async def count_by_status(self, namespace: str, query: str) -> dict[WorkflowStatus, int]:
+        """Runs of the namespace that match the query, per status; statuses without any left out."""
+        ...

@@ -182,6 +182,9 @@ class GrpcClient:
     async def list_workflows(self, req: api.ListWorkflowsRequest) -> api.ListWorkflowsResponse:
         return wire.list_response_from_pb(await self._call("ListWorkflows", wire.list_request_to_pb(req)))
 
+    async def count_workflows(self, req: api.CountWorkflowsRequest) -> api.CountWorkflowsResponse:
+        return wire.count_response_from_pb(await self._call("CountWorkflows", wire.count_request_to_pb(req)))
+
     async def _poll(self, rpc: str, request: Any, timeout_ms: int) -> Any:
         try:
             return await self._call(rpc, request, self._long_poll_s(timeout_ms or self._long_poll_timeout_ms))
@@ -194,8 +197,10 @@ class GrpcClient:
         m = await self._poll("PollWorkflowTask", wire.poll_workflow_request_to_pb(req), req.timeout_ms)
         return None if m is None else wire.poll_workflow_response_from_pb(m)
 
-    async def respond_workflow_task_completed(self, req: api.RespondWorkflowTaskCompletedRequest) -> None:
-        await self._call("RespondWorkflowTaskCompleted", wire.workflow_task_completed_to_pb(req))
+    async def respond_workflow_task_completed(
+            self, req: api.RespondWorkflowTaskCompletedRequest) -> api.RespondWorkflowTaskCompletedResponse:
+        return wire.workflow_task_completed_response_from_pb(
+            await self._call("RespondWorkflowTaskCompleted", wire.workflow_task_completed_to_pb(req)))
 
     async def respond_workflow_task_failed(self, req: api.RespondWorkflowTaskFailedRequest) -> None:
         await self._call("RespondWorkflowTaskFailed", wire.workflow_task_failed_to_pb(req))
@@ -204,8 +209,10 @@ class GrpcClient:
         m = await self._poll("PollActivityTask", wire.poll_activity_request_to_pb(req), req.timeout_ms)
         return None if m is None else wire.poll_activity_response_from_pb(m)
 
-    async def respond_activity_task_completed(self, req: api.RespondActivityTaskCompletedRequest) -> None:
-        await self._call("RespondActivityTaskCompleted", wire.activity_completed_to_pb(req))
+    async def respond_activity_task_completed(
+            self, req: api.RespondActivityTaskCompletedRequest) -> api.RespondActivityTaskCompletedResponse:
+        return wire.activity_completed_response_from_pb(
+            await self._call("RespondActivityTaskCompleted", wire.activity_completed_to_pb(req)))
 
     async def respond_activity_task_failed(self, req: api.RespondActivityTaskFailedRequest) -> None:
         await self._call("RespondActivityTaskFailed", wire.activity_failed_to_pb(req))
@@ -214,3 +221,24 @@ class GrpcClient:
             self, req: api.RecordActivityHeartbeatRequest) -> api.RecordActivityHeartbeatResponse:
         return wire.heartbeat_response_from_pb(
             await self._call("RecordActivityHeartbeat", wire.heartbeat_request_to_pb(req)))
+
+    async def respond_activity_task_canceled(self, req: api.RespondActivityTaskCanceledRequest) -> None:
+        await self._call("RespondActivityTaskCanceled", wire.activity_canceled_to_pb(req))
+
+    # ------------------------------------------------------------ processes (issue 3)
+
+    async def send_message(self, req: api.SendMessageRequest) -> None:
+        await self._call("SendMessage", wire.send_message_request_to_pb(req))
+
+    async def open_mailbox(self, pid: str) -> None:
+        await self._call("OpenMailbox", wire.pb.OpenMailboxRequest(pid=pid))
+
+    async def close_mailbox(self, pid: str) -> None:
+        await self._call("CloseMailbox", wire.pb.CloseMailboxRequest(pid=pid))
+
+    async def poll_mailbox(self, req: api.PollMailboxRequest) -> list[api.ProcessMessage]:
+        m = await self._poll("PollMailbox", wire.poll_mailbox_request_to_pb(req), req.timeout_ms)
+        return [] if m is None else wire.poll_mailbox_response_from_pb(m)
+
+    async def monitor_workflow(self, req: api.MonitorWorkflowRequest) -> None:
+        await self._call("MonitorWorkflow", wire.monitor_request_to_pb(req))

@@ -20,6 +20,16 @@ class CommandType(StrEnum):
     CompleteWorkflowExecution = "CompleteWorkflowExecution"
     FailWorkflowExecution = "FailWorkflowExecution"
     CancelWorkflowExecution = "CancelWorkflowExecution"
+    # Issue 3 (docs/processes.md).
+    ContinueAsNewWorkflowExecution = "ContinueAsNewWorkflowExecution"
+    UpsertWorkflowSearchAttributes = "UpsertWorkflowSearchAttributes"
+    ModifyWorkflowProperties = "ModifyWorkflowProperties"
+    RequestCancelActivityTask = "RequestCancelActivityTask"
+    StartChildWorkflowExecution = "StartChildWorkflowExecution"
+    SignalExternalWorkflowExecution = "SignalExternalWorkflowExecution"
+    RequestCancelExternalWorkflowExecution = "RequestCancelExternalWorkflowExecution"
+    TerminateExternalWorkflowExecution = "TerminateExternalWorkflowExecution"
+    MonitorExternalWorkflowExecution = "MonitorExternalWorkflowExecution"
 
 
 C = CommandType
@@ -29,6 +39,10 @@ ATTRIBUTES: dict[CommandType, tuple[str, ...]] = {
         "activity_id", "activity_type", "task_queue", "input",
         "schedule_to_close_timeout_ms", "schedule_to_start_timeout_ms", "start_to_close_timeout_ms",
         "heartbeat_timeout_ms", "retry_policy", "context",
+        # true: the worker completing the task runs this activity itself, at once (eager execution);
+        # history then records it started with that task and returns it in the response. Honoured
+        # only on the workflow's own task queue; never recorded in the ActivityTaskScheduled event.
+        "request_eager_execution",
     ),
     C.StartTimer: ("timer_id", "start_to_fire_timeout_ms"),
     C.CancelTimer: ("timer_id",),
@@ -36,6 +50,22 @@ ATTRIBUTES: dict[CommandType, tuple[str, ...]] = {
     C.CompleteWorkflowExecution: ("result",),
     C.FailWorkflowExecution: ("failure",),
     C.CancelWorkflowExecution: ("details",),
+    # input: list of arguments; the rest default to the current run's values when absent
+    C.ContinueAsNewWorkflowExecution: ("workflow_type", "task_queue", "input", "run_timeout_ms", "task_timeout_ms"),
+    C.UpsertWorkflowSearchAttributes: ("search_attributes",),
+    C.ModifyWorkflowProperties: ("memo",),
+    C.RequestCancelActivityTask: ("scheduled_event_id",),
+    # options keys: execution_timeout_ms, run_timeout_ms, task_timeout_ms, id_reuse_policy,
+    # id_conflict_policy, execution_error_when_already_started, retry_policy (RetryPolicy.to_dict),
+    # cron_schedule, memo, search_attributes, start_delay_ms, context, start_messages
+    # ([{"topic", "payload"}]), parent_close_policy, wait_for_cancellation, enable_eager_start
+    C.StartChildWorkflowExecution: ("seq", "namespace", "workflow_id", "workflow_type", "task_queue", "input",
+                                    "options"),
+    C.SignalExternalWorkflowExecution: ("seq", "namespace", "workflow_id", "run_id", "signal_name", "input",
+                                        "sender"),
+    C.RequestCancelExternalWorkflowExecution: ("seq", "namespace", "workflow_id", "reason", "deadline_ms"),
+    C.TerminateExternalWorkflowExecution: ("seq", "namespace", "workflow_id", "reason"),
+    C.MonitorExternalWorkflowExecution: ("seq", "namespace", "workflow_id", "link", "remove"),
 }
 
 # The event each command becomes, and the attribute replay compares to tell them apart.
@@ -47,9 +77,20 @@ EVENT_OF: dict[CommandType, tuple[EventType, str | None]] = {
     C.CompleteWorkflowExecution: (EventType.WorkflowExecutionCompleted, None),
     C.FailWorkflowExecution: (EventType.WorkflowExecutionFailed, None),
     C.CancelWorkflowExecution: (EventType.WorkflowExecutionCanceled, None),
+    C.ContinueAsNewWorkflowExecution: (EventType.WorkflowExecutionContinuedAsNew, None),
+    C.UpsertWorkflowSearchAttributes: (EventType.UpsertWorkflowSearchAttributes, None),
+    C.ModifyWorkflowProperties: (EventType.WorkflowPropertiesModified, None),
+    C.RequestCancelActivityTask: (EventType.ActivityTaskCancelRequested, "scheduled_event_id"),
+    C.StartChildWorkflowExecution: (EventType.StartChildWorkflowExecutionInitiated, "workflow_type"),
+    C.SignalExternalWorkflowExecution: (EventType.SignalExternalWorkflowExecutionInitiated, "signal_name"),
+    C.RequestCancelExternalWorkflowExecution: (EventType.RequestCancelExternalWorkflowExecutionInitiated,
+                                               "workflow_id"),
+    C.TerminateExternalWorkflowExecution: (EventType.TerminateExternalWorkflowExecutionInitiated, "workflow_id"),
+    C.MonitorExternalWorkflowExecution: (EventType.MonitorExternalWorkflowExecutionInitiated, "workflow_id"),
 }
 
-CLOSE_COMMANDS = frozenset({C.CompleteWorkflowExecution, C.FailWorkflowExecution, C.CancelWorkflowExecution})
+CLOSE_COMMANDS = frozenset({C.CompleteWorkflowExecution, C.FailWorkflowExecution, C.CancelWorkflowExecution,
+                            C.ContinueAsNewWorkflowExecution})
 
 
 @dataclass(slots=True)

@@ -26,6 +26,11 @@ class Limits(_Strict):
     max_pending_timers: int = Field(2_000, gt=0)
     max_buffered_signals: int = Field(10_000, gt=0)
     max_commands_per_task: int = Field(10_000, gt=0)
+    # issue 3: per workflow run
+    max_pending_children: int = Field(2_000, gt=0, description="children started and not yet closed")
+    max_pending_external_requests: int = Field(
+        2_000, gt=0, description="signals, cancels, terminates and monitors sent to other workflows, awaiting outcome")
+    max_monitors: int = Field(10_000, gt=0, description="monitors and links registered on one workflow")
     lua_memory_bytes: int = Field(64 * 1024 * 1024, gt=0, description="per workflow run")
     lua_instructions_per_task: int = Field(50_000_000, gt=0)
 
@@ -42,6 +47,9 @@ class HistoryConfig(_Strict):
     range_block_bits: int = Field(20, gt=0, le=40)
     group_commit_max_batch: int = Field(64, gt=0)
     group_commit_max_wait_ms: float = Field(0.0, ge=0)
+    # SQLite: while writes arrive together, a transaction waits up to this long for more writes
+    # (of every shard) to join it; a lone write after a quiet spell goes at once.
+    store_commit_window_ms: float = Field(5.0, ge=0)
     mutable_state_cache_size: int = Field(10_000, ge=0)
     timer_lookahead_ms: int = Field(60_000, gt=0)
     ack_flush_interval_ms: int = Field(1_000, gt=0)
@@ -49,6 +57,10 @@ class HistoryConfig(_Strict):
 
 class MatchingConfig(_Strict):
     long_poll_timeout_ms: int = Field(30_000, gt=0)
+    # Mailboxes of non-durable Lua callers (`legato run` of a function entry): messages and
+    # process events wait here until the caller polls them.
+    max_mailbox_messages: int = Field(10_000, gt=0, description="messages waiting in one caller's mailbox")
+    max_mailboxes: int = Field(100_000, gt=0, description="open caller mailboxes per matching node")
 
 
 class WorkerConfig(_Strict):
@@ -59,6 +71,15 @@ class WorkerConfig(_Strict):
     # Each poll waits for history to record its task as started, so pollers bound throughput.
     workflow_pollers: int = Field(16, gt=0)
     activity_pollers: int = Field(16, gt=0)
+    # Tasks handed over with the responses instead of through polls: a workflow task's new
+    # activities on its own task queue, when activity slots are free (eager activity execution,
+    # as Temporal does), and the workflow task an activity's completion schedules, for a run this
+    # worker has cached.
+    eager_tasks: bool = True
+    # activity.heartbeat() reaches the server at most this often (and at most every 80% of the
+    # activity's heartbeat timeout); calls in between only keep the latest details, which are sent
+    # before a failure is reported so that the next attempt sees them.
+    heartbeat_throttle_ms: int = Field(1_000, ge=0)
 
 
 class Config(_Strict):

@@ -71,7 +71,8 @@ class Failure:
         )
 
     def __str__(self) -> str:
-        where = f" (at {self.source})" if self.source else ""
+        # a Lua error message often starts with its "file:line" already
+        where = f" (at {self.source})" if self.source and not self.message.startswith(self.source) else ""
         return f"{self.kind}: {self.message}{where}"
 
 

@@ -38,6 +38,34 @@ class EventType(StrEnum):
     TimerFired = "TimerFired"
     TimerCanceled = "TimerCanceled"
     MarkerRecorded = "MarkerRecorded"
+    # Issue 3: children, process control, continue-as-new, attributes, activity cancellation.
+    WorkflowExecutionContinuedAsNew = "WorkflowExecutionContinuedAsNew"
+    UpsertWorkflowSearchAttributes = "UpsertWorkflowSearchAttributes"
+    WorkflowPropertiesModified = "WorkflowPropertiesModified"
+    ActivityTaskCancelRequested = "ActivityTaskCancelRequested"
+    ActivityTaskCanceled = "ActivityTaskCanceled"
+    StartChildWorkflowExecutionInitiated = "StartChildWorkflowExecutionInitiated"
+    StartChildWorkflowExecutionFailed = "StartChildWorkflowExecutionFailed"
+    ChildWorkflowExecutionStarted = "ChildWorkflowExecutionStarted"
+    ChildWorkflowExecutionCompleted = "ChildWorkflowExecutionCompleted"
+    ChildWorkflowExecutionFailed = "ChildWorkflowExecutionFailed"
+    ChildWorkflowExecutionCanceled = "ChildWorkflowExecutionCanceled"
+    ChildWorkflowExecutionTerminated = "ChildWorkflowExecutionTerminated"
+    ChildWorkflowExecutionTimedOut = "ChildWorkflowExecutionTimedOut"
+    SignalExternalWorkflowExecutionInitiated = "SignalExternalWorkflowExecutionInitiated"
+    SignalExternalWorkflowExecutionFailed = "SignalExternalWorkflowExecutionFailed"
+    ExternalWorkflowExecutionSignaled = "ExternalWorkflowExecutionSignaled"
+    RequestCancelExternalWorkflowExecutionInitiated = "RequestCancelExternalWorkflowExecutionInitiated"
+    RequestCancelExternalWorkflowExecutionFailed = "RequestCancelExternalWorkflowExecutionFailed"
+    ExternalWorkflowExecutionCancelRequested = "ExternalWorkflowExecutionCancelRequested"
+    # Not in Temporal (it has no process control beyond children): named in the same pattern.
+    TerminateExternalWorkflowExecutionInitiated = "TerminateExternalWorkflowExecutionInitiated"
+    TerminateExternalWorkflowExecutionFailed = "TerminateExternalWorkflowExecutionFailed"
+    ExternalWorkflowExecutionTerminated = "ExternalWorkflowExecutionTerminated"
+    MonitorExternalWorkflowExecutionInitiated = "MonitorExternalWorkflowExecutionInitiated"
+    MonitorExternalWorkflowExecutionFailed = "MonitorExternalWorkflowExecutionFailed"
+    ExternalWorkflowExecutionMonitored = "ExternalWorkflowExecutionMonitored"
+    MonitoredWorkflowExecutionClosed = "MonitoredWorkflowExecutionClosed"
 
 
 E = EventType
@@ -78,17 +106,57 @@ ATTRIBUTES: dict[EventType, tuple[str, ...]] = {
     E.TimerFired: ("timer_id", "started_event_id"),
     E.TimerCanceled: ("timer_id", "started_event_id", "workflow_task_completed_event_id"),
     E.MarkerRecorded: ("marker_name", "details", "workflow_task_completed_event_id"),
+    # ---- issue 3 (docs/processes.md has the rules)
+    E.WorkflowExecutionContinuedAsNew: ("new_execution_run_id", "workflow_type", "task_queue", "input",
+                                        "workflow_task_completed_event_id"),
+    E.UpsertWorkflowSearchAttributes: ("search_attributes", "workflow_task_completed_event_id"),
+    E.WorkflowPropertiesModified: ("memo", "workflow_task_completed_event_id"),
+    E.ActivityTaskCancelRequested: ("scheduled_event_id", "workflow_task_completed_event_id"),
+    E.ActivityTaskCanceled: ("scheduled_event_id", "started_event_id", "details", "identity"),
+    # options: the child's start options (see legato.commands ATTRIBUTES of StartChildWorkflowExecution)
+    E.StartChildWorkflowExecutionInitiated: ("seq", "namespace", "workflow_id", "workflow_type", "task_queue",
+                                             "input", "options", "workflow_task_completed_event_id"),
+    E.StartChildWorkflowExecutionFailed: ("initiated_event_id", "workflow_id", "failure"),
+    E.ChildWorkflowExecutionStarted: ("initiated_event_id", "workflow_id", "run_id", "existing"),
+    E.ChildWorkflowExecutionCompleted: ("initiated_event_id", "workflow_id", "run_id", "result"),
+    E.ChildWorkflowExecutionFailed: ("initiated_event_id", "workflow_id", "run_id", "failure"),
+    E.ChildWorkflowExecutionCanceled: ("initiated_event_id", "workflow_id", "run_id", "failure"),
+    E.ChildWorkflowExecutionTerminated: ("initiated_event_id", "workflow_id", "run_id", "failure"),
+    E.ChildWorkflowExecutionTimedOut: ("initiated_event_id", "workflow_id", "run_id", "failure"),
+    E.SignalExternalWorkflowExecutionInitiated: ("seq", "namespace", "workflow_id", "run_id", "signal_name",
+                                                 "input", "sender", "workflow_task_completed_event_id"),
+    E.SignalExternalWorkflowExecutionFailed: ("initiated_event_id", "workflow_id", "failure"),
+    E.ExternalWorkflowExecutionSignaled: ("initiated_event_id", "workflow_id", "run_id"),
+    E.RequestCancelExternalWorkflowExecutionInitiated: ("seq", "namespace", "workflow_id", "reason", "deadline_ms",
+                                                        "workflow_task_completed_event_id"),
+    E.RequestCancelExternalWorkflowExecutionFailed: ("initiated_event_id", "workflow_id", "failure"),
+    E.ExternalWorkflowExecutionCancelRequested: ("initiated_event_id", "workflow_id", "run_id"),
+    E.TerminateExternalWorkflowExecutionInitiated: ("seq", "namespace", "workflow_id", "reason",
+                                                    "workflow_task_completed_event_id"),
+    E.TerminateExternalWorkflowExecutionFailed: ("initiated_event_id", "workflow_id", "failure"),
+    E.ExternalWorkflowExecutionTerminated: ("initiated_event_id", "workflow_id", "run_id"),
+    # link: a link rather than a monitor; remove: unmonitor / unlink
+    E.MonitorExternalWorkflowExecutionInitiated: ("seq", "namespace", "workflow_id", "link", "remove",
+                                                  "workflow_task_completed_event_id"),
+    E.MonitorExternalWorkflowExecutionFailed: ("initiated_event_id", "workflow_id", "failure"),
+    E.ExternalWorkflowExecutionMonitored: ("initiated_event_id", "workflow_id", "run_id"),
+    # A monitored or linked (not child) workflow closed. status: a WorkflowStatus value.
+    E.MonitoredWorkflowExecutionClosed: ("workflow_id", "run_id", "status", "result", "failure", "link"),
 }
 
 CLOSE_EVENTS = frozenset({
     E.WorkflowExecutionCompleted, E.WorkflowExecutionFailed, E.WorkflowExecutionTimedOut,
-    E.WorkflowExecutionTerminated, E.WorkflowExecutionCanceled,
+    E.WorkflowExecutionTerminated, E.WorkflowExecutionCanceled, E.WorkflowExecutionContinuedAsNew,
 })
 
 # Events that a command of a completed workflow task produced; replay matches them to commands.
 COMMAND_EVENTS = frozenset({
     E.ActivityTaskScheduled, E.TimerStarted, E.TimerCanceled, E.MarkerRecorded,
     E.WorkflowExecutionCompleted, E.WorkflowExecutionFailed, E.WorkflowExecutionCanceled,
+    E.WorkflowExecutionContinuedAsNew, E.UpsertWorkflowSearchAttributes, E.WorkflowPropertiesModified,
+    E.ActivityTaskCancelRequested, E.StartChildWorkflowExecutionInitiated,
+    E.SignalExternalWorkflowExecutionInitiated, E.RequestCancelExternalWorkflowExecutionInitiated,
+    E.TerminateExternalWorkflowExecutionInitiated, E.MonitorExternalWorkflowExecutionInitiated,
 })
 
 

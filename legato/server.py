@@ -40,7 +40,7 @@ class Engine:
         return self._frontend
 
     async def start(self) -> None:
-        store = SqliteStore(self.db_path)
+        store = SqliteStore(self.db_path, commit_window_ms=self.config.history.store_commit_window_ms)
         await store.open()
         self._store = store
         visibility = SqliteVisibilityStore(store)

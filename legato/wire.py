@@ -155,8 +155,25 @@ def ref_from_pb(m: pb.ExecutionRef) -> api.ExecutionRef:
 
 # ---------------------------------------------------------------- workflow lifecycle
 
+def _start_message_to_pb(m: api.StartMessage, i: int) -> pb.StartMessage:
+    return pb.StartMessage(topic=m.topic, payload_json=_dump_any(m.payload, f"start_messages[{i}].payload"))
+
+
+def _start_message_from_pb(m: pb.StartMessage, i: int) -> api.StartMessage:
+    return api.StartMessage(m.topic, _load_any(m.payload_json, f"start_messages[{i}].payload_json"))
+
+
+def parent_to_pb(p: api.ParentInfo) -> pb.ParentInfo:
+    return pb.ParentInfo(namespace=p.namespace, workflow_id=p.workflow_id, run_id=p.run_id,
+                         initiated_event_id=p.initiated_event_id)
+
+
+def parent_from_pb(m: pb.ParentInfo) -> api.ParentInfo:
+    return api.ParentInfo(_ns(m.namespace), m.workflow_id, m.run_id, m.initiated_event_id)
+
+
 def start_request_to_pb(r: api.StartWorkflowRequest) -> pb.StartWorkflowRequest:
-    return pb.StartWorkflowRequest(
+    m = pb.StartWorkflowRequest(
         workflow_id=r.workflow_id, workflow_type=r.workflow_type, task_queue=r.task_queue,
         input_json=_dump_list(r.input, "input"), namespace=r.namespace, request_id=r.request_id,
         identity=r.identity, execution_timeout_ms=r.execution_timeout_ms, run_timeout_ms=r.run_timeout_ms,
@@ -164,10 +181,22 @@ def start_request_to_pb(r: api.StartWorkflowRequest) -> pb.StartWorkflowRequest:
         id_conflict_policy=r.id_conflict_policy, context_json=_dump_dict(r.context, "context"),
         memo_json=_dump_dict(r.memo, "memo"),
         search_attributes_json=_dump_dict(r.search_attributes, "search_attributes"),
+        retry_policy_json=_dump_any(r.retry_policy, "retry_policy"), cron_schedule=r.cron_schedule,
+        start_delay_ms=r.start_delay_ms,
+        execution_error_when_already_started=r.execution_error_when_already_started,
+        enable_eager_start=r.enable_eager_start, wait_for_cancellation=r.wait_for_cancellation,
+        start_messages=[_start_message_to_pb(x, i) for i, x in enumerate(r.start_messages)],
+        parent_close_policy=r.parent_close_policy, monitors=list(r.monitors),
     )
+    if r.parent is not None:
+        m.parent.CopyFrom(parent_to_pb(r.parent))
+    return m
 
 
 def start_request_from_pb(m: pb.StartWorkflowRequest) -> api.StartWorkflowRequest:
+    retry = _load_any(m.retry_policy_json, "retry_policy_json")
+    if retry is not None and not isinstance(retry, dict):
+        raise InvalidArgument(f"retry_policy_json must be a JSON object, got {type(retry).__name__}")
     return api.StartWorkflowRequest(
         workflow_id=m.workflow_id, workflow_type=m.workflow_type, task_queue=m.task_queue,
         input=_load_list(m.input_json, "input_json"), namespace=_ns(m.namespace), request_id=m.request_id,
@@ -179,15 +208,23 @@ def start_request_from_pb(m: pb.StartWorkflowRequest) -> api.StartWorkflowReques
                                  api.IdConflictPolicy.FAIL),
         context=_load_dict(m.context_json, "context_json"), memo=_load_dict(m.memo_json, "memo_json"),
         search_attributes=_load_dict(m.search_attributes_json, "search_attributes_json"),
+        retry_policy=retry, cron_schedule=m.cron_schedule, start_delay_ms=m.start_delay_ms,
+        execution_error_when_already_started=m.execution_error_when_already_started,
+        enable_eager_start=m.enable_eager_start, wait_for_cancellation=m.wait_for_cancellation,
+        start_messages=[_start_message_from_pb(x, i) for i, x in enumerate(m.start_messages)],
+        parent=parent_from_pb(m.parent) if m.HasField("parent") else None,
+        parent_close_policy=_enum(api.ParentClosePolicy, m.parent_close_policy, "parent_close_policy",
+                                  api.ParentClosePolicy.TERMINATE),
+        monitors=list(m.monitors),
     )
 
 
 def start_response_to_pb(r: api.StartWorkflowResponse) -> pb.StartWorkflowResponse:
-    return pb.StartWorkflowResponse(run_id=r.run_id, started=r.started)
+    return pb.StartWorkflowResponse(run_id=r.run_id, started=r.started, existing=r.existing)
 
 
 def start_response_from_pb(m: pb.StartWorkflowResponse) -> api.StartWorkflowResponse:
-    return api.StartWorkflowResponse(run_id=m.run_id, started=m.started)
+    return api.StartWorkflowResponse(run_id=m.run_id, started=m.started, existing=m.existing)
 
 
 def signal_request_to_pb(r: api.SignalWorkflowRequest) -> pb.SignalWorkflowRequest:
@@ -203,21 +240,23 @@ def signal_request_from_pb(m: pb.SignalWorkflowRequest) -> api.SignalWorkflowReq
 
 
 def terminate_request_to_pb(r: api.TerminateWorkflowRequest) -> pb.TerminateWorkflowRequest:
-    return pb.TerminateWorkflowRequest(ref=ref_to_pb(r.ref), reason=r.reason, identity=r.identity)
+    return pb.TerminateWorkflowRequest(ref=ref_to_pb(r.ref), reason=r.reason, identity=r.identity,
+                                       request_id=r.request_id)
 
 
 def terminate_request_from_pb(m: pb.TerminateWorkflowRequest) -> api.TerminateWorkflowRequest:
-    return api.TerminateWorkflowRequest(ref=ref_from_pb(m.ref), reason=m.reason, identity=m.identity)
+    return api.TerminateWorkflowRequest(ref=ref_from_pb(m.ref), reason=m.reason, identity=m.identity,
+                                        request_id=m.request_id)
 
 
 def cancel_request_to_pb(r: api.CancelWorkflowRequest) -> pb.RequestCancelWorkflowRequest:
     return pb.RequestCancelWorkflowRequest(ref=ref_to_pb(r.ref), reason=r.reason, identity=r.identity,
-                                           request_id=r.request_id)
+                                           request_id=r.request_id, deadline_ms=r.deadline_ms)
 
 
 def cancel_request_from_pb(m: pb.RequestCancelWorkflowRequest) -> api.CancelWorkflowRequest:
     return api.CancelWorkflowRequest(ref=ref_from_pb(m.ref), reason=m.reason, identity=m.identity,
-                                     request_id=m.request_id)
+                                     request_id=m.request_id, deadline_ms=m.deadline_ms)
 
 
 # ---------------------------------------------------------------- reading workflows
@@ -359,6 +398,23 @@ def list_response_from_pb(m: pb.ListWorkflowsResponse) -> api.ListWorkflowsRespo
                                      next_page_token=m.next_page_token)
 
 
+def count_request_to_pb(r: api.CountWorkflowsRequest) -> pb.CountWorkflowsRequest:
+    return pb.CountWorkflowsRequest(namespace=r.namespace, query=r.query)
+
+
+def count_request_from_pb(m: pb.CountWorkflowsRequest) -> api.CountWorkflowsRequest:
+    return api.CountWorkflowsRequest(namespace=_ns(m.namespace), query=m.query)
+
+
+def count_response_to_pb(r: api.CountWorkflowsResponse) -> pb.CountWorkflowsResponse:
+    return pb.CountWorkflowsResponse(count=r.count, groups=[pb.CountGroup(value=g.value, count=g.count)
+                                                            for g in r.groups])
+
+
+def count_response_from_pb(m: pb.CountWorkflowsResponse) -> api.CountWorkflowsResponse:
+    return api.CountWorkflowsResponse(count=m.count, groups=[api.CountGroup(g.value, g.count) for g in m.groups])
+
+
 # ---------------------------------------------------------------- worker calls
 
 def poll_workflow_request_to_pb(r: api.PollRequest) -> pb.PollWorkflowTaskRequest:
@@ -453,6 +509,19 @@ def workflow_task_completed_from_pb(
         identity=m.identity)
 
 
+def workflow_task_completed_response_to_pb(
+        r: api.RespondWorkflowTaskCompletedResponse | None) -> pb.RespondWorkflowTaskCompletedResponse:
+    if r is None or not r.activity_tasks:
+        return pb.RespondWorkflowTaskCompletedResponse()
+    return pb.RespondWorkflowTaskCompletedResponse(activity_tasks=[activity_task_to_pb(t) for t in r.activity_tasks])
+
+
+def workflow_task_completed_response_from_pb(
+        m: pb.RespondWorkflowTaskCompletedResponse) -> api.RespondWorkflowTaskCompletedResponse:
+    return api.RespondWorkflowTaskCompletedResponse(activity_tasks=[activity_task_from_pb(t)
+                                                                    for t in m.activity_tasks])
+
+
 def workflow_task_failed_to_pb(r: api.RespondWorkflowTaskFailedRequest) -> pb.RespondWorkflowTaskFailedRequest:
     return pb.RespondWorkflowTaskFailedRequest(task_token=r.task_token, cause=r.cause,
                                                failure=failure_to_pb(r.failure), identity=r.identity)
@@ -468,14 +537,28 @@ def workflow_task_failed_from_pb(m: pb.RespondWorkflowTaskFailedRequest) -> api.
 def activity_completed_to_pb(
         r: api.RespondActivityTaskCompletedRequest) -> pb.RespondActivityTaskCompletedRequest:
     return pb.RespondActivityTaskCompletedRequest(task_token=r.task_token,
-                                                  result_json=_dump_any(r.result, "result"), identity=r.identity)
+                                                  result_json=_dump_any(r.result, "result"), identity=r.identity,
+                                                  return_workflow_task=r.return_workflow_task)
 
 
 def activity_completed_from_pb(
         m: pb.RespondActivityTaskCompletedRequest) -> api.RespondActivityTaskCompletedRequest:
     return api.RespondActivityTaskCompletedRequest(task_token=m.task_token,
                                                    result=_load_any(m.result_json, "result_json"),
-                                                   identity=m.identity)
+                                                   identity=m.identity, return_workflow_task=m.return_workflow_task)
+
+
+def activity_completed_response_to_pb(
+        r: api.RespondActivityTaskCompletedResponse | None) -> pb.RespondActivityTaskCompletedResponse:
+    if r is None or r.workflow_task is None:
+        return pb.RespondActivityTaskCompletedResponse()
+    return pb.RespondActivityTaskCompletedResponse(workflow_task=workflow_task_to_pb(r.workflow_task))
+
+
+def activity_completed_response_from_pb(
+        m: pb.RespondActivityTaskCompletedResponse) -> api.RespondActivityTaskCompletedResponse:
+    return api.RespondActivityTaskCompletedResponse(
+        workflow_task=workflow_task_from_pb(m.workflow_task) if m.HasField("workflow_task") else None)
 
 
 def activity_failed_to_pb(r: api.RespondActivityTaskFailedRequest) -> pb.RespondActivityTaskFailedRequest:
@@ -507,3 +590,74 @@ def heartbeat_response_to_pb(r: api.RecordActivityHeartbeatResponse) -> pb.Recor
 
 def heartbeat_response_from_pb(m: pb.RecordActivityHeartbeatResponse) -> api.RecordActivityHeartbeatResponse:
     return api.RecordActivityHeartbeatResponse(cancel_requested=m.cancel_requested)
+
+
+def activity_canceled_to_pb(r: api.RespondActivityTaskCanceledRequest) -> pb.RespondActivityTaskCanceledRequest:
+    return pb.RespondActivityTaskCanceledRequest(task_token=r.task_token,
+                                                 details_json=_dump_any(r.details, "details"), identity=r.identity)
+
+
+def activity_canceled_from_pb(m: pb.RespondActivityTaskCanceledRequest) -> api.RespondActivityTaskCanceledRequest:
+    return api.RespondActivityTaskCanceledRequest(task_token=m.task_token,
+                                                  details=_load_any(m.details_json, "details_json"),
+                                                  identity=m.identity)
+
+
+# ---------------------------------------------------------------- processes (issue 3)
+
+def process_message_to_pb(msg: api.ProcessMessage) -> pb.ProcessMessage:
+    return pb.ProcessMessage(kind=msg.kind, topic=msg.topic, payload_json=_dump_any(msg.payload, "payload"),
+                             sender=msg.sender, event_json=_dump_any(msg.event, "event"))
+
+
+def process_message_from_pb(m: pb.ProcessMessage) -> api.ProcessMessage:
+    event = _load_any(m.event_json, "event_json")
+    if event is not None and not isinstance(event, dict):
+        raise InvalidArgument(f"event_json must be a JSON object, got {type(event).__name__}")
+    return api.ProcessMessage(kind=m.kind, topic=m.topic, payload=_load_any(m.payload_json, "payload_json"),
+                              sender=m.sender, event=event)
+
+
+def send_message_request_to_pb(r: api.SendMessageRequest) -> pb.SendMessageRequest:
+    return pb.SendMessageRequest(target=r.target, topic=r.topic, payload_json=_dump_any(r.payload, "payload"),
+                                 sender=r.sender, namespace=r.namespace, request_id=r.request_id)
+
+
+def send_message_request_from_pb(m: pb.SendMessageRequest) -> api.SendMessageRequest:
+    return api.SendMessageRequest(target=m.target, topic=m.topic,
+                                  payload=_load_any(m.payload_json, "payload_json"), sender=m.sender,
+                                  namespace=_ns(m.namespace), request_id=m.request_id)
+
+
+def open_mailbox_request_from_pb(m: pb.OpenMailboxRequest) -> str:
+    return m.pid
+
+
+def close_mailbox_request_from_pb(m: pb.CloseMailboxRequest) -> str:
+    return m.pid
+
+
+def poll_mailbox_request_to_pb(r: api.PollMailboxRequest) -> pb.PollMailboxRequest:
+    return pb.PollMailboxRequest(pid=r.pid, timeout_ms=r.timeout_ms, max_messages=r.max_messages)
+
+
+def poll_mailbox_request_from_pb(m: pb.PollMailboxRequest) -> api.PollMailboxRequest:
+    # proto3 cannot tell 0 from unset: 0 messages means the default.
+    return api.PollMailboxRequest(pid=m.pid, timeout_ms=m.timeout_ms, max_messages=m.max_messages or 100)
+
+
+def poll_mailbox_response_to_pb(msgs: list[api.ProcessMessage]) -> pb.PollMailboxResponse:
+    return pb.PollMailboxResponse(messages=[process_message_to_pb(x) for x in msgs])
+
+
+def poll_mailbox_response_from_pb(m: pb.PollMailboxResponse) -> list[api.ProcessMessage]:
+    return [process_message_from_pb(x) for x in m.messages]
+
+
+def monitor_request_to_pb(r: api.MonitorWorkflowRequest) -> pb.MonitorWorkflowRequest:
+    return pb.MonitorWorkflowRequest(ref=ref_to_pb(r.ref), monitor_pid=r.monitor_pid, link=r.link, remove=r.remove)
+
+
+def monitor_request_from_pb(m: pb.MonitorWorkflowRequest) -> api.MonitorWorkflowRequest:
+    return api.MonitorWorkflowRequest(ref=ref_from_pb(m.ref), monitor_pid=m.monitor_pid, link=m.link,
+                                      remove=m.remove)

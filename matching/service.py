@@ -33,6 +33,7 @@ from typing import TypeVar
 from legato import api
 from legato.config import Config
 from legato.errors import FailedPrecondition, NotFound, Unavailable
+from matching.mailboxes import Mailboxes
 
 log = logging.getLogger("legato.matching")
 
@@ -75,6 +76,7 @@ class InProcessMatching:
         self._stopped = False
         self._request_prefix = uuid.uuid4().hex[:16]
         self._request_seq = itertools.count(1)
+        self._mailboxes = Mailboxes(config.matching)
 
     # ------------------------------------------------------------ MatchingService
 
@@ -97,11 +99,28 @@ class InProcessMatching:
     async def poll_activity_task(self, req: api.PollRequest) -> api.ActivityTask | None:
         return await self._poll(api.TaskKind.ACTIVITY, req, self._history.record_activity_task_started)
 
+    # ------------------------------------------------------------ caller mailboxes (matching/mailboxes.py)
+
+    async def open_mailbox(self, pid: str) -> None:
+        self._mailboxes.open(pid)
+
+    async def close_mailbox(self, pid: str) -> None:
+        self._mailboxes.close(pid)
+
+    async def deliver_message(self, pid: str, msg: api.ProcessMessage) -> bool:
+        return self._mailboxes.deliver(pid, msg)
+
+    async def poll_mailbox(self, req: api.PollMailboxRequest) -> list[api.ProcessMessage]:
+        if self._stopped:
+            raise Unavailable("matching is stopped", reason="MatchingStopped")
+        return await self._mailboxes.poll(req)
+
     # ------------------------------------------------------------ lifecycle
 
     async def stop(self) -> None:
         """End every waiting poll (they return None) and every waiting add_task (Unavailable)."""
         self._stopped = True
+        self._mailboxes.stop()
         for q in self._queues.values():
             while q.pollers:
                 _expire(q.pollers.popleft())

@@ -3,8 +3,15 @@
 Each thread keeps one Lua runtime per function entry and reuses it for later calls (the code is
 loaded once). Activity code has the standard library (activities do the side effects) plus the
 modules its entry lists: `time` (real clock and real sleep), `json`, `uuid` (real random), `crypto`,
-`errors`, `ctx`, `activity` (`activity.heartbeat(details)`, `activity.info()`) and `funcs`
-(`funcs.call` runs another function entry directly, in this thread).
+`errors`, `ctx`, `activity` and `funcs` (`funcs.call` runs another function entry directly, in this
+thread; `funcs.new():with_context{...}` adds to the context it sees).
+
+Heartbeats and cancellation: `activity.heartbeat(details)` records progress (throttled to
+`worker.heartbeat_throttle_ms`); `activity.heartbeat_details()` is the latest details, starting
+with those the previous attempt recorded. Once the workflow asks to cancel the activity (or the
+activity is no longer pending), `activity.heartbeat` raises an error of kind CANCELED and
+`activity.is_canceled()` is true; an attempt that then ends with a CANCELED error is reported as
+canceled (RespondActivityTaskCanceled), one that returns normally as completed.
 
 Result conventions:
 * returned value -> completed with it;
@@ -17,6 +24,7 @@ Result conventions:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -28,14 +36,26 @@ from typing import Any
 from lupa import lua54
 
 from legato.durations import parse_duration_ms
-from legato.errors import Failure, Kind
+from legato.errors import Failure, Kind, NotFound
 from worker.convert import ConversionError, args_to_python, to_lua, to_python
 from worker.entries import FunctionEntry, Registry
 from worker.runtime import load_kernel, new_lua
 
+log = logging.getLogger("legato.worker.activity")
+
 HeartbeatFn = Callable[[bytes, Any], bool]  # (task_token, details) -> cancel requested
 
 MAX_CALL_DEPTH = 32
+
+
+@dataclass(slots=True)
+class HeartbeatState:
+    """One attempt's heartbeats, shared by the nested calls of that attempt."""
+
+    details: Any = None  # the latest details (the previous attempt's until this one records some)
+    unsent: bool = False  # details recorded but throttled away
+    last_sent: float | None = None  # time.monotonic() of the last heartbeat sent
+    cancel_requested: bool = False
 
 
 @dataclass(slots=True)
@@ -53,6 +73,8 @@ class CallContext:
     context: dict[str, Any] = field(default_factory=dict)
     heartbeat_details: Any = None
     depth: int = 0
+    heartbeat_timeout_ms: int = 0
+    beat: HeartbeatState = field(default_factory=HeartbeatState)
 
 
 @dataclass(slots=True)
@@ -60,6 +82,7 @@ class ActivityOutcome:
     ok: bool
     result: Any = None
     failure: Failure | None = None
+    canceled: bool = False  # ended with a CANCELED error after the cancellation reached it
 
 
 class _FunctionRuntime:
@@ -75,6 +98,8 @@ class _FunctionRuntime:
             "random_hex": lambda n, *_: os.urandom(int(n)).hex(),
             "context": self._context,
             "heartbeat": self._heartbeat,
+            "heartbeat_details": self._heartbeat_details,
+            "is_canceled": self._is_canceled,
             "activity_info": self._info,
             "call_function": self._call_function,
             "duration_ms": _duration_ms,
@@ -135,24 +160,34 @@ class _FunctionRuntime:
             d = None
         return self.runner.heartbeat(self.ctx, d)
 
+    def _heartbeat_details(self) -> Any:
+        return to_lua(self.lua, self.ctx.beat.details)
+
+    def _is_canceled(self) -> bool:
+        return self.ctx.beat.cancel_requested
+
     def _info(self) -> Any:
         c = self.ctx
-        return self.lua.table_from({"activity_id": c.activity_id, "activity_type": c.activity_type,
-                                    "workflow_id": c.workflow_id, "run_id": c.run_id,
-                                    "workflow_type": c.workflow_type, "task_queue": c.task_queue,
-                                    "attempt": c.attempt})
+        return to_lua(self.lua, {"activity_id": c.activity_id, "activity_type": c.activity_type,
+                                 "workflow_id": c.workflow_id, "run_id": c.run_id,
+                                 "workflow_type": c.workflow_type, "task_queue": c.task_queue,
+                                 "attempt": c.attempt, "heartbeat_details": c.heartbeat_details,
+                                 "heartbeat_timeout_ms": c.heartbeat_timeout_ms})
 
-    def _call_function(self, entry_id: str, packed: Any) -> tuple[Any, ...]:
+    def _call_function(self, entry_id: str, packed: Any, context: Any = None) -> tuple[Any, ...]:
         try:
             args = args_to_python(packed)
+            extra = to_python(context) if context is not None else None
         except ConversionError as err:
             return False, f"funcs.call({entry_id}): {err}", Kind.INVALID, False, None
         if self.ctx.depth >= MAX_CALL_DEPTH:
             return False, f"funcs.call({entry_id}): calls nested more than {MAX_CALL_DEPTH} deep", Kind.INTERNAL, \
                 False, None
+        merged = {**self.ctx.context, **extra} if isinstance(extra, dict) and extra else self.ctx.context
         ctx = CallContext(self.ctx.task_token, self.ctx.activity_id, entry_id, self.ctx.workflow_id, self.ctx.run_id,
-                          self.ctx.workflow_type, self.ctx.task_queue, self.ctx.attempt, self.ctx.context,
-                          None, self.ctx.depth + 1)
+                          self.ctx.workflow_type, self.ctx.task_queue, self.ctx.attempt, merged,
+                          self.ctx.heartbeat_details, self.ctx.depth + 1, self.ctx.heartbeat_timeout_ms,
+                          self.ctx.beat)
         out = self.runner.call(entry_id, args, ctx)
         if out.ok:
             return True, to_lua(self.lua, out.result)
@@ -169,18 +204,41 @@ class _FunctionRuntime:
 class ActivityRunner:
     """Runs function entries; safe to call from many threads (each has its own runtimes)."""
 
-    def __init__(self, registry: Registry, heartbeat: Callable[[CallContext, Any], bool] | None = None) -> None:
+    def __init__(self, registry: Registry, heartbeat: Callable[[CallContext, Any], bool] | None = None,
+                 heartbeat_throttle_ms: int = 1_000) -> None:
         self.registry = registry
         self._heartbeat = heartbeat
+        self.heartbeat_throttle_ms = heartbeat_throttle_ms
         self._local = threading.local()
 
     def heartbeat(self, ctx: CallContext, details: Any) -> bool:
+        """Record `details`; send them unless throttled. Returns whether cancellation was requested."""
+        beat = ctx.beat
+        beat.details = details
+        interval_ms: float = self.heartbeat_throttle_ms
+        if ctx.heartbeat_timeout_ms:
+            interval_ms = min(interval_ms, ctx.heartbeat_timeout_ms * 0.8)
+        now = time.monotonic()
+        if beat.last_sent is not None and (now - beat.last_sent) * 1000 < interval_ms:
+            beat.unsent = True
+            return beat.cancel_requested
+        self._send(ctx, details)
+        return beat.cancel_requested
+
+    def _send(self, ctx: CallContext, details: Any) -> None:
+        beat = ctx.beat
+        beat.last_sent = time.monotonic()
+        beat.unsent = False
         if self._heartbeat is None:
-            return False
+            return
         try:
-            return bool(self._heartbeat(ctx, details))
-        except Exception:
-            return False
+            if self._heartbeat(ctx, details):
+                beat.cancel_requested = True
+        except NotFound:  # no longer pending (timed out, canceled, run closed): stop working on it
+            beat.cancel_requested = True
+        except Exception as err:
+            log.warning("heartbeat of activity %s (%s) failed: %s: %s", ctx.activity_id, ctx.activity_type,
+                        type(err).__name__, err)
 
     def _runtime(self, entry: FunctionEntry) -> _FunctionRuntime:
         rts: dict[str, _FunctionRuntime] | None = getattr(self._local, "runtimes", None)
@@ -207,9 +265,17 @@ class ActivityRunner:
         """Run an `ActivityTask`."""
         ctx = CallContext(task.task_token, task.activity_id, task.activity_type, task.workflow_id, task.run_id,
                           task.workflow_type, task.task_queue, task.attempt, dict(task.context or {}),
-                          task.heartbeat_details)
+                          task.heartbeat_details, 0, int(task.heartbeat_timeout_ms or 0),
+                          HeartbeatState(details=task.heartbeat_details))
         args = task.input if isinstance(task.input, list) else [task.input]
-        return self.call(task.activity_type, args, ctx)
+        out = self.call(task.activity_type, args, ctx)
+        if out.ok:
+            return out
+        if ctx.beat.cancel_requested and out.failure is not None and out.failure.kind == Kind.CANCELED:
+            out.canceled = True
+        elif ctx.beat.unsent:
+            self._send(ctx, ctx.beat.details)  # the next attempt starts from the latest details
+        return out
 
 
 def _sleep(ms: Any) -> None:

@@ -267,22 +267,39 @@ if MODE == "activity" then
         get = function(key) local c = H.context(); return c and c[key] end,
         all = function() return H.context() end,
     }
+    -- activity.heartbeat(details): records progress (details are kept for the next attempt:
+    -- activity.heartbeat_details()) and raises an error of kind CANCELED once the workflow has
+    -- asked to cancel the activity (report it by letting the error through, or returning it).
     mods.activity = {
-        heartbeat = function(details) return H.heartbeat(details) end,
+        heartbeat = function(details)
+            if H.heartbeat(details) then
+                error(make_error("the activity was canceled", "CANCELED", false, nil, user_frame(2)), 2)
+            end
+        end,
+        heartbeat_details = function() return H.heartbeat_details() end,
+        is_canceled = function() return H.is_canceled() end,
         info = function() return H.activity_info() end,
     }
+    local function call_function(id, context, ...)
+        if type(id) ~= "string" then error("funcs.call: the function id must be a string", 3) end
+        local ok, a, b, c, d = H.call_function(id, pack(...), context)
+        if ok then return a end
+        return nil, make_error(a, b, c, d)
+    end
     mods.funcs = {
-        call = function(id, ...)
-            if type(id) ~= "string" then error("funcs.call: the function id must be a string", 2) end
-            local ok, a, b, c, d = H.call_function(id, pack(...))
-            if ok then return a end
-            return nil, make_error(a, b, c, d)
-        end,
+        call = function(id, ...) return call_function(id, nil, ...) end,
     }
-    local function new_executor(opts)
+    local function new_executor(context)
         local ex = {}
-        function ex:with_options(o) return new_executor(o) end
-        function ex:call(id, ...) return mods.funcs.call(id, ...) end
+        function ex:with_options(o) return new_executor(context) end
+        function ex:with_context(c)
+            if type(c) ~= "table" then error(make_error("with_context: expected a table", "INVALID", false), 2) end
+            local merged = {}
+            for k, v in pairs(context or {}) do merged[k] = v end
+            for k, v in pairs(c) do merged[k] = v end
+            return new_executor(merged)
+        end
+        function ex:call(id, ...) return call_function(id, context, ...) end
         return ex
     end
     mods.funcs.new = function() return new_executor(nil) end
@@ -385,7 +402,7 @@ local ncommands, max_commands = 0, 10000
 local hook_calls, hook_max = 0, 0
 local HOOK_EVERY = 1000
 local seq_activity, seq_timer = 0, 0
-local pending_activity = {} -- activity id -> thread
+local pending_activity = {} -- activity id -> function(value, err): its outcome
 local pending_timer = {}    -- timer id -> function()
 local exec_opts = setmetatable({}, { __mode = "k" })
 
@@ -611,6 +628,8 @@ local listeners = {}     -- topic -> { ch =, message = bool }
 local inbox = nil
 local pending_signals = {}
 local events_ch = nil
+local pending_events = {}  -- process events that arrived before the code asked for process.events()
+local pending_cancel = nil -- a cancel request the code has not asked for (yet): see K.cancel_unhandled
 
 local function deliver(msg)
     local l = listeners[msg._topic]
@@ -626,12 +645,25 @@ function K.signal(name, data, from)
     deliver(new_message(name, data, from))
 end
 
-function K.cancel_requested(reason)
+local function emit_event(ev)
     if events_ch then
-        offer(events_ch, { kind = "CANCEL", reason = reason })
-        return false
+        offer(events_ch, ev)
+    else
+        pending_events[#pending_events + 1] = ev
     end
-    return true
+end
+
+-- A cancel request goes to process.events() if the code has that channel, or waits for the code
+-- to ask for it during this workflow task (the code may not have run yet: a cancel can arrive
+-- before the first task). If it has not asked by the end of the task, the host cancels the run.
+function K.cancel_requested(reason)
+    local ev = { kind = "CANCEL", reason = reason }
+    if not events_ch then pending_cancel = true end
+    emit_event(ev)
+end
+
+function K.cancel_unhandled()
+    return pending_cancel ~= nil
 end
 
 local process = {}
@@ -669,23 +701,258 @@ function process.unlisten(ch)
     end
 end
 function process.events()
-    if not events_ch then events_ch = new_channel(huge) end
+    if not events_ch then
+        events_ch = new_channel(huge)
+        pending_cancel = nil
+        for _, ev in ipairs(pending_events) do offer(events_ch, ev) end
+        pending_events = {}
+    end
     return events_ch
 end
 function process.pid() return H.workflow_id end
-function process.send()
-    return false, make_error("process.send from workflow code is not supported by Legato yet", "INTERNAL", false)
+
+-- ---- children, messages, monitors and links (docs/processes.md)
+-- Each operation is a command with a per-run `seq`; the host maps the outcome events back to it.
+
+local proc_seq = 0
+local children = {}     -- seq -> { t =, mode = "spawn" | "exec" }
+local pending_proc = {} -- seq -> { t =, on_fail = function() | nil }
+local monitors = {}     -- pid -> true: a close of that pid is delivered as EXIT
+local links = {}        -- pid -> true: an abnormal close of that pid is LINK_DOWN
+local exited = {}       -- pid .. "\0" .. run id -> true: EXIT delivered once per run
+local trap_links = false
+local link_down = nil   -- the error that ends the workflow (a LINK_DOWN without trap_links)
+local continue_as_new = nil
+local spawn_specs = setmetatable({}, { __mode = "k" })
+
+local function failure_error(message, kind, retryable, details)
+    if message == nil then return nil end
+    return make_error(message, kind, retryable, details)
 end
-local function unsupported(name)
-    return function()
-        error(name .. " is not supported by Legato yet (child workflows and process links are planned)", 2)
+
+local function check_pid(fname, pid, level)
+    if type(pid) ~= "string" or pid == "" then
+        error(make_error(sformat("%s: expected a pid (a workflow id string), got %s", fname,
+            pid == nil and "nil" or type(pid)), "INVALID", false, nil, user_frame(level + 1)), level + 1)
     end
 end
-process.spawn = unsupported("process.spawn")
-process.spawn_monitored = unsupported("process.spawn_monitored")
-process.exec = unsupported("process.exec")
-process.monitor = unsupported("process.monitor")
-process.link = unsupported("process.link")
+
+local function invalid(message, level)
+    error(make_error(message, "INVALID", false, nil, user_frame(level + 1)), level + 1)
+end
+
+local function emit_exit(pid, run_id, value, err)
+    local key = pid .. "\0" .. tostring(run_id)
+    if exited[key] then return end
+    exited[key] = true
+    emit_event({ kind = "EXIT", from = pid, result = { value = value, error = err } })
+end
+
+-- spec: a host spawner spec or nil; mode: "spawn" (pid, err) or "exec" (result, err)
+local function start_child(fname, spec, mode, id, host, args)
+    if type(id) ~= "string" or id == "" then invalid(fname .. ": the workflow (entry id) must be a non-empty string", 3) end
+    if host ~= nil and (type(host) ~= "string" or host == "") then
+        invalid(fname .. ": the host must be a temporal.worker entry id (a string)", 3)
+    end
+    local t = this_thread(fname)
+    local seq = proc_seq + 1
+    local err = H.start_child(seq, id, host, args, spec, user_frame(3))
+    if err ~= nil then return nil, make_error(fname .. ": " .. err, "INVALID", false) end
+    count_command()
+    proc_seq = seq
+    children[seq] = { t = t, mode = mode }
+    return block()
+end
+
+function K.child_started(seq, pid, run_id)
+    local c = children[seq]
+    if c and c.mode == "spawn" and not c.started then
+        c.started = true
+        wake(c.t, pid)
+    end
+end
+
+function K.child_start_failed(seq, message, kind, retryable, details)
+    local c = children[seq]
+    if c then
+        children[seq] = nil
+        wake(c.t, nil, make_error(message, kind, retryable, details))
+    end
+end
+
+function K.child_closed(seq, pid, run_id, value, message, kind, retryable, details)
+    local c = children[seq]
+    if not c then return end
+    children[seq] = nil
+    local err = failure_error(message, kind, retryable, details)
+    if c.mode == "exec" then
+        wake(c.t, value, err)
+    else
+        emit_exit(pid, run_id, value, err)
+    end
+end
+
+local function process_op(fname, issue, on_fail)
+    local t = this_thread(fname)
+    count_command()
+    proc_seq = proc_seq + 1
+    local seq = proc_seq
+    issue(seq, user_frame(3))
+    pending_proc[seq] = { t = t, on_fail = on_fail }
+    return block()
+end
+
+function K.op_done(seq, message, kind, retryable, details)
+    local p = pending_proc[seq]
+    if not p then return end
+    pending_proc[seq] = nil
+    if message == nil then
+        wake(p.t, true)
+    else
+        if p.on_fail then p.on_fail() end
+        wake(p.t, nil, make_error(message, kind, retryable, details))
+    end
+end
+
+-- A monitored or linked workflow closed (not a child: children close through K.child_closed).
+function K.monitored_closed(pid, run_id, link, value, message, kind, retryable, details)
+    local err = failure_error(message, kind, retryable, details)
+    if link then
+        if not links[pid] then return end -- unlinked since: dropped, whatever the timing
+        links[pid] = nil
+        if trap_links then
+            emit_event({ kind = "LINK_DOWN", from = pid, result = { value = value, error = err } })
+        elseif link_down == nil then
+            link_down = make_error(sformat("linked process %s ended abnormally (%s): %s", pid, tostring(kind),
+                tostring(message)), kind, false, details)
+        end
+    else
+        if not monitors[pid] then return end
+        monitors[pid] = nil
+        emit_exit(pid, run_id, value, err)
+    end
+end
+
+function process.send(pid, topic, payload)
+    check_pid("process.send", pid, 2)
+    if type(topic) ~= "string" or topic == "" then invalid("process.send: the topic must be a non-empty string", 2) end
+    return process_op("process.send", function(seq, line) H.signal_external(seq, pid, topic, payload, line) end)
+end
+
+function process.monitor(pid)
+    check_pid("process.monitor", pid, 2)
+    monitors[pid] = true
+    return process_op("process.monitor", function(seq, line) H.monitor_external(seq, pid, false, false, line) end,
+        function() monitors[pid] = nil end)
+end
+
+function process.unmonitor(pid)
+    check_pid("process.unmonitor", pid, 2)
+    monitors[pid] = nil
+    return process_op("process.unmonitor", function(seq, line) H.monitor_external(seq, pid, false, true, line) end)
+end
+
+function process.link(pid)
+    check_pid("process.link", pid, 2)
+    links[pid] = true
+    return process_op("process.link", function(seq, line) H.monitor_external(seq, pid, true, false, line) end,
+        function() links[pid] = nil end)
+end
+
+function process.unlink(pid)
+    check_pid("process.unlink", pid, 2)
+    links[pid] = nil
+    return process_op("process.unlink", function(seq, line) H.monitor_external(seq, pid, true, true, line) end)
+end
+
+function process.terminate(pid, reason)
+    check_pid("process.terminate", pid, 2)
+    if reason ~= nil and type(reason) ~= "string" then invalid("process.terminate: the reason must be a string", 2) end
+    return process_op("process.terminate", function(seq, line) H.terminate_external(seq, pid, reason, line) end)
+end
+
+function process.cancel(pid, deadline)
+    check_pid("process.cancel", pid, 2)
+    local ms = 0
+    if deadline ~= nil then ms = duration_ms(deadline, "process.cancel: the deadline", 2) end
+    return process_op("process.cancel", function(seq, line) H.cancel_external(seq, pid, ceil(ms), line) end)
+end
+
+local OPTION_NAMES = { trap_links = "boolean" }
+function process.set_options(opts)
+    if type(opts) ~= "table" then invalid("process.set_options: expected a table such as {trap_links = true}", 2) end
+    for k, v in pairs(opts) do
+        local want = OPTION_NAMES[k]
+        if want == nil then
+            invalid(sformat("process.set_options: unknown option %q (known: trap_links)", tostring(k)), 2)
+        end
+        if type(v) ~= want then
+            invalid(sformat("process.set_options: %s must be a %s, got %s", k, want, type(v)), 2)
+        end
+    end
+    if opts.trap_links ~= nil then trap_links = opts.trap_links end
+    return true
+end
+function process.get_options() return { trap_links = trap_links } end
+
+-- process.upgrade(nil, ...): continue as new (same workflow type) with `...` as input;
+-- process.upgrade("ns:workflow", ...) continues as that workflow type. Never returns.
+function process.upgrade(source, ...)
+    if source ~= nil and (type(source) ~= "string" or source == "") then
+        invalid("process.upgrade: the first argument must be nil (same workflow) or a workflow entry id", 2)
+    end
+    this_thread("process.upgrade")
+    count_command()
+    continue_as_new = { source = source, args = pack(...), line = user_frame(2) }
+    block()
+end
+
+-- ---- spawners: process.with_options{...}, :with_context{...}, :with_name(n), :with_message(t, p)
+
+local SPAWNER = { __name = "spawner" }
+SPAWNER.__index = SPAWNER
+
+local function derive(base, op, a, b)
+    local spec, err = H.spawn_spec(op, base, a, b)
+    if spec == nil then invalid(err, 3) end
+    local s = setmetatable({}, SPAWNER)
+    spawn_specs[s] = spec
+    return s
+end
+
+local function spec_of(self, fname)
+    if getmetatable(self) ~= SPAWNER then invalid(fname .. ": call it as spawner:" .. fname .. "(...)", 3) end
+    return spawn_specs[self]
+end
+
+function SPAWNER:with_options(o) return derive(spec_of(self, "with_options"), "options", o) end
+function SPAWNER:with_context(c) return derive(spec_of(self, "with_context"), "context", c) end
+function SPAWNER:with_name(n) return derive(spec_of(self, "with_name"), "name", n) end
+function SPAWNER:with_message(topic, payload) return derive(spec_of(self, "with_message"), "message", topic, payload) end
+function SPAWNER:spawn(id, host, ...)
+    return start_child("spawner:spawn", spec_of(self, "spawn"), "spawn", id, host, pack(...))
+end
+function SPAWNER:spawn_monitored(id, host, ...)
+    return start_child("spawner:spawn_monitored", spec_of(self, "spawn_monitored"), "spawn", id, host, pack(...))
+end
+function SPAWNER:exec(id, host, ...)
+    return start_child("spawner:exec", spec_of(self, "exec"), "exec", id, host, pack(...))
+end
+
+local function dot(fname, first)
+    if first == process then invalid("process:" .. fname .. ": call it as process." .. fname .. "(...) (a dot)", 3) end
+end
+function process.with_options(o) dot("with_options", o) return derive(nil, "options", o) end
+function process.with_context(c) dot("with_context", c) return derive(nil, "context", c) end
+function process.with_name(n) dot("with_name", n) return derive(nil, "name", n) end
+function process.with_message(topic, payload) dot("with_message", topic) return derive(nil, "message", topic, payload) end
+
+-- A workflow's children are always reported to it, so spawn and spawn_monitored are the same here.
+function process.spawn(id, host, ...) return start_child("process.spawn", nil, "spawn", id, host, pack(...)) end
+function process.spawn_monitored(id, host, ...)
+    return start_child("process.spawn_monitored", nil, "spawn", id, host, pack(...))
+end
+function process.exec(id, host, ...) return start_child("process.exec", nil, "exec", id, host, pack(...)) end
 
 -- ------------------------------------------------------------------ timers and time
 
@@ -749,50 +1016,137 @@ end
 
 -- ------------------------------------------------------------------ activities (funcs)
 
-local function call_activity(opts, id, ...)
-    if type(id) ~= "string" then error("funcs.call: the function id must be a string", 3) end
-    local t = this_thread("funcs.call")
+-- pending_activity: activity id -> function(value, err), called once with its outcome
+
+local function schedule_activity(opts, id, args)
     count_command()
     seq_activity = seq_activity + 1
     local aid = tostring(seq_activity)
-    H.schedule_activity(aid, id, pack(...), opts, user_frame(3))
-    pending_activity[aid] = t
+    H.schedule_activity(aid, id, args, opts, user_frame(3))
+    return aid
+end
+
+local function call_activity(opts, id, ...)
+    if type(id) ~= "string" then error("funcs.call: the function id must be a string", 3) end
+    local t = this_thread("funcs.call")
+    local aid = schedule_activity(opts, id, pack(...))
+    pending_activity[aid] = function(value, err) wake(t, value, err) end
     return block()
 end
 
 function K.resolve_activity(aid, value)
-    local t = pending_activity[aid]
-    if t then
+    local cb = pending_activity[aid]
+    if cb then
         pending_activity[aid] = nil
-        wake(t, value, nil)
+        cb(value, nil)
     end
 end
 
 function K.fail_activity(aid, message, kind, retryable, details)
-    local t = pending_activity[aid]
-    if t then
+    local cb = pending_activity[aid]
+    if cb then
         pending_activity[aid] = nil
-        wake(t, nil, make_error(message, kind, retryable, details))
+        cb(nil, make_error(message, kind, retryable, details))
     end
+end
+
+-- Futures (funcs.async): resolved once by the activity's outcome.
+-- future:response() is a channel that receives a payload (payload:data() is the result) and is then
+-- closed; on failure it is closed without a value (`local p, ok = ch:receive()` gives ok == false)
+-- and future:error() has the error.
+local FUTURE = { __name = "future" }
+FUTURE.__index = FUTURE
+
+local function settle_channel(f)
+    local ch = f._ch
+    if f._err == nil then offer(ch, setmetatable({ _data = f._value }, PAYLOAD)) end
+    if not ch.closed then ch:close() end
+end
+
+local function async_activity(opts, id, ...)
+    if type(id) ~= "string" then error("funcs.async: the function id must be a string", 3) end
+    local aid = schedule_activity(opts, id, pack(...))
+    local f = setmetatable({ _aid = aid, _done = false, _waiters = {}, _canceled = false }, FUTURE)
+    pending_activity[aid] = function(value, err)
+        f._done, f._value, f._err = true, value, err
+        local ws = f._waiters
+        f._waiters = {}
+        for i = 1, #ws do wake(ws[i], value, err) end
+        if f._ch then settle_channel(f) end
+    end
+    return f
+end
+
+local function future_of(self, fname)
+    if getmetatable(self) ~= FUTURE then error("future:" .. fname .. ": call it as future:" .. fname .. "()", 3) end
+    return self
+end
+
+function FUTURE:response()
+    future_of(self, "response")
+    if not self._ch then
+        self._ch = new_channel(1)
+        if self._done then settle_channel(self) end
+    end
+    return self._ch
+end
+function FUTURE:result()
+    future_of(self, "result")
+    if self._done then return self._value, self._err end
+    local t = this_thread("future:result")
+    self._waiters[#self._waiters + 1] = t
+    return block()
+end
+function FUTURE:is_complete() return future_of(self, "is_complete")._done end
+function FUTURE:is_canceled() return future_of(self, "is_canceled")._canceled end
+function FUTURE:error()
+    future_of(self, "error")
+    return self._err
+end
+-- Ask for the activity to be canceled: RequestCancelActivityTask (an activity whose command has not
+-- been sent yet is dropped and the future fails at once). The future resolves with a CANCELED error
+-- (ActivityTaskCanceled) or with the activity's own outcome if it closed first.
+-- Returns false when the future is already complete.
+function FUTURE:cancel()
+    future_of(self, "cancel")
+    if self._done then return false end
+    if self._canceled then return true end
+    self._canceled = true
+    local dropped = H.cancel_activity(self._aid, user_frame(2))
+    if dropped then
+        K.fail_activity(self._aid, "the activity was canceled before it was scheduled", "CANCELED", false, nil)
+    else
+        count_command()
+    end
+    return true
 end
 
 local EXEC = { __name = "executor" }
 EXEC.__index = EXEC
-function EXEC:with_options(o)
-    if type(o) ~= "table" then error("with_options: expected a table of options", 2) end
-    local handle, err = H.activity_options(o, exec_opts[self])
-    if handle == nil then error(make_error(err, "INVALID", false, nil, user_frame(2)), 2) end
+local function derive_executor(self, fname, host_fn, arg)
+    if getmetatable(self) ~= EXEC then error(fname .. ": call it as executor:" .. fname .. "(...)", 3) end
+    if type(arg) ~= "table" then error(make_error(fname .. ": expected a table", "INVALID", false, nil,
+        user_frame(3)), 3) end
+    local handle, err = host_fn(arg, exec_opts[self])
+    if handle == nil then error(make_error(err, "INVALID", false, nil, user_frame(3)), 3) end
     local ex = setmetatable({}, EXEC)
     exec_opts[ex] = handle
     return ex
 end
+function EXEC:with_options(o) return derive_executor(self, "with_options", H.activity_options, o) end
+function EXEC:with_context(c) return derive_executor(self, "with_context", H.activity_context, c) end
 function EXEC:call(id, ...)
     if getmetatable(self) ~= EXEC then error("executor:call: call it as executor:call(id, ...)", 2) end
     return call_activity(exec_opts[self], id, ...)
 end
+function EXEC:async(id, ...)
+    if getmetatable(self) ~= EXEC then error("executor:async: call it as executor:async(id, ...)", 2) end
+    return async_activity(exec_opts[self], id, ...)
+end
 
 local funcs = {}
 function funcs.call(id, ...) return call_activity(nil, id, ...) end
+function funcs.async(id, ...) return async_activity(nil, id, ...) end
 function funcs.new() return setmetatable({}, EXEC) end
 
 -- ------------------------------------------------------------------ deterministic values
@@ -811,13 +1165,39 @@ local workflow = {}
 function workflow.info() return H.info() end
 function workflow.history_length() return H.history_length() end
 function workflow.history_size() return H.history_size() end
-workflow.exec = unsupported("workflow.exec")
-workflow.version = unsupported("workflow.version")
-workflow.attrs = unsupported("workflow.attrs")
+-- A child workflow on the task queue of the worker its entry is bound to (else this workflow's own),
+-- waited for: result, err.
+function workflow.exec(id, ...)
+    return start_child("workflow.exec", nil, "exec", id, nil, pack(...))
+end
+function workflow.version(change_id, min, max)
+    if type(change_id) ~= "string" or change_id == "" then
+        invalid("workflow.version: the change id must be a non-empty string", 2)
+    end
+    if mtype(min) ~= "integer" or mtype(max) ~= "integer" or min > max then
+        invalid(sformat("workflow.version(%q): expected whole numbers min <= max, got %s and %s", change_id,
+            tostring(min), tostring(max)), 2)
+    end
+    local v, recorded, err = H.version(change_id, min, max, user_frame(2))
+    if v == nil then raise_fatal("NON_DETERMINISTIC", err, 1) end
+    if recorded then count_command() end
+    return v
+end
+function workflow.attrs(a)
+    if type(a) ~= "table" then invalid("workflow.attrs: expected a table {search = {...}, memo = {...}}", 2) end
+    local n, err = H.attrs(a, user_frame(2))
+    if n == nil then invalid(err, 2) end
+    for _ = 1, n do count_command() end
+    return true
+end
 
 local ctx = {}
 function ctx.get(key) local c = H.context() return c and c[key] end
-function ctx.all() return H.context() end
+function ctx.all()
+    local out = {}
+    for k, v in pairs(H.context() or {}) do out[k] = v end
+    return out
+end
 
 -- ------------------------------------------------------------------ the sandbox
 
@@ -923,6 +1303,23 @@ local function key_lt(a, b)
     return false
 end
 
+-- The keys of `t` in the order above, or nil when it has only number and boolean keys.
+local function sorted_keys(t)
+    local plain = true
+    for k in next, t do
+        local tk = type(k)
+        if tk ~= "number" and tk ~= "boolean" then plain = false break end
+    end
+    if plain then return nil end
+    local keys, n = {}, 0
+    for k in next, t do
+        n = n + 1
+        keys[n] = k
+    end
+    tsort(keys, key_lt)
+    return keys
+end
+
 local function det_pairs(t)
     local mt = getmetatable(t)
     if mt ~= nil and type(mt) == "table" and rawget(mt, "__pairs") ~= nil then
@@ -931,18 +1328,8 @@ local function det_pairs(t)
     if type(t) ~= "table" then
         error("bad argument #1 to 'pairs' (table expected, got " .. type(t) .. ")", 2)
     end
-    local plain = true
-    for k in next, t do
-        local tk = type(k)
-        if tk ~= "number" and tk ~= "boolean" then plain = false break end
-    end
-    if plain then return next, t, nil end
-    local keys, n = {}, 0
-    for k in next, t do
-        n = n + 1
-        keys[n] = k
-    end
-    tsort(keys, key_lt)
+    local keys = sorted_keys(t)
+    if keys == nil then return next, t, nil end
     local i = 0
     return function()
         while true do
@@ -955,9 +1342,46 @@ local function det_pairs(t)
     end, t, nil
 end
 
+-- `next` in the same order as `pairs` (`for k, v in next, t do`, `local k = next(t)`): a traversal
+-- that starts with next(t) takes a sorted snapshot of the keys and follows it.
+local next_order = setmetatable({}, { __mode = "k" }) -- table -> { keys =, pos = key -> index }
+local function det_next(t, k)
+    if type(t) ~= "table" then
+        error("bad argument #1 to 'next' (table expected, got " .. type(t) .. ")", 2)
+    end
+    local order = next_order[t]
+    local i
+    if k == nil then
+        local keys = sorted_keys(t)
+        if keys == nil then
+            next_order[t] = nil
+            return next(t)
+        end
+        local pos = {}
+        for j = 1, #keys do pos[keys[j]] = j end
+        order = { keys = keys, pos = pos }
+        next_order[t] = order
+        i = 0
+    elseif order == nil then
+        return next(t, k)
+    else
+        i = order.pos[k]
+        if i == nil then error("invalid key to 'next'", 2) end
+    end
+    local keys = order.keys
+    while true do
+        i = i + 1
+        local key = keys[i]
+        if key == nil then return nil end
+        local v = rawget(t, key)
+        if v ~= nil then return key, v end
+    end
+end
+
 local function build_env()
     env.pairs = det_pairs
-    for _, name in ipairs({ "assert", "error", "ipairs", "next", "rawequal", "rawget", "rawlen",
+    env.next = det_next
+    for _, name in ipairs({ "assert", "error", "ipairs", "rawequal", "rawget", "rawlen",
         "rawset", "select", "getmetatable", "tonumber", "tostring", "type", "_VERSION" }) do
         env[name] = _G[name]
     end
@@ -1091,15 +1515,19 @@ function K.start(args)
     end, unpack(args, 1, args.n))
 end
 
--- Run every ready coroutine until all are blocked.
--- Returns "blocked" | "done", value, err | "error", message, kind, retryable, details, source
---       | "fatal", cause, message, source
 function K.begin(now, is_replaying)
     now_ms, replaying, ncommands = now, is_replaying, 0
 end
 
+-- Run every ready coroutine until all are blocked.
+-- Returns "blocked" | "done", value, err | "error", message, kind, retryable, details, source
+--       | "fatal", cause, message, source | "continue", workflow type or nil, args (packed), source
 function K.run(max_instructions)
     hook_calls, hook_max = 0, max_instructions // HOOK_EVERY
+    if link_down ~= nil then
+        -- a linked workflow ended abnormally and this one does not trap links: it ends too
+        return "done", nil, link_down
+    end
     while rq_head <= rq_tail do
         local t, v = rq_t[rq_head], rq_v[rq_head]
         rq_t[rq_head], rq_v[rq_head] = nil, nil
@@ -1118,6 +1546,10 @@ function K.run(max_instructions)
                     co_user_frame(t.co)
             end
             return "error", describe_error(e, t.co)
+        end
+        if continue_as_new ~= nil then
+            local c = continue_as_new
+            return "continue", c.source, c.args, c.line
         end
         if co_status(t.co) == "dead" then
             if t == main_thread then

@@ -15,30 +15,90 @@ became and applies only what is new. `replay()` is the entry point for tests and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from lupa import lua54
 
-from legato.commands import CLOSE_COMMANDS, EVENT_OF, Command
+from legato.api import WorkflowStatus
+from legato.commands import CLOSE_COMMANDS, EVENT_OF, Command, CommandType
 from legato.config import Config, Limits
 from legato.errors import Failure, Kind
 from legato.events import COMMAND_EVENTS, EventType, HistoryEvent
 from worker.entries import Registry, WorkflowEntry
-from worker.runtime import PendingCommand, RunInfo, TaskFailure, WorkflowRun
+from worker.runtime import VERSION_MARKER, PendingCommand, RunInfo, TaskFailure, WorkflowRun
 
 E = EventType
+C = CommandType
 
 _TASK_CLOSED = (E.WorkflowTaskCompleted, E.WorkflowTaskFailed, E.WorkflowTaskTimedOut)
 
+# The attribute that tells command events apart (legato.commands.EVENT_OF), by event type.
+_EVENT_KEY: dict[EventType, str | None] = {etype: key for etype, key in EVENT_OF.values()}
+
+# Events that arrive from outside the workflow's code: applied at the start of the next batch.
+_EXTERNAL = frozenset({
+    E.ActivityTaskCompleted, E.ActivityTaskFailed, E.ActivityTaskTimedOut, E.ActivityTaskCanceled, E.TimerFired,
+    E.WorkflowExecutionSignaled, E.WorkflowExecutionCancelRequested,
+    E.ChildWorkflowExecutionStarted, E.StartChildWorkflowExecutionFailed,
+    E.ChildWorkflowExecutionCompleted, E.ChildWorkflowExecutionFailed, E.ChildWorkflowExecutionCanceled,
+    E.ChildWorkflowExecutionTerminated, E.ChildWorkflowExecutionTimedOut,
+    E.ExternalWorkflowExecutionSignaled, E.SignalExternalWorkflowExecutionFailed,
+    E.ExternalWorkflowExecutionCancelRequested, E.RequestCancelExternalWorkflowExecutionFailed,
+    E.ExternalWorkflowExecutionTerminated, E.TerminateExternalWorkflowExecutionFailed,
+    E.ExternalWorkflowExecutionMonitored, E.MonitorExternalWorkflowExecutionFailed,
+    E.MonitoredWorkflowExecutionClosed,
+})
+
+# Command events whose outcome comes later, referring to them by `initiated_event_id`.
+_INITIATED = frozenset({
+    E.StartChildWorkflowExecutionInitiated, E.SignalExternalWorkflowExecutionInitiated,
+    E.RequestCancelExternalWorkflowExecutionInitiated, E.TerminateExternalWorkflowExecutionInitiated,
+    E.MonitorExternalWorkflowExecutionInitiated,
+})
+
+_OP_DONE = frozenset({E.ExternalWorkflowExecutionSignaled, E.ExternalWorkflowExecutionCancelRequested,
+                      E.ExternalWorkflowExecutionTerminated, E.ExternalWorkflowExecutionMonitored})
+_OP_FAILED = frozenset({E.SignalExternalWorkflowExecutionFailed, E.RequestCancelExternalWorkflowExecutionFailed,
+                        E.TerminateExternalWorkflowExecutionFailed, E.MonitorExternalWorkflowExecutionFailed})
+
+# A child's close without a failure attribute: the error it still gets.
+_CHILD_CLOSED: dict[EventType, tuple[str, str]] = {
+    E.ChildWorkflowExecutionCompleted: ("", ""),
+    E.ChildWorkflowExecutionFailed: (Kind.UNKNOWN, "the child workflow failed"),
+    E.ChildWorkflowExecutionCanceled: (Kind.CANCELED, "the child workflow was canceled"),
+    E.ChildWorkflowExecutionTerminated: (Kind.TERMINATED, "the child workflow was terminated"),
+    E.ChildWorkflowExecutionTimedOut: (Kind.TIMEOUT, "the child workflow timed out"),
+}
+_STATUS_FAILURE: dict[str, tuple[str, str]] = {
+    WorkflowStatus.FAILED.value: (Kind.UNKNOWN, "the workflow failed"),
+    WorkflowStatus.CANCELED.value: (Kind.CANCELED, "the workflow was canceled"),
+    WorkflowStatus.TERMINATED.value: (Kind.TERMINATED, "the workflow was terminated"),
+    WorkflowStatus.TIMED_OUT.value: (Kind.TIMEOUT, "the workflow timed out"),
+}
+
 
 def describe_event(ev: HistoryEvent) -> str:
-    t = ev.event_type
-    if t is E.ActivityTaskScheduled:
-        return f"event {ev.event_id} ActivityTaskScheduled(activity_type={ev.attrs.get('activity_type')})"
-    if t in (E.TimerStarted, E.TimerCanceled):
-        return f"event {ev.event_id} {t.value}(timer_id={ev.attrs.get('timer_id')})"
-    if t is E.MarkerRecorded:
-        return f"event {ev.event_id} MarkerRecorded(marker_name={ev.attrs.get('marker_name')})"
-    return f"event {ev.event_id} {t.value}"
+    key = _EVENT_KEY.get(ev.event_type)
+    if key is None:
+        return f"event {ev.event_id} {ev.event_type.value}"
+    return f"event {ev.event_id} {ev.event_type.value}({key}={ev.attrs.get(key)})"
+
+
+def _failure(value: Any, default_kind: str, default_message: str) -> Failure:
+    if isinstance(value, dict) and value:
+        return Failure.from_dict(value)
+    return Failure(default_message, default_kind, False)
+
+
+def _is_version_marker(ev: HistoryEvent) -> bool:
+    return ev.event_type is E.MarkerRecorded and ev.attrs.get("marker_name") == VERSION_MARKER
+
+
+def _same_version(cmd: PendingCommand, ev: HistoryEvent) -> bool:
+    if cmd.ctype is not C.RecordMarker or cmd.key != VERSION_MARKER:
+        return False
+    details = ev.attrs.get("details")
+    return isinstance(details, dict) and details.get("change_id") == cmd.data.get("change_id")
 
 
 def _nondeterminism(message: str, source: str | None) -> TaskFailure:
@@ -49,22 +109,34 @@ def _nondeterminism(message: str, source: str | None) -> TaskFailure:
         Kind.NON_DETERMINISTIC, False, source=source))
 
 
-def match_commands(commands: list[PendingCommand], recorded: list[HistoryEvent], after_event_id: int) -> None:
-    """Compare a batch's commands with the events they became; raise TaskFailure(NON_DETERMINISTIC)."""
-    for i, cmd in enumerate(commands):
-        if i >= len(recorded):
+def match_commands(commands: list[PendingCommand], recorded: list[HistoryEvent],
+                   after_event_id: int) -> list[tuple[PendingCommand, HistoryEvent]]:
+    """Compare a batch's commands with the events they became; raise TaskFailure(NON_DETERMINISTIC).
+
+    Returns the (command, event) pairs. A recorded `version` marker that the code no longer issues
+    (its workflow.version call was removed) is skipped: the only command event replay may skip.
+    """
+    pairs: list[tuple[PendingCommand, HistoryEvent]] = []
+    j, n = 0, len(recorded)
+    for cmd in commands:
+        while j < n and _is_version_marker(recorded[j]) and not _same_version(cmd, recorded[j]):
+            j += 1
+        if j >= n:
             raise _nondeterminism(
                 f"the code issued {cmd.describe()} but the history has no command event for it "
                 f"(after event {recorded[-1].event_id if recorded else after_event_id})", cmd.line)
-        ev = recorded[i]
+        ev = recorded[j]
         etype, key = EVENT_OF[cmd.ctype]
         if ev.event_type is not etype or (key is not None and ev.attrs.get(key) != cmd.key):
             raise _nondeterminism(f"{describe_event(ev)} was recorded, but the code issued {cmd.describe()}",
                                   cmd.line)
-    if len(recorded) > len(commands):
-        ev = recorded[len(commands)]
-        last = commands[-1].line if commands else None
-        raise _nondeterminism(f"{describe_event(ev)} was recorded, but the code issued no command for it", last)
+        pairs.append((cmd, ev))
+        j += 1
+    for ev in recorded[j:]:
+        if not _is_version_marker(ev):
+            last = commands[-1].line if commands else None
+            raise _nondeterminism(f"{describe_event(ev)} was recorded, but the code issued no command for it", last)
+    return pairs
 
 
 @dataclass(slots=True)
@@ -94,6 +166,8 @@ class WorkflowExecution:
         self.closed = False
         self.broken = False  # a task failed: never reuse
         self._activity_ids: dict[int, str] = {}  # ActivityTaskScheduled event id -> activity id
+        self._activity_events: dict[str, int] = {}  # and back, for RequestCancelActivityTask
+        self._seqs: dict[int, int] = {}  # ...Initiated event id -> the command's seq (children, signals, ...)
 
     @property
     def last_started_event_id(self) -> int:
@@ -176,11 +250,11 @@ class WorkflowExecution:
                 continue
             if t is E.WorkflowExecutionStarted:
                 self._start(ev)
-            elif t in (E.ActivityTaskCompleted, E.ActivityTaskFailed, E.ActivityTaskTimedOut, E.TimerFired,
-                       E.WorkflowExecutionSignaled, E.WorkflowExecutionCancelRequested):
+            elif t in _EXTERNAL:
                 st.pending.append(ev)
             elif t is E.ActivityTaskScheduled:  # outside a command position (not expected); keep the id
                 self._activity_ids[ev.event_id] = str(ev.attrs.get("activity_id"))
+                self._activity_events[str(ev.attrs.get("activity_id"))] = ev.event_id
             i += 1
         st.next_index = n
         st.unmatched = None
@@ -195,10 +269,14 @@ class WorkflowExecution:
 
     def _match(self, cmds: list[PendingCommand], history: list[HistoryEvent], start: int, end: int) -> None:
         recorded = history[start:end]
-        match_commands(cmds, recorded, history[start - 1].event_id if start > 0 else 0)
-        for ev in recorded:
-            if ev.event_type is E.ActivityTaskScheduled:
-                self._activity_ids[ev.event_id] = str(ev.attrs.get("activity_id"))
+        for cmd, ev in match_commands(cmds, recorded, history[start - 1].event_id if start > 0 else 0):
+            t = ev.event_type
+            if t is E.ActivityTaskScheduled:
+                aid = str(ev.attrs.get("activity_id"))
+                self._activity_ids[ev.event_id] = aid
+                self._activity_events[aid] = ev.event_id
+            elif t in _INITIATED:
+                self._seqs[ev.event_id] = cmd.data[0]
 
     def _start(self, ev: HistoryEvent) -> None:
         a = ev.attrs
@@ -213,6 +291,7 @@ class WorkflowExecution:
                        attempt=int(a.get("attempt") or 1), context=dict(a.get("context") or {}))
         self.task_queue = info.task_queue
         self.run = WorkflowRun(self.entry, self.registry, self.limits, info, a.get("random_seed"), args)
+        self.run.scheduled_event_of = self._activity_events
 
     def _run_batch(self, history: list[HistoryEvent], started: HistoryEvent,
                    recorded: list[HistoryEvent] | None) -> list[PendingCommand]:
@@ -224,17 +303,15 @@ class WorkflowExecution:
             return []
         run.begin_batch(history, started, recorded)
         try:
-            canceled = False
             pending = self.state.pending
             for ev in pending:
-                if self._apply(run, ev):
-                    canceled = True
-                    break
+                self._apply(run, ev)
             pending.clear()
-            if canceled:
+            result = run.run()
+            if result.status != "done" and run.cancel_unhandled():
+                # canceled, and the code did not ask for process.events() (docs/protocol.md, Cancellation)
                 self.closed = recorded is None
                 return [run.cancel_command()]
-            result = run.run()
             if result.status == "done" and recorded is None:
                 self.closed = True
             return result.commands
@@ -244,29 +321,70 @@ class WorkflowExecution:
         finally:
             run.end_batch()
 
-    def _apply(self, run: WorkflowRun, ev: HistoryEvent) -> bool:
-        """Apply one external event; True if the run must be canceled now."""
+    def _apply(self, run: WorkflowRun, ev: HistoryEvent) -> None:
+        """Apply one external event."""
         t = ev.event_type
         a = ev.attrs
         if t is E.ActivityTaskCompleted:
-            aid = self._activity_ids.pop(int(a.get("scheduled_event_id", 0)), None)
+            aid = self._activity_done(a)
             if aid is not None:
                 run.resolve_activity(aid, a.get("result"))
-        elif t is E.ActivityTaskFailed or t is E.ActivityTaskTimedOut:
-            aid = self._activity_ids.pop(int(a.get("scheduled_event_id", 0)), None)
+        elif t is E.ActivityTaskFailed or t is E.ActivityTaskTimedOut or t is E.ActivityTaskCanceled:
+            aid = self._activity_done(a)
             if aid is not None:
                 failure = a.get("failure")
                 if t is E.ActivityTaskTimedOut and not failure:
                     failure = {"message": f"activity timed out ({a.get('timeout_type', 'START_TO_CLOSE')})",
                                "kind": Kind.TIMEOUT, "retryable": False}
+                elif t is E.ActivityTaskCanceled:
+                    failure = {"message": "the activity was canceled", "kind": Kind.CANCELED, "retryable": False,
+                               "details": a.get("details")}
                 run.fail_activity(aid, failure)
         elif t is E.TimerFired:
             run.fire_timer(str(a.get("timer_id")))
         elif t is E.WorkflowExecutionSignaled:
             run.signal(str(a.get("signal_name", "")), a.get("input"), a.get("sender") or None)
         elif t is E.WorkflowExecutionCancelRequested:
-            return run.cancel_requested(str(a.get("reason") or ""))
-        return False
+            run.cancel_requested(str(a.get("reason") or ""))
+        elif t is E.ChildWorkflowExecutionStarted:
+            seq = self._seqs.get(int(a.get("initiated_event_id", 0)))
+            if seq is not None:
+                run.child_started(seq, str(a.get("workflow_id", "")), str(a.get("run_id", "")))
+        elif t is E.StartChildWorkflowExecutionFailed:
+            seq = self._seqs.pop(int(a.get("initiated_event_id", 0)), None)
+            if seq is not None:
+                run.child_start_failed(seq, _failure(a.get("failure"), Kind.UNKNOWN,
+                                                     "the child workflow did not start"))
+        elif t in _CHILD_CLOSED:
+            seq = self._seqs.pop(int(a.get("initiated_event_id", 0)), None)
+            if seq is not None:
+                kind, message = _CHILD_CLOSED[t]
+                failure = None if t is E.ChildWorkflowExecutionCompleted else _failure(a.get("failure"), kind, message)
+                run.child_closed(seq, str(a.get("workflow_id", "")), str(a.get("run_id", "")), a.get("result"),
+                                 failure)
+        elif t in _OP_DONE:
+            seq = self._seqs.pop(int(a.get("initiated_event_id", 0)), None)
+            if seq is not None:
+                run.op_done(seq, None)
+        elif t in _OP_FAILED:
+            seq = self._seqs.pop(int(a.get("initiated_event_id", 0)), None)
+            if seq is not None:
+                run.op_done(seq, _failure(a.get("failure"), Kind.NOT_FOUND,
+                                          f"workflow {a.get('workflow_id')!r} not found"))
+        elif t is E.MonitoredWorkflowExecutionClosed:
+            status = str(a.get("status") or "")
+            failure = None
+            if status != WorkflowStatus.COMPLETED.value:
+                kind, message = _STATUS_FAILURE.get(status, (Kind.UNKNOWN, f"the workflow closed ({status})"))
+                failure = _failure(a.get("failure"), kind, message)
+            run.monitored_closed(str(a.get("workflow_id", "")), str(a.get("run_id", "")), bool(a.get("link")),
+                                 a.get("result"), failure)
+
+    def _activity_done(self, a: dict[str, Any]) -> str | None:
+        aid = self._activity_ids.pop(int(a.get("scheduled_event_id", 0)), None)
+        if aid is not None:
+            self._activity_events.pop(aid, None)
+        return aid
 
 
 def new_execution(registry: Registry, workflow_type: str, config: Config | Limits | None = None, *,

@@ -19,14 +19,17 @@ from typing import Any
 
 from lupa import lua54
 
-from legato.commands import Command, CommandType
+from legato.commands import EVENT_OF, Command, CommandType
 from legato.config import Limits
 from legato.durations import parse_duration_ms
 from legato.errors import Failure, Kind
-from legato.events import HistoryEvent
+from legato.events import EventType, HistoryEvent
+from legato.ids import MAX_ID_LENGTH
+from legato.query import check_search_attributes
 from legato.retry import RetryPolicy
 from worker.convert import ConversionError, args_to_python, failure_from_lua, to_lua, to_python
-from worker.entries import Registry, WorkflowEntry, compile_lua
+from worker.entries import ClientEntry, Registry, WorkerEntry, WorkflowEntry, compile_lua
+from worker.start_options import SpawnSpec, StartOptionError, child_command_attrs, start_request
 
 log = logging.getLogger("legato.worker.lua")
 
@@ -36,6 +39,7 @@ KERNEL_CHUNK = "legato/kernel.lua"
 _kernel_bytecode: bytes | None = None
 
 CRYPTO_MARKER = "crypto.random_bytes"
+VERSION_MARKER = "version"
 
 
 def kernel_bytecode() -> bytes:
@@ -92,6 +96,10 @@ class ActivityOptions:
     task_queue: str | None = None
     retry_policy: dict[str, Any] | None = None
     timeouts: dict[str, int] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)  # over the workflow's (funcs.new():with_context)
+
+    def copy(self) -> ActivityOptions:
+        return ActivityOptions(self.task_queue, self.retry_policy, dict(self.timeouts), dict(self.context))
 
 
 def parse_activity_options(opts: Any, base: ActivityOptions | None) -> ActivityOptions:
@@ -102,7 +110,7 @@ def parse_activity_options(opts: Any, base: ActivityOptions | None) -> ActivityO
         else:
             raise ValueError("with_options: expected a table of options such as {[\"activity.start_to_close_timeout\"]"
                              " = \"30s\"}")
-    out = ActivityOptions(base.task_queue, base.retry_policy, dict(base.timeouts)) if base else ActivityOptions()
+    out = base.copy() if base else ActivityOptions()
     for raw_key, value in opts.items():
         key = raw_key[len("temporal."):] if raw_key.startswith("temporal.activity.") else raw_key
         if key == "activity.retry_policy":
@@ -137,13 +145,10 @@ class PendingCommand:
         self.data = data
 
     def describe(self) -> str:
-        if self.ctype is C.ScheduleActivityTask:
-            return f"ScheduleActivityTask(activity_type={self.key})"
-        if self.ctype in (C.StartTimer, C.CancelTimer):
-            return f"{self.ctype.value}(timer_id={self.key})"
-        if self.ctype is C.RecordMarker:
-            return f"RecordMarker(marker_name={self.key})"
-        return self.ctype.value
+        name = EVENT_OF[self.ctype][1]
+        if name is None:
+            return self.ctype.value
+        return f"{self.ctype.value}({name}={self.key})"
 
 
 @dataclass(slots=True)
@@ -184,12 +189,28 @@ class WorkflowRun:
         self._replaying = False
         self._history: list[HistoryEvent] = []
         self._history_length = 0
+        self._history_size_cache: int | None = None
+        self._crypto_recorded: list[Any] | None = None  # this batch's recorded crypto markers, in order
+        self._crypto_next = 0
         self._context_lua: Any = None
+        self._versions: dict[str, int] = {}  # change id -> version, for the rest of the run
+        # ActivityTaskScheduled event id of each activity id (kept up to date by worker.replay)
+        self.scheduled_event_of: dict[str, int] = {}
         self.lua = new_lua(limits.lua_memory_bytes)
         host = {
             "schedule_activity": self._schedule_activity,
+            "cancel_activity": self._cancel_activity,
+            "activity_context": self._activity_context,
             "start_timer": self._start_timer,
             "cancel_timer": self._cancel_timer,
+            "start_child": self._start_child,
+            "spawn_spec": self._spawn_spec,
+            "signal_external": self._signal_external,
+            "cancel_external": self._cancel_external,
+            "terminate_external": self._terminate_external,
+            "monitor_external": self._monitor_external,
+            "version": self._version,
+            "attrs": self._attrs,
             "random_hex": self._random_hex,
             "uuid4": self._uuid4,
             "info": self._info,
@@ -219,6 +240,11 @@ class WorkflowRun:
         self._fire_timer = self.k.fire_timer
         self._signal = self.k.signal
         self._cancel_requested = self.k.cancel_requested
+        self._child_started = self.k.child_started
+        self._child_start_failed = self.k.child_start_failed
+        self._child_closed = self.k.child_closed
+        self._op_done = self.k.op_done
+        self._monitored_closed = self.k.monitored_closed
         self._run = self.k.run
         self._begin = self.k.begin
 
@@ -228,6 +254,8 @@ class WorkflowRun:
         self._context_lua = None
         self._resolve_activity = self._fail_activity = self._fire_timer = None
         self._signal = self._cancel_requested = self._run = self._begin = None
+        self._child_started = self._child_start_failed = self._child_closed = None
+        self._op_done = self._monitored_closed = None
         self.k = None
         self.lua = None
 
@@ -246,11 +274,15 @@ class WorkflowRun:
         self._replaying = recorded is not None
         self._history = history
         self._history_length = started.event_id
+        self._history_size_cache = None
+        self._crypto_recorded = None
+        self._crypto_next = 0
         self._begin(started.timestamp_ms, self._replaying)
 
     def end_batch(self) -> None:
         self._history = []
         self._recorded = None
+        self._crypto_recorded = None
 
     def resolve_activity(self, activity_id: str, result: Any) -> None:
         self._resolve_activity(activity_id, to_lua(self.lua, result))
@@ -265,9 +297,35 @@ class WorkflowRun:
     def signal(self, name: str, data: Any, sender: Any) -> None:
         self._signal(name, to_lua(self.lua, data), sender)
 
-    def cancel_requested(self, reason: str) -> bool:
-        """Deliver a cancel request; True when the code has no events channel (cancel the run)."""
-        return bool(self._cancel_requested(reason))
+    def _failure_args(self, failure: Failure | None) -> tuple[Any, Any, Any, Any]:
+        if failure is None:
+            return None, None, None, None
+        return failure.message, failure.kind, failure.retryable, to_lua(self.lua, failure.details)
+
+    def child_started(self, seq: int, workflow_id: str, run_id: str) -> None:
+        self._child_started(seq, workflow_id, run_id)
+
+    def child_start_failed(self, seq: int, failure: Failure) -> None:
+        self._child_start_failed(seq, *self._failure_args(failure))
+
+    def child_closed(self, seq: int, workflow_id: str, run_id: str, result: Any, failure: Failure | None) -> None:
+        self._child_closed(seq, workflow_id, run_id, to_lua(self.lua, result), *self._failure_args(failure))
+
+    def op_done(self, seq: int, failure: Failure | None) -> None:
+        """A signal / cancel / terminate / monitor command's outcome (failure None: it worked)."""
+        self._op_done(seq, *self._failure_args(failure))
+
+    def monitored_closed(self, workflow_id: str, run_id: str, link: bool, result: Any,
+                         failure: Failure | None) -> None:
+        self._monitored_closed(workflow_id, run_id, link, to_lua(self.lua, result), *self._failure_args(failure))
+
+    def cancel_requested(self, reason: str) -> None:
+        """Deliver a cancel request: to process.events(), now or when the code asks for it in this task."""
+        self._cancel_requested(reason)
+
+    def cancel_unhandled(self) -> bool:
+        """After run(): a cancel request arrived and the code has not asked for process.events()."""
+        return bool(self.k.cancel_unhandled())
 
     def run(self) -> BatchResult:
         """Run ready coroutines until all block. Raises TaskFailure."""
@@ -282,6 +340,9 @@ class WorkflowRun:
         cmds = self._commands
         if status == "blocked":
             return BatchResult(cmds, "blocked")
+        if status == "continue":  # process.upgrade: a, b, c = workflow type or None, args (packed), source
+            cmds.append(PendingCommand(C.ContinueAsNewWorkflowExecution, None, c or None, (a, b)))
+            return BatchResult(cmds, "done")
         if status == "done":
             try:
                 if b is not None:
@@ -294,14 +355,16 @@ class WorkflowRun:
                                                              Kind.INVALID, False)) from None
             return BatchResult(cmds, "done")
         if status == "fatal":
-            kind = {"FORBIDDEN_CALL": Kind.FORBIDDEN, "LIMIT_EXCEEDED": Kind.LIMIT_EXCEEDED}.get(a, Kind.INTERNAL)
+            kind = {"FORBIDDEN_CALL": Kind.FORBIDDEN, "LIMIT_EXCEEDED": Kind.LIMIT_EXCEEDED,
+                    "NON_DETERMINISTIC": Kind.NON_DETERMINISTIC}.get(a, Kind.INTERNAL)
             raise TaskFailure(str(a), Failure(str(b), kind, False, source=c or None))
-        # "error": message, kind, retryable, details, source
+        # "error": message, kind, retryable, details, source. A raised string (a Lua runtime error, or
+        # error("text")) is INTERNAL, as in activities; a raised error object keeps its kind.
         try:
             details = to_python(d)
         except ConversionError:
             details = None
-        raise TaskFailure("WORKFLOW_ERROR", Failure(str(a), str(b) if b else Kind.UNKNOWN,
+        raise TaskFailure("WORKFLOW_ERROR", Failure(str(a), str(b) if b else Kind.INTERNAL,
                                                     bool(c) if c is not None else False, details, e or None))
 
     def cancel_command(self) -> PendingCommand:
@@ -325,7 +388,8 @@ class WorkflowRun:
                 "activity_id": aid, "activity_type": cmd.key, "task_queue": queue, "input": args,
                 "schedule_to_close_timeout_ms": 0, "schedule_to_start_timeout_ms": 0,
                 "start_to_close_timeout_ms": 0, "heartbeat_timeout_ms": 0,
-                "retry_policy": o.retry_policy if o else None, "context": self.info.context,
+                "retry_policy": o.retry_policy if o else None,
+                "context": {**self.info.context, **o.context} if o and o.context else self.info.context,
             }
             if o and o.timeouts:
                 attrs.update(o.timeouts)
@@ -340,7 +404,78 @@ class WorkflowRun:
             return Command(t, {"result": cmd.data})
         if t is C.FailWorkflowExecution:
             return Command(t, {"failure": cmd.data})
-        return Command(t, {"details": cmd.data})
+        if t is C.CancelWorkflowExecution:
+            return Command(t, {"details": cmd.data})
+        if t is C.StartChildWorkflowExecution:
+            seq, packed, spec, queue, namespace = cmd.data
+            args = self._args(packed, f"spawn of {cmd.key}", cmd.line)
+            req = start_request(spec or SpawnSpec(), cmd.key, queue, args, namespace=namespace,
+                                default_workflow_id=self._child_id(seq), base_context=self.info.context)
+            return Command(t, child_command_attrs(req, seq))
+        if t is C.SignalExternalWorkflowExecution:
+            seq, pid, payload = cmd.data
+            try:
+                data = to_python(payload)
+            except ConversionError as err:
+                raise TaskFailure("WORKFLOW_ERROR", Failure(
+                    f"process.send({pid}, {cmd.key}): the payload cannot be sent: {err}", Kind.INVALID, False,
+                    source=cmd.line)) from None
+            return Command(t, {"seq": seq, "namespace": self.info.namespace, "workflow_id": pid, "run_id": "",
+                               "signal_name": cmd.key, "input": data, "sender": self.info.workflow_id})
+        if t is C.RequestCancelExternalWorkflowExecution:
+            seq, deadline_ms = cmd.data
+            return Command(t, {"seq": seq, "namespace": self.info.namespace, "workflow_id": cmd.key,
+                               "reason": f"canceled by workflow {self.info.workflow_id}", "deadline_ms": deadline_ms})
+        if t is C.TerminateExternalWorkflowExecution:
+            seq, reason = cmd.data
+            return Command(t, {"seq": seq, "namespace": self.info.namespace, "workflow_id": cmd.key,
+                               "reason": reason or f"terminated by workflow {self.info.workflow_id}"})
+        if t is C.MonitorExternalWorkflowExecution:
+            seq, link, remove = cmd.data
+            return Command(t, {"seq": seq, "namespace": self.info.namespace, "workflow_id": cmd.key,
+                               "link": link, "remove": remove})
+        if t is C.ContinueAsNewWorkflowExecution:
+            source, packed = cmd.data
+            args = self._args(packed, "process.upgrade", cmd.line)
+            attrs = {"workflow_type": source or self.info.workflow_type, "input": args}
+            bound = self._bound_queue(source) if source else None
+            if bound is not None:
+                attrs["task_queue"] = bound[0]
+            return Command(t, attrs)
+        if t is C.UpsertWorkflowSearchAttributes:
+            return Command(t, {"search_attributes": cmd.data})
+        if t is C.ModifyWorkflowProperties:
+            return Command(t, {"memo": cmd.data})
+        if t is C.RequestCancelActivityTask:
+            return Command(t, {"scheduled_event_id": cmd.key})
+        raise AssertionError(f"no builder for {t}")  # pragma: no cover
+
+    def _args(self, packed: Any, what: str, line: str | None) -> list[Any]:
+        try:
+            return args_to_python(packed)
+        except ConversionError as err:
+            raise TaskFailure("WORKFLOW_ERROR", Failure(f"{what}: an argument cannot be sent: {err}", Kind.INVALID,
+                                                         False, source=line)) from None
+
+    def _child_id(self, seq: int) -> str:
+        """The workflow id of a child started without an id or name: unique per run and command."""
+        i = self.info
+        wid = f"{i.workflow_id}/{i.run_id}/{seq}"
+        return wid if len(wid) <= MAX_ID_LENGTH else f"{i.run_id}/{seq}"
+
+    def _bound_queue(self, workflow_type: str) -> tuple[str, str | None] | None:
+        """(task queue, namespace or None) of the worker a workflow entry is bound to, if known."""
+        e = self.registry.workflow_for_type(workflow_type)
+        if e is None or e.worker is None:
+            return None
+        return self._worker_target(e.worker)
+
+    def _worker_target(self, worker_id: str) -> tuple[str, str | None] | None:
+        w = self.registry.find(worker_id)
+        if not isinstance(w, WorkerEntry):
+            return None
+        c = self.registry.find(w.client) if w.client else None
+        return w.task_queue, c.client_namespace if isinstance(c, ClientEntry) else None
 
     # ------------------------------------------------------------ host callbacks (called from Lua)
 
@@ -354,13 +489,18 @@ class WorkflowRun:
         self._commands.append(PendingCommand(C.CancelTimer, tid, line, None))
 
     def _random_hex(self, n: int, line: Any = None) -> str:
-        idx = len(self._commands)
+        # the n-th call of a replayed batch gets the n-th recorded crypto marker of the batch
         details: str | None = None
         rec = self._recorded
-        if rec is not None and idx < len(rec):
-            ev = rec[idx]
-            if ev.attrs.get("marker_name") == CRYPTO_MARKER and isinstance(ev.attrs.get("details"), str):
-                details = ev.attrs["details"]
+        if rec is not None:
+            if self._crypto_recorded is None:
+                self._crypto_recorded = [ev.attrs.get("details") for ev in rec
+                                         if ev.event_type is EventType.MarkerRecorded
+                                         and ev.attrs.get("marker_name") == CRYPTO_MARKER]
+            i = self._crypto_next
+            self._crypto_next = i + 1
+            if i < len(self._crypto_recorded) and isinstance(self._crypto_recorded[i], str):
+                details = self._crypto_recorded[i]
         if details is None:
             details = os.urandom(int(n)).hex()
         self._commands.append(PendingCommand(C.RecordMarker, CRYPTO_MARKER, line, details))
@@ -381,7 +521,10 @@ class WorkflowRun:
         return self._history_length
 
     def _history_size(self) -> int:
-        return sum(len(e.encode()) for e in self._history[:self._history_length])
+        """In bytes (UTF-8), as history counts them (limits.max_history_bytes); computed once a batch."""
+        if self._history_size_cache is None:
+            self._history_size_cache = sum(len(e.encode().encode()) for e in self._history[:self._history_length])
+        return self._history_size_cache
 
     def _context(self) -> Any:
         if self._context_lua is None:
@@ -393,6 +536,162 @@ class WorkflowRun:
             return parse_activity_options(to_python(table), base), None
         except (ValueError, ConversionError) as err:
             return None, str(err)
+
+    def _activity_context(self, table: Any, base: Any) -> tuple[Any, Any]:
+        try:
+            ctx = to_python(table)
+        except ConversionError as err:
+            return None, f"with_context: {err}"
+        if ctx == []:
+            ctx = {}
+        if not isinstance(ctx, dict):
+            return None, "with_context: expected a table of name = value"
+        out = base.copy() if isinstance(base, ActivityOptions) else ActivityOptions()
+        out.context.update(ctx)
+        return out, None
+
+    def _cancel_activity(self, aid: str, line: Any) -> bool:
+        """future:cancel(). True: the activity's command was not sent yet and is dropped (the
+        future fails at once); False: RequestCancelActivityTask was issued."""
+        cmds = self._commands
+        for i, c in enumerate(cmds):
+            if c.ctype is C.ScheduleActivityTask and c.data[0] == aid:
+                del cmds[i]
+                return True
+        sched = self.scheduled_event_of.get(aid)
+        if sched is None:  # pragma: no cover - every sent activity has its event
+            raise TaskFailure("WORKFLOW_ERROR", Failure(f"internal: activity {aid} has no scheduled event",
+                                                         Kind.INTERNAL, False, source=line or None))
+        cmds.append(PendingCommand(C.RequestCancelActivityTask, sched, line, None))
+        return False
+
+    # ---- processes (docs/processes.md)
+
+    def _start_child(self, seq: int, workflow_type: str, host: Any, packed: Any, spec: Any, line: Any) -> Any:
+        """Issue StartChildWorkflowExecution; return None, or a message when host is unusable."""
+        if spec is not None and not isinstance(spec, SpawnSpec):
+            return "internal: bad spawner"
+        namespace: str | None = None
+        queue: str | None = spec.options.task_queue if spec is not None else None
+        if host is not None:
+            target = self._worker_target(host)
+            if target is not None:
+                queue, namespace = target
+            elif queue is None:
+                found = self.registry.find(host)
+                why = (f"it is a {found.kind} entry, not a temporal.worker" if found is not None else
+                       "it is not a temporal.worker entry of this worker's registry")
+                return (f"unknown host {host!r}: {why} (the host names the temporal.worker whose task queue "
+                        "runs the workflow; or set temporal.workflow.task_queue)")
+        elif queue is None:
+            bound = self._bound_queue(workflow_type)
+            if bound is not None:
+                queue, namespace = bound
+        self._commands.append(PendingCommand(
+            C.StartChildWorkflowExecution, workflow_type, line,
+            (seq, packed, spec, queue or self.info.task_queue, namespace or self.info.namespace)))
+        return None
+
+    def _spawn_spec(self, op: str, base: Any, a: Any, b: Any) -> tuple[Any, Any]:
+        spec = base if isinstance(base, SpawnSpec) else SpawnSpec()
+        try:
+            if op == "options":
+                return spec.with_options(to_python(a)), None
+            if op == "context":
+                return spec.with_context(to_python(a)), None
+            if op == "name":
+                return spec.with_name(a), None
+            return spec.with_message(a, to_python(b)), None
+        except StartOptionError as err:
+            return None, str(err)
+        except ConversionError as err:
+            return None, f"with_{op}: {err}"
+
+    def _signal_external(self, seq: int, pid: str, topic: str, payload: Any, line: Any) -> None:
+        self._commands.append(PendingCommand(C.SignalExternalWorkflowExecution, topic, line, (seq, pid, payload)))
+
+    def _cancel_external(self, seq: int, pid: str, deadline_ms: Any, line: Any) -> None:
+        self._commands.append(PendingCommand(C.RequestCancelExternalWorkflowExecution, pid, line,
+                                             (seq, int(deadline_ms or 0))))
+
+    def _terminate_external(self, seq: int, pid: str, reason: Any, line: Any) -> None:
+        self._commands.append(PendingCommand(C.TerminateExternalWorkflowExecution, pid, line, (seq, reason)))
+
+    def _monitor_external(self, seq: int, pid: str, link: Any, remove: Any, line: Any) -> None:
+        self._commands.append(PendingCommand(C.MonitorExternalWorkflowExecution, pid, line,
+                                             (seq, bool(link), bool(remove))))
+
+    def _version(self, change_id: str, lo: int, hi: int, line: Any) -> tuple[Any, bool, Any]:
+        """workflow.version (docs/processes.md, Versioning): (version, recorded now, error message)."""
+        known = self._versions.get(change_id)
+        if known is not None:
+            return self._in_range(change_id, known, lo, hi, "was recorded for this run")
+        rec = self._recorded
+        if rec is None:  # new code running for the first time at this point
+            version = hi
+        else:
+            for ev in rec:
+                if ev.event_type is EventType.MarkerRecorded and ev.attrs.get("marker_name") == VERSION_MARKER:
+                    d = ev.attrs.get("details")
+                    if isinstance(d, dict) and d.get("change_id") == change_id:
+                        v = d.get("version")
+                        if isinstance(v, bool) or not isinstance(v, int):
+                            return None, False, (f"workflow.version({change_id!r}): event {ev.event_id} recorded "
+                                                 f"version {v!r}, not a whole number")
+                        version = v
+                        break
+            else:  # the run passed this point before the code had the call
+                self._versions[change_id] = lo
+                return lo, False, None
+        got = self._in_range(change_id, version, lo, hi, "is recorded in the history")
+        if got[0] is not None:
+            self._versions[change_id] = version
+            self._commands.append(PendingCommand(C.RecordMarker, VERSION_MARKER, line,
+                                                 {"change_id": change_id, "version": version}))
+            return version, True, None
+        return got
+
+    @staticmethod
+    def _in_range(change_id: str, version: int, lo: int, hi: int, what: str) -> tuple[Any, bool, Any]:
+        if lo <= version <= hi:
+            return version, False, None
+        return None, False, (f"workflow.version({change_id!r}, {lo}, {hi}): version {version} {what}, outside "
+                             f"the supported range [{lo}, {hi}] (keep supporting version {version} while runs "
+                             "that recorded it exist)")
+
+    def _attrs(self, table: Any, line: Any) -> tuple[Any, Any]:
+        """workflow.attrs{search=, memo=}: (number of commands issued, error message)."""
+        try:
+            value = to_python(table)
+        except ConversionError as err:
+            return None, f"workflow.attrs: {err}"
+        if value == []:
+            value = {}
+        if not isinstance(value, dict):
+            return None, "workflow.attrs: expected a table {search = {...}, memo = {...}}"
+        unknown = sorted(k for k in value if k not in ("search", "memo"))
+        if unknown:
+            return None, f"workflow.attrs: unknown key {unknown[0]!r} (known: search, memo)"
+        cmds: list[PendingCommand] = []
+        search = value.get("search")
+        if search is not None:
+            if search == []:
+                search = {}
+            problem = check_search_attributes(search, "workflow.attrs: search")
+            if problem:
+                return None, problem
+            if search:
+                cmds.append(PendingCommand(C.UpsertWorkflowSearchAttributes, None, line, search))
+        memo = value.get("memo")
+        if memo is not None:
+            if memo == []:
+                memo = {}
+            if not isinstance(memo, dict):
+                return None, "workflow.attrs: memo must be a table of name = value"
+            if memo:
+                cmds.append(PendingCommand(C.ModifyWorkflowProperties, None, line, memo))
+        self._commands.extend(cmds)
+        return len(cmds), None
 
     def _json_decode(self, text: str) -> tuple[Any, Any]:
         try:

@@ -24,6 +24,7 @@ from legato.api import (
     ActivityTask,
     PollRequest,
     RecordActivityHeartbeatRequest,
+    RespondActivityTaskCanceledRequest,
     RespondActivityTaskCompletedRequest,
     RespondActivityTaskFailedRequest,
     RespondWorkflowTaskCompletedRequest,
@@ -31,6 +32,7 @@ from legato.api import (
     WorkflowService,
     WorkflowTask,
 )
+from legato.commands import CommandType
 from legato.config import Config
 from legato.errors import Failure, Kind
 from worker.activity import ActivityRunner, CallContext
@@ -74,7 +76,7 @@ class Worker:
         self.identity = identity or default_identity()
         wc = config.worker
         self.cache = WorkflowCache(wc.workflow_cache_size, wc.workflow_cache_bytes)
-        self.activities = ActivityRunner(registry, self._heartbeat_from_thread)
+        self.activities = ActivityRunner(registry, self._heartbeat_from_thread, config.worker.heartbeat_throttle_ms)
         self.task_queues = registry.task_queues()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._act_pool: ThreadPoolExecutor | None = None
@@ -82,6 +84,7 @@ class Worker:
         self._act_slots: asyncio.Semaphore | None = None
         self._pollers: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[None]] = set()
+        self._eager_wft_waiting = 0  # workflow tasks handed to us with an activity's completion, waiting for a slot
         self._stopping = asyncio.Event()
         self._started = False
         self.min_empty_poll_s = 0.05  # an empty poll faster than this (no long-poll) backs off
@@ -205,15 +208,57 @@ class Worker:
         # a task is bounded by limits.lua_instructions_per_task, and a thread hop per task cost
         # about a third of the throughput.
         resp = self.process_workflow_task(task)
+        reserved = 0
         try:
             if isinstance(resp, RespondWorkflowTaskCompletedRequest):
-                await self.client.respond_workflow_task_completed(resp)
+                reserved = await self._request_eager(resp, task)
+                done = await self.client.respond_workflow_task_completed(resp)
+                reserved = await self._start_eager(done.activity_tasks if done is not None else [], reserved)
             else:
                 await self.client.respond_workflow_task_failed(resp)
         except Exception as err:
             self.cache.evict(task.run_id)
             log.warning("could not respond to workflow task of %s/%s: %s: %s", task.workflow_id, task.run_id,
                         type(err).__name__, err)
+        finally:
+            assert self._act_slots is not None
+            for _ in range(reserved):
+                self._act_slots.release()
+
+    async def _request_eager(self, resp: RespondWorkflowTaskCompletedRequest, task: WorkflowTask) -> int:
+        """Ask to run the task's new activities here and now (eager execution: no activity poll)
+        for those on the workflow's task queue that this worker can run, one free activity slot
+        each; return how many slots were taken."""
+        slots = self._act_slots
+        if not self.config.worker.eager_tasks or slots is None:
+            return 0
+        taken = 0
+        for cmd in resp.commands:
+            if cmd.command_type is not CommandType.ScheduleActivityTask or slots.locked():
+                continue
+            a = cmd.attrs
+            if (a.get("task_queue") or task.task_queue) != task.task_queue:
+                continue
+            if self.registry.function(str(a.get("activity_type"))) is None:
+                continue
+            await slots.acquire()  # not locked: returns at once
+            taken += 1
+            a["request_eager_execution"] = True
+        return taken
+
+    async def _start_eager(self, tasks: list[ActivityTask], reserved: int) -> int:
+        """Run the activities history started for us; return the reserved slots left unused."""
+        slots = self._act_slots
+        assert slots is not None
+        for at in tasks:
+            if reserved > 0:
+                reserved -= 1
+            else:  # more than asked for (not expected): wait for a slot like a poller would
+                await slots.acquire()
+            t = asyncio.create_task(self._guarded(self._run_activity_task, at, slots))
+            self._inflight.add(t)
+            t.add_done_callback(self._inflight.discard)
+        return reserved
 
     def process_workflow_task(self, task: WorkflowTask) -> WorkflowResponse:
         """Run a workflow task (synchronously) and return the response to send."""
@@ -250,8 +295,12 @@ class Worker:
         out = await self._loop.run_in_executor(self._act_pool, self.activities.execute, task)
         try:
             if out.ok:
-                await self.client.respond_activity_task_completed(
-                    RespondActivityTaskCompletedRequest(task.task_token, out.result, self.identity))
+                await self._complete_activity(task, out.result)
+            elif out.canceled and hasattr(self.client, "respond_activity_task_canceled"):
+                # (hasattr: WorkflowService implementations gain this call with issue 3)
+                assert out.failure is not None
+                await self.client.respond_activity_task_canceled(
+                    RespondActivityTaskCanceledRequest(task.task_token, out.failure.details, self.identity))
             else:
                 assert out.failure is not None
                 await self.client.respond_activity_task_failed(
@@ -259,6 +308,42 @@ class Worker:
         except Exception as err:
             log.warning("could not respond to activity %s of %s: %s: %s", task.activity_id, task.workflow_id,
                         type(err).__name__, err)
+
+    async def _complete_activity(self, task: ActivityTask, result: Any) -> None:
+        """Report the result. When this worker has the run cached, ask for the workflow task the
+        completion schedules (history starts it for us in the same write: no poll, no matching)
+        and run it as soon as a workflow-task slot is free. At most `max_concurrent_workflow_tasks`
+        such tasks wait for a slot at a time."""
+        slots = self._wf_slots
+        ask = (self.config.worker.eager_tasks and slots is not None and task.run_id in self.cache
+               and self._eager_wft_waiting < self.config.worker.max_concurrent_workflow_tasks
+               and not self._stopping.is_set())
+        if ask:
+            self._eager_wft_waiting += 1
+        handed_over = False
+        try:
+            resp = await self.client.respond_activity_task_completed(
+                RespondActivityTaskCompletedRequest(task.task_token, result, self.identity, return_workflow_task=ask))
+            wt = resp.workflow_task if resp is not None else None
+            if wt is not None:
+                # Its own task waits for the slot: this activity's slot is free at once.
+                t = asyncio.create_task(self._run_handed_workflow_task(wt, ask))
+                self._inflight.add(t)
+                t.add_done_callback(self._inflight.discard)
+                handed_over = True
+        finally:
+            if ask and not handed_over:
+                self._eager_wft_waiting -= 1
+
+    async def _run_handed_workflow_task(self, task: WorkflowTask, counted: bool) -> None:
+        slots = self._wf_slots
+        assert slots is not None
+        try:
+            await slots.acquire()
+        finally:
+            if counted:
+                self._eager_wft_waiting -= 1
+        await self._guarded(self._run_workflow_task, task, slots)
 
     def _heartbeat_from_thread(self, ctx: CallContext, details: Any) -> bool:
         loop = self._loop

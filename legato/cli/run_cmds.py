@@ -6,19 +6,22 @@ import asyncio
 import os
 import signal
 import socket
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from legato import DEFAULT_NAMESPACE
 from legato.api import ExecutionRef, StartWorkflowRequest
 from legato.cli.common import CliError, parse_input, parse_timeout, run_async
-from legato.cli.output import ExitCode
+from legato.cli.output import ExitCode, fmt_value
 from legato.cli.workflow_cmds import report_result, wait_result
 from legato.config import load_config
 from legato.ids import new_request_id
 
 if TYPE_CHECKING:
-    from worker.entries import Registry
+    from legato.config import Config
+    from worker.entries import FunctionEntry, Registry
 
 config_option = click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
                              help="YAML file with limits and tunables (see README).")
@@ -116,14 +119,26 @@ async def run(entries: str, entry_id: str, input_json: str | None, db_path: str 
               timeout: str | None, output: str, config_path: str | None) -> int:
     """Run one workflow in this process (engine and worker) and print its result as JSON.
 
+    ENTRY_ID may also be a function.lua entry: it then runs as a non-durable caller with the
+    `process` API live (its own @pid and mailbox; it can spawn, exec, send to and monitor
+    workflows), and its return value is printed (exit 1 when it returns nil, err or raises).
+
     Exit 0 when it completes, 1 when it fails, 2 when its workflow task fails (a bug,
     non-determinism or a forbidden call) instead of waiting for a fix.
     """
     from legato.server import Engine
+    from worker.entries import FunctionEntry
     from worker.worker import Worker
 
     config = load_config(config_path)
     registry = _load_registry(entries)
+    function = registry.find(entry_id)
+    if isinstance(function, FunctionEntry):
+        if workflow_id:
+            raise CliError(f"--id: {entry_id} is a function entry, which runs as a caller with its own pid, "
+                           "not as a workflow with an id")
+        return await _run_caller(registry, function, parse_input(input_json), db_path, parse_timeout(timeout),
+                                 output, config)
     workflow_type, task_queue, namespace = _workflow_target(registry, entry_id, entries)
     args = parse_input(input_json)
     wait_ms = parse_timeout(timeout)
@@ -142,6 +157,39 @@ async def run(entries: str, entry_id: str, input_json: str | None, db_path: str 
     return report_result(resp, output, wid)
 
 
+async def _run_caller(registry: Registry, entry: FunctionEntry, args: list[Any], db_path: str | None,
+                      wait_ms: int | None, output: str, config: Config) -> int:
+    """A function entry as a non-durable caller (worker/caller.py), with the engine and a worker for
+    the workflows it starts in this process. Prints its return value as JSON (exit 0), or its error
+    (`nil, err` or a raised error: exit 1)."""
+    from legato.cli.output import print_json
+    from legato.server import Engine
+    from worker.caller import Caller
+    from worker.worker import Worker
+
+    namespace = registry.namespace_of_worker(entry.worker) if entry.worker else DEFAULT_NAMESPACE
+    async with Engine(config, db_path) as engine:
+        w = Worker(engine.frontend, registry, config, identity=_identity("run"))
+        await w.start()
+        try:
+            caller = Caller(engine.frontend, entry, registry, config.limits, namespace=namespace)
+            try:
+                outcome = await asyncio.wait_for(caller.run(args), None if wait_ms is None else wait_ms / 1000)
+            except TimeoutError:
+                click.echo(f"error: {entry.id} ({caller.pid}) is still running after --timeout", err=True)
+                return ExitCode.WAIT_TIMEOUT
+        finally:
+            await w.stop()
+    if outcome.failure is not None:
+        click.echo(f"error: {entry.id} failed: {outcome.failure}", err=True)
+        return ExitCode.WORKFLOW_FAILED
+    if output == "json":
+        print_json(outcome.value)
+    else:
+        click.echo(fmt_value(outcome.value))
+    return ExitCode.OK
+
+
 @click.group()
 def bench() -> None:
     """Benchmarks (commands, not tests)."""
@@ -149,17 +197,48 @@ def bench() -> None:
 
 @bench.command()
 @click.option("--workflows", "count", default=500, show_default=True, type=click.IntRange(1, 10_000_000))
+@click.option("--processes", is_flag=True,
+              help="Run `legato server start-dev` and `legato worker` as child processes and drive them over "
+                   "gRPC (the set-up Temporal's dev server is measured in), instead of one process without gRPC.")
+@click.option("--address", default=None,
+              help="Drive the server already running at HOST:PORT (with a worker for the bench app, see "
+                   "--entries-dir) instead of starting one.")
+@click.option("--entries-dir", default=None, type=click.Path(file_okay=False),
+              help="Write the bench app (registry YAML and Lua) into this folder and use it from there "
+                   "(default: a temporary folder). With --address, run `legato worker --entries DIR` on it.")
 @click.option("--db", "db_path", default=None, help="SQLite file (default: a temporary file).")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @config_option
 @run_async
-async def hello(count: int, db_path: str | None, output: str, config_path: str | None) -> int:
-    """N workflows that each call one activity, started at once, on the embedded default."""
-    from legato.bench import run_hello
+async def hello(count: int, processes: bool, address: str | None, entries_dir: str | None, db_path: str | None,
+                output: str, config_path: str | None) -> int:
+    """N workflows that each call one activity, started at once; prints workflows/s and the
+    p50/p99 start-to-result latency.
+
+    By default the engine and the worker run in this process, without gRPC. With --processes the
+    server and the worker are separate processes and every call goes over gRPC.
+    """
+    from legato.bench import BenchError, run_hello, run_hello_processes, run_hello_remote, write_app
     from legato.cli.output import print_json
 
+    if processes and address:
+        raise CliError("--processes starts its own server; --address drives one that is running: choose one")
+    if address and db_path:
+        raise CliError("--db is the file of a server the bench starts; with --address the server has its own")
     config = load_config(config_path)
-    report = await run_hello(config, count, db_path)
+    try:
+        if address:
+            if entries_dir:
+                write_app(Path(entries_dir))
+                click.echo(f"legato: bench app written to {entries_dir}; the worker for it: "
+                           f"legato worker --entries {entries_dir} --address {address}", err=True)
+            report = await run_hello_remote(address, count)
+        elif processes:
+            report = await run_hello_processes(count, db_path, config_path, entries_dir)
+        else:
+            report = await run_hello(config, count, db_path, entries_dir)
+    except BenchError as e:
+        raise CliError(str(e)) from None
     if output == "json":
         print_json(report)
     else:

@@ -1,4 +1,4 @@
-"""`legato workflow ...`: start, signal, result, describe, show, list, terminate, cancel."""
+"""`legato workflow ...`: start, signal, result, describe, show, list, count, terminate, cancel."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from typing import Any
 
 import click
 
+from legato import codec
 from legato.api import (
+    CALLER_PID_PREFIX,
     CancelWorkflowRequest,
+    CountWorkflowsRequest,
     DescribeWorkflowResponse,
     ExecutionRef,
     GetHistoryRequest,
@@ -17,18 +20,26 @@ from legato.api import (
     IdConflictPolicy,
     IdReusePolicy,
     ListWorkflowsRequest,
+    ParentClosePolicy,
+    SendMessageRequest,
     SignalWorkflowRequest,
+    StartMessage,
     StartWorkflowRequest,
     TerminateWorkflowRequest,
     WorkflowService,
     WorkflowStatus,
 )
-from legato.cli.common import client_options, parse_input, parse_timeout, run_async
+from legato.cli.common import CliError, client_options, parse_input, parse_timeout, run_async
 from legato.cli.output import ExitCode, fmt_time, fmt_value, jsonable, print_json
 from legato.client import GrpcClient
 from legato.codec import parse_json_input
+from legato.errors import InvalidArgument
 from legato.events import HistoryEvent
 from legato.ids import new_request_id
+from legato.query import parse as parse_query
+from legato.retry import RetryPolicy
+
+MAX_LIST_PAGE = 1000  # the server's largest page
 
 IDENTITY = "legato-cli"
 
@@ -36,6 +47,9 @@ IDENTITY = "legato-cli"
 @click.group()
 def workflow() -> None:
     """Start, signal, inspect and stop workflows on a running server."""
+
+
+PARENT_CLOSE_POLICIES = [p.value for p in ParentClosePolicy]
 
 
 @workflow.command()
@@ -50,12 +64,37 @@ def workflow() -> None:
               show_default=True)
 @click.option("--id-reuse-policy", type=click.Choice([p.value for p in IdReusePolicy]),
               default="allow_duplicate", show_default=True)
+@click.option("--search-attribute", "--search-attr", "search_attributes", multiple=True, metavar="NAME=VALUE",
+              help="A search attribute (repeatable). VALUE is JSON (42, true, [\"a\",\"b\"], \"text\") or else text.")
+@click.option("--memo", "memo", multiple=True, metavar="NAME=VALUE|JSON",
+              help="A memo field (repeatable), VALUE as for --search-attribute; or a JSON object of fields.")
+@click.option("--context", "context_json", default=None, metavar="JSON",
+              help="The workflow's context (ctx.get / ctx.all), a JSON object.")
+@click.option("--retry-policy", "retry_json", default=None, metavar="JSON",
+              help="Workflow-level retry policy, a JSON object: initial_interval (\"1s\"), backoff_coefficient, "
+                   "maximum_interval, maximum_attempts, non_retryable_error_types.")
+@click.option("--cron", "cron_schedule", default="", metavar="SCHEDULE",
+              help="Run on a 5-field cron schedule (UTC), e.g. \"0 */6 * * *\".")
+@click.option("--start-delay", default=None, help="Start the first run this much later, e.g. 10m.")
+@click.option("--message", "messages", multiple=True, metavar="TOPIC=JSON",
+              help="A message queued before any other signal (repeatable, in order); JSON payload, or else text.")
+@click.option("--execution-error-when-already-started", is_flag=True,
+              help="Fail when a run with this id is already running (instead of per --id-conflict-policy).")
+@click.option("--enable-eager-start", is_flag=True, help="Dispatch the first workflow task at once.")
+@click.option("--wait-for-cancellation", is_flag=True,
+              help="(children) A parent's cancel waits for this workflow to close.")
+@click.option("--parent-close-policy", type=click.Choice(PARENT_CLOSE_POLICIES), default="terminate",
+              show_default=True, help="What happens to it when its parent closes (children).")
 @client_options
 @run_async
 async def start(workflow_type: str, task_queue: str, workflow_id: str | None, input_json: str | None,
                 execution_timeout: str | None, run_timeout: str | None, task_timeout: str | None,
-                id_conflict_policy: str, id_reuse_policy: str, address: str, output: str, namespace: str) -> int:
-    """Start a workflow."""
+                id_conflict_policy: str, id_reuse_policy: str, search_attributes: tuple[str, ...],
+                memo: tuple[str, ...], context_json: str | None, retry_json: str | None, cron_schedule: str,
+                start_delay: str | None, messages: tuple[str, ...], execution_error_when_already_started: bool,
+                enable_eager_start: bool, wait_for_cancellation: bool, parent_close_policy: str,
+                address: str, output: str, namespace: str) -> int:
+    """Start a workflow (every start option of seed 002 is a flag)."""
     req = StartWorkflowRequest(
         workflow_id=workflow_id or new_request_id(), workflow_type=workflow_type, task_queue=task_queue,
         input=parse_input(input_json), namespace=namespace, request_id=new_request_id(), identity=IDENTITY,
@@ -63,6 +102,13 @@ async def start(workflow_type: str, task_queue: str, workflow_id: str | None, in
         run_timeout_ms=parse_timeout(run_timeout, "--run-timeout") or 0,
         task_timeout_ms=parse_timeout(task_timeout, "--task-timeout") or 0,
         id_conflict_policy=IdConflictPolicy(id_conflict_policy), id_reuse_policy=IdReusePolicy(id_reuse_policy),
+        search_attributes=parse_pairs(search_attributes, "--search-attribute"), memo=parse_memo(memo),
+        context=parse_object(context_json, "--context"), retry_policy=parse_retry_policy(retry_json),
+        cron_schedule=cron_schedule, start_delay_ms=parse_timeout(start_delay, "--start-delay") or 0,
+        start_messages=parse_messages(messages),
+        execution_error_when_already_started=execution_error_when_already_started,
+        enable_eager_start=enable_eager_start, wait_for_cancellation=wait_for_cancellation,
+        parent_close_policy=ParentClosePolicy(parent_close_policy),
     )
     async with GrpcClient(address) as client:
         resp = await client.start_workflow(req)
@@ -72,6 +118,72 @@ async def start(workflow_type: str, task_queue: str, workflow_id: str | None, in
         verb = "Started" if resp.started else "Already running:"
         click.echo(f"{verb} workflow {req.workflow_id} (run {resp.run_id})")
     return ExitCode.OK
+
+
+def parse_object(text: str | None, option: str) -> dict[str, Any]:
+    """A JSON object option; absent is {}."""
+    if text is None:
+        return {}
+    try:
+        value = codec.loads(text)
+    except ValueError as e:
+        raise CliError(f"{option} is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise CliError(f"{option} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def parse_memo(items: tuple[str, ...]) -> dict[str, Any]:
+    """--memo NAME=VALUE pairs and/or --memo '{"a": 1}' objects, merged in order."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if item.lstrip().startswith("{"):
+            out.update(parse_object(item, "--memo"))
+        else:
+            out.update(parse_pairs((item,), "--memo"))
+    return out
+
+
+def parse_retry_policy(text: str | None) -> dict[str, Any] | None:
+    """--retry-policy: seed 002's keys (durations as "1s" or ms), or the API's *_ms keys."""
+    if text is None:
+        return None
+    table = parse_object(text, "--retry-policy")
+    api_keys = set(RetryPolicy().to_dict())
+    try:
+        if table and set(table) <= api_keys and set(table) & {"initial_interval_ms", "maximum_interval_ms"}:
+            return RetryPolicy.from_dict(table).to_dict()
+        return RetryPolicy.from_user(table, "--retry-policy").to_dict()
+    except (TypeError, ValueError) as e:
+        raise CliError(str(e)) from None
+
+
+def parse_messages(items: tuple[str, ...]) -> list[StartMessage]:
+    out: list[StartMessage] = []
+    for item in items:
+        topic, sep, text = item.partition("=")
+        if not sep or not topic:
+            raise CliError(f"--message takes TOPIC=JSON, got {item!r}")
+        try:
+            payload: Any = codec.loads(text)
+        except ValueError:
+            payload = text
+        out.append(StartMessage(topic, payload))
+    return out
+
+
+def parse_pairs(items: tuple[str, ...], option: str) -> dict[str, Any]:
+    """NAME=VALUE options as a mapping: VALUE is JSON if it parses as JSON, else the text itself."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise CliError(f"{option} takes NAME=VALUE, got {item!r}")
+        try:
+            out[name] = codec.loads(text)
+        except ValueError:
+            out[name] = text
+    return out
 
 
 @workflow.command()
@@ -85,10 +197,16 @@ async def signal(workflow_id: str, run_id: str, signal_name: str, input_json: st
                  address: str, output: str, namespace: str) -> int:
     """Send a signal to a workflow."""
     payload = None if input_json is None else parse_json_input(input_json, "--input")
-    req = SignalWorkflowRequest(ExecutionRef(workflow_id, run_id, namespace), signal_name, payload,
-                                sender=IDENTITY, identity=IDENTITY, request_id=new_request_id())
     async with GrpcClient(address) as client:
-        await client.signal_workflow(req)
+        if workflow_id.startswith(CALLER_PID_PREFIX):  # a caller pid: its mailbox gets a message
+            if run_id:
+                raise CliError(f"--run-id: {workflow_id} is a caller pid, which has no runs")
+            await client.send_message(SendMessageRequest(workflow_id, signal_name, payload, IDENTITY, namespace,
+                                                         new_request_id()))
+        else:
+            await client.signal_workflow(SignalWorkflowRequest(
+                ExecutionRef(workflow_id, run_id, namespace), signal_name, payload, sender=IDENTITY,
+                identity=IDENTITY, request_id=new_request_id()))
     if output == "json":
         print_json({"workflow_id": workflow_id, "signaled": signal_name})
     else:
@@ -234,20 +352,26 @@ async def show(workflow_id: str, run_id: str, address: str, output: str, namespa
     return ExitCode.OK
 
 
+QUERY_HELP = ("Visibility query, e.g. \"WorkflowType = 'app:order' AND ExecutionStatus = 'Running'\" "
+              "(see 'Visibility queries' in the README).")
+
+
 @workflow.command(name="list")
-@click.option("--query", default="",
-              help="Filter, e.g. \"WorkflowType = 'app:order' AND ExecutionStatus = 'Running'\".")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--query", default="", help=QUERY_HELP)
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000),
+              help="At most this many workflows (fetched page by page).")
+@click.option("--page-size", default=MAX_LIST_PAGE, show_default=True, type=click.IntRange(1, MAX_LIST_PAGE),
+              help="Workflows asked for per request.")
 @client_options
 @run_async
-async def list_cmd(query: str, limit: int, address: str, output: str, namespace: str) -> int:
-    """List workflows, newest first."""
+async def list_cmd(query: str, limit: int, page_size: int, address: str, output: str, namespace: str) -> int:
+    """List workflows, newest first (or as the query's ORDER BY says)."""
     found: list[Any] = []
     token = b""
     async with GrpcClient(address) as client:
         while len(found) < limit:
             page = await client.list_workflows(
-                ListWorkflowsRequest(namespace, query, min(1000, limit - len(found)), token))
+                ListWorkflowsRequest(namespace, query, min(page_size, limit - len(found)), token))
             found.extend(page.executions)
             token = page.next_page_token
             if not token:
@@ -256,8 +380,38 @@ async def list_cmd(query: str, limit: int, address: str, output: str, namespace:
         print_json(found)
     else:
         for i in found:
-            click.echo(f"{i.workflow_id:<40} {i.workflow_type:<30} {i.status.value:<12} {fmt_time(i.start_time_ms)}")
+            click.echo(f"{i.workflow_id:<40} {i.workflow_type:<30} {i.status.value:<16} {fmt_time(i.start_time_ms)}")
+        if token:
+            click.echo(f"(stopped at --limit {limit}; there are more)", err=True)
     return ExitCode.OK
+
+
+@workflow.command()
+@click.option("--query", default="", help=QUERY_HELP + " End it with GROUP BY ExecutionStatus for counts per status.")
+@client_options
+@run_async
+async def count(query: str, address: str, output: str, namespace: str) -> int:
+    """Count workflows that match a query."""
+    async with GrpcClient(address) as client:
+        resp = await client.count_workflows(CountWorkflowsRequest(namespace, query))
+    grouped = bool(resp.groups) or _grouped(query)
+    if output == "json":
+        out: dict[str, Any] = {"count": resp.count}
+        if grouped:
+            out["groups"] = {g.value: g.count for g in resp.groups}
+        print_json(out)
+    else:
+        click.echo(str(resp.count))
+        for g in resp.groups:
+            click.echo(f"{g.value:<17} {g.count}")
+    return ExitCode.OK
+
+
+def _grouped(query: str) -> bool:
+    try:
+        return parse_query(query).group_by is not None
+    except InvalidArgument:  # the server said it was fine: it is the judge
+        return False
 
 
 @workflow.command()
@@ -282,13 +436,17 @@ async def terminate(workflow_id: str, run_id: str, reason: str, address: str, ou
 @click.option("--id", "workflow_id", required=True)
 @click.option("--run-id", default="")
 @click.option("--reason", default="")
+@click.option("--deadline", default=None,
+              help="Terminate the workflow if it is still running this long after the request, e.g. 5s.")
 @client_options
 @run_async
-async def cancel(workflow_id: str, run_id: str, reason: str, address: str, output: str, namespace: str) -> int:
-    """Ask a workflow to cancel; it may clean up first."""
+async def cancel(workflow_id: str, run_id: str, reason: str, deadline: str | None, address: str, output: str,
+                 namespace: str) -> int:
+    """Ask a workflow to cancel; it may clean up first (until --deadline, if given)."""
+    deadline_ms = parse_timeout(deadline, "--deadline") or 0
     async with GrpcClient(address) as client:
         await client.request_cancel_workflow(CancelWorkflowRequest(
-            ExecutionRef(workflow_id, run_id, namespace), reason, IDENTITY, new_request_id()))
+            ExecutionRef(workflow_id, run_id, namespace), reason, IDENTITY, new_request_id(), deadline_ms))
     if output == "json":
         print_json({"workflow_id": workflow_id, "cancel_requested": True})
     else:

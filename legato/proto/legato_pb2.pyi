@@ -53,7 +53,7 @@ class ExecutionRef(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., run_id: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class StartWorkflowRequest(_message.Message):
-    __slots__ = ("workflow_id", "workflow_type", "task_queue", "input_json", "namespace", "request_id", "identity", "execution_timeout_ms", "run_timeout_ms", "task_timeout_ms", "id_reuse_policy", "id_conflict_policy", "context_json", "memo_json", "search_attributes_json")
+    __slots__ = ("workflow_id", "workflow_type", "task_queue", "input_json", "namespace", "request_id", "identity", "execution_timeout_ms", "run_timeout_ms", "task_timeout_ms", "id_reuse_policy", "id_conflict_policy", "context_json", "memo_json", "search_attributes_json", "retry_policy_json", "cron_schedule", "start_delay_ms", "execution_error_when_already_started", "enable_eager_start", "wait_for_cancellation", "start_messages", "parent", "parent_close_policy", "monitors")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_TYPE_FIELD_NUMBER: _ClassVar[int]
     TASK_QUEUE_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,16 @@ class StartWorkflowRequest(_message.Message):
     CONTEXT_JSON_FIELD_NUMBER: _ClassVar[int]
     MEMO_JSON_FIELD_NUMBER: _ClassVar[int]
     SEARCH_ATTRIBUTES_JSON_FIELD_NUMBER: _ClassVar[int]
+    RETRY_POLICY_JSON_FIELD_NUMBER: _ClassVar[int]
+    CRON_SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    START_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_ERROR_WHEN_ALREADY_STARTED_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_EAGER_START_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FOR_CANCELLATION_FIELD_NUMBER: _ClassVar[int]
+    START_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PARENT_CLOSE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    MONITORS_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     workflow_type: str
     task_queue: str
@@ -84,15 +94,47 @@ class StartWorkflowRequest(_message.Message):
     context_json: str
     memo_json: str
     search_attributes_json: str
-    def __init__(self, workflow_id: _Optional[str] = ..., workflow_type: _Optional[str] = ..., task_queue: _Optional[str] = ..., input_json: _Optional[str] = ..., namespace: _Optional[str] = ..., request_id: _Optional[str] = ..., identity: _Optional[str] = ..., execution_timeout_ms: _Optional[int] = ..., run_timeout_ms: _Optional[int] = ..., task_timeout_ms: _Optional[int] = ..., id_reuse_policy: _Optional[str] = ..., id_conflict_policy: _Optional[str] = ..., context_json: _Optional[str] = ..., memo_json: _Optional[str] = ..., search_attributes_json: _Optional[str] = ...) -> None: ...
+    retry_policy_json: str
+    cron_schedule: str
+    start_delay_ms: int
+    execution_error_when_already_started: bool
+    enable_eager_start: bool
+    wait_for_cancellation: bool
+    start_messages: _containers.RepeatedCompositeFieldContainer[StartMessage]
+    parent: ParentInfo
+    parent_close_policy: str
+    monitors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, workflow_id: _Optional[str] = ..., workflow_type: _Optional[str] = ..., task_queue: _Optional[str] = ..., input_json: _Optional[str] = ..., namespace: _Optional[str] = ..., request_id: _Optional[str] = ..., identity: _Optional[str] = ..., execution_timeout_ms: _Optional[int] = ..., run_timeout_ms: _Optional[int] = ..., task_timeout_ms: _Optional[int] = ..., id_reuse_policy: _Optional[str] = ..., id_conflict_policy: _Optional[str] = ..., context_json: _Optional[str] = ..., memo_json: _Optional[str] = ..., search_attributes_json: _Optional[str] = ..., retry_policy_json: _Optional[str] = ..., cron_schedule: _Optional[str] = ..., start_delay_ms: _Optional[int] = ..., execution_error_when_already_started: _Optional[bool] = ..., enable_eager_start: _Optional[bool] = ..., wait_for_cancellation: _Optional[bool] = ..., start_messages: _Optional[_Iterable[_Union[StartMessage, _Mapping]]] = ..., parent: _Optional[_Union[ParentInfo, _Mapping]] = ..., parent_close_policy: _Optional[str] = ..., monitors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StartMessage(_message.Message):
+    __slots__ = ("topic", "payload_json")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    payload_json: str
+    def __init__(self, topic: _Optional[str] = ..., payload_json: _Optional[str] = ...) -> None: ...
+
+class ParentInfo(_message.Message):
+    __slots__ = ("namespace", "workflow_id", "run_id", "initiated_event_id")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    INITIATED_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    workflow_id: str
+    run_id: str
+    initiated_event_id: int
+    def __init__(self, namespace: _Optional[str] = ..., workflow_id: _Optional[str] = ..., run_id: _Optional[str] = ..., initiated_event_id: _Optional[int] = ...) -> None: ...
 
 class StartWorkflowResponse(_message.Message):
-    __slots__ = ("run_id", "started")
+    __slots__ = ("run_id", "started", "existing")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
+    EXISTING_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     started: bool
-    def __init__(self, run_id: _Optional[str] = ..., started: _Optional[bool] = ...) -> None: ...
+    existing: bool
+    def __init__(self, run_id: _Optional[str] = ..., started: _Optional[bool] = ..., existing: _Optional[bool] = ...) -> None: ...
 
 class SignalWorkflowRequest(_message.Message):
     __slots__ = ("ref", "signal_name", "input_json", "sender", "identity", "request_id")
@@ -115,20 +157,6 @@ class SignalWorkflowResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class TerminateWorkflowRequest(_message.Message):
-    __slots__ = ("ref", "reason", "identity")
-    REF_FIELD_NUMBER: _ClassVar[int]
-    REASON_FIELD_NUMBER: _ClassVar[int]
-    IDENTITY_FIELD_NUMBER: _ClassVar[int]
-    ref: ExecutionRef
-    reason: str
-    identity: str
-    def __init__(self, ref: _Optional[_Union[ExecutionRef, _Mapping]] = ..., reason: _Optional[str] = ..., identity: _Optional[str] = ...) -> None: ...
-
-class TerminateWorkflowResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
-
-class RequestCancelWorkflowRequest(_message.Message):
     __slots__ = ("ref", "reason", "identity", "request_id")
     REF_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +167,24 @@ class RequestCancelWorkflowRequest(_message.Message):
     identity: str
     request_id: str
     def __init__(self, ref: _Optional[_Union[ExecutionRef, _Mapping]] = ..., reason: _Optional[str] = ..., identity: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class TerminateWorkflowResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RequestCancelWorkflowRequest(_message.Message):
+    __slots__ = ("ref", "reason", "identity", "request_id", "deadline_ms")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    ref: ExecutionRef
+    reason: str
+    identity: str
+    request_id: str
+    deadline_ms: int
+    def __init__(self, ref: _Optional[_Union[ExecutionRef, _Mapping]] = ..., reason: _Optional[str] = ..., identity: _Optional[str] = ..., request_id: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class RequestCancelWorkflowResponse(_message.Message):
     __slots__ = ()
@@ -298,6 +344,30 @@ class ListWorkflowsResponse(_message.Message):
     next_page_token: bytes
     def __init__(self, executions: _Optional[_Iterable[_Union[WorkflowExecutionInfo, _Mapping]]] = ..., next_page_token: _Optional[bytes] = ...) -> None: ...
 
+class CountWorkflowsRequest(_message.Message):
+    __slots__ = ("namespace", "query")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    query: str
+    def __init__(self, namespace: _Optional[str] = ..., query: _Optional[str] = ...) -> None: ...
+
+class CountGroup(_message.Message):
+    __slots__ = ("value", "count")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    value: str
+    count: int
+    def __init__(self, value: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class CountWorkflowsResponse(_message.Message):
+    __slots__ = ("count", "groups")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    groups: _containers.RepeatedCompositeFieldContainer[CountGroup]
+    def __init__(self, count: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[CountGroup, _Mapping]]] = ...) -> None: ...
+
 class PollWorkflowTaskRequest(_message.Message):
     __slots__ = ("task_queue", "namespace", "identity", "timeout_ms")
     TASK_QUEUE_FIELD_NUMBER: _ClassVar[int]
@@ -351,8 +421,10 @@ class RespondWorkflowTaskCompletedRequest(_message.Message):
     def __init__(self, task_token: _Optional[bytes] = ..., commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ..., identity: _Optional[str] = ...) -> None: ...
 
 class RespondWorkflowTaskCompletedResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("activity_tasks",)
+    ACTIVITY_TASKS_FIELD_NUMBER: _ClassVar[int]
+    activity_tasks: _containers.RepeatedCompositeFieldContainer[ActivityTask]
+    def __init__(self, activity_tasks: _Optional[_Iterable[_Union[ActivityTask, _Mapping]]] = ...) -> None: ...
 
 class RespondWorkflowTaskFailedRequest(_message.Message):
     __slots__ = ("task_token", "cause", "failure", "identity")
@@ -425,18 +497,22 @@ class PollActivityTaskResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[ActivityTask, _Mapping]] = ...) -> None: ...
 
 class RespondActivityTaskCompletedRequest(_message.Message):
-    __slots__ = ("task_token", "result_json", "identity")
+    __slots__ = ("task_token", "result_json", "identity", "return_workflow_task")
     TASK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    RETURN_WORKFLOW_TASK_FIELD_NUMBER: _ClassVar[int]
     task_token: bytes
     result_json: str
     identity: str
-    def __init__(self, task_token: _Optional[bytes] = ..., result_json: _Optional[str] = ..., identity: _Optional[str] = ...) -> None: ...
+    return_workflow_task: bool
+    def __init__(self, task_token: _Optional[bytes] = ..., result_json: _Optional[str] = ..., identity: _Optional[str] = ..., return_workflow_task: _Optional[bool] = ...) -> None: ...
 
 class RespondActivityTaskCompletedResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("workflow_task",)
+    WORKFLOW_TASK_FIELD_NUMBER: _ClassVar[int]
+    workflow_task: WorkflowTask
+    def __init__(self, workflow_task: _Optional[_Union[WorkflowTask, _Mapping]] = ...) -> None: ...
 
 class RespondActivityTaskFailedRequest(_message.Message):
     __slots__ = ("task_token", "failure", "identity")
@@ -467,3 +543,103 @@ class RecordActivityHeartbeatResponse(_message.Message):
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     cancel_requested: bool
     def __init__(self, cancel_requested: _Optional[bool] = ...) -> None: ...
+
+class RespondActivityTaskCanceledRequest(_message.Message):
+    __slots__ = ("task_token", "details_json", "identity")
+    TASK_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    task_token: bytes
+    details_json: str
+    identity: str
+    def __init__(self, task_token: _Optional[bytes] = ..., details_json: _Optional[str] = ..., identity: _Optional[str] = ...) -> None: ...
+
+class RespondActivityTaskCanceledResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ProcessMessage(_message.Message):
+    __slots__ = ("kind", "topic", "payload_json", "sender", "event_json")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    EVENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    topic: str
+    payload_json: str
+    sender: str
+    event_json: str
+    def __init__(self, kind: _Optional[str] = ..., topic: _Optional[str] = ..., payload_json: _Optional[str] = ..., sender: _Optional[str] = ..., event_json: _Optional[str] = ...) -> None: ...
+
+class SendMessageRequest(_message.Message):
+    __slots__ = ("target", "topic", "payload_json", "sender", "namespace", "request_id")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    topic: str
+    payload_json: str
+    sender: str
+    namespace: str
+    request_id: str
+    def __init__(self, target: _Optional[str] = ..., topic: _Optional[str] = ..., payload_json: _Optional[str] = ..., sender: _Optional[str] = ..., namespace: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class SendMessageResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class OpenMailboxRequest(_message.Message):
+    __slots__ = ("pid",)
+    PID_FIELD_NUMBER: _ClassVar[int]
+    pid: str
+    def __init__(self, pid: _Optional[str] = ...) -> None: ...
+
+class OpenMailboxResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CloseMailboxRequest(_message.Message):
+    __slots__ = ("pid",)
+    PID_FIELD_NUMBER: _ClassVar[int]
+    pid: str
+    def __init__(self, pid: _Optional[str] = ...) -> None: ...
+
+class CloseMailboxResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PollMailboxRequest(_message.Message):
+    __slots__ = ("pid", "timeout_ms", "max_messages")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    pid: str
+    timeout_ms: int
+    max_messages: int
+    def __init__(self, pid: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., max_messages: _Optional[int] = ...) -> None: ...
+
+class PollMailboxResponse(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ProcessMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ProcessMessage, _Mapping]]] = ...) -> None: ...
+
+class MonitorWorkflowRequest(_message.Message):
+    __slots__ = ("ref", "monitor_pid", "link", "remove")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    MONITOR_PID_FIELD_NUMBER: _ClassVar[int]
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    ref: ExecutionRef
+    monitor_pid: str
+    link: bool
+    remove: bool
+    def __init__(self, ref: _Optional[_Union[ExecutionRef, _Mapping]] = ..., monitor_pid: _Optional[str] = ..., link: _Optional[bool] = ..., remove: _Optional[bool] = ...) -> None: ...
+
+class MonitorWorkflowResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -74,6 +74,11 @@ class WorkflowServiceStub:
                 request_serializer=legato_dot_proto_dot_legato__pb2.ListWorkflowsRequest.SerializeToString,
                 response_deserializer=legato_dot_proto_dot_legato__pb2.ListWorkflowsResponse.FromString,
                 _registered_method=True)
+        self.CountWorkflows = channel.unary_unary(
+                '/legato.v1.WorkflowService/CountWorkflows',
+                request_serializer=legato_dot_proto_dot_legato__pb2.CountWorkflowsRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.CountWorkflowsResponse.FromString,
+                _registered_method=True)
         self.PollWorkflowTask = channel.unary_unary(
                 '/legato.v1.WorkflowService/PollWorkflowTask',
                 request_serializer=legato_dot_proto_dot_legato__pb2.PollWorkflowTaskRequest.SerializeToString,
@@ -108,6 +113,36 @@ class WorkflowServiceStub:
                 '/legato.v1.WorkflowService/RecordActivityHeartbeat',
                 request_serializer=legato_dot_proto_dot_legato__pb2.RecordActivityHeartbeatRequest.SerializeToString,
                 response_deserializer=legato_dot_proto_dot_legato__pb2.RecordActivityHeartbeatResponse.FromString,
+                _registered_method=True)
+        self.RespondActivityTaskCanceled = channel.unary_unary(
+                '/legato.v1.WorkflowService/RespondActivityTaskCanceled',
+                request_serializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskCanceledRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskCanceledResponse.FromString,
+                _registered_method=True)
+        self.SendMessage = channel.unary_unary(
+                '/legato.v1.WorkflowService/SendMessage',
+                request_serializer=legato_dot_proto_dot_legato__pb2.SendMessageRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.SendMessageResponse.FromString,
+                _registered_method=True)
+        self.OpenMailbox = channel.unary_unary(
+                '/legato.v1.WorkflowService/OpenMailbox',
+                request_serializer=legato_dot_proto_dot_legato__pb2.OpenMailboxRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.OpenMailboxResponse.FromString,
+                _registered_method=True)
+        self.CloseMailbox = channel.unary_unary(
+                '/legato.v1.WorkflowService/CloseMailbox',
+                request_serializer=legato_dot_proto_dot_legato__pb2.CloseMailboxRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.CloseMailboxResponse.FromString,
+                _registered_method=True)
+        self.PollMailbox = channel.unary_unary(
+                '/legato.v1.WorkflowService/PollMailbox',
+                request_serializer=legato_dot_proto_dot_legato__pb2.PollMailboxRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.PollMailboxResponse.FromString,
+                _registered_method=True)
+        self.MonitorWorkflow = channel.unary_unary(
+                '/legato.v1.WorkflowService/MonitorWorkflow',
+                request_serializer=legato_dot_proto_dot_legato__pb2.MonitorWorkflowRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.MonitorWorkflowResponse.FromString,
                 _registered_method=True)
 
 
@@ -162,6 +197,12 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountWorkflows(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PollWorkflowTask(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -199,6 +240,43 @@ class WorkflowServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RecordActivityHeartbeat(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RespondActivityTaskCanceled(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendMessage(self, request, context):
+        """Processes (issue 3): non-durable Lua callers (pids starting with "@") and their mailboxes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OpenMailbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseMailbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PollMailbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MonitorWorkflow(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -247,6 +325,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     request_deserializer=legato_dot_proto_dot_legato__pb2.ListWorkflowsRequest.FromString,
                     response_serializer=legato_dot_proto_dot_legato__pb2.ListWorkflowsResponse.SerializeToString,
             ),
+            'CountWorkflows': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountWorkflows,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.CountWorkflowsRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.CountWorkflowsResponse.SerializeToString,
+            ),
             'PollWorkflowTask': grpc.unary_unary_rpc_method_handler(
                     servicer.PollWorkflowTask,
                     request_deserializer=legato_dot_proto_dot_legato__pb2.PollWorkflowTaskRequest.FromString,
@@ -281,6 +364,36 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.RecordActivityHeartbeat,
                     request_deserializer=legato_dot_proto_dot_legato__pb2.RecordActivityHeartbeatRequest.FromString,
                     response_serializer=legato_dot_proto_dot_legato__pb2.RecordActivityHeartbeatResponse.SerializeToString,
+            ),
+            'RespondActivityTaskCanceled': grpc.unary_unary_rpc_method_handler(
+                    servicer.RespondActivityTaskCanceled,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskCanceledRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskCanceledResponse.SerializeToString,
+            ),
+            'SendMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendMessage,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.SendMessageRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.SendMessageResponse.SerializeToString,
+            ),
+            'OpenMailbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenMailbox,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.OpenMailboxRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.OpenMailboxResponse.SerializeToString,
+            ),
+            'CloseMailbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseMailbox,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.CloseMailboxRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.CloseMailboxResponse.SerializeToString,
+            ),
+            'PollMailbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.PollMailbox,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.PollMailboxRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.PollMailboxResponse.SerializeToString,
+            ),
+            'MonitorWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.MonitorWorkflow,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.MonitorWorkflowRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.MonitorWorkflowResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -510,6 +623,33 @@ class WorkflowService:
             _registered_method=True)
 
     @staticmethod
+    def CountWorkflows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.WorkflowService/CountWorkflows',
+            legato_dot_proto_dot_legato__pb2.CountWorkflowsRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.CountWorkflowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def PollWorkflowTask(request,
             target,
             options=(),
@@ -688,6 +828,168 @@ class WorkflowService:
             '/legato.v1.WorkflowService/RecordActivityHeartbeat',
             legato_dot_proto_dot_legato__pb2.RecordActivityHeartbeatRequest.SerializeToString,
             legato_dot_proto_dot_legato__pb2.RecordActivityHeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RespondActivityTaskCanceled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.WorkflowService/RespondActivityTaskCanceled',
+            legato_dot_proto_dot_legato__pb2.RespondActivityTaskCanceledRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.RespondActivityTaskCanceledResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.WorkflowService/SendMessage',
+            legato_dot_proto_dot_legato__pb2.SendMessageRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.SendMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenMailbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.WorkflowService/OpenMailbox',
+            legato_dot_proto_dot_legato__pb2.OpenMailboxRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.OpenMailboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseMailbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.WorkflowService/CloseMailbox',
+            legato_dot_proto_dot_legato__pb2.CloseMailboxRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.CloseMailboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PollMailbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.WorkflowService/PollMailbox',
+            legato_dot_proto_dot_legato__pb2.PollMailboxRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.PollMailboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MonitorWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.WorkflowService/MonitorWorkflow',
+            legato_dot_proto_dot_legato__pb2.MonitorWorkflowRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.MonitorWorkflowResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,3 +28,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture(params=["in-process", "grpc"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test of the in-process engine twice: the worker and the test call the engine's
+    frontend directly, then over its gRPC API (see engine_harness.Harness)."""
+    monkeypatch.setenv("LEGATO_TEST_GRPC", "1" if request.param == "grpc" else "0")
+    return str(request.param)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+from legato.api import ExecutionRef
+from legato.cli.workflow_cmds import wait_result
+from legato.client import GrpcClient
 from tests.integration.procs import Cluster
 
 
@@ -61,6 +65,41 @@ def test_describe_and_list(cluster: Cluster) -> None:
     p = cluster.cli("workflow", "list", "--output", "json")
     assert p.returncode == 0, p.stderr
     assert "c-desc" in {i["workflow_id"] for i in json.loads(p.stdout)}
+
+
+def test_describe_and_list_text_show_status_and_the_task_failure(cluster: Cluster) -> None:
+    start(cluster, "basic:buggy", "c-buggy")
+    start(cluster, "basic:hello", "c-done", '"Ada"')
+    assert result_json(cluster, "c-done") == {"greeting": "hello, Ada"}
+
+    async def task_failure() -> None:  # a long-poll that returns once a workflow task has failed
+        async with GrpcClient(cluster.address) as client:
+            r = await wait_result(client, ExecutionRef("c-buggy"), 30_000, return_on_task_failure=True)
+            assert r.task_failure is not None, r
+
+    asyncio.run(task_failure())
+    p = cluster.cli("workflow", "describe", "--id", "c-buggy")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert "Status:         RUNNING" in lines, p.stdout
+    assert "Type:           basic:buggy" in lines, p.stdout
+    failure = [line for line in lines if line.startswith("Last workflow task failure: ")]
+    assert failure == ["Last workflow task failure: INTERNAL: buggy.lua:3: attempt to index a nil value "
+                       "(local 't')"], p.stdout
+    assert any(line.startswith("Workflow task:  ") and "attempt" in line for line in lines), p.stdout
+
+    p = cluster.cli("workflow", "describe", "--id", "c-done")
+    assert "Status:         COMPLETED" in p.stdout.splitlines(), p.stdout
+    assert 'Result:         {"greeting": "hello, Ada"}' in p.stdout.splitlines(), p.stdout
+    assert "Last workflow task failure" not in p.stdout
+
+    p = cluster.cli("workflow", "list")
+    assert p.returncode == 0, p.stderr
+    rows = {line.split()[0]: line.split()[1:3] for line in p.stdout.splitlines() if line.strip()}
+    assert rows["c-buggy"] == ["basic:buggy", "RUNNING"], p.stdout
+    assert rows["c-done"] == ["basic:hello", "COMPLETED"], p.stdout
+    p = cluster.cli("workflow", "list", "--query", "ExecutionStatus = 'Running' AND WorkflowType = 'basic:buggy'")
+    assert [line.split()[0] for line in p.stdout.splitlines()] == ["c-buggy"], p.stdout
 
 
 def test_terminate(cluster: Cluster) -> None:

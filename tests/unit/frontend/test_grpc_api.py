@@ -80,11 +80,15 @@ class FakeService:
     async def list_workflows(self, req: api.ListWorkflowsRequest) -> api.ListWorkflowsResponse:
         return await self._answer("list_workflows", req)
 
+    async def count_workflows(self, req: api.CountWorkflowsRequest) -> api.CountWorkflowsResponse:
+        return await self._answer("count_workflows", req)  # type: ignore[no-any-return]
+
     async def poll_workflow_task(self, req: api.PollRequest) -> api.WorkflowTask | None:
         return await self._answer("poll_workflow_task", req)
 
-    async def respond_workflow_task_completed(self, req: api.RespondWorkflowTaskCompletedRequest) -> None:
-        await self._answer("respond_workflow_task_completed", req)
+    async def respond_workflow_task_completed(
+            self, req: api.RespondWorkflowTaskCompletedRequest) -> api.RespondWorkflowTaskCompletedResponse:
+        return await self._answer("respond_workflow_task_completed", req)  # type: ignore[no-any-return]
 
     async def respond_workflow_task_failed(self, req: api.RespondWorkflowTaskFailedRequest) -> None:
         await self._answer("respond_workflow_task_failed", req)
@@ -92,8 +96,9 @@ class FakeService:
     async def poll_activity_task(self, req: api.PollRequest) -> api.ActivityTask | None:
         return await self._answer("poll_activity_task", req)
 
-    async def respond_activity_task_completed(self, req: api.RespondActivityTaskCompletedRequest) -> None:
-        await self._answer("respond_activity_task_completed", req)
+    async def respond_activity_task_completed(
+            self, req: api.RespondActivityTaskCompletedRequest) -> api.RespondActivityTaskCompletedResponse:
+        return await self._answer("respond_activity_task_completed", req)  # type: ignore[no-any-return]
 
     async def respond_activity_task_failed(self, req: api.RespondActivityTaskFailedRequest) -> None:
         await self._answer("respond_activity_task_failed", req)
@@ -101,6 +106,24 @@ class FakeService:
     async def record_activity_heartbeat(
             self, req: api.RecordActivityHeartbeatRequest) -> api.RecordActivityHeartbeatResponse:
         return await self._answer("record_activity_heartbeat", req)
+
+    async def respond_activity_task_canceled(self, req: api.RespondActivityTaskCanceledRequest) -> None:
+        await self._answer("respond_activity_task_canceled", req)
+
+    async def send_message(self, req: api.SendMessageRequest) -> None:
+        await self._answer("send_message", req)
+
+    async def open_mailbox(self, pid: str) -> None:
+        await self._answer("open_mailbox", pid)
+
+    async def close_mailbox(self, pid: str) -> None:
+        await self._answer("close_mailbox", pid)
+
+    async def poll_mailbox(self, req: api.PollMailboxRequest) -> list[api.ProcessMessage]:
+        return await self._answer("poll_mailbox", req)  # type: ignore[no-any-return]
+
+    async def monitor_workflow(self, req: api.MonitorWorkflowRequest) -> None:
+        await self._answer("monitor_workflow", req)
 
 
 @pytest.fixture
@@ -139,10 +162,21 @@ CASES: list[tuple[str, Any, Any]] = [
                               "cli@host", 60_000, 30_000, 10_000, api.IdReusePolicy.REJECT_DUPLICATE,
                               api.IdConflictPolicy.USE_EXISTING, {"user": "ann"}, {"note": "hi"}, {"Prio": 3}),
      api.StartWorkflowResponse("run-1", True)),
+    ("start_workflow",  # every issue-3 start option
+     api.StartWorkflowRequest(
+         "order-2", "app:order", "orders", [], "shop", "req-9", retry_policy={"initial_interval_ms": 10,
+                                                                              "maximum_attempts": 3},
+         cron_schedule="0 */6 * * *", start_delay_ms=5_000, execution_error_when_already_started=True,
+         enable_eager_start=True, wait_for_cancellation=True,
+         start_messages=[api.StartMessage("go", {"n": 1}), api.StartMessage("ping")],
+         parent=api.ParentInfo("shop", "parent-1", "run-p", 7),
+         parent_close_policy=api.ParentClosePolicy.REQUEST_CANCEL, monitors=["@caller-1", "@caller-2"]),
+     api.StartWorkflowResponse("run-2", False, existing=True)),
     ("signal_workflow", api.SignalWorkflowRequest(REF, "approve", {"by": "bob"}, "app:other", "cli", "req-2"), None),
     ("signal_workflow", api.SignalWorkflowRequest(REF, "ping"), None),  # no input at all
-    ("terminate_workflow", api.TerminateWorkflowRequest(REF, "stuck", "cli"), None),
+    ("terminate_workflow", api.TerminateWorkflowRequest(REF, "stuck", "cli", "req-t"), None),
     ("request_cancel_workflow", api.CancelWorkflowRequest(REF, "no longer needed", "cli", "req-3"), None),
+    ("request_cancel_workflow", api.CancelWorkflowRequest(REF, "hurry", "cli", "req-4", deadline_ms=5_000), None),
     ("describe_workflow", REF,
      api.DescribeWorkflowResponse(
          INFO,
@@ -159,24 +193,51 @@ CASES: list[tuple[str, Any, Any]] = [
      api.GetResultResponse("run-1", api.WorkflowStatus.COMPLETED, {"total": 42})),
     ("list_workflows", api.ListWorkflowsRequest("shop", "status = 'RUNNING'", 10, b"\x00page"),
      api.ListWorkflowsResponse([INFO, INFO], b"\x01next")),
+    ("count_workflows", api.CountWorkflowsRequest("shop", "WorkflowType = 'app:order'"),
+     api.CountWorkflowsResponse(7)),
+    ("count_workflows", api.CountWorkflowsRequest("shop", "GROUP BY ExecutionStatus"),
+     api.CountWorkflowsResponse(7, [api.CountGroup("RUNNING", 5), api.CountGroup("FAILED", 2)])),
     ("poll_workflow_task", api.PollRequest("orders", "shop", "worker-1", 1_000), WF_TASK),
     ("poll_workflow_task", api.PollRequest("orders", timeout_ms=10), None),
     ("respond_workflow_task_completed",
      api.RespondWorkflowTaskCompletedRequest(b"token-wf", [
          Command(CommandType.ScheduleActivityTask, {"activity_id": "1", "input": [1], "retry_policy": None}),
          Command(CommandType.StartTimer, {"timer_id": "2", "start_to_fire_timeout_ms": 1000}),
-         Command(CommandType.CompleteWorkflowExecution, {"result": None})], "worker-1"), None),
+         Command(CommandType.CompleteWorkflowExecution, {"result": None})], "worker-1"),
+     api.RespondWorkflowTaskCompletedResponse()),
+    ("respond_workflow_task_completed",
+     api.RespondWorkflowTaskCompletedRequest(b"token-wf", [
+         Command(CommandType.ScheduleActivityTask, {"activity_id": "1", "request_eager_execution": True})]),
+     api.RespondWorkflowTaskCompletedResponse([ACT_TASK])),
     ("respond_workflow_task_failed",
      api.RespondWorkflowTaskFailedRequest(b"token-wf", "NON_DETERMINISTIC", FAILURE, "worker-1"), None),
     ("poll_activity_task", api.PollRequest("orders", "shop", "worker-1", 1_000), ACT_TASK),
     ("poll_activity_task", api.PollRequest("orders", timeout_ms=10), None),
     ("respond_activity_task_completed",
-     api.RespondActivityTaskCompletedRequest(b"token-act", {"charged": 5}, "worker-1"), None),
-    ("respond_activity_task_completed", api.RespondActivityTaskCompletedRequest(b"token-act"), None),
+     api.RespondActivityTaskCompletedRequest(b"token-act", {"charged": 5}, "worker-1"),
+     api.RespondActivityTaskCompletedResponse()),
+    ("respond_activity_task_completed", api.RespondActivityTaskCompletedRequest(b"token-act"),
+     api.RespondActivityTaskCompletedResponse()),
+    ("respond_activity_task_completed",
+     api.RespondActivityTaskCompletedRequest(b"token-act", "done", "worker-1", return_workflow_task=True),
+     api.RespondActivityTaskCompletedResponse(WF_TASK)),
     ("respond_activity_task_failed",
      api.RespondActivityTaskFailedRequest(b"token-act", Failure("oops"), "worker-1"), None),
     ("record_activity_heartbeat", api.RecordActivityHeartbeatRequest(b"token-act", [1, 2, 3], "worker-1"),
      api.RecordActivityHeartbeatResponse(True)),
+    ("respond_activity_task_canceled",
+     api.RespondActivityTaskCanceledRequest(b"token-act", {"cleaned": True}, "worker-1"), None),
+    ("send_message", api.SendMessageRequest("order-1", "approve", {"by": "ann"}, "@caller-1", "shop", "req-5"), None),
+    ("send_message", api.SendMessageRequest("@caller-2", "reply"), None),
+    ("open_mailbox", "@caller-1", None),
+    ("close_mailbox", "@caller-1", None),
+    ("poll_mailbox", api.PollMailboxRequest("@caller-1", 1_000, 5),
+     [api.ProcessMessage("message", "reply", {"ok": True}, "order-1"),
+      api.ProcessMessage("event", event={"kind": "EXIT", "from": "order-1",
+                                         "result": {"value": 42, "error": None}})]),
+    ("poll_mailbox", api.PollMailboxRequest("@caller-1", 0), []),
+    ("monitor_workflow", api.MonitorWorkflowRequest(REF, "@caller-1"), None),
+    ("monitor_workflow", api.MonitorWorkflowRequest(REF, "@caller-1", link=True, remove=True), None),
 ]
 
 

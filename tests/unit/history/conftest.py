@@ -11,12 +11,16 @@ from typing import Any
 
 import pytest
 
+from history.queues import TransferTask
 from history.service import HistoryServiceImpl
+from history.state import MutableState
 from history.store.sqlite import SqliteStore
 from history.visibility import SqliteVisibilityStore
+from legato import codec
 from legato.api import (
     ActivityTask,
     PollRequest,
+    ProcessMessage,
     RespondWorkflowTaskCompletedRequest,
     StartWorkflowRequest,
     TaskInfo,
@@ -25,7 +29,7 @@ from legato.api import (
 )
 from legato.commands import Command, CommandType
 from legato.config import Config
-from legato.events import EventType
+from legato.events import ATTRIBUTES, EventType, HistoryEvent
 
 T0 = 1_700_000_000_000
 WAIT_S = 5.0  # safety net for waits on conditions; never reached when tests pass
@@ -48,6 +52,8 @@ class FakeMatching:
     def __init__(self) -> None:
         self.tasks: list[TaskInfo] = []
         self.blocked: set[str] = set()
+        self.mailboxes: set[str] = set()
+        self.delivered: list[tuple[str, ProcessMessage]] = []
         self._cond = asyncio.Condition()
 
     async def add_task(self, task: TaskInfo) -> None:
@@ -64,6 +70,13 @@ class FakeMatching:
 
     def find(self, pred: Callable[[TaskInfo], bool]) -> list[TaskInfo]:
         return [t for t in self.tasks if pred(t)]
+
+    async def deliver_message(self, pid: str, msg: ProcessMessage) -> bool:
+        """Mailboxes of the pids in `mailboxes` (others have none: the caller is gone)."""
+        if pid not in self.mailboxes:
+            return False
+        self.delivered.append((pid, msg))
+        return True
 
     async def poll_workflow_task(self, req: PollRequest) -> WorkflowTask | None:
         return None
@@ -120,9 +133,7 @@ class Env:
             RespondWorkflowTaskCompletedRequest(wt.task_token, list(commands), identity="worker-1"))
 
     async def events(self, workflow_id: str, run_id: str = "") -> list[tuple[int, EventType]]:
-        from legato.api import ExecutionRef, GetHistoryRequest
-        resp = await self.history.get_workflow_history(GetHistoryRequest(ExecutionRef(workflow_id, run_id)))
-        return [(e.event_id, e.event_type) for e in resp.events]
+        return [(e.event_id, e.event_type) for e in await self.history_of(workflow_id, run_id)]
 
     async def types(self, workflow_id: str, run_id: str = "") -> list[EventType]:
         return [t for _, t in await self.events(workflow_id, run_id)]
@@ -130,6 +141,81 @@ class Env:
     async def fire(self, advance_ms: int = 0) -> int:
         self.clock.advance(advance_ms)
         return await self.history.fire_due_timers()
+
+    async def settle(self) -> None:
+        """Wait until every transfer task (of every shard, including those the finished ones
+        created) is done: cross-workflow effects have happened."""
+        for _ in range(1000):
+            await self.history.wait_transfer_idle()
+            if all(self.history.shard(s).transfer.inflight == 0 for s in self.history.owned_shards()):
+                return
+        raise AssertionError("transfer tasks did not settle")
+
+    async def transfer_tasks(self, kind: str) -> list[tuple[int, TransferTask]]:
+        """The stored transfer tasks of `kind`, of every shard (none are acked in tests)."""
+        out = []
+        for sid in self.history.owned_shards():
+            for row in await self.store.read_transfer_tasks(sid, 0, 100_000):
+                data = codec.loads(row.data)
+                if data["k"] == kind:
+                    out.append((sid, TransferTask(row.task_id, data)))
+        return out
+
+    async def rerun(self, kind: str) -> int:
+        """Run every stored transfer task of `kind` again; return how many."""
+        tasks = await self.transfer_tasks(kind)
+        for sid, t in tasks:
+            await self.history.run_transfer_task(sid, t)
+        await self.settle()
+        return len(tasks)
+
+    async def run_wf(self, workflow_id: str, *commands: Command) -> WorkflowTask:
+        """Take the workflow's next task and complete it with `commands`."""
+        wt = await self.poll_next(workflow_id)
+        await self.complete(wt, *commands)
+        return wt
+
+    async def state(self, workflow_id: str, run_id: str = "") -> MutableState:
+        """The run's committed mutable state, as stored."""
+        sid = self.history.shard_for("default", workflow_id)
+        if not run_id:
+            cur = await self.store.get_current_run(sid, "default", workflow_id)
+            assert cur is not None
+            run_id = cur.run_id
+        row = await self.store.get_run(sid, "default", workflow_id, run_id)
+        assert row is not None
+        return MutableState.decode(row.state)
+
+    async def history_of(self, workflow_id: str, run_id: str = "") -> list[HistoryEvent]:
+        from legato.api import ExecutionRef, GetHistoryRequest
+        events = (await self.history.get_workflow_history(GetHistoryRequest(ExecutionRef(workflow_id, run_id)))).events
+        for e in events:  # the contract with the worker: only the attribute keys legato.events lists
+            extra = set(e.attrs) - set(ATTRIBUTES[e.event_type])
+            assert not extra, f"event {e.event_id} {e.event_type.value} has unlisted attributes {sorted(extra)}"
+        return events
+
+    async def last(self, workflow_id: str, event_type: EventType, run_id: str = "") -> HistoryEvent:
+        """The last event of that type in the run's history."""
+        evs = [e for e in await self.history_of(workflow_id, run_id) if e.event_type == event_type]
+        assert evs, f"{workflow_id} has no {event_type.value}: {await self.types(workflow_id, run_id)}"
+        return evs[-1]
+
+    async def poll_next(self, workflow_id: str, run_id: str = "") -> WorkflowTask:
+        """Start the latest pending workflow task of the workflow's run (current run by default)."""
+        from legato.api import ExecutionRef
+        d = await self.history.describe_workflow(ExecutionRef(workflow_id, run_id))
+        assert d.pending_workflow_task is not None, f"{workflow_id} has no pending workflow task"
+        sched = d.pending_workflow_task.scheduled_event_id
+        task = await self.matching.wait_for(
+            lambda t: t.kind == TaskKind.WORKFLOW and t.run_id == d.info.run_id and t.scheduled_event_id == sched)
+        return await self.history.record_workflow_task_started(task, f"req-{next(self.req_ids)}", "worker-1")
+
+
+def child(seq: str, workflow_id: str, workflow_type: str = "app:child", input: Any = None,
+          **options: Any) -> Command:
+    return Command(CommandType.StartChildWorkflowExecution, {
+        "seq": seq, "workflow_id": workflow_id, "workflow_type": workflow_type,
+        "input": [] if input is None else input, "options": options})
 
 
 def cmd(kind: CommandType, **attrs: Any) -> Command:

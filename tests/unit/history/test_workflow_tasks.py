@@ -256,13 +256,18 @@ async def test_bad_command_fails_the_task_with_a_clear_message(env: Env) -> None
         wt = await env.poll_wft("wf-1")
         with pytest.raises(InvalidArgument, match=message):
             await env.complete(wt, *commands)
-        hist = (await env.history.get_workflow_history(GetHistoryRequest(ExecutionRef("wf-1")))).events
-        failed = hist[-1]
-        assert failed.event_type == E.WorkflowTaskFailed and failed.attrs["cause"] == "BAD_COMMAND"
-        assert message.split("'")[0] in failed.attrs["failure"]["message"]
-        assert "command 1 of" in failed.attrs["failure"]["message"] or "command 2 of" in \
-            failed.attrs["failure"]["message"]
+        # only the first failure of the run is written; describe shows every one
+        d = await env.history.describe_workflow(ExecutionRef("wf-1"))
+        assert d.last_workflow_task_failure is not None
+        text = d.last_workflow_task_failure.message
+        assert message.split("'")[0] in text and ("command 1 of" in text or "command 2 of" in text)
+        assert d.pending_workflow_task and d.pending_workflow_task.attempt == i + 2
         await env.fire(min(2 ** i * 1000, env.config.history.workflow_task_retry_max_ms))
     assert i == len(cases) - 1
+    hist = (await env.history.get_workflow_history(GetHistoryRequest(ExecutionRef("wf-1")))).events
+    assert [e.event_type for e in hist] == [E.WorkflowExecutionStarted, E.WorkflowTaskScheduled,
+                                            E.WorkflowTaskStarted, E.WorkflowTaskFailed]
+    assert hist[-1].attrs["cause"] == "BAD_COMMAND" and "start_to_fire_timeout_ms" in \
+        hist[-1].attrs["failure"]["message"]
     d = await env.history.describe_workflow(ExecutionRef("wf-1"))
     assert d.info.status == WorkflowStatus.RUNNING and d.pending_timers == 0 and d.pending_activities == []

@@ -16,6 +16,19 @@ from worker.replay import WorkflowExecution, new_execution
 
 C = CommandType
 
+# initiated event type -> the event that says the operation worked, and the one that says it failed
+OUTCOMES: dict[E, tuple[E, E]] = {
+    E.SignalExternalWorkflowExecutionInitiated: (E.ExternalWorkflowExecutionSignaled,
+                                                 E.SignalExternalWorkflowExecutionFailed),
+    E.RequestCancelExternalWorkflowExecutionInitiated: (E.ExternalWorkflowExecutionCancelRequested,
+                                                        E.RequestCancelExternalWorkflowExecutionFailed),
+    E.TerminateExternalWorkflowExecutionInitiated: (E.ExternalWorkflowExecutionTerminated,
+                                                    E.TerminateExternalWorkflowExecutionFailed),
+    E.MonitorExternalWorkflowExecutionInitiated: (E.ExternalWorkflowExecutionMonitored,
+                                                  E.MonitorExternalWorkflowExecutionFailed),
+    E.StartChildWorkflowExecutionInitiated: (E.ChildWorkflowExecutionStarted, E.StartChildWorkflowExecutionFailed),
+}
+
 
 def make_app(tmp: Path, workflows: dict[str, str] | None = None, functions: dict[str, str] | None = None,
              modules: str = "[funcs, time, uuid, crypto, workflow, json, ctx]", namespace: str = "app") -> Registry:
@@ -43,6 +56,7 @@ class History:
         self.now = start_ms
         self._activity_events: dict[str, int] = {}
         self._timer_events: dict[str, int] = {}
+        self._initiated: dict[Any, HistoryEvent] = {}  # seq -> ...Initiated event
         self.last_completed_started = 0
         self.add(E.WorkflowExecutionStarted, workflow_type=workflow_type, task_queue="q", input=input or [],
                  random_seed=seed, attempt=1, context=context or {})
@@ -84,6 +98,8 @@ class History:
                 self._activity_events[c.attrs["activity_id"]] = ev.event_id
             elif c.command_type is C.StartTimer:
                 self._timer_events[c.attrs["timer_id"]] = ev.event_id
+            elif etype in OUTCOMES:
+                self._initiated[c.attrs["seq"]] = ev
         return self
 
     def fail_task(self, cause: str = "WORKFLOW_ERROR") -> History:
@@ -128,6 +144,52 @@ class History:
 
     def cancel_requested(self, reason: str = "") -> History:
         self.add(E.WorkflowExecutionCancelRequested, reason=reason, identity="t")
+        return self
+
+    def activity_canceled(self, activity_id: str, details: Any = None) -> History:
+        sched = self._activity_events[activity_id]
+        self.add(E.ActivityTaskCanceled, scheduled_event_id=sched, started_event_id=0, details=details)
+        return self
+
+    def initiated(self, seq: int) -> HistoryEvent:
+        return self._initiated[seq]
+
+    def op_done(self, seq: int, run_id: str = "run-x", existing: bool = False) -> History:
+        """The outcome event saying a process command (child start, signal, ...) worked."""
+        ini = self._initiated[seq]
+        ok, _ = OUTCOMES[ini.event_type]
+        attrs: dict[str, Any] = {"initiated_event_id": ini.event_id, "workflow_id": ini.attrs["workflow_id"],
+                                 "run_id": run_id}
+        if ok is E.ChildWorkflowExecutionStarted:
+            attrs["existing"] = existing
+        self.add(ok, **attrs)
+        return self
+
+    def op_failed(self, seq: int, failure: dict[str, Any] | None = None) -> History:
+        ini = self._initiated[seq]
+        _, bad = OUTCOMES[ini.event_type]
+        self.add(bad, initiated_event_id=ini.event_id, workflow_id=ini.attrs["workflow_id"],
+                 failure=failure or {"message": f"workflow {ini.attrs['workflow_id']} not found",
+                                     "kind": "NOT_FOUND", "retryable": False})
+        return self
+
+    def child_closed(self, seq: int, etype: E = E.ChildWorkflowExecutionCompleted, result: Any = None,
+                     failure: dict[str, Any] | None = None, run_id: str = "run-x") -> History:
+        ini = self._initiated[seq]
+        attrs: dict[str, Any] = {"initiated_event_id": ini.event_id, "workflow_id": ini.attrs["workflow_id"],
+                                 "run_id": run_id}
+        if etype is E.ChildWorkflowExecutionCompleted:
+            attrs["result"] = result
+        else:
+            attrs["failure"] = failure
+        self.add(etype, **attrs)
+        return self
+
+    def monitored_closed(self, workflow_id: str, status: str = "COMPLETED", result: Any = None,
+                         failure: dict[str, Any] | None = None, link: bool = False,
+                         run_id: str = "run-m") -> History:
+        self.add(E.MonitoredWorkflowExecutionClosed, workflow_id=workflow_id, run_id=run_id, status=status,
+                 result=result, failure=failure, link=link)
         return self
 
     def next_task(self) -> History:

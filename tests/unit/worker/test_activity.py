@@ -50,13 +50,13 @@ FUNCS = {
 }
 
 
-def runner(tmp_path: Path, heartbeats: list[Any] | None = None) -> ActivityRunner:
+def runner(tmp_path: Path, heartbeats: list[Any] | None = None, cancel: bool = False) -> ActivityRunner:
     reg = make_app(tmp_path, functions=FUNCS)
 
     def hb(ctx: CallContext, details: Any) -> bool:
         if heartbeats is not None:
             heartbeats.append((ctx.task_token, details))
-        return True
+        return cancel
 
     return ActivityRunner(reg, hb)
 
@@ -108,7 +108,7 @@ def test_modules_and_heartbeat(tmp_path: Path) -> None:
                         context={"tenant": "t-1"})
     out = runner(tmp_path, beats).execute(task)
     assert out.ok, out.failure
-    assert out.result == {"json": '{"a":1}', "uuid": 36, "bytes": 4, "slept": True, "ctx": "t-1", "hb": True,
+    assert out.result == {"json": '{"a":1}', "uuid": 36, "bytes": 4, "slept": True, "ctx": "t-1",
                           "info": "7", "io": True}
     assert beats == [(b"tok", {"p": 1})]
 

@@ -276,6 +276,36 @@ def test_cancel_request_is_an_event_when_listened(tmp_path: Path) -> None:
     assert sim.step()[0].attrs["result"] == {"kind": "CANCEL", "is_cancel": True}
 
 
+CANCEL_FIRST = """\
+local function main(input)
+    if input.events then
+        local e = process.events():receive()
+        funcs.call("app:cleanup", e.reason)
+        return "cleaned up"
+    end
+    if input.returns then return "done at once" end
+    process.inbox():receive()
+end
+return main
+"""
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ({"events": True}, ["ScheduleActivityTask"]),  # the code asks for events in this task: it gets the cancel
+    ({}, ["CancelWorkflowExecution"]),  # it never asks: the run is canceled
+    ({"returns": True}, ["CompleteWorkflowExecution"]),  # it finished in this very task
+])
+def test_cancel_requested_before_the_first_task(tmp_path: Path, flags: dict, expected: list[str]) -> None:  # type: ignore[type-arg]
+    reg = make_app(tmp_path, {"w": CANCEL_FIRST})
+    sim = Sim(reg, "app:w", [flags])
+    sim.h.events.pop()  # the first WorkflowTaskStarted: the cancel request arrives before it
+    sim.h.cancel_requested("early").start_task()
+    cmds = sim.step()
+    assert types(cmds) == expected
+    if expected == ["ScheduleActivityTask"]:
+        assert cmds[0].attrs["input"] == ["early"]
+
+
 # ------------------------------------------------------------------ results and errors
 
 def test_return_nil_err_fails_the_workflow(tmp_path: Path) -> None:
@@ -528,3 +558,27 @@ def test_pairs_order_is_the_same_in_every_runtime(tmp_path: Path) -> None:
                      "app:pi", "app:zeta", "app:item_a", "app:item_x", "app:item_y")}
     assert result_of(tmp_path, "return function() return json.encode({b = 1, a = {d = 1, c = 2}}) end") == \
         '{"a":{"c":2,"d":1},"b":1}'
+
+
+def test_next_order_is_the_same_in_every_runtime(tmp_path: Path) -> None:
+    # `for k, v in next, t` and `next(t)` must not depend on the runtime's string hash seed either
+    code = """\
+        return function()
+            local t = {}
+            for _, k in ipairs({"zeta", "alpha", "mu", "beta", "omega", "kappa", "delta", "pi"}) do t[k] = k end
+            t[2], t[1] = "two", "one"
+            local seen = {}
+            for k, v in next, t do seen[#seen + 1] = tostring(k) .. "=" .. v end
+            t.beta = nil  -- a field may be cleared during a traversal
+            local first = next(t)
+            local after_alpha = next(t, "alpha")
+            local plain = {}
+            for k in next, {10, 20, 30} do plain[#plain + 1] = k end
+            return {seen = seen, first = first, after_alpha = after_alpha, plain = plain, empty = next({}) == nil}
+        end
+        """
+    expected = {"seen": ["1=one", "2=two", "alpha=alpha", "beta=beta", "delta=delta", "kappa=kappa", "mu=mu",
+                         "omega=omega", "pi=pi", "zeta=zeta"],
+                "first": 1, "after_alpha": "delta", "plain": [1, 2, 3], "empty": True}
+    for _ in range(12):  # a new runtime (and hash seed) each time
+        assert result_of(tmp_path, code) == expected

@@ -14,6 +14,7 @@ from legato.api import (
     RespondActivityTaskCompletedRequest,
     RespondActivityTaskFailedRequest,
     RespondWorkflowTaskCompletedRequest,
+    RespondWorkflowTaskCompletedResponse,
     RespondWorkflowTaskFailedRequest,
     WorkflowTask,
 )
@@ -44,8 +45,10 @@ class FakeService:
     async def poll_activity_task(self, req: PollRequest) -> ActivityTask | None:
         return await self.act_tasks.get()
 
-    async def respond_workflow_task_completed(self, req: RespondWorkflowTaskCompletedRequest) -> None:
+    async def respond_workflow_task_completed(
+            self, req: RespondWorkflowTaskCompletedRequest) -> RespondWorkflowTaskCompletedResponse:
         await self.responses.put(req)
+        return RespondWorkflowTaskCompletedResponse()  # no eager activity: they come from act_tasks
 
     async def respond_workflow_task_failed(self, req: RespondWorkflowTaskFailedRequest) -> None:
         await self.responses.put(req)

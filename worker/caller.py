@@ -1,0 +1,436 @@
+"""Non-durable Lua callers: a `function.lua` entry run by `legato run` with the `process` API live.
+
+The caller runs in the same Lua kernel as workflows (worker/kernel.lua, workflow mode: its
+scheduler, channels, `coroutine.spawn`, `channel.select`, `time.after`, spawners), but with a
+*live* host: where a workflow's host records a command for history, this host does the operation
+at once against a `WorkflowService` (asyncio) and feeds the outcome back into the kernel, the way
+replay feeds recorded events:
+
+* `process.spawn` / `spawn_monitored` / `exec` / `workflow.exec` -> `start_workflow` with
+  `monitors = [own pid]`, so the close comes back to the caller's mailbox as an EXIT event
+  (a caller's children, like a workflow's, are always reported to it: `spawn` and
+  `spawn_monitored` both monitor);
+* `process.send` -> `send_message` (a workflow pid gets a signal with `msg:from()` = the caller's
+  pid, a caller pid a mailbox message); `monitor/unmonitor/link/unlink` -> `monitor_workflow`;
+  `terminate` / `cancel(pid, deadline)` -> `terminate_workflow` / `request_cancel_workflow`;
+* timers (`time.sleep`, `time.after`, `time.timer`) are real `loop.call_later` timers and
+  `time.now()` is the wall clock;
+* the caller's pid is `@` + a uuid; its mailbox (matching) is open while it runs and is
+  long-polled by one task: messages go to `process.inbox()` / `process.listen(topic)`, EXIT and
+  LINK_DOWN events to `process.events()`.
+
+Nothing is recorded: a caller that dies is gone, and so are its mailbox and timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from lupa import lua54
+
+from legato import DEFAULT_NAMESPACE, api
+from legato.config import Limits
+from legato.errors import (
+    AlreadyStarted,
+    FailedPrecondition,
+    Failure,
+    InvalidArgument,
+    Kind,
+    NotFound,
+    ResourceExhausted,
+    ServiceError,
+    Unavailable,
+)
+from legato.ids import new_request_id
+from worker.convert import ConversionError, args_to_python, failure_from_lua, to_lua, to_python
+from worker.entries import ClientEntry, FunctionEntry, Registry, WorkerEntry, WorkflowEntry
+from worker.runtime import _duration_ms, _json_encode, _packed, _pad6, load_kernel, new_lua
+from worker.start_options import SpawnSpec, StartOptionError, start_request
+
+log = logging.getLogger("legato.worker.caller")
+
+MAILBOX_POLL_MS = 30_000
+
+Completion = Callable[[], None]
+
+
+def new_caller_pid() -> str:
+    return api.CALLER_PID_PREFIX + uuid.uuid4().hex
+
+
+def failure_of(e: BaseException) -> Failure:
+    """A service error as the error Lua code sees (`err:kind()`)."""
+    if isinstance(e, NotFound):
+        return Failure(e.message, Kind.NOT_FOUND, False)
+    if isinstance(e, AlreadyStarted):
+        return Failure(e.message, Kind.ALREADY_EXISTS, False)
+    if isinstance(e, InvalidArgument | FailedPrecondition):
+        return Failure(e.message, Kind.INVALID, False)
+    if isinstance(e, ResourceExhausted):
+        return Failure(e.message, Kind.LIMIT_EXCEEDED, False)
+    if isinstance(e, Unavailable):
+        return Failure(e.message, Kind.UNAVAILABLE, True)
+    if isinstance(e, ServiceError):
+        return Failure(e.message, Kind.INTERNAL, False)
+    return Failure(f"{type(e).__name__}: {e}", Kind.INTERNAL, False)
+
+
+@dataclass(slots=True)
+class CallerOutcome:
+    value: Any = None
+    failure: Failure | None = None
+
+
+class Caller:
+    """One run of a function entry as a non-durable caller. `run` once."""
+
+    def __init__(self, service: api.WorkflowService, entry: FunctionEntry, registry: Registry, limits: Limits, *,
+                 namespace: str = DEFAULT_NAMESPACE, pid: str | None = None,
+                 context: dict[str, Any] | None = None) -> None:
+        self.service = service
+        self.entry = entry
+        self.registry = registry
+        self.limits = limits
+        self.namespace = namespace
+        self.pid = pid or new_caller_pid()
+        self.context = dict(context or {})
+        self._queue: asyncio.Queue[Completion] = asyncio.Queue()
+        self._ops: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._starting: dict[str, int] = {}  # workflow id -> seq of a child start in flight
+        self._children: dict[str, tuple[int, str]] = {}  # workflow id -> (seq, run id)
+        self._early: dict[str, api.ProcessMessage] = {}  # EXIT of a child whose start has not come back yet
+        self._context_lua: Any = None
+        self.lua = new_lua(limits.lua_memory_bytes)
+        host = {
+            "schedule_activity": self._no_activities,
+            "cancel_activity": self._no_activities,
+            "activity_context": self._unsupported_pair("funcs"),
+            "activity_options": self._unsupported_pair("funcs"),
+            "start_timer": self._start_timer,
+            "cancel_timer": self._cancel_timer,
+            "start_child": self._start_child,
+            "spawn_spec": self._spawn_spec,
+            "signal_external": self._signal_external,
+            "cancel_external": self._cancel_external,
+            "terminate_external": self._terminate_external,
+            "monitor_external": self._monitor_external,
+            "version": self._version,
+            "attrs": self._unsupported_pair("workflow.attrs"),
+            "random_hex": lambda n, line=None: os.urandom(int(n)).hex(),
+            "uuid4": lambda: str(uuid.uuid4()),
+            "info": self._info,
+            "history_length": lambda: 0,
+            "history_size": lambda: 0,
+            "context": self._context,
+            "duration_ms": _duration_ms,
+            "json_encode": _json_encode,
+            "json_decode": self._json_decode,
+            "log": self._log,
+            "workflow_id": self.pid,
+        }
+        self.k = load_kernel(self.lua, "workflow", host)
+        ok, err = self.k.setup(entry.id, self.lua.table_from(list(entry.modules)), entry.method, entry.bytecode,
+                               entry.chunk_name, limits.max_commands_per_task)
+        if not ok:
+            raise ValueError(f"{entry.id}: {err}")
+
+    # ------------------------------------------------------------ driving
+
+    async def run(self, args: list[Any]) -> CallerOutcome:
+        """Run the entry's function with `args` until it returns; its value or its error."""
+        await self.service.open_mailbox(self.pid)
+        poller = asyncio.create_task(self._poll_mailbox())
+        try:
+            self.k.start(_packed(self.lua, args))
+            while True:
+                outcome = self._step()
+                self._launch()
+                if outcome is not None:
+                    return outcome
+                apply = await self._queue.get()
+                apply()
+                while not self._queue.empty():
+                    self._queue.get_nowait()()
+        finally:
+            poller.cancel()
+            for t in list(self._tasks):
+                t.cancel()
+            for h in self._timers.values():
+                h.cancel()
+            self._timers.clear()
+            await asyncio.gather(poller, *self._tasks, return_exceptions=True)
+            try:
+                await self.service.close_mailbox(self.pid)
+            except ServiceError as e:  # the engine is stopping: the mailbox goes with it
+                log.debug("closing the mailbox of %s: %s", self.pid, e)
+
+    def _step(self) -> CallerOutcome | None:
+        """Run ready coroutines until all block: None, or how the function ended."""
+        self.k.begin(int(time.time() * 1000), False)
+        try:
+            status, a, b, c, d, e = _pad6(self.k.run(self.limits.lua_instructions_per_task))
+        except lua54.LuaMemoryError:
+            return CallerOutcome(failure=Failure("the caller ran out of Lua memory (limits.lua_memory_bytes)",
+                                                 Kind.LIMIT_EXCEEDED, False))
+        if status == "blocked":
+            return None
+        if status == "done":
+            try:
+                if b is not None:
+                    return CallerOutcome(failure=failure_from_lua(b))
+                return CallerOutcome(to_python(a))
+            except ConversionError as err:
+                return CallerOutcome(failure=Failure(f"the result cannot be returned: {err}", Kind.INVALID, False))
+        if status == "continue":
+            return CallerOutcome(failure=Failure("process.upgrade: only a workflow can continue as new",
+                                                 Kind.INVALID, False, source=c or None))
+        if status == "fatal":
+            kind = {"FORBIDDEN_CALL": Kind.FORBIDDEN, "LIMIT_EXCEEDED": Kind.LIMIT_EXCEEDED}.get(str(a), Kind.INTERNAL)
+            return CallerOutcome(failure=Failure(str(b), kind, False, source=c or None))
+        try:
+            details = to_python(d)
+        except ConversionError:
+            details = None
+        return CallerOutcome(failure=Failure(str(a), str(b) if b else Kind.INTERNAL,
+                                             bool(c) if c is not None else False, details, e or None))
+
+    def _launch(self) -> None:
+        ops, self._ops = self._ops, []
+        for op in ops:
+            task = asyncio.create_task(op())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _complete(self, fn: Completion) -> None:
+        self._queue.put_nowait(fn)
+
+    async def _poll_mailbox(self) -> None:
+        while True:
+            try:
+                msgs = await self.service.poll_mailbox(api.PollMailboxRequest(self.pid, MAILBOX_POLL_MS))
+            except (NotFound, Unavailable) as e:  # the mailbox or the engine is gone
+                log.debug("mailbox of %s: %s", self.pid, e)
+                return
+            for m in msgs:
+                self._complete(lambda m=m: self._deliver(m))  # type: ignore[misc]
+
+    # ------------------------------------------------------------ mailbox messages into the kernel
+
+    def _failure_args(self, f: Failure | None) -> tuple[Any, Any, Any, Any]:
+        if f is None:
+            return None, None, None, None
+        return f.message, f.kind, f.retryable, to_lua(self.lua, f.details)
+
+    def _deliver(self, m: api.ProcessMessage) -> None:
+        if m.kind == "message":
+            self.k.signal(m.topic, to_lua(self.lua, m.payload), m.sender or None)
+            return
+        ev = m.event or {}
+        kind, pid = ev.get("kind"), str(ev.get("from", ""))
+        result = ev.get("result") or {}
+        err = result.get("error")
+        failure = Failure.from_dict(err) if isinstance(err, dict) else None
+        value = to_lua(self.lua, result.get("value"))
+        if kind == "EXIT" and pid in self._children:
+            seq, run_id = self._children.pop(pid)
+            self.k.child_closed(seq, pid, run_id, value, *self._failure_args(failure))
+        elif kind == "EXIT" and pid in self._starting:
+            self._early[pid] = m
+        elif kind in ("EXIT", "LINK_DOWN"):
+            self.k.monitored_closed(pid, str(ev.get("run_id", "")), kind == "LINK_DOWN", value,
+                                    *self._failure_args(failure))
+        else:
+            log.warning("caller %s: unknown mailbox event %r", self.pid, ev)
+
+    # ------------------------------------------------------------ host callbacks (called from Lua)
+
+    def _op(self, call: Callable[[], Awaitable[Any]], seq: int) -> None:
+        """A process operation: its outcome (success, or the service error) goes to K.op_done(seq)."""
+        async def run() -> None:
+            try:
+                await call()
+            except (ServiceError, AttributeError) as e:
+                f = failure_of(e)
+                self._complete(lambda: self.k.op_done(seq, *self._failure_args(f)))
+            else:
+                self._complete(lambda: self.k.op_done(seq, None, None, None, None))
+        self._ops.append(run)
+
+    def _op_failed(self, seq: int, f: Failure) -> None:
+        self._complete(lambda: self.k.op_done(seq, *self._failure_args(f)))
+
+    def _start_timer(self, tid: str, ms: Any, line: Any = None) -> None:
+        loop = asyncio.get_running_loop()
+        self._timers[tid] = loop.call_later(max(0.0, float(ms)) / 1000.0, self._fire, tid)
+
+    def _fire(self, tid: str) -> None:
+        if self._timers.pop(tid, None) is not None:
+            self._complete(lambda: self.k.fire_timer(tid))
+
+    def _cancel_timer(self, tid: str, line: Any = None) -> None:
+        h = self._timers.pop(tid, None)
+        if h is not None:
+            h.cancel()
+
+    def _target(self, workflow_type: str, host: Any, spec: SpawnSpec | None) -> tuple[str, str] | str:
+        """(task queue, namespace) for a start, or a message saying why there is none."""
+        queue = spec.options.task_queue if spec is not None else None
+        namespace = self.namespace
+        worker_id = host
+        if worker_id is None:
+            wf = self.registry.find(workflow_type) or self.registry.workflow_for_type(workflow_type)
+            worker_id = wf.worker if isinstance(wf, WorkflowEntry) else None
+        if worker_id is not None:
+            w = self.registry.find(worker_id)
+            if isinstance(w, WorkerEntry):
+                c = self.registry.find(w.client) if w.client else None
+                if isinstance(c, ClientEntry) and c.client_namespace:
+                    namespace = c.client_namespace
+                queue = queue or w.task_queue
+            elif host is not None and queue is None:
+                why = (f"it is a {w.kind} entry, not a temporal.worker" if w is not None else
+                       "it is not a temporal.worker entry of the registry")
+                return (f"unknown host {host!r}: {why} (the host names the temporal.worker whose task queue "
+                        "runs the workflow; or set temporal.workflow.task_queue)")
+        if queue is None:
+            return (f"no task queue for {workflow_type!r}: name a temporal.worker host, bind the workflow entry to "
+                    "one, or set temporal.workflow.task_queue")
+        return queue, namespace
+
+    def _start_child(self, seq: int, workflow_id_or_entry: str, host: Any, packed: Any, spec: Any,
+                     line: Any = None) -> Any:
+        if spec is not None and not isinstance(spec, SpawnSpec):
+            return "internal: bad spawner"
+        target = self._target(workflow_id_or_entry, host, spec)
+        if isinstance(target, str):
+            return target
+        queue, namespace = target
+        try:
+            args = args_to_python(packed)
+        except ConversionError as err:
+            return f"an argument cannot be sent: {err}"
+        wf = self.registry.find(workflow_id_or_entry)
+        workflow_type = wf.workflow_type if isinstance(wf, WorkflowEntry) else workflow_id_or_entry
+        req = start_request(spec or SpawnSpec(), workflow_type, queue, args, namespace=namespace,
+                            default_workflow_id=f"{self.pid[1:]}-{seq}", base_context=self.context,
+                            request_id=new_request_id(), identity=self.pid)
+        req.monitors = [self.pid]
+        wid = req.workflow_id
+        self._starting[wid] = seq
+
+        async def run() -> None:
+            try:
+                resp = await self.service.start_workflow(req)
+            except ServiceError as e:
+                f = failure_of(e)
+
+                def failed() -> None:
+                    self._starting.pop(wid, None)
+                    self.k.child_start_failed(seq, *self._failure_args(f))
+                self._complete(failed)
+                return
+
+            def started() -> None:
+                self._starting.pop(wid, None)
+                self._children[wid] = (seq, resp.run_id)
+                self.k.child_started(seq, wid, resp.run_id)
+                early = self._early.pop(wid, None)
+                if early is not None:
+                    self._deliver(early)
+            self._complete(started)
+        self._ops.append(run)
+        return None
+
+    def _spawn_spec(self, op: str, base: Any, a: Any, b: Any) -> tuple[Any, Any]:
+        spec = base if isinstance(base, SpawnSpec) else SpawnSpec()
+        try:
+            if op == "options":
+                return spec.with_options(to_python(a)), None
+            if op == "context":
+                return spec.with_context(to_python(a)), None
+            if op == "name":
+                return spec.with_name(a), None
+            return spec.with_message(a, to_python(b)), None
+        except StartOptionError as err:
+            return None, str(err)
+        except ConversionError as err:
+            return None, f"with_{op}: {err}"
+
+    def _ref(self, pid: str) -> api.ExecutionRef:
+        return api.ExecutionRef(pid, "", self.namespace)
+
+    def _signal_external(self, seq: int, pid: str, topic: str, payload: Any, line: Any = None) -> None:
+        try:
+            data = to_python(payload)
+        except ConversionError as err:
+            self._op_failed(seq, Failure(f"process.send({pid}, {topic}): the payload cannot be sent: {err}",
+                                         Kind.INVALID, False))
+            return
+        req = api.SendMessageRequest(pid, topic, data, sender=self.pid, namespace=self.namespace,
+                                     request_id=new_request_id())
+        self._op(lambda: self.service.send_message(req), seq)
+
+    def _cancel_external(self, seq: int, pid: str, deadline_ms: Any, line: Any = None) -> None:
+        req = api.CancelWorkflowRequest(self._ref(pid), f"canceled by {self.pid}", self.pid, new_request_id(),
+                                        int(deadline_ms or 0))
+        self._op(lambda: self.service.request_cancel_workflow(req), seq)
+
+    def _terminate_external(self, seq: int, pid: str, reason: Any, line: Any = None) -> None:
+        req = api.TerminateWorkflowRequest(self._ref(pid), reason or f"terminated by {self.pid}", self.pid,
+                                           new_request_id())
+        self._op(lambda: self.service.terminate_workflow(req), seq)
+
+    def _monitor_external(self, seq: int, pid: str, link: Any, remove: Any, line: Any = None) -> None:
+        req = api.MonitorWorkflowRequest(self._ref(pid), self.pid, bool(link), bool(remove))
+        self._op(lambda: self.service.monitor_workflow(req), seq)
+
+    @staticmethod
+    def _no_activities(*_: Any) -> None:
+        raise RuntimeError("funcs: a caller (a function run by `legato run`) cannot schedule activities; "
+                           "call them from a workflow it starts")
+
+    @staticmethod
+    def _unsupported_pair(what: str) -> Callable[..., tuple[Any, Any]]:
+        def refuse(*_: Any) -> tuple[Any, Any]:
+            return None, f"{what}: only available in workflows, not in a caller"
+        return refuse
+
+    @staticmethod
+    def _version(change_id: str, lo: int, hi: int, line: Any = None) -> tuple[Any, bool, Any]:
+        return hi, False, None  # nothing is recorded: a caller always runs the newest code
+
+    def _info(self) -> Any:
+        return self.lua.table_from({"workflow_id": self.pid, "run_id": "", "workflow_type": self.entry.id,
+                                    "task_queue": "", "namespace": self.namespace, "attempt": 1,
+                                    "history_length": 0, "history_size": 0})
+
+    def _context(self) -> Any:
+        if self._context_lua is None:
+            self._context_lua = to_lua(self.lua, dict(self.context))
+        return self._context_lua
+
+    def _json_decode(self, text: str) -> tuple[Any, Any]:
+        import json
+
+        try:
+            return to_lua(self.lua, json.loads(text)), None
+        except ValueError as err:
+            return None, f"json.decode: {err}"
+
+    def _log(self, message: str) -> None:
+        # stdout is for the result (`legato run` prints it as JSON): print() goes to stderr
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+
+
+__all__ = ["Caller", "CallerOutcome", "failure_of", "new_caller_pid"]
