@@ -53,7 +53,7 @@ from legato.ids import new_request_id
 from worker.convert import ConversionError, args_to_python, failure_from_lua, to_lua, to_python
 from worker.entries import ClientEntry, FunctionEntry, Registry, WorkerEntry, WorkflowEntry
 from worker.runtime import _duration_ms, _json_encode, _packed, _pad6, load_kernel, new_lua
-from worker.start_options import SpawnSpec, StartOptionError, start_request
+from worker.start_options import SpawnSpec, apply_spawner_call, start_request
 
 log = logging.getLogger("legato.worker.caller")
 
@@ -349,22 +349,10 @@ class Caller:
                     self._deliver(early)
             self._complete(started)
         self._ops.append(run)
-        return None
+        return None, bool(req.wait_for_cancellation)  # see process.cancel in kernel.lua
 
     def _spawn_spec(self, op: str, base: Any, a: Any, b: Any) -> tuple[Any, Any]:
-        spec = base if isinstance(base, SpawnSpec) else SpawnSpec()
-        try:
-            if op == "options":
-                return spec.with_options(to_python(a)), None
-            if op == "context":
-                return spec.with_context(to_python(a)), None
-            if op == "name":
-                return spec.with_name(a), None
-            return spec.with_message(a, to_python(b)), None
-        except StartOptionError as err:
-            return None, str(err)
-        except ConversionError as err:
-            return None, f"with_{op}: {err}"
+        return apply_spawner_call(op, base, a, b)
 
     def _ref(self, pid: str) -> api.ExecutionRef:
         return api.ExecutionRef(pid, "", self.namespace)

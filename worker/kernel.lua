@@ -715,7 +715,8 @@ function process.pid() return H.workflow_id end
 -- Each operation is a command with a per-run `seq`; the host maps the outcome events back to it.
 
 local proc_seq = 0
-local children = {}     -- seq -> { t =, mode = "spawn" | "exec" }
+local children = {}     -- seq -> { t =, mode = "spawn" | "exec", waits =, pid =, cancel_waiters = }
+local child_pids = {}   -- pid -> the children[seq] record of a started, still open child
 local pending_proc = {} -- seq -> { t =, on_fail = function() | nil }
 local monitors = {}     -- pid -> true: a close of that pid is delivered as EXIT
 local links = {}        -- pid -> true: an abnormal close of that pid is LINK_DOWN
@@ -756,19 +757,22 @@ local function start_child(fname, spec, mode, id, host, args)
     end
     local t = this_thread(fname)
     local seq = proc_seq + 1
-    local err = H.start_child(seq, id, host, args, spec, user_frame(3))
+    -- waits: started with temporal.workflow.wait_for_cancellation = true (see process.cancel)
+    local err, waits = H.start_child(seq, id, host, args, spec, user_frame(3))
     if err ~= nil then return nil, make_error(fname .. ": " .. err, "INVALID", false) end
     count_command()
     proc_seq = seq
-    children[seq] = { t = t, mode = mode }
+    children[seq] = { t = t, mode = mode, waits = waits == true }
     return block()
 end
 
 function K.child_started(seq, pid, run_id)
     local c = children[seq]
-    if c and c.mode == "spawn" and not c.started then
+    if c and not c.started then
         c.started = true
-        wake(c.t, pid)
+        c.pid = pid
+        child_pids[pid] = c
+        if c.mode == "spawn" then wake(c.t, pid) end
     end
 end
 
@@ -784,12 +788,16 @@ function K.child_closed(seq, pid, run_id, value, message, kind, retryable, detai
     local c = children[seq]
     if not c then return end
     children[seq] = nil
+    if c.pid ~= nil and child_pids[c.pid] == c then child_pids[c.pid] = nil end
     local err = failure_error(message, kind, retryable, details)
     if c.mode == "exec" then
         wake(c.t, value, err)
     else
         emit_exit(pid, run_id, value, err)
     end
+    -- process.cancel calls waiting for this child to close (wait_for_cancellation) return now
+    for _, t in ipairs(c.cancel_waiters or {}) do wake(t, true) end
+    c.cancel_waiters = nil
 end
 
 local function process_op(fname, issue, on_fail)
@@ -871,11 +879,22 @@ function process.terminate(pid, reason)
     return process_op("process.terminate", function(seq, line) H.terminate_external(seq, pid, reason, line) end)
 end
 
+-- Returns once the cancel request reached the workflow; for a child started with
+-- temporal.workflow.wait_for_cancellation = true, only once that child has closed (its EXIT event
+-- still arrives on process.events()).
 function process.cancel(pid, deadline)
     check_pid("process.cancel", pid, 2)
     local ms = 0
     if deadline ~= nil then ms = duration_ms(deadline, "process.cancel: the deadline", 2) end
-    return process_op("process.cancel", function(seq, line) H.cancel_external(seq, pid, ceil(ms), line) end)
+    local ok, err = process_op("process.cancel", function(seq, line) H.cancel_external(seq, pid, ceil(ms), line) end)
+    local c = child_pids[pid]
+    if ok and c ~= nil and c.waits then
+        local waiters = c.cancel_waiters or {}
+        c.cancel_waiters = waiters
+        waiters[#waiters + 1] = this_thread("process.cancel")
+        return block()
+    end
+    return ok, err
 end
 
 local OPTION_NAMES = { trap_links = "boolean" }

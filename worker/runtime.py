@@ -29,7 +29,7 @@ from legato.query import check_search_attributes
 from legato.retry import RetryPolicy
 from worker.convert import ConversionError, args_to_python, failure_from_lua, to_lua, to_python
 from worker.entries import ClientEntry, Registry, WorkerEntry, WorkflowEntry, compile_lua
-from worker.start_options import SpawnSpec, StartOptionError, child_command_attrs, start_request
+from worker.start_options import SpawnSpec, apply_spawner_call, child_command_attrs, start_request
 
 log = logging.getLogger("legato.worker.lua")
 
@@ -568,7 +568,8 @@ class WorkflowRun:
     # ---- processes (docs/processes.md)
 
     def _start_child(self, seq: int, workflow_type: str, host: Any, packed: Any, spec: Any, line: Any) -> Any:
-        """Issue StartChildWorkflowExecution; return None, or a message when host is unusable."""
+        """Issue StartChildWorkflowExecution; return (None, whether process.cancel of the child waits for
+        it to close: wait_for_cancellation), or a message when host is unusable."""
         if spec is not None and not isinstance(spec, SpawnSpec):
             return "internal: bad spawner"
         namespace: str | None = None
@@ -590,22 +591,10 @@ class WorkflowRun:
         self._commands.append(PendingCommand(
             C.StartChildWorkflowExecution, workflow_type, line,
             (seq, packed, spec, queue or self.info.task_queue, namespace or self.info.namespace)))
-        return None
+        return None, bool(spec is not None and spec.options.wait_for_cancellation)
 
     def _spawn_spec(self, op: str, base: Any, a: Any, b: Any) -> tuple[Any, Any]:
-        spec = base if isinstance(base, SpawnSpec) else SpawnSpec()
-        try:
-            if op == "options":
-                return spec.with_options(to_python(a)), None
-            if op == "context":
-                return spec.with_context(to_python(a)), None
-            if op == "name":
-                return spec.with_name(a), None
-            return spec.with_message(a, to_python(b)), None
-        except StartOptionError as err:
-            return None, str(err)
-        except ConversionError as err:
-            return None, f"with_{op}: {err}"
+        return apply_spawner_call(op, base, a, b)
 
     def _signal_external(self, seq: int, pid: str, topic: str, payload: Any, line: Any) -> None:
         self._commands.append(PendingCommand(C.SignalExternalWorkflowExecution, topic, line, (seq, pid, payload)))

@@ -308,3 +308,23 @@ def child_command_attrs(req: StartWorkflowRequest, seq: str) -> dict[str, Any]:
             "enable_eager_start": req.enable_eager_start,
         },
     }
+
+
+def apply_spawner_call(op: str, base: Any, a: Any, b: Any) -> tuple[SpawnSpec | None, str | None]:
+    """One `:with_options/with_context/with_name/with_message` call on a Lua spawner: the new
+    (immutable) spec, or None and the error text naming what is wrong."""
+    from worker.convert import ConversionError, to_python
+
+    spec = base if isinstance(base, SpawnSpec) else SpawnSpec()
+    try:
+        if op == "options":
+            return spec.with_options(to_python(a)), None
+        if op == "context":
+            return spec.with_context(to_python(a)), None
+        if op == "name":
+            return spec.with_name(a), None
+        return spec.with_message(a, to_python(b)), None
+    except StartOptionError as err:
+        return None, str(err)
+    except ConversionError as err:
+        return None, f"with_{op}: {err}"

@@ -116,6 +116,10 @@ async def test_terminate_gives_exit_with_an_error(env: Env) -> None:
     assert ok(await env.call("monitor_terminate")) == {"kind": "EXIT", "err": "TERMINATED"}
 
 
+async def test_cancel_with_wait_for_cancellation_returns_once_the_workflow_closed(env: Env) -> None:
+    assert ok(await env.call("cancel_waits")) == {"ok": True, "closed": True, "kind": "EXIT", "err": "CANCELED"}
+
+
 async def test_pid_time_channels_and_coroutines(env: Env) -> None:
     assert ok(await env.call("pid_and_sleep")) == {"caller": True, "waited": True, "got": '{"n":1}', "uuid": 36}
 

@@ -2,7 +2,8 @@
 frontend on a SQLite file) and a real worker in one process: child workflows (spawn, exec,
 workflow.exec, errors, context, start messages, use_existing), messages between workflows,
 monitors, links, terminate, cancel, continue-as-new, versioning and attributes, and activity
-cancellation through funcs.async. Each test also replays the recorded history."""
+cancellation through funcs.async. Each test also replays the recorded history, and runs twice: the
+worker and the test call the engine in-process, then over its gRPC API."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from worker.replay import replay
 
 APP = APPS / "processes"
 
+pytestmark = pytest.mark.usefixtures("transport")  # in-process, then over gRPC
 
 
 @pytest.fixture
@@ -95,6 +97,20 @@ async def test_cancel_reaches_the_workflow_which_handles_it(h: Harness) -> None:
     wid = await h.start_workflow("pr:canceler", target)
     out: Any = await h.value(wid)
     assert out == {"ok": True, "kind": "EXIT", "value": {"kind": "CANCEL", "note": "cleaned up"}}
+    await replays(h, wid)
+
+
+@pytest.mark.parametrize("wait", [True, False])
+async def test_cancel_of_a_child_waits_for_its_close_with_wait_for_cancellation(h: Harness, wait: bool) -> None:
+    wid = await h.start_workflow("pr:cancel_waiter", wait)
+    out: Any = await h.value(wid)
+    value = {"kind": "CANCEL", "note": "cleaned up"}  # the child handled the cancellation, then ended
+    assert out == {"ok": True, "closed_when_cancel_returned": wait, "kind": "EXIT", "from_child": True,
+                   "value": value}
+    events = await h.history(wid)
+    requested = of_type(events, E.ExternalWorkflowExecutionCancelRequested)[0]
+    closed = of_type(events, E.ChildWorkflowExecutionCompleted)[0]
+    assert requested.event_id < closed.event_id
     await replays(h, wid)
 
 

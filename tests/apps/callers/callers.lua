@@ -91,7 +91,19 @@ local function pid_and_sleep()
     return {caller = pid:sub(1, 1) == "@", waited = waited >= 50, got = ch:receive(), uuid = #uuid.v4()}
 end
 
+-- cancel of a workflow started with wait_for_cancellation: returns once it has closed
+local function cancel_waits()
+    local events = process.events()
+    local pid, err = process.with_options({["temporal.workflow.wait_for_cancellation"] = true})
+        :spawn("cl:waiter", "cl:worker")
+    if not pid then return nil, err end
+    local ok = process.cancel(pid, "30s")
+    local r = channel.select({events:case_receive(), default = true})
+    return {ok = ok, closed = not r.default, kind = r.value and r.value.kind,
+            err = r.value and r.value.result.error and r.value.result.error:kind()}
+end
+
 return {spawn_exit = spawn_exit, exec_one = exec_one, exec_fail = exec_fail, options = options,
         request_reply = request_reply, timeout = timeout, unknown_target = unknown_target,
         bad_option = bad_option, returns_error = returns_error, monitor_terminate = monitor_terminate,
-        pid_and_sleep = pid_and_sleep}
+        pid_and_sleep = pid_and_sleep, cancel_waits = cancel_waits}

@@ -48,5 +48,28 @@ local function canceler(pid)
     return {ok = ok, kind = ev.kind, value = ev.result.value}
 end
 
+-- handles a cancel request with a cleanup that takes a while
+local function slow_cancel()
+    local time = require("time")
+    local ev = process.events():receive()
+    time.sleep("300ms")
+    return {kind = ev.kind, note = "cleaned up"}
+end
+
+-- cancels a child started with or without wait_for_cancellation, then looks (without blocking)
+-- whether the child's EXIT is already there
+local function cancel_waiter(wait)
+    local events = process.events()
+    local pid, err = process.with_options({["temporal.workflow.wait_for_cancellation"] = wait})
+        :spawn("pr:slow_cancel", "pr:worker")
+    if err then return nil, err end
+    local ok, cerr = process.cancel(pid, "30s")
+    local r = channel.select({events:case_receive(), default = true})
+    local ev = r.value
+    if r.default then ev = events:receive() end
+    return {ok = ok, err = cerr and cerr:kind(), closed_when_cancel_returned = not r.default, kind = ev.kind,
+            from_child = ev.from == pid, value = ev.result.value}
+end
+
 return {sender = sender, ponger = ponger, sleeper = sleeper, cancelable = cancelable, watcher = watcher,
-        linker = linker, canceler = canceler}
+        linker = linker, canceler = canceler, slow_cancel = slow_cancel, cancel_waiter = cancel_waiter}

@@ -513,6 +513,46 @@ end}
     assert result(run(s)) == [True, "NOT_FOUND", True]
 
 
+WAIT_CANCEL = """\
+return {main = function(wait)
+    local events = process.events()
+    local pid = process.with_options({["temporal.workflow.wait_for_cancellation"] = wait})
+        :spawn("app:child", "app:worker")
+    local ok = process.cancel(pid, "5s")
+    local r = channel.select({events:case_receive(), default = true})
+    return {ok = ok, closed = not r.default, kind = r.value and r.value.kind}
+end}
+"""
+
+
+def _cancel_child(tmp_path: Path, wait: bool) -> Sim:
+    s = sim(tmp_path, WAIT_CANCEL, [wait])
+    assert types(run(s)) == ["StartChildWorkflowExecution"]
+    s.h.op_done(1).next_task()
+    assert types(run(s)) == ["RequestCancelExternalWorkflowExecution"]
+    return s
+
+
+def test_cancel_of_a_child_without_wait_for_cancellation_returns_once_delivered(tmp_path: Path) -> None:
+    s = _cancel_child(tmp_path, False)
+    s.h.op_done(2).next_task()
+    assert result(run(s)) == {"ok": True, "closed": False}
+
+
+def test_cancel_with_wait_for_cancellation_returns_once_the_child_closed(tmp_path: Path) -> None:
+    s = _cancel_child(tmp_path, True)
+    s.h.op_done(2).next_task()
+    assert run(s) == []  # delivered, but the child is still open: process.cancel still waits
+    s.h.child_closed(1, result="bye").next_task()
+    assert result(run(s)) == {"ok": True, "closed": True, "kind": "EXIT"}  # and EXIT is on events()
+
+
+def test_cancel_with_wait_for_cancellation_of_a_child_closed_meanwhile(tmp_path: Path) -> None:
+    s = _cancel_child(tmp_path, True)
+    s.h.op_done(2).child_closed(1, result="bye").next_task()
+    assert result(run(s)) == {"ok": True, "closed": True, "kind": "EXIT"}
+
+
 # ---------------------------------------------------------------- events ordering, dedupe
 
 def test_exit_of_a_child_that_is_also_monitored_is_delivered_once(tmp_path: Path) -> None:
