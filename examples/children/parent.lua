@@ -10,7 +10,7 @@ local function describe_error(err)
 end
 
 local function main(input)
-    local items = input.items or {"book", "lamp", "desk"}
+    local items = (input or {}).items or {"book", "lamp", "desk"}
     local events = process.events()
 
     -- 1. workflow.exec: run a child and wait for its result.
