@@ -43,7 +43,7 @@ wf result --id order-3 --timeout 30s
 
 say "Approval: starts, submits the request, then waits durably for a decision signal"
 wf start --type shop:approval --task-queue shop --id approval-7 --input '{"order_id":"7","timeout":"1h"}'
-wf result --id approval-7 --timeout 1s || echo "(still waiting for a decision, as it should)"
+wf describe --id approval-7    # RUNNING, with a pending timer: it waits for the signal or the deadline
 
 say "Sending the decision signal"
 wf signal --id approval-7 --name decision --input '{"approved":true,"reason":"looks fine"}'

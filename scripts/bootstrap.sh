@@ -13,6 +13,11 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
   fi
 fi
-"$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q -e '.[dev]'
+# pip's own chatter goes to a log, shown only if the install fails.
+log="$venv/install.log"
+if ! { "$venv/bin/python" -m pip install -q --upgrade pip && "$venv/bin/python" -m pip install -q -e '.[dev]'; } \
+    >"$log" 2>&1; then
+  cat "$log" >&2
+  exit 1
+fi
 echo "bootstrap: $venv/bin/legato is ready" >&2
