@@ -308,7 +308,7 @@ class Caller:
         return queue, namespace
 
     def _start_child(self, seq: int, workflow_id_or_entry: str, host: Any, packed: Any, spec: Any,
-                     line: Any = None) -> Any:
+                     line: Any = None, monitored: bool = True) -> Any:
         if spec is not None and not isinstance(spec, SpawnSpec):
             return "internal: bad spawner"
         target = self._target(workflow_id_or_entry, host, spec)
@@ -324,7 +324,9 @@ class Caller:
         req = start_request(spec or SpawnSpec(), workflow_type, queue, args, namespace=namespace,
                             default_workflow_id=f"{self.pid[1:]}-{seq}", base_context=self.context,
                             request_id=new_request_id(), identity=self.pid)
-        req.monitors = [self.pid]
+        # Only spawn_monitored and exec ask for the EXIT; a plain spawn starts and forgets, unless
+        # process.cancel must wait for the close (wait_for_cancellation), which the EXIT tells.
+        req.monitors = [self.pid] if monitored or req.wait_for_cancellation else []
         wid = req.workflow_id
         self._starting[wid] = seq
 

@@ -750,7 +750,9 @@ local function emit_exit(pid, run_id, value, err)
 end
 
 -- spec: a host spawner spec or nil; mode: "spawn" (pid, err) or "exec" (result, err)
-local function start_child(fname, spec, mode, id, host, args)
+-- monitored: the starter wants the child's EXIT (spawn_monitored, exec); a workflow's children
+-- always report to it, so only a non-durable caller tells the two apart.
+local function start_child(fname, spec, mode, id, host, args, monitored)
     if type(id) ~= "string" or id == "" then invalid(fname .. ": the workflow (entry id) must be a non-empty string", 3) end
     if host ~= nil and (type(host) ~= "string" or host == "") then
         invalid(fname .. ": the host must be a temporal.worker entry id (a string)", 3)
@@ -758,7 +760,7 @@ local function start_child(fname, spec, mode, id, host, args)
     local t = this_thread(fname)
     local seq = proc_seq + 1
     -- waits: started with temporal.workflow.wait_for_cancellation = true (see process.cancel)
-    local err, waits = H.start_child(seq, id, host, args, spec, user_frame(3))
+    local err, waits = H.start_child(seq, id, host, args, spec, user_frame(3), monitored == true or mode == "exec")
     if err ~= nil then return nil, make_error(fname .. ": " .. err, "INVALID", false) end
     count_command()
     proc_seq = seq
@@ -952,7 +954,7 @@ function SPAWNER:spawn(id, host, ...)
     return start_child("spawner:spawn", spec_of(self, "spawn"), "spawn", id, host, pack(...))
 end
 function SPAWNER:spawn_monitored(id, host, ...)
-    return start_child("spawner:spawn_monitored", spec_of(self, "spawn_monitored"), "spawn", id, host, pack(...))
+    return start_child("spawner:spawn_monitored", spec_of(self, "spawn_monitored"), "spawn", id, host, pack(...), true)
 end
 function SPAWNER:exec(id, host, ...)
     return start_child("spawner:exec", spec_of(self, "exec"), "exec", id, host, pack(...))
@@ -969,7 +971,7 @@ function process.with_message(topic, payload) dot("with_message", topic) return 
 -- A workflow's children are always reported to it, so spawn and spawn_monitored are the same here.
 function process.spawn(id, host, ...) return start_child("process.spawn", nil, "spawn", id, host, pack(...)) end
 function process.spawn_monitored(id, host, ...)
-    return start_child("process.spawn_monitored", nil, "spawn", id, host, pack(...))
+    return start_child("process.spawn_monitored", nil, "spawn", id, host, pack(...), true)
 end
 function process.exec(id, host, ...) return start_child("process.exec", nil, "exec", id, host, pack(...)) end
 

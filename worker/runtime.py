@@ -567,7 +567,8 @@ class WorkflowRun:
 
     # ---- processes (docs/processes.md)
 
-    def _start_child(self, seq: int, workflow_type: str, host: Any, packed: Any, spec: Any, line: Any) -> Any:
+    def _start_child(self, seq: int, workflow_type: str, host: Any, packed: Any, spec: Any, line: Any,
+                     monitored: bool = True) -> Any:
         """Issue StartChildWorkflowExecution; return (None, whether process.cancel of the child waits for
         it to close: wait_for_cancellation), or a message when host is unusable."""
         if spec is not None and not isinstance(spec, SpawnSpec):

@@ -116,6 +116,10 @@ async def test_terminate_gives_exit_with_an_error(env: Env) -> None:
     assert ok(await env.call("monitor_terminate")) == {"kind": "EXIT", "err": "TERMINATED"}
 
 
+async def test_plain_spawn_from_a_caller_asks_for_no_exit(env: Env) -> None:
+    assert ok(await env.call("plain_spawn_no_exit")) == {"first_from_watched": True, "from_plain": False}
+
+
 async def test_cancel_with_wait_for_cancellation_returns_once_the_workflow_closed(env: Env) -> None:
     assert ok(await env.call("cancel_waits")) == {"ok": True, "closed": True, "kind": "EXIT", "err": "CANCELED"}
 

@@ -70,12 +70,25 @@ local function returns_error()
 end
 
 local function monitor_terminate()
-    local pid = process.spawn("cl:waiter", "cl:worker")
+    local pid = process.spawn_monitored("cl:waiter", "cl:worker")
     local events = process.events()
     local ok, err = process.terminate(pid)
     if not ok then return nil, err end
     local ev = events:receive()
     return {kind = ev.kind, err = ev.result.error and ev.result.error:kind()}
+end
+
+-- A plain spawn asks for no EXIT: the first event is the monitored one's, though the plain one ended first.
+local function plain_spawn_no_exit()
+    local events = process.events()
+    local plain = process.spawn("cl:waiter", "cl:worker")
+    local ok, err = process.terminate(plain)
+    if not ok then return nil, err end
+    local watched = process.spawn_monitored("cl:waiter", "cl:worker")
+    ok, err = process.terminate(watched)
+    if not ok then return nil, err end
+    local ev = events:receive()
+    return {first_from_watched = ev.from == watched, from_plain = ev.from == plain}
 end
 
 local function pid_and_sleep()
@@ -106,4 +119,5 @@ end
 return {spawn_exit = spawn_exit, exec_one = exec_one, exec_fail = exec_fail, options = options,
         request_reply = request_reply, timeout = timeout, unknown_target = unknown_target,
         bad_option = bad_option, returns_error = returns_error, monitor_terminate = monitor_terminate,
+        plain_spawn_no_exit = plain_spawn_no_exit,
         pid_and_sleep = pid_and_sleep, cancel_waits = cancel_waits}
