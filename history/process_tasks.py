@@ -197,36 +197,30 @@ class ProcessTasks:
 
     async def _cancel(self, d: dict[str, Any]) -> None:
         a = d["attrs"]
-        if not await self._request_pending(d):
-            return
-        target = a["workflow_id"]
-        failure = None
-        if is_caller(target):
-            failure = Failure(f"cannot cancel {target}: it is a caller, not a workflow", kind=Kind.INVALID,
-                              retryable=False).to_dict()
-        else:
-            try:
-                await self.peer.request_cancel_workflow(CancelWorkflowRequest(
-                    ExecutionRef(target, "", a["namespace"]), a["reason"], identity=d["wf"],
-                    request_id=f"cancel:{d['run']}:{d['init']}", deadline_ms=a["deadline_ms"]))
-            except (NotFound, InvalidArgument, FailedPrecondition) as e:
-                failure = _failure(e)
-        await self._record(d, "", failure)
+        await self._control(d, "cancel", self.peer.request_cancel_workflow(CancelWorkflowRequest(
+            ExecutionRef(a["workflow_id"], "", a["namespace"]), a["reason"], identity=d["wf"],
+            request_id=f"cancel:{d['run']}:{d['init']}", deadline_ms=a["deadline_ms"])))
 
     async def _terminate(self, d: dict[str, Any]) -> None:
         a = d["attrs"]
-        if not await self._request_pending(d):
-            return
-        target = a["workflow_id"]
+        await self._control(d, "terminate", self.peer.terminate_workflow(TerminateWorkflowRequest(
+            ExecutionRef(a["workflow_id"], "", a["namespace"]), a["reason"] or f"terminated by workflow {d['wf']}",
+            identity=d["wf"], request_id=f"terminate:{d['run']}:{d['init']}")))
+
+    async def _control(self, d: dict[str, Any], verb: str, call: Coroutine[Any, Any, None]) -> None:
+        """Cancel or terminate another workflow (`call`), then record the outcome in the initiator."""
+        target = d["attrs"]["workflow_id"]
         failure = None
+        if not await self._request_pending(d):
+            call.close()
+            return
         if is_caller(target):
-            failure = Failure(f"cannot terminate {target}: it is a caller, not a workflow", kind=Kind.INVALID,
+            call.close()
+            failure = Failure(f"cannot {verb} {target}: it is a caller, not a workflow", kind=Kind.INVALID,
                               retryable=False).to_dict()
         else:
             try:
-                await self.peer.terminate_workflow(TerminateWorkflowRequest(
-                    ExecutionRef(target, "", a["namespace"]), a["reason"] or f"terminated by workflow {d['wf']}",
-                    identity=d["wf"], request_id=f"terminate:{d['run']}:{d['init']}"))
+                await call
             except (NotFound, InvalidArgument, FailedPrecondition) as e:
                 failure = _failure(e)
         await self._record(d, "", failure)

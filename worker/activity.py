@@ -35,11 +35,10 @@ from typing import Any
 
 from lupa import lua54
 
-from legato.durations import parse_duration_ms
 from legato.errors import Failure, Kind, NotFound
 from worker.convert import ConversionError, args_to_python, to_lua, to_python
 from worker.entries import FunctionEntry, Registry
-from worker.runtime import load_kernel, new_lua
+from worker.runtime import duration_ms, json_encode, load_kernel, new_lua
 
 log = logging.getLogger("legato.worker.activity")
 
@@ -102,8 +101,8 @@ class _FunctionRuntime:
             "is_canceled": self._is_canceled,
             "activity_info": self._info,
             "call_function": self._call_function,
-            "duration_ms": _duration_ms,
-            "json_encode": _json_encode,
+            "duration_ms": duration_ms,
+            "json_encode": json_encode,
             "json_decode": self._json_decode,
             "log": lambda msg: None,
         }
@@ -283,18 +282,3 @@ def _sleep(ms: Any) -> None:
         time.sleep(float(ms) / 1000.0)
 
 
-def _duration_ms(value: Any) -> tuple[Any, Any]:
-    try:
-        return parse_duration_ms(value, "duration"), None
-    except ValueError as err:
-        return None, str(err)
-
-
-_SORTED = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=True)
-
-
-def _json_encode(value: Any) -> tuple[Any, Any]:
-    try:
-        return _SORTED.encode(to_python(value)), None
-    except (ConversionError, TypeError, ValueError) as err:
-        return None, f"json.encode: {err}"

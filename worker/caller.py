@@ -52,7 +52,7 @@ from legato.errors import (
 from legato.ids import new_request_id
 from worker.convert import ConversionError, args_to_python, failure_from_lua, to_lua, to_python
 from worker.entries import ClientEntry, FunctionEntry, Registry, WorkerEntry, WorkflowEntry
-from worker.runtime import _duration_ms, _json_encode, _packed, _pad6, load_kernel, new_lua
+from worker.runtime import duration_ms, json_encode, load_kernel, new_lua, packed, pad6
 from worker.start_options import SpawnSpec, apply_spawner_call, start_request
 
 log = logging.getLogger("legato.worker.caller")
@@ -132,8 +132,8 @@ class Caller:
             "history_length": lambda: 0,
             "history_size": lambda: 0,
             "context": self._context,
-            "duration_ms": _duration_ms,
-            "json_encode": _json_encode,
+            "duration_ms": duration_ms,
+            "json_encode": json_encode,
             "json_decode": self._json_decode,
             "log": self._log,
             "workflow_id": self.pid,
@@ -151,7 +151,7 @@ class Caller:
         await self.service.open_mailbox(self.pid)
         poller = asyncio.create_task(self._poll_mailbox())
         try:
-            self.k.start(_packed(self.lua, args))
+            self.k.start(packed(self.lua, args))
             while True:
                 outcome = self._step()
                 self._launch()
@@ -178,7 +178,7 @@ class Caller:
         """Run ready coroutines until all block: None, or how the function ended."""
         self.k.begin(int(time.time() * 1000), False)
         try:
-            status, a, b, c, d, e = _pad6(self.k.run(self.limits.lua_instructions_per_task))
+            status, a, b, c, d, e = pad6(self.k.run(self.limits.lua_instructions_per_task))
         except lua54.LuaMemoryError:
             return CallerOutcome(failure=Failure("the caller ran out of Lua memory (limits.lua_memory_bytes)",
                                                  Kind.LIMIT_EXCEEDED, False))

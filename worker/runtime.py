@@ -217,9 +217,9 @@ class WorkflowRun:
             "history_length": self._history_len,
             "history_size": self._history_size,
             "context": self._context,
-            "duration_ms": _duration_ms,
+            "duration_ms": duration_ms,
             "activity_options": self._activity_options,
-            "json_encode": _json_encode,
+            "json_encode": json_encode,
             "json_decode": self._json_decode,
             "log": self._log,
             "workflow_id": info.workflow_id,
@@ -230,7 +230,7 @@ class WorkflowRun:
                                    entry.chunk_name, limits.max_commands_per_task)
             if not ok:
                 raise TaskFailure("WORKFLOW_ERROR", Failure(str(err), Kind.INTERNAL, False))
-            self.k.start(_packed(self.lua, args))
+            self.k.start(packed(self.lua, args))
         except lua54.LuaMemoryError:
             raise TaskFailure("LIMIT_EXCEEDED", Failure(
                 "the workflow ran out of Lua memory while starting (limits.lua_memory_bytes)",
@@ -330,7 +330,7 @@ class WorkflowRun:
     def run(self) -> BatchResult:
         """Run ready coroutines until all block. Raises TaskFailure."""
         try:
-            status, a, b, c, d, e = _pad6(self._run(self.limits.lua_instructions_per_task))
+            status, a, b, c, d, e = pad6(self._run(self.limits.lua_instructions_per_task))
         except lua54.LuaMemoryError:
             raise TaskFailure("LIMIT_EXCEEDED", Failure(
                 "the workflow ran out of Lua memory (limits.lua_memory_bytes)", Kind.LIMIT_EXCEEDED, False)) from None
@@ -693,19 +693,19 @@ class WorkflowRun:
         log.info("[%s %s] %s", self.info.workflow_type, self.info.workflow_id, message)
 
 
-def _pad6(r: Any) -> tuple[Any, Any, Any, Any, Any, Any]:
+def pad6(r: Any) -> tuple[Any, Any, Any, Any, Any, Any]:
     if not isinstance(r, tuple):
         return r, None, None, None, None, None
     return (*r, None, None, None, None, None)[:6]
 
 
-def _packed(lua: Any, values: list[Any]) -> Any:
+def packed(lua: Any, values: list[Any]) -> Any:
     t = lua.table_from([to_lua(lua, v) for v in values])
     t["n"] = len(values)
     return t
 
 
-def _duration_ms(value: Any) -> tuple[Any, Any]:
+def duration_ms(value: Any) -> tuple[Any, Any]:
     try:
         return parse_duration_ms(value, "duration"), None
     except ValueError as err:
@@ -715,7 +715,7 @@ def _duration_ms(value: Any) -> tuple[Any, Any]:
 _SORTED = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=True)
 
 
-def _json_encode(value: Any) -> tuple[Any, Any]:
+def json_encode(value: Any) -> tuple[Any, Any]:
     try:
         return _SORTED.encode(to_python(value)), None
     except (ConversionError, TypeError, ValueError) as err:
