@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class _Strict(BaseModel):
@@ -82,7 +82,35 @@ class WorkerConfig(_Strict):
     heartbeat_throttle_ms: int = Field(1_000, ge=0)
 
 
+class StoreConfig(_Strict):
+    """Where history keeps its state. SQLite: the file named on the command line. Cassandra: a
+    keyspace made by `legato schema setup --store cassandra` (the server refuses an absent or
+    outdated schema)."""
+
+    kind: Literal["sqlite", "cassandra"] = "sqlite"
+    cassandra_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"], min_length=1,
+                                       description="contact points, host or host:port")
+    cassandra_port: int = Field(9042, gt=0, lt=65536, description="CQL port of hosts given without one")
+    cassandra_keyspace: str = Field("legato", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+    cassandra_local_dc: str = Field("", description="data centre of this node's requests; empty: any")
+    # LOCAL_QUORUM/LOCAL_SERIAL keep a write within one data centre; QUORUM/SERIAL span them.
+    cassandra_consistency: Literal["ONE", "LOCAL_ONE", "LOCAL_QUORUM", "QUORUM", "ALL"] = "LOCAL_QUORUM"
+    cassandra_serial_consistency: Literal["LOCAL_SERIAL", "SERIAL"] = "LOCAL_SERIAL"
+    cassandra_request_timeout_ms: int = Field(10_000, gt=0, description="one CQL request, client side")
+    cassandra_connect_timeout_ms: int = Field(10_000, gt=0)
+    # One conditional batch carries several runs' writes (group commit); Cassandra refuses a
+    # batch above its batch_size_fail_threshold, so a shard's batch is also cut at this size.
+    cassandra_max_batch_bytes: int = Field(256 * 1024, gt=0)
+
+    @field_validator("cassandra_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, v: object) -> object:
+        """Accept "h1,h2:9043" (environment variables, command-line flags) as well as a list."""
+        return [h.strip() for h in v.split(",") if h.strip()] if isinstance(v, str) else v
+
+
 class Config(_Strict):
+    store: StoreConfig = Field(default_factory=StoreConfig)
     limits: Limits = Field(default_factory=Limits)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     matching: MatchingConfig = Field(default_factory=MatchingConfig)

@@ -130,6 +130,15 @@ class RunConditionFailed(Unavailable):
         self.failed = list(failed)
 
 
+class WriteOutcomeUnknown(Unavailable):
+    """The store cannot tell whether a conditional write took effect (it timed out after being
+    sent). The shard's owner re-acquires the shard (a new range_id settles the outcome and fences
+    the write if it is still in flight) and reloads what it cached before it writes again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="WriteOutcomeUnknown")
+
+
 class ExecutionStore(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# A single-node Apache Cassandra 5.0 on loopback, from Maven Central's jars.
+#
+#   deploy/cassandra/cassandra.sh start    fetch (first time), configure, start, wait until CQL answers
+#   deploy/cassandra/cassandra.sh stop     SIGTERM (Cassandra drains), SIGKILL after a minute
+#   deploy/cassandra/cassandra.sh kill     SIGKILL (fault tests)
+#   deploy/cassandra/cassandra.sh status   exit 0 when CQL answers
+#   deploy/cassandra/cassandra.sh run      in the foreground
+#   deploy/cassandra/cassandra.sh wipe     stop and delete the data
+#
+# Environment: CASSANDRA_PORT (CQL, default 9042), CASSANDRA_STORAGE_PORT (default 7000),
+# CASSANDRA_HEAP (default 1G), LEGATO_DEPLOY_DIR (state; default <repo>/.deploy).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+
+HERE=$DEPLOY_SRC/cassandra
+HOME_DIR=$LEGATO_DEPLOY_DIR/cassandra
+LIB=$HOME_DIR/lib
+PIDFILE=$HOME_DIR/cassandra.pid
+PORT=${CASSANDRA_PORT:-9042}
+STORAGE_PORT=${CASSANDRA_STORAGE_PORT:-7000}
+HEAP=${CASSANDRA_HEAP:-1G}
+START_TIMEOUT=${CASSANDRA_START_TIMEOUT:-180}
+
+configure() {
+  mkdir -p "$HOME_DIR"/{conf,data,commitlog,saved_caches,hints,cdc,logs}
+  sed -e "s|@HOME@|$HOME_DIR|g" -e "s|@PORT@|$PORT|g" -e "s|@STORAGE_PORT@|$STORAGE_PORT|g" \
+    "$HERE/cassandra.yaml.in" >"$HOME_DIR/conf/cassandra.yaml"
+  sed -e "s|@HOME@|$HOME_DIR|g" "$HERE/logback.xml.in" >"$HOME_DIR/conf/logback.xml"
+}
+
+# The JVM flags: jvm17-server.options' module exports/opens, the jamm agent, a small heap.
+java_args() {
+  local jamm
+  jamm=$(ls "$LIB"/jamm-*.jar | head -1)
+  grep -v '^\s*#' "$HERE/jvm17.options" | grep -v '^\s*$'
+  cat <<ARGS
+-Xms$HEAP
+-Xmx$HEAP
+-javaagent:$jamm
+-Dcassandra.config=file://$HOME_DIR/conf/cassandra.yaml
+-Dcassandra.storagedir=$HOME_DIR
+-Dcassandra.logdir=$HOME_DIR/logs
+-Dlogback.configurationFile=$HOME_DIR/conf/logback.xml
+-Dcassandra-foreground=yes
+-Dcassandra.skip_wait_for_gossip_to_settle=0
+-Dcassandra.ring_delay_ms=100
+-Dcassandra.superuser_setup_delay_ms=0
+-Dcassandra.jmx.local.port=0
+-cp
+$LIB/*
+org.apache.cassandra.service.CassandraDaemon
+ARGS
+}
+
+prepare() {
+  fetch_jars "$HERE/pom.xml" "$LIB"
+  configure
+}
+
+cmd_run() {
+  prepare
+  mapfile -t args < <(java_args)
+  exec java "${args[@]}"
+}
+
+cmd_start() {
+  if pid_alive "$PIDFILE"; then
+    port_open 127.0.0.1 "$PORT" && { echo "cassandra is running (CQL on 127.0.0.1:$PORT)" >&2; return 0; }
+  else
+    prepare
+    mapfile -t args < <(java_args)
+    nohup java "${args[@]}" >"$HOME_DIR/logs/stdout.log" 2>&1 &
+    echo $! >"$PIDFILE"
+  fi
+  local i
+  for ((i = 0; i < START_TIMEOUT * 5; i++)); do
+    port_open 127.0.0.1 "$PORT" && { echo "cassandra is up (CQL on 127.0.0.1:$PORT)" >&2; return 0; }
+    pid_alive "$PIDFILE" || { tail -30 "$HOME_DIR/logs/stdout.log" >&2; die "cassandra exited during startup"; }
+    sleep 0.2
+  done
+  tail -30 "$HOME_DIR/logs/stdout.log" >&2
+  die "cassandra did not answer on 127.0.0.1:$PORT within ${START_TIMEOUT}s"
+}
+
+cmd_kill() {
+  pid_alive "$PIDFILE" && kill -9 "$(cat "$PIDFILE")"
+  # wait for the process to be gone (so a restart can take the ports)
+  while pid_alive "$PIDFILE"; do sleep 0.1; done
+  rm -f "$PIDFILE"
+}
+
+case ${1:-} in
+  start) cmd_start ;;
+  stop) stop_pid "$PIDFILE" cassandra 60 ;;
+  kill) cmd_kill ;;
+  status) port_open 127.0.0.1 "$PORT" ;;
+  run) cmd_run ;;
+  fetch) fetch_jars "$HERE/pom.xml" "$LIB" ;;
+  wipe) stop_pid "$PIDFILE" cassandra 60; rm -rf "${HOME_DIR:?}"/{data,commitlog,saved_caches,hints,cdc} ;;
+  *) die "usage: $0 start|stop|kill|status|run|fetch|wipe" ;;
+esac

@@ -1,0 +1,75 @@
+"""Fixtures shared by every test directory: the real Cassandra node of the test run.
+
+The node is started once per test run by the project's own script (deploy/cassandra/cassandra.sh)
+and stopped at the end if this run started it; LEGATO_TEST_CASSANDRA=host:port uses a node that
+is already running instead. Tests share one keyspace, set up once and truncated before each test
+that asks for it, because creating a keyspace costs about a second and truncating it a fraction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from legato.config import StoreConfig
+
+if TYPE_CHECKING:
+    from history.store.cql import Cql
+
+ROOT = Path(__file__).resolve().parent.parent
+CASSANDRA_SH = ROOT / "deploy" / "cassandra" / "cassandra.sh"
+TEST_KEYSPACE = "legato_test"
+
+
+def cassandra_script(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(CASSANDRA_SH), *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def cassandra_node() -> Iterator[StoreConfig]:
+    """A StoreConfig (kind cassandra) pointing at the test run's node; keyspace not yet made."""
+    given = os.environ.get("LEGATO_TEST_CASSANDRA")
+    started = False
+    if not given:
+        if cassandra_script("status").returncode != 0:
+            r = cassandra_script("start")
+            if r.returncode != 0:
+                pytest.fail(f"could not start Cassandra with {CASSANDRA_SH}:\n{r.stderr[-3000:]}")
+            started = True
+    cfg = StoreConfig(kind="cassandra", cassandra_hosts=[given or "127.0.0.1"], cassandra_keyspace=TEST_KEYSPACE)
+    try:
+        yield cfg
+    finally:
+        if started and not os.environ.get("LEGATO_TEST_KEEP_CASSANDRA"):
+            cassandra_script("stop")
+
+
+@pytest.fixture(scope="session")
+async def cassandra_admin(cassandra_node: StoreConfig) -> AsyncIterator[Cql]:
+    """One driver session for the whole run (schema set up on first use), for fixtures and for
+    tests that inspect the keyspace directly."""
+    from history.store.cassandra_schema import setup_schema
+    from history.store.cql import Cql, connect
+
+    cluster, session = await asyncio.to_thread(connect, cassandra_node)
+    try:
+        cql = Cql(session)
+        await setup_schema(cql, TEST_KEYSPACE, replication_factor=1)
+        yield cql
+    finally:
+        await asyncio.to_thread(cluster.shutdown)
+
+
+@pytest.fixture
+async def cassandra(cassandra_node: StoreConfig, cassandra_admin: Cql) -> StoreConfig:
+    """The test keyspace, emptied: a StoreConfig ready for CassandraStore / Engine."""
+    from history.store.cassandra_schema import truncate_all
+
+    await truncate_all(cassandra_admin, TEST_KEYSPACE)
+    return cassandra_node.model_copy()
