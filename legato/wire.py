@@ -1,6 +1,7 @@
 """Conversions between the `legato.api` dataclasses and the gRPC messages of `legato.proto`.
 
-Shared by the gRPC server (frontend) and the Python client. Every `x_to_pb` has an `x_from_pb`
+Shared by every gRPC server and client (the messages only the internal APIs have are converted
+by `legato.wire_internal`, with the `_` helpers below). Every `x_to_pb` has an `x_from_pb`
 that gives back an equal dataclass. User payloads travel as JSON text; an empty string stands
 for "absent" (None, an empty list or an empty mapping). Decoding something malformed raises
 `InvalidArgument` naming the field, so a bad request becomes INVALID_ARGUMENT, not INTERNAL.

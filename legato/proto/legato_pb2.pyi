@@ -643,3 +643,159 @@ class MonitorWorkflowRequest(_message.Message):
 class MonitorWorkflowResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class TaskInfo(_message.Message):
+    __slots__ = ("kind", "namespace", "task_queue", "workflow_id", "run_id", "scheduled_event_id", "shard_id", "task_id", "attempt", "created_ms")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    TASK_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_MS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    namespace: str
+    task_queue: str
+    workflow_id: str
+    run_id: str
+    scheduled_event_id: int
+    shard_id: int
+    task_id: int
+    attempt: int
+    created_ms: int
+    def __init__(self, kind: _Optional[str] = ..., namespace: _Optional[str] = ..., task_queue: _Optional[str] = ..., workflow_id: _Optional[str] = ..., run_id: _Optional[str] = ..., scheduled_event_id: _Optional[int] = ..., shard_id: _Optional[int] = ..., task_id: _Optional[int] = ..., attempt: _Optional[int] = ..., created_ms: _Optional[int] = ...) -> None: ...
+
+class RecordWorkflowTaskStartedRequest(_message.Message):
+    __slots__ = ("task", "request_id", "identity")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    task: TaskInfo
+    request_id: str
+    identity: str
+    def __init__(self, task: _Optional[_Union[TaskInfo, _Mapping]] = ..., request_id: _Optional[str] = ..., identity: _Optional[str] = ...) -> None: ...
+
+class RecordWorkflowTaskStartedResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: WorkflowTask
+    def __init__(self, task: _Optional[_Union[WorkflowTask, _Mapping]] = ...) -> None: ...
+
+class RecordActivityTaskStartedRequest(_message.Message):
+    __slots__ = ("task", "request_id", "identity")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    task: TaskInfo
+    request_id: str
+    identity: str
+    def __init__(self, task: _Optional[_Union[TaskInfo, _Mapping]] = ..., request_id: _Optional[str] = ..., identity: _Optional[str] = ...) -> None: ...
+
+class RecordActivityTaskStartedResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: ActivityTask
+    def __init__(self, task: _Optional[_Union[ActivityTask, _Mapping]] = ...) -> None: ...
+
+class AddTaskRequest(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: TaskInfo
+    def __init__(self, task: _Optional[_Union[TaskInfo, _Mapping]] = ...) -> None: ...
+
+class AddTaskResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeliverMessageRequest(_message.Message):
+    __slots__ = ("pid", "message")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    pid: str
+    message: ProcessMessage
+    def __init__(self, pid: _Optional[str] = ..., message: _Optional[_Union[ProcessMessage, _Mapping]] = ...) -> None: ...
+
+class DeliverMessageResponse(_message.Message):
+    __slots__ = ("delivered",)
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    delivered: bool
+    def __init__(self, delivered: _Optional[bool] = ...) -> None: ...
+
+class ExecutionClosed(_message.Message):
+    __slots__ = ("namespace", "workflow_id", "run_id", "status", "result_json", "failure")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    workflow_id: str
+    run_id: str
+    status: str
+    result_json: str
+    failure: Failure
+    def __init__(self, namespace: _Optional[str] = ..., workflow_id: _Optional[str] = ..., run_id: _Optional[str] = ..., status: _Optional[str] = ..., result_json: _Optional[str] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+
+class MonitorRegistration(_message.Message):
+    __slots__ = ("namespace", "pid", "run_id", "initiated_event_id", "link")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    INITIATED_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    pid: str
+    run_id: str
+    initiated_event_id: int
+    link: bool
+    def __init__(self, namespace: _Optional[str] = ..., pid: _Optional[str] = ..., run_id: _Optional[str] = ..., initiated_event_id: _Optional[int] = ..., link: _Optional[bool] = ...) -> None: ...
+
+class RegisterMonitorRequest(_message.Message):
+    __slots__ = ("ref", "monitor", "remove")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    MONITOR_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    ref: ExecutionRef
+    monitor: MonitorRegistration
+    remove: bool
+    def __init__(self, ref: _Optional[_Union[ExecutionRef, _Mapping]] = ..., monitor: _Optional[_Union[MonitorRegistration, _Mapping]] = ..., remove: _Optional[bool] = ...) -> None: ...
+
+class RegisterMonitorResponse(_message.Message):
+    __slots__ = ("run_id", "closed")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    closed: ExecutionClosed
+    def __init__(self, run_id: _Optional[str] = ..., closed: _Optional[_Union[ExecutionClosed, _Mapping]] = ...) -> None: ...
+
+class RecordChildClosedRequest(_message.Message):
+    __slots__ = ("parent", "child", "existing")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    CHILD_FIELD_NUMBER: _ClassVar[int]
+    EXISTING_FIELD_NUMBER: _ClassVar[int]
+    parent: ParentInfo
+    child: ExecutionClosed
+    existing: bool
+    def __init__(self, parent: _Optional[_Union[ParentInfo, _Mapping]] = ..., child: _Optional[_Union[ExecutionClosed, _Mapping]] = ..., existing: _Optional[bool] = ...) -> None: ...
+
+class RecordChildClosedResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeliverMonitoredClosedRequest(_message.Message):
+    __slots__ = ("ref", "closed", "link")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    ref: ExecutionRef
+    closed: ExecutionClosed
+    link: bool
+    def __init__(self, ref: _Optional[_Union[ExecutionRef, _Mapping]] = ..., closed: _Optional[_Union[ExecutionClosed, _Mapping]] = ..., link: _Optional[bool] = ...) -> None: ...
+
+class DeliverMonitoredClosedResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -999,3 +999,1200 @@ class WorkflowService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class HistoryServiceStub:
+    """================================================================== internal services
+
+    What frontend, history and matching call on each other when they run as separate processes.
+    Each rpc mirrors one method of the `legato.api.HistoryService` / `MatchingService` protocols;
+    messages of the public API are reused where the method takes the same dataclass.
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.StartWorkflow = channel.unary_unary(
+                '/legato.v1.HistoryService/StartWorkflow',
+                request_serializer=legato_dot_proto_dot_legato__pb2.StartWorkflowRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.StartWorkflowResponse.FromString,
+                _registered_method=True)
+        self.SignalWorkflow = channel.unary_unary(
+                '/legato.v1.HistoryService/SignalWorkflow',
+                request_serializer=legato_dot_proto_dot_legato__pb2.SignalWorkflowRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.SignalWorkflowResponse.FromString,
+                _registered_method=True)
+        self.TerminateWorkflow = channel.unary_unary(
+                '/legato.v1.HistoryService/TerminateWorkflow',
+                request_serializer=legato_dot_proto_dot_legato__pb2.TerminateWorkflowRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.TerminateWorkflowResponse.FromString,
+                _registered_method=True)
+        self.RequestCancelWorkflow = channel.unary_unary(
+                '/legato.v1.HistoryService/RequestCancelWorkflow',
+                request_serializer=legato_dot_proto_dot_legato__pb2.RequestCancelWorkflowRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.RequestCancelWorkflowResponse.FromString,
+                _registered_method=True)
+        self.DescribeWorkflow = channel.unary_unary(
+                '/legato.v1.HistoryService/DescribeWorkflow',
+                request_serializer=legato_dot_proto_dot_legato__pb2.DescribeWorkflowRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.DescribeWorkflowResponse.FromString,
+                _registered_method=True)
+        self.GetWorkflowHistory = channel.unary_unary(
+                '/legato.v1.HistoryService/GetWorkflowHistory',
+                request_serializer=legato_dot_proto_dot_legato__pb2.GetWorkflowHistoryRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.GetWorkflowHistoryResponse.FromString,
+                _registered_method=True)
+        self.GetWorkflowResult = channel.unary_unary(
+                '/legato.v1.HistoryService/GetWorkflowResult',
+                request_serializer=legato_dot_proto_dot_legato__pb2.GetWorkflowResultRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.GetWorkflowResultResponse.FromString,
+                _registered_method=True)
+        self.RecordWorkflowTaskStarted = channel.unary_unary(
+                '/legato.v1.HistoryService/RecordWorkflowTaskStarted',
+                request_serializer=legato_dot_proto_dot_legato__pb2.RecordWorkflowTaskStartedRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.RecordWorkflowTaskStartedResponse.FromString,
+                _registered_method=True)
+        self.RecordActivityTaskStarted = channel.unary_unary(
+                '/legato.v1.HistoryService/RecordActivityTaskStarted',
+                request_serializer=legato_dot_proto_dot_legato__pb2.RecordActivityTaskStartedRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.RecordActivityTaskStartedResponse.FromString,
+                _registered_method=True)
+        self.RespondWorkflowTaskCompleted = channel.unary_unary(
+                '/legato.v1.HistoryService/RespondWorkflowTaskCompleted',
+                request_serializer=legato_dot_proto_dot_legato__pb2.RespondWorkflowTaskCompletedRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.RespondWorkflowTaskCompletedResponse.FromString,
+                _registered_method=True)
+        self.RespondWorkflowTaskFailed = channel.unary_unary(
+                '/legato.v1.HistoryService/RespondWorkflowTaskFailed',
+                request_serializer=legato_dot_proto_dot_legato__pb2.RespondWorkflowTaskFailedRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.RespondWorkflowTaskFailedResponse.FromString,
+                _registered_method=True)
+        self.RespondActivityTaskCompleted = channel.unary_unary(
+                '/legato.v1.HistoryService/RespondActivityTaskCompleted',
+                request_serializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskCompletedRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskCompletedResponse.FromString,
+                _registered_method=True)
+        self.RespondActivityTaskFailed = channel.unary_unary(
+                '/legato.v1.HistoryService/RespondActivityTaskFailed',
+                request_serializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskFailedRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskFailedResponse.FromString,
+                _registered_method=True)
+        self.RecordActivityHeartbeat = channel.unary_unary(
+                '/legato.v1.HistoryService/RecordActivityHeartbeat',
+                request_serializer=legato_dot_proto_dot_legato__pb2.RecordActivityHeartbeatRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.RecordActivityHeartbeatResponse.FromString,
+                _registered_method=True)
+        self.RespondActivityTaskCanceled = channel.unary_unary(
+                '/legato.v1.HistoryService/RespondActivityTaskCanceled',
+                request_serializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskCanceledRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskCanceledResponse.FromString,
+                _registered_method=True)
+        self.MonitorWorkflow = channel.unary_unary(
+                '/legato.v1.HistoryService/MonitorWorkflow',
+                request_serializer=legato_dot_proto_dot_legato__pb2.MonitorWorkflowRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.MonitorWorkflowResponse.FromString,
+                _registered_method=True)
+        self.RegisterMonitor = channel.unary_unary(
+                '/legato.v1.HistoryService/RegisterMonitor',
+                request_serializer=legato_dot_proto_dot_legato__pb2.RegisterMonitorRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.RegisterMonitorResponse.FromString,
+                _registered_method=True)
+        self.RecordChildClosed = channel.unary_unary(
+                '/legato.v1.HistoryService/RecordChildClosed',
+                request_serializer=legato_dot_proto_dot_legato__pb2.RecordChildClosedRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.RecordChildClosedResponse.FromString,
+                _registered_method=True)
+        self.DeliverMonitoredClosed = channel.unary_unary(
+                '/legato.v1.HistoryService/DeliverMonitoredClosed',
+                request_serializer=legato_dot_proto_dot_legato__pb2.DeliverMonitoredClosedRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.DeliverMonitoredClosedResponse.FromString,
+                _registered_method=True)
+
+
+class HistoryServiceServicer:
+    """================================================================== internal services
+
+    What frontend, history and matching call on each other when they run as separate processes.
+    Each rpc mirrors one method of the `legato.api.HistoryService` / `MatchingService` protocols;
+    messages of the public API are reused where the method takes the same dataclass.
+
+    """
+
+    def StartWorkflow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignalWorkflow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TerminateWorkflow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestCancelWorkflow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeWorkflow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkflowHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkflowResult(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordWorkflowTaskStarted(self, request, context):
+        """Matching asks before handing a task out; a stale or duplicate task is FAILED_PRECONDITION or NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordActivityTaskStarted(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RespondWorkflowTaskCompleted(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RespondWorkflowTaskFailed(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RespondActivityTaskCompleted(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RespondActivityTaskFailed(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordActivityHeartbeat(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RespondActivityTaskCanceled(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MonitorWorkflow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterMonitor(self, request, context):
+        """Between runs (history's transfer tasks reach the target's shard owner); each is idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordChildClosed(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeliverMonitoredClosed(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_HistoryServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'StartWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartWorkflow,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.StartWorkflowRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.StartWorkflowResponse.SerializeToString,
+            ),
+            'SignalWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignalWorkflow,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.SignalWorkflowRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.SignalWorkflowResponse.SerializeToString,
+            ),
+            'TerminateWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.TerminateWorkflow,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.TerminateWorkflowRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.TerminateWorkflowResponse.SerializeToString,
+            ),
+            'RequestCancelWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestCancelWorkflow,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.RequestCancelWorkflowRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.RequestCancelWorkflowResponse.SerializeToString,
+            ),
+            'DescribeWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeWorkflow,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.DescribeWorkflowRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.DescribeWorkflowResponse.SerializeToString,
+            ),
+            'GetWorkflowHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflowHistory,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.GetWorkflowHistoryRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.GetWorkflowHistoryResponse.SerializeToString,
+            ),
+            'GetWorkflowResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflowResult,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.GetWorkflowResultRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.GetWorkflowResultResponse.SerializeToString,
+            ),
+            'RecordWorkflowTaskStarted': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordWorkflowTaskStarted,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.RecordWorkflowTaskStartedRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.RecordWorkflowTaskStartedResponse.SerializeToString,
+            ),
+            'RecordActivityTaskStarted': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordActivityTaskStarted,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.RecordActivityTaskStartedRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.RecordActivityTaskStartedResponse.SerializeToString,
+            ),
+            'RespondWorkflowTaskCompleted': grpc.unary_unary_rpc_method_handler(
+                    servicer.RespondWorkflowTaskCompleted,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.RespondWorkflowTaskCompletedRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.RespondWorkflowTaskCompletedResponse.SerializeToString,
+            ),
+            'RespondWorkflowTaskFailed': grpc.unary_unary_rpc_method_handler(
+                    servicer.RespondWorkflowTaskFailed,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.RespondWorkflowTaskFailedRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.RespondWorkflowTaskFailedResponse.SerializeToString,
+            ),
+            'RespondActivityTaskCompleted': grpc.unary_unary_rpc_method_handler(
+                    servicer.RespondActivityTaskCompleted,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskCompletedRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskCompletedResponse.SerializeToString,
+            ),
+            'RespondActivityTaskFailed': grpc.unary_unary_rpc_method_handler(
+                    servicer.RespondActivityTaskFailed,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskFailedRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskFailedResponse.SerializeToString,
+            ),
+            'RecordActivityHeartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordActivityHeartbeat,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.RecordActivityHeartbeatRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.RecordActivityHeartbeatResponse.SerializeToString,
+            ),
+            'RespondActivityTaskCanceled': grpc.unary_unary_rpc_method_handler(
+                    servicer.RespondActivityTaskCanceled,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskCanceledRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskCanceledResponse.SerializeToString,
+            ),
+            'MonitorWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.MonitorWorkflow,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.MonitorWorkflowRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.MonitorWorkflowResponse.SerializeToString,
+            ),
+            'RegisterMonitor': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterMonitor,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.RegisterMonitorRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.RegisterMonitorResponse.SerializeToString,
+            ),
+            'RecordChildClosed': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordChildClosed,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.RecordChildClosedRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.RecordChildClosedResponse.SerializeToString,
+            ),
+            'DeliverMonitoredClosed': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeliverMonitoredClosed,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.DeliverMonitoredClosedRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.DeliverMonitoredClosedResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'legato.v1.HistoryService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('legato.v1.HistoryService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class HistoryService:
+    """================================================================== internal services
+
+    What frontend, history and matching call on each other when they run as separate processes.
+    Each rpc mirrors one method of the `legato.api.HistoryService` / `MatchingService` protocols;
+    messages of the public API are reused where the method takes the same dataclass.
+
+    """
+
+    @staticmethod
+    def StartWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/StartWorkflow',
+            legato_dot_proto_dot_legato__pb2.StartWorkflowRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.StartWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignalWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/SignalWorkflow',
+            legato_dot_proto_dot_legato__pb2.SignalWorkflowRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.SignalWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TerminateWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/TerminateWorkflow',
+            legato_dot_proto_dot_legato__pb2.TerminateWorkflowRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.TerminateWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestCancelWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/RequestCancelWorkflow',
+            legato_dot_proto_dot_legato__pb2.RequestCancelWorkflowRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.RequestCancelWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/DescribeWorkflow',
+            legato_dot_proto_dot_legato__pb2.DescribeWorkflowRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.DescribeWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflowHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/GetWorkflowHistory',
+            legato_dot_proto_dot_legato__pb2.GetWorkflowHistoryRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.GetWorkflowHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflowResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/GetWorkflowResult',
+            legato_dot_proto_dot_legato__pb2.GetWorkflowResultRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.GetWorkflowResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordWorkflowTaskStarted(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/RecordWorkflowTaskStarted',
+            legato_dot_proto_dot_legato__pb2.RecordWorkflowTaskStartedRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.RecordWorkflowTaskStartedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordActivityTaskStarted(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/RecordActivityTaskStarted',
+            legato_dot_proto_dot_legato__pb2.RecordActivityTaskStartedRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.RecordActivityTaskStartedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RespondWorkflowTaskCompleted(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/RespondWorkflowTaskCompleted',
+            legato_dot_proto_dot_legato__pb2.RespondWorkflowTaskCompletedRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.RespondWorkflowTaskCompletedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RespondWorkflowTaskFailed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/RespondWorkflowTaskFailed',
+            legato_dot_proto_dot_legato__pb2.RespondWorkflowTaskFailedRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.RespondWorkflowTaskFailedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RespondActivityTaskCompleted(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/RespondActivityTaskCompleted',
+            legato_dot_proto_dot_legato__pb2.RespondActivityTaskCompletedRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.RespondActivityTaskCompletedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RespondActivityTaskFailed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/RespondActivityTaskFailed',
+            legato_dot_proto_dot_legato__pb2.RespondActivityTaskFailedRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.RespondActivityTaskFailedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordActivityHeartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/RecordActivityHeartbeat',
+            legato_dot_proto_dot_legato__pb2.RecordActivityHeartbeatRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.RecordActivityHeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RespondActivityTaskCanceled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/RespondActivityTaskCanceled',
+            legato_dot_proto_dot_legato__pb2.RespondActivityTaskCanceledRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.RespondActivityTaskCanceledResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MonitorWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/MonitorWorkflow',
+            legato_dot_proto_dot_legato__pb2.MonitorWorkflowRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.MonitorWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterMonitor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/RegisterMonitor',
+            legato_dot_proto_dot_legato__pb2.RegisterMonitorRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.RegisterMonitorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordChildClosed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/RecordChildClosed',
+            legato_dot_proto_dot_legato__pb2.RecordChildClosedRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.RecordChildClosedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeliverMonitoredClosed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/DeliverMonitoredClosed',
+            legato_dot_proto_dot_legato__pb2.DeliverMonitoredClosedRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.DeliverMonitoredClosedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class MatchingServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.AddTask = channel.unary_unary(
+                '/legato.v1.MatchingService/AddTask',
+                request_serializer=legato_dot_proto_dot_legato__pb2.AddTaskRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.AddTaskResponse.FromString,
+                _registered_method=True)
+        self.PollWorkflowTask = channel.unary_unary(
+                '/legato.v1.MatchingService/PollWorkflowTask',
+                request_serializer=legato_dot_proto_dot_legato__pb2.PollWorkflowTaskRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.PollWorkflowTaskResponse.FromString,
+                _registered_method=True)
+        self.PollActivityTask = channel.unary_unary(
+                '/legato.v1.MatchingService/PollActivityTask',
+                request_serializer=legato_dot_proto_dot_legato__pb2.PollActivityTaskRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.PollActivityTaskResponse.FromString,
+                _registered_method=True)
+        self.DeliverMessage = channel.unary_unary(
+                '/legato.v1.MatchingService/DeliverMessage',
+                request_serializer=legato_dot_proto_dot_legato__pb2.DeliverMessageRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.DeliverMessageResponse.FromString,
+                _registered_method=True)
+        self.OpenMailbox = channel.unary_unary(
+                '/legato.v1.MatchingService/OpenMailbox',
+                request_serializer=legato_dot_proto_dot_legato__pb2.OpenMailboxRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.OpenMailboxResponse.FromString,
+                _registered_method=True)
+        self.CloseMailbox = channel.unary_unary(
+                '/legato.v1.MatchingService/CloseMailbox',
+                request_serializer=legato_dot_proto_dot_legato__pb2.CloseMailboxRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.CloseMailboxResponse.FromString,
+                _registered_method=True)
+        self.PollMailbox = channel.unary_unary(
+                '/legato.v1.MatchingService/PollMailbox',
+                request_serializer=legato_dot_proto_dot_legato__pb2.PollMailboxRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.PollMailboxResponse.FromString,
+                _registered_method=True)
+
+
+class MatchingServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def AddTask(self, request, context):
+        """Returns once the task is durably handed over (see legato.api.MatchingService.add_task).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PollWorkflowTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PollActivityTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeliverMessage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OpenMailbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseMailbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PollMailbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_MatchingServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'AddTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddTask,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.AddTaskRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.AddTaskResponse.SerializeToString,
+            ),
+            'PollWorkflowTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.PollWorkflowTask,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.PollWorkflowTaskRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.PollWorkflowTaskResponse.SerializeToString,
+            ),
+            'PollActivityTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.PollActivityTask,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.PollActivityTaskRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.PollActivityTaskResponse.SerializeToString,
+            ),
+            'DeliverMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeliverMessage,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.DeliverMessageRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.DeliverMessageResponse.SerializeToString,
+            ),
+            'OpenMailbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenMailbox,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.OpenMailboxRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.OpenMailboxResponse.SerializeToString,
+            ),
+            'CloseMailbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseMailbox,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.CloseMailboxRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.CloseMailboxResponse.SerializeToString,
+            ),
+            'PollMailbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.PollMailbox,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.PollMailboxRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.PollMailboxResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'legato.v1.MatchingService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('legato.v1.MatchingService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class MatchingService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def AddTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.MatchingService/AddTask',
+            legato_dot_proto_dot_legato__pb2.AddTaskRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.AddTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PollWorkflowTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.MatchingService/PollWorkflowTask',
+            legato_dot_proto_dot_legato__pb2.PollWorkflowTaskRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.PollWorkflowTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PollActivityTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.MatchingService/PollActivityTask',
+            legato_dot_proto_dot_legato__pb2.PollActivityTaskRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.PollActivityTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeliverMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.MatchingService/DeliverMessage',
+            legato_dot_proto_dot_legato__pb2.DeliverMessageRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.DeliverMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenMailbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.MatchingService/OpenMailbox',
+            legato_dot_proto_dot_legato__pb2.OpenMailboxRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.OpenMailboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseMailbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.MatchingService/CloseMailbox',
+            legato_dot_proto_dot_legato__pb2.CloseMailboxRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.CloseMailboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PollMailbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.MatchingService/PollMailbox',
+            legato_dot_proto_dot_legato__pb2.PollMailboxRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.PollMailboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,82 @@
+"""The internal gRPC API of history: serves a `legato.api.HistoryService` (normally
+`HistoryServiceImpl`) to frontends and matching nodes in other processes.
+
+Each rpc mirrors one protocol method (`HistoryService` in `legato.proto`); requests and answers
+are converted by `legato.wire` and `legato.wire_internal`, and errors, unexpected exceptions and
+cancellation are handled as by every Legato server (`legato.grpc_serving`): a `ShardOwnershipLost`
+raised here arrives at the caller as a `ShardOwnershipLost`. The two waits (history long poll,
+result wait) are shortened to end before the caller's deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from legato import api, wire
+from legato import wire_internal as wi
+from legato.config import Config
+from legato.grpc_serving import Rpc, bind_servicer, bound_port, empty, fit_wait, start_server
+from legato.proto import legato_pb2_grpc
+
+__all__ = ["RPCS", "bound_port", "serve"]
+
+log = logging.getLogger("legato.history.grpc")
+
+
+def _fit_history_wait(req: api.GetHistoryRequest, remaining_s: float) -> api.GetHistoryRequest:
+    fitted: api.GetHistoryRequest = fit_wait(req, remaining_s) if req.wait_new_event else req
+    return fitted
+
+
+RPCS: dict[str, Rpc] = {
+    "StartWorkflow": Rpc("start_workflow", wire.start_request_from_pb, wire.start_response_to_pb),
+    "SignalWorkflow": Rpc("signal_workflow", wire.signal_request_from_pb, empty(wire.pb.SignalWorkflowResponse)),
+    "TerminateWorkflow": Rpc("terminate_workflow", wire.terminate_request_from_pb,
+                             empty(wire.pb.TerminateWorkflowResponse)),
+    "RequestCancelWorkflow": Rpc("request_cancel_workflow", wire.cancel_request_from_pb,
+                                 empty(wire.pb.RequestCancelWorkflowResponse)),
+    "DescribeWorkflow": Rpc("describe_workflow", wire.describe_request_from_pb, wire.describe_response_to_pb),
+    "GetWorkflowHistory": Rpc("get_workflow_history", wire.history_request_from_pb, wire.history_response_to_pb,
+                              fit=_fit_history_wait),
+    "GetWorkflowResult": Rpc("get_workflow_result", wire.result_request_from_pb, wire.result_response_to_pb,
+                             fit=fit_wait),
+    "RecordWorkflowTaskStarted": Rpc("record_workflow_task_started", wi.record_workflow_started_from_pb,
+                                     wi.record_workflow_started_response_to_pb, spread=True),
+    "RecordActivityTaskStarted": Rpc("record_activity_task_started", wi.record_activity_started_from_pb,
+                                     wi.record_activity_started_response_to_pb, spread=True),
+    "RespondWorkflowTaskCompleted": Rpc("respond_workflow_task_completed", wire.workflow_task_completed_from_pb,
+                                        wire.workflow_task_completed_response_to_pb),
+    "RespondWorkflowTaskFailed": Rpc("respond_workflow_task_failed", wire.workflow_task_failed_from_pb,
+                                     empty(wire.pb.RespondWorkflowTaskFailedResponse)),
+    "RespondActivityTaskCompleted": Rpc("respond_activity_task_completed", wire.activity_completed_from_pb,
+                                        wire.activity_completed_response_to_pb),
+    "RespondActivityTaskFailed": Rpc("respond_activity_task_failed", wire.activity_failed_from_pb,
+                                     empty(wire.pb.RespondActivityTaskFailedResponse)),
+    "RecordActivityHeartbeat": Rpc("record_activity_heartbeat", wire.heartbeat_request_from_pb,
+                                   wire.heartbeat_response_to_pb),
+    "RespondActivityTaskCanceled": Rpc("respond_activity_task_canceled", wire.activity_canceled_from_pb,
+                                       empty(wire.pb.RespondActivityTaskCanceledResponse)),
+    "MonitorWorkflow": Rpc("monitor_workflow", wire.monitor_request_from_pb, empty(wire.pb.MonitorWorkflowResponse)),
+    "RegisterMonitor": Rpc("register_monitor", wi.register_monitor_from_pb, wi.register_monitor_response_to_pb),
+    "RecordChildClosed": Rpc("record_child_closed", wi.child_closed_from_pb,
+                             empty(wire.pb.RecordChildClosedResponse)),
+    "DeliverMonitoredClosed": Rpc("deliver_monitored_closed", wi.monitored_closed_from_pb,
+                                  empty(wire.pb.DeliverMonitoredClosedResponse)),
+}
+
+
+async def serve(service: api.HistoryService, host: str, port: int, *,
+                config: Config | None = None, max_message_bytes: int | None = None) -> grpc.aio.Server:
+    """Start serving `service` on host:port and return the started server; the caller stops it
+    (`await server.stop(grace)`). Port 0 picks a free port: see `bound_port(server)`.
+
+    Requests up to `max_message_bytes` are accepted (default: derived from `config.limits`, see
+    `legato.wire.max_message_bytes`). Raises OSError when the address cannot be bound.
+    """
+    servicer = legato_pb2_grpc.HistoryServiceServicer()
+    bind_servicer(servicer, service, RPCS, log)
+    return await start_server(
+        lambda server: legato_pb2_grpc.add_HistoryServiceServicer_to_server(servicer, server),
+        host, port, config=config, max_message_bytes=max_message_bytes, what="Legato history gRPC API", log=log)

@@ -1,0 +1,144 @@
+"""The client side of a Legato gRPC service: one lazily made channel, connection checks with a
+bounded wait, calls with deadlines, long polls, and errors mapped back to `legato.errors`.
+
+Shared by the public client (`legato.client.GrpcClient`) and the internal ones
+(`legato.internal_clients`), so that every client reports errors the same way:
+
+* an error the service raised comes back as the same class, message and reason
+  (`legato.grpc_errors`);
+* a server that cannot be reached raises `Unavailable` (reason `ServerUnreachable`) naming the
+  address, within `connect_timeout_s`;
+* a call past its deadline raises `Unavailable` (reason `DeadlineExceeded`); a long poll past its
+  deadline is an empty poll instead (`poll` returns None).
+
+Calls are not retried unless the caller asks (`attempts`), which it does only for reads: a
+retried write could be applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from legato.errors import Unavailable
+from legato.grpc_errors import error_from_rpc
+
+_IDLE = grpc.ChannelConnectivity.IDLE
+_CONNECTING = grpc.ChannelConnectivity.CONNECTING
+_READY = grpc.ChannelConnectivity.READY
+
+_RETRY_BACKOFF_S = 0.1
+_RETRY_BACKOFF_MAX_S = 1.0
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+    # Reconnect soon after a server restart instead of backing off for minutes.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+]
+
+
+def retryable(e: Unavailable) -> bool:
+    """A failure to reach the server at all; a service's own Unavailable (shard moved, stopping)
+    is for the caller to handle, possibly by asking another node."""
+    return e.reason == "ServerUnreachable"
+
+
+class RpcChannel:
+    """Calls to one address through a generated stub (`stub_factory(channel)`)."""
+
+    def __init__(self, address: str, stub_factory: Callable[[grpc.aio.Channel], Any], *,
+                 connect_timeout_s: float = 5.0, call_timeout_s: float = 30.0,
+                 long_poll_margin_s: float = 5.0, server_name: str = "Legato server") -> None:
+        self.address = address
+        self.call_timeout_s = call_timeout_s
+        self.server_name = server_name
+        self._stub_factory = stub_factory
+        self._connect_timeout_s = connect_timeout_s
+        self._margin_s = long_poll_margin_s
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None
+        self._connected = False
+        self._closed = False
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._channel is not None:
+            channel, self._channel, self._stub = self._channel, None, None
+            await channel.close()
+
+    def _stub_for_call(self) -> Any:
+        if self._closed:
+            raise Unavailable(f"the client of the {self.server_name} at {self.address} is closed",
+                              reason="ClientClosed")
+        if self._stub is None:
+            # Created lazily, inside the event loop that uses it.
+            self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            self._stub = self._stub_factory(self._channel)
+        return self._stub
+
+    async def _ensure_connected(self) -> None:
+        """Wait (briefly) for a connection. A refused connection is left to the call itself,
+        which then fails at once with gRPC's explanation; a connection that hangs fails here."""
+        channel = self._channel
+        assert channel is not None
+        state = channel.get_state(try_to_connect=True)
+        if state == _READY:
+            self._connected = True
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._connect_timeout_s
+        while state in (_IDLE, _CONNECTING):
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
+            except TimeoutError:
+                raise Unavailable(f"cannot reach the {self.server_name} at {self.address}: no connection "
+                                  f"within {self._connect_timeout_s:g}s", reason="ServerUnreachable") from None
+            state = channel.get_state(try_to_connect=True)
+        self._connected = state == _READY
+
+    async def _call_once(self, rpc: str, request: Any, timeout_s: float | None) -> Any:
+        stub = self._stub_for_call()
+        if not self._connected:
+            await self._ensure_connected()
+        try:
+            return await getattr(stub, rpc)(request, timeout=timeout_s or self.call_timeout_s,
+                                            wait_for_ready=False)
+        except grpc.aio.AioRpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                self._connected = False  # check the connection again before the next call
+            raise error_from_rpc(e, self.address, rpc, self.server_name) from None
+
+    async def call(self, rpc: str, request: Any, timeout_s: float | None = None, *, attempts: int = 1) -> Any:
+        """Call `rpc`; with `attempts` > 1 (reads only), a server that could not be reached is
+        tried again after a short backoff."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._call_once(rpc, request, timeout_s)
+            except Unavailable as e:
+                if attempt >= attempts or not retryable(e):
+                    raise
+            await asyncio.sleep(min(_RETRY_BACKOFF_S * 2 ** (attempt - 1), _RETRY_BACKOFF_MAX_S))
+        raise AssertionError("unreachable")
+
+    def long_poll_s(self, timeout_ms: int) -> float:
+        """The deadline of a call that may wait `timeout_ms` on the server."""
+        return max(timeout_ms, 0) / 1000.0 + self._margin_s
+
+    async def poll(self, rpc: str, request: Any, wait_ms: int) -> Any:
+        """A long poll that may wait `wait_ms` on the server: None when its deadline passes
+        (the server waited longer than assumed; the server's side of the call is cancelled)."""
+        try:
+            return await self.call(rpc, request, self.long_poll_s(wait_ms))
+        except Unavailable as e:
+            if e.reason == "DeadlineExceeded":
+                return None
+            raise
