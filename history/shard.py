@@ -1,14 +1,22 @@
 """ShardContext: everything one owned shard needs.
 
 * range_id fencing and task ids from range blocks (``range_id << range_block_bits`` upward);
-* the group committer: mutations of several runs ready together go into ONE conditional write;
-  if a batch is rejected because of one run's condition, the others are retried one by one;
+* the group committer: mutations of several runs ready together go into ONE conditional write
+  (at most `group_commit_max_batch` updates, and at most the store's `max_batch_bytes` of states and
+  task payloads, if it has such a bound); if a batch is rejected because of one run's condition,
+  the others are retried one by one;
 * the mutable-state cache (LRU) and the current-run pointer cache;
 * one asyncio lock per (namespace, workflow_id), so the updates of a run are serialized;
 * the transfer and timer queue processors, and the periodic ack flush.
 
 A conditional write that finds another range_id drops the shard at once: processors stop,
 caches clear, waiting commits fail with ShardOwnershipLost, and nothing is written again.
+
+A conditional write whose outcome is unknown (the store timed out after sending it:
+WriteOutcomeUnknown) leaves the shard unsettled: its callers fail with a retryable Unavailable and
+their runs leave the caches, and before the shard writes again (or flushes its ack level) it
+renews its range_id, which fences that write if it is still in flight; if the write did take
+effect, its tasks are then handed to the queue processors as a successful write's would have been.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from history.store.base import (
     ShardWrite,
     TimerTaskRow,
     TransferTaskRow,
+    WriteOutcomeUnknown,
 )
 from legato import codec
 from legato.config import Config
@@ -43,6 +52,7 @@ log = logging.getLogger("legato.history")
 
 MAX_CACHED_EVENTS = 5000  # a run's events are kept in memory (with its state) up to this many
 EVENT_CACHE_BYTES = 256 * 1024 * 1024  # ... and all cached events of all shards up to about this many bytes
+ROW_OVERHEAD_BYTES = 64  # what a row adds to a store batch beyond its payload (keys, headers), roughly
 
 RunKey = tuple[str, str, str]
 _K = TypeVar("_K")
@@ -189,6 +199,8 @@ class Update:
 class _Prepared:
     update: Update
     future: asyncio.Future[None]
+    size: int = 0  # estimated bytes in a store batch, once encoded (0: not yet)
+    payloads: list[str] = field(default_factory=list)  # encoded task data, in task-id order
     appends: list[HistoryAppend] = field(default_factory=list)
     runs: list[RunWrite] = field(default_factory=list)
     transfer_rows: list[TransferTaskRow] = field(default_factory=list)
@@ -225,6 +237,10 @@ class ShardContext:
         self.transfer = TransferQueueProcessor(self.shard_id, store, info.transfer_ack_level, dispatch)
         self.timers = TimerQueueProcessor(self.shard_id, store, clock, config.history.timer_lookahead_ms, fire)
         self.commits = 0  # store writes made (for tests and metrics)
+        # Group commit cuts batches at this estimated size (None: no bound; SQLite has none).
+        self._max_batch_bytes: int | None = getattr(store, "max_batch_bytes", None)
+        self._unsettled: list[_Prepared] = []  # written with an unknown outcome, not yet settled
+        self._must_renew = False  # a write or range renewal had an unknown outcome
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -331,7 +347,9 @@ class ShardContext:
             if max_wait > 0 and len(self._queue) < max_batch:
                 await asyncio.sleep(max_wait)
             while self._queue and not self.lost and not self.closed:
-                batch, self._queue = self._queue[:max_batch], self._queue[max_batch:]
+                batch = self._take_batch(max_batch)
+                if not batch:
+                    continue
                 try:
                     await self._write_batch(batch)
                 except asyncio.CancelledError:
@@ -347,38 +365,91 @@ class ShardContext:
                     for p in batch:
                         _fail(p.future, Unavailable(f"shard {self.shard_id}: commit failed: {e}"))
 
+    def _take_batch(self, max_batch: int) -> list[_Prepared]:
+        """The next updates to write together: at most max_batch of them, and no more than the
+        store's byte bound (the first one goes even if it alone is larger)."""
+        limit = self._max_batch_bytes
+        if limit is None:
+            head, self._queue = self._queue[:max_batch], self._queue[max_batch:]
+            return head
+        batch: list[_Prepared] = []
+        total = 0
+        taken = 0
+        for p in self._queue[:max_batch]:
+            try:
+                size = self._encode(p)
+            except Exception as e:  # this update cannot be written; its neighbours can
+                taken += 1
+                _fail(p.future, _as_service_error(e, self.shard_id))
+                continue
+            if batch and total + size > limit:
+                break
+            batch.append(p)
+            total += size
+            taken += 1
+        del self._queue[:taken]
+        return batch
+
+    def _encode(self, p: _Prepared) -> int:
+        """Encode p's run states and task payloads (once); return its estimated size in bytes."""
+        if p.size:
+            return p.size
+        size = ROW_OVERHEAD_BYTES if p.update.current is not None else 0
+        for m in p.update.mutations:
+            st = m.state
+            rw = RunWrite(st.namespace, st.workflow_id, st.run_id, st.next_event_id, st.encode(),
+                          m.expected_next_event_id)
+            p.runs.append(rw)
+            size += len(rw.state) + ROW_OVERHEAD_BYTES
+            for data in m.transfer:
+                p.payloads.append(codec.dumps(data))
+            for _, data in m.timers:
+                p.payloads.append(codec.dumps(data))
+        size += sum(len(x) + ROW_OVERHEAD_BYTES for x in p.payloads)
+        p.size = size
+        return size
+
     async def _allocate(self, n: int) -> int:
         """Reserve n consecutive task ids; renew the range block (conditional range_id + 1) when
         the current one is exhausted."""
         if self._next_id + n > self._end_id:
             if n > (1 << self._bits):
                 raise Unavailable(f"shard {self.shard_id}: {n} task ids do not fit in one range block")
-            info = await self._store.renew_range(self.shard_id, self.range_id, self.owner)
-            self.range_id = info.range_id
-            self._next_id = info.range_id << self._bits
-            self._end_id = (info.range_id + 1) << self._bits
+            await self._renew()
         first = self._next_id
         self._next_id += n
         return first
 
+    async def _renew(self) -> None:
+        """range_id + 1 (conditional): a new block of task ids, and a fence for anything this node
+        sent with the old range_id. An unknown outcome leaves the shard to renew again."""
+        try:
+            info = await self._store.renew_range(self.shard_id, self.range_id, self.owner)
+        except WriteOutcomeUnknown:
+            self._must_renew = True
+            raise
+        self.range_id = info.range_id
+        self._next_id = info.range_id << self._bits
+        self._end_id = (info.range_id + 1) << self._bits
+        self._must_renew = False
+
     def _prepare(self, p: _Prepared, txn_id: int, ids: list[int]) -> None:
+        self._encode(p)
         pos = 0
         for m in p.update.mutations:
             st = m.state
             if m.encoded:
                 p.appends.append(HistoryAppend(st.namespace, st.workflow_id, st.run_id, txn_id, m.encoded))
-            p.runs.append(RunWrite(st.namespace, st.workflow_id, st.run_id, st.next_event_id, st.encode(),
-                                   m.expected_next_event_id))
             for data in m.transfer:
                 tid = ids[pos]
-                pos += 1
                 p.transfer.append(TransferTask(tid, data))
-                p.transfer_rows.append(TransferTaskRow(tid, codec.dumps(data)))
+                p.transfer_rows.append(TransferTaskRow(tid, p.payloads[pos]))
+                pos += 1
             for fire, data in m.timers:
                 tid = ids[pos]
-                pos += 1
                 p.timers.append(TimerTask(fire, tid, data))
-                p.timer_rows.append(TimerTaskRow(fire, tid, codec.dumps(data)))
+                p.timer_rows.append(TimerTaskRow(fire, tid, p.payloads[pos]))
+                pos += 1
 
     def _shard_write(self, items: list[_Prepared]) -> tuple[list[HistoryAppend], ShardWrite]:
         w = ShardWrite(self.shard_id, self.range_id)
@@ -397,6 +468,20 @@ class ShardContext:
             if self.lost:
                 for p in batch:
                     _fail(p.future, ShardOwnershipLost(f"shard {self.shard_id} was dropped"))
+                return
+            try:
+                await self._settle()
+            except ShardOwnershipLost as e:
+                self.lose(e)
+                for p in batch:
+                    _fail(p.future, e)
+                return
+            except Exception as e:
+                unsettled = Unavailable(f"shard {self.shard_id}: cannot settle an earlier write whose outcome is "
+                                        f"unknown: {_as_service_error(e, self.shard_id).message}",
+                                        reason="WriteOutcomeUnknown")
+                for p in batch:
+                    _fail(p.future, unsettled)
                 return
             n = 1 + sum(len(m.transfer) + len(m.timers) for p in batch for m in p.update.mutations)
             try:
@@ -421,6 +506,9 @@ class ShardContext:
             try:
                 await self._store.commit(*self._shard_write(batch))
                 self.commits += 1
+            except WriteOutcomeUnknown as e:
+                self._outcome_unknown(batch, e)
+                return
             except RunConditionFailed as e:
                 if len(batch) == 1:
                     _fail(batch[0].future, e)
@@ -431,6 +519,10 @@ class ShardContext:
                     try:
                         await self._store.commit(*self._shard_write([p]))
                         self.commits += 1
+                    except WriteOutcomeUnknown as e2:
+                        # Nothing more may be written before the shard settles this one.
+                        self._outcome_unknown(batch[i:], e2, maybe_written=[p])
+                        return
                     except ShardOwnershipLost as e2:
                         self.lose(e2)
                         for q in batch[i:]:
@@ -453,6 +545,52 @@ class ShardContext:
                 return
             for p in batch:
                 self._handoff(p)
+
+    def _outcome_unknown(self, items: list[_Prepared], err: WriteOutcomeUnknown,
+                         maybe_written: list[_Prepared] | None = None) -> None:
+        """A write may or may not have taken effect: forget what the callers' runs look like,
+        fail the callers (retryable), and remember to settle before the next write."""
+        log.warning("shard %d: %s; the shard renews its range_id before writing again", self.shard_id, err.message)
+        self._unsettled.extend(items if maybe_written is None else maybe_written)
+        self._must_renew = True
+        fail = Unavailable(f"shard {self.shard_id}: the store cannot tell whether a write took effect; retry "
+                           f"({err.message})", reason="WriteOutcomeUnknown")
+        for p in items:
+            for m in p.update.mutations:
+                self.evict(m.state.key)
+            if p.update.current is not None:
+                self.current.pop((p.update.current.row.namespace, p.update.current.row.workflow_id))
+            _fail(p.future, fail)
+
+    async def _settle(self) -> None:
+        """After an unknown outcome: renew the range_id (the store then holds the outcome for
+        good: a write still in flight with the old range_id is rejected), and hand the tasks of
+        the unsettled writes that did take effect to the queue processors."""
+        if not self._must_renew:
+            return
+        await self._renew()
+        unsettled, self._unsettled = self._unsettled, []
+        for p in unsettled:
+            if await self._was_written(p):
+                log.info("shard %d: a write with an unknown outcome had taken effect", self.shard_id)
+                if p.transfer:
+                    self.transfer.add(p.transfer)
+                if p.timers:
+                    self.timers.add(p.timers)
+
+    async def _was_written(self, p: _Prepared) -> bool:
+        """Whether p's write took effect, told by one of its task rows (a write is all or nothing).
+        A write without tasks has nothing to hand over either way."""
+        if p.transfer:
+            tid = p.transfer[0].task_id
+            rows = await self._store.read_transfer_tasks(self.shard_id, tid - 1, 1)
+            return bool(rows) and rows[0].task_id == tid
+        if p.timers:
+            t = p.timers[0]
+            found = await self._store.read_timer_tasks(self.shard_id, (t.fire_time_ms, t.task_id - 1),
+                                                       t.fire_time_ms, 1)
+            return bool(found) and found[0].task_id == t.task_id
+        return False
 
     def _handoff(self, p: _Prepared) -> None:
         """The write is durable: give the new tasks to the processors (no re-read) and release
@@ -479,6 +617,11 @@ class ShardContext:
     async def _flush_locked(self) -> None:
         if self.lost:
             return
+        try:
+            await self._settle()
+        except ShardOwnershipLost as e:
+            self.lose(e)
+            raise
         ack = self.transfer.ack_level()
         deletes = self.timers.take_deletes()
         if ack <= self._persisted_ack and not deletes:
@@ -488,7 +631,9 @@ class ShardContext:
         except ShardOwnershipLost as e:
             self.lose(e)
             raise
-        except BaseException:
+        except BaseException as e:
+            if isinstance(e, WriteOutcomeUnknown):
+                self._must_renew = True
             self.timers.restore_deletes(deletes)
             raise
         self._persisted_ack = max(ack, self._persisted_ack)

@@ -8,6 +8,7 @@ event loop never blocks on Cassandra. Statements are prepared once and cached by
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,6 +48,9 @@ def connect(cfg: StoreConfig, keyspace: str | None = None) -> tuple[Cluster, Ses
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=cfg.cassandra_connect_timeout_ms / 1000.0,
         protocol_version=5,
+        # Without TCP_NODELAY a request of more than a few KiB (a group commit's batch) waits for
+        # the delayed ACK of its first segment: measured 54 ms instead of 10 ms for 40 KiB.
+        sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
     try:
         session = cluster.connect(keyspace)
@@ -81,14 +85,16 @@ class Cql:
         return ps
 
     async def execute(self, stmt: str | Statement | PreparedStatement,
-                      params: Sequence[Any] | None = None) -> list[Row]:
-        """All rows of the result (every page)."""
+                      params: Sequence[Any] | None = None, timeout: float | None = None) -> list[Row]:
+        """All rows of the result (every page). `timeout` (seconds) replaces the configured
+        request timeout for this request (schema changes take longer than data requests)."""
         if isinstance(stmt, str):
             stmt = await self.prepare_async(stmt)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[Row]] = loop.create_future()
         rows: list[Row] = []
-        rf: ResponseFuture = self.session.execute_async(stmt, params)
+        rf: ResponseFuture = (self.session.execute_async(stmt, params) if timeout is None
+                              else self.session.execute_async(stmt, params, timeout=timeout))
 
         def on_page(page: list[Row] | None) -> None:
             try:

@@ -14,6 +14,7 @@ import click
 from legato.cli.common import CliError
 from legato.cli.output import ExitCode, error
 from legato.cli.run_cmds import bench, run, server, worker
+from legato.cli.schema_cmds import schema
 from legato.cli.workflow_cmds import workflow
 from legato.config import ConfigError
 from legato.errors import ServiceError
@@ -32,6 +33,7 @@ cli.add_command(worker)
 cli.add_command(run)
 cli.add_command(workflow)
 cli.add_command(bench)
+cli.add_command(schema)
 
 
 def _entry_error_type() -> tuple[type[BaseException], ...]:

@@ -1,0 +1,491 @@
+"""The Cassandra execution store: one conditional batch per shard write (see base.py's rules).
+
+Layout (history/store/cassandra_schema.py creates it):
+
+* ``executions``, PARTITION KEY = shard_id. The shard row is the partition's STATIC columns
+  (range_id, owner, transfer_ack_level, updated_ms); the clustering rows, keyed
+  (kind, namespace, workflow_id, run_id, fire_time_ms, task_id) as in Temporal's schema, are the
+  current-run pointers (kind 1), the runs' mutable state (kind 2), transfer tasks (kind 3) and timer
+  tasks (kind 4); key columns a kind does not use hold '' or 0. Because everything a state change
+  touches lives in ONE partition, `write` is ONE conditional ``BATCH`` (one LWT):
+  ``UPDATE .. SET range_id = ? .. IF range_id = ?`` (the fence) + per run ``IF next_event_id = ?``
+  or ``IF NOT EXISTS`` + per current-run pointer ``IF current_run_id = ?`` or ``IF NOT EXISTS`` +
+  plain inserts of the transfer and timer rows, at the configured serial consistency.
+* ``history_events``, PARTITION KEY = run, clustering (event_id, txn_id DESC): appended before the
+  conditional write (one unlogged single-partition batch per run, runs in parallel, retried freely:
+  an upsert keyed by (event_id, txn_id) is idempotent).
+
+What Cassandra 5.0 allows in a conditional batch, found by experiment (and relied on here):
+
+* conditions on several clustering rows of the one partition, a condition on a STATIC column
+  (range_id), ``IF NOT EXISTS`` on some rows and ``IF col = ?`` on others, unconditional inserts
+  and a clustering-range DELETE (the transfer ack) in the same batch: all accepted, all-or-nothing;
+* NOT two statements on the same row with ``IF NOT EXISTS`` and ``IF`` ("Cannot mix IF conditions
+  and IF NOT EXISTS for the same row"): a batch never carries one row twice (the shard serializes
+  the updates of a workflow id, so a group commit holds at most one update per run);
+* a rejected batch returns ``[applied] = false`` and, for EVERY conditioned row that exists, its
+  key and the conditioned columns (the static range_id in each row, or in a key-less row when only
+  the static row exists); rows that do not exist are absent. `_rejection` compares those with the
+  expectations to tell ShardOwnershipLost (range_id differs) from RunConditionFailed (naming rows).
+* multi-column slices mix with a single-column bound: ``(fire_time_ms, task_id) > (?, ?) AND
+  fire_time_ms <= ?`` reads the timer queue in order.
+
+Everything in `executions` is written through Paxos (LWTs only), never mixed with plain writes of
+the same cells, so LWT timestamps and client timestamps never compete. Conditional statements
+never retry in the driver (FallthroughRetryPolicy): a retried CAS whose first attempt did apply
+would be reported as a condition failure. A conditional write that timed out after being sent is
+`WriteOutcomeUnknown`; the shard's owner then renews its range_id (an LWT on the same partition,
+which also finishes any Paxos round in flight) before it writes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from cassandra import ConsistencyLevel, OperationTimedOut, RequestValidationException, UnsupportedOperation
+from cassandra import Unavailable as CassandraUnavailable
+from cassandra.cluster import Cluster, NoHostAvailable
+from cassandra.policies import FallthroughRetryPolicy
+from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
+from cassandra.protocol import RequestValidationException as ProtocolValidationError
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
+
+from history.store import cassandra_schema as schema
+from history.store.base import (
+    CurrentRunRow,
+    HistoryAppend,
+    RunConditionFailed,
+    RunRow,
+    ShardInfo,
+    ShardWrite,
+    TimerTaskRow,
+    TransferTaskRow,
+    WriteOutcomeUnknown,
+)
+from history.store.cql import Cql, Row, connect
+from legato.config import StoreConfig
+from legato.errors import ServiceError, ShardOwnershipLost, Unavailable
+
+_NO_RETRY = FallthroughRetryPolicy()
+TIMER_DELETES_PER_BATCH = 500  # update_shard: timer deletes carried by one conditional batch
+_ROW_OVERHEAD = 64  # bytes a row adds to a batch beyond its values (keys, cell headers), roughly
+
+# Exceptions after which a request certainly had no effect (refused before it was carried out).
+_NOT_APPLIED: tuple[type[BaseException], ...] = (
+    CassandraUnavailable, NoHostAvailable, RequestValidationException, ProtocolValidationError,
+    OverloadedErrorMessage, IsBootstrappingErrorMessage, UnsupportedOperation, TypeError, ValueError)
+
+_EXEC = "{ks}.executions"
+_RUN_KEY = "shard_id = ? AND kind = 2 AND namespace = ? AND workflow_id = ? AND run_id = ? AND fire_time_ms = 0 " \
+           "AND task_id = 0"
+_CURRENT_KEY = "shard_id = ? AND kind = 1 AND namespace = ? AND workflow_id = ? AND run_id = '' AND " \
+               "fire_time_ms = 0 AND task_id = 0"
+_QUEUE = "shard_id = ? AND kind = {kind} AND namespace = '' AND workflow_id = '' AND run_id = ''"
+
+# name -> (CQL, conditional). Conditional ones never retry in the driver; the others are
+# idempotent and may be retried on another node.
+_STATEMENTS: dict[str, tuple[str, bool]] = {
+    "meta_get": ("SELECT value FROM {ks}.cluster_metadata WHERE key = ?", False),
+    "meta_create": ("INSERT INTO {ks}.cluster_metadata (key, value) VALUES (?, ?) IF NOT EXISTS", True),
+    "shard_get": (f"SELECT range_id, owner, transfer_ack_level, updated_ms FROM {_EXEC} WHERE shard_id = ? LIMIT 1",
+                  False),
+    "shard_create": (f"INSERT INTO {_EXEC} (shard_id, range_id, owner, transfer_ack_level, updated_ms) "
+                     "VALUES (?, 1, ?, 0, ?) IF NOT EXISTS", True),
+    "shard_take": (f"UPDATE {_EXEC} SET range_id = ?, owner = ?, updated_ms = ? WHERE shard_id = ? IF range_id = ?",
+                   True),
+    "fence": (f"UPDATE {_EXEC} SET range_id = ? WHERE shard_id = ? IF range_id = ?", True),
+    "ack": (f"UPDATE {_EXEC} SET transfer_ack_level = ? WHERE shard_id = ? IF range_id = ?", True),
+    "transfer_ack_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=3)} AND fire_time_ms = 0 "
+                            "AND task_id <= ?", False),
+    "timer_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=4)} AND fire_time_ms = ? AND task_id = ?",
+                     False),
+    "current_get": (f"SELECT current_run_id, status, start_request_id, start_time_ms FROM {_EXEC} "
+                    f"WHERE {_CURRENT_KEY}", False),
+    "current_create": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id, "
+                       "current_run_id, status, start_request_id, start_time_ms) "
+                       "VALUES (?, 1, ?, ?, '', 0, 0, ?, ?, ?, ?) IF NOT EXISTS", True),
+    "current_update": (f"UPDATE {_EXEC} SET current_run_id = ?, status = ?, start_request_id = ?, start_time_ms = ? "
+                       f"WHERE {_CURRENT_KEY} IF current_run_id = ?", True),
+    "run_get": (f"SELECT next_event_id, state FROM {_EXEC} WHERE {_RUN_KEY}", False),
+    "run_create": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id, "
+                   "next_event_id, state) VALUES (?, 2, ?, ?, ?, 0, 0, ?, ?) IF NOT EXISTS", True),
+    "run_update": (f"UPDATE {_EXEC} SET next_event_id = ?, state = ? WHERE {_RUN_KEY} IF next_event_id = ?", True),
+    "transfer_insert": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, "
+                        "task_id, data) VALUES (?, 3, '', '', '', 0, ?, ?)", False),
+    "timer_insert": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, "
+                     "task_id, data) VALUES (?, 4, '', '', '', ?, ?, ?)", False),
+    "transfer_read": (f"SELECT task_id, data FROM {_EXEC} WHERE {_QUEUE.format(kind=3)} AND fire_time_ms = 0 "
+                      "AND task_id > ? LIMIT ?", False),
+    "timer_read": (f"SELECT fire_time_ms, task_id, data FROM {_EXEC} WHERE {_QUEUE.format(kind=4)} "
+                   "AND (fire_time_ms, task_id) > (?, ?) AND fire_time_ms <= ? LIMIT ?", False),
+    "event_insert": ("INSERT INTO {ks}.history_events (namespace, workflow_id, run_id, event_id, txn_id, data) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", False),
+    "events_read": ("SELECT event_id, data FROM {ks}.history_events WHERE namespace = ? AND workflow_id = ? "
+                    "AND run_id = ? AND event_id >= ? AND event_id < ?", False),
+}
+
+
+class _Prepared:
+    """The store's prepared statements, by name (prepared once, in `open`)."""
+
+    meta_get: PreparedStatement
+    meta_create: PreparedStatement
+    shard_get: PreparedStatement
+    shard_create: PreparedStatement
+    shard_take: PreparedStatement
+    fence: PreparedStatement
+    ack: PreparedStatement
+    transfer_ack_delete: PreparedStatement
+    timer_delete: PreparedStatement
+    current_get: PreparedStatement
+    current_create: PreparedStatement
+    current_update: PreparedStatement
+    run_get: PreparedStatement
+    run_create: PreparedStatement
+    run_update: PreparedStatement
+    transfer_insert: PreparedStatement
+    timer_insert: PreparedStatement
+    transfer_read: PreparedStatement
+    timer_read: PreparedStatement
+    event_insert: PreparedStatement
+    events_read: PreparedStatement
+
+
+class CassandraStore:
+    """`history.store.base.ExecutionStore` on Cassandra. `cql` and `keyspace` are shared with the
+    visibility store once `open` has connected."""
+
+    def __init__(self, cfg: StoreConfig) -> None:
+        self.cfg = cfg
+        self.keyspace = schema.check_keyspace_name(cfg.cassandra_keyspace)
+        # The shard's group commit cuts its batches at this estimated size (Cassandra refuses a
+        # batch above batch_size_fail_threshold).
+        self.max_batch_bytes: int | None = cfg.cassandra_max_batch_bytes
+        self.lwt_count = 0  # conditional statements and batches sent (benchmarks report LWTs per workflow)
+        self._cluster: Cluster | None = None
+        self._cql: Cql | None = None
+        self._ps = _Prepared()
+        self._serial = ConsistencyLevel.name_to_value[cfg.cassandra_serial_consistency]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def cql(self) -> Cql:
+        if self._cql is None:
+            raise Unavailable("the Cassandra store is not open", reason="StoreUnavailable")
+        return self._cql
+
+    async def open(self) -> None:
+        """Connect, refuse a keyspace whose schema is missing or of another version, and prepare
+        every statement (the hot path never prepares)."""
+        if self._cql is not None:
+            return
+        cluster, session = await asyncio.to_thread(connect, self.cfg, None)
+        try:
+            cql = Cql(session)
+            await schema.check_schema(cql, self.keyspace, ",".join(self.cfg.cassandra_hosts))
+            await asyncio.to_thread(session.set_keyspace, self.keyspace)
+            await self._prepare_all(cql)
+        except BaseException:
+            await asyncio.to_thread(cluster.shutdown)
+            raise
+        self._cluster, self._cql = cluster, cql
+
+    async def _prepare_all(self, cql: Cql) -> None:
+        names = list(_STATEMENTS)
+        try:
+            prepared = await asyncio.gather(*(cql.prepare_async(_STATEMENTS[n][0].format(ks=self.keyspace))
+                                              for n in names))
+        except Exception as e:
+            raise _unavailable(e, "preparing statements") from e
+        for name, ps in zip(names, prepared, strict=True):
+            if _STATEMENTS[name][1]:
+                ps.retry_policy = _NO_RETRY
+            else:
+                ps.is_idempotent = True
+            setattr(self._ps, name, ps)
+
+    async def close(self) -> None:
+        cluster, self._cluster, self._cql = self._cluster, None, None
+        if cluster is not None:
+            await asyncio.to_thread(cluster.shutdown)
+
+    # ------------------------------------------------------------------ requests
+
+    async def _read(self, ps: Any, params: Sequence[Any] | None, what: str) -> list[Row]:
+        try:
+            return await self.cql.execute(ps, params)
+        except Exception as e:
+            raise _unavailable(e, what) from e
+
+    async def _lwt(self, stmt: Any, params: Sequence[Any] | None, what: str) -> list[Row]:
+        """One conditional request; its rows (the first column of the first row: applied)."""
+        cql = self.cql
+        self.lwt_count += 1
+        try:
+            return await cql.execute(stmt, params)
+        except Exception as e:
+            raise _conditional_error(e, what) from e
+
+    def _batch(self) -> BatchStatement:
+        return BatchStatement(batch_type=BatchType.UNLOGGED, retry_policy=_NO_RETRY)
+
+    # ------------------------------------------------------------------ cluster
+
+    async def init_cluster(self, num_shards: int) -> int:
+        rows = await self._lwt(self._ps.meta_create, ("num_shards", str(num_shards)), "recording num_shards")
+        if rows[0][0]:
+            return num_shards
+        return int(rows[0].value)
+
+    # ------------------------------------------------------------------ shards
+
+    async def acquire_shard(self, shard_id: int, owner: str) -> ShardInfo:
+        """Read the shard row at serial consistency (finishing any Paxos round in flight), then
+        take it with range_id + 1 on the condition that nobody else did in between."""
+        bound = self._ps.shard_get.bind((shard_id,))
+        bound.consistency_level = self._serial
+        rows = await self._read(bound, None, f"reading shard {shard_id}")
+        now = _now_ms()
+        if not rows or rows[0].range_id is None:
+            res = await self._lwt(self._ps.shard_create, (shard_id, owner, now), f"creating shard {shard_id}")
+            if not res[0][0]:
+                raise ShardOwnershipLost(f"shard {shard_id}: another history node created it first",
+                                         reason="ShardOwnershipLost")
+            return ShardInfo(shard_id, 1, owner, 0, now)
+        old = int(rows[0].range_id)
+        res = await self._lwt(self._ps.shard_take, (old + 1, owner, now, shard_id, old), f"acquiring shard {shard_id}")
+        if not res[0][0]:
+            raise ShardOwnershipLost(f"shard {shard_id}: lost the race to acquire it (range_id {old} became "
+                                     f"{_show(getattr(res[0], 'range_id', None))})", reason="ShardOwnershipLost")
+        return ShardInfo(shard_id, old + 1, owner, int(rows[0].transfer_ack_level or 0), now)
+
+    async def renew_range(self, shard_id: int, expected_range_id: int, owner: str) -> ShardInfo:
+        now = _now_ms()
+        res = await self._lwt(self._ps.shard_take, (expected_range_id + 1, owner, now, shard_id, expected_range_id),
+                              f"renewing the range of shard {shard_id}")
+        if not res[0][0]:
+            raise _lost(shard_id, expected_range_id, getattr(res[0], "range_id", None))
+        rows = await self._read(self._ps.shard_get, (shard_id,), f"reading shard {shard_id}")
+        ack = int(rows[0].transfer_ack_level or 0) if rows else 0
+        return ShardInfo(shard_id, expected_range_id + 1, owner, ack, now)
+
+    async def update_shard(self, shard_id: int, range_id: int, transfer_ack_level: int,
+                           timer_deletes: Sequence[tuple[int, int]]) -> None:
+        """The ack level, the range delete of acknowledged transfer tasks and the first timer
+        deletes in one conditional batch; many timer deletes take more batches (each fenced,
+        each idempotent)."""
+        ps = self._ps
+        deletes = list(timer_deletes)
+        first = True
+        while first or deletes:
+            chunk, deletes = deletes[:TIMER_DELETES_PER_BATCH], deletes[TIMER_DELETES_PER_BATCH:]
+            batch = self._batch()
+            if first:
+                batch.add(ps.ack, (transfer_ack_level, shard_id, range_id))
+                batch.add(ps.transfer_ack_delete, (shard_id, transfer_ack_level))
+            else:
+                batch.add(ps.fence, (range_id, shard_id, range_id))
+            for fire, task_id in chunk:
+                batch.add(ps.timer_delete, (shard_id, fire, task_id))
+            rows = await self._lwt(batch, None, f"updating shard {shard_id}")
+            if not rows[0][0]:
+                raise _lost(shard_id, range_id, _range_of(rows))
+            first = False
+
+    # ------------------------------------------------------------------ runs
+
+    async def get_current_run(self, shard_id: int, namespace: str, workflow_id: str) -> CurrentRunRow | None:
+        rows = await self._read(self._ps.current_get, (shard_id, namespace, workflow_id),
+                                f"reading the current run of {workflow_id!r}")
+        if not rows:
+            return None
+        r = rows[0]
+        return CurrentRunRow(namespace, workflow_id, r[0], r[1], r[2] or "", r[3] or 0)
+
+    async def get_run(self, shard_id: int, namespace: str, workflow_id: str, run_id: str) -> RunRow | None:
+        rows = await self._read(self._ps.run_get, (shard_id, namespace, workflow_id, run_id),
+                                f"reading run {run_id} of {workflow_id!r}")
+        if not rows:
+            return None
+        return RunRow(namespace, workflow_id, run_id, rows[0][0], rows[0][1])
+
+    async def append_history(self, appends: Sequence[HistoryAppend]) -> None:
+        """One unlogged batch per run partition (cut at max_batch_bytes), all in parallel."""
+        requests = [stmt for a in appends for stmt in self._event_batches(a)]
+        try:
+            if len(requests) == 1:
+                await self.cql.execute(requests[0])
+            elif requests:
+                await asyncio.gather(*(self.cql.execute(r) for r in requests))
+        except Exception as e:
+            raise _unavailable(e, "appending history events") from e
+
+    def _event_batches(self, a: HistoryAppend) -> list[Any]:
+        ps = self._ps.event_insert
+        if len(a.events) == 1:
+            eid, data = a.events[0]
+            return [ps.bind((a.namespace, a.workflow_id, a.run_id, eid, a.txn_id, data))]
+        limit = self.max_batch_bytes or (1 << 62)
+        out: list[Any] = []
+        batch: BatchStatement | None = None
+        size = 0
+        for eid, data in a.events:
+            n = len(data) + _ROW_OVERHEAD
+            if batch is None or size + n > limit:
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+                batch.is_idempotent = True
+                out.append(batch)
+                size = 0
+            batch.add(ps, (a.namespace, a.workflow_id, a.run_id, eid, a.txn_id, data))
+            size += n
+        return out
+
+    async def write(self, write: ShardWrite) -> None:
+        rows = await self._lwt(self._shard_batch(write), None, f"writing shard {write.shard_id}")
+        if not rows[0][0]:
+            raise _rejection(write, rows)
+
+    def _shard_batch(self, w: ShardWrite) -> BatchStatement:
+        ps = self._ps
+        s = w.shard_id
+        batch = self._batch()
+        batch.add(ps.fence, (w.range_id, s, w.range_id))
+        for r in w.runs:
+            if r.expected_next_event_id is None:
+                batch.add(ps.run_create, (s, r.namespace, r.workflow_id, r.run_id, r.next_event_id, r.state))
+            else:
+                batch.add(ps.run_update, (r.next_event_id, r.state, s, r.namespace, r.workflow_id, r.run_id,
+                                          r.expected_next_event_id))
+        for cw in w.current_runs:
+            c = cw.row
+            if cw.expected_run_id is None:
+                batch.add(ps.current_create, (s, c.namespace, c.workflow_id, c.run_id, c.status, c.start_request_id,
+                                              c.start_time_ms))
+            else:
+                batch.add(ps.current_update, (c.run_id, c.status, c.start_request_id, c.start_time_ms, s, c.namespace,
+                                              c.workflow_id, cw.expected_run_id))
+        for t in w.transfer_tasks:
+            batch.add(ps.transfer_insert, (s, t.task_id, t.data))
+        for tm in w.timer_tasks:
+            batch.add(ps.timer_insert, (s, tm.fire_time_ms, tm.task_id, tm.data))
+        return batch
+
+    async def commit(self, appends: Sequence[HistoryAppend], write: ShardWrite) -> None:
+        """The events first (invisible until the write moves next_event_id past them), then the
+        one conditional batch."""
+        if appends:
+            await self.append_history(appends)
+        await self.write(write)
+
+    async def read_history(self, namespace: str, workflow_id: str, run_id: str, first_event_id: int,
+                           next_event_id: int, limit: int) -> list[str]:
+        if limit <= 0 or first_event_id >= next_event_id:
+            return []
+        end = min(next_event_id, first_event_id + limit)
+        rows = await self._read(self._ps.events_read, (namespace, workflow_id, run_id, first_event_id, end),
+                                f"reading the history of run {run_id}")
+        out: list[str] = []
+        last = -1
+        for eid, data in rows:
+            if eid != last:  # the greatest txn_id of each event id comes first
+                out.append(data)
+                last = eid
+        return out
+
+    # ------------------------------------------------------------------ queues
+
+    async def read_transfer_tasks(self, shard_id: int, after_task_id: int, limit: int) -> list[TransferTaskRow]:
+        rows = await self._read(self._ps.transfer_read, (shard_id, after_task_id, limit),
+                                f"reading the transfer tasks of shard {shard_id}")
+        return [TransferTaskRow(r[0], r[1]) for r in rows]
+
+    async def read_timer_tasks(self, shard_id: int, after: tuple[int, int], until_fire_ms: int,
+                               limit: int) -> list[TimerTaskRow]:
+        if after[0] > until_fire_ms:
+            return []
+        rows = await self._read(self._ps.timer_read, (shard_id, after[0], after[1], until_fire_ms, limit),
+                                f"reading the timers of shard {shard_id}")
+        return [TimerTaskRow(r[0], r[1], r[2]) for r in rows]
+
+
+# ---------------------------------------------------------------------- rejected writes
+
+def _rejection(w: ShardWrite, rows: list[Row]) -> ServiceError:
+    """Why Cassandra rejected `w`, from the current values it returned for the conditioned rows."""
+    actual_range = _range_of(rows)
+    if actual_range != w.range_id:
+        return _lost(w.shard_id, w.range_id, actual_range)
+    runs: dict[tuple[str, str, str], int | None] = {}
+    currents: dict[tuple[str, str], str | None] = {}
+    for r in rows:
+        kind = getattr(r, "kind", None)
+        if kind == schema.KIND_RUN:
+            runs[(r.namespace, r.workflow_id, r.run_id)] = getattr(r, "next_event_id", None)
+        elif kind == schema.KIND_CURRENT:
+            currents[(r.namespace, r.workflow_id)] = getattr(r, "current_run_id", None)
+    failed: list[tuple[str, str, str]] = []
+    reasons: list[str] = []
+    for rw in w.runs:
+        exists = rw.key in runs
+        actual = runs.get(rw.key)
+        if (exists if rw.expected_next_event_id is None else actual != rw.expected_next_event_id):
+            failed.append(rw.key)
+            reasons.append(f"run {rw.namespace}/{rw.workflow_id}/{rw.run_id}: expected next_event_id "
+                           f"{_show(rw.expected_next_event_id)}, found {_show(actual) if exists else 'none'}")
+    for cw in w.current_runs:
+        key = (cw.row.namespace, cw.row.workflow_id)
+        exists = key in currents
+        actual_run = currents.get(key)
+        if (exists if cw.expected_run_id is None else actual_run != cw.expected_run_id):
+            failed.append((cw.row.namespace, cw.row.workflow_id, cw.row.run_id))
+            reasons.append(f"current run of {key[0]}/{key[1]}: expected {_show(cw.expected_run_id)}, found "
+                           f"{_show(actual_run) if exists else 'none'}")
+    if not failed:  # Cassandra said no but every returned value matches: name every row, let history reload
+        failed = [rw.key for rw in w.runs]
+        reasons.append("Cassandra rejected the batch although the values it returned match the expectations")
+    return RunConditionFailed("conditional write rejected: " + "; ".join(reasons), failed)
+
+
+def _range_of(rows: list[Row]) -> int | None:
+    for r in rows:
+        v = getattr(r, "range_id", None)
+        if v is not None:
+            return int(v)
+    return None
+
+
+def _lost(shard_id: int, expected: int, actual: int | None) -> ShardOwnershipLost:
+    return ShardOwnershipLost(
+        f"shard {shard_id}: this node holds range_id {expected} but Cassandra has "
+        f"{'no shard row' if actual is None else f'range_id {actual}'}; another history node owns the shard now",
+        reason="ShardOwnershipLost")
+
+
+# ---------------------------------------------------------------------- driver errors
+
+def _unavailable(e: BaseException, what: str) -> ServiceError:
+    if isinstance(e, ServiceError):
+        return e
+    return Unavailable(f"Cassandra request failed while {what}: {type(e).__name__}: {e}", reason="StoreUnavailable")
+
+
+def _conditional_error(e: BaseException, what: str) -> ServiceError:
+    """A conditional request failed: certainly not applied (Unavailable), or maybe applied
+    (a timeout or a lost connection after it was sent: WriteOutcomeUnknown)."""
+    if isinstance(e, (ServiceError, *_NOT_APPLIED)):
+        return _unavailable(e, what)
+    kind = "timed out" if isinstance(e, OperationTimedOut) or "Timeout" in type(e).__name__ else "failed"
+    return WriteOutcomeUnknown(f"Cassandra conditional write {kind} while {what}, its outcome is unknown: "
+                               f"{type(e).__name__}: {e}")
+
+
+def _show(v: object) -> str:
+    return "none" if v is None else str(v)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,394 @@
+"""The execution store contract (history/store/base.py), on SQLite and on the real Cassandra node.
+
+Every rule of base.py's module doc is checked on both stores alike: range_id fencing, the run and
+current-run conditions of the one atomic write (nothing of a rejected write is visible, not even
+its transfer and timer rows or its events), the greatest txn_id winning, the queues' order, limits
+and deletes, init_cluster. Then what only Cassandra has: the number of LWTs a group commit costs,
+the byte bound that cuts batches, and how driver errors are classified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cassandra import OperationTimedOut, WriteTimeout
+from cassandra import Unavailable as CassandraUnavailable
+from cassandra.cluster import NoHostAvailable
+
+from history.shard import ShardContext, Update
+from history.state import MutableState, Mutation
+from history.store.base import (
+    CurrentRunRow,
+    CurrentRunWrite,
+    ExecutionStore,
+    HistoryAppend,
+    RunConditionFailed,
+    RunWrite,
+    ShardWrite,
+    TimerTaskRow,
+    TransferTaskRow,
+    WriteOutcomeUnknown,
+)
+from history.store.cassandra import CassandraStore, _conditional_error
+from history.store.sqlite import SqliteStore
+from legato.config import Config, StoreConfig
+from legato.errors import ShardOwnershipLost, Unavailable
+
+NS = "ns"
+
+
+@pytest.fixture(params=["sqlite", "cassandra"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig | str:
+    """A Cassandra StoreConfig on the emptied test keyspace, or a fresh SQLite file."""
+    if request.param == "cassandra":
+        cfg: StoreConfig = request.getfixturevalue("cassandra")
+        return cfg
+    return str(tmp_path / "contract.db")
+
+
+def _make(target: StoreConfig | str) -> ExecutionStore:
+    return CassandraStore(target) if isinstance(target, StoreConfig) else SqliteStore(target)
+
+
+@pytest.fixture
+async def store(store_target: StoreConfig | str) -> AsyncIterator[ExecutionStore]:
+    s = _make(store_target)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def _run(wf: str, nxt: int, expected: int | None, run: str = "r1", state: str = "{}") -> RunWrite:
+    return RunWrite(NS, wf, run, nxt, state, expected)
+
+
+def _current(wf: str, run: str, expected: str | None, status: str = "running") -> CurrentRunWrite:
+    return CurrentRunWrite(CurrentRunRow(NS, wf, run, status, f"req-{run}", 1000), expected)
+
+
+async def _nothing_of(store: ExecutionStore, shard: int, wf: str, run: str = "r1") -> None:
+    assert await store.get_run(shard, NS, wf, run) is None
+    assert await store.get_current_run(shard, NS, wf) is None
+
+
+async def _no_tasks(store: ExecutionStore, shard: int) -> None:
+    assert await store.read_transfer_tasks(shard, 0, 100) == []
+    assert await store.read_timer_tasks(shard, (0, 0), 1 << 60, 100) == []
+
+
+# ---------------------------------------------------------------------- cluster and shards
+
+async def test_init_cluster_keeps_the_first_value(store: ExecutionStore, store_target: StoreConfig | str) -> None:
+    assert await store.init_cluster(4) == 4
+    assert await store.init_cluster(8) == 4
+    other = _make(store_target)  # a second node, configured differently
+    await other.open()
+    try:
+        assert await other.init_cluster(16) == 4
+    finally:
+        await other.close()
+
+
+async def test_acquire_increments_range_id_and_keeps_the_ack_level(store: ExecutionStore) -> None:
+    a = await store.acquire_shard(3, "node-a")
+    assert (a.range_id, a.owner, a.transfer_ack_level) == (1, "node-a", 0)
+    await store.update_shard(3, a.range_id, 41, [])
+    b = await store.acquire_shard(3, "node-b")
+    assert (b.range_id, b.owner, b.transfer_ack_level) == (2, "node-b", 41)
+
+
+async def test_renew_range_is_fenced(store: ExecutionStore) -> None:
+    a = await store.acquire_shard(0, "node-a")
+    b = await store.acquire_shard(0, "node-b")
+    with pytest.raises(ShardOwnershipLost, match="range_id 2"):
+        await store.renew_range(0, a.range_id, "node-a")
+    renewed = await store.renew_range(0, b.range_id, "node-b")
+    assert renewed.range_id == b.range_id + 1
+    with pytest.raises(ShardOwnershipLost):
+        await store.renew_range(0, b.range_id, "node-b")  # that range_id is gone now
+    with pytest.raises(ShardOwnershipLost, match="no shard row"):
+        await store.renew_range(9, 1, "node-a")
+
+
+async def test_a_write_with_a_stale_range_id_is_rejected_and_writes_nothing(store: ExecutionStore) -> None:
+    a = await store.acquire_shard(0, "node-a")
+    b = await store.acquire_shard(0, "node-b")
+    w = ShardWrite(0, a.range_id, [_run("wf", 3, None)], [_current("wf", "r1", None)],
+                   [TransferTaskRow((1 << 20) + 1, "t")], [TimerTaskRow(500, (1 << 20) + 2, "x")])
+    with pytest.raises(ShardOwnershipLost, match=f"range_id {b.range_id}"):
+        await store.write(w)
+    with pytest.raises(ShardOwnershipLost):
+        await store.commit([HistoryAppend(NS, "wf", "r1", 1 << 20, [(1, "e1"), (2, "e2")])], w)
+    await _nothing_of(store, 0, "wf")
+    await _no_tasks(store, 0)
+    w.range_id = b.range_id
+    await store.write(w)  # the owner's write goes through
+    assert (await store.get_run(0, NS, "wf", "r1")) is not None
+
+
+async def test_update_shard_with_a_stale_range_id_deletes_nothing(store: ExecutionStore) -> None:
+    a = await store.acquire_shard(0, "node-a")
+    await store.write(ShardWrite(0, a.range_id, transfer_tasks=[TransferTaskRow(10, "t")],
+                                 timer_tasks=[TimerTaskRow(5, 11, "x")]))
+    await store.acquire_shard(0, "node-b")
+    with pytest.raises(ShardOwnershipLost):
+        await store.update_shard(0, a.range_id, 10, [(5, 11)])
+    assert [t.task_id for t in await store.read_transfer_tasks(0, 0, 10)] == [10]
+    assert [t.task_id for t in await store.read_timer_tasks(0, (0, 0), 100, 10)] == [11]
+
+
+# ---------------------------------------------------------------------- run conditions
+
+async def test_a_new_run_must_not_exist(store: ExecutionStore) -> None:
+    s = await store.acquire_shard(0, "n")
+    await store.write(ShardWrite(0, s.range_id, [_run("wf", 3, None, state="first")], [_current("wf", "r1", None)]))
+    again = ShardWrite(0, s.range_id, [_run("wf", 5, None, state="second"), _run("other", 2, None, run="r9")],
+                       transfer_tasks=[TransferTaskRow(7, "t")], timer_tasks=[TimerTaskRow(9, 8, "x")])
+    with pytest.raises(RunConditionFailed) as e:
+        await store.write(again)
+    assert e.value.failed == [(NS, "wf", "r1")]
+    assert "expected next_event_id none, found 3" in e.value.message
+    row = await store.get_run(0, NS, "wf", "r1")
+    assert row is not None and (row.next_event_id, row.state) == (3, "first")
+    assert await store.get_run(0, NS, "other", "r9") is None  # its neighbour in the batch: not written
+    await _no_tasks(store, 0)
+
+
+async def test_an_update_needs_the_expected_next_event_id(store: ExecutionStore) -> None:
+    s = await store.acquire_shard(0, "n")
+    await store.write(ShardWrite(0, s.range_id, [_run("wf", 3, None)]))
+    with pytest.raises(RunConditionFailed) as e:
+        await store.write(ShardWrite(0, s.range_id, [_run("wf", 5, 4)], transfer_tasks=[TransferTaskRow(7, "t")]))
+    assert e.value.failed == [(NS, "wf", "r1")]
+    assert "expected next_event_id 4, found 3" in e.value.message
+    with pytest.raises(RunConditionFailed, match="expected next_event_id 1, found none"):
+        await store.write(ShardWrite(0, s.range_id, [_run("ghost", 2, 1)]))
+    await _no_tasks(store, 0)
+    await store.write(ShardWrite(0, s.range_id, [_run("wf", 5, 3, state="moved")]))
+    row = await store.get_run(0, NS, "wf", "r1")
+    assert row is not None and (row.next_event_id, row.state) == (5, "moved")
+
+
+async def test_current_run_pointer_conditions(store: ExecutionStore) -> None:
+    s = await store.acquire_shard(1, "n")
+    await store.write(ShardWrite(1, s.range_id, [_run("wf", 2, None)], [_current("wf", "r1", None)]))
+    with pytest.raises(RunConditionFailed, match="current run of ns/wf: expected none, found r1") as e:
+        await store.write(ShardWrite(1, s.range_id, [_run("wf", 2, None, run="r2")], [_current("wf", "r2", None)]))
+    assert e.value.failed == [(NS, "wf", "r2")]
+    with pytest.raises(RunConditionFailed, match="expected r0, found r1"):
+        await store.write(ShardWrite(1, s.range_id, [_run("wf", 2, None, run="r2")], [_current("wf", "r2", "r0")]))
+    assert await store.get_run(1, NS, "wf", "r2") is None
+    await store.write(ShardWrite(1, s.range_id, [_run("wf", 4, 2), _run("wf", 2, None, run="r2")],
+                                 [_current("wf", "r2", "r1", status="running")]))
+    cur = await store.get_current_run(1, NS, "wf")
+    assert cur is not None and (cur.run_id, cur.start_request_id, cur.start_time_ms) == ("r2", "req-r2", 1000)
+
+
+async def test_one_failed_condition_rejects_every_run_of_the_batch(store: ExecutionStore) -> None:
+    s = await store.acquire_shard(0, "n")
+    await store.write(ShardWrite(0, s.range_id, [_run("a", 2, None), _run("b", 2, None)]))
+    batch = ShardWrite(0, s.range_id, [_run("a", 3, 2), _run("b", 3, 9), _run("c", 2, None)],
+                       [_current("c", "r1", None)], [TransferTaskRow(100, "t")], [TimerTaskRow(50, 101, "x")])
+    with pytest.raises(RunConditionFailed) as e:
+        await store.write(batch)
+    assert e.value.failed == [(NS, "b", "r1")]
+    assert [(await store.get_run(0, NS, wf, "r1")).next_event_id for wf in "ab"] == [2, 2]  # type: ignore[union-attr]
+    await _nothing_of(store, 0, "c")
+    await _no_tasks(store, 0)
+    batch.runs[1].expected_next_event_id = 2
+    await store.write(batch)
+    assert [(await store.get_run(0, NS, wf, "r1")).next_event_id for wf in "abc"] == [3, 3, 2]  # type: ignore[union-attr]
+    assert [t.task_id for t in await store.read_transfer_tasks(0, 0, 10)] == [100]
+
+
+# ---------------------------------------------------------------------- history events
+
+async def test_events_of_a_rejected_write_stay_invisible(store: ExecutionStore) -> None:
+    s = await store.acquire_shard(0, "n")
+    await store.append_history([HistoryAppend(NS, "wf", "r1", 10, [(1, "e1"), (2, "e2")])])
+    await store.write(ShardWrite(0, s.range_id, [_run("wf", 3, None)]))
+    await store.append_history([HistoryAppend(NS, "wf", "r1", 20, [(3, "e3"), (4, "e4")])])
+    with pytest.raises(RunConditionFailed):
+        await store.write(ShardWrite(0, s.range_id, [_run("wf", 5, 4)]))  # wrong expectation
+    row = await store.get_run(0, NS, "wf", "r1")
+    assert row is not None and row.next_event_id == 3
+    assert await store.read_history(NS, "wf", "r1", 1, row.next_event_id, 100) == ["e1", "e2"]
+
+
+async def test_the_greatest_txn_id_of_an_event_wins(store: ExecutionStore) -> None:
+    await store.append_history([HistoryAppend(NS, "wf", "r1", 100, [(1, "a1"), (2, "a2"), (3, "a3")])])
+    await store.append_history([HistoryAppend(NS, "wf", "r1", 200, [(2, "b2"), (3, "b3")])])
+    await store.append_history([HistoryAppend(NS, "wf", "r1", 150, [(3, "late3")])])  # a fenced-off owner, late
+    assert await store.read_history(NS, "wf", "r1", 1, 4, 100) == ["a1", "b2", "b3"]
+    await store.append_history([HistoryAppend(NS, "wf", "r1", 200, [(2, "b2")])])  # the same upsert again
+    assert await store.read_history(NS, "wf", "r1", 1, 4, 100) == ["a1", "b2", "b3"]
+
+
+async def test_read_history_bounds_and_limit(store: ExecutionStore) -> None:
+    await store.append_history([HistoryAppend(NS, "wf", "r1", 1, [(i, f"e{i}") for i in range(1, 11)]),
+                                HistoryAppend(NS, "wf", "r2", 1, [(1, "other run")])])
+    assert await store.read_history(NS, "wf", "r1", 1, 6, 100) == [f"e{i}" for i in range(1, 6)]
+    assert await store.read_history(NS, "wf", "r1", 4, 11, 3) == ["e4", "e5", "e6"]
+    assert await store.read_history(NS, "wf", "r1", 7, 7, 10) == []
+    assert await store.read_history(NS, "wf", "r1", 1, 11, 0) == []
+    assert await store.read_history(NS, "wf", "r2", 1, 2, 10) == ["other run"]
+
+
+async def test_commit_appends_events_then_writes(store: ExecutionStore) -> None:
+    s = await store.acquire_shard(0, "n")
+    await store.commit([HistoryAppend(NS, "wf", "r1", 5, [(1, "e1"), (2, "e2")]),
+                        HistoryAppend(NS, "wf2", "r1", 5, [(1, "f1")])],
+                       ShardWrite(0, s.range_id, [_run("wf", 3, None), _run("wf2", 2, None)]))
+    assert await store.read_history(NS, "wf", "r1", 1, 3, 10) == ["e1", "e2"]
+    assert await store.read_history(NS, "wf2", "r1", 1, 2, 10) == ["f1"]
+
+
+# ---------------------------------------------------------------------- queues
+
+async def test_transfer_tasks_in_order_with_limits_and_range_delete(store: ExecutionStore) -> None:
+    s = await store.acquire_shard(2, "n")
+    ids = [s.range_id << 20 | i for i in (5, 1, 3, 2, 4)]
+    await store.write(ShardWrite(2, s.range_id, transfer_tasks=[TransferTaskRow(i, f"t{i}") for i in ids]))
+    await store.write(ShardWrite(1, (await store.acquire_shard(1, "n")).range_id,
+                                 transfer_tasks=[TransferTaskRow(1, "other shard")]))
+    got = await store.read_transfer_tasks(2, 0, 100)
+    assert [t.task_id for t in got] == sorted(ids) and got[0].data == f"t{min(ids)}"
+    assert [t.task_id for t in await store.read_transfer_tasks(2, sorted(ids)[1], 2)] == sorted(ids)[2:4]
+    await store.update_shard(2, s.range_id, sorted(ids)[2], [])
+    assert [t.task_id for t in await store.read_transfer_tasks(2, 0, 100)] == sorted(ids)[3:]
+    assert (await store.acquire_shard(2, "n")).transfer_ack_level == sorted(ids)[2]
+    assert [t.data for t in await store.read_transfer_tasks(1, 0, 100)] == ["other shard"]
+
+
+async def test_timer_tasks_in_order_with_limits_and_deletes(store: ExecutionStore) -> None:
+    s = await store.acquire_shard(0, "n")
+    timers = [TimerTaskRow(300, 7, "c"), TimerTaskRow(100, 9, "b"), TimerTaskRow(100, 8, "a"),
+              TimerTaskRow(200, 6, "x"), TimerTaskRow(900, 5, "late")]
+    await store.write(ShardWrite(0, s.range_id, timer_tasks=timers))
+    order = [(t.fire_time_ms, t.task_id) for t in await store.read_timer_tasks(0, (0, 0), 1000, 100)]
+    assert order == [(100, 8), (100, 9), (200, 6), (300, 7), (900, 5)]
+    after = [(t.fire_time_ms, t.task_id) for t in await store.read_timer_tasks(0, (100, 8), 300, 100)]
+    assert after == [(100, 9), (200, 6), (300, 7)]
+    assert [t.data for t in await store.read_timer_tasks(0, (0, 0), 1000, 2)] == ["a", "b"]
+    assert await store.read_timer_tasks(0, (301, 0), 300, 10) == []
+    await store.update_shard(0, s.range_id, 0, [(100, 8), (300, 7), (999, 1)])  # a missing one is no error
+    left = [(t.fire_time_ms, t.task_id) for t in await store.read_timer_tasks(0, (0, 0), 1000, 100)]
+    assert left == [(100, 9), (200, 6), (900, 5)]
+
+
+async def test_many_timer_deletes_in_one_update(store: ExecutionStore) -> None:
+    s = await store.acquire_shard(0, "n")
+    timers = [TimerTaskRow(10 + i % 7, i, "t") for i in range(1, 1201)]
+    await store.write(ShardWrite(0, s.range_id, timer_tasks=timers[:600]))
+    await store.write(ShardWrite(0, s.range_id, timer_tasks=timers[600:]))
+    await store.update_shard(0, s.range_id, 0, [(t.fire_time_ms, t.task_id) for t in timers[:1100]])
+    left = await store.read_timer_tasks(0, (0, 0), 1000, 1000)
+    assert sorted(t.task_id for t in left) == list(range(1101, 1201))
+
+
+# ---------------------------------------------------------------------- Cassandra only
+
+@pytest.fixture
+async def cstore(cassandra: StoreConfig) -> AsyncIterator[CassandraStore]:
+    s = CassandraStore(cassandra)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def test_a_batch_of_many_runs_is_one_lwt(cstore: CassandraStore) -> None:
+    s = await cstore.acquire_shard(0, "n")
+    runs = [_run(f"wf{i}", 3, None, state="s" * 500) for i in range(30)]
+    before = cstore.lwt_count
+    await cstore.commit([HistoryAppend(NS, f"wf{i}", "r1", 1, [(1, "e1"), (2, "e2")]) for i in range(30)],
+                        ShardWrite(0, s.range_id, runs, [_current(f"wf{i}", "r1", None) for i in range(30)],
+                                   [TransferTaskRow(i, "t") for i in range(1, 31)],
+                                   [TimerTaskRow(100, 100 + i, "x") for i in range(30)]))
+    assert cstore.lwt_count == before + 1
+    assert all([await cstore.get_run(0, NS, f"wf{i}", "r1") for i in range(30)])
+    assert len(await cstore.read_transfer_tasks(0, 0, 100)) == 30
+
+
+def _config(**history: object) -> Config:
+    return Config.model_validate({"history": {"num_shards": 1, **history}})
+
+
+async def _shard_commits(store: CassandraStore, n: int, state_bytes: int) -> tuple[int, list[int]]:
+    """n workflows' first commits, ready together, through a real shard's group commit: the LWTs
+    they cost, and the number of runs of each conditional write."""
+    info = await store.acquire_shard(0, "n")
+
+    async def nothing(_: object) -> None:
+        return None
+
+    shard = ShardContext(info, store, _config(), lambda: 0, nothing, nothing, lambda _: None)
+    writes: list[int] = []
+    write = store.write
+
+    async def recorded(w: ShardWrite) -> None:
+        writes.append(len(w.runs))
+        await write(w)
+
+    store.write = recorded  # type: ignore[method-assign,assignment]
+    await shard.start()
+    try:
+        updates = []
+        for i in range(n):
+            st = MutableState(NS, f"wf{i}", "r1", "t", "q", 0, memo={"pad": "p" * state_bytes})
+            st.next_event_id = 2
+            updates.append(Update([Mutation(st, 0, None, encoded=[(1, "e1")], transfer=[{"k": "wt"}])],
+                                  CurrentRunWrite(CurrentRunRow(NS, f"wf{i}", "r1", "running"), None)))
+        before = store.lwt_count
+        await asyncio.gather(*(shard.commit(u) for u in updates))
+        lwts = store.lwt_count - before
+    finally:
+        await shard.stop()
+    for i in range(n):
+        assert await store.get_run(0, NS, f"wf{i}", "r1") is not None
+    return lwts, writes
+
+
+async def test_group_commit_is_one_lwt_under_the_byte_bound(cstore: CassandraStore) -> None:
+    lwts, writes = await _shard_commits(cstore, 20, 500)
+    assert (lwts, writes) == (1, [20])
+    # the 20 tasks were dispatched, and the shard's last flush range-deleted them
+    assert await cstore.read_transfer_tasks(0, 0, 100) == []
+    assert (await cstore.acquire_shard(0, "next")).transfer_ack_level > 0
+
+
+async def test_the_byte_bound_splits_a_group_commit(cassandra: StoreConfig) -> None:
+    store = CassandraStore(cassandra.model_copy(update={"cassandra_max_batch_bytes": 4000}))
+    await store.open()
+    try:
+        lwts, writes = await _shard_commits(store, 20, 1200)  # about 1.6 KB per update: two fit in 4000 bytes
+    finally:
+        await store.close()
+    assert writes == [2] * 10 and lwts == 10
+
+
+async def test_one_update_above_the_byte_bound_goes_alone(cassandra: StoreConfig) -> None:
+    store = CassandraStore(cassandra.model_copy(update={"cassandra_max_batch_bytes": 1000}))
+    await store.open()
+    try:
+        lwts, writes = await _shard_commits(store, 3, 5000)
+    finally:
+        await store.close()
+    assert writes == [1, 1, 1] and lwts == 3
+
+
+def test_driver_errors_are_classified() -> None:
+    """Refused before it ran: plain Unavailable. Sent and not answered: WriteOutcomeUnknown."""
+    not_applied = [CassandraUnavailable("no replicas"), NoHostAvailable("down", {})]
+    unknown = [WriteTimeout("cas timeout", write_type=5), OperationTimedOut("client timeout"), ConnectionResetError()]
+    for e in not_applied:
+        err = _conditional_error(e, "writing shard 0")
+        assert type(err) is Unavailable and "Cassandra" in err.message and "writing shard 0" in err.message
+    for e in unknown:
+        assert isinstance(_conditional_error(e, "writing shard 0"), WriteOutcomeUnknown)
