@@ -325,23 +325,29 @@ class CassandraStore:
             raise _unavailable(e, "appending history events") from e
 
     def _event_batches(self, a: HistoryAppend) -> list[Any]:
+        """The requests that append a's events: unlogged batches of at most max_batch_bytes, a
+        lone event as a plain statement (Cassandra's batch size limit does not apply to it)."""
         ps = self._ps.event_insert
-        if len(a.events) == 1:
-            eid, data = a.events[0]
-            return [ps.bind((a.namespace, a.workflow_id, a.run_id, eid, a.txn_id, data))]
         limit = self.max_batch_bytes or (1 << 62)
-        out: list[Any] = []
-        batch: BatchStatement | None = None
-        size = 0
-        for eid, data in a.events:
-            n = len(data) + _ROW_OVERHEAD
-            if batch is None or size + n > limit:
-                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-                batch.is_idempotent = True
-                out.append(batch)
+        groups: list[list[tuple[int, str]]] = []
+        size = limit
+        for event in a.events:
+            n = len(event[1]) + _ROW_OVERHEAD
+            if size + n > limit:
+                groups.append([])
                 size = 0
-            batch.add(ps, (a.namespace, a.workflow_id, a.run_id, eid, a.txn_id, data))
+            groups[-1].append(event)
             size += n
+        out: list[Any] = []
+        for group in groups:
+            if len(group) == 1:
+                out.append(ps.bind((a.namespace, a.workflow_id, a.run_id, group[0][0], a.txn_id, group[0][1])))
+                continue
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            batch.is_idempotent = True
+            for eid, data in group:
+                batch.add(ps, (a.namespace, a.workflow_id, a.run_id, eid, a.txn_id, data))
+            out.append(batch)
         return out
 
     async def write(self, write: ShardWrite) -> None:

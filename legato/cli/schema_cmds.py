@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -104,6 +105,8 @@ async def setup(kind: str | None, hosts: str | None, port: int | None, keyspace:
 
     async def go(cql: Any) -> tuple[int | None, int]:
         before = await cs.read_schema_version(cql, cfg.cassandra_keyspace)
+        if not await cs.keyspace_exists(cql, cfg.cassandra_keyspace):
+            _check_replication(cql, replication_factor)
         return before, await cs.setup_schema(cql, cfg.cassandra_keyspace, replication_factor)
 
     before, version = await _with_cassandra(cfg, go)
@@ -155,6 +158,16 @@ async def version(kind: str | None, hosts: str | None, port: int | None, keyspac
                        f"{cs.setup_hint(cfg.cassandra_keyspace, ','.join(cfg.cassandra_hosts))}")
     click.echo(f"schema of {_where(cfg)} is at version {found_cs} {_compare(found_cs, cs.SCHEMA_VERSION)}")
     return ExitCode.OK
+
+
+def _check_replication(cql: Any, replication_factor: int) -> None:
+    """A new keyspace gets replication_factor replicas in every data centre: refuse a factor no
+    data centre of the cluster can hold (every write at a QUORUM level would fail)."""
+    per_dc = Counter(h.datacenter for h in cql.session.cluster.metadata.all_hosts())
+    if per_dc and min(per_dc.values()) < replication_factor:
+        dc, nodes = min(per_dc.items(), key=lambda kv: kv[1])
+        raise CliError(f"replication factor {replication_factor} needs {replication_factor} nodes in every data "
+                       f"centre, but {dc} has {nodes}; choose --replication-factor {nodes} or fewer")
 
 
 def _compare(found: int, current: int) -> str:

@@ -232,6 +232,13 @@ def test_cli_errors_are_one_line_with_exit_code_3(cassandra_node: StoreConfig) -
     assert code == 3 and "cassandra_keyspace" in err
 
 
+async def test_cli_refuses_a_replication_factor_the_cluster_cannot_hold(cassandra_admin: Cql) -> None:
+    code, _, err = _run("setup", "--store", "cassandra", "--keyspace", "legato_rf3", "--replication-factor", "3")
+    assert code == 3 and "replication factor 3 needs 3 nodes in every data centre" in err
+    assert "choose --replication-factor 1 or fewer" in err
+    assert not await cs.keyspace_exists(cassandra_admin, "legato_rf3")
+
+
 def test_cli_on_sqlite(tmp_path: Path) -> None:
     db = str(tmp_path / "legato.db")
     code, out, err = _run("version", "--store", "sqlite", "--db", db)

@@ -392,3 +392,18 @@ def test_driver_errors_are_classified() -> None:
         assert type(err) is Unavailable and "Cassandra" in err.message and "writing shard 0" in err.message
     for e in unknown:
         assert isinstance(_conditional_error(e, "writing shard 0"), WriteOutcomeUnknown)
+
+
+async def test_events_above_the_byte_bound_are_appended_in_several_requests(cassandra: StoreConfig) -> None:
+    store = CassandraStore(cassandra.model_copy(update={"cassandra_max_batch_bytes": 1000}))
+    await store.open()
+    try:
+        events = [(i, f"{i}:" + "x" * 300) for i in range(1, 11)]  # ~370 bytes each: two per batch
+        requests = store._event_batches(HistoryAppend(NS, "wf", "r1", 1, events))
+        assert len(requests) == 5
+        await store.append_history([HistoryAppend(NS, "wf", "r1", 1, events),
+                                    HistoryAppend(NS, "wf", "r2", 1, [(1, "y" * 5000)])])  # alone: no batch
+        assert await store.read_history(NS, "wf", "r1", 1, 11, 100) == [d for _, d in events]
+        assert await store.read_history(NS, "wf", "r2", 1, 2, 100) == ["y" * 5000]
+    finally:
+        await store.close()
