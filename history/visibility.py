@@ -25,21 +25,25 @@ belongs.
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import sqlite3
 from typing import Any
 
 from history.store.sqlite import SqliteStore
+from history.visibility_common import (
+    check_namespace,
+    decode_token,
+    encode_token,
+    info_from_columns,
+    page_size,
+    parse_list_query,
+)
 from legato import codec
 from legato import query as lq
 from legato.api import ListWorkflowsRequest, ListWorkflowsResponse, WorkflowExecutionInfo, WorkflowStatus
-from legato.errors import InvalidArgument, Unavailable
+from legato.errors import Unavailable
 from legato.query import And, Compare, Expr, Field, Not, Op, Or, SystemField
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
-TOKEN_VERSION = 1
 _INDEX_KEY = "visibility_search_index"  # cluster_metadata: the side table has every run's values
 
 _COLUMNS = {
@@ -104,23 +108,6 @@ def _compare(cs: list[Compare], namespace: str, args: list[object]) -> str:
     return f"{_COLUMNS[s]} {test}"
 
 
-def _encode_token(start_time_ms: int, run_id: str, fingerprint: str) -> bytes:
-    return base64.urlsafe_b64encode(codec.dumps([TOKEN_VERSION, start_time_ms, run_id, fingerprint]).encode())
-
-
-def _decode_token(raw: bytes, fingerprint: str) -> tuple[int, str]:
-    try:
-        version, start, run_id, fp = codec.loads(base64.urlsafe_b64decode(raw))
-        if version != TOKEN_VERSION or not isinstance(start, int) or not isinstance(run_id, str):
-            raise ValueError("not a token of this server")
-    except Exception as e:
-        raise InvalidArgument(f"list workflows: malformed next_page_token ({e})", reason="InvalidPageToken") from None
-    if fp != fingerprint:
-        raise InvalidArgument("list workflows: next_page_token belongs to another query or namespace; "
-                              "list again without a token", reason="InvalidPageToken")
-    return start, run_id
-
-
 _UPSERT = (
     "INSERT INTO visibility (namespace, run_id, workflow_id, workflow_type, task_queue, status, "
     "start_time_ms, close_time_ms, history_length, memo, search_attributes) "
@@ -151,22 +138,7 @@ def _sa_rows(namespace: str, run_id: str, attrs: object) -> list[_SaRow]:
 
 
 def _info(r: tuple[Any, ...]) -> WorkflowExecutionInfo:
-    return WorkflowExecutionInfo(
-        namespace=str(r[0]), run_id=str(r[1]), workflow_id=str(r[2]), workflow_type=str(r[3]),
-        task_queue=str(r[4]), status=WorkflowStatus(str(r[5])), start_time_ms=int(r[6]),
-        close_time_ms=int(r[7]), history_length=int(r[8]),
-        memo=codec.loads(str(r[9])), search_attributes=codec.loads(str(r[10])))
-
-
-def _page_size(value: object) -> int:
-    size = value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else DEFAULT_PAGE_SIZE
-    return min(size, MAX_PAGE_SIZE)
-
-
-def _namespace(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidArgument(f"{what}: namespace must be a non-empty string")
-    return value
+    return info_from_columns(*r)
 
 
 class SqliteVisibilityStore:
@@ -251,17 +223,14 @@ class SqliteVisibilityStore:
         return await self._store.call(read)
 
     async def list(self, req: ListWorkflowsRequest) -> ListWorkflowsResponse:
-        namespace = _namespace(req.namespace, "list workflows")
-        q = lq.parse(req.query)
-        if q.group_by is not None:
-            raise InvalidArgument("list workflows: GROUP BY is only for counting (CountWorkflows, "
-                                  "legato workflow count)", reason="InvalidQuery")
-        size = _page_size(req.page_size)
+        namespace = check_namespace(req.namespace, "list workflows")
+        q = parse_list_query(req.query)
+        size = page_size(req.page_size)
         where, args = compile_where(q.where, namespace)
         desc = q.order_by.descending
         fingerprint = lq.fingerprint(namespace, q)
         if req.next_page_token:
-            start, run_id = _decode_token(req.next_page_token, fingerprint)
+            start, run_id = decode_token(req.next_page_token, fingerprint)
             where += (" AND (start_time_ms < ? OR (start_time_ms = ? AND run_id < ?))" if desc else
                       " AND (start_time_ms > ? OR (start_time_ms = ? AND run_id > ?))")
             args.extend([start, start, run_id])
@@ -270,18 +239,18 @@ class SqliteVisibilityStore:
                                 [*args, size + 1])
         more = len(rows) > size
         out = [_info(r) for r in rows[:size]]
-        token = _encode_token(out[-1].start_time_ms, out[-1].run_id, fingerprint) if more and out else b""
+        token = encode_token(out[-1].start_time_ms, out[-1].run_id, fingerprint) if more and out else b""
         return ListWorkflowsResponse(out, token)
 
     async def count(self, namespace: str, query: str) -> int:
         """How many runs of the namespace match (ORDER BY and GROUP BY are ignored)."""
-        where, args = compile_where(lq.parse(query).where, _namespace(namespace, "count workflows"))
+        where, args = compile_where(lq.parse(query).where, check_namespace(namespace, "count workflows"))
         rows = await self._read(f"SELECT COUNT(*) FROM visibility WHERE {where}", args)
         return int(rows[0][0])
 
     async def count_by_status(self, namespace: str, query: str) -> dict[WorkflowStatus, int]:
         """How many runs of the namespace match, per status (statuses without any are left out)."""
-        where, args = compile_where(lq.parse(query).where, _namespace(namespace, "count workflows"))
+        where, args = compile_where(lq.parse(query).where, check_namespace(namespace, "count workflows"))
         rows = await self._read(f"SELECT status, COUNT(*) FROM visibility WHERE {where} GROUP BY status", args)
         found = {WorkflowStatus(str(s)): int(n) for s, n in rows}
         return {s: found[s] for s in WorkflowStatus if s in found}
