@@ -82,11 +82,20 @@ class BenchReport:
     p99_ms: float
     failed: int
     mode: str = "in-process"
+    store: str = ""
+    # Conditional writes (Cassandra LWTs) and the state transitions (run writes) they carried,
+    # counted by the store during the run; None when the store does not count them.
+    lwts: int | None = None
+    transitions: int | None = None
 
     def text(self) -> str:
-        return (f"{self.workflows} workflows in {self.seconds:.2f}s: {self.workflows_per_second:.1f} workflows/s; "
+        line = (f"{self.workflows} workflows in {self.seconds:.2f}s: {self.workflows_per_second:.1f} workflows/s; "
                 f"start-to-result latency p50 {self.p50_ms:.0f} ms, p99 {self.p99_ms:.0f} ms; "
-                f"{self.failed} failed ({self.mode})")
+                f"{self.failed} failed ({self.mode}{', ' + self.store if self.store else ''})")
+        if self.lwts:
+            line += (f"\n{self.lwts} LWTs: {self.lwts / self.workflows:.2f} per workflow, "
+                     f"{(self.transitions or 0) / self.lwts:.2f} state transitions per LWT")
+        return line
 
 
 def write_app(root: Path) -> Path:
@@ -148,10 +157,23 @@ async def run_hello(config: Config, count: int, db_path: str | None, entries_dir
         async with Engine(config, db_path or str(root / "bench.db")) as engine:
             worker = Worker(engine.frontend, registry, config, identity="bench")
             await worker.start()
+            store = engine.execution_store
+            lwts0, transitions0 = _write_counts(store)
             try:
-                return await drive(engine.frontend, count, "in-process")
+                report = await drive(engine.frontend, count, "in-process")
             finally:
                 await worker.stop()
+            lwts1, transitions1 = _write_counts(store)
+            report.store = engine.data_description
+            if lwts0 is not None and lwts1 is not None:
+                report.lwts = lwts1 - lwts0
+                report.transitions = (transitions1 or 0) - (transitions0 or 0)
+            return report
+
+
+def _write_counts(store: object) -> tuple[int | None, int | None]:
+    """(conditional writes, run writes) so far, for stores that count them (Cassandra)."""
+    return getattr(store, "lwt_count", None), getattr(store, "run_write_count", None)
 
 
 # ---------------------------------------------------------------- separate processes over gRPC
@@ -256,14 +278,15 @@ async def _drive_watching(address: str, count: int, mode: str, children: Sequenc
 
 
 async def run_hello_processes(count: int, db_path: str | None, config_path: str | None = None,
-                              entries_dir: str | None = None) -> BenchReport:
+                              entries_dir: str | None = None, store_args: Sequence[str] = ()) -> BenchReport:
     """`legato server start-dev` and `legato worker` as child processes; the bench talks gRPC to them."""
     extra = ["--config", config_path] if config_path else []
     with _app_dir(entries_dir) as root, tempfile.TemporaryDirectory(prefix="legato-bench-db-") as tmp:
         port = free_port()
         address = f"127.0.0.1:{port}"
         db = db_path or str(Path(tmp) / "bench.db")
-        server = Child("server", legato_command("server", "start-dev", "--db", db, "--port", str(port), *extra))
+        server = Child("server", legato_command("server", "start-dev", "--db", db, "--port", str(port),
+                                                   *store_args, *extra))
         worker = Child("worker", legato_command("worker", "--entries", str(root), "--address", address, *extra))
         try:
             await server.start("listening")

@@ -109,8 +109,40 @@ class StoreConfig(_Strict):
         return [h.strip() for h in v.split(",") if h.strip()] if isinstance(v, str) else v
 
 
+class QueuesConfig(_Strict):
+    """How tasks travel from history's outbox to matching, and how timers wait (docs/queues.md)."""
+
+    kind: Literal["inprocess", "kafka"] = "inprocess"
+    kafka_bootstrap: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1,
+                                       description="brokers, host:port")
+    topic_prefix: str = Field("legato", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    task_partitions: int = Field(8, gt=0, description="partitions of each task topic")
+    timer_partitions: int = Field(4, gt=0, description="partitions of the timer topic (shard_id mod this)")
+    replication_factor: int = Field(1, gt=0, description="of the topics `legato kafka setup` makes")
+    producer_linger_ms: int = Field(2, ge=0, description="a producer batches messages this long")
+    request_timeout_ms: int = Field(30_000, gt=0, description="a produce or admin request, client side")
+    # Matching: which partitions of the task topics this node consumes (empty: all of them).
+    matching_partitions: list[int] = Field(default_factory=list)
+    park_after_ms: int = Field(60_000, gt=0, description="a task nobody polls is re-published after this long")
+    sticky_wait_ms: int = Field(200, ge=0, description="a workflow task waits this long for its previous worker")
+    commit_interval_ms: int = Field(200, gt=0, description="consumers commit their offsets this often")
+    timer_republish_horizon_ms: int = Field(
+        3_600_000, gt=0, description="a timer due later than this is re-published forward (bounded re-reads)")
+
+    @field_validator("kafka_bootstrap", mode="before")
+    @classmethod
+    def _split_brokers(cls, v: object) -> object:
+        return [h.strip() for h in v.split(",") if h.strip()] if isinstance(v, str) else v
+
+    @field_validator("matching_partitions", mode="before")
+    @classmethod
+    def _split_partitions(cls, v: object) -> object:
+        return [int(p) for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+
+
 class Config(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
+    queues: QueuesConfig = Field(default_factory=QueuesConfig)
     limits: Limits = Field(default_factory=Limits)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     matching: MatchingConfig = Field(default_factory=MatchingConfig)

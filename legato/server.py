@@ -1,4 +1,5 @@
-"""The one-process assembly: history, matching and frontend in one process on SQLite.
+"""The one-process assembly: history, matching and frontend in one process, on SQLite (default)
+or on Cassandra (`config.store.kind`).
 
 `legato server start-dev` serves it over gRPC; `legato run` adds an in-process worker.
 The services still meet only through the interfaces of `legato.api`.
@@ -13,8 +14,8 @@ from dataclasses import dataclass, field
 
 from frontend.service import Frontend
 from history.service import HistoryServiceImpl
-from history.store.sqlite import SqliteStore
-from history.visibility import SqliteVisibilityStore
+from history.store.base import ExecutionStore
+from history.store.factory import Stores, open_stores
 from legato.api import WorkflowService
 from legato.config import Config
 from matching.service import InProcessMatching
@@ -24,12 +25,12 @@ log = logging.getLogger("legato.server")
 
 @dataclass
 class Engine:
-    """History + matching + frontend. `db_path=None` keeps everything in memory."""
+    """History + matching + frontend. On SQLite, `db_path=None` keeps everything in memory."""
 
     config: Config
     db_path: str | None = None
     identity: str = "legato-dev"
-    _store: SqliteStore | None = field(default=None, init=False)
+    _stores: Stores | None = field(default=None, init=False)
     _history: HistoryServiceImpl | None = field(default=None, init=False)
     _matching: InProcessMatching | None = field(default=None, init=False)
     _frontend: Frontend | None = field(default=None, init=False)
@@ -39,12 +40,19 @@ class Engine:
         assert self._frontend is not None, "engine not started"
         return self._frontend
 
+    @property
+    def data_description(self) -> str:
+        return self._stores.description if self._stores is not None else "not open"
+
+    @property
+    def execution_store(self) -> ExecutionStore:
+        assert self._stores is not None, "engine not started"
+        return self._stores.execution
+
     async def start(self) -> None:
-        store = SqliteStore(self.db_path, commit_window_ms=self.config.history.store_commit_window_ms)
-        await store.open()
-        self._store = store
-        visibility = SqliteVisibilityStore(store)
-        history = HistoryServiceImpl(store, visibility, self.config, identity=self.identity)
+        stores = self._stores = await open_stores(self.config, self.db_path)
+        visibility = stores.visibility
+        history = HistoryServiceImpl(stores.execution, visibility, self.config, identity=self.identity)
         matching = InProcessMatching(history, self.config)
         history.set_matching(matching)
         await history.start()
@@ -57,8 +65,8 @@ class Engine:
             await self._history.stop()
         if self._matching is not None:
             await self._matching.stop()
-        if self._store is not None:
-            await self._store.close()
+        if self._stores is not None:
+            await self._stores.close()
 
     async def __aenter__(self) -> Engine:
         await self.start()
@@ -75,8 +83,7 @@ async def serve_dev(config: Config, db_path: str | None, host: str, port: int,
 
     async with Engine(config, db_path) as engine:
         server = await serve(engine.frontend, host, port, config=config)
-        where = db_path or "memory"
-        print(f"legato: dev server listening on {host}:{port} (data: {where})", flush=True)
+        print(f"legato: dev server listening on {host}:{port} (data: {engine.data_description})", flush=True)
         try:
             await (stop.wait() if stop is not None else asyncio.Event().wait())
         finally:

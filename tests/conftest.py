@@ -24,11 +24,39 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 CASSANDRA_SH = ROOT / "deploy" / "cassandra" / "cassandra.sh"
+KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 TEST_KEYSPACE = "legato_test"
+# The store of the engines a test starts: a StoreConfig as JSON; absent: SQLite. Set by the
+# fixtures that run a test on each store (`history_store` here, `transport` for integration tests).
+STORE_ENV = "LEGATO_TEST_STORE"
 
 
 def cassandra_script(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", str(CASSANDRA_SH), *args], capture_output=True, text=True, timeout=300)
+
+
+def kafka_script(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(KAFKA_SH), *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def kafka_node() -> Iterator[str]:
+    """The bootstrap address of the test run's Kafka broker: LEGATO_TEST_KAFKA=host:port names a
+    running one; otherwise deploy/kafka/kafka.sh starts one (stopped at the end if this run
+    started it). Tests keep apart by using topic prefixes of their own."""
+    given = os.environ.get("LEGATO_TEST_KAFKA")
+    started = False
+    if not given:
+        if kafka_script("status").returncode != 0:
+            r = kafka_script("start")
+            if r.returncode != 0:
+                pytest.fail(f"could not start Kafka with {KAFKA_SH}:\n{r.stderr[-3000:]}")
+            started = True
+    try:
+        yield given or "127.0.0.1:9092"
+    finally:
+        if started and not os.environ.get("LEGATO_TEST_KEEP_KAFKA"):
+            kafka_script("stop")
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +101,25 @@ async def cassandra(cassandra_node: StoreConfig, cassandra_admin: Cql) -> StoreC
 
     await truncate_all(cassandra_admin, TEST_KEYSPACE)
     return cassandra_node.model_copy()
+
+
+def use_store(kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the engines this test starts use `kind` ("sqlite" or "cassandra": the emptied test keyspace)."""
+    if kind == "cassandra":
+        cfg: StoreConfig = request.getfixturevalue("cassandra")
+        monkeypatch.setenv(STORE_ENV, cfg.model_dump_json())
+    else:
+        monkeypatch.delenv(STORE_ENV, raising=False)
+
+
+def store_config_from_env() -> StoreConfig | None:
+    """The Cassandra StoreConfig the running test asked for, or None for SQLite."""
+    raw = os.environ.get(STORE_ENV)
+    return StoreConfig.model_validate_json(raw) if raw else None
+
+
+@pytest.fixture(params=["sqlite", "cassandra"])
+def history_store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test of the history service once on SQLite and once on the real Cassandra node."""
+    use_store(str(request.param), request, monkeypatch)
+    return str(request.param)

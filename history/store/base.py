@@ -23,7 +23,10 @@ Rules every implementation keeps:
   ``range_id``: for one event id the row with the greatest txn_id wins, which keeps a late write of
   a fenced-off owner from shadowing the events of the owner that replaced it. Readers ignore
   events with an id >= the run's persisted ``next_event_id``, so events of a rejected write are
-  never visible.
+  never visible. This relies on an owner's cached state never being BEHIND what its own range
+  wrote (a stale same-range append at a committed id would win by txn_id): a write whose outcome
+  is unknown therefore makes the owner renew its range and reload before writing again
+  (``WriteOutcomeUnknown``), and SQLite, which can, checks the conditions before appending.
 * Everything is addressed by partition key plus a clustering range; no cross-shard transaction.
 """
 

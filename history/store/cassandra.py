@@ -165,6 +165,7 @@ class CassandraStore:
         # batch above batch_size_fail_threshold).
         self.max_batch_bytes: int | None = cfg.cassandra_max_batch_bytes
         self.lwt_count = 0  # conditional statements and batches sent (benchmarks report LWTs per workflow)
+        self.run_write_count = 0  # state transitions (run rows) committed by those batches
         self._cluster: Cluster | None = None
         self._cql: Cql | None = None
         self._ps = _Prepared()
@@ -354,6 +355,7 @@ class CassandraStore:
         rows = await self._lwt(self._shard_batch(write), None, f"writing shard {write.shard_id}")
         if not rows[0][0]:
             raise _rejection(write, rows)
+        self.run_write_count += len(write.runs)
 
     def _shard_batch(self, w: ShardWrite) -> BatchStatement:
         ps = self._ps

@@ -27,6 +27,33 @@ config_option = click.option("--config", "config_path", default=None, type=click
                              help="YAML file with limits and tunables (see README).")
 
 
+def store_options(fn: Any) -> Any:
+    """--store, --cassandra-hosts, --keyspace: override the `store` section of the config."""
+    fn = click.option("--keyspace", default=None, help="Cassandra keyspace (default: store.cassandra_keyspace).")(fn)
+    fn = click.option("--cassandra-hosts", default=None,
+                      help="Cassandra contact points, host[:port][,host...] (default: store.cassandra_hosts).")(fn)
+    return click.option("--store", "store_kind", type=click.Choice(["sqlite", "cassandra"]), default=None,
+                        help="Where history keeps its state (default: store.kind, sqlite).")(fn)
+
+
+def load_server_config(config_path: str | None, store_kind: str | None, cassandra_hosts: str | None,
+                       keyspace: str | None) -> Config:
+    """The config file and environment, then the store flags on top (validated like the file)."""
+    from pydantic import ValidationError
+
+    from legato.config import StoreConfig
+
+    config = load_config(config_path)
+    changes = {k: v for k, v in (("kind", store_kind), ("cassandra_hosts", cassandra_hosts),
+                                 ("cassandra_keyspace", keyspace)) if v is not None}
+    if changes:
+        try:
+            config.store = StoreConfig.model_validate({**config.store.model_dump(), **changes})
+        except ValidationError as e:
+            raise CliError("; ".join(f"{err['loc'][0]}: {err['msg']}" for err in e.errors())) from e
+    return config
+
+
 def _stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -48,13 +75,18 @@ def server() -> None:
 @click.option("--db", "db_path", default=None, help="SQLite file (default: in memory, gone on exit).")
 @click.option("--port", default=7233, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--host", default="127.0.0.1", show_default=True)
+@store_options
 @config_option
 @run_async
-async def start_dev(db_path: str | None, port: int, host: str, config_path: str | None) -> int:
-    """History, matching and frontend in one process, gRPC on PORT."""
+async def start_dev(db_path: str | None, port: int, host: str, store_kind: str | None, cassandra_hosts: str | None,
+                    keyspace: str | None, config_path: str | None) -> int:
+    """History, matching and frontend in one process, gRPC on PORT.
+
+    State goes to a SQLite file (--db) or, with --store cassandra, to a Cassandra keyspace made
+    by `legato schema setup --store cassandra`."""
     from legato.server import serve_dev
 
-    config = load_config(config_path)
+    config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace)
     await serve_dev(config, db_path, host, port, _stop_on_signals())
     return ExitCode.OK
 
@@ -113,10 +145,12 @@ def _workflow_target(registry: Registry, entry_id: str, entries: str) -> tuple[s
 @click.option("--id", "workflow_id", default=None, help="Workflow id (default: a new uuid).")
 @click.option("--timeout", default=None, help="Give up after this long (default: wait).")
 @click.option("--output", type=click.Choice(["text", "json"]), default="json", show_default=True)
+@store_options
 @config_option
 @run_async
 async def run(entries: str, entry_id: str, input_json: str | None, db_path: str | None, workflow_id: str | None,
-              timeout: str | None, output: str, config_path: str | None) -> int:
+              timeout: str | None, output: str, store_kind: str | None, cassandra_hosts: str | None,
+              keyspace: str | None, config_path: str | None) -> int:
     """Run one workflow in this process (engine and worker) and print its result as JSON.
 
     ENTRY_ID may also be a function.lua entry: it then runs as a non-durable caller with the
@@ -130,7 +164,7 @@ async def run(entries: str, entry_id: str, input_json: str | None, db_path: str 
     from worker.entries import FunctionEntry
     from worker.worker import Worker
 
-    config = load_config(config_path)
+    config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace)
     registry = _load_registry(entries)
     function = registry.find(entry_id)
     if isinstance(function, FunctionEntry):
@@ -208,10 +242,12 @@ def bench() -> None:
                    "(default: a temporary folder). With --address, run `legato worker --entries DIR` on it.")
 @click.option("--db", "db_path", default=None, help="SQLite file (default: a temporary file).")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@store_options
 @config_option
 @run_async
 async def hello(count: int, processes: bool, address: str | None, entries_dir: str | None, db_path: str | None,
-                output: str, config_path: str | None) -> int:
+                output: str, store_kind: str | None, cassandra_hosts: str | None, keyspace: str | None,
+                config_path: str | None) -> int:
     """N workflows that each call one activity, started at once; prints workflows/s and the
     p50/p99 start-to-result latency.
 
@@ -225,7 +261,11 @@ async def hello(count: int, processes: bool, address: str | None, entries_dir: s
         raise CliError("--processes starts its own server; --address drives one that is running: choose one")
     if address and db_path:
         raise CliError("--db is the file of a server the bench starts; with --address the server has its own")
-    config = load_config(config_path)
+    config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace)
+    store_args = _store_args(store_kind, cassandra_hosts, keyspace)
+    if address and store_args:
+        raise CliError("--store/--cassandra-hosts/--keyspace configure a server the bench starts; "
+                       "with --address the server has its own")
     try:
         if address:
             if entries_dir:
@@ -234,7 +274,7 @@ async def hello(count: int, processes: bool, address: str | None, entries_dir: s
                            f"legato worker --entries {entries_dir} --address {address}", err=True)
             report = await run_hello_remote(address, count)
         elif processes:
-            report = await run_hello_processes(count, db_path, config_path, entries_dir)
+            report = await run_hello_processes(count, db_path, config_path, entries_dir, store_args)
         else:
             report = await run_hello(config, count, db_path, entries_dir)
     except BenchError as e:
@@ -244,6 +284,12 @@ async def hello(count: int, processes: bool, address: str | None, entries_dir: s
     else:
         click.echo(report.text())
     return ExitCode.OK
+
+
+def _store_args(store_kind: str | None, cassandra_hosts: str | None, keyspace: str | None) -> list[str]:
+    """The store flags given, to pass on to a server the bench starts."""
+    pairs = (("--store", store_kind), ("--cassandra-hosts", cassandra_hosts), ("--keyspace", keyspace))
+    return [a for flag, value in pairs if value for a in (flag, value)]
 
 
 __all__ = ["bench", "run", "server", "worker"]

@@ -92,8 +92,8 @@ def schema() -> None:
 
 @schema.command()
 @store_options
-@click.option("--replication-factor", type=click.IntRange(1, 100), default=3, show_default=True,
-              help="Replicas of each row in every data centre (Cassandra).")
+@click.option("--replication-factor", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="Replicas of each row in every data centre (Cassandra; 3 for production).")
 @run_async
 async def setup(kind: str | None, hosts: str | None, port: int | None, keyspace: str | None, db_path: str | None,
                 config_path: str | None, replication_factor: int) -> int:

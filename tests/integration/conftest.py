@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import use_store
 from tests.integration.procs import Cluster
 
 APPS = Path(__file__).resolve().parent.parent / "apps"
@@ -30,9 +31,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         c.stop()
 
 
-@pytest.fixture(params=["in-process", "grpc"])
+@pytest.fixture(params=["in-process/sqlite", "grpc/sqlite", "in-process/cassandra"])
 def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test of the in-process engine twice: the worker and the test call the engine's
-    frontend directly, then over its gRPC API (see engine_harness.Harness)."""
-    monkeypatch.setenv("LEGATO_TEST_GRPC", "1" if request.param == "grpc" else "0")
+    """Run a test of the engine three ways: the worker and the test call the engine's frontend
+    directly, then over its gRPC API, each on a SQLite file; then in-process on the real Cassandra
+    node of the test run (an emptied keyspace). See engine_harness.Harness."""
+    transport, store = str(request.param).split("/")
+    monkeypatch.setenv("LEGATO_TEST_GRPC", "1" if transport == "grpc" else "0")
+    use_store(store, request, monkeypatch)
     return str(request.param)

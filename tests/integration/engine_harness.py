@@ -34,6 +34,7 @@ from legato.config import Config
 from legato.events import EventType as E
 from legato.events import HistoryEvent
 from legato.server import Engine
+from tests.conftest import store_config_from_env
 from worker.entries import Registry, load_registry
 from worker.worker import Worker
 
@@ -43,8 +44,9 @@ TASK_QUEUE = "eng"
 
 
 def engine_config() -> Config:
-    """Short timeouts and few pollers: fast tests."""
+    """Short timeouts and few pollers: fast tests. The store is the one the test runs on."""
     c = Config()
+    c.store = store_config_from_env() or c.store
     c.history.workflow_task_timeout_ms = 3000
     c.history.workflow_task_retry_initial_ms = 20
     c.history.workflow_task_retry_max_ms = 200

@@ -83,14 +83,16 @@ def legato(*args: str, timeout: float = 120, input_text: str | None = None) -> s
 
 
 class Cluster:
-    """A dev server on a SQLite file plus a worker, restartable for crash tests."""
+    """A dev server (on a SQLite file, or on the store `store_args` name) plus a worker, restartable
+    for crash tests."""
 
-    def __init__(self, tmp: Path, entries: Path, config: Path | None = None) -> None:
+    def __init__(self, tmp: Path, entries: Path, config: Path | None = None, store_args: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.db = tmp / "legato.db"
         extra = ["--config", str(config)] if config else []
-        self.server = Proc(["server", "start-dev", "--db", str(self.db), "--port", str(self.port), *extra])
+        self.server = Proc(["server", "start-dev", "--db", str(self.db), "--port", str(self.port), *store_args,
+                            *extra])
         self.worker = Proc(["worker", "--entries", str(entries), "--address", self.address, *extra])
 
     def start_server(self) -> None:

@@ -14,8 +14,8 @@ import pytest
 from history.queues import TransferTask
 from history.service import HistoryServiceImpl
 from history.state import MutableState
-from history.store.sqlite import SqliteStore
-from history.visibility import SqliteVisibilityStore
+from history.store.base import ExecutionStore
+from history.store.factory import open_stores
 from legato import codec
 from legato.api import (
     ActivityTask,
@@ -25,11 +25,13 @@ from legato.api import (
     StartWorkflowRequest,
     TaskInfo,
     TaskKind,
+    VisibilityStore,
     WorkflowTask,
 )
 from legato.commands import Command, CommandType
 from legato.config import Config
 from legato.events import ATTRIBUTES, EventType, HistoryEvent
+from tests.conftest import store_config_from_env
 
 T0 = 1_700_000_000_000
 WAIT_S = 5.0  # safety net for waits on conditions; never reached when tests pass
@@ -95,8 +97,8 @@ def make_config(**history: Any) -> Config:
 @dataclass
 class Env:
     history: HistoryServiceImpl
-    store: SqliteStore
-    visibility: SqliteVisibilityStore
+    store: ExecutionStore
+    visibility: VisibilityStore
     matching: FakeMatching
     clock: FakeClock
     config: Config
@@ -237,10 +239,12 @@ def complete_wf(result: Any = "done") -> Command:
 
 async def make_env(path: str | None, config: Config | None = None, clock: FakeClock | None = None,
                    matching: FakeMatching | None = None, identity: str = "h1") -> Env:
-    store = SqliteStore(path)
-    await store.open()
-    vis = SqliteVisibilityStore(store)
+    """A history service on the SQLite file `path` (None: in memory), or on the test keyspace of
+    Cassandra when the test asked for it (the `history_store` fixture)."""
     cfg = config or make_config()
+    cfg.store = store_config_from_env() or cfg.store
+    stores = await open_stores(cfg, path)
+    store, vis = stores.execution, stores.visibility
     clk = clock or FakeClock()
     m = matching or FakeMatching()
     h = HistoryServiceImpl(store, vis, cfg, clock=clk, identity=identity)
@@ -255,7 +259,7 @@ async def close_env(env: Env) -> None:
 
 
 @pytest.fixture
-async def env() -> AsyncIterator[Env]:
+async def env(history_store: str) -> AsyncIterator[Env]:
     e = await make_env(None)
     try:
         yield e

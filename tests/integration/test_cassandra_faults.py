@@ -1,0 +1,42 @@
+"""Cassandra killed and restarted in the middle of a run of many workflows: the server and the
+worker ride it out, every workflow completes, and no step is recorded twice."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from legato.config import StoreConfig
+from tests.conftest import cassandra_script
+from tests.integration.conftest import BASIC, fast_config
+from tests.integration.histories import assert_steps_recorded_once
+from tests.integration.procs import Cluster
+from tests.integration.test_crash import EXPECTED_TOTAL, STEPS, collect, running, start_all
+
+
+def store_args(cfg: StoreConfig) -> list[str]:
+    return ["--store", "cassandra", "--cassandra-hosts", ",".join(cfg.cassandra_hosts),
+            "--keyspace", cfg.cassandra_keyspace]
+
+
+def restart_cassandra() -> None:
+    """SIGKILL the node (acknowledged writes are in its synced commit log) and start it again."""
+    for cmd in ("kill", "start"):
+        r = cassandra_script(cmd)
+        assert r.returncode == 0, f"cassandra.sh {cmd} failed:\n{r.stderr[-2000:]}"
+
+
+def test_cassandra_restart_mid_run(tmp_path: Path, cassandra: StoreConfig) -> None:
+    c = Cluster(tmp_path, BASIC, fast_config(tmp_path), store_args(cassandra)).start()
+    try:
+        ids = asyncio.run(start_all(c.address))
+        restart_cassandra()
+        assert c.server.alive(), c.server.output()
+        # The restart must have hit workflows in the middle of their run, or this proves nothing.
+        assert asyncio.run(running(c.address, ids)) > 0
+        done = asyncio.run(collect(c.address, ids))
+    finally:
+        c.stop()
+    for wid, (result, events) in done.items():
+        assert result == {"total": EXPECTED_TOTAL, "n": STEPS, "ids": STEPS}, wid
+        assert_steps_recorded_once(events)
