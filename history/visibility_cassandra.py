@@ -30,13 +30,15 @@ becomes StartTime >= t), multiplying out AND and collecting OR alternatives, up 
 SAI (OR, IN, !=, NOT, text ranges, ranges on search attributes: map entries only take equality)
 is evaluated in Python: every fetched candidate is kept only if `matches(where, run)`, so
 pushdown narrows what is read and never changes a result. Branches are read chunk by chunk and
-merged by clustering key. Counting: when one branch is equivalent to the whole query, Cassandra
-counts (COUNT(*) per bucket, per status for GROUP BY); otherwise the candidates are read and
-checked as for a listing.
+merged by clustering key. Counting: when the branches are equivalent to the whole query and no
+run satisfies two of them (one branch, or one per status), Cassandra counts (COUNT(*) per bucket
+and branch, per status for GROUP BY); otherwise the candidates are read and checked as for a
+listing.
 
 Listing is keyset-paged like SQLite: the token is (start time, run id) of the last run of the page
 and the query's fingerprint. A page stops reading once it has read `page_scan_rows` rows (at least
-twice the page) or made `page_requests` requests (plus what the last read took past the limit);
+twice the page; a key read alone counts a quarter of a row) or made `page_requests` requests (plus
+what the last read took past the limit);
 a selective query over a long history may therefore return a short (even empty) page with a
 token that resumes where the scan stopped (possibly between buckets: then the token has no run
 id). Only an empty token means the end. ORDER BY StartTime ASC cannot be combined
@@ -502,7 +504,18 @@ class _Scan:
         results = await asyncio.gather(*(self.store.fetch(self.namespace, bucket, br, *window(br), None)
                                          for br in self.branches))
         rows = [r for found, _ in results for r in found]
-        return _merged(rows, desc=False), len(keys) + len(rows), 1 + len(results), more
+        return _merged(rows, desc=False), _key_cost(len(keys)) + len(rows), 1 + len(results), more
+
+
+def _key_cost(keys: int) -> int:
+    """What reading clustering keys alone costs against a page's row budget: a key (two small
+    columns) counts as a quarter of a row (about 1 KB with memo and search attributes)."""
+    return (keys + 3) // 4
+
+
+def _disjoint(branches: Sequence[Branch]) -> bool:
+    """Whether no run can satisfy two of the branches (then their counts add up)."""
+    return all(_merge(a, b) is None for i, a in enumerate(branches) for b in branches[i + 1:])
 
 
 def _merged(rows: list[tuple[Key, WorkflowExecutionInfo]], desc: bool) -> list[WorkflowExecutionInfo]:
@@ -654,12 +667,13 @@ class CassandraVisibilityStore:
 
     async def _count(self, namespace: str, query: str, by_status: bool) -> dict[WorkflowStatus | None, int]:
         """Counts by status (by_status, or when Python counts) or under None. Cassandra counts when
-        one branch is the whole query; otherwise the candidates are read and checked in Python."""
+        the branches are the whole query and no run satisfies two of them; otherwise the
+        candidates are read and checked in Python."""
         namespace = check_namespace(namespace, "count workflows")
         where = lq.parse(query).where
         branches, exact = plan(where)
-        if exact and len(branches) == 1 and branches[0].run_id is None:
-            return await self._count_in_cassandra(namespace, branches[0], by_status)
+        if exact and _disjoint(branches) and all(b.run_id is None for b in branches):
+            return await self._count_in_cassandra(namespace, branches, by_status)
         totals: dict[WorkflowStatus | None, int] = {}
         scan = _Scan(self, namespace, branches, True, None, exact)
         while True:
@@ -680,30 +694,33 @@ class CassandraVisibilityStore:
                 return out
             first = batch[-1] - 1
 
-    async def _count_in_cassandra(self, namespace: str, br: Branch,
+    async def _count_in_cassandra(self, namespace: str, branches: list[Branch],
                                   by_status: bool) -> dict[WorkflowStatus | None, int]:
-        """COUNT(*) per bucket (and per status when grouping and the branch fixes none), a few
-        requests at a time."""
-        fixed = next((WorkflowStatus(v) for c, v in br.eq if c == "status"), None)
-        statuses: list[WorkflowStatus | None] = list(WorkflowStatus) if by_status and fixed is None else [fixed]
+        """COUNT(*) per bucket and branch (and per status when grouping and the branch fixes none),
+        a few requests at a time."""
         gate = asyncio.Semaphore(self.count_parallelism)
+        parts: list[tuple[Branch, WorkflowStatus | None]] = []
+        for br in branches:
+            fixed = next((WorkflowStatus(v) for c, v in br.eq if c == "status"), None)
+            if by_status and fixed is None:
+                parts += [(part, s) for s in WorkflowStatus
+                          if (part := _merge(br, Branch(eq=(("status", s.value),)))) is not None]
+            else:
+                parts.append((br, fixed))
 
-        async def one(bucket: int, status: WorkflowStatus | None) -> tuple[WorkflowStatus | None, int]:
-            part = br if status is None or status is fixed else _merge(br, Branch(eq=(("status", status.value),)))
-            assert part is not None
+        async def one(bucket: int, part: Branch, status: WorkflowStatus | None) -> tuple[WorkflowStatus | None, int]:
             async with gate:
                 clauses, args = self._where(namespace, bucket, part, _lower_of(part.start), _upper_of(part.start))
                 rows = await self._cql.execute(
                     f"SELECT COUNT(*) FROM {self._ks}.visibility_runs WHERE {' AND '.join(clauses)}", args)
             return status, int(rows[0][0])
 
-        buckets = await self._all_buckets(namespace, br.start)
+        buckets = await self._all_buckets(namespace, _hull(branches)) if branches else []
         totals: dict[WorkflowStatus | None, int] = {}
-        for status, n in await asyncio.gather(*(one(b, s) for b in buckets for s in statuses)):
+        for status, n in await asyncio.gather(*(one(b, p, s) for b in buckets for p, s in parts)):
             if n:
                 totals[status] = totals.get(status, 0) + n
         return totals
-
 
     async def list(self, req: ListWorkflowsRequest) -> ListWorkflowsResponse:
         namespace = check_namespace(req.namespace, "list workflows")
