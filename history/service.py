@@ -152,15 +152,19 @@ async def _wait(fut: asyncio.Future[None], timeout_s: float) -> None:
 
 
 class HistoryServiceImpl:
-    """`legato.api.HistoryService`. Construct, `set_matching(...)`, then `await start()`."""
+    """`legato.api.HistoryService`. Construct, `set_matching(...)`, then `await start()`.
+
+    Workflow and activity tasks go to `task_sink` (with Kafka queues: the publisher); without
+    one, to matching's `add_task` (the in-process bus)."""
 
     def __init__(self, store: ExecutionStore, visibility: api.VisibilityStore, config: Config, *,
                  matching: api.MatchingService | None = None, clock: Callable[[], int] | None = None,
-                 identity: str = "") -> None:
+                 identity: str = "", task_sink: api.TaskSink | None = None) -> None:
         self._store = store
         self._visibility = visibility
         self._config = config
         self._matching = matching
+        self._task_sink = task_sink
         self._clock = clock or _now_ms
         self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._engine = Engine(config)
@@ -831,15 +835,12 @@ class HistoryServiceImpl:
         if k not in (T_WORKFLOW_TASK, T_ACTIVITY_TASK):
             log.error("shard %d: dropping transfer task %d of unknown kind %r", shard_id, t.task_id, k)
             return
-        if self._matching is None:
-            assert self._matching_ready is not None
-            await self._matching_ready.wait()
-        assert self._matching is not None
+        sink = self._task_sink or await self._ready_matching()
         info = TaskInfo(kind=TaskKind.WORKFLOW if k == T_WORKFLOW_TASK else TaskKind.ACTIVITY, namespace=d["ns"],
                         task_queue=d["tq"], workflow_id=d["wf"], run_id=d["run"], scheduled_event_id=d["sched"],
                         shard_id=shard_id, task_id=t.task_id, attempt=d["attempt"], created_ms=d.get("c", 0))
         try:
-            await self._matching.add_task(info)
+            await sink.add_task(info)
         except (NotFound, FailedPrecondition):
             return  # stale: nothing to deliver
 

@@ -585,6 +585,15 @@ class HistoryService(Protocol):
     async def deliver_monitored_closed(self, req: DeliverMonitoredClosedRequest) -> None: ...
 
 
+class TaskSink(Protocol):
+    """Where a shard's transfer processor hands workflow and activity tasks: matching itself
+    (in-process bus), or a Kafka publisher (docs/queues.md)."""
+
+    async def add_task(self, task: TaskInfo) -> None:
+        """Return once the task is durably handed over; only then may the outbox row be acknowledged."""
+        ...
+
+
 class MatchingService(Protocol):
     """Task queues between history's outboxes and long-polling workers."""
 

@@ -165,6 +165,8 @@ async def run_hello(config: Config, count: int, db_path: str | None, entries_dir
                 await worker.stop()
             lwts1, transitions1 = _write_counts(store)
             report.store = engine.data_description
+            if config.queues.kind == "kafka":
+                report.store += f", queues on {engine.queues_description}"
             if lwts0 is not None and lwts1 is not None:
                 report.lwts = lwts1 - lwts0
                 report.transitions = (transitions1 or 0) - (transitions0 or 0)

@@ -124,6 +124,8 @@ class QueuesConfig(_Strict):
     # Matching: which partitions of the task topics this node consumes (empty: all of them).
     matching_partitions: list[int] = Field(default_factory=list)
     park_after_ms: int = Field(60_000, gt=0, description="a task nobody polls is re-published after this long")
+    matching_max_buffered: int = Field(
+        100_000, gt=0, description="tasks read and not yet done on a matching node; above it reading pauses")
     sticky_wait_ms: int = Field(200, ge=0, description="a workflow task waits this long for its previous worker")
     commit_interval_ms: int = Field(200, gt=0, description="consumers commit their offsets this often")
     timer_republish_horizon_ms: int = Field(

@@ -1,5 +1,6 @@
 """The one-process assembly: history, matching and frontend in one process, on SQLite (default)
-or on Cassandra (`config.store.kind`).
+or on Cassandra (`config.store.kind`), with the in-process task bus (default) or Kafka
+(`config.queues.kind`; the topics must have been made by `legato kafka setup`).
 
 `legato server start-dev` serves it over gRPC; `legato run` adds an in-process worker.
 The services still meet only through the interfaces of `legato.api`.
@@ -18,6 +19,8 @@ from history.store.base import ExecutionStore
 from history.store.factory import Stores, open_stores
 from legato.api import WorkflowService
 from legato.config import Config
+from legato.task_publisher import KafkaTaskPublisher, open_task_publisher
+from matching.kafka_matching import KafkaMatching
 from matching.service import InProcessMatching
 
 log = logging.getLogger("legato.server")
@@ -32,7 +35,8 @@ class Engine:
     identity: str = "legato-dev"
     _stores: Stores | None = field(default=None, init=False)
     _history: HistoryServiceImpl | None = field(default=None, init=False)
-    _matching: InProcessMatching | None = field(default=None, init=False)
+    _matching: InProcessMatching | KafkaMatching | None = field(default=None, init=False)
+    _publisher: KafkaTaskPublisher | None = field(default=None, init=False)
     _frontend: Frontend | None = field(default=None, init=False)
 
     @property
@@ -45,28 +49,58 @@ class Engine:
         return self._stores.description if self._stores is not None else "not open"
 
     @property
+    def matching(self) -> InProcessMatching | KafkaMatching:
+        assert self._matching is not None, "engine not started"
+        return self._matching
+
+    @property
+    def queues_description(self) -> str:
+        q = self.config.queues
+        return f"Kafka {','.join(q.kafka_bootstrap)} prefix {q.topic_prefix}" if q.kind == "kafka" else "in-process"
+
+    @property
     def execution_store(self) -> ExecutionStore:
         assert self._stores is not None, "engine not started"
         return self._stores.execution
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        kafka = self.config.queues.kind == "kafka"
+        publisher = self._publisher = await open_task_publisher(self.config.queues) if kafka else None
         stores = self._stores = await open_stores(self.config, self.db_path)
         visibility = stores.visibility
-        history = HistoryServiceImpl(stores.execution, visibility, self.config, identity=self.identity)
-        matching = InProcessMatching(history, self.config)
+        history = self._history = HistoryServiceImpl(stores.execution, visibility, self.config,
+                                                     identity=self.identity, task_sink=publisher)
+        if publisher is None:
+            matching: InProcessMatching | KafkaMatching = InProcessMatching(history, self.config)
+        else:
+            matching = KafkaMatching(history, self.config, publisher)
+            await matching.start()
+        self._matching = matching
         history.set_matching(matching)
         await history.start()
-        self._history, self._matching = history, matching
         self._frontend = Frontend(history, matching, visibility, self.config)
 
     async def stop(self) -> None:
         # History first: with matching gone it would keep retrying its hand-offs.
-        if self._history is not None:
-            await self._history.stop()
-        if self._matching is not None:
-            await self._matching.stop()
-        if self._stores is not None:
-            await self._stores.close()
+        history, self._history = self._history, None
+        if history is not None:
+            await history.stop()
+        matching, self._matching = self._matching, None
+        if matching is not None:
+            await matching.stop()
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            await publisher.stop()
+        stores, self._stores = self._stores, None
+        if stores is not None:
+            await stores.close()
 
     async def __aenter__(self) -> Engine:
         await self.start()
@@ -83,7 +117,8 @@ async def serve_dev(config: Config, db_path: str | None, host: str, port: int,
 
     async with Engine(config, db_path) as engine:
         server = await serve(engine.frontend, host, port, config=config)
-        print(f"legato: dev server listening on {host}:{port} (data: {engine.data_description})", flush=True)
+        print(f"legato: dev server listening on {host}:{port} (data: {engine.data_description}; "
+              f"queues: {engine.queues_description})", flush=True)
         try:
             await (stop.wait() if stop is not None else asyncio.Event().wait())
         finally:

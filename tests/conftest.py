@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from legato.config import StoreConfig
+from legato.config import QueuesConfig, StoreConfig
 
 if TYPE_CHECKING:
     from history.store.cql import Cql
@@ -29,6 +30,9 @@ TEST_KEYSPACE = "legato_test"
 # The store of the engines a test starts: a StoreConfig as JSON; absent: SQLite. Set by the
 # fixtures that run a test on each store (`history_store` here, `transport` for integration tests).
 STORE_ENV = "LEGATO_TEST_STORE"
+# The task queues of the engines a test starts: a QueuesConfig as JSON; absent: the in-process
+# bus. Set by `use_queues` (the `transport` fixture of the integration tests).
+QUEUES_ENV = "LEGATO_TEST_QUEUES"
 
 
 def cassandra_script(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,6 +61,37 @@ def kafka_node() -> Iterator[str]:
     finally:
         if started and not os.environ.get("LEGATO_TEST_KEEP_KAFKA"):
             kafka_script("stop")
+
+
+@pytest.fixture
+async def kafka_queues(kafka_node: str) -> AsyncIterator[QueuesConfig]:
+    """A QueuesConfig (kind kafka) with topics of its own (a fresh prefix), deleted after the test.
+    Few partitions and frequent commits: quick to make, quick to observe."""
+    from legato.kafka import create_topics
+    from legato.kafka_admin import delete_topics
+
+    cfg = QueuesConfig(kind="kafka", kafka_bootstrap=[kafka_node], topic_prefix=f"test-{uuid.uuid4().hex[:12]}",
+                       task_partitions=4, timer_partitions=2, commit_interval_ms=50)
+    await create_topics(cfg)
+    try:
+        yield cfg
+    finally:
+        await delete_topics(cfg)
+
+
+def use_queues(kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the engines this test starts use `kind` ("inprocess", or "kafka": fresh topics)."""
+    if kind == "kafka":
+        cfg: QueuesConfig = request.getfixturevalue("kafka_queues")
+        monkeypatch.setenv(QUEUES_ENV, cfg.model_dump_json())
+    else:
+        monkeypatch.delenv(QUEUES_ENV, raising=False)
+
+
+def queues_config_from_env() -> QueuesConfig | None:
+    """The Kafka QueuesConfig the running test asked for, or None for the in-process bus."""
+    raw = os.environ.get(QUEUES_ENV)
+    return QueuesConfig.model_validate_json(raw) if raw else None
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
+from pydantic import BaseModel, ValidationError
 
 from legato import DEFAULT_NAMESPACE
 from legato.codec import parse_json_input
@@ -15,6 +16,7 @@ from legato.durations import parse_duration_ms
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 
@@ -57,3 +59,15 @@ def parse_timeout(text: str | None, what: str = "--timeout") -> int | None:
         return parse_duration_ms(text, what)
     except ValueError as e:
         raise CliError(str(e)) from e
+
+
+def override_section(section: M, model: type[M], flags: tuple[tuple[str, str | None], ...]) -> M:
+    """A config section with the command-line flags that were given (name, value) on top,
+    validated like the config file; CliError naming the bad fields otherwise."""
+    changes = {k: v for k, v in flags if v is not None}
+    if not changes:
+        return section
+    try:
+        return model.model_validate({**section.model_dump(), **changes})
+    except ValidationError as e:
+        raise CliError("; ".join(f"{err['loc'][0]}: {err['msg']}" for err in e.errors())) from e

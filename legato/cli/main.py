@@ -12,6 +12,7 @@ import sys
 import click
 
 from legato.cli.common import CliError
+from legato.cli.kafka_cmds import kafka
 from legato.cli.output import ExitCode, error
 from legato.cli.run_cmds import bench, run, server, worker
 from legato.cli.schema_cmds import schema
@@ -34,6 +35,7 @@ cli.add_command(run)
 cli.add_command(workflow)
 cli.add_command(bench)
 cli.add_command(schema)
+cli.add_command(kafka)
 
 
 def _entry_error_type() -> tuple[type[BaseException], ...]:

@@ -13,7 +13,7 @@ import click
 
 from legato import DEFAULT_NAMESPACE
 from legato.api import ExecutionRef, StartWorkflowRequest
-from legato.cli.common import CliError, parse_input, parse_timeout, run_async
+from legato.cli.common import CliError, override_section, parse_input, parse_timeout, run_async
 from legato.cli.output import ExitCode, fmt_value
 from legato.cli.workflow_cmds import report_result, wait_result
 from legato.config import load_config
@@ -36,21 +36,26 @@ def store_options(fn: Any) -> Any:
                         help="Where history keeps its state (default: store.kind, sqlite).")(fn)
 
 
-def load_server_config(config_path: str | None, store_kind: str | None, cassandra_hosts: str | None,
-                       keyspace: str | None) -> Config:
-    """The config file and environment, then the store flags on top (validated like the file)."""
-    from pydantic import ValidationError
+def queue_options(fn: Any) -> Any:
+    """--queues, --kafka-bootstrap: override the `queues` section of the config."""
+    fn = click.option("--kafka-bootstrap", default=None, metavar="H:P[,H:P]",
+                      help="Kafka brokers (default: queues.kafka_bootstrap).")(fn)
+    return click.option("--queues", "queues_kind", type=click.Choice(["inprocess", "kafka"]), default=None,
+                        help="How tasks travel from history to matching (default: queues.kind, inprocess); "
+                             "kafka needs the topics of `legato kafka setup`.")(fn)
 
-    from legato.config import StoreConfig
+
+def load_server_config(config_path: str | None, store_kind: str | None, cassandra_hosts: str | None,
+                       keyspace: str | None, queues_kind: str | None = None,
+                       kafka_bootstrap: str | None = None) -> Config:
+    """The config file and environment, then the store and queue flags on top (validated like the file)."""
+    from legato.config import QueuesConfig, StoreConfig
 
     config = load_config(config_path)
-    changes = {k: v for k, v in (("kind", store_kind), ("cassandra_hosts", cassandra_hosts),
-                                 ("cassandra_keyspace", keyspace)) if v is not None}
-    if changes:
-        try:
-            config.store = StoreConfig.model_validate({**config.store.model_dump(), **changes})
-        except ValidationError as e:
-            raise CliError("; ".join(f"{err['loc'][0]}: {err['msg']}" for err in e.errors())) from e
+    config.store = override_section(config.store, StoreConfig, (
+        ("kind", store_kind), ("cassandra_hosts", cassandra_hosts), ("cassandra_keyspace", keyspace)))
+    config.queues = override_section(config.queues, QueuesConfig, (
+        ("kind", queues_kind), ("kafka_bootstrap", kafka_bootstrap)))
     return config
 
 
@@ -76,17 +81,20 @@ def server() -> None:
 @click.option("--port", default=7233, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @store_options
+@queue_options
 @config_option
 @run_async
 async def start_dev(db_path: str | None, port: int, host: str, store_kind: str | None, cassandra_hosts: str | None,
-                    keyspace: str | None, config_path: str | None) -> int:
+                    keyspace: str | None, queues_kind: str | None, kafka_bootstrap: str | None,
+                    config_path: str | None) -> int:
     """History, matching and frontend in one process, gRPC on PORT.
 
     State goes to a SQLite file (--db) or, with --store cassandra, to a Cassandra keyspace made
-    by `legato schema setup --store cassandra`."""
+    by `legato schema setup --store cassandra`. Tasks travel in-process or, with --queues kafka,
+    through the Kafka topics made by `legato kafka setup`."""
     from legato.server import serve_dev
 
-    config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace)
+    config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace, queues_kind, kafka_bootstrap)
     await serve_dev(config, db_path, host, port, _stop_on_signals())
     return ExitCode.OK
 
@@ -146,11 +154,13 @@ def _workflow_target(registry: Registry, entry_id: str, entries: str) -> tuple[s
 @click.option("--timeout", default=None, help="Give up after this long (default: wait).")
 @click.option("--output", type=click.Choice(["text", "json"]), default="json", show_default=True)
 @store_options
+@queue_options
 @config_option
 @run_async
 async def run(entries: str, entry_id: str, input_json: str | None, db_path: str | None, workflow_id: str | None,
               timeout: str | None, output: str, store_kind: str | None, cassandra_hosts: str | None,
-              keyspace: str | None, config_path: str | None) -> int:
+              keyspace: str | None, queues_kind: str | None, kafka_bootstrap: str | None,
+              config_path: str | None) -> int:
     """Run one workflow in this process (engine and worker) and print its result as JSON.
 
     ENTRY_ID may also be a function.lua entry: it then runs as a non-durable caller with the
@@ -164,7 +174,7 @@ async def run(entries: str, entry_id: str, input_json: str | None, db_path: str 
     from worker.entries import FunctionEntry
     from worker.worker import Worker
 
-    config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace)
+    config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace, queues_kind, kafka_bootstrap)
     registry = _load_registry(entries)
     function = registry.find(entry_id)
     if isinstance(function, FunctionEntry):
@@ -243,11 +253,12 @@ def bench() -> None:
 @click.option("--db", "db_path", default=None, help="SQLite file (default: a temporary file).")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @store_options
+@queue_options
 @config_option
 @run_async
 async def hello(count: int, processes: bool, address: str | None, entries_dir: str | None, db_path: str | None,
                 output: str, store_kind: str | None, cassandra_hosts: str | None, keyspace: str | None,
-                config_path: str | None) -> int:
+                queues_kind: str | None, kafka_bootstrap: str | None, config_path: str | None) -> int:
     """N workflows that each call one activity, started at once; prints workflows/s and the
     p50/p99 start-to-result latency.
 
@@ -261,11 +272,11 @@ async def hello(count: int, processes: bool, address: str | None, entries_dir: s
         raise CliError("--processes starts its own server; --address drives one that is running: choose one")
     if address and db_path:
         raise CliError("--db is the file of a server the bench starts; with --address the server has its own")
-    config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace)
-    store_args = _store_args(store_kind, cassandra_hosts, keyspace)
+    config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace, queues_kind, kafka_bootstrap)
+    store_args = _server_args(store_kind, cassandra_hosts, keyspace, queues_kind, kafka_bootstrap)
     if address and store_args:
-        raise CliError("--store/--cassandra-hosts/--keyspace configure a server the bench starts; "
-                       "with --address the server has its own")
+        raise CliError("--store/--cassandra-hosts/--keyspace/--queues/--kafka-bootstrap configure a server the bench "
+                       "starts; with --address the server has its own")
     try:
         if address:
             if entries_dir:
@@ -286,9 +297,11 @@ async def hello(count: int, processes: bool, address: str | None, entries_dir: s
     return ExitCode.OK
 
 
-def _store_args(store_kind: str | None, cassandra_hosts: str | None, keyspace: str | None) -> list[str]:
-    """The store flags given, to pass on to a server the bench starts."""
-    pairs = (("--store", store_kind), ("--cassandra-hosts", cassandra_hosts), ("--keyspace", keyspace))
+def _server_args(store_kind: str | None, cassandra_hosts: str | None, keyspace: str | None, queues_kind: str | None,
+                 kafka_bootstrap: str | None) -> list[str]:
+    """The store and queue flags given, to pass on to a server the bench starts."""
+    pairs = (("--store", store_kind), ("--cassandra-hosts", cassandra_hosts), ("--keyspace", keyspace),
+             ("--queues", queues_kind), ("--kafka-bootstrap", kafka_bootstrap))
     return [a for flag, value in pairs if value for a in (flag, value)]
 
 

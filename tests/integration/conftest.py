@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import use_store
+from tests.conftest import use_queues, use_store
 from tests.integration.procs import Cluster
 
 APPS = Path(__file__).resolve().parent.parent / "apps"
@@ -31,12 +31,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         c.stop()
 
 
-@pytest.fixture(params=["in-process/sqlite", "grpc/sqlite", "in-process/cassandra"])
+@pytest.fixture(params=["in-process/sqlite", "grpc/sqlite", "in-process/cassandra", "in-process/sqlite/kafka"])
 def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test of the engine three ways: the worker and the test call the engine's frontend
+    """Run a test of the engine four ways: the worker and the test call the engine's frontend
     directly, then over its gRPC API, each on a SQLite file; then in-process on the real Cassandra
-    node of the test run (an emptied keyspace). See engine_harness.Harness."""
-    transport, store = str(request.param).split("/")
+    node of the test run (an emptied keyspace); then with the tasks going through the real Kafka
+    broker (topics of the test's own). See engine_harness.Harness."""
+    transport, store, *queues = str(request.param).split("/")
     monkeypatch.setenv("LEGATO_TEST_GRPC", "1" if transport == "grpc" else "0")
     use_store(store, request, monkeypatch)
+    use_queues(queues[0] if queues else "inprocess", request, monkeypatch)
     return str(request.param)

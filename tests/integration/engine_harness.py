@@ -34,7 +34,7 @@ from legato.config import Config
 from legato.events import EventType as E
 from legato.events import HistoryEvent
 from legato.server import Engine
-from tests.conftest import store_config_from_env
+from tests.conftest import queues_config_from_env, store_config_from_env
 from worker.entries import Registry, load_registry
 from worker.worker import Worker
 
@@ -44,9 +44,10 @@ TASK_QUEUE = "eng"
 
 
 def engine_config() -> Config:
-    """Short timeouts and few pollers: fast tests. The store is the one the test runs on."""
+    """Short timeouts and few pollers: fast tests. The store and the queues are the ones the test runs on."""
     c = Config()
     c.store = store_config_from_env() or c.store
+    c.queues = queues_config_from_env() or c.queues
     c.history.workflow_task_timeout_ms = 3000
     c.history.workflow_task_retry_initial_ms = 20
     c.history.workflow_task_retry_max_ms = 200

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ from legato import api
 from legato.config import Config, MatchingConfig
 from legato.errors import FailedPrecondition, NotFound, Unavailable
 from matching.service import InProcessMatching
+from tests.unit.matching.fakes import FakeHistory, raiser
 
 WF = api.TaskKind.WORKFLOW
 ACT = api.TaskKind.ACTIVITY
@@ -19,39 +19,6 @@ ACT = api.TaskKind.ACTIVITY
 
 def task(n: int, queue: str = "q", kind: api.TaskKind = WF, namespace: str = "default") -> api.TaskInfo:
     return api.TaskInfo(kind, namespace, queue, f"wf-{n}", f"run-{n}", scheduled_event_id=n)
-
-
-class FakeHistory:
-    """Records every record_*_task_started call; `behaviour[workflow_id]` can make one fail or block."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str]] = []  # (kind, workflow_id, identity)
-        self.behaviour: dict[str, Callable[[], Any]] = {}
-
-    async def _record(self, kind: str, t: api.TaskInfo, identity: str) -> None:
-        self.calls.append((kind, t.workflow_id, identity))
-        action = self.behaviour.pop(t.workflow_id, None)
-        if action is not None:
-            result = action()
-            if asyncio.iscoroutine(result):
-                await result
-
-    async def record_workflow_task_started(self, t: api.TaskInfo, request_id: str, identity: str) -> api.WorkflowTask:
-        assert request_id
-        await self._record("workflow", t, identity)
-        return api.WorkflowTask(f"token-{t.workflow_id}".encode(), t.namespace, t.workflow_id, t.run_id, "type",
-                                t.task_queue, t.attempt, t.scheduled_event_id + 1, 0, [])
-
-    async def record_activity_task_started(self, t: api.TaskInfo, request_id: str, identity: str) -> api.ActivityTask:
-        await self._record("activity", t, identity)
-        return api.ActivityTask(f"token-{t.workflow_id}".encode(), t.namespace, t.workflow_id, t.run_id, "type",
-                                "1", "act", t.task_queue, [], t.attempt, 0, 0, 1000)
-
-
-def raiser(exc: BaseException) -> Callable[[], None]:
-    def action() -> None:
-        raise exc
-    return action
 
 
 @pytest.fixture
