@@ -24,6 +24,9 @@ from history.engine import (
     HistoryLimitExceeded,
     info_from_dict,
 )
+from history.fire_lags import merged
+from history.kafka_resources import KafkaResources
+from history.kafka_timers import kafka_timer_queues
 from history.process_tasks import ProcessTasks, exit_message
 from history.processes import ABNORMAL
 from history.queues import TimerTask, TransferTask
@@ -179,6 +182,10 @@ class HistoryServiceImpl:
         self._stopping = False
         # cross-workflow transfer tasks; they reach other runs through this interface
         self._processes = ProcessTasks(self._engine, self._update, self._ready_matching, self)
+        # queues.kind kafka: the Kafka clients the shards share (timers ride on the timer topic);
+        # made here from config so that whoever assembles the service only passes config. A test
+        # may put its own in place before start().
+        self.kafka: KafkaResources | None = KafkaResources(config.queues) if config.queues.kind == "kafka" else None
 
     def set_history_client(self, peer: api.HistoryService) -> None:
         """Where cross-workflow calls go (default: this service; the distributed mode routes them
@@ -214,11 +221,15 @@ class HistoryServiceImpl:
                 f"{n}; the number of shards is fixed when a cluster is created (set history.num_shards: {stored})",
                 reason="NumShardsMismatch")
         shards: list[ShardContext] = []
+        # The owner recorded on each shard is unique to this start, so that a range renewal whose
+        # outcome was unknown can recognise, later, that it did take effect (ShardContext._renew).
+        owner = f"{self.identity}#{uuid.uuid4().hex[:8]}"
         try:
             for sid in range(n):
-                info = await self._store.acquire_shard(sid, self.identity)
+                info = await self._store.acquire_shard(sid, owner)
                 shard = ShardContext(info, self._store, self._config, self._clock,
-                                     functools.partial(self._dispatch, sid), self._fire_timer, self._shard_lost)
+                                     functools.partial(self._dispatch, sid), self._fire_timer, self._shard_lost,
+                                     kafka_timer_queues(self._config.queues, self.kafka) if self.kafka else None)
                 shards.append(shard)
                 self._shards[sid] = shard
             for shard in shards:
@@ -227,6 +238,8 @@ class HistoryServiceImpl:
             for shard in shards:
                 await shard.stop()
             self._shards.clear()
+            if self.kafka is not None:
+                await self.kafka.close()
             raise
         self._started = True
         log.info("history %s started with %d shards", self.identity, n)
@@ -237,6 +250,8 @@ class HistoryServiceImpl:
         self._stopping = True
         for shard in list(self._shards.values()):
             await shard.stop()
+        if self.kafka is not None:
+            await self.kafka.close()
         self._notifier.notify_all()
         self._closers.notify_all()
         self._started = False
@@ -271,6 +286,11 @@ class HistoryServiceImpl:
         for shard in self._shards.values():
             shard.timers.poke()
 
+    def timer_fire_lags(self) -> list[int]:
+        """How late the timers fired (ms after their due time), the latest ones of every owned
+        shard, sorted: what `legato bench` reports as timer lag p50/p99."""
+        return merged([s.timers.lags for s in self._shards.values()])
+
     async def flush(self) -> None:
         """Persist ack levels and delete fired timers now (normally periodic)."""
         for shard in list(self._shards.values()):
@@ -284,6 +304,11 @@ class HistoryServiceImpl:
     async def run_transfer_task(self, shard_id: int, task: TransferTask) -> None:
         """Carry out a transfer task now (again): tasks are idempotent, redelivery is harmless."""
         await self._dispatch(shard_id, task)
+
+    async def run_timer_task(self, task: TimerTask) -> None:
+        """Fire a timer now (again), as a redelivered timer message would: history drops a timer
+        its run no longer expects."""
+        await self._fire_timer(task)
 
     # ================================================================== plumbing
 

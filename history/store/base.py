@@ -157,7 +157,10 @@ class ExecutionStore(Protocol):
         ...
 
     async def renew_range(self, shard_id: int, expected_range_id: int, owner: str) -> ShardInfo:
-        """range_id + 1 if it still equals expected_range_id, else ShardOwnershipLost."""
+        """range_id + 1 if it still equals expected_range_id, else ShardOwnershipLost. A renewal
+        that already took effect for this same `owner` (the shard holds expected + 1 and `owner`)
+        returns that range: a retry after an unknown outcome must not drop the shard it holds.
+        Owners are therefore unique per history start."""
         ...
 
     async def update_shard(self, shard_id: int, range_id: int, transfer_ack_level: int,

@@ -268,9 +268,13 @@ class CassandraStore:
         now = _now_ms()
         res = await self._lwt(self._ps.shard_take, (expected_range_id + 1, owner, now, shard_id, expected_range_id),
                               f"renewing the range of shard {shard_id}")
-        if not res[0][0]:
-            raise _lost(shard_id, expected_range_id, getattr(res[0], "range_id", None))
         rows = await self._read(self._ps.shard_get, (shard_id,), f"reading shard {shard_id}")
+        if not res[0][0]:
+            # An earlier renewal of ours whose outcome was unknown may have taken effect: the
+            # shard then holds exactly the next range_id with our (per-start unique) owner.
+            mine = rows and rows[0].owner == owner and rows[0].range_id == expected_range_id + 1
+            if not mine:
+                raise _lost(shard_id, expected_range_id, getattr(res[0], "range_id", None))
         ack = int(rows[0].transfer_ack_level or 0) if rows else 0
         return ShardInfo(shard_id, expected_range_id + 1, owner, ack, now)
 
@@ -484,7 +488,11 @@ def _unavailable(e: BaseException, what: str) -> ServiceError:
 def _conditional_error(e: BaseException, what: str) -> ServiceError:
     """A conditional request failed: certainly not applied (Unavailable), or maybe applied
     (a timeout or a lost connection after it was sent: WriteOutcomeUnknown)."""
-    if isinstance(e, (ServiceError, *_NOT_APPLIED)):
+    if isinstance(e, NoHostAvailable) and e.errors:
+        # A host was tried and failed (e.g. its connection dropped mid-request): the node may have
+        # received the write. Only a NoHostAvailable without attempts was certainly not sent.
+        pass
+    elif isinstance(e, (ServiceError, *_NOT_APPLIED)):
         return _unavailable(e, what)
     kind = "timed out" if isinstance(e, OperationTimedOut) or "Timeout" in type(e).__name__ else "failed"
     return WriteOutcomeUnknown(f"Cassandra conditional write {kind} while {what}, its outcome is unknown: "

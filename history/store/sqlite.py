@@ -282,8 +282,11 @@ class SqliteStore:
         c = self._c()
         c.execute("BEGIN IMMEDIATE")
         try:
-            row = c.execute("SELECT range_id, transfer_ack_level FROM shards WHERE shard_id = ?",
+            row = c.execute("SELECT range_id, transfer_ack_level, owner FROM shards WHERE shard_id = ?",
                             (shard_id,)).fetchone()
+            if row is not None and int(row[0]) == expected_range_id + 1 and row[2] == owner:
+                c.execute("COMMIT")  # this owner's renewal already took effect (see base.py)
+                return ShardInfo(shard_id, expected_range_id + 1, owner, int(row[1]))
             if row is None or int(row[0]) != expected_range_id:
                 raise _lost(shard_id, expected_range_id, None if row is None else int(row[0]))
             c.execute("UPDATE shards SET range_id = ?, owner = ? WHERE shard_id = ?",

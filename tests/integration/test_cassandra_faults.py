@@ -4,9 +4,13 @@ worker ride it out, every workflow completes, and no step is recorded twice."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+from legato.api import ExecutionRef
+from legato.client import GrpcClient
 from legato.config import StoreConfig
+from legato.errors import Unavailable
 from tests.conftest import cassandra_script
 from tests.integration.conftest import BASIC, fast_config
 from tests.integration.histories import assert_steps_recorded_once
@@ -26,12 +30,28 @@ def restart_cassandra() -> None:
         assert r.returncode == 0, f"cassandra.sh {cmd} failed:\n{r.stderr[-2000:]}"
 
 
+async def until_served(address: str, wid: str, within_s: float = 60.0) -> None:
+    """Wait until the server answers from Cassandra again (its driver reconnects on its own);
+    polling with a short pause, as a client would: the server offers no event to wait on."""
+    deadline = time.monotonic() + within_s
+    async with GrpcClient(address) as c:
+        while True:
+            try:
+                await c.describe_workflow(ExecutionRef(wid))
+                return
+            except Unavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+
 def test_cassandra_restart_mid_run(tmp_path: Path, cassandra: StoreConfig) -> None:
     c = Cluster(tmp_path, BASIC, fast_config(tmp_path), store_args(cassandra)).start()
     try:
         ids = asyncio.run(start_all(c.address))
         restart_cassandra()
         assert c.server.alive(), c.server.output()
+        asyncio.run(until_served(c.address, ids[0]))
         # The restart must have hit workflows in the middle of their run, or this proves nothing.
         assert asyncio.run(running(c.address, ids)) > 0
         done = asyncio.run(collect(c.address, ids))

@@ -109,8 +109,13 @@ async def test_renew_range_is_fenced(store: ExecutionStore) -> None:
         await store.renew_range(0, a.range_id, "node-a")
     renewed = await store.renew_range(0, b.range_id, "node-b")
     assert renewed.range_id == b.range_id + 1
+    # A retry of that renewal (its outcome was unknown) finds it took effect: same range, no loss.
+    again = await store.renew_range(0, b.range_id, "node-b")
+    assert again.range_id == renewed.range_id
     with pytest.raises(ShardOwnershipLost):
-        await store.renew_range(0, b.range_id, "node-b")  # that range_id is gone now
+        await store.renew_range(0, b.range_id, "node-c")  # that range_id is gone for anyone else
+    with pytest.raises(ShardOwnershipLost):
+        await store.renew_range(0, a.range_id, "node-b")  # two ranges back: not a retry
     with pytest.raises(ShardOwnershipLost, match="no shard row"):
         await store.renew_range(9, 1, "node-a")
 
