@@ -46,3 +46,30 @@ stop_pid() {
   rm -f "$pidfile"
   echo "$name killed after ${secs}s" >&2
 }
+
+# start_daemon NAME PIDFILE PORT LOG TIMEOUT COMMAND...: start COMMAND in the background (unless
+# PIDFILE's process runs), then wait until 127.0.0.1:PORT accepts connections.
+start_daemon() {
+  local name=$1 pidfile=$2 port=$3 log=$4 timeout=$5 i
+  shift 5
+  if pid_alive "$pidfile"; then
+    port_open 127.0.0.1 "$port" && { echo "$name is running (127.0.0.1:$port)" >&2; return 0; }
+  else
+    nohup "$@" >"$log" 2>&1 &
+    echo $! >"$pidfile"
+  fi
+  for ((i = 0; i < timeout * 5; i++)); do
+    port_open 127.0.0.1 "$port" && { echo "$name is up (127.0.0.1:$port)" >&2; return 0; }
+    pid_alive "$pidfile" || { tail -30 "$log" >&2; die "$name exited during startup"; }
+    sleep 0.2
+  done
+  tail -30 "$log" >&2
+  die "$name did not answer on 127.0.0.1:$port within ${timeout}s"
+}
+
+# kill_daemon PIDFILE: SIGKILL, and wait until the process is gone (so a restart gets the ports).
+kill_daemon() {
+  pid_alive "$1" && kill -9 "$(cat "$1")"
+  while pid_alive "$1"; do sleep 0.1; done
+  rm -f "$1"
+}

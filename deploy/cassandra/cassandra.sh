@@ -65,35 +65,15 @@ cmd_run() {
 }
 
 cmd_start() {
-  if pid_alive "$PIDFILE"; then
-    port_open 127.0.0.1 "$PORT" && { echo "cassandra is running (CQL on 127.0.0.1:$PORT)" >&2; return 0; }
-  else
-    prepare
-    mapfile -t args < <(java_args)
-    nohup java "${args[@]}" >"$HOME_DIR/logs/stdout.log" 2>&1 &
-    echo $! >"$PIDFILE"
-  fi
-  local i
-  for ((i = 0; i < START_TIMEOUT * 5; i++)); do
-    port_open 127.0.0.1 "$PORT" && { echo "cassandra is up (CQL on 127.0.0.1:$PORT)" >&2; return 0; }
-    pid_alive "$PIDFILE" || { tail -30 "$HOME_DIR/logs/stdout.log" >&2; die "cassandra exited during startup"; }
-    sleep 0.2
-  done
-  tail -30 "$HOME_DIR/logs/stdout.log" >&2
-  die "cassandra did not answer on 127.0.0.1:$PORT within ${START_TIMEOUT}s"
-}
-
-cmd_kill() {
-  pid_alive "$PIDFILE" && kill -9 "$(cat "$PIDFILE")"
-  # wait for the process to be gone (so a restart can take the ports)
-  while pid_alive "$PIDFILE"; do sleep 0.1; done
-  rm -f "$PIDFILE"
+  pid_alive "$PIDFILE" || prepare
+  mapfile -t args < <(java_args)
+  start_daemon cassandra "$PIDFILE" "$PORT" "$HOME_DIR/logs/stdout.log" "$START_TIMEOUT" java "${args[@]}"
 }
 
 case ${1:-} in
   start) cmd_start ;;
   stop) stop_pid "$PIDFILE" cassandra 60 ;;
-  kill) cmd_kill ;;
+  kill) kill_daemon "$PIDFILE" ;;
   status) port_open 127.0.0.1 "$PORT" ;;
   run) cmd_run ;;
   fetch) fetch_jars "$HERE/pom.xml" "$LIB" ;;

@@ -67,34 +67,16 @@ cmd_run() {
 }
 
 cmd_start() {
-  if pid_alive "$PIDFILE"; then
-    port_open 127.0.0.1 "$PORT" && { echo "kafka is running (127.0.0.1:$PORT)" >&2; return 0; }
-  else
-    prepare
-    mapfile -t base < <(java_base)
-    nohup java "${base[@]}" kafka.Kafka "$HOME_DIR/conf/server.properties" >"$HOME_DIR/logs/stdout.log" 2>&1 &
-    echo $! >"$PIDFILE"
-  fi
-  local i
-  for ((i = 0; i < START_TIMEOUT * 5; i++)); do
-    port_open 127.0.0.1 "$PORT" && { echo "kafka is up (127.0.0.1:$PORT)" >&2; return 0; }
-    pid_alive "$PIDFILE" || { tail -30 "$HOME_DIR/logs/stdout.log" >&2; die "kafka exited during startup"; }
-    sleep 0.2
-  done
-  tail -30 "$HOME_DIR/logs/stdout.log" >&2
-  die "kafka did not answer on 127.0.0.1:$PORT within ${START_TIMEOUT}s"
-}
-
-cmd_kill() {
-  pid_alive "$PIDFILE" && kill -9 "$(cat "$PIDFILE")"
-  while pid_alive "$PIDFILE"; do sleep 0.1; done
-  rm -f "$PIDFILE"
+  pid_alive "$PIDFILE" || prepare
+  mapfile -t base < <(java_base)
+  start_daemon kafka "$PIDFILE" "$PORT" "$HOME_DIR/logs/stdout.log" "$START_TIMEOUT" \
+    java "${base[@]}" kafka.Kafka "$HOME_DIR/conf/server.properties"
 }
 
 case ${1:-} in
   start) cmd_start ;;
   stop) stop_pid "$PIDFILE" kafka 60 ;;
-  kill) cmd_kill ;;
+  kill) kill_daemon "$PIDFILE" ;;
   status) port_open 127.0.0.1 "$PORT" ;;
   run) cmd_run ;;
   fetch) fetch_jars "$HERE/pom.xml" "$LIB" ;;
