@@ -6,6 +6,7 @@ Topics are made by `legato kafka setup` (legato.kafka.create_topics), never impl
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,8 @@ from legato.errors import FailedPrecondition, Unavailable
 from legato.kafka import topics
 
 log = logging.getLogger("legato.kafka")
+
+_METADATA_RETRY_S = 0.05
 
 
 def bootstrap(cfg: QueuesConfig) -> str:
@@ -56,6 +59,33 @@ async def partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict
     if not present:
         return {}
     return {m["topic"]: len(m.get("partitions") or []) for m in await admin.describe_topics(present)}
+
+
+async def wait_for_topics(cfg: QueuesConfig, timeout_s: float = 30.0) -> None:
+    """Until every topic is visible with a leader for each partition: a topic just made (by this
+    or another client) reaches the brokers' metadata a moment after CreateTopics returned."""
+    wanted = wanted_partitions(cfg)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    async with admin_client(cfg) as admin:
+        while True:
+            if await _ready(admin, wanted):
+                return
+            if loop.time() >= deadline:
+                raise Unavailable(f"Kafka topics of prefix {cfg.topic_prefix} are not ready at {bootstrap(cfg)} "
+                                  f"after {timeout_s:.0f}s", reason="KafkaTopicsNotReady")
+            await asyncio.sleep(_METADATA_RETRY_S)  # metadata has no change notification to wait on
+
+
+async def _ready(admin: AIOKafkaAdminClient, wanted: dict[str, int]) -> bool:
+    existing = set(await admin.list_topics())
+    if not existing.issuperset(wanted):
+        return False
+    for meta in await admin.describe_topics(list(wanted)):
+        parts = meta.get("partitions") or []
+        if meta.get("error_code") or len(parts) < wanted[meta["topic"]] or any(p["leader"] < 0 for p in parts):
+            return False
+    return True
 
 
 async def require_topics(cfg: QueuesConfig) -> None:

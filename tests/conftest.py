@@ -68,11 +68,12 @@ async def kafka_queues(kafka_node: str) -> AsyncIterator[QueuesConfig]:
     """A QueuesConfig (kind kafka) with topics of its own (a fresh prefix), deleted after the test.
     Few partitions and frequent commits: quick to make, quick to observe."""
     from legato.kafka import create_topics
-    from legato.kafka_admin import delete_topics
+    from legato.kafka_admin import delete_topics, wait_for_topics
 
     cfg = QueuesConfig(kind="kafka", kafka_bootstrap=[kafka_node], topic_prefix=f"test-{uuid.uuid4().hex[:12]}",
                        task_partitions=4, timer_partitions=2, commit_interval_ms=50)
     await create_topics(cfg)
+    await wait_for_topics(cfg)
     try:
         yield cfg
     finally:

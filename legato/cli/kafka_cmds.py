@@ -15,7 +15,7 @@ import click
 from legato.cli.common import override_section, run_async
 from legato.cli.output import ExitCode, print_json
 from legato.config import QueuesConfig, load_config
-from legato.kafka_admin import TopicState, bootstrap, setup_hint, wanted_partitions
+from legato.kafka_admin import TopicState, bootstrap, setup_hint, wait_for_topics, wanted_partitions
 
 
 def kafka_options(fn: Any) -> Any:
@@ -53,6 +53,7 @@ async def setup(bootstrap: str | None, prefix: str | None, config_path: str | No
 
     cfg = _queues_config(bootstrap, prefix, config_path)
     made = await create_topics(cfg)  # Unavailable / FailedPrecondition: one line, exit 3
+    await wait_for_topics(cfg)  # "created" means a server started next finds them
     wanted = wanted_partitions(cfg)
     if made:
         parts = ", ".join(f"{n} ({wanted[n]} partitions)" for n in made)
@@ -67,7 +68,8 @@ async def setup(bootstrap: str | None, prefix: str | None, config_path: str | No
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @run_async
 async def describe(bootstrap: str | None, prefix: str | None, config_path: str | None, output: str) -> int:
-    """Show the topics, their partitions' end offsets and the offsets each consumer group committed."""
+    """Show the topics, their partitions' end offsets and the offsets each consumer group committed
+    (exit 3 when a topic is missing)."""
     from legato.kafka_admin import describe as describe_topics
 
     cfg = _queues_config(bootstrap, prefix, config_path)

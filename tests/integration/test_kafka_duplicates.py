@@ -18,7 +18,7 @@ from legato.api import TaskInfo
 from legato.config import Config, QueuesConfig
 from legato.events import HistoryEvent
 from legato.kafka import create_topics, topics
-from legato.kafka_admin import delete_topics, describe
+from legato.kafka_admin import delete_topics, describe, wait_for_topics
 from legato.task_publisher import KafkaTaskPublisher
 from matching.kafka_matching import KafkaMatching
 from tests.integration.engine_harness import Harness, engine_config
@@ -115,6 +115,7 @@ async def other_queues(kafka_queues: QueuesConfig) -> AsyncIterator[QueuesConfig
     """Topics of their own for the second run."""
     cfg = kafka_queues.model_copy(update={"topic_prefix": kafka_queues.topic_prefix + "-dup"})
     await create_topics(cfg)
+    await wait_for_topics(cfg)
     try:
         yield cfg
     finally:
