@@ -452,10 +452,12 @@ class Engine:
     def wft_backoff(self, m: Mutation, attempt: int, delay_ms: int) -> None:
         """No workflow task until `delay_ms` from now (a retry backoff, a start delay, a cron or
         workflow-retry wait); external events are written meanwhile but schedule nothing."""
-        m.state.wft = WorkflowTaskInfo(state=BACKOFF, attempt=attempt, timeout_ms=m.state.task_timeout_ms,
-                                       scheduled_time_ms=m.now + delay_ms)
+        w = m.state.wft = WorkflowTaskInfo(state=BACKOFF, attempt=attempt, timeout_ms=m.state.task_timeout_ms,
+                                           scheduled_time_ms=m.now + delay_ms)
         m.dirty = True
-        m.timer(m.now + delay_ms, TM_WFT_BACKOFF, attempt=attempt)
+        # `at` tells this backoff's timer from a redelivered one of an earlier backoff with the
+        # same attempt number (an earlier run of failures): that one must not cut this one short.
+        m.timer(m.now + delay_ms, TM_WFT_BACKOFF, attempt=attempt, at=w.scheduled_time_ms)
 
     # ================================================================== external events
 
@@ -1027,8 +1029,9 @@ class Engine:
             self.wft_timed_out(m)
         elif k == TM_WFT_BACKOFF:
             w = st.wft
-            if w is None or w.state != BACKOFF or w.attempt != d["attempt"]:
-                return
+            if w is None or w.state != BACKOFF or w.attempt != d["attempt"] or \
+                    d.get("at", w.scheduled_time_ms) != w.scheduled_time_ms:
+                return  # not this backoff's timer (timers written before `at` existed: by attempt only)
             self.schedule_wft(m, w.attempt, transient=w.attempt > 1)
         elif k == TM_WORKFLOW_TIMEOUT:
             ttype = d.get("type", "RUN")

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from history.fire_lags import FireLags
 from history.store.base import ExecutionStore
 from legato import codec
 from legato.errors import ShardOwnershipLost
@@ -135,9 +136,15 @@ class TimerQueueProcessor:
         self._load_lock = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopped = False
+        self.lags = FireLags()
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name=f"timers-{self.shard_id}")
+
+    async def close(self) -> None:
+        """Stop (fired timers not yet deleted are deleted by the shard's last flush, or fire
+        again for the next owner: harmless)."""
+        self.stop()
 
     def stop(self) -> None:
         self._stopped = True
@@ -219,6 +226,7 @@ class TimerQueueProcessor:
         return n
 
     async def _fire_one(self, t: TimerTask) -> None:
+        started = self._clock()
         try:
             await self._fire(t)
         except ShardOwnershipLost:
@@ -235,6 +243,7 @@ class TimerQueueProcessor:
             self._wake.set()
         else:
             self._retries.pop(t.task_id, None)
+            self.lags.record(started - t.fire_time_ms)
             self._deletes.append((t.fire_time_ms, t.task_id))
         finally:
             self._firing.pop(t.task_id, None)

@@ -43,6 +43,7 @@ from history.store.base import (
     TransferTaskRow,
     WriteOutcomeUnknown,
 )
+from history.timers import TimerQueue, TimerQueueFactory
 from legato import codec
 from legato.config import Config
 from legato.errors import ServiceError, ShardOwnershipLost, Unavailable
@@ -212,7 +213,9 @@ class _Prepared:
 class ShardContext:
     def __init__(self, info: ShardInfo, store: ExecutionStore, config: Config, clock: Callable[[], int],
                  dispatch: Callable[[TransferTask], Awaitable[None]], fire: Callable[[TimerTask], Awaitable[None]],
-                 on_lost: Callable[[ShardContext], None]) -> None:
+                 on_lost: Callable[[ShardContext], None], timer_queues: TimerQueueFactory | None = None) -> None:
+        """`timer_queues` builds the shard's timer queue (queues.kind kafka: on the timer topic);
+        by default the timers wait in the store's timer rows."""
         self.shard_id = info.shard_id
         self.range_id = info.range_id
         self.owner = info.owner
@@ -235,7 +238,9 @@ class ShardContext:
         self._writer_task: asyncio.Task[None] | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self.transfer = TransferQueueProcessor(self.shard_id, store, info.transfer_ack_level, dispatch)
-        self.timers = TimerQueueProcessor(self.shard_id, store, clock, config.history.timer_lookahead_ms, fire)
+        self.timers: TimerQueue = (
+            timer_queues(self.shard_id, store, clock, fire) if timer_queues is not None
+            else TimerQueueProcessor(self.shard_id, store, clock, config.history.timer_lookahead_ms, fire))
         self.commits = 0  # store writes made (for tests and metrics)
         # Group commit cuts batches at this estimated size (None: no bound; SQLite has none).
         self._max_batch_bytes: int | None = getattr(store, "max_batch_bytes", None)
@@ -257,7 +262,7 @@ class ShardContext:
             return
         self.closed = True
         self.transfer.stop()
-        self.timers.stop()
+        await self.timers.close()
         async with self._write_lock:  # waits for a batch in progress; later ones never start
             for t in (self._writer_task, self._flush_task):
                 if t is not None:

@@ -1,0 +1,448 @@
+"""KafkaTimerQueue: one owned shard's timers on its partition of the timer topic (docs/queues.md,
+"History publishes" and "The shard owner fires timers"); the queues.kind = kafka alternative to
+history.queues.TimerQueueProcessor.
+
+A timer lives in the store (a row of the shard's atomic write) until the broker acknowledged its
+message, then in the log until its effect is durable. The invariant that makes every crash safe:
+*every timer not yet fired has a row in the store or a message at or above the committed offset*.
+
+* Rows leave the store (the shard's flush, conditioned on range_id) only after the ack. A crash
+  between commit and publish, or between ack and delete, leaves the row: the next owner publishes
+  every row it finds on start (a duplicate message is harmless, see below).
+* A message counts as done only once its timer fired with a durable effect (history committed
+  it), or a copy was acknowledged further on in the log (re-publishing). The committed offset is
+  the oldest offset not done (or the next to read), so a new owner re-reads every timer not done.
+* Firing is idempotent and never early: a timer fires when the clock reached its due time, and
+  history drops a timer its run no longer expects (a duplicate, or a stale timer).
+* A timer held `timer_republish_horizon_ms` without coming due is published again and its old
+  message counted done once the copy is acknowledged: the committed offset keeps moving, and a
+  new owner re-reads about one horizon of the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from history.fire_lags import FireLags
+from history.kafka_resources import KafkaResources
+from history.kafka_timer_publisher import Backoff, TimerPublisher
+from history.queues import TimerTask
+from history.store.base import ExecutionStore
+from history.timers import FireTimer, TimerQueueFactory
+from legato.config import QueuesConfig
+from legato.errors import ShardOwnershipLost
+from legato.kafka import TimerMessage, decode_timer, make_consumer, timer_partition, topics
+
+log = logging.getLogger("legato.history")
+
+_R = TypeVar("_R")
+FETCH_WAIT_MS = 1000  # a consumer fetch returns at once when a message arrives, at the latest after this
+COMPACT_SLACK = 1024  # a heap is rebuilt from its live entries once it has this many more than twice them
+
+
+@dataclass(slots=True)
+class _Held:
+    """A timer in memory, with the message whose offset it keeps open (the oldest copy it has)."""
+
+    task: TimerTask
+    offset: int
+    due_at: int  # when it fires: its due time, later after a failed attempt
+    limit_at: int  # when it is re-published if still not due (held a horizon)
+    republishing: bool = False
+
+
+class OffsetTracker:
+    """The offsets of this shard's messages consumed and not yet done. Everything below the
+    oldest of them is done, so that is what may be committed (the next offset to read when none
+    is open: other shards' messages and fired timers need no re-reading)."""
+
+    def __init__(self) -> None:
+        self._heap: list[int] = []
+        self._open: set[int] = set()
+
+    def open(self, offset: int) -> None:
+        if offset not in self._open:
+            self._open.add(offset)
+            heapq.heappush(self._heap, offset)
+            if len(self._heap) > 2 * len(self._open) + COMPACT_SLACK:
+                self._heap = sorted(self._open)  # done offsets behind a long-open one: drop them
+
+    def done(self, offset: int) -> None:
+        self._open.discard(offset)
+
+    def low(self, next_offset: int) -> int:
+        while self._heap and self._heap[0] not in self._open:
+            heapq.heappop(self._heap)
+        return self._heap[0] if self._heap else next_offset
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+class KafkaTimerQueue:
+    """Implements history.timers.TimerQueue for one shard. `start` runs it; `stop` drops it at
+    once (the shard was lost: nothing more is committed); `close` commits what is done first."""
+
+    def __init__(self, shard_id: int, store: ExecutionStore, clock: Callable[[], int], fire: FireTimer,
+                 cfg: QueuesConfig, kafka: KafkaResources) -> None:
+        self.shard_id = shard_id
+        self._store = store
+        self._clock = clock
+        self._fire = fire
+        self._cfg = cfg
+        self._horizon = cfg.timer_republish_horizon_ms
+        self._commit_interval_s = cfg.commit_interval_ms / 1000.0
+        self.group = f"{cfg.topic_prefix}.timers.shard-{shard_id}"
+        self.tp = TopicPartition(topics(cfg).timers, timer_partition(cfg, shard_id))
+        self.publisher = TimerPublisher(shard_id, self.tp.topic, self.tp.partition, kafka, self._progressed)
+        self.lags = FireLags()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._offsets = OffsetTracker()
+        self._next = 0  # the next offset to read
+        self._start_end = 0  # the end of the partition when this owner started reading
+        self.committed: int | None = None  # the group's committed offset, as far as this queue knows
+        self._ready = False  # consuming, and every row found in the store on start published
+        self._held: dict[int, _Held] = {}  # task id -> timer
+        # (at, task id); an entry counts while the held timer's due_at / limit_at is still `at`
+        self._due: list[tuple[int, int]] = []
+        self._limits: list[tuple[int, int]] = []
+        self._firing: dict[int, asyncio.Task[None]] = {}
+        self._republishes: set[asyncio.Task[None]] = set()
+        self._retries: dict[int, int] = {}
+        self._wake = asyncio.Event()  # the fire loop looks again
+        self._changed = asyncio.Event()  # consumed, acknowledged, or ready: fire_due looks again
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+        self._lost = False
+        self._closed: asyncio.Future[None] | None = None
+
+    # ================================================================ lifecycle
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._run(), name=f"kafka-timers-{self.shard_id}"))
+
+    def stop(self) -> None:
+        self._lost = True
+        self._halt()
+
+    async def close(self) -> None:
+        self._halt()
+        if self._closed is None:
+            self._closed = asyncio.get_running_loop().create_future()
+            try:
+                await self._release()
+            finally:
+                self._closed.set_result(None)
+        await self._closed
+
+    def _halt(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.publisher.stop()
+        current = asyncio.current_task()
+        for task in [*self._tasks, *self._firing.values(), *self._republishes]:
+            if task is not current:
+                task.cancel()
+        self._changed.set()
+
+    async def _release(self) -> None:
+        """After a halt: wait for the cancelled tasks, commit what is done unless the shard was
+        lost (a node that lost a shard writes nothing more), and close the consumer."""
+        await asyncio.gather(*self._tasks, *self._firing.values(), *self._republishes, return_exceptions=True)
+        await self.publisher.wait_stopped()
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        try:
+            if not self._lost:
+                await self._commit(consumer)
+        except Exception as e:  # shutting down anyway; the next owner re-reads a little more
+            log.warning("shard %d: final timer offset commit failed: %s", self.shard_id, e)
+        finally:
+            await consumer.stop()
+
+    async def _run(self) -> None:
+        """Open the consumer, then (while it consumes) publish the rows left in the store."""
+        await self._retry("opening the timer consumer", self._open)
+        if self._consumer is None:
+            return  # stopped first
+        self._tasks += [asyncio.create_task(self._consume_loop(), name=f"kafka-timers-consume-{self.shard_id}"),
+                        asyncio.create_task(self._fire_loop(), name=f"kafka-timers-fire-{self.shard_id}"),
+                        asyncio.create_task(self._commit_loop(), name=f"kafka-timers-commit-{self.shard_id}")]
+        found = await self._retry("publishing the stored timers", lambda: self.publisher.publish_stored(self._store))
+        log.debug("shard %d: %s timer rows found in the store were published", self.shard_id, found)
+        self._ready = True
+        self._progressed()
+
+    async def _open(self) -> None:
+        consumer = make_consumer(self._cfg, self.group)
+        try:
+            await consumer.start()
+            consumer.assign([self.tp])
+            self._next = await consumer.position(self.tp)  # the group's committed offset, else the start
+            self._start_end = (await consumer.end_offsets([self.tp]))[self.tp]
+            self.committed = await consumer.committed(self.tp)  # None: the group has not committed yet
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+
+    async def _retry(self, what: str, fn: Callable[[], Awaitable[_R]]) -> _R | None:
+        backoff = Backoff()
+        while not self._stopped:
+            try:
+                return await fn()
+            except ShardOwnershipLost:
+                break
+            except Exception as e:
+                log.log(logging.WARNING if backoff.loud() else logging.DEBUG,
+                        "shard %d: %s failed (%d time(s)), retrying: %s", self.shard_id, what, backoff.failures + 1, e)
+                await backoff.wait()
+        return None
+
+    # ================================================================ publishing (the shard's side)
+
+    def add(self, timers: list[TimerTask]) -> None:
+        self.publisher.publish_rows(timers)
+
+    def take_deletes(self) -> list[tuple[int, int]]:
+        return self.publisher.take_deletes()
+
+    def restore_deletes(self, deletes: list[tuple[int, int]]) -> None:
+        self.publisher.restore_deletes(deletes)
+
+    def deleted(self, deletes: list[tuple[int, int]]) -> None:
+        self.publisher.deleted(deletes)
+
+    # ================================================================ consuming
+
+    async def _consume_loop(self) -> None:
+        assert self._consumer is not None
+        backoff = Backoff()
+        while not self._stopped:
+            try:
+                batch = await self._consumer.getmany(self.tp, timeout_ms=FETCH_WAIT_MS)
+            except Exception as e:
+                log.log(logging.WARNING if backoff.loud() else logging.DEBUG,
+                        "shard %d: reading timers failed, retrying: %s", self.shard_id, e)
+                await backoff.wait()
+                continue
+            backoff.reset()
+            for rec in batch.get(self.tp, []):
+                self._take(rec.offset, rec.value)
+            self._progressed()
+
+    def _take(self, offset: int, value: bytes) -> None:
+        self._next = max(self._next, offset + 1)
+        try:
+            msg = decode_timer(value)
+        except Exception as e:  # nothing can fire it; re-reading it would not help either
+            log.error("shard %d: skipping an unreadable timer message at offset %d: %s", self.shard_id, offset, e)
+            return
+        if msg.shard_id != self.shard_id:
+            return  # another shard that shares the partition: its own group reads it
+        held = self._held.get(msg.task_id)
+        if held is None:
+            self._hold(msg, offset)
+        elif held.republishing and offset > held.offset:
+            self._move(held, offset)  # the copy carries the timer on; the old offset is done once acked
+        # else: a duplicate of a timer already held; the held copy keeps its own offset open
+
+    def _hold(self, msg: TimerMessage, offset: int) -> None:
+        held = _Held(TimerTask(msg.fire_time_ms, msg.task_id, msg.data), offset, msg.fire_time_ms, 0)
+        self._held[msg.task_id] = held
+        self._offsets.open(offset)
+        self._set_due(held, msg.fire_time_ms)
+        self._set_limit(held, self._clock() + self._horizon)
+
+    def _move(self, held: _Held, offset: int) -> None:
+        held.offset, held.republishing = offset, False
+        self._offsets.open(offset)
+        self._set_limit(held, self._clock() + self._horizon)
+
+    def _set_due(self, held: _Held, at: int) -> None:
+        if not self._due or at < self._due[0][0]:
+            self._wake.set()
+        held.due_at = at
+        self._due = _push(self._due, (at, held.task.task_id), self._held, lambda h: h.due_at)
+
+    def _set_limit(self, held: _Held, at: int) -> None:
+        held.limit_at = at
+        self._limits = _push(self._limits, (at, held.task.task_id), self._held, lambda h: h.limit_at)
+
+    def _progressed(self) -> None:
+        self._changed.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._held)
+
+    @property
+    def open_offsets(self) -> int:
+        return len(self._offsets)
+
+    # ================================================================ firing
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def _fire_loop(self) -> None:
+        while not self._stopped:
+            self._wake.clear()
+            self._tick()
+            wait_ms = self._next_wake_ms()
+            if wait_ms is None:
+                await self._wake.wait()
+            elif wait_ms > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), wait_ms / 1000.0)
+                except TimeoutError:
+                    pass
+
+    def _next_wake_ms(self) -> int | None:
+        heads = [h[0][0] for h in (self._due, self._limits) if h]
+        return max(1, min(heads) - self._clock()) if heads else None
+
+    def _tick(self) -> int:
+        """Start firing what is due and re-publishing what was held a horizon; return how many fire."""
+        now = self._clock()
+        fired = 0
+        while self._due and self._due[0][0] <= now:
+            at, tid = heapq.heappop(self._due)
+            held = self._held.get(tid)
+            if held is not None and held.due_at == at and tid not in self._firing:
+                self._firing[tid] = asyncio.create_task(self._fire_one(held), name=f"timer-{self.shard_id}-{tid}")
+                fired += 1
+        while self._limits and self._limits[0][0] <= now:
+            at, tid = heapq.heappop(self._limits)
+            held = self._held.get(tid)
+            if held is not None and held.limit_at == at:
+                self._maybe_republish(held, now)
+        return fired
+
+    async def _fire_one(self, held: _Held) -> None:
+        t = held.task
+        started = self._clock()
+        try:
+            await self._fire(t)
+        except ShardOwnershipLost:
+            return  # the shard is being dropped; the message stays for the next owner
+        except Exception as e:
+            self._retry_later(held, e)
+        else:
+            self._retries.pop(t.task_id, None)
+            self.lags.record(started - t.fire_time_ms)
+            self._offsets.done(held.offset)
+            if self._held.get(t.task_id) is held:
+                del self._held[t.task_id]
+        finally:
+            self._firing.pop(t.task_id, None)
+
+    def _retry_later(self, held: _Held, e: Exception) -> None:
+        t = held.task
+        n = self._retries.get(t.task_id, 0) + 1
+        self._retries[t.task_id] = n
+        delay_ms = min(100 * 2 ** n, 60_000)
+        log.warning("shard %d: timer %d (%s) failed (attempt %d), retrying in %d ms: %s",
+                    self.shard_id, t.task_id, t.data.get("k"), n, delay_ms, e)
+        self._set_due(held, self._clock() + delay_ms)
+
+    # ================================================================ re-publishing
+
+    def _maybe_republish(self, held: _Held, now: int) -> None:
+        """A timer held a horizon: publish it again unless it is due (then it fires, or is being
+        retried) or already on its way."""
+        if held.task.fire_time_ms <= now or held.republishing:
+            self._set_limit(held, now + self._horizon)
+            return
+        held.republishing = True
+        task = asyncio.create_task(self._republish(held, held.offset), name=f"timer-republish-{self.shard_id}")
+        self._republishes.add(task)
+        task.add_done_callback(self._republishes.discard)
+
+    async def _republish(self, held: _Held, old_offset: int) -> None:
+        offset = await self.publisher.publish_copy(held.task)
+        if offset is not None:  # the copy is in the log: the old message is no longer needed
+            self._offsets.done(old_offset)
+
+    # ================================================================ committing
+
+    async def _commit_loop(self) -> None:
+        while not self._stopped:
+            await asyncio.sleep(self._commit_interval_s)
+            try:
+                await self.commit()
+            except Exception as e:
+                log.warning("shard %d: committing the timer offset failed: %s", self.shard_id, e)
+
+    async def commit(self) -> int | None:
+        """Commit the offset below which every message of the partition is done for this shard
+        (now; normally every commit_interval_ms). Returns the committed offset."""
+        if self._consumer is None or self._stopped:
+            return self.committed
+        return await self._commit(self._consumer)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> int:
+        low = self._offsets.low(self._next)
+        if low != self.committed:
+            await consumer.commit({self.tp: low})
+            self.committed = low
+        return low
+
+    # ================================================================ tests
+
+    async def fire_due(self) -> int:
+        """Fire everything due now and wait for the effects, including timers those effects
+        publish that are already due: first wait until this queue has read everything it (and the
+        previous owners) published. Returns how many timers this call started."""
+        fired = 0
+        while not self._stopped:
+            await self._caught_up()
+            fired += self._tick()
+            busy = [*self._firing.values(), *self._republishes]
+            if not busy:
+                break
+            await asyncio.gather(*busy, return_exceptions=True)
+        return fired
+
+    def _is_caught_up(self, offset: int) -> bool:
+        return (self._ready and self.publisher.unacked == 0 and self._next > max(offset, self.publisher.max_offset)
+                and self._next >= self._start_end)
+
+    async def _caught_up(self, offset: int = -1) -> None:
+        while not self._stopped and not self._is_caught_up(offset):
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def read_past(self, offset: int) -> None:
+        """Wait until this queue has read the message at `offset` of its partition (tests)."""
+        await self._caught_up(offset)
+
+
+def _push(heap: list[tuple[int, int]], entry: tuple[int, int], held: dict[int, _Held],
+          at: Callable[[_Held], int]) -> list[tuple[int, int]]:
+    """Push onto a heap of (at, task id); rebuilt from the held timers when entries of timers that
+    fired outnumber the live ones (a fired timer's re-publish entry would stay up to a horizon)."""
+    heapq.heappush(heap, entry)
+    if len(heap) <= 2 * len(held) + COMPACT_SLACK:
+        return heap
+    fresh = [(at(h), tid) for tid, h in held.items()]
+    heapq.heapify(fresh)
+    return fresh
+
+
+def kafka_timer_queues(cfg: QueuesConfig, kafka: KafkaResources) -> TimerQueueFactory:
+    """The factory a shard builds its timer queue with when queues.kind is kafka."""
+
+    def make(shard_id: int, store: ExecutionStore, clock: Callable[[], int], fire: FireTimer) -> KafkaTimerQueue:
+        return KafkaTimerQueue(shard_id, store, clock, fire, cfg, kafka)
+
+    return make

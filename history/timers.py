@@ -1,0 +1,53 @@
+"""What a shard needs from its timer queue, whichever carries the timers: the store's timer rows
+(history.queues.TimerQueueProcessor) or a Kafka partition (history.kafka_timers.KafkaTimerQueue).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from history.fire_lags import FireLags
+from history.queues import TimerTask
+from history.store.base import ExecutionStore
+
+FireTimer = Callable[[TimerTask], Awaitable[None]]
+
+
+class TimerQueue(Protocol):
+    """One shard's timers. The shard hands over the timers of each committed write (`add`), asks
+    for the (fire_time_ms, task_id) of the timer rows it may delete (`take_deletes`), deletes them
+    conditioned on its range_id and reports back (`deleted`, or `restore_deletes` if the delete
+    failed). The queue fires due timers through the callback it was built with; history drops a
+    timer its run no longer expects, so a queue may fire a timer twice, but never early."""
+
+    lags: FireLags
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None:
+        """Stop at once (the shard was lost): no more fires, publishes or commits."""
+
+    async def close(self) -> None:
+        """Stop (shutdown), keep what is done for the next owner, release resources."""
+
+    def add(self, timers: list[TimerTask]) -> None: ...
+
+    def poke(self) -> None:
+        """The clock may have moved (a controllable clock): look again."""
+
+    async def fire_due(self) -> int:
+        """Fire every timer due now and wait for the effects (tests)."""
+
+    def take_deletes(self) -> list[tuple[int, int]]: ...
+
+    def restore_deletes(self, deletes: list[tuple[int, int]]) -> None: ...
+
+    def deleted(self, deletes: list[tuple[int, int]]) -> None: ...
+
+    @property
+    def pending(self) -> int: ...
+
+
+# (shard_id, store, clock, fire) -> that shard's timer queue
+TimerQueueFactory = Callable[[int, ExecutionStore, Callable[[], int], FireTimer], TimerQueue]

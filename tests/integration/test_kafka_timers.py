@@ -1,0 +1,440 @@
+"""Timers on Kafka (docs/queues.md, "History publishes" and "The shard owner fires timers"),
+against the real broker: history services with queues.kind = kafka on a SQLite file, topics of
+their own, and a controllable clock (timers fire when the clock says so, never before).
+
+Waiting is done by `fire_due`, which returns once the shard's queue has read everything it
+published and what its effects published; no test sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from history.kafka_resources import KafkaResources
+from history.kafka_timers import KafkaTimerQueue
+from history.service import HistoryServiceImpl
+from history.store.factory import open_stores
+from legato import codec
+from legato.api import (
+    ExecutionRef,
+    RespondActivityTaskCompletedRequest,
+    RespondActivityTaskFailedRequest,
+    SignalWorkflowRequest,
+)
+from legato.config import Config, QueuesConfig
+from legato.errors import Failure, ShardOwnershipLost
+from legato.events import EventType as E
+from legato.kafka import TimerMessage, create_topics, encode_timer, make_producer, topics
+from tests.unit.history.conftest import (
+    T0,
+    Env,
+    FakeClock,
+    FakeMatching,
+    activity,
+    complete_wf,
+    make_config,
+    timer,
+)
+
+pytestmark = pytest.mark.timeout(120)
+WAIT_S = 30.0  # safety net for waits on the broker; never reached when tests pass
+
+
+class GatedKafka(KafkaResources):
+    """The real producer, but messages go to the broker only while `sending` is set, and
+    acknowledgements reach the queue only while `gate` is open."""
+
+    def __init__(self, cfg: QueuesConfig) -> None:
+        super().__init__(cfg)
+        self.sending = asyncio.Event()
+        self.sending.set()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.broker_has = 0  # messages the broker acknowledged (whether or not passed on yet)
+        self.sent = asyncio.Event()
+        self.held_back = asyncio.Event()  # a message waits for `sending`
+
+    async def send(self, topic: str, partition: int, key: bytes, value: bytes) -> int:
+        if not self.sending.is_set():
+            self.held_back.set()
+        await self.sending.wait()
+        offset = await super().send(topic, partition, key, value)
+        self.broker_has += 1
+        self.sent.set()
+        await self.gate.wait()
+        return offset
+
+
+@pytest.fixture
+async def queues(kafka_node: str) -> AsyncIterator[QueuesConfig]:
+    """Topics of this test's own (a fresh prefix), deleted afterwards."""
+    cfg = QueuesConfig(kind="kafka", kafka_bootstrap=[kafka_node], topic_prefix=f"t-{uuid.uuid4().hex[:12]}",
+                       task_partitions=1, timer_partitions=2, commit_interval_ms=50)
+    await create_topics(cfg)
+    try:
+        yield cfg
+    finally:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_node)
+        await admin.start()
+        try:
+            t = topics(cfg)
+            await admin.delete_topics([t.workflow_tasks, t.activity_tasks, t.timers])
+        finally:
+            await admin.close()
+
+
+def kafka_config(queues: QueuesConfig, **q: Any) -> Config:
+    cfg = make_config()
+    cfg.queues = queues.model_copy(update=q)
+    return cfg
+
+
+async def kafka_env(cfg: Config, path: Path, clock: FakeClock | None = None, identity: str = "h1",
+                    kafka: KafkaResources | None = None) -> Env:
+    """A history service with Kafka timers on the SQLite file `path` (started)."""
+    stores = await open_stores(cfg, str(path))
+    clk = clock or FakeClock()
+    m = FakeMatching()
+    h = HistoryServiceImpl(stores.execution, stores.visibility, cfg, clock=clk, identity=identity)
+    if kafka is not None:
+        h.kafka = kafka
+    h.set_matching(m)
+    await h.start()
+    env = Env(h, stores.execution, stores.visibility, m, clk, cfg)
+    await env.fire()  # every shard's queue is reading and has published what the store held
+    return env
+
+
+async def stop_env(env: Env) -> None:
+    await env.history.stop()
+    await env.store.close()
+
+
+async def crash_env(env: Env) -> None:
+    """Stop like a killed node: no last flush of the store, no last offset commit."""
+    for sid in env.history.owned_shards():
+        env.history.shard(sid).lose(ShardOwnershipLost("simulated crash"))
+    await stop_env(env)
+
+
+def queue(env: Env, workflow_id: str) -> KafkaTimerQueue:
+    q = env.history.shard(env.history.shard_for("default", workflow_id)).timers
+    assert isinstance(q, KafkaTimerQueue)
+    return q
+
+
+async def stored_timers(env: Env, workflow_id: str = "") -> list[int]:
+    """Task ids of the timer rows in the store (of one workflow's shard, or all shards)."""
+    sids = [env.history.shard_for("default", workflow_id)] if workflow_id else env.history.owned_shards()
+    out = []
+    for sid in sids:
+        out += [r.task_id for r in await env.store.read_timer_tasks(sid, (-1, 1 << 62), 1 << 62, 10_000)]
+    return out
+
+
+async def fired(env: Env, workflow_id: str) -> list[str]:
+    """The timer ids of the run's TimerFired events, in order."""
+    return [e.attrs["timer_id"] for e in await env.history_of(workflow_id) if e.event_type == E.TimerFired]
+
+
+async def timer_messages(cfg: QueuesConfig) -> list[tuple[int, bytes, bytes]]:
+    """Every message of the timer topic so far: (partition, key, value)."""
+    t = topics(cfg).timers
+    consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for p in range(cfg.timer_partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[tuple[int, bytes, bytes]] = []
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                out += [(tp.partition, r.key, r.value) for r in batch.get(tp, [])]
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def publish(cfg: QueuesConfig, messages: list[tuple[int, bytes, bytes]]) -> list[int]:
+    """Publish to the timer topic (as another producer would); return the offsets."""
+    producer = make_producer(cfg)
+    await producer.start()
+    try:
+        return [(await producer.send_and_wait(topics(cfg).timers, value, key=key, partition=partition)).offset
+                for partition, key, value in messages]
+    finally:
+        await producer.stop()
+
+
+async def group_offset(cfg: QueuesConfig, q: KafkaTimerQueue) -> int | None:
+    """The offset committed in Kafka for the queue's consumer group (None: nothing committed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(q.group)
+    finally:
+        await admin.close()
+    meta = offsets.get(q.tp)
+    return None if meta is None else int(meta.offset)
+
+
+# ====================================================================== firing
+
+async def test_a_timer_fires_at_its_time_not_before_and_its_lag_is_recorded(queues: QueuesConfig,
+                                                                            tmp_path: Path) -> None:
+    env = await kafka_env(kafka_config(queues), tmp_path / "h.db")
+    try:
+        await env.start("wf-1")
+        await env.run_wf("wf-1", timer("t", 1000))
+        await env.fire(999)
+        assert await fired(env, "wf-1") == []
+        assert queue(env, "wf-1").pending >= 1
+        await env.fire(251)  # 250 ms late
+        assert await fired(env, "wf-1") == ["t"]
+        assert 250 in queue(env, "wf-1").lags.samples() and 250 in env.history.timer_fire_lags()
+        assert all(lag >= 0 for lag in env.history.timer_fire_lags())  # never early
+    finally:
+        await stop_env(env)
+
+
+async def test_store_rows_are_deleted_only_after_the_broker_acknowledged_them(queues: QueuesConfig,
+                                                                              tmp_path: Path) -> None:
+    kafka = GatedKafka(queues)
+    env = await kafka_env(kafka_config(queues), tmp_path / "h.db", kafka=kafka)
+    try:
+        await env.start("wf-1")
+        wt = await env.poll_wft("wf-1")  # its workflow-task timeout timer is published ...
+        await env.fire()
+        await env.history.flush()  # ... and its row deleted
+        assert await stored_timers(env, "wf-1") == []
+        kafka.gate.clear()
+        kafka.sent.clear()
+        await env.complete(wt, timer("t", 1000))
+        await asyncio.wait_for(kafka.sent.wait(), WAIT_S)  # the broker has it; the queue does not know yet
+        rows = await stored_timers(env, "wf-1")
+        assert len(rows) == 1
+        await env.history.flush()
+        assert await stored_timers(env, "wf-1") == rows  # not acknowledged: not deleted
+        kafka.gate.set()
+        await env.fire()  # acknowledged and read back
+        await env.history.flush()
+        assert await stored_timers(env, "wf-1") == []
+        await env.fire(1000)
+        assert await fired(env, "wf-1") == ["t"]
+    finally:
+        kafka.gate.set()
+        await stop_env(env)
+
+
+async def test_a_restarted_owner_fires_every_pending_timer_once_and_none_early(queues: QueuesConfig,
+                                                                               tmp_path: Path) -> None:
+    """Timers in every state at the crash: fired; published, deleted from the store and committed
+    past; published but still in the store (no flush); fired but its offset not committed;
+    committed to the store but not yet published."""
+    cfg = kafka_config(queues, commit_interval_ms=3_600_000)  # commits only when the test says
+    clock = FakeClock()
+    due = {f"wf-{i}": 1000 * (i + 1) for i in range(10)}
+    kafka = GatedKafka(cfg.queues)
+    env = await kafka_env(cfg, tmp_path / "h.db", clock, kafka=kafka)
+    try:
+        for wf in list(due)[:5]:
+            await env.start(wf)
+            await env.run_wf(wf, timer("t", due[wf]))
+        await env.fire(2500)  # wf-0 and wf-1 fire
+        await env.history.flush()  # rows of wf-0..4 leave the store
+        for sid in env.history.owned_shards():
+            q = env.history.shard(sid).timers
+            assert isinstance(q, KafkaTimerQueue)
+            await q.commit()
+        for wf in list(due)[5:8]:  # published, rows still in the store at the crash
+            await env.start(wf)
+            await env.run_wf(wf, timer("t", due[wf] - 2500))
+        await env.fire(600)  # wf-2 fires; its offset is not committed
+        assert await fired(env, "wf-2") == ["t"]
+        kafka.sending.clear()  # from now on nothing reaches the broker
+        for wf in list(due)[8:]:
+            await env.start(wf)
+            await env.run_wf(wf, timer("t", due[wf] - 3100))
+        assert kafka.broker_has == len(await timer_messages(queues))
+    finally:
+        await crash_env(env)
+
+    env = await kafka_env(cfg, tmp_path / "h.db", clock, identity="h2")
+    try:
+        expected = {wf: (["t"] if T0 + due[wf] <= clock.now else []) for wf in due}
+        assert sum(map(len, expected.values())) == 3
+        assert {wf: await fired(env, wf) for wf in due} == expected  # re-read duplicates changed nothing
+        for wf in sorted(due, key=due.__getitem__):
+            if expected[wf]:
+                continue
+            await env.fire(T0 + due[wf] - 1 - clock.now)
+            assert await fired(env, wf) == []  # not early
+            await env.fire(1)
+            assert await fired(env, wf) == ["t"]
+        await env.fire(10_000)
+        assert {wf: await fired(env, wf) for wf in due} == {wf: ["t"] for wf in due}  # each exactly once
+    finally:
+        await stop_env(env)
+
+
+# ====================================================================== duplicates
+
+async def _run_a_mix(env: Env) -> None:
+    """Workflows that used user timers, activity retry backoff and timeouts, workflow-task
+    timeouts and a start delay; one of them still waits for a long timer."""
+    await env.start("wf-timers")
+    await env.run_wf("wf-timers", timer("a", 1000), timer("b", 2000))
+    await env.start("wf-act", run_timeout_ms=600_000)
+    await env.run_wf("wf-act", activity("1", schedule_to_close_timeout_ms=60_000, start_to_close_timeout_ms=30_000,
+                                        retry_policy={"initial_interval_ms": 500}))
+    at = await env.poll_act("wf-act", 5)
+    await env.history.respond_activity_task_failed(RespondActivityTaskFailedRequest(
+        at.task_token, Failure("flaky", kind="UNAVAILABLE")))
+    await env.start("wf-delayed", start_delay_ms=1500)
+    await env.fire(2000)  # a, b, the retry backoff and the start delay fire
+    at = await env.poll_act("wf-act", 5, attempt=2)
+    await env.history.respond_activity_task_completed(RespondActivityTaskCompletedRequest(at.task_token, "ok"))
+    await env.run_wf("wf-act", complete_wf())
+    await env.run_wf("wf-delayed", timer("long", 3_600_000))
+    await env.run_wf("wf-timers", complete_wf())
+    await env.fire(60_000)  # the timeouts come due: every one is stale by now
+
+
+async def test_every_timer_message_delivered_twice_changes_no_history(queues: QueuesConfig, tmp_path: Path) -> None:
+    env = await kafka_env(kafka_config(queues), tmp_path / "h.db")
+    wfs = ["wf-timers", "wf-act", "wf-delayed"]
+    try:
+        await _run_a_mix(env)
+        assert await fired(env, "wf-timers") == ["a", "b"] and await fired(env, "wf-delayed") == []
+        before = {wf: await env.history_of(wf) for wf in wfs}
+        messages = await timer_messages(queues)
+        kinds = {codec.loads(v)["data"]["k"] for _, _, v in messages}
+        assert kinds >= {"user_timer", "activity_retry", "activity_timeout", "wft_timeout", "wft_backoff",
+                         "workflow_timeout"}
+        offsets = await publish(queues, messages)  # each one a second time
+        for sid in env.history.owned_shards():
+            q = env.history.shard(sid).timers
+            assert isinstance(q, KafkaTimerQueue)
+            await q.read_past(max(o for (p, _, _), o in zip(messages, offsets, strict=True) if p == q.tp.partition))
+        await env.fire()
+        assert {wf: await env.history_of(wf) for wf in wfs} == before
+        await env.fire(3_600_000)  # the long timer (and its duplicate) comes due: it fires once
+        assert await fired(env, "wf-delayed") == ["long"]
+        assert {wf: await env.history_of(wf) for wf in wfs[:2]} == {wf: before[wf] for wf in wfs[:2]}
+    finally:
+        await stop_env(env)
+
+
+# ====================================================================== offsets and partitions
+
+async def test_far_timers_are_republished_so_the_committed_offset_moves(queues: QueuesConfig,
+                                                                        tmp_path: Path) -> None:
+    env = await kafka_env(kafka_config(queues, timer_republish_horizon_ms=1000), tmp_path / "h.db")
+    try:
+        await env.start("wf-1")
+        await env.run_wf("wf-1", timer("t", 10_500))
+        await env.fire()
+        q = queue(env, "wf-1")
+        assert q.pending == 2  # the user timer, and the (stale) timeout of the completed workflow task
+        first = await q.commit()
+        assert first is not None and await group_offset(queues, q) == first
+        offsets = [first]
+        for _ in range(9):  # held a horizon each time: published again, the old message is done
+            await env.fire(1000)
+            offsets.append(await q.commit() or 0)
+            assert q.pending == 2 and await fired(env, "wf-1") == []
+        assert offsets == sorted(set(offsets))  # strictly increasing
+        assert await group_offset(queues, q) == offsets[-1]
+        await env.fire(1500)
+        assert await fired(env, "wf-1") == ["t"]
+        assert q.pending == 0 and q.open_offsets == 0
+    finally:
+        await stop_env(env)
+
+
+async def test_a_timer_being_republished_keeps_its_offset_until_the_copy_is_acknowledged(
+        queues: QueuesConfig, tmp_path: Path) -> None:
+    cfg = kafka_config(queues, timer_republish_horizon_ms=1000, commit_interval_ms=3_600_000)
+    clock = FakeClock()
+    kafka = GatedKafka(cfg.queues)
+    env = await kafka_env(cfg, tmp_path / "h.db", clock, kafka=kafka)
+    try:
+        await env.start("wf-1")
+        await env.run_wf("wf-1", timer("t", 5000))
+        await env.fire()
+        await env.history.flush()
+        assert await stored_timers(env, "wf-1") == []  # the log alone has the timer now
+        q = queue(env, "wf-1")
+        before = await q.commit()
+        kafka.sending.clear()
+        clock.advance(1000)
+        env.history.poke_timers()  # held a horizon: the queue publishes a copy, which cannot get out
+        await asyncio.wait_for(kafka.held_back.wait(), WAIT_S)
+        assert await q.commit() == before
+    finally:
+        await crash_env(env)
+    env = await kafka_env(cfg, tmp_path / "h.db", clock, identity="h2")
+    try:
+        await env.fire(3999)
+        assert await fired(env, "wf-1") == []
+        await env.fire(1)
+        assert await fired(env, "wf-1") == ["t"]
+    finally:
+        await stop_env(env)
+
+
+async def test_a_shard_ignores_the_timers_of_another_shard_on_its_partition(queues: QueuesConfig,
+                                                                            tmp_path: Path) -> None:
+    env = await kafka_env(kafka_config(queues, timer_partitions=1), tmp_path / "h.db")
+    try:
+        ids = [f"wf-{i}" for i in range(12)]
+        by_shard = {sid: [wf for wf in ids if env.history.shard_for("default", wf) == sid] for sid in (0, 1)}
+        assert by_shard[0] and by_shard[1]
+        for wf in ids:
+            await env.start(wf)
+            await env.run_wf(wf, timer("t", 5000))
+        await env.fire()
+        q0, q1 = queue(env, by_shard[0][0]), queue(env, by_shard[1][0])
+        assert q0.tp == q1.tp
+        # each workflow: its timer, and the (stale) timeout of its completed workflow task
+        assert (q0.pending, q1.pending) == (2 * len(by_shard[0]), 2 * len(by_shard[1]))
+        stranger = TimerMessage(7, env.clock.now, 1, {"k": "user_timer", "ns": "default", "wf": "nobody",
+                                                      "run": "r", "timer_id": "t", "started": 5})
+        [offset] = await publish(queues, [(0, b"7", encode_timer(stranger))])
+        await q0.read_past(offset)
+        await q1.read_past(offset)
+        await env.fire(5000)
+        assert [await fired(env, wf) for wf in ids] == [["t"]] * len(ids)
+        assert (q0.lags.count, q1.lags.count) == (len(by_shard[0]), len(by_shard[1]))
+        await env.fire(5000)  # the workflow-task timeouts
+        assert (q0.lags.count, q1.lags.count) == (2 * len(by_shard[0]), 2 * len(by_shard[1]))
+        assert q0.open_offsets == q1.open_offsets == 0
+        assert await q0.commit() == await q1.commit()  # both past every message, the stranger's too
+    finally:
+        await stop_env(env)
+
+
+async def test_timers_published_out_of_due_order_fire_in_due_order(queues: QueuesConfig, tmp_path: Path) -> None:
+    env = await kafka_env(kafka_config(queues), tmp_path / "h.db")
+    try:
+        await env.start("wf-1")
+        await env.run_wf("wf-1", timer("late", 3000))
+        await env.history.signal_workflow(SignalWorkflowRequest(ExecutionRef("wf-1"), "go", []))
+        await env.run_wf("wf-1", timer("early", 1000))
+        await env.fire(1000)
+        assert await fired(env, "wf-1") == ["early"]
+        await env.fire(1999)
+        assert await fired(env, "wf-1") == ["early"]
+        await env.fire(1)
+        assert await fired(env, "wf-1") == ["early", "late"]
+    finally:
+        await stop_env(env)
