@@ -9,10 +9,11 @@ that asks for it, because creating a keyspace costs about a second and truncatin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,24 +44,32 @@ def kafka_script(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", str(KAFKA_SH), *args], capture_output=True, text=True, timeout=300)
 
 
+@contextlib.contextmanager
+def _node_for_run(script: Callable[..., subprocess.CompletedProcess[str]], path: Path, given_env: str,
+                  keep_env: str) -> Iterator[str]:
+    """The address `given_env` names, or "" after starting the node with its deploy script if it is
+    not running; a node this run started is stopped afterwards (unless `keep_env` is set)."""
+    given = os.environ.get(given_env, "")
+    started = False
+    if not given and script("status").returncode != 0:
+        r = script("start")
+        if r.returncode != 0:
+            pytest.fail(f"could not start the server with {path}:\n{r.stderr[-3000:]}")
+        started = True
+    try:
+        yield given
+    finally:
+        if started and not os.environ.get(keep_env):
+            script("stop")
+
+
 @pytest.fixture(scope="session")
 def kafka_node() -> Iterator[str]:
     """The bootstrap address of the test run's Kafka broker: LEGATO_TEST_KAFKA=host:port names a
     running one; otherwise deploy/kafka/kafka.sh starts one (stopped at the end if this run
     started it). Tests keep apart by using topic prefixes of their own."""
-    given = os.environ.get("LEGATO_TEST_KAFKA")
-    started = False
-    if not given:
-        if kafka_script("status").returncode != 0:
-            r = kafka_script("start")
-            if r.returncode != 0:
-                pytest.fail(f"could not start Kafka with {KAFKA_SH}:\n{r.stderr[-3000:]}")
-            started = True
-    try:
+    with _node_for_run(kafka_script, KAFKA_SH, "LEGATO_TEST_KAFKA", "LEGATO_TEST_KEEP_KAFKA") as given:
         yield given or "127.0.0.1:9092"
-    finally:
-        if started and not os.environ.get("LEGATO_TEST_KEEP_KAFKA"):
-            kafka_script("stop")
 
 
 @pytest.fixture
@@ -98,20 +107,8 @@ def queues_config_from_env() -> QueuesConfig | None:
 @pytest.fixture(scope="session")
 def cassandra_node() -> Iterator[StoreConfig]:
     """A StoreConfig (kind cassandra) pointing at the test run's node; keyspace not yet made."""
-    given = os.environ.get("LEGATO_TEST_CASSANDRA")
-    started = False
-    if not given:
-        if cassandra_script("status").returncode != 0:
-            r = cassandra_script("start")
-            if r.returncode != 0:
-                pytest.fail(f"could not start Cassandra with {CASSANDRA_SH}:\n{r.stderr[-3000:]}")
-            started = True
-    cfg = StoreConfig(kind="cassandra", cassandra_hosts=[given or "127.0.0.1"], cassandra_keyspace=TEST_KEYSPACE)
-    try:
-        yield cfg
-    finally:
-        if started and not os.environ.get("LEGATO_TEST_KEEP_CASSANDRA"):
-            cassandra_script("stop")
+    with _node_for_run(cassandra_script, CASSANDRA_SH, "LEGATO_TEST_CASSANDRA", "LEGATO_TEST_KEEP_CASSANDRA") as given:
+        yield StoreConfig(kind="cassandra", cassandra_hosts=[given or "127.0.0.1"], cassandra_keyspace=TEST_KEYSPACE)
 
 
 @pytest.fixture(scope="session")
