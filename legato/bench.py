@@ -27,8 +27,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from legato.api import ExecutionRef, GetResultRequest, StartWorkflowRequest, WorkflowService, WorkflowStatus
+from legato.api import (
+    ExecutionRef,
+    GetHistoryRequest,
+    GetResultRequest,
+    StartWorkflowRequest,
+    WorkflowService,
+    WorkflowStatus,
+)
 from legato.config import Config
+from legato.events import EventType
 
 HELLO_YAML = """\
 version: "1.0"
@@ -40,7 +48,7 @@ entries:
   - name: hello
     kind: workflow.lua
     source: file://hello.lua
-    modules: [funcs]
+    modules: [funcs, time]
     meta: {temporal: {workflow: {worker: bench:worker}}}
   - name: greet
     kind: function.lua
@@ -50,7 +58,9 @@ entries:
 
 HELLO_LUA = """\
 local funcs = require("funcs")
-local function main(name)
+local time = require("time")
+local function main(name, sleep)
+  if sleep then time.sleep(sleep) end  -- a durable timer (bench hello --sleep), to measure timer lag
   local greeting, err = funcs.call("bench:greet", name)
   if err then return nil, err end
   return greeting
@@ -87,6 +97,10 @@ class BenchReport:
     # counted by the store during the run; None when the store does not count them.
     lwts: int | None = None
     transitions: int | None = None
+    # With --sleep: how late each workflow's timer fired (TimerFired's time minus TimerStarted's
+    # time plus the duration), read from the histories after the run.
+    timer_lag_p50_ms: float | None = None
+    timer_lag_p99_ms: float | None = None
 
     def text(self) -> str:
         line = (f"{self.workflows} workflows in {self.seconds:.2f}s: {self.workflows_per_second:.1f} workflows/s; "
@@ -95,7 +109,18 @@ class BenchReport:
         if self.lwts:
             line += (f"\n{self.lwts} LWTs: {self.lwts / self.workflows:.2f} per workflow, "
                      f"{(self.transitions or 0) / self.lwts:.2f} state transitions per LWT")
+        if self.timer_lag_p50_ms is not None:
+            line += f"\ntimer fire lag (due time to TimerFired): p50 {self.timer_lag_p50_ms:.0f} ms, " \
+                    f"p99 {self.timer_lag_p99_ms:.0f} ms"
         return line
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the bench runs: `count` workflows at once, each sleeping `sleep` (a duration) first."""
+
+    count: int
+    sleep: str | None = None
 
 
 def write_app(root: Path) -> Path:
@@ -121,32 +146,46 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-async def _one(service: WorkflowService, wid: str, arg: str) -> tuple[float, bool]:
+async def _one(service: WorkflowService, wid: str, args: list[str]) -> tuple[float, bool]:
     t0 = time.perf_counter()
-    await service.start_workflow(StartWorkflowRequest(wid, WORKFLOW_TYPE, TASK_QUEUE, [arg], request_id=wid))
+    await service.start_workflow(StartWorkflowRequest(wid, WORKFLOW_TYPE, TASK_QUEUE, args, request_id=wid))
     while True:
         r = await service.get_workflow_result(GetResultRequest(ExecutionRef(wid), RESULT_WAIT_MS))
         if r.status != WorkflowStatus.RUNNING:
             return time.perf_counter() - t0, r.status == WorkflowStatus.COMPLETED
 
 
-async def drive(service: WorkflowService, count: int, mode: str) -> BenchReport:
-    """Start `count` hello workflows at once through `service` and wait for every result."""
+async def drive(service: WorkflowService, load: Load, mode: str) -> BenchReport:
+    """Start the load's hello workflows at once through `service` and wait for every result."""
     prefix = f"hello-{uuid.uuid4().hex[:8]}"  # a server that is reused keeps earlier runs' ids
+    ids = [f"{prefix}-{i}" for i in range(load.count)]
+    extra = [load.sleep] if load.sleep else []
     t0 = time.perf_counter()
-    results = await asyncio.gather(*(_one(service, f"{prefix}-{i}", f"w{i}") for i in range(count)))
+    results = await asyncio.gather(*(_one(service, wid, [f"w{i}", *extra]) for i, wid in enumerate(ids)))
     elapsed = time.perf_counter() - t0
     latencies = sorted(r[0] * 1000 for r in results)
-    return BenchReport(
-        workflows=count, seconds=elapsed, workflows_per_second=count / elapsed if elapsed else 0.0,
+    report = BenchReport(
+        workflows=load.count, seconds=elapsed, workflows_per_second=load.count / elapsed if elapsed else 0.0,
         p50_ms=statistics.median(latencies), p99_ms=_percentile(latencies, 0.99),
         failed=sum(1 for r in results if not r[1]), mode=mode,
     )
+    if load.sleep:
+        lags = sorted(await asyncio.gather(*(_timer_lag(service, wid) for wid in ids)))
+        report.timer_lag_p50_ms, report.timer_lag_p99_ms = statistics.median(lags), _percentile(lags, 0.99)
+    return report
+
+
+async def _timer_lag(service: WorkflowService, wid: str) -> float:
+    """ms from the workflow's timer's due time to its TimerFired event."""
+    events = (await service.get_workflow_history(GetHistoryRequest(ExecutionRef(wid)))).events
+    started = next(e for e in events if e.event_type == EventType.TimerStarted)
+    fired = next(e for e in events if e.event_type == EventType.TimerFired)
+    return float(fired.timestamp_ms - started.timestamp_ms - int(started.attrs["start_to_fire_timeout_ms"]))
 
 
 # ---------------------------------------------------------------- in-process
 
-async def run_hello(config: Config, count: int, db_path: str | None, entries_dir: str | None = None) -> BenchReport:
+async def run_hello(config: Config, load: Load, db_path: str | None, entries_dir: str | None = None) -> BenchReport:
     """Engine and worker in this process, no gRPC."""
     from legato.server import Engine
     from worker.entries import load_registry
@@ -160,7 +199,7 @@ async def run_hello(config: Config, count: int, db_path: str | None, entries_dir
             store = engine.execution_store
             lwts0, transitions0 = _write_counts(store)
             try:
-                report = await drive(engine.frontend, count, "in-process")
+                report = await drive(engine.frontend, load, "in-process")
             finally:
                 await worker.stop()
             lwts1, transitions1 = _write_counts(store)
@@ -259,12 +298,12 @@ class Child:
                 await asyncio.wait_for(self._reader, 5.0)
 
 
-async def _drive_watching(address: str, count: int, mode: str, children: Sequence[Child]) -> BenchReport:
+async def _drive_watching(address: str, load: Load, mode: str, children: Sequence[Child]) -> BenchReport:
     """`drive` over gRPC; fails at once (instead of waiting forever) if a child process dies."""
     from legato.client import GrpcClient
 
     async with GrpcClient(address, call_timeout_s=60.0) as client:
-        bench = asyncio.create_task(drive(client, count, mode))
+        bench = asyncio.create_task(drive(client, load, mode))
         watchers = [asyncio.create_task(c.exited()) for c in children]
         try:
             await asyncio.wait([bench, *watchers], return_when=asyncio.FIRST_COMPLETED)
@@ -279,7 +318,7 @@ async def _drive_watching(address: str, count: int, mode: str, children: Sequenc
             await asyncio.gather(bench, *watchers, return_exceptions=True)
 
 
-async def run_hello_processes(count: int, db_path: str | None, config_path: str | None = None,
+async def run_hello_processes(load: Load, db_path: str | None, config_path: str | None = None,
                               entries_dir: str | None = None, store_args: Sequence[str] = ()) -> BenchReport:
     """`legato server start-dev` and `legato worker` as child processes; the bench talks gRPC to them."""
     extra = ["--config", config_path] if config_path else []
@@ -293,12 +332,12 @@ async def run_hello_processes(count: int, db_path: str | None, config_path: str 
         try:
             await server.start("listening")
             await worker.start("worker polling")
-            return await _drive_watching(address, count, "server + worker processes, gRPC", [server, worker])
+            return await _drive_watching(address, load, "server + worker processes, gRPC", [server, worker])
         finally:
             await worker.stop()
             await server.stop()
 
 
-async def run_hello_remote(address: str, count: int) -> BenchReport:
+async def run_hello_remote(address: str, load: Load) -> BenchReport:
     """Drive a server that is already running, with a worker for the bench app."""
-    return await _drive_watching(address, count, f"server at {address}, gRPC", [])
+    return await _drive_watching(address, load, f"server at {address}, gRPC", [])

@@ -99,6 +99,41 @@ async def start_dev(db_path: str | None, port: int, host: str, store_kind: str |
     return ExitCode.OK
 
 
+@server.command("start")
+@click.option("--role", "roles_text", required=True, metavar="ROLES",
+              help="Comma-separated subset of frontend,history,matching to run in this process.")
+@click.option("--db", "db_path", default=None,
+              help="SQLite file of history (history role) or the one it writes (a frontend reads visibility there).")
+@click.option("--frontend-address", default=None, metavar="H:P", help="Default: cluster.frontend_address.")
+@click.option("--history-address", default=None, metavar="H:P", help="Default: cluster.history_address.")
+@click.option("--matching-address", default=None, metavar="H:P", help="Default: cluster.matching_address.")
+@store_options
+@queue_options
+@config_option
+@run_async
+async def start(roles_text: str, db_path: str | None, frontend_address: str | None, history_address: str | None,
+                matching_address: str | None, store_kind: str | None, cassandra_hosts: str | None,
+                keyspace: str | None, queues_kind: str | None, kafka_bootstrap: str | None,
+                config_path: str | None) -> int:
+    """Run some of the services (ROLES) as one process of a cluster.
+
+    Each role listens on its address of the `cluster` section (or the flag), which is also where
+    the roles in other processes reach it; roles in this process call each other directly. Roles
+    split over processes exchange tasks through Kafka: they need --queues kafka and the topics of
+    `legato kafka setup`."""
+    from legato.config import ClusterConfig
+    from legato.roles import parse_roles
+    from legato.server import serve_roles
+
+    roles = parse_roles(roles_text)
+    config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace, queues_kind, kafka_bootstrap)
+    config.cluster = override_section(config.cluster, ClusterConfig, (
+        ("frontend_address", frontend_address), ("history_address", history_address),
+        ("matching_address", matching_address)))
+    await serve_roles(config, roles, db_path, _identity("-".join(sorted(roles))), _stop_on_signals())
+    return ExitCode.OK
+
+
 def _load_registry(path: str) -> Registry:
     from worker.entries import load_registry
 
@@ -252,24 +287,35 @@ def bench() -> None:
                    "(default: a temporary folder). With --address, run `legato worker --entries DIR` on it.")
 @click.option("--db", "db_path", default=None, help="SQLite file (default: a temporary file).")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--sleep", default=None,
+              help="Each workflow sleeps this long (a durable timer, e.g. 1s) before its activity; the report "
+                   "adds the timers' fire lag p50/p99.")
 @store_options
 @queue_options
 @config_option
 @run_async
 async def hello(count: int, processes: bool, address: str | None, entries_dir: str | None, db_path: str | None,
-                output: str, store_kind: str | None, cassandra_hosts: str | None, keyspace: str | None,
-                queues_kind: str | None, kafka_bootstrap: str | None, config_path: str | None) -> int:
-    """N workflows that each call one activity, started at once; prints workflows/s and the
-    p50/p99 start-to-result latency.
+                output: str, sleep: str | None, store_kind: str | None, cassandra_hosts: str | None,
+                keyspace: str | None, queues_kind: str | None, kafka_bootstrap: str | None,
+                config_path: str | None) -> int:
+    """N workflows that each call one activity (after a durable sleep, with --sleep), started at
+    once; prints workflows/s and the p50/p99 start-to-result latency (and timer fire lag).
 
     By default the engine and the worker run in this process, without gRPC. With --processes the
     server and the worker are separate processes and every call goes over gRPC.
     """
-    from legato.bench import BenchError, run_hello, run_hello_processes, run_hello_remote, write_app
+    from legato.bench import BenchError, Load, run_hello, run_hello_processes, run_hello_remote, write_app
     from legato.cli.output import print_json
+    from legato.durations import parse_duration_ms
 
     if processes and address:
         raise CliError("--processes starts its own server; --address drives one that is running: choose one")
+    if sleep is not None:
+        try:
+            parse_duration_ms(sleep, "--sleep")
+        except ValueError as e:
+            raise CliError(str(e)) from None
+    load = Load(count, sleep)
     if address and db_path:
         raise CliError("--db is the file of a server the bench starts; with --address the server has its own")
     config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace, queues_kind, kafka_bootstrap)
@@ -283,11 +329,11 @@ async def hello(count: int, processes: bool, address: str | None, entries_dir: s
                 write_app(Path(entries_dir))
                 click.echo(f"legato: bench app written to {entries_dir}; the worker for it: "
                            f"legato worker --entries {entries_dir} --address {address}", err=True)
-            report = await run_hello_remote(address, count)
+            report = await run_hello_remote(address, load)
         elif processes:
-            report = await run_hello_processes(count, db_path, config_path, entries_dir, store_args)
+            report = await run_hello_processes(load, db_path, config_path, entries_dir, store_args)
         else:
-            report = await run_hello(config, count, db_path, entries_dir)
+            report = await run_hello(config, load, db_path, entries_dir)
     except BenchError as e:
         raise CliError(str(e)) from None
     if output == "json":
