@@ -49,11 +49,11 @@ def test_cassandra_restart_mid_run(tmp_path: Path, cassandra: StoreConfig) -> No
     c = Cluster(tmp_path, BASIC, fast_config(tmp_path), store_args(cassandra)).start()
     try:
         ids = asyncio.run(start_all(c.address))
+        # The restart must hit workflows in the middle of their run, or this proves nothing.
+        assert asyncio.run(running(c.address, ids)) > 0
         restart_cassandra()
         assert c.server.alive(), c.server.output()
         asyncio.run(until_served(c.address, ids[0]))
-        # The restart must have hit workflows in the middle of their run, or this proves nothing.
-        assert asyncio.run(running(c.address, ids)) > 0
         done = asyncio.run(collect(c.address, ids))
     finally:
         c.stop()
