@@ -13,6 +13,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# host:port, the host a name, an IPv4 address or a bracketed IPv6 address
+_HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -80,6 +83,10 @@ class WorkerConfig(_Strict):
     # activity's heartbeat timeout); calls in between only keep the latest details, which are sent
     # before a failure is reported so that the next attempt sees them.
     heartbeat_throttle_ms: int = Field(1_000, ge=0)
+    # A task's response (completed, failed, canceled) that finds the server unavailable (a history
+    # or matching node restarting) is sent again for up to this long; history accepts a response
+    # once (by its task token), so a retry is harmless, and one given up on costs a timeout.
+    respond_retry_ms: int = Field(30_000, ge=0)
 
 
 class StoreConfig(_Strict):
@@ -142,6 +149,16 @@ class QueuesConfig(_Strict):
         return [int(p) for p in v.split(",") if p.strip()] if isinstance(v, str) else v
 
 
+class ClusterConfig(_Strict):
+    """Where each role of `legato server start --role ...` listens, and so where the other roles
+    (in other processes) reach it: one address per role serves both purposes."""
+
+    frontend_address: str = Field("127.0.0.1:7233", pattern=_HOST_PORT, description="the public gRPC API")
+    history_address: str = Field("127.0.0.1:7234", pattern=_HOST_PORT, description="history's internal gRPC API")
+    matching_address: str = Field("127.0.0.1:7235", pattern=_HOST_PORT,
+                                  description="matching's internal gRPC API")
+
+
 class Config(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     queues: QueuesConfig = Field(default_factory=QueuesConfig)
@@ -149,6 +166,7 @@ class Config(_Strict):
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
 
 class ConfigError(Exception):

@@ -41,6 +41,9 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 5_000),
 ]
+# Between the services of a cluster: a restarted peer is found within a second (a reconnect
+# attempt a second to a peer that is down costs nothing), so callers' retries succeed soon.
+INTERNAL_CHANNEL_OPTIONS = [(k, 1_000 if k == "grpc.max_reconnect_backoff_ms" else v) for k, v in CHANNEL_OPTIONS]
 
 
 def retryable(e: Unavailable) -> bool:
@@ -54,8 +57,10 @@ class RpcChannel:
 
     def __init__(self, address: str, stub_factory: Callable[[grpc.aio.Channel], Any], *,
                  connect_timeout_s: float = 5.0, call_timeout_s: float = 30.0,
-                 long_poll_margin_s: float = 5.0, server_name: str = "Legato server") -> None:
+                 long_poll_margin_s: float = 5.0, server_name: str = "Legato server",
+                 options: list[tuple[str, int]] | None = None) -> None:
         self.address = address
+        self._options = options or CHANNEL_OPTIONS
         self.call_timeout_s = call_timeout_s
         self.server_name = server_name
         self._stub_factory = stub_factory
@@ -78,7 +83,7 @@ class RpcChannel:
                               reason="ClientClosed")
         if self._stub is None:
             # Created lazily, inside the event loop that uses it.
-            self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
             self._stub = self._stub_factory(self._channel)
         return self._stub
 

@@ -20,7 +20,7 @@ from typing import Any, Self
 
 from legato import api, wire
 from legato import wire_internal as wi
-from legato.grpc_channel import RpcChannel
+from legato.grpc_channel import INTERNAL_CHANNEL_OPTIONS, RpcChannel
 from legato.proto import legato_pb2_grpc
 
 READ_ATTEMPTS = 3
@@ -55,7 +55,7 @@ class GrpcHistoryClient(_Client):
                  long_poll_margin_s: float = 5.0, read_attempts: int = READ_ATTEMPTS) -> None:
         super().__init__(RpcChannel(address, legato_pb2_grpc.HistoryServiceStub, connect_timeout_s=connect_timeout_s,
                                     call_timeout_s=call_timeout_s, long_poll_margin_s=long_poll_margin_s,
-                                    server_name="Legato history service"))
+                                    server_name="Legato history service", options=INTERNAL_CHANNEL_OPTIONS))
         self._read_attempts = max(1, read_attempts)
 
     async def _read(self, rpc: str, request: Any, timeout_s: float | None = None) -> Any:
@@ -154,7 +154,8 @@ class GrpcMatchingClient(_Client):
                  add_task_timeout_s: float | None = None) -> None:
         super().__init__(RpcChannel(address, legato_pb2_grpc.MatchingServiceStub,
                                     connect_timeout_s=connect_timeout_s, call_timeout_s=call_timeout_s,
-                                    long_poll_margin_s=long_poll_margin_s, server_name="Legato matching service"))
+                                    long_poll_margin_s=long_poll_margin_s, server_name="Legato matching service",
+                                    options=INTERNAL_CHANNEL_OPTIONS))
         self._long_poll_timeout_ms = long_poll_timeout_ms
         self._add_task_timeout_s = add_task_timeout_s
 

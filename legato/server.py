@@ -1,9 +1,11 @@
-"""The one-process assembly: history, matching and frontend in one process, on SQLite (default)
-or on Cassandra (`config.store.kind`), with the in-process task bus (default) or Kafka
-(`config.queues.kind`; the topics must have been made by `legato kafka setup`).
+"""Running the server: the one-process `Engine` (history, matching and frontend in one process,
+on SQLite (default) or on Cassandra (`config.store.kind`), with the in-process task bus (default)
+or Kafka (`config.queues.kind`; the topics must have been made by `legato kafka setup`)), and any
+subset of the roles as one process of a cluster (`serve_roles`; legato/roles.py builds them).
 
-`legato server start-dev` serves it over gRPC; `legato run` adds an in-process worker.
-The services still meet only through the interfaces of `legato.api`.
+`legato server start-dev` serves the engine over gRPC; `legato run` adds an in-process worker;
+`legato server start --role ...` runs `serve_roles`. The services meet only through the
+interfaces of `legato.api`.
 """
 
 from __future__ import annotations
@@ -11,103 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 
-from frontend.service import Frontend
-from history.service import HistoryServiceImpl
-from history.store.base import ExecutionStore
-from history.store.factory import Stores, open_stores
-from legato.api import WorkflowService
+import grpc
+
 from legato.config import Config
-from legato.task_publisher import KafkaTaskPublisher, open_task_publisher
-from matching.kafka_matching import KafkaMatching
-from matching.service import InProcessMatching
+from legato.roles import ALL_ROLES, ROLE_ORDER, Node, role_address, role_list
 
 log = logging.getLogger("legato.server")
 
 
-@dataclass
-class Engine:
-    """History + matching + frontend. On SQLite, `db_path=None` keeps everything in memory."""
+class Engine(Node):
+    """History + matching + frontend in this process. On SQLite, `db_path=None` keeps everything
+    in memory."""
 
-    config: Config
-    db_path: str | None = None
-    identity: str = "legato-dev"
-    _stores: Stores | None = field(default=None, init=False)
-    _history: HistoryServiceImpl | None = field(default=None, init=False)
-    _matching: InProcessMatching | KafkaMatching | None = field(default=None, init=False)
-    _publisher: KafkaTaskPublisher | None = field(default=None, init=False)
-    _frontend: Frontend | None = field(default=None, init=False)
-
-    @property
-    def frontend(self) -> WorkflowService:
-        assert self._frontend is not None, "engine not started"
-        return self._frontend
-
-    @property
-    def data_description(self) -> str:
-        return self._stores.description if self._stores is not None else "not open"
-
-    @property
-    def matching(self) -> InProcessMatching | KafkaMatching:
-        assert self._matching is not None, "engine not started"
-        return self._matching
-
-    @property
-    def queues_description(self) -> str:
-        q = self.config.queues
-        return f"Kafka {','.join(q.kafka_bootstrap)} prefix {q.topic_prefix}" if q.kind == "kafka" else "in-process"
-
-    @property
-    def execution_store(self) -> ExecutionStore:
-        assert self._stores is not None, "engine not started"
-        return self._stores.execution
-
-    async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
-
-    async def _start(self) -> None:
-        kafka = self.config.queues.kind == "kafka"
-        publisher = self._publisher = await open_task_publisher(self.config.queues) if kafka else None
-        stores = self._stores = await open_stores(self.config, self.db_path)
-        visibility = stores.visibility
-        history = self._history = HistoryServiceImpl(stores.execution, visibility, self.config,
-                                                     identity=self.identity, task_sink=publisher)
-        if publisher is None:
-            matching: InProcessMatching | KafkaMatching = InProcessMatching(history, self.config)
-        else:
-            matching = KafkaMatching(history, self.config, publisher)
-            await matching.start()
-        self._matching = matching
-        history.set_matching(matching)
-        await history.start()
-        self._frontend = Frontend(history, matching, visibility, self.config)
-
-    async def stop(self) -> None:
-        # History first: with matching gone it would keep retrying its hand-offs.
-        history, self._history = self._history, None
-        if history is not None:
-            await history.stop()
-        matching, self._matching = self._matching, None
-        if matching is not None:
-            await matching.stop()
-        publisher, self._publisher = self._publisher, None
-        if publisher is not None:
-            await publisher.stop()
-        stores, self._stores = self._stores, None
-        if stores is not None:
-            await stores.close()
-
-    async def __aenter__(self) -> Engine:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    def __init__(self, config: Config, db_path: str | None = None, identity: str = "legato-dev") -> None:
+        super().__init__(config, ALL_ROLES, db_path, identity)
 
 
 async def serve_dev(config: Config, db_path: str | None, host: str, port: int,
@@ -122,5 +43,27 @@ async def serve_dev(config: Config, db_path: str | None, host: str, port: int,
         try:
             await (stop.wait() if stop is not None else asyncio.Event().wait())
         finally:
-            with contextlib.suppress(Exception):
-                await server.stop(grace=1.0)
+            await _stop_servers([server])
+
+
+async def serve_roles(config: Config, roles: frozenset[str], db_path: str | None, identity: str,
+                      stop: asyncio.Event | None = None) -> None:
+    """Run `roles` (`legato server start --role ...`), each served at its `cluster` address, until
+    `stop` is set (or forever). Prints one line once every role serves (tools wait for it)."""
+    async with Node(config, roles, db_path, identity) as node:
+        servers = await node.serve()
+        where = ", ".join(f"{role} on {role_address(config, role)}" for role in ROLE_ORDER if role in servers)
+        print(f"legato: {role_list(roles)} listening: {where} (data: {node.data_description}; "
+              f"queues: {node.queues_description})", flush=True)
+        try:
+            await (stop.wait() if stop is not None else asyncio.Event().wait())
+        finally:
+            await _stop_servers(servers.values())
+
+
+async def _stop_servers(servers: Iterable[grpc.aio.Server]) -> None:
+    for server in servers:
+        with contextlib.suppress(Exception):
+            await server.stop(grace=1.0)
+
+

@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from legato.api import (
     ActivityTask,
@@ -34,7 +34,7 @@ from legato.api import (
 )
 from legato.commands import CommandType
 from legato.config import Config
-from legato.errors import Failure, Kind
+from legato.errors import Failure, Kind, Unavailable
 from worker.activity import ActivityRunner, CallContext
 from worker.cache import WorkflowCache
 from worker.entries import Registry
@@ -44,6 +44,7 @@ from worker.runtime import TaskFailure
 log = logging.getLogger("legato.worker")
 
 WorkflowResponse = RespondWorkflowTaskCompletedRequest | RespondWorkflowTaskFailedRequest
+T = TypeVar("T")
 
 
 class Backoff:
@@ -62,6 +63,25 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+async def respond_with_retry(call: Callable[[], Awaitable[T]], budget_s: float, what: str) -> T:
+    """`await call()`, again after a backoff while it raises Unavailable, for up to `budget_s`.
+
+    For the responses to tasks: a lost response costs a timeout and a re-run (of an activity's
+    side effects, too), while a repeated one is dropped by history (a task token is accepted
+    once), so when a history or matching node restarts it pays to keep trying for a while."""
+    backoff = Backoff(maximum=1.0)
+    deadline = time.monotonic() + budget_s
+    while True:
+        try:
+            return await call()
+        except Unavailable as err:
+            delay = backoff.next_delay()
+            if time.monotonic() + delay > deadline:
+                raise
+            log.info("%s: %s; sending it again in %.2fs", what, err, delay)
+        await asyncio.sleep(delay)
 
 
 def default_identity() -> str:
@@ -212,10 +232,10 @@ class Worker:
         try:
             if isinstance(resp, RespondWorkflowTaskCompletedRequest):
                 reserved = await self._request_eager(resp, task)
-                done = await self.client.respond_workflow_task_completed(resp)
+                done = await self._respond(lambda: self.client.respond_workflow_task_completed(resp), task)
                 reserved = await self._start_eager(done.activity_tasks if done is not None else [], reserved)
             else:
-                await self.client.respond_workflow_task_failed(resp)
+                await self._respond(lambda: self.client.respond_workflow_task_failed(resp), task)
         except Exception as err:
             self.cache.evict(task.run_id)
             log.warning("could not respond to workflow task of %s/%s: %s: %s", task.workflow_id, task.run_id,
@@ -299,12 +319,12 @@ class Worker:
             elif out.canceled and hasattr(self.client, "respond_activity_task_canceled"):
                 # (hasattr: WorkflowService implementations gain this call with issue 3)
                 assert out.failure is not None
-                await self.client.respond_activity_task_canceled(
-                    RespondActivityTaskCanceledRequest(task.task_token, out.failure.details, self.identity))
+                canceled = RespondActivityTaskCanceledRequest(task.task_token, out.failure.details, self.identity)
+                await self._respond(lambda: self.client.respond_activity_task_canceled(canceled), task)
             else:
                 assert out.failure is not None
-                await self.client.respond_activity_task_failed(
-                    RespondActivityTaskFailedRequest(task.task_token, out.failure, self.identity))
+                failed = RespondActivityTaskFailedRequest(task.task_token, out.failure, self.identity)
+                await self._respond(lambda: self.client.respond_activity_task_failed(failed), task)
         except Exception as err:
             log.warning("could not respond to activity %s of %s: %s: %s", task.activity_id, task.workflow_id,
                         type(err).__name__, err)
@@ -322,8 +342,9 @@ class Worker:
             self._eager_wft_waiting += 1
         handed_over = False
         try:
-            resp = await self.client.respond_activity_task_completed(
-                RespondActivityTaskCompletedRequest(task.task_token, result, self.identity, return_workflow_task=ask))
+            completed = RespondActivityTaskCompletedRequest(task.task_token, result, self.identity,
+                                                            return_workflow_task=ask)
+            resp = await self._respond(lambda: self.client.respond_activity_task_completed(completed), task)
             wt = resp.workflow_task if resp is not None else None
             if wt is not None:
                 # Its own task waits for the slot: this activity's slot is free at once.
@@ -334,6 +355,12 @@ class Worker:
         finally:
             if ask and not handed_over:
                 self._eager_wft_waiting -= 1
+
+    async def _respond(self, call: Callable[[], Awaitable[T]], task: WorkflowTask | ActivityTask) -> T:
+        """Send a task's response, again while the server is unavailable (`respond_with_retry`)."""
+        kind = "workflow" if isinstance(task, WorkflowTask) else "activity"
+        what = f"the response to a {kind} task of {task.workflow_id} did not reach the server"
+        return await respond_with_retry(call, self.config.worker.respond_retry_ms / 1000, what)
 
     async def _run_handed_workflow_task(self, task: WorkflowTask, counted: bool) -> None:
         slots = self._wf_slots

@@ -99,6 +99,41 @@ async def start_dev(db_path: str | None, port: int, host: str, store_kind: str |
     return ExitCode.OK
 
 
+@server.command("start")
+@click.option("--role", "roles_text", required=True, metavar="ROLES",
+              help="Comma-separated subset of frontend,history,matching to run in this process.")
+@click.option("--db", "db_path", default=None,
+              help="SQLite file of history (history role) or the one it writes (a frontend reads visibility there).")
+@click.option("--frontend-address", default=None, metavar="H:P", help="Default: cluster.frontend_address.")
+@click.option("--history-address", default=None, metavar="H:P", help="Default: cluster.history_address.")
+@click.option("--matching-address", default=None, metavar="H:P", help="Default: cluster.matching_address.")
+@store_options
+@queue_options
+@config_option
+@run_async
+async def start(roles_text: str, db_path: str | None, frontend_address: str | None, history_address: str | None,
+                matching_address: str | None, store_kind: str | None, cassandra_hosts: str | None,
+                keyspace: str | None, queues_kind: str | None, kafka_bootstrap: str | None,
+                config_path: str | None) -> int:
+    """Run some of the services (ROLES) as one process of a cluster.
+
+    Each role listens on its address of the `cluster` section (or the flag), which is also where
+    the roles in other processes reach it; roles in this process call each other directly. Roles
+    split over processes exchange tasks through Kafka: they need --queues kafka and the topics of
+    `legato kafka setup`."""
+    from legato.config import ClusterConfig
+    from legato.roles import parse_roles
+    from legato.server import serve_roles
+
+    roles = parse_roles(roles_text)
+    config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace, queues_kind, kafka_bootstrap)
+    config.cluster = override_section(config.cluster, ClusterConfig, (
+        ("frontend_address", frontend_address), ("history_address", history_address),
+        ("matching_address", matching_address)))
+    await serve_roles(config, roles, db_path, _identity("-".join(sorted(roles))), _stop_on_signals())
+    return ExitCode.OK
+
+
 def _load_registry(path: str) -> Registry:
     from worker.entries import load_registry
 

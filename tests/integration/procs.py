@@ -112,3 +112,51 @@ class Cluster:
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return legato(*args, "--address", self.address, timeout=timeout)
+
+
+class Services:
+    """Frontend, history and matching as three `legato server start --role` processes plus a
+    worker, on one SQLite file and the Kafka topics of `queues`; each process restartable.
+
+    `config` is the YAML the processes share: `extra` (more sections) merged with the queues and
+    the cluster addresses (free ports)."""
+
+    ROLES = ("history", "matching", "frontend")
+
+    def __init__(self, tmp: Path, entries: Path, queues: dict[str, object],
+                 extra: dict[str, dict[str, object]] | None = None) -> None:
+        import yaml
+
+        self.address = f"127.0.0.1:{free_port()}"
+        cluster = {"frontend_address": self.address, "history_address": f"127.0.0.1:{free_port()}",
+                   "matching_address": f"127.0.0.1:{free_port()}"}
+        self.config = tmp / "services.yaml"
+        self.config.write_text(yaml.safe_dump({**(extra or {}), "queues": queues, "cluster": cluster}))
+        db = ["--db", str(tmp / "legato.db")]
+        self.procs = {role: Proc(["server", "start", "--role", role, *(db if role != "matching" else []),
+                                  "--config", str(self.config)]) for role in self.ROLES}
+        self.worker = Proc(["worker", "--entries", str(entries), "--address", self.address,
+                            "--config", str(self.config)])
+
+    def start(self, *roles: str) -> None:
+        """Start these roles (default: all three) and wait until each serves."""
+        chosen = roles or self.ROLES
+        for role in chosen:
+            self.procs[role].start()
+        for role in chosen:
+            self.procs[role].wait_for(f"legato: {role} listening")
+
+    def start_worker(self) -> None:
+        self.worker.start().wait_for("worker polling")
+
+    def kill(self, *roles: str) -> None:
+        for role in roles:
+            self.procs[role].kill()
+
+    def alive(self) -> dict[str, bool]:
+        return {name: p.alive() for name, p in [*self.procs.items(), ("worker", self.worker)]}
+
+    def stop(self) -> None:
+        self.worker.stop()
+        for role in reversed(self.ROLES):
+            self.procs[role].stop()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from legato.api import (
     ActivityTask,
@@ -19,9 +22,9 @@ from legato.api import (
     WorkflowTask,
 )
 from legato.config import Config
-from legato.errors import Unavailable
+from legato.errors import NotFound, Unavailable
 from tests.unit.worker.helpers import History, make_app, types
-from worker.worker import Backoff, Worker
+from worker.worker import Backoff, Worker, respond_with_retry
 
 
 class FakeService:
@@ -170,6 +173,62 @@ async def test_activity_failure_is_reported(tmp_path: Path) -> None:
         resp = await next_response(svc)
         assert isinstance(resp, RespondActivityTaskFailedRequest)
         assert resp.failure.kind == "INTERNAL" and "kaput" in resp.failure.message and resp.failure.retryable
+
+
+class FlakyResponses(FakeService):
+    """Activity results find the server unavailable `fail` times (a history node restarting)."""
+
+    def __init__(self, fail: int) -> None:
+        super().__init__()
+        self.fail = fail
+        self.attempts = 0
+
+    async def respond_activity_task_completed(self, req: RespondActivityTaskCompletedRequest) -> None:
+        self.attempts += 1
+        if self.attempts <= self.fail:
+            raise Unavailable("cannot reach the Legato history service", reason="ServerUnreachable")
+        await super().respond_activity_task_completed(req)
+
+
+def _greet_task() -> ActivityTask:
+    return ActivityTask(b"a", "default", "wf", "run", "app:w", "1", "app:greet", "q", ["Ada"], 1, 0, 0, 0)
+
+
+async def test_a_response_is_sent_again_while_the_server_is_unavailable(tmp_path: Path) -> None:
+    reg = make_app(tmp_path, {}, {"greet": 'return function(n) return "hello, " .. n end'})
+    svc = FlakyResponses(fail=3)
+    async with Worker(svc, reg, config()):  # type: ignore[arg-type]
+        await svc.act_tasks.put(_greet_task())
+        resp = await next_response(svc)
+    assert isinstance(resp, RespondActivityTaskCompletedRequest) and resp.result == "hello, Ada"
+    assert svc.attempts == 4
+
+
+async def test_a_response_is_given_up_after_the_retry_budget() -> None:
+    attempts = 0
+
+    async def unreachable() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise Unavailable("cannot reach the Legato history service", reason="ServerUnreachable")
+
+    t0 = time.monotonic()
+    with pytest.raises(Unavailable):
+        await respond_with_retry(unreachable, 0.3, "test")
+    assert attempts >= 2 and time.monotonic() - t0 <= 0.3 + 0.1  # never sleeps past the budget
+
+
+async def test_only_unavailable_is_retried() -> None:
+    attempts = 0
+
+    async def stale() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise NotFound("activity 1 is no longer pending")
+
+    with pytest.raises(NotFound):
+        await respond_with_retry(stale, 10.0, "test")
+    assert attempts == 1
 
 
 async def test_stop_without_tasks_is_prompt(tmp_path: Path) -> None:

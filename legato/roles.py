@@ -1,0 +1,240 @@
+"""The roles of one process (frontend, history, matching), built from config, each reaching the
+others in-process when they share the process and over gRPC (`legato.internal_clients`, at the
+addresses of the `cluster` section) when they do not.
+
+    node = Node(config, parse_roles("history,matching"), db_path="legato.db")
+    await node.start()      # history owns every shard; matching reads the task topics
+    servers = await node.serve()   # each role's gRPC API on its cluster address
+    ...
+    await node.stop()
+
+`legato.server.Engine` is the case "every role in this process" (`legato server start-dev`,
+`legato run`), which may use the in-process task bus; roles split over processes exchange their
+tasks through Kafka, so they need `queues.kind: kafka`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Self
+
+import grpc
+
+from frontend.service import Frontend
+from history.service import HistoryServiceImpl
+from history.store.base import ExecutionStore
+from history.store.factory import Stores, open_stores
+from legato import api
+from legato.config import Config, ConfigError
+from legato.internal_clients import GrpcHistoryClient, GrpcMatchingClient
+from legato.task_publisher import KafkaTaskPublisher, open_task_publisher
+from matching.kafka_matching import KafkaMatching
+from matching.service import InProcessMatching
+
+log = logging.getLogger("legato.roles")
+
+FRONTEND, HISTORY, MATCHING = "frontend", "history", "matching"
+ALL_ROLES: frozenset[str] = frozenset({FRONTEND, HISTORY, MATCHING})
+ROLE_ORDER = (FRONTEND, HISTORY, MATCHING)  # how roles are listed to people
+
+
+def parse_roles(text: str) -> frozenset[str]:
+    """"history,matching" -> {"history", "matching"}; ConfigError naming an unknown role."""
+    roles = frozenset(r.strip() for r in text.split(",") if r.strip())
+    unknown = sorted(roles - ALL_ROLES)
+    if unknown or not roles:
+        raise ConfigError(f"--role {text!r}: expected a comma-separated subset of {','.join(ROLE_ORDER)}"
+                          + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    return roles
+
+
+def role_list(roles: Iterable[str]) -> str:
+    """The roles in their usual order, comma-separated."""
+    chosen = set(roles)
+    return ",".join(r for r in ROLE_ORDER if r in chosen)
+
+
+def check_roles(roles: frozenset[str], config: Config, db_path: str | None) -> None:
+    """Refuse, with what to change, a set of roles that cannot work with this config."""
+    if roles != ALL_ROLES and config.queues.kind != "kafka":
+        raise ConfigError(
+            f"role(s) {role_list(roles)} without the others in this process: history and matching in separate "
+            "processes exchange tasks through Kafka; set queues.kind: kafka (--queues kafka) and make the topics "
+            "with `legato kafka setup`")
+    if FRONTEND in roles and HISTORY not in roles and config.store.kind == "sqlite" and db_path is None:
+        raise ConfigError("a frontend without history in its process reads visibility from history's store: "
+                          "give --db, the SQLite file of the history role")
+
+
+def role_address(config: Config, role: str) -> str:
+    """Where `role` listens and is reached (the `cluster` section)."""
+    c = config.cluster
+    return {FRONTEND: c.frontend_address, HISTORY: c.history_address, MATCHING: c.matching_address}[role]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """"host:port" (or "[v6]:port") -> (host, port), for binding a server."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Node:
+    """The roles of this process, started together and stopped in reverse. Peers in other
+    processes are gRPC clients: a call to a peer that is down fails with `Unavailable`, which its
+    caller retries (workers poll again, matching puts the task back, history's queues retry)."""
+
+    def __init__(self, config: Config, roles: frozenset[str], db_path: str | None = None,
+                 identity: str = "legato") -> None:
+        self.config = config
+        self.roles = roles
+        self.db_path = db_path
+        self.identity = identity
+        self._stores: Stores | None = None
+        self._publisher: KafkaTaskPublisher | None = None
+        self._history: HistoryServiceImpl | None = None
+        self._matching: InProcessMatching | KafkaMatching | None = None
+        self._frontend: Frontend | None = None
+        self._remote_history: GrpcHistoryClient | None = None
+        self._remote_matching: GrpcMatchingClient | None = None
+
+    # ------------------------------------------------------------ what runs here
+
+    @property
+    def frontend(self) -> api.WorkflowService:
+        assert self._frontend is not None, "no frontend running in this process"
+        return self._frontend
+
+    @property
+    def matching(self) -> InProcessMatching | KafkaMatching:
+        assert self._matching is not None, "no matching running in this process"
+        return self._matching
+
+    @property
+    def history(self) -> HistoryServiceImpl:
+        assert self._history is not None, "no history running in this process"
+        return self._history
+
+    @property
+    def execution_store(self) -> ExecutionStore:
+        assert self._stores is not None, "no store open in this process"
+        return self._stores.execution
+
+    @property
+    def data_description(self) -> str:
+        return self._stores.description if self._stores is not None else "none"
+
+    @property
+    def queues_description(self) -> str:
+        q = self.config.queues
+        if not self.roles & {HISTORY, MATCHING}:
+            return "none"
+        return f"Kafka {','.join(q.kafka_bootstrap)} prefix {q.topic_prefix}" if q.kind == "kafka" else "in-process"
+
+    # ------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        check_roles(self.roles, self.config, self.db_path)
+        if self.config.queues.kind == "kafka" and self.roles & {HISTORY, MATCHING}:
+            self._publisher = await open_task_publisher(self.config.queues)
+        if self.roles & {HISTORY, FRONTEND}:
+            self._stores = await open_stores(self.config, self.db_path)
+        if HISTORY in self.roles:
+            self._history = self._make_history()
+        if MATCHING in self.roles:
+            self._matching = await self._start_matching()
+        if self._history is not None:
+            self._history.set_matching(self._matching_peer())
+            await self._history.start()
+        if FRONTEND in self.roles:
+            assert self._stores is not None
+            self._frontend = Frontend(self._history_peer(), self._matching_peer(), self._stores.visibility,
+                                      self.config)
+
+    def _make_history(self) -> HistoryServiceImpl:
+        assert self._stores is not None
+        return HistoryServiceImpl(self._stores.execution, self._stores.visibility, self.config,
+                                  identity=self.identity, task_sink=self._publisher)
+
+    async def _start_matching(self) -> InProcessMatching | KafkaMatching:
+        if self._publisher is None:
+            return InProcessMatching(self._history_peer(), self.config)
+        matching = KafkaMatching(self._history_peer(), self.config, self._publisher)
+        await matching.start()
+        return matching
+
+    def _history_peer(self) -> api.HistoryService:
+        if self._history is not None:
+            return self._history
+        if self._remote_history is None:
+            self._remote_history = GrpcHistoryClient(self.config.cluster.history_address)
+        return self._remote_history
+
+    def _matching_peer(self) -> api.MatchingService:
+        if self._matching is not None:
+            return self._matching
+        if self._remote_matching is None:
+            self._remote_matching = GrpcMatchingClient(
+                self.config.cluster.matching_address, long_poll_timeout_ms=self.config.matching.long_poll_timeout_ms)
+        return self._remote_matching
+
+    async def stop(self) -> None:
+        self._frontend = None
+        # History first: with matching gone it would keep retrying its hand-offs.
+        history, self._history = self._history, None
+        if history is not None:
+            await history.stop()
+        matching, self._matching = self._matching, None
+        if matching is not None:
+            await matching.stop()
+        for client in (self._remote_history, self._remote_matching):
+            if client is not None:
+                await client.close()
+        self._remote_history = self._remote_matching = None
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            await publisher.stop()
+        stores, self._stores = self._stores, None
+        if stores is not None:
+            await stores.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------ serving
+
+    async def serve(self) -> dict[str, grpc.aio.Server]:
+        """Serve each role of this process on its `cluster` address; the servers by role (the
+        caller stops them before `stop()`). OSError when an address cannot be bound."""
+        from frontend.grpc_server import serve as serve_frontend
+        from history.grpc_server import serve as serve_history
+        from matching.grpc_server import serve as serve_matching
+
+        servers: dict[str, grpc.aio.Server] = {}
+
+        def at(role: str) -> tuple[str, int]:
+            return split_address(role_address(self.config, role))
+
+        try:
+            if self._history is not None:
+                servers[HISTORY] = await serve_history(self._history, *at(HISTORY), config=self.config)
+            if self._matching is not None:
+                servers[MATCHING] = await serve_matching(self._matching, *at(MATCHING), config=self.config)
+            if self._frontend is not None:
+                servers[FRONTEND] = await serve_frontend(self._frontend, *at(FRONTEND), config=self.config)
+        except BaseException:
+            for server in servers.values():
+                await server.stop(None)
+            raise
+        return servers
