@@ -1,0 +1,51 @@
+"""Which roles a process may run with which config (legato/roles.py), and the cluster addresses."""
+
+from __future__ import annotations
+
+import pytest
+
+from legato.config import ClusterConfig, Config, ConfigError, QueuesConfig, load_config
+from legato.roles import ALL_ROLES, check_roles, parse_roles, role_address, role_list, split_address
+
+
+def test_roles_parse_in_any_order_and_list_in_the_usual_one() -> None:
+    roles = parse_roles(" matching,frontend ")
+    assert roles == {"matching", "frontend"}
+    assert role_list(roles) == "frontend,matching"
+    assert parse_roles("history,matching,frontend") == ALL_ROLES
+
+
+@pytest.mark.parametrize("text", ["", ",", "history,scheduler"])
+def test_unknown_or_no_roles_are_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match="frontend,history,matching"):
+        parse_roles(text)
+
+
+def test_split_roles_need_kafka() -> None:
+    with pytest.raises(ConfigError, match=r"queues\.kind: kafka"):
+        check_roles(frozenset({"history"}), Config(), "x.db")
+    check_roles(ALL_ROLES, Config(), None)  # one process: the in-process bus is fine
+    check_roles(frozenset({"history"}), Config(queues=QueuesConfig(kind="kafka")), None)
+
+
+def test_a_lone_frontend_on_sqlite_needs_the_history_file() -> None:
+    kafka = Config(queues=QueuesConfig(kind="kafka"))
+    with pytest.raises(ConfigError, match="--db"):
+        check_roles(frozenset({"frontend"}), kafka, None)
+    check_roles(frozenset({"frontend"}), kafka, "legato.db")
+    check_roles(frozenset({"frontend", "history"}), kafka, None)
+
+
+def test_cluster_addresses_default_and_come_from_the_environment() -> None:
+    c = load_config(env={"LEGATO_CLUSTER__MATCHING_ADDRESS": "10.0.0.7:9000"})
+    assert role_address(c, "frontend") == "127.0.0.1:7233"
+    assert role_address(c, "history") == "127.0.0.1:7234"
+    assert role_address(c, "matching") == "10.0.0.7:9000"
+    assert split_address("10.0.0.7:9000") == ("10.0.0.7", 9000)
+    assert split_address("[::1]:7234") == ("::1", 7234)
+
+
+@pytest.mark.parametrize("bad", ["localhost", "host:", ":7234", "a b:1"])
+def test_an_address_without_host_and_port_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="history_address"):
+        ClusterConfig(history_address=bad)
