@@ -9,8 +9,9 @@ addresses of the `cluster` section) when they do not.
     await node.stop()
 
 `legato.server.Engine` is the case "every role in this process" (`legato server start-dev`,
-`legato run`), which may use the in-process task bus; roles split over processes exchange their
-tasks through Kafka, so they need `queues.kind: kafka`.
+`legato run`). History and matching in one process may use the in-process task bus; in separate
+processes they exchange their tasks through Kafka, so they need `queues.kind: kafka` (a frontend
+needs no queues).
 """
 
 from __future__ import annotations
@@ -57,11 +58,11 @@ def role_list(roles: Iterable[str]) -> str:
 
 def check_roles(roles: frozenset[str], config: Config, db_path: str | None) -> None:
     """Refuse, with what to change, a set of roles that cannot work with this config."""
-    if roles != ALL_ROLES and config.queues.kind != "kafka":
+    if len(roles & {HISTORY, MATCHING}) == 1 and config.queues.kind != "kafka":
         raise ConfigError(
-            f"role(s) {role_list(roles)} without the others in this process: history and matching in separate "
-            "processes exchange tasks through Kafka; set queues.kind: kafka (--queues kafka) and make the topics "
-            "with `legato kafka setup`")
+            f"{role_list(roles)} without {MATCHING if HISTORY in roles else HISTORY} in this process: history and "
+            "matching in separate processes exchange tasks through Kafka; set queues.kind: kafka (--queues kafka) "
+            "and make the topics with `legato kafka setup`")
     if FRONTEND in roles and HISTORY not in roles and config.store.kind == "sqlite" and db_path is None:
         raise ConfigError("a frontend without history in its process reads visibility from history's store: "
                           "give --db, the SQLite file of the history role")

@@ -81,8 +81,8 @@ async def _eventually_listed(c: GrpcClient, ids: set[str]) -> set[str]:
         await asyncio.sleep(0.1)  # polling a condition, with the deadline above as safety net
 
 
-def test_split_roles_refuse_the_in_process_bus(tmp_path: Path) -> None:
-    p = legato("server", "start", "--role", "history,matching", "--db", str(tmp_path / "x.db"), timeout=60)
+def test_history_apart_from_matching_refuses_the_in_process_bus(tmp_path: Path) -> None:
+    p = legato("server", "start", "--role", "history,frontend", "--db", str(tmp_path / "x.db"), timeout=60)
     assert p.returncode != 0
     assert "queues.kind: kafka" in p.stderr and "legato kafka setup" in p.stderr, p.stderr
 

@@ -21,11 +21,16 @@ def test_unknown_or_no_roles_are_refused(text: str) -> None:
         parse_roles(text)
 
 
-def test_split_roles_need_kafka() -> None:
-    with pytest.raises(ConfigError, match=r"queues\.kind: kafka"):
+def test_history_and_matching_apart_need_kafka() -> None:
+    with pytest.raises(ConfigError, match=r"history without matching .* queues\.kind: kafka"):
         check_roles(frozenset({"history"}), Config(), "x.db")
-    check_roles(ALL_ROLES, Config(), None)  # one process: the in-process bus is fine
+    with pytest.raises(ConfigError, match=r"frontend,matching without history .* queues\.kind: kafka"):
+        check_roles(frozenset({"matching", "frontend"}), Config(), "x.db")
     check_roles(frozenset({"history"}), Config(queues=QueuesConfig(kind="kafka")), None)
+    # together, the in-process bus is fine; a frontend uses no queues
+    check_roles(ALL_ROLES, Config(), None)
+    check_roles(frozenset({"history", "matching"}), Config(), None)
+    check_roles(frozenset({"frontend"}), Config(), "x.db")
 
 
 def test_a_lone_frontend_on_sqlite_needs_the_history_file() -> None:
