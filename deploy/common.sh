@@ -55,7 +55,7 @@ start_daemon() {
   if pid_alive "$pidfile"; then
     port_open 127.0.0.1 "$port" && { echo "$name is running (127.0.0.1:$port)" >&2; return 0; }
   else
-    nohup "$@" >"$log" 2>&1 &
+    setsid nohup "$@" >"$log" 2>&1 </dev/null &  # its own session: not stopped with the caller
     echo $! >"$pidfile"
   fi
   for ((i = 0; i < timeout * 5; i++)); do

@@ -47,6 +47,15 @@ FETCH_WAIT_MS = 1000  # a consumer fetch returns at once when a message arrives,
 COMPACT_SLACK = 1024  # a heap is rebuilt from its live entries once it has this many more than twice them
 
 
+# A timer's identity, as in the store's timer outbox: task ids alone repeat when a store is
+# re-created under topics that still hold an earlier store's timers.
+TimerKey = tuple[int, int]  # (fire_time_ms, task_id)
+
+
+def timer_key(t: TimerTask) -> TimerKey:
+    return (t.fire_time_ms, t.task_id)
+
+
 @dataclass(slots=True)
 class _Held:
     """A timer in memory, with the message whose offset it keeps open (the oldest copy it has)."""
@@ -56,6 +65,10 @@ class _Held:
     due_at: int  # when it fires: its due time, later after a failed attempt
     limit_at: int  # when it is re-published if still not due (held a horizon)
     republishing: bool = False
+
+    @property
+    def key(self) -> TimerKey:
+        return timer_key(self.task)
 
 
 class OffsetTracker:
@@ -109,13 +122,13 @@ class KafkaTimerQueue:
         self._start_end = 0  # the end of the partition when this owner started reading
         self.committed: int | None = None  # the group's committed offset, as far as this queue knows
         self._ready = False  # consuming, and every row found in the store on start published
-        self._held: dict[int, _Held] = {}  # task id -> timer
+        self._held: dict[TimerKey, _Held] = {}  # (fire time, task id) -> timer
         # (at, task id); an entry counts while the held timer's due_at / limit_at is still `at`
-        self._due: list[tuple[int, int]] = []
-        self._limits: list[tuple[int, int]] = []
-        self._firing: dict[int, asyncio.Task[None]] = {}
+        self._due: list[tuple[int, TimerKey]] = []
+        self._limits: list[tuple[int, TimerKey]] = []
+        self._firing: dict[TimerKey, asyncio.Task[None]] = {}
         self._republishes: set[asyncio.Task[None]] = set()
-        self._retries: dict[int, int] = {}
+        self._retries: dict[TimerKey, int] = {}
         self._wake = asyncio.Event()  # the fire loop looks again
         self._changed = asyncio.Event()  # consumed, acknowledged, or ready: fire_due looks again
         self._tasks: list[asyncio.Task[None]] = []
@@ -249,7 +262,7 @@ class KafkaTimerQueue:
             return
         if msg.shard_id != self.shard_id:
             return  # another shard that shares the partition: its own group reads it
-        held = self._held.get(msg.task_id)
+        held = self._held.get((msg.fire_time_ms, msg.task_id))
         if held is None:
             self._hold(msg, offset)
         elif held.republishing and offset > held.offset:
@@ -258,7 +271,7 @@ class KafkaTimerQueue:
 
     def _hold(self, msg: TimerMessage, offset: int) -> None:
         held = _Held(TimerTask(msg.fire_time_ms, msg.task_id, msg.data), offset, msg.fire_time_ms, 0)
-        self._held[msg.task_id] = held
+        self._held[held.key] = held
         self._offsets.open(offset)
         self._set_due(held, msg.fire_time_ms)
         self._set_limit(held, self._clock() + self._horizon)
@@ -272,11 +285,11 @@ class KafkaTimerQueue:
         if not self._due or at < self._due[0][0]:
             self._wake.set()
         held.due_at = at
-        self._due = _push(self._due, (at, held.task.task_id), self._held, lambda h: h.due_at)
+        self._due = _push(self._due, (at, held.key), self._held, lambda h: h.due_at)
 
     def _set_limit(self, held: _Held, at: int) -> None:
         held.limit_at = at
-        self._limits = _push(self._limits, (at, held.task.task_id), self._held, lambda h: h.limit_at)
+        self._limits = _push(self._limits, (at, held.key), self._held, lambda h: h.limit_at)
 
     def _progressed(self) -> None:
         self._changed.set()
@@ -319,7 +332,8 @@ class KafkaTimerQueue:
             at, tid = heapq.heappop(self._due)
             held = self._held.get(tid)
             if held is not None and held.due_at == at and tid not in self._firing:
-                self._firing[tid] = asyncio.create_task(self._fire_one(held), name=f"timer-{self.shard_id}-{tid}")
+                self._firing[tid] = asyncio.create_task(self._fire_one(held),
+                                                        name=f"timer-{self.shard_id}-{tid[1]}")
                 fired += 1
         while self._limits and self._limits[0][0] <= now:
             at, tid = heapq.heappop(self._limits)
@@ -338,18 +352,18 @@ class KafkaTimerQueue:
         except Exception as e:
             self._retry_later(held, e)
         else:
-            self._retries.pop(t.task_id, None)
+            self._retries.pop(held.key, None)
             self.lags.record(started - t.fire_time_ms)
             self._offsets.done(held.offset)
-            if self._held.get(t.task_id) is held:
-                del self._held[t.task_id]
+            if self._held.get(held.key) is held:
+                del self._held[held.key]
         finally:
-            self._firing.pop(t.task_id, None)
+            self._firing.pop(held.key, None)
 
     def _retry_later(self, held: _Held, e: Exception) -> None:
         t = held.task
-        n = self._retries.get(t.task_id, 0) + 1
-        self._retries[t.task_id] = n
+        n = self._retries.get(held.key, 0) + 1
+        self._retries[held.key] = n
         delay_ms = min(100 * 2 ** n, 60_000)
         log.warning("shard %d: timer %d (%s) failed (attempt %d), retrying in %d ms: %s",
                     self.shard_id, t.task_id, t.data.get("k"), n, delay_ms, e)
@@ -427,9 +441,9 @@ class KafkaTimerQueue:
         await self._caught_up(offset)
 
 
-def _push(heap: list[tuple[int, int]], entry: tuple[int, int], held: dict[int, _Held],
-          at: Callable[[_Held], int]) -> list[tuple[int, int]]:
-    """Push onto a heap of (at, task id); rebuilt from the held timers when entries of timers that
+def _push(heap: list[tuple[int, TimerKey]], entry: tuple[int, TimerKey], held: dict[TimerKey, _Held],
+          at: Callable[[_Held], int]) -> list[tuple[int, TimerKey]]:
+    """Push onto a heap of (at, timer key); rebuilt from the held timers when entries of timers that
     fired outnumber the live ones (a fired timer's re-publish entry would stay up to a horizon)."""
     heapq.heappush(heap, entry)
     if len(heap) <= 2 * len(held) + COMPACT_SLACK:

@@ -438,3 +438,28 @@ async def test_timers_published_out_of_due_order_fire_in_due_order(queues: Queue
         assert await fired(env, "wf-1") == ["early", "late"]
     finally:
         await stop_env(env)
+
+
+async def test_a_new_store_on_old_topics_is_not_confused_by_their_task_ids(queues: QueuesConfig,
+                                                                           tmp_path: Path) -> None:
+    """Task ids restart with a new store; an earlier store's timer left in the topic with the same
+    task id (and another due time) must not pass for the new timer."""
+    clock = FakeClock()
+    old = await kafka_env(kafka_config(queues), tmp_path / "old.db", clock)
+    try:
+        await old.start("wf-1")
+        await old.run_wf("wf-1", timer("t", 60_000))
+        old_ids = await stored_timers(old, "wf-1")
+        await old.fire()  # published, and read back by the shard's queue
+        assert queue(old, "wf-1").pending >= 1
+    finally:
+        await crash_env(old)
+    new = await kafka_env(kafka_config(queues), tmp_path / "new.db", clock, identity="h2")
+    try:
+        await new.start("wf-1")
+        await new.run_wf("wf-1", timer("t", 1_000))
+        assert set(await stored_timers(new, "wf-1")) & set(old_ids)  # the same task ids again
+        await new.fire(1_000)
+        assert await fired(new, "wf-1") == ["t"]
+    finally:
+        await stop_env(new)
