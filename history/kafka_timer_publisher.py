@@ -12,6 +12,7 @@ from collections.abc import Callable
 from history.kafka_resources import KafkaResources
 from history.queues import READ_PAGE, TimerTask
 from history.store.base import ExecutionStore
+from history.timers import TimerDeletes
 from legato import codec
 from legato.kafka import TimerMessage, encode_timer
 
@@ -43,21 +44,20 @@ class Backoff:
         return self.failures <= 1 or self.failures % 20 == 0
 
 
-class TimerPublisher:
+class TimerPublisher(TimerDeletes):
     """Sends timers of shard `shard_id` to (topic, partition), keyed by the shard id. Every send
     is retried until acknowledged or the publisher stops (then the row stays in the store and the
     next owner publishes it)."""
 
     def __init__(self, shard_id: int, topic: str, partition: int, kafka: KafkaResources,
                  on_progress: Callable[[], None]) -> None:
+        super().__init__()  # _held: store rows being published, or acked and not yet deleted
         self.shard_id = shard_id
         self._topic = topic
         self._partition = partition
         self._key = str(shard_id).encode()
         self._kafka = kafka
         self._on_progress = on_progress
-        self._rows: set[int] = set()  # task ids of store rows being published, or acked and not yet deleted
-        self._deletes: list[tuple[int, int]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.unacked = 0  # timers being published and not yet acknowledged
         self.max_offset = -1  # the highest offset the broker acknowledged to this publisher
@@ -68,10 +68,10 @@ class TimerPublisher:
     def publish_rows(self, timers: list[TimerTask]) -> None:
         """Publish timer rows just committed (or found in the store); they become deletable once
         acknowledged. Rows already on their way are skipped."""
-        fresh = [t for t in timers if t.task_id not in self._rows]
+        fresh = [t for t in timers if t.task_id not in self._held]
         if self._stopped or not fresh:
             return
-        self._rows.update(t.task_id for t in fresh)
+        self._held.update(t.task_id for t in fresh)
         task = asyncio.create_task(self._publish_rows(fresh), name=f"timer-publish-{self.shard_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -87,24 +87,13 @@ class TimerPublisher:
             rows = await store.read_timer_tasks(self.shard_id, after, 1 << 62, READ_PAGE)
             count += len(rows)
             fresh = [TimerTask(r.fire_time_ms, r.task_id, codec.loads(r.data)) for r in rows
-                     if r.task_id not in self._rows]
-            self._rows.update(t.task_id for t in fresh)
+                     if r.task_id not in self._held]
+            self._held.update(t.task_id for t in fresh)
             await self._publish(fresh, rows=True)
             if len(rows) < READ_PAGE:
                 break
             after = (rows[-1].fire_time_ms, rows[-1].task_id)
         return count
-
-    def take_deletes(self) -> list[tuple[int, int]]:
-        out, self._deletes = self._deletes, []
-        return out
-
-    def restore_deletes(self, deletes: list[tuple[int, int]]) -> None:
-        self._deletes.extend(deletes)
-
-    def deleted(self, deletes: list[tuple[int, int]]) -> None:
-        for _, task_id in deletes:
-            self._rows.discard(task_id)
 
     # ------------------------------------------------------------ copies
 
@@ -151,7 +140,7 @@ class TimerPublisher:
         self.unacked -= 1
         self.max_offset = max(self.max_offset, offset)
         if rows:
-            self._deletes.append((t.fire_time_ms, t.task_id))
+            self._deletable(t)
 
     def stop(self) -> None:
         """Stop sending: rows not yet acknowledged stay in the store for the next owner."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from history.fire_lags import FireLags
 from history.store.base import ExecutionStore
+from history.timers import TimerDeletes
 from legato import codec
 from legato.errors import ShardOwnershipLost
 
@@ -115,23 +116,22 @@ class TransferQueueProcessor:
                 task.cancel()
 
 
-class TimerQueueProcessor:
+class TimerQueueProcessor(TimerDeletes):
     """Timers due within the look-ahead window live in a heap; they fire when the clock reaches
     them. A fired timer's row is deleted (by the shard's flush) only after its effect is durable."""
 
     def __init__(self, shard_id: int, store: ExecutionStore, clock: Callable[[], int], lookahead_ms: int,
                  fire: Callable[[TimerTask], Awaitable[None]]) -> None:
+        super().__init__()  # _held: timers in the heap, firing, or fired and awaiting delete
         self.shard_id = shard_id
         self._store = store
         self._clock = clock
         self._lookahead = lookahead_ms
         self._fire = fire
         self._heap: list[tuple[int, int, TimerTask]] = []
-        self._known: set[int] = set()  # in the heap, firing, or fired and awaiting delete
         self._horizon = -1  # every stored timer with fire_time_ms <= horizon is known in memory
         self._firing: dict[int, asyncio.Task[None]] = {}
         self._retries: dict[int, int] = {}
-        self._deletes: list[tuple[int, int]] = []
         self._wake = asyncio.Event()
         self._load_lock = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
@@ -158,8 +158,8 @@ class TimerQueueProcessor:
             return
         wake = False
         for t in timers:
-            if t.fire_time_ms <= self._horizon and t.task_id not in self._known:
-                self._known.add(t.task_id)
+            if t.fire_time_ms <= self._horizon and t.task_id not in self._held:
+                self._held.add(t.task_id)
                 if not self._heap or t.fire_time_ms < self._heap[0][0]:
                     wake = True
                 heapq.heappush(self._heap, (t.fire_time_ms, t.task_id, t))
@@ -169,17 +169,6 @@ class TimerQueueProcessor:
     def poke(self) -> None:
         """The clock may have moved (tests with a controllable clock): look again."""
         self._wake.set()
-
-    def take_deletes(self) -> list[tuple[int, int]]:
-        out, self._deletes = self._deletes, []
-        return out
-
-    def restore_deletes(self, deletes: list[tuple[int, int]]) -> None:
-        self._deletes.extend(deletes)
-
-    def deleted(self, deletes: list[tuple[int, int]]) -> None:
-        for _, task_id in deletes:
-            self._known.discard(task_id)
 
     @property
     def pending(self) -> int:
@@ -207,7 +196,7 @@ class TimerQueueProcessor:
                 return
             after = (self._horizon, 1 << 62)
             # Commits from now on push their timers up to new_horizon themselves; the read below
-            # may also return some of them, `_known` removes the duplicates.
+            # may also return some of them, `_held` removes the duplicates.
             self._horizon = new_horizon
             while not self._stopped:
                 rows = await self._store.read_timer_tasks(self.shard_id, after, new_horizon, READ_PAGE)
@@ -244,7 +233,7 @@ class TimerQueueProcessor:
         else:
             self._retries.pop(t.task_id, None)
             self.lags.record(started - t.fire_time_ms)
-            self._deletes.append((t.fire_time_ms, t.task_id))
+            self._deletable(t)
         finally:
             self._firing.pop(t.task_id, None)
 

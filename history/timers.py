@@ -5,13 +5,15 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from history.fire_lags import FireLags
-from history.queues import TimerTask
 from history.store.base import ExecutionStore
 
-FireTimer = Callable[[TimerTask], Awaitable[None]]
+if TYPE_CHECKING:  # history.queues imports this module (TimerDeletes)
+    from history.queues import TimerTask
+
+FireTimer = Callable[["TimerTask"], Awaitable[None]]
 
 
 class TimerQueue(Protocol):
@@ -47,6 +49,30 @@ class TimerQueue(Protocol):
 
     @property
     def pending(self) -> int: ...
+
+
+class TimerDeletes:
+    """The delete bookkeeping of a TimerQueue (`take_deletes`, `restore_deletes`, `deleted`):
+    `_held` has the task ids of the timer rows the queue holds in memory and has not seen deleted,
+    `_deletes` the (fire_time_ms, task_id) of those the shard's flush may now delete."""
+
+    def __init__(self) -> None:
+        self._held: set[int] = set()
+        self._deletes: list[tuple[int, int]] = []
+
+    def _deletable(self, t: TimerTask) -> None:
+        self._deletes.append((t.fire_time_ms, t.task_id))
+
+    def take_deletes(self) -> list[tuple[int, int]]:
+        out, self._deletes = self._deletes, []
+        return out
+
+    def restore_deletes(self, deletes: list[tuple[int, int]]) -> None:
+        self._deletes.extend(deletes)
+
+    def deleted(self, deletes: list[tuple[int, int]]) -> None:
+        for _, task_id in deletes:
+            self._held.discard(task_id)
 
 
 # (shard_id, store, clock, fire) -> that shard's timer queue
