@@ -32,7 +32,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -119,6 +119,26 @@ class HistoryAppend:
     run_id: str
     txn_id: int
     events: list[tuple[int, str]]  # (event_id, encoded HistoryEvent)
+
+
+def history_read_end(first_event_id: int, next_event_id: int, limit: int) -> int | None:
+    """The end (exclusive) of the event ids a read_history call reads: below the run's
+    next_event_id, at most `limit` of them; None if there is nothing to read."""
+    if limit <= 0 or first_event_id >= next_event_id:
+        return None
+    return min(next_event_id, first_event_id + limit)
+
+
+def one_event_per_id(rows: Iterable[tuple[int, str]]) -> list[str]:
+    """The encoded events of history rows (event_id, data) ordered by event_id ascending, then
+    txn_id descending: one per event id, that of the greatest txn_id."""
+    out: list[str] = []
+    last = -1
+    for eid, data in rows:
+        if eid != last:  # the greatest txn_id of each event id comes first
+            out.append(data)
+            last = eid
+    return out
 
 
 class RunConditionFailed(Unavailable):

@@ -64,6 +64,8 @@ from history.store.base import (
     TimerTaskRow,
     TransferTaskRow,
     WriteOutcomeUnknown,
+    history_read_end,
+    one_event_per_id,
 )
 from history.store.cql import Cql, Row, connect
 from legato.config import StoreConfig
@@ -395,18 +397,12 @@ class CassandraStore:
 
     async def read_history(self, namespace: str, workflow_id: str, run_id: str, first_event_id: int,
                            next_event_id: int, limit: int) -> list[str]:
-        if limit <= 0 or first_event_id >= next_event_id:
+        end = history_read_end(first_event_id, next_event_id, limit)
+        if end is None:
             return []
-        end = min(next_event_id, first_event_id + limit)
         rows = await self._read(self._ps.events_read, (namespace, workflow_id, run_id, first_event_id, end),
                                 f"reading the history of run {run_id}")
-        out: list[str] = []
-        last = -1
-        for eid, data in rows:
-            if eid != last:  # the greatest txn_id of each event id comes first
-                out.append(data)
-                last = eid
-        return out
+        return one_event_per_id(rows)
 
     # ------------------------------------------------------------------ queues
 

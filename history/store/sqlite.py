@@ -24,6 +24,8 @@ from history.store.base import (
     ShardWrite,
     TimerTaskRow,
     TransferTaskRow,
+    history_read_end,
+    one_event_per_id,
 )
 from legato.errors import FailedPrecondition, ShardOwnershipLost, Unavailable
 
@@ -551,24 +553,17 @@ class SqliteStore:
 
     async def read_history(self, namespace: str, workflow_id: str, run_id: str, first_event_id: int,
                            next_event_id: int, limit: int) -> list[str]:
-        if limit <= 0 or first_event_id >= next_event_id:
+        end = history_read_end(first_event_id, next_event_id, limit)
+        if end is None:
             return []
-        return await self._run(self._read_history, namespace, workflow_id, run_id, first_event_id,
-                               next_event_id, limit)
+        return await self._run(self._read_history, namespace, workflow_id, run_id, first_event_id, end)
 
-    def _read_history(self, namespace: str, workflow_id: str, run_id: str, first: int, end: int,
-                      limit: int) -> list[str]:
+    def _read_history(self, namespace: str, workflow_id: str, run_id: str, first: int, end: int) -> list[str]:
         rows = self._c().execute(
             "SELECT event_id, data FROM history_events WHERE namespace = ? AND workflow_id = ? AND run_id = ? "
             "AND event_id >= ? AND event_id < ? ORDER BY event_id ASC, txn_id DESC",
-            (namespace, workflow_id, run_id, first, min(end, first + limit))).fetchall()
-        out: list[str] = []
-        last = -1
-        for eid, data in rows:
-            if eid != last:  # the greatest txn_id of each event id comes first
-                out.append(data)
-                last = eid
-        return out
+            (namespace, workflow_id, run_id, first, end)).fetchall()
+        return one_event_per_id(rows)
 
     # ------------------------------------------------------------------ queues
 
