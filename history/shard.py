@@ -362,8 +362,7 @@ class ShardContext:
                         ShardOwnershipLost(f"shard {self.shard_id} was dropped", reason="ShardOwnershipLost")
                         if self.lost else
                         Unavailable(f"shard {self.shard_id}: history is stopping", reason="ShuttingDown"))
-                    for p in batch:
-                        _fail(p.future, err)
+                    _fail_all(batch, err)
                     raise
                 except Exception as e:
                     log.exception("shard %d: unexpected error in the committer", self.shard_id)
@@ -474,39 +473,7 @@ class ShardContext:
                 for p in batch:
                     _fail(p.future, ShardOwnershipLost(f"shard {self.shard_id} was dropped"))
                 return
-            try:
-                await self._settle()
-            except ShardOwnershipLost as e:
-                self.lose(e)
-                for p in batch:
-                    _fail(p.future, e)
-                return
-            except Exception as e:
-                unsettled = Unavailable(f"shard {self.shard_id}: cannot settle an earlier write whose outcome is "
-                                        f"unknown: {_as_service_error(e, self.shard_id).message}",
-                                        reason="WriteOutcomeUnknown")
-                for p in batch:
-                    _fail(p.future, unsettled)
-                return
-            n = 1 + sum(len(m.transfer) + len(m.timers) for p in batch for m in p.update.mutations)
-            try:
-                first = await self._allocate(n)
-                txn_id = first
-                ids = list(range(first + 1, first + n))
-                pos = 0
-                for p in batch:
-                    k = sum(len(m.transfer) + len(m.timers) for m in p.update.mutations)
-                    self._prepare(p, txn_id, ids[pos:pos + k])
-                    pos += k
-            except ShardOwnershipLost as e:
-                self.lose(e)
-                for p in batch:
-                    _fail(p.future, e)
-                return
-            except Exception as e:
-                err = e if isinstance(e, ServiceError) else Unavailable(f"shard {self.shard_id}: {e}")
-                for p in batch:
-                    _fail(p.future, err)
+            if not await self._settle_for(batch) or not await self._prepare_batch(batch):
                 return
             try:
                 await self._store.commit(*self._shard_write(batch))
@@ -517,39 +484,76 @@ class ShardContext:
             except RunConditionFailed as e:
                 if len(batch) == 1:
                     _fail(batch[0].future, e)
-                    return
-                # One run's condition failed the whole batch: retry each update alone, so one
-                # conflict does not fail its neighbours.
-                for i, p in enumerate(batch):
-                    try:
-                        await self._store.commit(*self._shard_write([p]))
-                        self.commits += 1
-                    except WriteOutcomeUnknown as e2:
-                        # Nothing more may be written before the shard settles this one.
-                        self._outcome_unknown(batch[i:], e2, maybe_written=[p])
-                        return
-                    except ShardOwnershipLost as e2:
-                        self.lose(e2)
-                        for q in batch[i:]:
-                            _fail(q.future, e2)
-                        return
-                    except Exception as e2:
-                        _fail(p.future, _as_service_error(e2, self.shard_id))
-                        continue
-                    self._handoff(p)
+                else:
+                    await self._write_one_by_one(batch)
                 return
             except ShardOwnershipLost as e:
-                self.lose(e)
-                for p in batch:
-                    _fail(p.future, e)
+                self._lose_and_fail(batch, e)
                 return
             except Exception as e:
-                err = _as_service_error(e, self.shard_id)
-                for p in batch:
-                    _fail(p.future, err)
+                _fail_all(batch, _as_service_error(e, self.shard_id))
                 return
             for p in batch:
                 self._handoff(p)
+
+    async def _settle_for(self, batch: list[_Prepared]) -> bool:
+        """Settle an earlier unknown outcome before writing `batch`; if that fails, fail the batch
+        and return False."""
+        try:
+            await self._settle()
+        except ShardOwnershipLost as e:
+            self._lose_and_fail(batch, e)
+            return False
+        except Exception as e:
+            _fail_all(batch, Unavailable(f"shard {self.shard_id}: cannot settle an earlier write whose outcome is "
+                                         f"unknown: {_as_service_error(e, self.shard_id).message}",
+                                         reason="WriteOutcomeUnknown"))
+            return False
+        return True
+
+    async def _prepare_batch(self, batch: list[_Prepared]) -> bool:
+        """Allocate the batch's txn_id and task ids and prepare its rows; if that fails, fail the
+        batch and return False."""
+        n = 1 + sum(len(m.transfer) + len(m.timers) for p in batch for m in p.update.mutations)
+        try:
+            first = await self._allocate(n)
+            txn_id = first
+            ids = list(range(first + 1, first + n))
+            pos = 0
+            for p in batch:
+                k = sum(len(m.transfer) + len(m.timers) for m in p.update.mutations)
+                self._prepare(p, txn_id, ids[pos:pos + k])
+                pos += k
+        except ShardOwnershipLost as e:
+            self._lose_and_fail(batch, e)
+            return False
+        except Exception as e:
+            _fail_all(batch, e if isinstance(e, ServiceError) else Unavailable(f"shard {self.shard_id}: {e}"))
+            return False
+        return True
+
+    async def _write_one_by_one(self, batch: list[_Prepared]) -> None:
+        """One run's condition failed the whole batch: retry each update alone, so one conflict
+        does not fail its neighbours."""
+        for i, p in enumerate(batch):
+            try:
+                await self._store.commit(*self._shard_write([p]))
+                self.commits += 1
+            except WriteOutcomeUnknown as e:
+                # Nothing more may be written before the shard settles this one.
+                self._outcome_unknown(batch[i:], e, maybe_written=[p])
+                return
+            except ShardOwnershipLost as e:
+                self._lose_and_fail(batch[i:], e)
+                return
+            except Exception as e:
+                _fail(p.future, _as_service_error(e, self.shard_id))
+                continue
+            self._handoff(p)
+
+    def _lose_and_fail(self, items: list[_Prepared], err: ShardOwnershipLost) -> None:
+        self.lose(err)
+        _fail_all(items, err)
 
     def _outcome_unknown(self, items: list[_Prepared], err: WriteOutcomeUnknown,
                          maybe_written: list[_Prepared] | None = None) -> None:
@@ -664,6 +668,11 @@ def _fail(fut: asyncio.Future[None], err: BaseException) -> None:
     if not fut.done():
         fut.set_exception(err)
         fut.exception()  # the waiter may be gone: don't log "exception was never retrieved"
+
+
+def _fail_all(items: list[_Prepared], err: BaseException) -> None:
+    for p in items:
+        _fail(p.future, err)
 
 
 def _as_service_error(e: BaseException, shard_id: int) -> ServiceError:
