@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -61,13 +62,21 @@ def parse_timeout(text: str | None, what: str = "--timeout") -> int | None:
         raise CliError(str(e)) from e
 
 
-def override_section(section: M, model: type[M], flags: tuple[tuple[str, str | None], ...]) -> M:
+def override_section(section: M, model: type[M], flags: tuple[tuple[str, object], ...], what: str = "") -> M:
     """A config section with the command-line flags that were given (name, value) on top,
-    validated like the config file; CliError naming the bad fields otherwise."""
+    validated like the config file; CliError naming the bad fields (after `what`) otherwise."""
     changes = {k: v for k, v in flags if v is not None}
     if not changes:
         return section
     try:
         return model.model_validate({**section.model_dump(), **changes})
     except ValidationError as e:
-        raise CliError("; ".join(f"{err['loc'][0]}: {err['msg']}" for err in e.errors())) from e
+        raise CliError(what + "; ".join(f"{err['loc'][0]}: {err['msg']}" for err in e.errors())) from e
+
+
+def quiet_library_logs(name: str) -> None:
+    """Silence a client library's logger (unless it is set to debug): it logs each failed
+    connection attempt, often with a traceback; the command's error says it once."""
+    lib_log = logging.getLogger(name)
+    if not lib_log.isEnabledFor(logging.DEBUG):
+        lib_log.setLevel(logging.CRITICAL)

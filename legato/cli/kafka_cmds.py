@@ -7,12 +7,11 @@ from the `queues` section of the config, with `--bootstrap` and `--prefix` on to
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import click
 
-from legato.cli.common import override_section, run_async
+from legato.cli.common import override_section, quiet_library_logs, run_async
 from legato.cli.output import ExitCode, print_json
 from legato.config import QueuesConfig, load_config
 from legato.kafka_admin import TopicState, bootstrap, setup_hint, wait_for_topics, wanted_partitions
@@ -27,16 +26,9 @@ def kafka_options(fn: Any) -> Any:
 
 
 def _queues_config(bootstrap_servers: str | None, prefix: str | None, config_path: str | None) -> QueuesConfig:
-    _quiet_client_logs()
+    quiet_library_logs("aiokafka")
     return override_section(load_config(config_path).queues, QueuesConfig,
-                     (("kafka_bootstrap", bootstrap_servers), ("topic_prefix", prefix)))
-
-
-def _quiet_client_logs() -> None:
-    """aiokafka logs each failed connection attempt; the error below says it once."""
-    client_log = logging.getLogger("aiokafka")
-    if not client_log.isEnabledFor(logging.DEBUG):
-        client_log.setLevel(logging.CRITICAL)
+                            (("kafka_bootstrap", bootstrap_servers), ("topic_prefix", prefix)))
 
 
 @click.group()

@@ -8,7 +8,6 @@ opened; `setup` creates the file, `version` reports what it holds.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -17,9 +16,9 @@ from typing import Any, TypeVar
 
 import click
 
-from legato.cli.common import CliError, run_async
+from legato.cli.common import CliError, override_section, quiet_library_logs, run_async
 from legato.cli.output import ExitCode
-from legato.config import ConfigError, StoreConfig, load_config
+from legato.config import StoreConfig, load_config
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,32 +41,16 @@ def store_options(fn: F) -> F:
 def _store_config(kind: str | None, hosts: str | None, port: int | None, keyspace: str | None,
                   config_path: str | None) -> StoreConfig:
     """The config's store section with the flags given on top of it."""
-    cfg = load_config(config_path).store
-    updates: dict[str, Any] = {}
-    if kind is not None:
-        updates["kind"] = kind
-    if hosts is not None:
-        updates["cassandra_hosts"] = hosts
-    if port is not None:
-        updates["cassandra_port"] = port
-    if keyspace is not None:
-        updates["cassandra_keyspace"] = keyspace
-    try:
-        return StoreConfig.model_validate({**cfg.model_dump(), **updates})
-    except Exception as e:  # pydantic's ValidationError: one line per bad field
-        errors = getattr(e, "errors", None)
-        lines = [f"{err['loc'][0]}: {err['msg']}" for err in errors()] if callable(errors) else [str(e)]
-        raise ConfigError("invalid store options: " + "; ".join(lines)) from e
+    return override_section(load_config(config_path).store, StoreConfig,
+                            (("kind", kind), ("cassandra_hosts", hosts), ("cassandra_port", port),
+                             ("cassandra_keyspace", keyspace)), what="invalid store options: ")
 
 
 async def _with_cassandra(cfg: StoreConfig, fn: Callable[[Any], Awaitable[T]]) -> T:
     """Run fn(cql) on a connection to the cluster (no keyspace: it may not exist yet)."""
     from history.store.cql import Cql, connect
 
-    driver_log = logging.getLogger("cassandra")
-    if not driver_log.isEnabledFor(logging.DEBUG):
-        # The driver logs a traceback for each host it cannot reach; the error below says it once.
-        driver_log.setLevel(logging.CRITICAL)
+    quiet_library_logs("cassandra")  # a traceback for each host it cannot reach
     cluster, session = await asyncio.to_thread(connect, cfg, None)
     try:
         return await fn(Cql(session))
