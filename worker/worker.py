@@ -84,6 +84,28 @@ async def respond_with_retry(call: Callable[[], Awaitable[T]], budget_s: float, 
         await asyncio.sleep(delay)
 
 
+class LogThrottle:
+    """At most one log line per `interval_s` for a kind of message; counts the ones held back."""
+
+    def __init__(self, interval_s: float = 5.0) -> None:
+        self.interval_s = interval_s
+        self._last = -interval_s
+        self._held_back = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now - self._last >= self.interval_s:
+            self._last = now
+            return True
+        self._held_back += 1
+        return False
+
+    def suppressed_note(self) -> str:
+        """For the allowed line: how many were held back since the last one (then reset)."""
+        n, self._held_back = self._held_back, 0
+        return f" ({n} more such failures not logged)" if n else ""
+
+
 def default_identity() -> str:
     return f"{os.getpid()}@{socket.gethostname()}"
 
@@ -108,6 +130,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._started = False
         self.min_empty_poll_s = 0.05  # an empty poll faster than this (no long-poll) backs off
+        self._poll_errors = LogThrottle()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -187,8 +210,10 @@ class Worker:
                     raise
                 except Exception as err:
                     delay = backoff.next_delay()
-                    log.warning("%s poll on %s/%s failed (%s: %s); retrying in %.2fs", kind, namespace, queue,
-                                type(err).__name__, err, delay)
+                    # Every poller fails at once while the server is away: one line per interval.
+                    level = logging.WARNING if self._poll_errors.allow() else logging.DEBUG
+                    log.log(level, "%s poll on %s/%s failed (%s: %s); retrying in %.2fs%s", kind, namespace, queue,
+                            type(err).__name__, err, delay, self._poll_errors.suppressed_note())
                     await self._sleep(delay)
                     continue
                 backoff.reset()

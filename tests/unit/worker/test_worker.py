@@ -245,3 +245,15 @@ def test_backoff_grows_and_is_capped() -> None:
     assert all(d <= 2.0 for d in delays) and delays[-1] >= 1.0
     b.reset()
     assert b.next_delay() <= 0.1
+
+
+def test_log_throttle_allows_one_line_per_interval_and_counts_the_rest() -> None:
+    from worker.worker import LogThrottle
+
+    t = LogThrottle(interval_s=3600)
+    assert t.allow() and t.suppressed_note() == ""
+    assert not t.allow() and not t.allow()
+    t.interval_s = 0  # the interval has passed
+    assert t.allow()
+    assert t.suppressed_note() == " (2 more such failures not logged)"
+    assert t.suppressed_note() == ""
