@@ -691,6 +691,14 @@ class Engine:
         wtype = a.get("workflow_type") or st.workflow_type
         if not isinstance(wtype, str) or check_id(wtype, "workflow_type"):
             raise CommandError(BAD_COMMAND, f"{where}: workflow_type must be a string, got {wtype!r}")
+        tq, inp = self._task_queue_and_input(st, a, where)
+        norm: dict[str, Any] = {"workflow_type": wtype, "task_queue": tq, "input": inp}
+        for name in ("run_timeout_ms", "task_timeout_ms"):
+            norm[name] = self._ms(a, name, where) if a.get(name) is not None else None
+        return norm
+
+    def _task_queue_and_input(self, st: MutableState, a: dict[str, Any], where: str) -> tuple[str, list[Any]]:
+        """A command's task queue (default: the run's) and its input arguments, checked."""
         tq = a.get("task_queue") or st.task_queue
         if not isinstance(tq, str) or check_id(tq, "task_queue"):
             raise CommandError(BAD_COMMAND, f"{where}: task_queue must be a string, got {tq!r}")
@@ -700,10 +708,7 @@ class Engine:
         if not isinstance(inp, list):
             raise CommandError(BAD_COMMAND, f"{where}: input must be a list of arguments, got {type(inp).__name__}")
         self._payload_cmd(inp, f"{where}: input")
-        norm: dict[str, Any] = {"workflow_type": wtype, "task_queue": tq, "input": inp}
-        for name in ("run_timeout_ms", "task_timeout_ms"):
-            norm[name] = self._ms(a, name, where) if a.get(name) is not None else None
-        return norm
+        return tq, inp
 
     def _payload_cmd(self, value: Any, what: str) -> None:
         try:
@@ -729,15 +734,7 @@ class Engine:
         if not isinstance(atype, str) or check_id(atype, "activity_type"):
             raise CommandError(BAD_COMMAND, f"{where}: activity_type must be a non-empty string, got {atype!r}")
         where = f"{where} activity {atype!r}"
-        tq = a.get("task_queue") or st.task_queue
-        if not isinstance(tq, str) or check_id(tq, "task_queue"):
-            raise CommandError(BAD_COMMAND, f"{where}: task_queue must be a string, got {tq!r}")
-        inp = a.get("input")
-        if inp is None:
-            inp = []
-        if not isinstance(inp, list):
-            raise CommandError(BAD_COMMAND, f"{where}: input must be a list of arguments, got {type(inp).__name__}")
-        self._payload_cmd(inp, f"{where}: input")
+        tq, inp = self._task_queue_and_input(st, a, where)
         ctx = a.get("context")
         if ctx is None:
             ctx = {}

@@ -13,11 +13,10 @@ clients of the internal services (`legato.internal_clients`).
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 from legato import api, wire
-from legato.grpc_channel import RpcChannel
+from legato.grpc_channel import ChannelClient, RpcChannel
 from legato.grpc_errors import REASON_KEY, RUN_ID_KEY
 from legato.proto import legato_pb2_grpc
 
@@ -26,7 +25,7 @@ __all__ = ["DEFAULT_ADDRESS", "REASON_KEY", "RUN_ID_KEY", "GrpcClient"]
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 
 
-class GrpcClient:
+class GrpcClient(ChannelClient):
     """`legato.api.WorkflowService` over gRPC. Use as `async with`, or call `await close()`."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, connect_timeout_s: float = 5.0,
@@ -39,23 +38,10 @@ class GrpcClient:
         self._rpc = RpcChannel(address, legato_pb2_grpc.WorkflowServiceStub, connect_timeout_s=connect_timeout_s,
                                call_timeout_s=call_timeout_s, long_poll_margin_s=long_poll_margin_s)
 
-    async def __aenter__(self) -> GrpcClient:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self._rpc.close()
-
     # ------------------------------------------------------------ plumbing
 
     async def _call(self, rpc: str, request: Any, timeout_s: float | None = None) -> Any:
         return await self._rpc.call(rpc, request, timeout_s)
-
-    def _long_poll_s(self, timeout_ms: int) -> float:
-        return self._rpc.long_poll_s(timeout_ms)
 
     async def _poll(self, rpc: str, request: Any, timeout_ms: int) -> Any:
         return await self._rpc.poll(rpc, request, timeout_ms or self._long_poll_timeout_ms)
@@ -78,12 +64,12 @@ class GrpcClient:
         return wire.describe_response_from_pb(await self._call("DescribeWorkflow", wire.describe_request_to_pb(ref)))
 
     async def get_workflow_history(self, req: api.GetHistoryRequest) -> api.GetHistoryResponse:
-        timeout = max(self._rpc.call_timeout_s, self._long_poll_s(req.timeout_ms)) if req.wait_new_event else None
+        timeout = self._wait_s(req.timeout_ms) if req.wait_new_event else None
         return wire.history_response_from_pb(
             await self._call("GetWorkflowHistory", wire.history_request_to_pb(req), timeout))
 
     async def get_workflow_result(self, req: api.GetResultRequest) -> api.GetResultResponse:
-        timeout = max(self._rpc.call_timeout_s, self._long_poll_s(req.timeout_ms))
+        timeout = self._wait_s(req.timeout_ms)
         return wire.result_response_from_pb(
             await self._call("GetWorkflowResult", wire.result_request_to_pb(req), timeout))
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import grpc
 
@@ -147,3 +148,23 @@ class RpcChannel:
             if e.reason == "DeadlineExceeded":
                 return None
             raise
+
+
+class ChannelClient:
+    """The `async with` / `close()` life cycle every Legato client shares, around its channel."""
+
+    _rpc: RpcChannel
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._rpc.close()
+
+    def _wait_s(self, timeout_ms: int) -> float:
+        """The deadline of a call that may wait `timeout_ms` on the server."""
+        return max(self._rpc.call_timeout_s, self._rpc.long_poll_s(timeout_ms))

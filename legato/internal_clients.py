@@ -15,37 +15,22 @@ deadlines slightly longer than the wait they ask for; cancelling a call cancels 
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from legato import api, wire
 from legato import wire_internal as wi
-from legato.grpc_channel import INTERNAL_CHANNEL_OPTIONS, RpcChannel
+from legato.grpc_channel import INTERNAL_CHANNEL_OPTIONS, ChannelClient, RpcChannel
 from legato.proto import legato_pb2_grpc
 
 READ_ATTEMPTS = 3
 
 
-class _Client:
-    """The channel, and the `async with` / `close()` life cycle both clients share."""
+class _Client(ChannelClient):
+    """The channel both internal clients are built on."""
 
     def __init__(self, rpc: RpcChannel) -> None:
         self._rpc = rpc
         self.address = rpc.address
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self._rpc.close()
-
-    def _wait_s(self, timeout_ms: int) -> float:
-        """The deadline of a call that may wait `timeout_ms` on the server."""
-        return max(self._rpc.call_timeout_s, self._rpc.long_poll_s(timeout_ms))
 
 
 class GrpcHistoryClient(_Client):
