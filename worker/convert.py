@@ -25,6 +25,12 @@ class ConversionError(ValueError):
     pass
 
 
+def map_or_value(value: Any) -> Any:
+    """An empty Lua table converts to [] (it could be a list or a map): where a map is expected,
+    read it as {}; anything else is returned for the caller to check."""
+    return {} if value == [] else value
+
+
 def to_python(value: Any, depth: int = 0) -> Any:
     """Convert a Lua value (as lupa hands it over) into a JSON-able Python value."""
     t = type(value)

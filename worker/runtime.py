@@ -27,7 +27,7 @@ from legato.events import EventType, HistoryEvent
 from legato.ids import MAX_ID_LENGTH
 from legato.query import check_search_attributes
 from legato.retry import RetryPolicy
-from worker.convert import ConversionError, args_to_python, failure_from_lua, to_lua, to_python
+from worker.convert import ConversionError, args_to_python, failure_from_lua, map_or_value, to_lua, to_python
 from worker.entries import ClientEntry, Registry, WorkerEntry, WorkflowEntry, compile_lua
 from worker.start_options import SpawnSpec, apply_spawner_call, child_command_attrs, start_request
 
@@ -114,8 +114,7 @@ def parse_activity_options(opts: Any, base: ActivityOptions | None) -> ActivityO
     for raw_key, value in opts.items():
         key = raw_key[len("temporal."):] if raw_key.startswith("temporal.activity.") else raw_key
         if key == "activity.retry_policy":
-            if value == []:
-                value = {}
+            value = map_or_value(value)
             if not isinstance(value, dict):
                 raise ValueError(f"{raw_key}: expected a table (initial_interval, backoff_coefficient, "
                                  "maximum_interval, maximum_attempts, non_retryable_error_types)")
@@ -542,8 +541,7 @@ class WorkflowRun:
             ctx = to_python(table)
         except ConversionError as err:
             return None, f"with_context: {err}"
-        if ctx == []:
-            ctx = {}
+        ctx = map_or_value(ctx)
         if not isinstance(ctx, dict):
             return None, "with_context: expected a table of name = value"
         out = base.copy() if isinstance(base, ActivityOptions) else ActivityOptions()
@@ -655,8 +653,7 @@ class WorkflowRun:
             value = to_python(table)
         except ConversionError as err:
             return None, f"workflow.attrs: {err}"
-        if value == []:
-            value = {}
+        value = map_or_value(value)
         if not isinstance(value, dict):
             return None, "workflow.attrs: expected a table {search = {...}, memo = {...}}"
         unknown = sorted(k for k in value if k not in ("search", "memo"))
@@ -665,8 +662,7 @@ class WorkflowRun:
         cmds: list[PendingCommand] = []
         search = value.get("search")
         if search is not None:
-            if search == []:
-                search = {}
+            search = map_or_value(search)
             problem = check_search_attributes(search, "workflow.attrs: search")
             if problem:
                 return None, problem
@@ -674,8 +670,7 @@ class WorkflowRun:
                 cmds.append(PendingCommand(C.UpsertWorkflowSearchAttributes, None, line, search))
         memo = value.get("memo")
         if memo is not None:
-            if memo == []:
-                memo = {}
+            memo = map_or_value(memo)
             if not isinstance(memo, dict):
                 return None, "workflow.attrs: memo must be a table of name = value"
             if memo:

@@ -31,6 +31,7 @@ from legato.api import (
 from legato.durations import parse_duration_ms
 from legato.query import check_search_attributes
 from legato.retry import RetryPolicy
+from worker.convert import map_or_value
 
 try:  # validated again (authoritatively) by the frontend / history
     from croniter import croniter as _croniter
@@ -120,8 +121,7 @@ def _enum(key: str, value: Any, enum: Any) -> Any:
 
 
 def _mapping(key: str, value: Any) -> dict[str, Any]:
-    if value == []:  # an empty Lua table
-        return {}
+    value = map_or_value(value)
     if not isinstance(value, dict):
         raise StartOptionError(f"{key}: expected a table of name = value, got {_show(value)}")
     return dict(value)
