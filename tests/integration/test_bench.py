@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from legato.config import StoreConfig
 from tests.integration.procs import Cluster, legato
 
 
@@ -53,3 +54,28 @@ def test_bench_reports_a_server_that_does_not_start(tmp_path: Path) -> None:
                timeout=120)
     assert r.returncode == 3, r.stdout
     assert "server exited with status" in r.stderr and "before it was ready" in r.stderr, r.stderr
+
+
+def test_bench_hello_sleep_reports_timer_lag() -> None:
+    r = legato("bench", "hello", "--workflows", "3", "--sleep", "50ms", "--output", "json", timeout=120)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["failed"] == 0
+    assert report["timer_lag_p99_ms"] >= report["timer_lag_p50_ms"] >= 0  # never before the due time
+    plain = legato("bench", "hello", "--workflows", "1", "--output", "json", timeout=120)
+    assert json.loads(plain.stdout)["timer_lag_p50_ms"] is None  # no timer, no lag
+
+
+def test_bench_hello_rejects_a_bad_sleep() -> None:
+    r = legato("bench", "hello", "--workflows", "1", "--sleep", "soon", timeout=60)
+    assert r.returncode == 3 and "--sleep" in r.stderr and "not a duration" in r.stderr, r.stderr
+
+
+def test_bench_hello_on_cassandra_counts_lwts(cassandra: StoreConfig) -> None:
+    r = legato("bench", "hello", "--workflows", "4", "--store", "cassandra", "--cassandra-hosts",
+               ",".join(cassandra.cassandra_hosts), "--keyspace", cassandra.cassandra_keyspace, "--output", "json",
+               timeout=120)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["failed"] == 0 and report["lwts"] > 0
+    assert report["transitions"] >= 4 * 3  # start, workflow task, activity, close: several per workflow
