@@ -191,8 +191,8 @@ class KafkaMatching(MatchingNode):
             consumer.resume(*consumer.assignment())
             self._paused = False
 
-    async def _record_workflow_task(self, task: api.TaskInfo, identity: str) -> api.WorkflowTask:
-        result = await super()._record_workflow_task(task, identity)
+    async def _record_workflow_task(self, task: api.TaskInfo, request_id: str, identity: str) -> api.WorkflowTask:
+        result = await super()._record_workflow_task(task, request_id, identity)
         if identity:
             self._last_workers.note(task.namespace, task.workflow_id, identity)
         return result

@@ -5,9 +5,6 @@ tasks come from (`add_task`, a Kafka consumer) and how they stop.
 
 from __future__ import annotations
 
-import itertools
-import uuid
-
 from legato import api
 from legato.config import Config
 from legato.errors import Unavailable
@@ -23,8 +20,6 @@ class MatchingNode:
         self._config = config
         self._queues = TaskQueues(config.matching.long_poll_timeout_ms)
         self._mailboxes = Mailboxes(config.matching)
-        self._request_prefix = uuid.uuid4().hex[:16]
-        self._request_seq = itertools.count(1)
 
     @property
     def _stopped(self) -> bool:
@@ -34,30 +29,27 @@ class MatchingNode:
         if self._queues.stopped:
             raise Unavailable("matching is stopped", reason="MatchingStopped")
 
-    def _request_id(self) -> str:
-        return f"{self._request_prefix}-{next(self._request_seq)}"
-
     # ------------------------------------------------------------ task polls
 
     async def poll_workflow_task(self, req: api.PollRequest) -> api.WorkflowTask | None:
         self._check_running()
 
-        async def record(task: api.TaskInfo) -> api.WorkflowTask:
-            return await self._record_workflow_task(task, req.identity)
+        async def record(task: api.TaskInfo, request_id: str) -> api.WorkflowTask:
+            return await self._record_workflow_task(task, request_id, req.identity)
 
         return await self._queues.poll((req.namespace, req.task_queue, api.TaskKind.WORKFLOW), req, record)
 
     async def poll_activity_task(self, req: api.PollRequest) -> api.ActivityTask | None:
         self._check_running()
 
-        async def record(task: api.TaskInfo) -> api.ActivityTask:
-            return await self._history.record_activity_task_started(task, self._request_id(), req.identity)
+        async def record(task: api.TaskInfo, request_id: str) -> api.ActivityTask:
+            return await self._history.record_activity_task_started(task, request_id, req.identity)
 
         return await self._queues.poll((req.namespace, req.task_queue, api.TaskKind.ACTIVITY), req, record)
 
-    async def _record_workflow_task(self, task: api.TaskInfo, identity: str) -> api.WorkflowTask:
+    async def _record_workflow_task(self, task: api.TaskInfo, request_id: str, identity: str) -> api.WorkflowTask:
         """History records the task started (a backend may note who got it)."""
-        return await self._history.record_workflow_task_started(task, self._request_id(), identity)
+        return await self._history.record_workflow_task_started(task, request_id, identity)
 
     # ------------------------------------------------------------ caller mailboxes (matching/mailboxes.py)
 

@@ -22,7 +22,9 @@ or fails; a Kafka offset may be committed past it).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -44,7 +46,7 @@ class Queued:
     """A task on a queue. `sticky`: the identity of the only worker that may take it until the
     loop time `sticky_until` (a workflow task offered first to the worker that has its run cached)."""
 
-    __slots__ = ("release", "since", "sticky", "sticky_until", "task")
+    __slots__ = ("release", "request_id", "since", "sticky", "sticky_until", "task")
 
     def __init__(self, task: api.TaskInfo, since: float, sticky: str | None = None, sticky_until: float = 0.0) -> None:
         self.task = task
@@ -52,6 +54,10 @@ class Queued:
         self.sticky = sticky
         self.sticky_until = sticky_until
         self.release: asyncio.TimerHandle | None = None  # ends the sticky hold
+        # The id history records the task started with; kept when the task goes back to its queue,
+        # so that after a record whose outcome was lost (history applied it, the reply failed) the
+        # next poll gets the task again instead of "already started by another poller".
+        self.request_id = ""
 
     def live(self) -> bool:
         """False: the task was withdrawn; skip it."""
@@ -127,6 +133,8 @@ class TaskQueues:
         self._limit_ms = long_poll_timeout_ms
         self._queues: dict[Key, _Queue] = {}
         self.stopped = False
+        self._request_prefix = uuid.uuid4().hex[:16]
+        self._request_seq = itertools.count(1)
 
     def _queue(self, key: Key) -> _Queue:
         q = self._queues.get(key)
@@ -194,9 +202,11 @@ class TaskQueues:
 
     # ------------------------------------------------------------ polls
 
-    async def poll(self, key: Key, req: api.PollRequest, record: Callable[[api.TaskInfo], Awaitable[T]]) -> T | None:
-        """Long-poll the queue: the next task that history records as started (`record`), or None
-        when `req.timeout_ms` (capped at the long-poll timeout) passes first or matching stops."""
+    async def poll(self, key: Key, req: api.PollRequest,
+                   record: Callable[[api.TaskInfo, str], Awaitable[T]]) -> T | None:
+        """Long-poll the queue: the next task that history records as started (`record(task,
+        request_id)`), or None when `req.timeout_ms` (capped at the long-poll timeout) passes first
+        or matching stops."""
         loop = asyncio.get_running_loop()
         timeout_ms = min(req.timeout_ms, self._limit_ms) if req.timeout_ms > 0 else self._limit_ms
         deadline = loop.time() + timeout_ms / 1000.0
@@ -205,7 +215,9 @@ class TaskQueues:
             if item is None:
                 return None
             try:
-                result = await record(item.task)
+                if not item.request_id:
+                    item.request_id = f"{self._request_prefix}-{next(self._request_seq)}"
+                result = await record(item.task, item.request_id)
             except (FailedPrecondition, NotFound) as e:
                 log.debug("dropping stale %s task %s/%s@%d: %s", key[2].value, item.task.workflow_id,
                           item.task.run_id, item.task.scheduled_event_id, e)

@@ -230,3 +230,23 @@ async def test_many_tasks_many_pollers_each_delivered_once(matching: InProcessMa
     await asyncio.gather(*(matching.add_task(task(i, kind=WF if i % 2 else ACT)) for i in range(n)))
     assert sorted(seen) == sorted(f"wf-{i}" for i in range(n))
     await asyncio.gather(*workers)
+
+
+@pytest.mark.parametrize("kind", [WF, ACT])
+async def test_a_task_put_back_is_recorded_again_with_the_same_request_id(
+        matching: InProcessMatching, history: FakeHistory, kind: api.TaskKind) -> None:
+    """History may have applied a record whose reply was lost; asked again with the same request
+    id it hands the task over again (a new id would be "already started by another poller", and
+    the task would wait for its timeout)."""
+    poll_fn = matching.poll_workflow_task if kind == WF else matching.poll_activity_task
+    add1 = await started(matching.add_task(task(1, kind=kind)))
+    history.behaviour["wf-1"] = raiser(Unavailable("reply lost"))
+    with pytest.raises(Unavailable):
+        await poll_fn(poll())
+    got = await poll_fn(poll(identity="w2"))
+    assert got is not None and got.workflow_id == "wf-1"
+    await add1
+    add2 = await started(matching.add_task(task(2, kind=kind)))
+    await poll_fn(poll())
+    await add2
+    assert history.request_ids[0] == history.request_ids[1] != history.request_ids[2]

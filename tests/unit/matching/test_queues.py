@@ -24,7 +24,7 @@ class Item(Queued):
         self.settled = True
 
 
-async def record(task: api.TaskInfo) -> str:
+async def record(task: api.TaskInfo, request_id: str) -> str:
     return task.workflow_id
 
 
