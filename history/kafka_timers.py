@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from history.fire_lags import FireLags
 from history.kafka_resources import KafkaResources
@@ -38,12 +38,13 @@ from history.store.base import ExecutionStore
 from history.timers import FireTimer, TimerQueueFactory
 from legato.config import QueuesConfig
 from legato.errors import ShardOwnershipLost
-from legato.kafka import TimerMessage, decode_timer, make_consumer, timer_partition, topics
+from legato.kafka import TimerMessage, consumer_config, decode_timer, timer_partition, topics
+from legato.kafka_client import PumpedConsumer, commit_offsets
 
 log = logging.getLogger("legato.history")
 
 _R = TypeVar("_R")
-FETCH_WAIT_MS = 1000  # a consumer fetch returns at once when a message arrives, at the latest after this
+READ_BATCH = 1000  # the most messages the consumer hands over at once
 COMPACT_SLACK = 1024  # a heap is rebuilt from its live entries once it has this many more than twice them
 
 
@@ -116,7 +117,7 @@ class KafkaTimerQueue:
         self.tp = TopicPartition(topics(cfg).timers, timer_partition(cfg, shard_id))
         self.publisher = TimerPublisher(shard_id, self.tp.topic, self.tp.partition, kafka, self._progressed)
         self.lags = FireLags()
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: PumpedConsumer | None = None
         self._offsets = OffsetTracker()
         self._next = 0  # the next offset to read
         self._start_end = 0  # the end of the partition when this owner started reading
@@ -160,6 +161,8 @@ class KafkaTimerQueue:
             return
         self._stopped = True
         self.publisher.stop()
+        if self._consumer is not None:
+            self._consumer.stop_reading()
         current = asyncio.current_task()
         for task in [*self._tasks, *self._firing.values(), *self._republishes]:
             if task is not current:
@@ -180,15 +183,14 @@ class KafkaTimerQueue:
         except Exception as e:  # shutting down anyway; the next owner re-reads a little more
             log.warning("shard %d: final timer offset commit failed: %s", self.shard_id, e)
         finally:
-            await consumer.stop()
+            await consumer.close()
 
     async def _run(self) -> None:
         """Open the consumer, then (while it consumes) publish the rows left in the store."""
         await self._retry("opening the timer consumer", self._open)
         if self._consumer is None:
             return  # stopped first
-        self._tasks += [asyncio.create_task(self._consume_loop(), name=f"kafka-timers-consume-{self.shard_id}"),
-                        asyncio.create_task(self._fire_loop(), name=f"kafka-timers-fire-{self.shard_id}"),
+        self._tasks += [asyncio.create_task(self._fire_loop(), name=f"kafka-timers-fire-{self.shard_id}"),
                         asyncio.create_task(self._commit_loop(), name=f"kafka-timers-commit-{self.shard_id}")]
         found = await self._retry("publishing the stored timers", lambda: self.publisher.publish_stored(self._store))
         log.debug("shard %d: %s timer rows found in the store were published", self.shard_id, found)
@@ -196,17 +198,28 @@ class KafkaTimerQueue:
         self._progressed()
 
     async def _open(self) -> None:
-        consumer = make_consumer(self._cfg, self.group)
+        consumer = PumpedConsumer(consumer_config(self._cfg, self.group), self._take_batch,
+                                  f"timers of shard {self.shard_id}", READ_BATCH)
         try:
-            await consumer.start()
-            consumer.assign([self.tp])
-            self._next = await consumer.position(self.tp)  # the group's committed offset, else the start
-            self._start_end = (await consumer.end_offsets([self.tp]))[self.tp]
-            self.committed = await consumer.committed(self.tp)  # None: the group has not committed yet
+            self._next, self._start_end, self.committed = await consumer.call(self._assign)
         except BaseException:
-            await consumer.stop()
+            await consumer.close()
             raise
         self._consumer = consumer
+        consumer.read()
+
+    def _assign(self, consumer: Consumer) -> tuple[int, int, int | None]:
+        """Blocking: read the partition from the group's committed offset (else from its start);
+        return (that offset, the partition's end, the committed offset or None)."""
+        timeout_s = self._cfg.request_timeout_ms / 1000.0
+        [committed] = consumer.committed([TopicPartition(self.tp.topic, self.tp.partition)], timeout_s)
+        if committed.error is not None:
+            raise KafkaException(committed.error)
+        low, high = consumer.get_watermark_offsets(self.tp, timeout_s)
+        have = committed.offset if committed.offset >= 0 else None
+        start = max(low, have if have is not None else low)
+        consumer.assign([TopicPartition(self.tp.topic, self.tp.partition, start)])
+        return start, high, have
 
     async def _retry(self, what: str, fn: Callable[[], Awaitable[_R]]) -> _R | None:
         backoff = Backoff()
@@ -237,21 +250,15 @@ class KafkaTimerQueue:
 
     # ================================================================ consuming
 
-    async def _consume_loop(self) -> None:
-        assert self._consumer is not None
-        backoff = Backoff()
-        while not self._stopped:
-            try:
-                batch = await self._consumer.getmany(self.tp, timeout_ms=FETCH_WAIT_MS)
-            except Exception as e:
-                log.log(logging.WARNING if backoff.loud() else logging.DEBUG,
-                        "shard %d: reading timers failed, retrying: %s", self.shard_id, e)
-                await backoff.wait()
-                continue
-            backoff.reset()
-            for rec in batch.get(self.tp, []):
-                self._take(rec.offset, rec.value)
-            self._progressed()
+    def _take_batch(self, messages: list[Message]) -> None:
+        """What the consumer read (on the loop, in offset order)."""
+        if self._stopped:
+            return
+        for m in messages:
+            offset = m.offset()
+            if offset is not None:
+                self._take(offset, m.value() or b"")
+        self._progressed()
 
     def _take(self, offset: int, value: bytes) -> None:
         self._next = max(self._next, offset + 1)
@@ -404,10 +411,11 @@ class KafkaTimerQueue:
             return self.committed
         return await self._commit(self._consumer)
 
-    async def _commit(self, consumer: AIOKafkaConsumer) -> int:
+    async def _commit(self, consumer: PumpedConsumer) -> int:
         low = self._offsets.low(self._next)
         if low != self.committed:
-            await consumer.commit({self.tp: low})
+            tp = TopicPartition(self.tp.topic, self.tp.partition, low)
+            await consumer.call(lambda c: commit_offsets(c, [tp]))
             self.committed = low
         return low
 

@@ -30,7 +30,7 @@ from history.kafka_timers import kafka_timer_queues
 from history.process_tasks import ProcessTasks, exit_message
 from history.processes import ABNORMAL
 from history.queues import TimerTask, TransferTask
-from history.shard import CacheEntry, ShardContext, Update
+from history.shard import CacheEntry, ShardContext, Update, WriteGate
 from history.state import (
     PROCESS_TRANSFER_KINDS,
     STARTED,
@@ -173,6 +173,14 @@ class HistoryServiceImpl:
         self._engine = Engine(config)
         self._shards: dict[int, ShardContext] = {}
         self._num_shards = config.history.num_shards
+        # Shared by the shards: closed while this node's ZooKeeper connection is suspended.
+        self.write_gate = WriteGate()
+        # The address of the node this one believes owns a shard (cluster mode: from the
+        # assignment), named in the error of a request for a shard it does not own.
+        self.owner_hint: Callable[[int], str] = lambda _shard_id: ""
+        self._owner = ""  # recorded on each shard acquired: unique per start (see start())
+        self.on_shard_lost: Callable[[int], None] | None = None  # a write found another node's range_id
+        self._acquiring: set[int] = set()
         self._notifier = _Notifier()  # any committed change of a run (history long-polls)
         # a run closed or its workflow task failed: what result long-polls wait for (they are not
         # woken by every step of the run)
@@ -206,8 +214,10 @@ class HistoryServiceImpl:
         if self._matching_ready is not None:
             self._matching_ready.set()
 
-    async def start(self) -> None:
-        """Acquire every shard (range_id fencing), load their outboxes, start their processors."""
+    async def start(self, acquire_all: bool = True) -> None:
+        """Check the store's number of shards; then acquire every shard (range_id fencing), load
+        their outboxes and start their processors, or, with `acquire_all=False` (a cluster node),
+        none: the shard controller (history/ownership.py) acquires and releases them."""
         if self._started:
             return
         self._matching_ready = asyncio.Event()
@@ -220,29 +230,77 @@ class HistoryServiceImpl:
                 f"this store was created with history.num_shards = {stored}, but this node is configured with "
                 f"{n}; the number of shards is fixed when a cluster is created (set history.num_shards: {stored})",
                 reason="NumShardsMismatch")
-        shards: list[ShardContext] = []
         # The owner recorded on each shard is unique to this start, so that a range renewal whose
         # outcome was unknown can recognise, later, that it did take effect (ShardContext._renew).
-        owner = f"{self.identity}#{uuid.uuid4().hex[:8]}"
+        self._owner = f"{self.identity}#{uuid.uuid4().hex[:8]}"
+        self._started = True
+        if not acquire_all:
+            log.info("history %s started; shards come from the cluster's assignment", self.identity)
+            return
         try:
             for sid in range(n):
-                info = await self._store.acquire_shard(sid, owner)
-                shard = ShardContext(info, self._store, self._config, self._clock,
-                                     functools.partial(self._dispatch, sid), self._fire_timer, self._shard_lost,
-                                     kafka_timer_queues(self._config.queues, self.kafka) if self.kafka else None)
-                shards.append(shard)
-                self._shards[sid] = shard
-            for shard in shards:
-                await shard.start()
+                await self.acquire_shard(sid)
         except BaseException:
-            for shard in shards:
-                await shard.stop()
-            self._shards.clear()
-            if self.kafka is not None:
-                await self.kafka.close()
+            await self.stop()
             raise
-        self._started = True
         log.info("history %s started with %d shards", self.identity, n)
+
+    async def acquire_shard(self, shard_id: int) -> None:
+        """Own `shard_id`: range_id + 1 in the store (conditional: it fences every earlier owner),
+        then load its outbox and start its processors. Raises what the store raises (the caller
+        retries); a shard already owned or being acquired is left alone."""
+        if not self._started or self._stopping:
+            raise Unavailable("the history service is not running", reason="NotStarted")
+        old = self._shards.get(shard_id)
+        if (old is not None and not old.lost) or shard_id in self._acquiring:
+            return
+        self._acquiring.add(shard_id)
+        try:
+            if old is not None:  # lost earlier (fenced by another node): stop what is left of it
+                await old.stop()
+            info = await self._store.acquire_shard(shard_id, self._owner)
+            shard = ShardContext(info, self._store, self._config, self._clock,
+                                 functools.partial(self._dispatch, shard_id), self._fire_timer, self._shard_lost,
+                                 kafka_timer_queues(self._config.queues, self.kafka) if self.kafka else None,
+                                 gate=self.write_gate, owner_hint=self.owner_hint)
+            try:
+                await shard.start()
+            except BaseException:
+                await shard.stop()
+                raise
+            self._shards[shard_id] = shard
+        finally:
+            self._acquiring.discard(shard_id)
+
+    async def release_shard(self, shard_id: int, drain_timeout_s: float) -> None:
+        """Hand `shard_id` over: refuse new requests for it (ShardOwnershipLost naming the owner
+        this node believes in: callers retry there), let the requests in flight finish for up to
+        `drain_timeout_s`, then stop its processors and persist its ack levels."""
+        shard = self._shards.get(shard_id)
+        if shard is None:
+            return
+        if not await shard.drain(drain_timeout_s):
+            log.warning("shard %d: requests still running after %.1fs; releasing it anyway", shard_id,
+                        drain_timeout_s)
+        await shard.stop()
+        if self._shards.get(shard_id) is shard:
+            del self._shards[shard_id]
+        self._notifier.notify_all()  # long polls of this shard look again (and are told where it went)
+        self._closers.notify_all()
+
+    def drop_all_shards(self, why: str) -> None:
+        """Stop writing every shard at once, without a last write (this node's ZooKeeper session is
+        gone: other nodes may own them already)."""
+        for sid, shard in list(self._shards.items()):
+            shard.lose(ShardOwnershipLost(f"shard {sid}: {why}", reason="ShardOwnershipLost"))
+
+    async def forget_lost_shards(self) -> None:
+        """Stop what is left of the shards this node lost (their queues' consumers, tasks)."""
+        for sid, shard in list(self._shards.items()):
+            if shard.lost:
+                await shard.stop()
+                if self._shards.get(sid) is shard:
+                    del self._shards[sid]
 
     async def stop(self) -> None:
         if not self._started or self._stopping:
@@ -261,6 +319,8 @@ class HistoryServiceImpl:
     def _shard_lost(self, shard: ShardContext) -> None:
         self._notifier.notify_all()
         self._closers.notify_all()
+        if self.on_shard_lost is not None:
+            self.on_shard_lost(shard.shard_id)
 
     # ------------------------------------------------------------------ for tests and operators
 
@@ -318,8 +378,11 @@ class HistoryServiceImpl:
         sid = shard_for(namespace, workflow_id, self._num_shards)
         shard = self._shards.get(sid)
         if shard is None:
-            raise ShardOwnershipLost(f"shard {sid} is not owned by this history node", reason="ShardOwnershipLost")
-        shard.check()
+            owner = self.owner_hint(sid)
+            raise ShardOwnershipLost(f"shard {sid} is not owned by this history node ({self.identity})"
+                                     + (f"; its owner is {owner}" if owner else ""), reason="ShardNotOwned",
+                                     owner=owner)
+        shard.admit()
         return shard
 
     async def _load(self, shard: ShardContext, namespace: str, workflow_id: str, run_id: str) -> CacheEntry:

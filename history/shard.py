@@ -53,6 +53,7 @@ log = logging.getLogger("legato.history")
 
 MAX_CACHED_EVENTS = 5000  # a run's events are kept in memory (with its state) up to this many
 EVENT_CACHE_BYTES = 256 * 1024 * 1024  # ... and all cached events of all shards up to about this many bytes
+DRAIN_POLL_S = 0.01  # a shard being handed over looks again this often while commits are queued
 ROW_OVERHEAD_BYTES = 64  # what a row adds to a store batch beyond its payload (keys, headers), roughly
 
 RunKey = tuple[str, str, str]
@@ -103,12 +104,22 @@ class _Lru(Generic[_K, _V]):
         return len(self._d)
 
 
+class _Locks(dict[Any, list[Any]]):
+    """The per-workflow locks of a shard; `idle` is set while nobody holds or waits for one (a
+    shard being handed over waits for it: the requests in flight are done)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+
 class _KeyLock:
     """An async lock per key, created on demand and dropped when nobody holds or waits for it."""
 
     __slots__ = ("_entry", "_key", "_locks")
 
-    def __init__(self, locks: dict[Any, list[Any]], key: Any) -> None:
+    def __init__(self, locks: _Locks, key: Any) -> None:
         self._locks = locks
         self._key = key
         self._entry: list[Any] = []
@@ -117,6 +128,7 @@ class _KeyLock:
         entry = self._locks.get(self._key)
         if entry is None:
             entry = self._locks[self._key] = [asyncio.Lock(), 0]
+            self._locks.idle.clear()
         entry[1] += 1
         self._entry = entry
         try:
@@ -133,6 +145,8 @@ class _KeyLock:
         self._entry[1] -= 1
         if self._entry[1] == 0 and self._locks.get(self._key) is self._entry:
             del self._locks[self._key]
+            if not self._locks:
+                self._locks.idle.set()
 
 
 class EventBudget:
@@ -210,12 +224,39 @@ class _Prepared:
     timers: list[TimerTask] = field(default_factory=list)
 
 
+class WriteGate:
+    """Whether the shards of a history node may write: closed while its ZooKeeper connection is
+    suspended (another node may be taking its shards), open otherwise. Shared by every shard."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+        self.why = ""
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    def close(self, why: str) -> None:
+        self.why = why
+        self._open.clear()
+
+    def open(self) -> None:
+        self._open.set()
+
+    async def wait(self) -> None:
+        await self._open.wait()
+
+
 class ShardContext:
     def __init__(self, info: ShardInfo, store: ExecutionStore, config: Config, clock: Callable[[], int],
                  dispatch: Callable[[TransferTask], Awaitable[None]], fire: Callable[[TimerTask], Awaitable[None]],
-                 on_lost: Callable[[ShardContext], None], timer_queues: TimerQueueFactory | None = None) -> None:
+                 on_lost: Callable[[ShardContext], None], timer_queues: TimerQueueFactory | None = None,
+                 gate: WriteGate | None = None, owner_hint: Callable[[int], str] | None = None) -> None:
         """`timer_queues` builds the shard's timer queue (queues.kind kafka: on the timer topic);
-        by default the timers wait in the store's timer rows."""
+        by default the timers wait in the store's timer rows. `gate`: writes wait while it is
+        closed. `owner_hint(shard_id)`: the address of the node this one believes owns the shard
+        (named in the error of a request that arrives while the shard is handed over)."""
         self.shard_id = info.shard_id
         self.range_id = info.range_id
         self.owner = info.owner
@@ -231,7 +272,10 @@ class ShardContext:
         self.event_budget = EventBudget(EVENT_CACHE_BYTES // config.history.num_shards)
         self.runs: _Lru[RunKey, CacheEntry] = _Lru(config.history.mutable_state_cache_size, CacheEntry.drop_events)
         self.current: _Lru[tuple[str, str], CurrentRunRow] = _Lru(config.history.mutable_state_cache_size)
-        self._locks: dict[Any, list[Any]] = {}
+        self._locks = _Locks()
+        self._gate = gate or WriteGate()
+        self._owner_hint = owner_hint
+        self.draining = False  # being handed over: new requests go to the next owner
         self._queue: list[_Prepared] = []
         self._wake = asyncio.Event()
         self._write_lock = asyncio.Lock()
@@ -268,7 +312,7 @@ class ShardContext:
                 if t is not None:
                     t.cancel()
             self._fail_queue(Unavailable(f"shard {self.shard_id}: history is stopping", reason="ShuttingDown"))
-            if not self.lost:
+            if not self.lost and self._gate.is_open:
                 try:
                     await self._flush_locked()
                 except Exception as e:  # shutting down anyway
@@ -291,10 +335,41 @@ class ShardContext:
         self._fail_queue(err)
         self._on_lost(self)
 
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop admitting requests and wait (up to `timeout_s`) until the ones in flight are done
+        and their writes committed; False if some were still running."""
+        self.draining = True
+        self.transfer.stop()
+        try:
+            await asyncio.wait_for(self._drained(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _drained(self) -> None:
+        while True:
+            await self._locks.idle.wait()
+            async with self._write_lock:  # a batch being written is done
+                if not self._queue and self._locks.idle.is_set():
+                    return
+            await asyncio.sleep(DRAIN_POLL_S)  # commits still queued: the writer takes them first
+
+    def admit(self) -> None:
+        """check() for a new request: also refused while the shard is handed over or writes are
+        paused (the caller retries, on the next owner)."""
+        self.check()
+        if self.draining:
+            owner = self._owner_hint(self.shard_id) if self._owner_hint is not None else ""
+            raise ShardOwnershipLost(f"shard {self.shard_id} is being handed over to another history node"
+                                     + (f" ({owner})" if owner else ""), reason="ShardMoving", owner=owner)
+        if not self._gate.is_open:
+            raise Unavailable(f"shard {self.shard_id}: writes are paused ({self._gate.why})", reason="WritesPaused")
+
     def check(self) -> None:
         if self.lost:
+            owner = self._owner_hint(self.shard_id) if self._owner_hint is not None else ""
             raise ShardOwnershipLost(f"shard {self.shard_id} is no longer owned by this history node "
-                                     "(another node acquired it)", reason="ShardOwnershipLost")
+                                     "(another node acquired it)", reason="ShardOwnershipLost", owner=owner)
         if self.closed:
             raise Unavailable(f"shard {self.shard_id}: history is stopping", reason="ShuttingDown")
 
@@ -468,6 +543,7 @@ class ShardContext:
         return appends, w
 
     async def _write_batch(self, batch: list[_Prepared]) -> None:
+        await self._gate.wait()
         async with self._write_lock:
             if self.lost:
                 for p in batch:
@@ -620,6 +696,7 @@ class ShardContext:
         await self._flush()
 
     async def _flush(self) -> None:
+        await self._gate.wait()
         async with self._write_lock:
             await self._flush_locked()
 

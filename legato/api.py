@@ -624,6 +624,21 @@ class MatchingService(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class OfferResult:
+    taken: bool  # handed to a poll (or found stale): the offering node is done with the task
+    pollers: int = 0  # polls still waiting on the task's queue at the node offered to
+
+
+class MatchingPeer(Protocol):
+    """What one matching node asks another (docs/cluster.md, "Matching")."""
+
+    async def offer_task(self, task: TaskInfo, request_id: str) -> OfferResult:
+        """Hand `task` to a poll waiting on its queue here, at once or not at all (then taken is
+        False and the offering node keeps it). `request_id` is what history records it started with."""
+        ...
+
+
 class VisibilityStore(Protocol):
     """Listing and counting runs. Written by history, read by frontend. Queries are in the
     language of `legato.query`, whose docstring says what a store must support."""

@@ -64,6 +64,12 @@ class MatchingConfig(_Strict):
     # process events wait here until the caller polls them.
     max_mailbox_messages: int = Field(10_000, gt=0, description="messages waiting in one caller's mailbox")
     max_mailboxes: int = Field(100_000, gt=0, description="open caller mailboxes per matching node")
+    # Several matching nodes (docs/cluster.md, "Matching"): a task that finds no poll waiting on
+    # its node is offered to the other nodes' waiting polls; a node that had none for a queue is
+    # asked again about that queue after forward_backoff_ms.
+    forward_after_ms: int = Field(20, ge=0, description="a task waits this long for a local poll first")
+    forward_backoff_ms: int = Field(200, gt=0)
+    forward_concurrency: int = Field(64, gt=0, description="offers one node has in flight at once")
 
 
 class WorkerConfig(_Strict):
@@ -128,8 +134,12 @@ class QueuesConfig(_Strict):
     replication_factor: int = Field(1, gt=0, description="of the topics `legato kafka setup` makes")
     producer_linger_ms: int = Field(2, ge=0, description="a producer batches messages this long")
     request_timeout_ms: int = Field(30_000, gt=0, description="a produce or admin request, client side")
-    # Matching: which partitions of the task topics this node consumes (empty: all of them).
+    # Matching: which partitions of the task topics this node consumes. Empty (the default): the
+    # matching nodes share them through the consumer group `{prefix}.matching` (docs/queues.md).
     matching_partitions: list[int] = Field(default_factory=list)
+    matching_session_timeout_ms: int = Field(
+        6_000, ge=1_000, le=300_000,
+        description="a matching node that stops heartbeating keeps its partitions this long (group mode)")
     park_after_ms: int = Field(60_000, gt=0, description="a task nobody polls is re-published after this long")
     matching_max_buffered: int = Field(
         100_000, gt=0, description="tasks read and not yet done on a matching node; above it reading pauses")
@@ -151,12 +161,39 @@ class QueuesConfig(_Strict):
 
 class ClusterConfig(_Strict):
     """Where each role of `legato server start --role ...` listens, and so where the other roles
-    (in other processes) reach it: one address per role serves both purposes."""
+    (in other processes) reach it: one address per role serves both purposes. With
+    `zookeeper_hosts`, the processes find each other in ZooKeeper and history nodes share the
+    shards (docs/cluster.md); without, one history process owns every shard and the others reach
+    it at `history_address`."""
 
     frontend_address: str = Field("127.0.0.1:7233", pattern=_HOST_PORT, description="the public gRPC API")
     history_address: str = Field("127.0.0.1:7234", pattern=_HOST_PORT, description="history's internal gRPC API")
     matching_address: str = Field("127.0.0.1:7235", pattern=_HOST_PORT,
                                   description="matching's internal gRPC API")
+    zookeeper_hosts: str = Field("", pattern=r"^$|^[^\s,]+(,[^\s,]+)*$",
+                                 description="host:port[,host:port...]; empty: no ZooKeeper (static ownership)")
+    zookeeper_root: str = Field("/legato/default", pattern=r"^(/[A-Za-z0-9._-]+)+$",
+                                description="the cluster's path in ZooKeeper: one per cluster")
+    # A node that stops answering ZooKeeper for this long has its shards moved to the others; it
+    # stops writing them itself at the latest then (docs/cluster.md, "Losing ZooKeeper").
+    zookeeper_session_timeout_ms: int = Field(5_000, ge=1_000, le=60_000)
+    zookeeper_connect_timeout_ms: int = Field(15_000, gt=0, description="a process's first connection at start")
+    # A call whose shard (or matching node) is moving is retried on the new owner for up to this
+    # long before the caller sees Unavailable (a SIGKILLed node's shards move after its session expires).
+    route_timeout_ms: int = Field(30_000, gt=0)
+    # On losing a shard (reassigned, or a graceful stop), requests already running on it may
+    # finish for up to this long before the shard is released to its new owner.
+    shard_drain_timeout_ms: int = Field(5_000, ge=0)
+    shard_acquire_concurrency: int = Field(32, gt=0, description="shards one node acquires at once")
+    # On SIGTERM a node hands its shards over, waiting at most this long for the new assignment.
+    graceful_stop_timeout_ms: int = Field(20_000, ge=0)
+    metrics_address: str = Field("", pattern=r"^$|^" + _HOST_PORT[1:],
+                                 description="where this process serves Prometheus metrics (registered in "
+                                             "ZooKeeper; empty: none)")
+
+    @property
+    def zookeeper(self) -> bool:
+        return bool(self.zookeeper_hosts)
 
 
 class Config(_Strict):

@@ -122,7 +122,13 @@ class Unavailable(ServiceError):
 
 
 class ShardOwnershipLost(Unavailable):
-    """A conditional write found another owner's `range_id`: this node must drop the shard."""
+    """A conditional write found another owner's `range_id`: this node must drop the shard. Also
+    what a history node answers for a shard it does not own (reason `ShardNotOwned`) or is handing
+    over (`ShardMoving`); `owner` is the address of the node it believes owns it, if it knows one."""
+
+    def __init__(self, message: str, reason: str = "", owner: str = "") -> None:
+        super().__init__(message, reason)
+        self.owner = owner
 
 
 SERVICE_ERRORS: dict[str, type[ServiceError]] = {

@@ -13,6 +13,11 @@ Shared by the public client (`legato.client.GrpcClient`) and the internal ones
 
 Calls are not retried unless the caller asks (`attempts`), which it does only for reads: a
 retried write could be applied twice.
+
+An address may name several servers, "h1:7233,h2:7233" (the frontends of a cluster): calls go to
+one, and when it cannot be reached, at once to the next. Every call a client makes to a frontend
+may go twice this way (a server may have died after applying it): starts, signals, cancels and
+terminates carry request ids and task responses task tokens, so the second is recognised.
 """
 
 from __future__ import annotations
@@ -60,7 +65,9 @@ class RpcChannel:
                  connect_timeout_s: float = 5.0, call_timeout_s: float = 30.0,
                  long_poll_margin_s: float = 5.0, server_name: str = "Legato server",
                  options: list[tuple[str, int]] | None = None) -> None:
-        self.address = address
+        self.addresses = [a.strip() for a in address.split(",") if a.strip()] or [address]
+        self._turn = 0
+        self.address = self.addresses[0]
         self._options = options or CHANNEL_OPTIONS
         self.call_timeout_s = call_timeout_s
         self.server_name = server_name
@@ -71,11 +78,16 @@ class RpcChannel:
         self._stub: Any = None
         self._connected = False
         self._closed = False
+        self._spare: dict[str, tuple[grpc.aio.Channel, Any]] = {}  # channels of the other addresses
 
     async def close(self) -> None:
         self._closed = True
+        channels = [c for c, _ in self._spare.values()]
+        self._spare = {}
         if self._channel is not None:
-            channel, self._channel, self._stub = self._channel, None, None
+            channels.append(self._channel)
+            self._channel, self._stub = None, None
+        for channel in channels:
             await channel.close()
 
     def _stub_for_call(self) -> Any:
@@ -125,15 +137,39 @@ class RpcChannel:
 
     async def call(self, rpc: str, request: Any, timeout_s: float | None = None, *, attempts: int = 1) -> Any:
         """Call `rpc`; with `attempts` > 1 (reads only), a server that could not be reached is
-        tried again after a short backoff."""
+        tried again after a short backoff. With several addresses, an unreachable one's call goes
+        to the next at once."""
         for attempt in range(1, attempts + 1):
             try:
-                return await self._call_once(rpc, request, timeout_s)
+                return await self._call_any(rpc, request, timeout_s)
             except Unavailable as e:
                 if attempt >= attempts or not retryable(e):
                     raise
             await asyncio.sleep(min(_RETRY_BACKOFF_S * 2 ** (attempt - 1), _RETRY_BACKOFF_MAX_S))
         raise AssertionError("unreachable")
+
+    async def _call_any(self, rpc: str, request: Any, timeout_s: float | None) -> Any:
+        for tried in range(len(self.addresses)):
+            address = self.address
+            try:
+                return await self._call_once(rpc, request, timeout_s)
+            except Unavailable as e:
+                if not retryable(e) or tried + 1 >= len(self.addresses):
+                    raise
+                self._next_address(address)
+        raise AssertionError("unreachable")
+
+    def _next_address(self, failed: str) -> None:
+        """Switch to the server after `failed` in the list, unless another call switched already.
+        Channels are kept (calls in flight on them go on; a server that comes back is reused)."""
+        if self.address != failed:
+            return
+        if self._channel is not None:
+            self._spare[self.address] = (self._channel, self._stub)
+        self._turn = (self._turn + 1) % len(self.addresses)
+        self.address = self.addresses[self._turn]
+        self._channel, self._stub = self._spare.pop(self.address, (None, None))
+        self._connected = False
 
     def long_poll_s(self, timeout_ms: int) -> float:
         """The deadline of a call that may wait `timeout_ms` on the server."""

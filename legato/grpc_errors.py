@@ -7,7 +7,8 @@ raised behind any of them reaches the caller as the same class with the same mes
 * the status details are the message;
 * trailing metadata: `legato-reason` (the machine-readable reason), `legato-error` (the class
   name, so that a subclass sharing its parent's code, such as `ShardOwnershipLost`, keeps its
-  type), and `legato-run-id` for `AlreadyStarted`.
+  type), `legato-run-id` for `AlreadyStarted`, and `legato-shard-owner` (the owner a history node
+  believes in) for `ShardOwnershipLost`.
 
 A status without `legato-reason` did not come from a Legato service but from gRPC or the
 transport (server unreachable, deadline passed, message too large, unknown method).
@@ -34,6 +35,7 @@ from legato.errors import (
 REASON_KEY = "legato-reason"
 TYPE_KEY = "legato-error"
 RUN_ID_KEY = "legato-run-id"
+OWNER_KEY = "legato-shard-owner"
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -61,6 +63,8 @@ def error_status(e: ServiceError) -> tuple[grpc.StatusCode, str, Metadata]:
     metadata: Metadata = ((REASON_KEY, _ascii(e.reason)), (TYPE_KEY, type(e).__name__))
     if isinstance(e, AlreadyStarted) and e.run_id:
         metadata += ((RUN_ID_KEY, _ascii(e.run_id)),)
+    if isinstance(e, ShardOwnershipLost) and e.owner:
+        metadata += ((OWNER_KEY, _ascii(e.owner)),)
     return code, e.message, metadata
 
 
@@ -86,6 +90,8 @@ def service_error(code: grpc.StatusCode, details: str, metadata: dict[str, str])
     err: ServiceError
     if cls is AlreadyStarted:
         err = AlreadyStarted(details, run_id=metadata.get(RUN_ID_KEY, ""))
+    elif cls is ShardOwnershipLost:
+        err = ShardOwnershipLost(details, owner=metadata.get(OWNER_KEY, ""))
     elif cls is not None:
         err = cls(details)
     else:

@@ -157,6 +157,9 @@ class GrpcMatchingClient(_Client):
                                  req.timeout_ms or self._long_poll_timeout_ms)
         return None if m is None else wire.poll_activity_response_from_pb(m)
 
+    async def offer_task(self, task: api.TaskInfo, request_id: str) -> api.OfferResult:
+        return wi.offer_result_from_pb(await self._rpc.call("OfferTask", wi.offer_task_to_pb(task, request_id)))
+
     async def deliver_message(self, pid: str, msg: api.ProcessMessage) -> bool:
         return wi.deliver_message_response_from_pb(
             await self._rpc.call("DeliverMessage", wi.deliver_message_to_pb(pid, msg)))
@@ -176,7 +179,7 @@ class GrpcMatchingClient(_Client):
 _NO_DEADLINE_S = 86_400.0
 
 
-def _implements_the_protocols(history: GrpcHistoryClient,
-                              matching: GrpcMatchingClient) -> tuple[api.HistoryService, api.MatchingService]:
+def _implements_the_protocols(history: GrpcHistoryClient, matching: GrpcMatchingClient
+                              ) -> tuple[api.HistoryService, api.MatchingService, api.MatchingPeer]:
     """Never called: mypy checks here that the clients implement the protocols they stand for."""
-    return history, matching
+    return history, matching, matching

@@ -8,14 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from legato import codec
 from legato.api import TaskInfo, TaskKind
 from legato.config import QueuesConfig
-from legato.errors import FailedPrecondition, Unavailable
+from legato.errors import FailedPrecondition
+from legato.kafka_client import AsyncProducer, ClientErrors, client_config, kafka_unavailable, probe, run_blocking
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,49 +37,88 @@ def _bootstrap(cfg: QueuesConfig) -> str:
     return ",".join(cfg.kafka_bootstrap)
 
 
-async def create_topics(cfg: QueuesConfig) -> list[str]:
-    """Make the topics that do not exist yet (idempotent); return the names made. A topic that
-    exists with fewer partitions than configured is refused (keys would move between partitions)."""
+def base_config(cfg: QueuesConfig) -> dict[str, Any]:
+    """Brokers, request timeout, no implicit topic creation, librdkafka's logs into Python's."""
+    return client_config(_bootstrap(cfg), cfg.request_timeout_ms)
+
+
+# ---------------------------------------------------------------- admin (blocking: run_blocking)
+
+def open_admin(cfg: QueuesConfig) -> AdminClient:
+    """Blocking: an admin client that reached the cluster (Unavailable otherwise)."""
+    errors = ClientErrors("admin")
+    conf: dict[str, Any] = {**base_config(cfg), "error_cb": errors}
+    admin = AdminClient(conf)
+    probe(admin, _bootstrap(cfg), cfg.request_timeout_ms / 1000.0, errors)
+    return admin
+
+
+def topic_partitions(admin: AdminClient, cfg: QueuesConfig) -> dict[str, list[Any]]:
+    """Blocking: the partitions (PartitionMetadata) of every topic of the cluster."""
+    try:
+        meta = admin.list_topics(timeout=cfg.request_timeout_ms / 1000.0)
+    except KafkaException as e:
+        raise kafka_unavailable(f"Kafka at {_bootstrap(cfg)} did not list its topics", e) from e
+    return {name: [t.partitions[p] for p in sorted(t.partitions)] for name, t in meta.topics.items()
+            if t.error is None}
+
+
+def _create_topics(cfg: QueuesConfig) -> list[str]:
     t = topics(cfg)
     wanted = {t.workflow_tasks: cfg.task_partitions, t.activity_tasks: cfg.task_partitions,
               t.timers: cfg.timer_partitions}
-    admin = AIOKafkaAdminClient(bootstrap_servers=_bootstrap(cfg), request_timeout_ms=cfg.request_timeout_ms)
+    admin = open_admin(cfg)
     try:
-        await admin.start()
-    except Exception as e:
-        raise Unavailable(f"cannot reach Kafka at {_bootstrap(cfg)}: {e}", reason="KafkaUnavailable") from e
-    try:
-        existing = set(await admin.list_topics())
-        made = [name for name in wanted if name not in existing]
+        made = [name for name in wanted if name not in topic_partitions(admin, cfg)]
         if made:
-            try:
-                await admin.create_topics([NewTopic(n, wanted[n], cfg.replication_factor) for n in made])
-            except TopicAlreadyExistsError:
-                pass  # made by someone else in the meantime
-        await _check_partitions(admin, wanted)
+            timeout_s = cfg.request_timeout_ms / 1000.0
+            futures = admin.create_topics([NewTopic(n, wanted[n], cfg.replication_factor) for n in made],
+                                          request_timeout=timeout_s, operation_timeout=timeout_s)
+            for name, f in futures.items():
+                try:
+                    f.result()
+                except KafkaException as e:
+                    if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # else: made by someone else meanwhile
+                        raise kafka_unavailable(f"Kafka did not create topic {name}", e) from e
+        have = topic_partitions(admin, cfg)
+        for name, n in wanted.items():
+            if name in have and have[name] and len(have[name]) != n:
+                raise FailedPrecondition(f"Kafka topic {name} has {len(have[name])} partitions, the configuration "
+                                         f"says {n}; partition counts are fixed once topics exist")
         return made
     finally:
-        await admin.close()
+        admin.poll(0)  # the last log lines
 
 
-async def _check_partitions(admin: AIOKafkaAdminClient, wanted: dict[str, int]) -> None:
-    for meta in await admin.describe_topics(list(wanted)):
-        name, have = meta["topic"], len(meta.get("partitions") or [])
-        if have and have != wanted[name]:
-            raise FailedPrecondition(f"Kafka topic {name} has {have} partitions, the configuration says "
-                                     f"{wanted[name]}; partition counts are fixed once topics exist")
+async def create_topics(cfg: QueuesConfig) -> list[str]:
+    """Make the topics that do not exist yet (idempotent); return the names made. A topic that
+    exists with another partition count than configured is refused (keys would move between
+    partitions)."""
+    return await run_blocking(_create_topics, cfg)
 
 
-def make_producer(cfg: QueuesConfig) -> AIOKafkaProducer:
-    """Idempotent, acks from every in-sync replica: an acknowledged message is not lost."""
-    return AIOKafkaProducer(bootstrap_servers=_bootstrap(cfg), enable_idempotence=True, acks="all",
-                            linger_ms=cfg.producer_linger_ms, request_timeout_ms=cfg.request_timeout_ms)
+# ---------------------------------------------------------------- clients
+
+def producer_config(cfg: QueuesConfig) -> dict[str, Any]:
+    """Idempotent, acks from every in-sync replica: an acknowledged message is not lost. Keyed
+    messages are partitioned like Kafka's Java client (murmur2), keyless ones each at random (no
+    sticky batching: activity tasks spread); a send fails after the request timeout."""
+    return {**base_config(cfg), "enable.idempotence": True, "acks": "all", "linger.ms": cfg.producer_linger_ms,
+            "request.timeout.ms": cfg.request_timeout_ms,
+            "message.timeout.ms": max(cfg.request_timeout_ms, cfg.producer_linger_ms + 1),
+            "partitioner": "murmur2_random", "sticky.partitioning.linger.ms": 0}
 
 
-def make_consumer(cfg: QueuesConfig, group_id: str) -> AIOKafkaConsumer:
-    """Manual commits only (after the effect is durable); partitions are assigned by the caller."""
-    return AIOKafkaConsumer(bootstrap_servers=_bootstrap(cfg), group_id=group_id, enable_auto_commit=False,
-                            auto_offset_reset="earliest", isolation_level="read_committed")
+def make_producer(cfg: QueuesConfig, name: str = "producer") -> AsyncProducer:
+    return AsyncProducer(producer_config(cfg), name)
+
+
+def consumer_config(cfg: QueuesConfig, group_id: str) -> dict[str, Any]:
+    """Manual commits only (after the effect is durable), from the start of a partition the group
+    never committed on, and only committed transactions' messages."""
+    return {**base_config(cfg), "group.id": group_id, "enable.auto.commit": False,
+            "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed", "enable.partition.eof": False}
 
 
 # ---------------------------------------------------------------- messages

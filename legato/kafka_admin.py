@@ -6,18 +6,18 @@ Topics are made by `legato kafka setup` (legato.kafka.create_topics), never impl
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from legato.config import QueuesConfig
 from legato.errors import FailedPrecondition, Unavailable
-from legato.kafka import topics
+from legato.kafka import open_admin, topic_partitions, topics
+from legato.kafka_client import kafka_unavailable, run_blocking
 
 log = logging.getLogger("legato.kafka")
 
@@ -38,62 +38,49 @@ def wanted_partitions(cfg: QueuesConfig) -> dict[str, int]:
             t.timers: cfg.timer_partitions}
 
 
-@asynccontextmanager
-async def admin_client(cfg: QueuesConfig) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(cfg), request_timeout_ms=cfg.request_timeout_ms)
-    try:
-        await admin.start()
-    except Exception as e:
-        await admin.close()
-        raise Unavailable(f"cannot reach Kafka at {bootstrap(cfg)}: {e}", reason="KafkaUnavailable") from e
-    try:
-        yield admin
-    finally:
-        await admin.close()
-
-
-async def partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
-    """Partitions of each named topic that exists (absent ones are left out)."""
-    existing = set(await admin.list_topics())
-    present = [n for n in names if n in existing]
-    if not present:
-        return {}
-    return {m["topic"]: len(m.get("partitions") or []) for m in await admin.describe_topics(present)}
+def partition_counts(admin: AdminClient, cfg: QueuesConfig, names: list[str]) -> dict[str, int]:
+    """Blocking: partitions of each named topic that exists (absent ones are left out)."""
+    have = topic_partitions(admin, cfg)
+    return {n: len(have[n]) for n in names if n in have}
 
 
 async def wait_for_topics(cfg: QueuesConfig, timeout_s: float = 30.0) -> None:
     """Until every topic is visible with a leader for each partition: a topic just made (by this
     or another client) reaches the brokers' metadata a moment after CreateTopics returned."""
+    await run_blocking(_wait_for_topics, cfg, timeout_s)
+
+
+def _wait_for_topics(cfg: QueuesConfig, timeout_s: float) -> None:
     wanted = wanted_partitions(cfg)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    async with admin_client(cfg) as admin:
+    deadline = time.monotonic() + timeout_s
+    admin = open_admin(cfg)
+    try:
         while True:
-            if await _ready(admin, wanted):
+            have = topic_partitions(admin, cfg)
+            if all(n in have and len(have[n]) >= k and all(p.leader >= 0 and p.error is None for p in have[n])
+                   for n, k in wanted.items()):
                 return
-            if loop.time() >= deadline:
+            if time.monotonic() >= deadline:
                 raise Unavailable(f"Kafka topics of prefix {cfg.topic_prefix} are not ready at {bootstrap(cfg)} "
                                   f"after {timeout_s:.0f}s", reason="KafkaTopicsNotReady")
-            await asyncio.sleep(_METADATA_RETRY_S)  # metadata has no change notification to wait on
-
-
-async def _ready(admin: AIOKafkaAdminClient, wanted: dict[str, int]) -> bool:
-    existing = set(await admin.list_topics())
-    if not existing.issuperset(wanted):
-        return False
-    for meta in await admin.describe_topics(list(wanted)):
-        parts = meta.get("partitions") or []
-        if meta.get("error_code") or len(parts) < wanted[meta["topic"]] or any(p["leader"] < 0 for p in parts):
-            return False
-    return True
+            time.sleep(_METADATA_RETRY_S)  # metadata has no change notification to wait on
+    finally:
+        admin.poll(0)
 
 
 async def require_topics(cfg: QueuesConfig) -> None:
     """FailedPrecondition naming the setup command when a topic is missing or has another partition
     count than configured; Unavailable when Kafka cannot be reached."""
     wanted = wanted_partitions(cfg)
-    async with admin_client(cfg) as admin:
-        have = await partition_counts(admin, list(wanted))
+
+    def counts() -> dict[str, int]:
+        admin = open_admin(cfg)
+        try:
+            return partition_counts(admin, cfg, list(wanted))
+        finally:
+            admin.poll(0)
+
+    have = await run_blocking(counts)
     missing = [n for n in wanted if n not in have]
     if missing:
         raise FailedPrecondition(f"Kafka topics {', '.join(missing)} do not exist at {bootstrap(cfg)}; "
@@ -120,42 +107,59 @@ class TopicState:
 async def describe(cfg: QueuesConfig) -> list[TopicState]:
     """Each topic of the cluster: its partitions' end offsets and what every consumer group of the
     prefix (`{prefix}.matching`, `{prefix}.timers.shard-N`) committed on them."""
+    return await run_blocking(_describe, cfg)
+
+
+def _describe(cfg: QueuesConfig) -> list[TopicState]:
     names = list(wanted_partitions(cfg))
-    async with admin_client(cfg) as admin:
-        counts = await partition_counts(admin, names)
-        groups = await _groups_of_prefix(admin, cfg.topic_prefix)
+    timeout_s = cfg.request_timeout_ms / 1000.0
+    admin = open_admin(cfg)
+    try:
+        counts = partition_counts(admin, cfg, names)
         committed: dict[tuple[str, int], dict[str, int]] = {}
-        for g in groups:
-            for tp, meta in (await admin.list_consumer_group_offsets(g)).items():
-                if meta.offset >= 0:
-                    committed.setdefault((tp.topic, tp.partition), {})[g] = meta.offset
-    tps = [TopicPartition(n, p) for n in names if n in counts for p in range(counts[n])]
-    ends = await _end_offsets(cfg, tps) if tps else {}
-    return [TopicState(n, [PartitionState(p, ends.get(TopicPartition(n, p), 0), committed.get((n, p), {}))
+        for g in _groups_of_prefix(admin, cfg):
+            found = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(g)], request_timeout=timeout_s)
+            for tp in _result(found[g], f"the offsets of consumer group {g}").topic_partitions or []:
+                if tp.offset >= 0 and tp.error is None:
+                    committed.setdefault((tp.topic, tp.partition), {})[g] = tp.offset
+        tps = [TopicPartition(n, p) for n in names if n in counts for p in range(counts[n])]
+        ends: dict[tuple[str, int], int] = {}
+        if tps:
+            listed = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, request_timeout=timeout_s)
+            for tp, f in listed.items():
+                ends[(tp.topic, tp.partition)] = _result(f, f"the end offset of {tp.topic}[{tp.partition}]").offset
+    finally:
+        admin.poll(0)
+    return [TopicState(n, [PartitionState(p, ends.get((n, p), 0), committed.get((n, p), {}))
                            for p in range(counts[n])] if n in counts else None) for n in names]
 
 
-async def _groups_of_prefix(admin: AIOKafkaAdminClient, prefix: str) -> list[str]:
-    found = await admin.list_consumer_groups()
-    ids = [g[0] if isinstance(g, tuple) else str(g) for g in found]
-    return sorted(g for g in ids if g.startswith(prefix + "."))
+def _groups_of_prefix(admin: AdminClient, cfg: QueuesConfig) -> list[str]:
+    listed = _result(admin.list_consumer_groups(request_timeout=cfg.request_timeout_ms / 1000.0),
+                     "the consumer groups")
+    return sorted(g.group_id for g in listed.valid if g.group_id.startswith(cfg.topic_prefix + "."))
 
 
-async def _end_offsets(cfg: QueuesConfig, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap(cfg), enable_auto_commit=False,
-                                request_timeout_ms=cfg.request_timeout_ms)
-    await consumer.start()
+def _result(f: Any, what: str) -> Any:
     try:
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-        return ends
-    finally:
-        await consumer.stop()
+        return f.result()
+    except KafkaException as e:
+        raise kafka_unavailable(f"Kafka did not give {what}", e) from e
 
 
 async def delete_topics(cfg: QueuesConfig) -> None:
     """Delete the topics of the prefix that exist (tests clean up their own prefixes with it)."""
-    async with admin_client(cfg) as admin:
-        existing = set(await admin.list_topics())
-        names = [n for n in wanted_partitions(cfg) if n in existing]
+    await run_blocking(_delete_topics, cfg)
+
+
+def _delete_topics(cfg: QueuesConfig) -> None:
+    admin = open_admin(cfg)
+    try:
+        have = topic_partitions(admin, cfg)
+        names = [n for n in wanted_partitions(cfg) if n in have]
         if names:
-            await admin.delete_topics(names)
+            timeout_s = cfg.request_timeout_ms / 1000.0
+            for name, f in admin.delete_topics(names, request_timeout=timeout_s, operation_timeout=timeout_s).items():
+                _result(f, f"the deletion of topic {name}")
+    finally:
+        admin.poll(0)

@@ -12,24 +12,44 @@ addresses of the `cluster` section) when they do not.
 `legato run`). History and matching in one process may use the in-process task bus; in separate
 processes they exchange their tasks through Kafka, so they need `queues.kind: kafka` (a frontend
 needs no queues).
+
+With `cluster.zookeeper_hosts` the process is a member of a cluster (docs/cluster.md): it finds
+its peers in ZooKeeper and reaches them through routers (`legato.routing`); a history node owns
+the shards the assignment gives it (history/ownership.py). Then:
+
+    await node.start()      # ZooKeeper session, the cluster's view; history owns no shard yet
+    servers = await node.serve()
+    await node.join()       # registered: shards come, frontends route here
+    ...
+    await node.leave()      # shards handed over (drained first), then unregistered
+    await node.stop()
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
 from collections.abc import Iterable
 from typing import Self
 
 import grpc
 
 from frontend.service import Frontend
+from history.ownership import ShardController
 from history.service import HistoryServiceImpl
 from history.store.base import ExecutionStore
 from history.store.factory import Stores, open_stores
 from legato import api
 from legato.config import Config, ConfigError
 from legato.internal_clients import GrpcHistoryClient, GrpcMatchingClient
+from legato.membership import MATCHING as MATCHING_ROLE
+from legato.membership import MemberInfo, Membership
+from legato.routing import HistoryRouter, MatchingRouter
 from legato.task_publisher import KafkaTaskPublisher, open_task_publisher
+from legato.zk import Zk
+from matching.forwarding import Forwarder
 from matching.kafka_matching import KafkaMatching
 from matching.service import InProcessMatching
 
@@ -58,6 +78,11 @@ def role_list(roles: Iterable[str]) -> str:
 
 def check_roles(roles: frozenset[str], config: Config, db_path: str | None) -> None:
     """Refuse, with what to change, a set of roles that cannot work with this config."""
+    if config.cluster.zookeeper and roles & {HISTORY, MATCHING} and config.queues.kind != "kafka":
+        raise ConfigError(
+            f"{role_list(roles)} in a cluster (--zookeeper): the history and matching nodes of a cluster exchange "
+            "tasks through Kafka; set queues.kind: kafka (--queues kafka) and make the topics with "
+            "`legato kafka setup`")
     if len(roles & {HISTORY, MATCHING}) == 1 and config.queues.kind != "kafka":
         raise ConfigError(
             f"{role_list(roles)} without {MATCHING if HISTORY in roles else HISTORY} in this process: history and "
@@ -96,8 +121,13 @@ class Node:
         self._history: HistoryServiceImpl | None = None
         self._matching: InProcessMatching | KafkaMatching | None = None
         self._frontend: Frontend | None = None
-        self._remote_history: GrpcHistoryClient | None = None
-        self._remote_matching: GrpcMatchingClient | None = None
+        self._remote_history: GrpcHistoryClient | HistoryRouter | None = None
+        self._remote_matching: GrpcMatchingClient | MatchingRouter | None = None
+        # a cluster member (cluster.zookeeper_hosts)
+        self._zk: Zk | None = None
+        self.membership: Membership | None = None
+        self.controller: ShardController | None = None
+        self._forwarder: Forwarder | None = None
 
     # ------------------------------------------------------------ what runs here
 
@@ -141,8 +171,14 @@ class Node:
             await self.stop()
             raise
 
+    @property
+    def in_cluster(self) -> bool:
+        return self.config.cluster.zookeeper
+
     async def _start(self) -> None:
         check_roles(self.roles, self.config, self.db_path)
+        if self.in_cluster:
+            await self._open_cluster()
         if self.config.queues.kind == "kafka" and self.roles & {HISTORY, MATCHING}:
             self._publisher = await open_task_publisher(self.config.queues)
         if self.roles & {HISTORY, FRONTEND}:
@@ -153,7 +189,9 @@ class Node:
             self._matching = await self._start_matching()
         if self._history is not None:
             self._history.set_matching(self._matching_peer())
-            await self._history.start()
+            if self.in_cluster:
+                self._history.set_history_client(self._history_peer())
+            await self._history.start(acquire_all=not self.in_cluster)
         if FRONTEND in self.roles:
             assert self._stores is not None
             self._frontend = Frontend(self._history_peer(), self._matching_peer(), self._stores.visibility,
@@ -172,6 +210,11 @@ class Node:
         return matching
 
     def _history_peer(self) -> api.HistoryService:
+        if self.membership is not None:  # a cluster: whichever node owns the shard (maybe this one)
+            if self._remote_history is None:
+                self._remote_history = HistoryRouter(self.membership, self.config.history.num_shards,
+                                                     self.config.cluster.route_timeout_ms, local=self._history)
+            return self._remote_history
         if self._history is not None:
             return self._history
         if self._remote_history is None:
@@ -179,6 +222,12 @@ class Node:
         return self._remote_history
 
     def _matching_peer(self) -> api.MatchingService:
+        if self.membership is not None:
+            if self._remote_matching is None:
+                self._remote_matching = MatchingRouter(self.membership, self.config.cluster.route_timeout_ms,
+                                                       self.config.matching.long_poll_timeout_ms,
+                                                       local=self._matching)
+            return self._remote_matching
         if self._matching is not None:
             return self._matching
         if self._remote_matching is None:
@@ -186,7 +235,52 @@ class Node:
                 self.config.cluster.matching_address, long_poll_timeout_ms=self.config.matching.long_poll_timeout_ms)
         return self._remote_matching
 
+    # ------------------------------------------------------------ the cluster
+
+    async def _open_cluster(self) -> None:
+        """A ZooKeeper session, and the cluster's view (checked against history.num_shards)."""
+        self._zk = Zk(self.config.cluster)
+        await self._zk.start()
+        info = MemberInfo(self.identity, {role: role_address(self.config, role) for role in self.roles},
+                          self.config.cluster.metrics_address, int(time.time() * 1000), socket.gethostname(),
+                          os.getpid())
+        self.membership = Membership(self._zk, self.config.cluster, info, self.config.history.num_shards)
+        await self.membership.start()
+
+    async def join(self) -> None:
+        """Register in the cluster (after serving): shards come to a history node, frontends
+        route here. A no-op outside a cluster."""
+        if self.membership is None:
+            return
+        await self.membership.join()
+        if self._history is not None:
+            self.controller = ShardController(self._history, self.membership, self.config)
+            await self.controller.start()
+        if self._matching is not None:
+            self._forwarder = Forwarder(self._matching.task_queues, self._matching_peers, self.config.matching)
+            self._forwarder.start()
+
+    def _matching_peers(self) -> list[tuple[str, api.MatchingPeer]]:
+        assert self.membership is not None
+        router = self._matching_peer()
+        assert isinstance(router, MatchingRouter)
+        return [(m.identity, router.peer(m)) for m in self.membership.view.with_role(MATCHING_ROLE)
+                if m.identity != self.identity]
+
+    async def leave(self) -> None:
+        """Hand this node's shards over (drained first) and leave the cluster; the node still
+        serves meanwhile, so requests in flight finish. A no-op outside a cluster."""
+        controller, self.controller = self.controller, None
+        if controller is not None:
+            await controller.stop()
+        forwarder, self._forwarder = self._forwarder, None
+        if forwarder is not None:
+            await forwarder.stop()
+        if self.membership is not None:
+            await self.membership.leave()
+
     async def stop(self) -> None:
+        await self.leave()
         self._frontend = None
         # History first: with matching gone it would keep retrying its hand-offs.
         history, self._history = self._history, None
@@ -205,6 +299,12 @@ class Node:
         stores, self._stores = self._stores, None
         if stores is not None:
             await stores.close()
+        membership, self.membership = self.membership, None
+        if membership is not None:
+            await membership.stop()
+        zk, self._zk = self._zk, None
+        if zk is not None:
+            await zk.stop()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -52,11 +52,16 @@ async def serve_roles(config: Config, roles: frozenset[str], db_path: str | None
     `stop` is set (or forever). Prints one line once every role serves (tools wait for it)."""
     async with Node(config, roles, db_path, identity) as node:
         servers = await node.serve()
-        where = ", ".join(f"{role} on {role_address(config, role)}" for role in ROLE_ORDER if role in servers)
-        print(f"legato: {role_list(roles)} listening: {where} (data: {node.data_description}; "
-              f"queues: {node.queues_description})", flush=True)
         try:
+            await node.join()
+            where = ", ".join(f"{role} on {role_address(config, role)}" for role in ROLE_ORDER if role in servers)
+            cluster = (f"; cluster {config.cluster.zookeeper_hosts}{config.cluster.zookeeper_root} as {identity}"
+                       if node.in_cluster else "")
+            print(f"legato: {role_list(roles)} listening: {where} (data: {node.data_description}; "
+                  f"queues: {node.queues_description}{cluster})", flush=True)
             await (stop.wait() if stop is not None else asyncio.Event().wait())
+            # Still serving: hand the shards over (requests in flight finish), then stop.
+            await node.leave()
         finally:
             await _stop_servers(servers.values())
 

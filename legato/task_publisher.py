@@ -12,15 +12,15 @@ partition).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-
-from aiokafka import AIOKafkaProducer
 
 from legato.api import TaskInfo, TaskKind
 from legato.config import QueuesConfig
 from legato.errors import Unavailable
 from legato.kafka import encode_task, make_producer, topics
-from legato.kafka_admin import bootstrap, require_topics
+from legato.kafka_admin import require_topics
+from legato.kafka_client import AsyncProducer
 
 log = logging.getLogger("legato.kafka")
 
@@ -31,15 +31,12 @@ class KafkaTaskPublisher:
     def __init__(self, cfg: QueuesConfig) -> None:
         self._cfg = cfg
         self._topics = topics(cfg)
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: AsyncProducer | None = None
+        self._replacing = asyncio.Lock()
 
     async def start(self) -> None:
-        producer = make_producer(self._cfg)
-        try:
-            await producer.start()
-        except Exception as e:
-            await producer.stop()
-            raise Unavailable(f"cannot reach Kafka at {bootstrap(self._cfg)}: {e}", reason="KafkaUnavailable") from e
+        producer = make_producer(self._cfg, "task-publisher")
+        await producer.start()  # Unavailable: cannot reach Kafka
         self._producer = producer
 
     async def stop(self) -> None:
@@ -47,6 +44,16 @@ class KafkaTaskPublisher:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+
+    async def _replace(self) -> None:
+        """librdkafka declared the producer broken (a fatal error): start another one."""
+        async with self._replacing:
+            broken = self._producer
+            if broken is None or not broken.broken:
+                return  # stopped, or replaced meanwhile
+            log.warning("replacing the Kafka task publisher's producer after a fatal error")
+            await self.start()
+            await broken.stop()
 
     async def add_task(self, task: TaskInfo) -> None:
         """Return once the broker has the task (the api.TaskSink contract)."""
@@ -57,15 +64,18 @@ class KafkaTaskPublisher:
         await self._send(task, partition)
 
     async def _send(self, task: TaskInfo, partition: int | None) -> None:
-        if self._producer is None:
+        if self._producer is not None and self._producer.broken:
+            await self._replace()
+        producer = self._producer
+        if producer is None:
             raise Unavailable("the Kafka task publisher is not running", reason="KafkaPublisherStopped")
         key = task.workflow_id.encode() if task.kind == TaskKind.WORKFLOW else None
         try:
-            await self._producer.send_and_wait(self._topics.for_kind(task.kind), encode_task(task), key=key,
-                                               partition=partition)
-        except Exception as e:
-            raise Unavailable(f"Kafka did not take the {task.kind.value} task of {task.workflow_id}: {e}",
-                              reason="KafkaUnavailable") from e
+            await producer.send_and_wait(self._topics.for_kind(task.kind), encode_task(task), key=key,
+                                         partition=partition)
+        except Unavailable as e:
+            raise Unavailable(f"Kafka did not take the {task.kind.value} task of {task.workflow_id}: {e.message}",
+                              reason=e.reason) from e
 
 
 async def open_task_publisher(cfg: QueuesConfig) -> KafkaTaskPublisher:

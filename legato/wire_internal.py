@@ -105,6 +105,23 @@ def add_task_request_from_pb(m: pb.AddTaskRequest) -> api.TaskInfo:
     return task_info_from_pb(m.task)
 
 
+def offer_task_to_pb(t: api.TaskInfo, request_id: str) -> pb.OfferTaskRequest:
+    return pb.OfferTaskRequest(task=task_info_to_pb(t), request_id=request_id)
+
+
+def offer_task_from_pb(m: pb.OfferTaskRequest) -> tuple[api.TaskInfo, str]:
+    _required(m, "task", "offer task")
+    return task_info_from_pb(m.task), m.request_id
+
+
+def offer_result_to_pb(r: api.OfferResult) -> pb.OfferTaskResponse:
+    return pb.OfferTaskResponse(taken=r.taken, pollers=r.pollers)
+
+
+def offer_result_from_pb(m: pb.OfferTaskResponse) -> api.OfferResult:
+    return api.OfferResult(m.taken, m.pollers)
+
+
 # ---------------------------------------------------------------- caller mailboxes
 
 def deliver_message_to_pb(pid: str, msg: api.ProcessMessage) -> pb.DeliverMessageRequest:

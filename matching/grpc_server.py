@@ -52,6 +52,7 @@ def rpcs(config: Config) -> dict[str, Rpc]:
                             empty(wire.pb.CloseMailboxResponse)),
         "PollMailbox": Rpc("poll_mailbox", wire.poll_mailbox_request_from_pb, wire.poll_mailbox_response_to_pb,
                            fit=fit_wait),
+        "OfferTask": Rpc("offer_task", wi.offer_task_from_pb, wi.offer_result_to_pb, spread=True),
     }
 
 

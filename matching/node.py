@@ -8,8 +8,9 @@ from __future__ import annotations
 from legato import api
 from legato.config import Config
 from legato.errors import Unavailable
+from matching.forwarding import accept_offer
 from matching.mailboxes import Mailboxes
-from matching.queues import Key, TaskQueues
+from matching.queues import Key, TaskQueues, task_key
 
 
 class MatchingNode:
@@ -46,6 +47,15 @@ class MatchingNode:
             return await self._history.record_activity_task_started(task, request_id, req.identity)
 
         return await self._queues.poll((req.namespace, req.task_queue, api.TaskKind.ACTIVITY), req, record)
+
+    async def offer_task(self, task: api.TaskInfo, request_id: str) -> api.OfferResult:
+        """Another matching node's task for a poll waiting here (matching/forwarding.py)."""
+        self._check_running()
+        return await accept_offer(self._queues, task, request_id, task_key(task))
+
+    @property
+    def task_queues(self) -> TaskQueues:
+        return self._queues
 
     async def _record_workflow_task(self, task: api.TaskInfo, request_id: str, identity: str) -> api.WorkflowTask:
         """History records the task started (a backend may note who got it)."""

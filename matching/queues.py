@@ -69,6 +69,11 @@ class Queued:
     def abort(self) -> None:
         """Matching stopped with this task not handed out."""
 
+    def bounce(self) -> bool:
+        """The task could not be handed out here and would go (back) on the queue: True if it
+        belongs elsewhere instead (a task another node offered: that node keeps it)."""
+        return False
+
 
 class _Poll:
     __slots__ = ("future", "identity")
@@ -135,6 +140,11 @@ class TaskQueues:
         self.stopped = False
         self._request_prefix = uuid.uuid4().hex[:16]
         self._request_seq = itertools.count(1)
+        self.queued = asyncio.Event()  # set when a task is queued for want of a poll (forwarding wakes up)
+
+    def new_request_id(self) -> str:
+        """The id history records a task started with (unique to this node's run)."""
+        return f"{self._request_prefix}-{next(self._request_seq)}"
 
     def _queue(self, key: Key) -> _Queue:
         q = self._queues.get(key)
@@ -156,6 +166,9 @@ class TaskQueues:
         q = self._queue(key)
         if q.hand(item, item.sticky):
             return
+        if item.bounce():
+            return
+        self.queued.set()
         if item.sticky is None:
             if front:
                 q.tasks.appendleft(item)
@@ -183,6 +196,32 @@ class TaskQueues:
         item.sticky = None
         if item.live():
             self.offer(key, item, front=True)
+
+    def hand_now(self, key: Key, item: Queued) -> bool:
+        """Give `item` to a poll waiting on its queue now, or return False (nothing is queued)."""
+        if self.stopped:
+            return False
+        q = self._queues.get(key)
+        return q is not None and q.hand(item, None)
+
+    def unpolled(self, cutoff: float, limit: int) -> list[tuple[Key, Queued]]:
+        """Take (up to `limit`) tasks queued at or before loop time `cutoff` on queues that have no
+        poll waiting here, to offer them to other nodes; sticky ones stay for their worker."""
+        out: list[tuple[Key, Queued]] = []
+        for key, q in self._queues.items():
+            if not q.tasks or any(not p.future.done() for p in q.polls):
+                continue
+            while q.tasks and len(out) < limit and (not q.tasks[0].live() or q.tasks[0].since <= cutoff):
+                item = q.tasks.popleft()
+                if item.live():
+                    out.append((key, item))
+            if len(out) >= limit:
+                break
+        return out
+
+    def waiting(self) -> int:
+        """Tasks queued here, on every queue."""
+        return sum(len(q.tasks) for q in self._queues.values())
 
     def take_waiting_since(self, cutoff: float) -> list[tuple[Key, Queued]]:
         """Remove and return the tasks queued at or before loop time `cutoff` (to park them)."""
@@ -216,7 +255,7 @@ class TaskQueues:
                 return None
             try:
                 if not item.request_id:
-                    item.request_id = f"{self._request_prefix}-{next(self._request_seq)}"
+                    item.request_id = self.new_request_id()
                 result = await record(item.task, item.request_id)
             except (FailedPrecondition, NotFound) as e:
                 log.debug("dropping stale %s task %s/%s@%d: %s", key[2].value, item.task.workflow_id,

@@ -24,6 +24,8 @@ from legato.config import QueuesConfig, StoreConfig
 if TYPE_CHECKING:
     from history.store.cql import Cql
 
+pytest_plugins = ["tests.zookeeper_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 CASSANDRA_SH = ROOT / "deploy" / "cassandra" / "cassandra.sh"
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"

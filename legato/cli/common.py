@@ -35,7 +35,8 @@ def client_options(fn: F) -> F:
     fn = click.option("--output", "output", type=click.Choice(["text", "json"]), default="text",
                       show_default=True, help="Output format.")(fn)
     fn = click.option("--address", default=DEFAULT_ADDRESS, show_default=True, envvar="LEGATO_ADDRESS",
-                      help="Server address HOST:PORT.")(fn)
+                      help="Server address HOST:PORT, or several (a cluster's frontends) as H1:P1,H2:P2: "
+                           "the next is used when one cannot be reached.")(fn)
     return fn
 
 

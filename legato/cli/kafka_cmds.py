@@ -15,6 +15,7 @@ from legato.cli.common import override_section, quiet_library_logs, run_async
 from legato.cli.output import ExitCode, print_json
 from legato.config import QueuesConfig, load_config
 from legato.kafka_admin import TopicState, bootstrap, setup_hint, wait_for_topics, wanted_partitions
+from legato.kafka_client import LIB_LOGGER
 
 
 def kafka_options(fn: Any) -> Any:
@@ -26,7 +27,7 @@ def kafka_options(fn: Any) -> Any:
 
 
 def _queues_config(bootstrap_servers: str | None, prefix: str | None, config_path: str | None) -> QueuesConfig:
-    quiet_library_logs("aiokafka")
+    quiet_library_logs(LIB_LOGGER)  # a line for each failed connection attempt
     return override_section(load_config(config_path).queues, QueuesConfig,
                             (("kafka_bootstrap", bootstrap_servers), ("topic_prefix", prefix)))
 

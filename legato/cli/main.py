@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from legato.cli.cluster_cmds import cluster
 from legato.cli.common import CliError
 from legato.cli.kafka_cmds import kafka
 from legato.cli.output import ExitCode, error
@@ -36,6 +37,7 @@ cli.add_command(workflow)
 cli.add_command(bench)
 cli.add_command(schema)
 cli.add_command(kafka)
+cli.add_command(cluster)
 
 
 def _entry_error_type() -> tuple[type[BaseException], ...]:

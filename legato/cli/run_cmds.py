@@ -107,12 +107,18 @@ async def start_dev(db_path: str | None, port: int, host: str, store_kind: str |
 @click.option("--frontend-address", default=None, metavar="H:P", help="Default: cluster.frontend_address.")
 @click.option("--history-address", default=None, metavar="H:P", help="Default: cluster.history_address.")
 @click.option("--matching-address", default=None, metavar="H:P", help="Default: cluster.matching_address.")
+@click.option("--zookeeper", "zookeeper_hosts", default=None, metavar="H:P[,H:P]",
+              help="Join the cluster registered in this ZooKeeper ensemble (default: cluster.zookeeper_hosts; "
+                   "none: this process works alone, history owning every shard).")
+@click.option("--zookeeper-root", default=None, metavar="PATH", help="Default: cluster.zookeeper_root.")
+@click.option("--metrics-address", default=None, metavar="H:P", help="Default: cluster.metrics_address.")
 @store_options
 @queue_options
 @config_option
 @run_async
 async def start(roles_text: str, db_path: str | None, frontend_address: str | None, history_address: str | None,
-                matching_address: str | None, store_kind: str | None, cassandra_hosts: str | None,
+                matching_address: str | None, zookeeper_hosts: str | None, zookeeper_root: str | None,
+                metrics_address: str | None, store_kind: str | None, cassandra_hosts: str | None,
                 keyspace: str | None, queues_kind: str | None, kafka_bootstrap: str | None,
                 config_path: str | None) -> int:
     """Run some of the services (ROLES) as one process of a cluster.
@@ -120,8 +126,11 @@ async def start(roles_text: str, db_path: str | None, frontend_address: str | No
     Each role listens on its address of the `cluster` section (or the flag), which is also where
     the roles in other processes reach it; roles in this process call each other directly. Roles
     split over processes exchange tasks through Kafka: they need --queues kafka and the topics of
-    `legato kafka setup`."""
+    `legato kafka setup`. With --zookeeper, any number of history, matching and frontend
+    processes form one cluster: history nodes share the shards, frontends route to their owners
+    (docs/cluster.md). SIGTERM hands this node's shards over before it exits."""
     from legato.config import ClusterConfig
+    from legato.membership import new_identity
     from legato.roles import parse_roles
     from legato.server import serve_roles
 
@@ -129,8 +138,9 @@ async def start(roles_text: str, db_path: str | None, frontend_address: str | No
     config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace, queues_kind, kafka_bootstrap)
     config.cluster = override_section(config.cluster, ClusterConfig, (
         ("frontend_address", frontend_address), ("history_address", history_address),
-        ("matching_address", matching_address)))
-    await serve_roles(config, roles, db_path, _identity("-".join(sorted(roles))), _stop_on_signals())
+        ("matching_address", matching_address), ("zookeeper_hosts", zookeeper_hosts),
+        ("zookeeper_root", zookeeper_root), ("metrics_address", metrics_address)))
+    await serve_roles(config, roles, db_path, new_identity("-".join(sorted(roles))), _stop_on_signals())
     return ExitCode.OK
 
 
@@ -142,7 +152,8 @@ def _load_registry(path: str) -> Registry:
 
 @click.command()
 @click.option("--entries", required=True, help="Registry YAML file, or a folder of them (read recursively).")
-@click.option("--address", default="127.0.0.1:7233", show_default=True, envvar="LEGATO_ADDRESS")
+@click.option("--address", default="127.0.0.1:7233", show_default=True, envvar="LEGATO_ADDRESS",
+              help="The server (frontend), or several as H1:P1,H2:P2: the next is used when one cannot be reached.")
 @config_option
 @run_async
 async def worker(entries: str, address: str, config_path: str | None) -> int:
@@ -338,6 +349,57 @@ async def hello(count: int, processes: bool, address: str | None, entries_dir: s
         raise CliError(str(e)) from None
     if output == "json":
         print_json(report)
+    else:
+        click.echo(report.text())
+    return ExitCode.OK
+
+
+@bench.command()
+@click.option("--nodes", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--shards", default=16_384, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def assignment(nodes: int, shards: int, output: str) -> int:
+    """Simulate the shard assignment: shards per node, and shards moved when a node joins or leaves."""
+    from legato.bench_cluster import simulate_assignment
+    from legato.cli.output import print_json
+
+    report = simulate_assignment(nodes, shards)
+    if output == "json":
+        print_json(report)
+    else:
+        click.echo(report.text())
+    return ExitCode.OK
+
+
+@bench.command("cluster")
+@click.option("--zookeeper", default="127.0.0.1:2181", show_default=True, metavar="H:P[,H:P]")
+@click.option("--cassandra-hosts", default="127.0.0.1", show_default=True)
+@click.option("--keyspace", default="legato_bench", show_default=True)
+@click.option("--kafka-bootstrap", default="127.0.0.1:9092", show_default=True)
+@click.option("--shards", "num_shards", default=16, show_default=True, type=click.IntRange(1, 100_000),
+              help="history.num_shards (fixed per keyspace: a keyspace used before keeps its number).")
+@click.option("--workflows", default=500, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="hello workflows per throughput run.")
+@click.option("--handoffs", default=3, show_default=True, type=click.IntRange(0, 100),
+              help="SIGKILLs and graceful stops of a history node to time.")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@run_async
+async def cluster_bench(zookeeper: str, cassandra_hosts: str, keyspace: str, kafka_bootstrap: str, num_shards: int,
+                        workflows: int, handoffs: int, output: str) -> int:
+    """Start a cluster on this machine (on running ZooKeeper, Cassandra and Kafka) and report
+    bench hello throughput with 1, 2 and 3 history nodes, and shard handoff times after a SIGKILL
+    and after a graceful stop (p50/p99)."""
+    from legato.bench import BenchError
+    from legato.bench_cluster import ClusterSetup, run_cluster_bench
+    from legato.cli.output import print_json
+
+    setup = ClusterSetup(zookeeper, cassandra_hosts, keyspace, kafka_bootstrap, num_shards)
+    try:
+        report = await run_cluster_bench(setup, workflows, handoffs)
+    except BenchError as e:
+        raise CliError(str(e)) from None
+    if output == "json":
+        print_json(report.to_json())
     else:
         click.echo(report.text())
     return ExitCode.OK

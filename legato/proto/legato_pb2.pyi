@@ -710,6 +710,22 @@ class AddTaskResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class OfferTaskRequest(_message.Message):
+    __slots__ = ("task", "request_id")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    task: TaskInfo
+    request_id: str
+    def __init__(self, task: _Optional[_Union[TaskInfo, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class OfferTaskResponse(_message.Message):
+    __slots__ = ("taken", "pollers")
+    TAKEN_FIELD_NUMBER: _ClassVar[int]
+    POLLERS_FIELD_NUMBER: _ClassVar[int]
+    taken: bool
+    pollers: int
+    def __init__(self, taken: _Optional[bool] = ..., pollers: _Optional[int] = ...) -> None: ...
+
 class DeliverMessageRequest(_message.Message):
     __slots__ = ("pid", "message")
     PID_FIELD_NUMBER: _ClassVar[int]

@@ -1911,6 +1911,11 @@ class MatchingServiceStub:
                 request_serializer=legato_dot_proto_dot_legato__pb2.PollMailboxRequest.SerializeToString,
                 response_deserializer=legato_dot_proto_dot_legato__pb2.PollMailboxResponse.FromString,
                 _registered_method=True)
+        self.OfferTask = channel.unary_unary(
+                '/legato.v1.MatchingService/OfferTask',
+                request_serializer=legato_dot_proto_dot_legato__pb2.OfferTaskRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.OfferTaskResponse.FromString,
+                _registered_method=True)
 
 
 class MatchingServiceServicer:
@@ -1959,6 +1964,13 @@ class MatchingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OfferTask(self, request, context):
+        """Another matching node offers a task that found no poll there: hand it to a poll waiting here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatchingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1996,6 +2008,11 @@ def add_MatchingServiceServicer_to_server(servicer, server):
                     servicer.PollMailbox,
                     request_deserializer=legato_dot_proto_dot_legato__pb2.PollMailboxRequest.FromString,
                     response_serializer=legato_dot_proto_dot_legato__pb2.PollMailboxResponse.SerializeToString,
+            ),
+            'OfferTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.OfferTask,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.OfferTaskRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.OfferTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2187,6 +2204,33 @@ class MatchingService:
             '/legato.v1.MatchingService/PollMailbox',
             legato_dot_proto_dot_legato__pb2.PollMailboxRequest.SerializeToString,
             legato_dot_proto_dot_legato__pb2.PollMailboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OfferTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.MatchingService/OfferTask',
+            legato_dot_proto_dot_legato__pb2.OfferTaskRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.OfferTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

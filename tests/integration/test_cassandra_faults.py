@@ -57,6 +57,8 @@ def test_cassandra_restart_mid_run(tmp_path: Path, cassandra: StoreConfig) -> No
         done = asyncio.run(collect(c.address, ids))
     finally:
         c.stop()
+        (tmp_path / "server.log").write_text(c.server.output())  # for whoever reads a failure
+        (tmp_path / "worker.log").write_text(c.worker.output())
     for wid, (result, events) in done.items():
         assert result == {"total": EXPECTED_TOTAL, "n": STEPS, "ids": STEPS}, wid
         assert_steps_recorded_once(events)

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupTopicPartitions, TopicPartition
 
 from history.kafka_resources import KafkaResources
 from history.kafka_timers import KafkaTimerQueue
@@ -31,7 +30,8 @@ from legato.api import (
 from legato.config import Config, QueuesConfig
 from legato.errors import Failure, ShardOwnershipLost
 from legato.events import EventType as E
-from legato.kafka import TimerMessage, create_topics, encode_timer, make_producer, topics
+from legato.kafka import TimerMessage, base_config, create_topics, encode_timer, make_producer, open_admin, topics
+from legato.kafka_admin import delete_topics
 from tests.unit.history.conftest import (
     T0,
     Env,
@@ -81,13 +81,7 @@ async def queues(kafka_node: str) -> AsyncIterator[QueuesConfig]:
     try:
         yield cfg
     finally:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_node)
-        await admin.start()
-        try:
-            t = topics(cfg)
-            await admin.delete_topics([t.workflow_tasks, t.activity_tasks, t.timers])
-        finally:
-            await admin.close()
+        await delete_topics(cfg)
 
 
 def kafka_config(queues: QueuesConfig, **q: Any) -> Config:
@@ -146,22 +140,28 @@ async def fired(env: Env, workflow_id: str) -> list[str]:
 
 async def timer_messages(cfg: QueuesConfig) -> list[tuple[int, bytes, bytes]]:
     """Every message of the timer topic so far: (partition, key, value)."""
+    return await asyncio.to_thread(_timer_messages, cfg)
+
+
+def _timer_messages(cfg: QueuesConfig) -> list[tuple[int, bytes, bytes]]:
     t = topics(cfg).timers
-    consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
+    consumer = Consumer({**base_config(cfg), "group.id": f"{cfg.topic_prefix}.test-reader",
+                         "enable.auto.commit": False})
     try:
-        tps = [TopicPartition(t, p) for p in range(cfg.timer_partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
         out: list[tuple[int, bytes, bytes]] = []
-        for tp in tps:
-            while await consumer.position(tp) < ends[tp]:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                out += [(tp.partition, r.key, r.value) for r in batch.get(tp, [])]
+        for p in range(cfg.timer_partitions):
+            tp = TopicPartition(t, p)
+            _, end = consumer.get_watermark_offsets(tp, WAIT_S)
+            consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING)])
+            at = 0
+            while at < end:
+                for m in consumer.consume(end - at, WAIT_S):  # returns once it has that many
+                    assert m.error() is None, m.error()
+                    at = (m.offset() or 0) + 1
+                    out.append((p, m.key() or b"", m.value() or b""))
         return out
     finally:
-        await consumer.stop()
+        consumer.close()
 
 
 async def publish(cfg: QueuesConfig, messages: list[tuple[int, bytes, bytes]]) -> list[int]:
@@ -169,7 +169,7 @@ async def publish(cfg: QueuesConfig, messages: list[tuple[int, bytes, bytes]]) -
     producer = make_producer(cfg)
     await producer.start()
     try:
-        return [(await producer.send_and_wait(topics(cfg).timers, value, key=key, partition=partition)).offset
+        return [await producer.send_and_wait(topics(cfg).timers, value, key=key, partition=partition)
                 for partition, key, value in messages]
     finally:
         await producer.stop()
@@ -177,14 +177,14 @@ async def publish(cfg: QueuesConfig, messages: list[tuple[int, bytes, bytes]]) -
 
 async def group_offset(cfg: QueuesConfig, q: KafkaTimerQueue) -> int | None:
     """The offset committed in Kafka for the queue's consumer group (None: nothing committed)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(q.group)
-    finally:
-        await admin.close()
-    meta = offsets.get(q.tp)
-    return None if meta is None else int(meta.offset)
+
+    def read() -> int | None:
+        admin = open_admin(cfg)
+        found = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(q.group, [q.tp])])
+        [tp] = found[q.group].result(WAIT_S).topic_partitions
+        return tp.offset if tp.offset >= 0 else None
+
+    return await asyncio.to_thread(read)
 
 
 # ====================================================================== firing

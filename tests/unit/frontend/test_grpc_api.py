@@ -441,3 +441,23 @@ async def test_a_server_without_the_legato_service_is_named() -> None:
         assert "does not serve the Legato call DescribeWorkflow" in info.value.message
     finally:
         await server.stop(None)
+
+
+async def test_several_addresses_a_dead_one_is_skipped(env: tuple[FakeService, GrpcClient, grpc.aio.Server]) -> None:
+    service, _, server = env
+    service.errors["describe_workflow"] = NotFound("no such workflow")  # an answer: the live server was reached
+    dead = f"127.0.0.1:{free_port()}"
+    live = f"127.0.0.1:{bound_port(server)}"
+    async with GrpcClient(f"{dead},{live}") as client:
+        for _ in range(3):  # the first call fails over to the live one; later calls stay there
+            with pytest.raises(NotFound):
+                await client.describe_workflow(REF)
+        assert client._rpc.address == live
+    assert len(service.calls) == 3
+
+
+async def test_several_addresses_all_dead_is_unavailable_naming_the_last() -> None:
+    dead = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    async with GrpcClient(",".join(dead)) as client:
+        with pytest.raises(Unavailable, match=r"cannot reach the Legato server at 127\.0\.0\.1:"):
+            await client.describe_workflow(REF)

@@ -56,6 +56,8 @@ CASES: list[tuple[str, tuple[Any, ...], Any]] = [
     ("close_mailbox", ("@caller-1",), None),
     ("poll_mailbox", (api.PollMailboxRequest("@caller-1", 1_000, 5),), [REPLY, EXIT]),
     ("poll_mailbox", (api.PollMailboxRequest("@caller-1", 10, 7),), []),
+    ("offer_task", (WF_TASK_INFO, "req-7"), api.OfferResult(True, 3)),
+    ("offer_task", (WF_TASK_INFO, "req-8"), api.OfferResult(False, 0)),
 ]
 
 
@@ -69,15 +71,17 @@ async def test_every_method_round_trips(env: Env, method: str, args: tuple[Any, 
 
 
 def test_every_protocol_method_has_a_case_and_an_rpc() -> None:
-    methods = protocol_methods(api.MatchingService)
+    methods = protocol_methods(api.MatchingService) | protocol_methods(api.MatchingPeer)
     assert methods == {c[0] for c in CASES}
     assert methods == {spec.method for spec in rpcs(Config()).values()}
 
 
 def test_client_methods_take_the_protocol_parameters() -> None:
-    for name in protocol_methods(api.MatchingService):
-        expected = list(inspect.signature(getattr(api.MatchingService, name)).parameters)
-        assert list(inspect.signature(getattr(GrpcMatchingClient, name)).parameters) == expected, name
+    for protocol in (api.MatchingService, api.MatchingPeer):
+        for name in protocol_methods(protocol):
+            expected = list(inspect.signature(getattr(protocol, name)).parameters)
+            assert list(inspect.signature(getattr(GrpcMatchingClient, name)).parameters) == expected, name
+
 
 
 @pytest.mark.parametrize("error", [

@@ -1,17 +1,24 @@
 """KafkaMatching and KafkaTaskPublisher against the real Kafka broker of the test run (topics of
 each test's own): handout only after history recorded the task, stale tasks dropped, offsets
 committed only below the oldest task not done, restart from the committed offsets, independent
-queues on one partition, parking, the sticky worker preference, the partition assignment."""
+queues on one partition, parking, the sticky worker preference, the static partition assignment;
+and the group mode: matching nodes sharing the partitions, which move when a node stops or dies
+(a SIGKILLed process) and come back when one joins."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
-from aiokafka import TopicPartition
+from confluent_kafka import TopicPartition
 
 from legato import api
 from legato.config import Config, QueuesConfig
@@ -276,3 +283,229 @@ async def test_reading_pauses_while_too_many_tasks_wait_in_memory(
             assert m.backlog("default", "idle", WF) == 3 and m.outstanding() == 3
         got = [await m.poll_workflow_task(poll("idle")) for _ in range(6)]  # handouts make room
         assert [g.workflow_id for g in got if g] == [f"wf-{n}" for n in range(6)]
+
+
+# ---------------------------------------------------------------- group mode: several matching nodes
+
+SESSION_MS = 1500  # short, so that a dead member's partitions move quickly (the broker allows >= 1000)
+
+
+class Node(Protocol):
+    def assignment_changed(self) -> Coroutine[Any, Any, bool]: ...
+
+
+def all_partitions(cfg: QueuesConfig) -> set[TopicPartition]:
+    t = topics(cfg)
+    return {TopicPartition(name, p) for name in (t.workflow_tasks, t.activity_tasks)
+            for p in range(cfg.task_partitions)}
+
+
+def assigned(m: KafkaMatching) -> set[TopicPartition]:
+    return set(m.assignment())
+
+
+async def until(cond: Callable[[], bool], *nodes: Node, timeout_s: float = WAIT_S) -> None:
+    """Until `cond()` holds, looking again whenever a node's partitions change."""
+    async def wait() -> None:
+        while not cond():
+            changes = [asyncio.ensure_future(n.assignment_changed()) for n in nodes]
+            try:
+                await asyncio.wait(changes, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for c in changes:
+                    c.cancel()
+    await asyncio.wait_for(wait(), timeout_s)
+
+
+def split_between(cfg: QueuesConfig, *partitions: set[TopicPartition]) -> bool:
+    """Each has some, together all, none twice."""
+    union = set().union(*partitions)
+    return all(partitions) and union == all_partitions(cfg) and sum(map(len, partitions)) == len(union)
+
+
+def one_per_partition(cfg: QueuesConfig, queue: str, rounds: int = 1) -> list[tuple[api.TaskInfo, int]]:
+    """Tasks (and the partition each goes to): `rounds` on every partition of both task topics."""
+    kinds = (WF, ACT)
+    return [(task(100 * r + 10 * k + p, queue=queue, kind=kinds[k]), p)
+            for r in range(rounds) for k in range(2) for p in range(cfg.task_partitions)]
+
+
+async def take_all(nodes: list[KafkaMatching], queue: str, n: int) -> list[tuple[int, str]]:
+    """Poll workflow and activity tasks of `queue` on every node at once until `n` were handed
+    out; (node index, workflow id) of each."""
+    got: list[tuple[int, str]] = []
+    enough = asyncio.Event()
+
+    async def poller(i: int, m: KafkaMatching, kind: api.TaskKind) -> None:
+        while not enough.is_set():
+            req = poll(queue, identity=f"w{i}", timeout_ms=200)
+            t = await (m.poll_workflow_task(req) if kind == WF else m.poll_activity_task(req))
+            if t is not None:
+                got.append((i, t.workflow_id))
+                if len(got) >= n:
+                    enough.set()
+
+    pollers = [asyncio.ensure_future(poller(i, m, k)) for i, m in enumerate(nodes) for k in (WF, ACT)]
+    try:
+        await asyncio.wait_for(enough.wait(), WAIT_S)
+    finally:
+        enough.set()
+        await asyncio.gather(*pollers)
+    return got
+
+
+async def all_committed(cfg: QueuesConfig, *nodes: KafkaMatching) -> None:
+    """Until the group committed the end of every task partition."""
+    async def wait() -> None:
+        while True:
+            await asyncio.gather(*(m.next_round() for m in nodes))
+            states = {s.name: s for s in await describe(cfg)}
+            parts = [p for name in (topics(cfg).workflow_tasks, topics(cfg).activity_tasks)
+                     for p in states[name].partitions or []]
+            if all(p.committed.get(f"{cfg.topic_prefix}.matching", 0) == p.end_offset for p in parts):
+                return
+    await asyncio.wait_for(wait(), WAIT_S)
+
+
+async def read_by(nodes: list[KafkaMatching], n: int) -> None:
+    """Until the nodes together read `n` tasks that are not done."""
+    async def wait() -> None:
+        while sum(m.outstanding() for m in nodes) < n:
+            await asyncio.gather(*(m.next_round() for m in nodes))
+    await asyncio.wait_for(wait(), WAIT_S)
+
+
+async def test_group_members_split_the_partitions_and_hand_each_task_out_once(
+        kafka_queues: QueuesConfig, history: FakeHistory, publisher: KafkaTaskPublisher) -> None:
+    cfg = kafka_queues.model_copy(update={"matching_session_timeout_ms": SESSION_MS})
+    async with running(cfg, history, publisher) as m1:
+        await until(lambda: assigned(m1) == all_partitions(cfg), m1)  # alone: all of them
+        async with running(cfg, history, publisher) as m2:
+            await until(lambda: split_between(cfg, assigned(m1), assigned(m2)), m1, m2)
+            tasks = [task(n, wf=f"wf-{n}") for n in range(24)] + [task(n, kind=ACT) for n in range(24, 48)]
+            await asyncio.gather(*(publisher.add_task(t) for t in tasks))
+            got = await take_all([m1, m2], "q", len(tasks))
+            assert sorted(wf for _, wf in got) == sorted(t.workflow_id for t in tasks)  # each exactly once
+            assert {i for i, _ in got} == {0, 1}  # both nodes handed out tasks of their partitions
+            assert split_between(cfg, assigned(m1), assigned(m2))  # no rebalance meanwhile
+            await all_committed(cfg, m1, m2)
+        # m2 left: its partitions come back to m1, and they come back to a node that joins
+        await until(lambda: assigned(m1) == all_partitions(cfg), m1)
+        async with running(cfg, history, publisher) as m3:
+            await until(lambda: split_between(cfg, assigned(m1), assigned(m3)), m1, m3)
+    assert len(history.calls) == len(tasks)  # nothing was recorded twice
+
+
+async def test_a_stopped_members_partitions_and_queued_tasks_move_to_the_other(
+        kafka_queues: QueuesConfig, history: FakeHistory, publisher: KafkaTaskPublisher) -> None:
+    loop = asyncio.get_running_loop()
+    cfg = kafka_queues.model_copy(update={"matching_session_timeout_ms": SESSION_MS})
+    tasks = one_per_partition(cfg, "later", rounds=2)
+    async with running(cfg, history, publisher) as m1:
+        async with running(cfg, history, publisher) as m2:
+            await until(lambda: split_between(cfg, assigned(m1), assigned(m2)), m1, m2)
+            for t, p in tasks:
+                await publisher.republish(t, p)
+            await read_by([m1, m2], len(tasks))
+            assert m1.outstanding() == m2.outstanding() == len(tasks) // 2  # each holds those of its partitions
+            t0 = loop.time()
+        # m2 stopped: committed what is done (nothing), left the group
+        await until(lambda: assigned(m1) == all_partitions(cfg), m1)
+        assert loop.time() - t0 < SESSION_MS / 1000.0 + 3.0
+        got = await take_all([m1], "later", len(tasks))  # what m2 held is read again from the committed offsets
+        assert sorted(wf for _, wf in got) == sorted(t.workflow_id for t, _ in tasks)
+        await all_committed(cfg, m1)
+    assert sorted(c[1] for c in history.calls) == sorted(t.workflow_id for t, _ in tasks)  # m2 handed out none
+
+
+MEMBER = """
+import asyncio, json, sys
+from legato.config import Config, QueuesConfig
+from legato.task_publisher import KafkaTaskPublisher
+from matching.kafka_matching import KafkaMatching
+from tests.unit.matching.fakes import FakeHistory
+
+async def main() -> None:
+    cfg = QueuesConfig.model_validate_json(sys.argv[1])
+    publisher = KafkaTaskPublisher(cfg)
+    await publisher.start()
+    m = KafkaMatching(FakeHistory(), Config(queues=cfg), publisher)
+    await m.start()
+    last = None
+    while True:  # report what it reads and holds whenever that changes; it never hands anything out
+        state = {"partitions": [[tp.topic, tp.partition] for tp in m.assignment()], "outstanding": m.outstanding()}
+        if state != last:
+            print(json.dumps(state), flush=True)
+            last = state
+        await m.next_round()
+
+asyncio.run(main())
+"""
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class Member:
+    """A matching node in a process of its own, to be SIGKILLed: a member that stops heartbeating
+    without leaving the group or committing anything. Its reports (partitions, tasks held) are
+    read as they come."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.partitions: set[TopicPartition] = set()
+        self.outstanding = 0
+        self._event = asyncio.Event()
+        self._reader = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def start(cls, cfg: QueuesConfig) -> Member:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", MEMBER, cfg.model_dump_json(), stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        return cls(proc)
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            state = json.loads(line)
+            self.partitions = {TopicPartition(t, p) for t, p in state["partitions"]}
+            self.outstanding = state["outstanding"]
+            self._event.set()
+            self._event = asyncio.Event()
+
+    def assignment_changed(self) -> Coroutine[Any, Any, bool]:
+        """Awaitable: until the process reports again."""
+        return self._event.wait()
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+        await self._reader
+
+
+async def test_a_dead_members_partitions_and_queued_tasks_move_after_its_session_timeout(
+        kafka_queues: QueuesConfig, history: FakeHistory, publisher: KafkaTaskPublisher) -> None:
+    loop = asyncio.get_running_loop()
+    cfg = kafka_queues.model_copy(update={"matching_session_timeout_ms": SESSION_MS})
+    tasks = one_per_partition(cfg, "later", rounds=2)
+    async with running(cfg, history, publisher) as m1:
+        member = await Member.start(cfg)
+        try:
+            await until(lambda: split_between(cfg, assigned(m1), member.partitions), m1, member)
+            for t, p in tasks:
+                await publisher.republish(t, p)
+            await read_by([m1], len(tasks) // 2)
+            await until(lambda: member.outstanding == len(tasks) // 2, member)  # it holds those of its partitions
+            t0 = loop.time()
+            await member.kill()  # no LeaveGroup, no commit: the group finds out when its session expires
+            await until(lambda: assigned(m1) == all_partitions(cfg), m1)
+            elapsed = loop.time() - t0
+        finally:
+            await member.kill()
+        # not before its session could expire (its last heartbeat was at most a third of it before the
+        # kill), and not much later
+        assert SESSION_MS / 1000.0 * 0.6 <= elapsed < SESSION_MS / 1000.0 + 3.0, elapsed
+        got = await take_all([m1], "later", len(tasks))
+        assert sorted(wf for _, wf in got) == sorted(t.workflow_id for t, _ in tasks)
+        await all_committed(cfg, m1)
+    assert sorted(c[1] for c in history.calls) == sorted(t.workflow_id for t, _ in tasks)

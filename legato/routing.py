@@ -1,0 +1,307 @@
+"""Calls to the right node of a cluster (docs/cluster.md, "Routing").
+
+`HistoryRouter` is a `legato.api.HistoryService` that sends each call to the history node the
+assignment gives the call's shard (from the cluster view, kept current by ZooKeeper watches: no
+lookup per request). When the shard is moving it tries again, for up to
+`cluster.route_timeout_ms`: a node that no longer owns the shard names the owner it believes in
+(tried next), one that is still acquiring it asks for a moment's patience, an unreachable one
+(killed: its shards move once its session expires) is tried again after the view changes.
+Clients see a short delay, never an error, unless no node serves the shard for that long.
+
+Retrying is safe because every history call is idempotent: starts, signals, cancels and
+terminates carry request ids history deduplicates (the router gives one to a request without),
+task responses carry task tokens history accepts once, and record-started calls carry the poll's
+request id. A call that timed out (the deadline passed) is not retried: its caller decides.
+
+`MatchingRouter` is a `legato.api.MatchingService` over the live matching nodes: polls go round
+robin (every node gets polls, and a node without a poll for a task offers it to the others:
+matching/forwarding.py), a caller's mailbox lives on the node its pid hashes to (rendezvous).
+
+Both call a service in this process directly when it is the target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from legato import api
+from legato.assignment import score
+from legato.errors import ServiceError, ShardOwnershipLost, Unavailable
+from legato.ids import new_request_id, shard_for
+from legato.internal_clients import GrpcHistoryClient, GrpcMatchingClient
+from legato.membership import HISTORY, MATCHING, ClusterView, MemberInfo, Membership
+from legato.tokens import TaskToken
+
+log = logging.getLogger("legato.routing")
+
+T = TypeVar("T")
+C = TypeVar("C")
+
+_BACKOFF_S = 0.02
+_BACKOFF_MAX_S = 0.1  # a shard being acquired is asked again this often (its lock is not watched)
+# Unavailable reasons after which a call certainly did not take effect (any call may go again).
+NOT_APPLIED = frozenset({"ShardNotOwned", "ShardMoving", "ShardOwnershipLost", "ShuttingDown", "NotStarted",
+                         "WritesPaused", "MatchingStopped", "ClientClosed"})
+# ... and after which it may have, or may not (idempotent calls go again).
+UNKNOWN_OUTCOME = frozenset({"ServerUnreachable", "WriteOutcomeUnknown"})
+
+
+class _Clients(Generic[C]):
+    """One client per peer address, made on first use."""
+
+    def __init__(self, factory: Callable[[str], C]) -> None:
+        self._factory = factory
+        self._by_address: dict[str, C] = {}
+
+    def get(self, address: str) -> C:
+        client = self._by_address.get(address)
+        if client is None:
+            client = self._by_address[address] = self._factory(address)
+        return client
+
+    async def close(self) -> None:
+        clients, self._by_address = self._by_address, {}
+        for c in clients.values():
+            await c.close()  # type: ignore[attr-defined]
+
+
+def _retryable(e: ServiceError) -> bool:
+    return isinstance(e, Unavailable) and (isinstance(e, ShardOwnershipLost) or e.reason in NOT_APPLIED
+                                           or e.reason in UNKNOWN_OUTCOME)
+
+
+class HistoryRouter:
+    """`legato.api.HistoryService` over the cluster's history nodes (see the module docstring)."""
+
+    def __init__(self, membership: Membership, num_shards: int, route_timeout_ms: int,
+                 local: api.HistoryService | None = None) -> None:
+        self._membership = membership
+        self._view: ClusterView = membership.view
+        self._num_shards = num_shards
+        self._timeout_s = route_timeout_ms / 1000.0
+        self._local = local
+        self._local_identity = membership.identity if local is not None else ""
+        self._clients: _Clients[GrpcHistoryClient] = _Clients(lambda a: GrpcHistoryClient(a, read_attempts=1))
+
+    async def close(self) -> None:
+        await self._clients.close()
+
+    def _target(self, shard_id: int, hint: str) -> tuple[api.HistoryService, str] | None:
+        if hint:
+            member = self._view.member_by_address(HISTORY, hint)
+            if member is not None and member.identity == self._local_identity and self._local is not None:
+                return self._local, hint
+            return self._clients.get(hint), hint
+        owner = self._view.shard_owner(shard_id)
+        if owner is None:
+            return None
+        if owner.identity == self._local_identity and self._local is not None:
+            return self._local, owner.address(HISTORY)
+        address = owner.address(HISTORY)
+        return (self._clients.get(address), address) if address else None
+
+    async def _route(self, namespace: str, workflow_id: str, call: Callable[[api.HistoryService], Awaitable[T]]) -> T:
+        shard_id = shard_for(namespace, workflow_id, self._num_shards)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        hint, backoff = "", _BACKOFF_S
+        last: ServiceError | None = None
+        while True:
+            target = self._target(shard_id, hint)
+            hint = ""
+            if target is not None:
+                service, address = target
+                try:
+                    return await call(service)
+                except ServiceError as e:
+                    if not _retryable(e):
+                        raise
+                    last = e
+                    owner = e.owner if isinstance(e, ShardOwnershipLost) else ""
+                    if owner and owner != address:
+                        hint = owner  # the node it went to knows better: go there at once
+                        continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                why = f"; last error: {last.message}" if last is not None else "; no history node is assigned it"
+                raise Unavailable(f"shard {shard_id} (workflow {workflow_id!r}) was not served by any history node "
+                                  f"within {self._timeout_s:g}s (cluster.route_timeout_ms){why}",
+                                  reason="ShardUnavailable")
+            # Wait for the view to change (a new assignment or member), at most a short backoff.
+            await self._membership.wait_change(min(backoff, remaining))
+            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    def _by_token(self, token: bytes, call: Callable[[api.HistoryService], Awaitable[T]]) -> Awaitable[T]:
+        tok = TaskToken.decode(token)
+        return self._route(tok.namespace, tok.workflow_id, call)
+
+    # ------------------------------------------------------------ workflow lifecycle
+
+    async def start_workflow(self, req: api.StartWorkflowRequest) -> api.StartWorkflowResponse:
+        req.request_id = req.request_id or new_request_id()
+        return await self._route(req.namespace, req.workflow_id, lambda h: h.start_workflow(req))
+
+    async def signal_workflow(self, req: api.SignalWorkflowRequest) -> None:
+        req.request_id = req.request_id or new_request_id()
+        await self._route(req.ref.namespace, req.ref.workflow_id, lambda h: h.signal_workflow(req))
+
+    async def terminate_workflow(self, req: api.TerminateWorkflowRequest) -> None:
+        req.request_id = req.request_id or new_request_id()
+        await self._route(req.ref.namespace, req.ref.workflow_id, lambda h: h.terminate_workflow(req))
+
+    async def request_cancel_workflow(self, req: api.CancelWorkflowRequest) -> None:
+        req.request_id = req.request_id or new_request_id()
+        await self._route(req.ref.namespace, req.ref.workflow_id, lambda h: h.request_cancel_workflow(req))
+
+    async def describe_workflow(self, ref: api.ExecutionRef) -> api.DescribeWorkflowResponse:
+        return await self._route(ref.namespace, ref.workflow_id, lambda h: h.describe_workflow(ref))
+
+    async def get_workflow_history(self, req: api.GetHistoryRequest) -> api.GetHistoryResponse:
+        return await self._route(req.ref.namespace, req.ref.workflow_id, lambda h: h.get_workflow_history(req))
+
+    async def get_workflow_result(self, req: api.GetResultRequest) -> api.GetResultResponse:
+        return await self._route(req.ref.namespace, req.ref.workflow_id, lambda h: h.get_workflow_result(req))
+
+    # ------------------------------------------------------------ tasks
+
+    async def record_workflow_task_started(self, task: api.TaskInfo, request_id: str,
+                                           identity: str) -> api.WorkflowTask:
+        return await self._route(task.namespace, task.workflow_id,
+                                 lambda h: h.record_workflow_task_started(task, request_id, identity))
+
+    async def record_activity_task_started(self, task: api.TaskInfo, request_id: str,
+                                           identity: str) -> api.ActivityTask:
+        return await self._route(task.namespace, task.workflow_id,
+                                 lambda h: h.record_activity_task_started(task, request_id, identity))
+
+    async def respond_workflow_task_completed(
+            self, req: api.RespondWorkflowTaskCompletedRequest) -> api.RespondWorkflowTaskCompletedResponse:
+        return await self._by_token(req.task_token, lambda h: h.respond_workflow_task_completed(req))
+
+    async def respond_workflow_task_failed(self, req: api.RespondWorkflowTaskFailedRequest) -> None:
+        await self._by_token(req.task_token, lambda h: h.respond_workflow_task_failed(req))
+
+    async def respond_activity_task_completed(
+            self, req: api.RespondActivityTaskCompletedRequest) -> api.RespondActivityTaskCompletedResponse:
+        return await self._by_token(req.task_token, lambda h: h.respond_activity_task_completed(req))
+
+    async def respond_activity_task_failed(self, req: api.RespondActivityTaskFailedRequest) -> None:
+        await self._by_token(req.task_token, lambda h: h.respond_activity_task_failed(req))
+
+    async def record_activity_heartbeat(
+            self, req: api.RecordActivityHeartbeatRequest) -> api.RecordActivityHeartbeatResponse:
+        return await self._by_token(req.task_token, lambda h: h.record_activity_heartbeat(req))
+
+    async def respond_activity_task_canceled(self, req: api.RespondActivityTaskCanceledRequest) -> None:
+        await self._by_token(req.task_token, lambda h: h.respond_activity_task_canceled(req))
+
+    # ------------------------------------------------------------ processes
+
+    async def monitor_workflow(self, req: api.MonitorWorkflowRequest) -> None:
+        await self._route(req.ref.namespace, req.ref.workflow_id, lambda h: h.monitor_workflow(req))
+
+    async def register_monitor(self, req: api.RegisterMonitorRequest) -> api.RegisterMonitorResponse:
+        return await self._route(req.ref.namespace, req.ref.workflow_id, lambda h: h.register_monitor(req))
+
+    async def record_child_closed(self, req: api.RecordChildClosedRequest) -> None:
+        await self._route(req.parent.namespace, req.parent.workflow_id, lambda h: h.record_child_closed(req))
+
+    async def deliver_monitored_closed(self, req: api.DeliverMonitoredClosedRequest) -> None:
+        await self._route(req.ref.namespace, req.ref.workflow_id, lambda h: h.deliver_monitored_closed(req))
+
+
+class MatchingRouter:
+    """`legato.api.MatchingService` over the cluster's matching nodes (see the module docstring)."""
+
+    def __init__(self, membership: Membership, route_timeout_ms: int, long_poll_timeout_ms: int,
+                 local: api.MatchingService | None = None) -> None:
+        self._membership = membership
+        self._view = membership.view
+        self._timeout_s = route_timeout_ms / 1000.0
+        self._local = local
+        self._local_identity = membership.identity if local is not None else ""
+        self._clients: _Clients[GrpcMatchingClient] = _Clients(
+            lambda a: GrpcMatchingClient(a, long_poll_timeout_ms=long_poll_timeout_ms))
+        self._turn = itertools.count()
+
+    async def close(self) -> None:
+        await self._clients.close()
+
+    def _service(self, member: MemberInfo) -> api.MatchingService:
+        if member.identity == self._local_identity and self._local is not None:
+            return self._local
+        return self._clients.get(member.address(MATCHING))
+
+    def peer(self, member: MemberInfo) -> api.MatchingPeer:
+        """The client another matching node's forwarder offers tasks through."""
+        return self._clients.get(member.address(MATCHING))
+
+    async def _members(self, deadline: float) -> list[MemberInfo]:
+        loop = asyncio.get_running_loop()
+        while True:
+            members = self._view.with_role(MATCHING)
+            if members:
+                return members
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise Unavailable(f"no matching node is in the cluster (waited {self._timeout_s:g}s, "
+                                  "cluster.route_timeout_ms)", reason="NoMatchingNode")
+            await self._membership.wait_change(remaining)
+
+    async def _any(self, call: Callable[[api.MatchingService], Awaitable[T]]) -> T:
+        """Round robin over the matching nodes; an unreachable or stopping node's turn goes to the next."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        backoff = _BACKOFF_S
+        while True:
+            members = await self._members(deadline)
+            start = next(self._turn)
+            last: ServiceError | None = None
+            for i in range(len(members)):
+                try:
+                    return await call(self._service(members[(start + i) % len(members)]))
+                except Unavailable as e:
+                    if e.reason not in NOT_APPLIED and e.reason not in UNKNOWN_OUTCOME:
+                        raise
+                    last = e
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                assert last is not None
+                raise last
+            await self._membership.wait_change(min(backoff, remaining))
+            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _owner_of(self, key: str) -> api.MatchingService:
+        """The node a caller's mailbox lives on: the rendezvous winner for its pid."""
+        members = await self._members(asyncio.get_running_loop().time() + self._timeout_s)
+        return self._service(max(members, key=lambda m: score(0, f"{m.identity}\x00{key}")))
+
+    async def add_task(self, task: api.TaskInfo) -> None:
+        await self._any(lambda m: m.add_task(task))
+
+    async def poll_workflow_task(self, req: api.PollRequest) -> api.WorkflowTask | None:
+        return await self._any(lambda m: m.poll_workflow_task(req))
+
+    async def poll_activity_task(self, req: api.PollRequest) -> api.ActivityTask | None:
+        return await self._any(lambda m: m.poll_activity_task(req))
+
+    async def deliver_message(self, pid: str, msg: api.ProcessMessage) -> bool:
+        return await (await self._owner_of(pid)).deliver_message(pid, msg)
+
+    async def open_mailbox(self, pid: str) -> None:
+        await (await self._owner_of(pid)).open_mailbox(pid)
+
+    async def close_mailbox(self, pid: str) -> None:
+        await (await self._owner_of(pid)).close_mailbox(pid)
+
+    async def poll_mailbox(self, req: api.PollMailboxRequest) -> list[api.ProcessMessage]:
+        return await (await self._owner_of(req.pid)).poll_mailbox(req)
+
+
+def _implements_the_protocols(h: HistoryRouter, m: MatchingRouter) -> tuple[api.HistoryService, api.MatchingService]:
+    """Never called: mypy checks here that the routers implement the protocols they stand for."""
+    return h, m

@@ -1,0 +1,2 @@
+local function work(n) return n * 2 end
+return { work = work }
