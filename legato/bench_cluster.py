@@ -6,7 +6,8 @@ the spread of shards per node, and how many move when one node joins and when on
 `bench cluster` starts a cluster on this machine (history, matching and frontend processes and a
 worker, on the running ZooKeeper, Cassandra and Kafka) and measures:
 
-* `bench hello` throughput through the frontend with 1, 2 and 3 history nodes;
+* `bench hello` throughput through the frontend with 1, 2 and 3 history nodes (one matching
+  node), then with a second matching node;
 * shard handoff time after a SIGKILL and after a graceful stop (SIGTERM) of a history node: from
   the signal to the moment each of its shards answers again (a request per shard, sent through
   the frontend at the signal, completes when a node serves the shard), p50/p99 over the moved
@@ -79,12 +80,17 @@ class ClusterBenchReport:
     kill_handoff_ms: list[float] = field(default_factory=list)
     graceful_handoff_ms: list[float] = field(default_factory=list)
     join_ms: list[float] = field(default_factory=list)  # a new history process started -> it owns its share
+    two_matching: BenchReport | None = None  # 3 history nodes, 2 matching nodes
 
     def text(self) -> str:
-        lines = [f"cluster bench: {self.num_shards} shards, 1 matching, 1 frontend, 1 worker"]
+        lines = [f"cluster bench: {self.num_shards} shards, 1 frontend, 1 worker, 1 matching node unless said"]
         for n, r in sorted(self.hello.items()):
             lines.append(f"  {n} history node(s): {r.workflows_per_second:.1f} workflows/s "
                          f"({r.workflows} workflows, p50 {r.p50_ms:.0f} ms, p99 {r.p99_ms:.0f} ms, {r.failed} failed)")
+        if self.two_matching is not None:
+            r = self.two_matching
+            lines.append(f"  3 history, 2 matching nodes: {r.workflows_per_second:.1f} workflows/s "
+                         f"(p50 {r.p50_ms:.0f} ms, p99 {r.p99_ms:.0f} ms, {r.failed} failed)")
         for name, values in (("SIGKILL", self.kill_handoff_ms), ("graceful stop", self.graceful_handoff_ms)):
             if values:
                 lines.append(f"  handoff after {name}: p50 {_pct(values, 0.5):.0f} ms, p99 {_pct(values, 0.99):.0f} ms "
@@ -97,6 +103,8 @@ class ClusterBenchReport:
     def to_json(self) -> dict[str, Any]:
         return {"num_shards": self.num_shards, "workflows": self.workflows,
                 "throughput": {str(n): round(r.workflows_per_second, 1) for n, r in self.hello.items()},
+                "throughput_two_matching": round(self.two_matching.workflows_per_second, 1)
+                if self.two_matching is not None else None,
                 "kill_handoff_ms": {"p50": _pct(self.kill_handoff_ms, 0.5), "p99": _pct(self.kill_handoff_ms, 0.99),
                                     "samples": len(self.kill_handoff_ms)},
                 "graceful_handoff_ms": {"p50": _pct(self.graceful_handoff_ms, 0.5),
@@ -259,6 +267,8 @@ async def run_cluster_bench(setup: ClusterSetup, workflows: int, handoffs: int) 
                 while len(history) < n:
                     await join()
                 report.hello[n] = await _hello(address, workflows)
+            await cluster.add("matching")  # its share of the task partitions, and polls round robin
+            report.two_matching = await _hello(address, workflows)
             for _ in range(handoffs):
                 report.kill_handoff_ms += await _handoff(cluster, history.pop(0), signal.SIGKILL, address)
                 await join()

@@ -278,3 +278,20 @@ async def test_two_thousand_workflows_through_kills_and_a_new_node(
         c.stop()
         if killed_zk is not None:
             zookeeper_ensemble.start(killed_zk)
+
+
+# ---------------------------------------------------------------------- the figures
+
+@pytest.mark.timeout(600)
+def test_bench_cluster_reports_throughput_and_handoff_times(zookeeper_node: str, cassandra_node: StoreConfig,
+                                                            kafka_node: str) -> None:
+    p = legato("bench", "cluster", "--zookeeper", zookeeper_node, "--cassandra-hosts",
+               ",".join(cassandra_node.cassandra_hosts), "--keyspace", "legato_bench_test", "--kafka-bootstrap",
+               kafka_node, "--shards", "8", "--workflows", "20", "--handoffs", "1", "--output", "json", timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout)
+    assert set(r["throughput"]) == {"1", "2", "3"} and all(v > 0 for v in r["throughput"].values())
+    assert r["throughput_two_matching"] > 0
+    for key in ("kill_handoff_ms", "graceful_handoff_ms"):
+        assert r[key]["samples"] > 0 and 0 < r[key]["p50"] <= r[key]["p99"], r[key]
+    assert r["join_ms"]["samples"] >= 4
