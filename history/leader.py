@@ -49,8 +49,7 @@ class AssignmentLeader:
         self._stopped = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])  # (a cancellation of this stop() still reaches it)
         node, self._node = self._node, None
         self.leading = False
         if node is not None:

@@ -21,7 +21,6 @@ Losing ZooKeeper:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -89,8 +88,7 @@ class ShardController:
                 self._poke.set()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])
         for t in list(self._acquiring.values()):
             t.cancel()
         await asyncio.gather(*self._acquiring.values(), *self._releasing.values(), return_exceptions=True)
@@ -202,8 +200,7 @@ class ShardController:
     async def _release_after(self, shard_id: int, acquiring: asyncio.Task[None] | None) -> None:
         try:
             if acquiring is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await acquiring
+                await asyncio.wait([acquiring])  # cancelled by the caller; let it clean up first
             await self._release(shard_id)
         finally:
             if self._releasing.get(shard_id) is asyncio.current_task():

@@ -341,7 +341,8 @@ class ShardContext:
         self.draining = True
         self.transfer.stop()
         try:
-            await asyncio.wait_for(self._drained(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._drained()
         except TimeoutError:
             return False
         return True

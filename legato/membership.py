@@ -161,8 +161,7 @@ class _Watched:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])
 
     def _on_state(self, state: str) -> None:
         if state in (CONNECTED, LOST):
@@ -333,7 +332,8 @@ class Membership:
     async def wait_change(self, timeout_s: float) -> None:
         """Wait until the view changes, or `timeout_s` passed."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.view.changed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self.view.changed.wait()
 
 
 # ---------------------------------------------------------------- describe

@@ -111,7 +111,8 @@ class Zk:
         if self.connected:
             return True
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._connected.wait()
         except TimeoutError:
             return False
         return True
@@ -188,8 +189,11 @@ class Zk:
         getattr(self.client, method)(*args, **kwargs).rawlink(done)
         try:
             # kazoo queues a call made while disconnected until it reconnects: bound the wait, so
-            # that callers see a connection error they can handle (`retrying`).
-            return await asyncio.wait_for(fut, self.session_timeout_s)
+            # that callers see a connection error they can handle (`retrying`). asyncio.timeout,
+            # not wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives as the
+            # answer does, and a task being stopped would then go on.
+            async with asyncio.timeout(self.session_timeout_s):
+                return await fut
         except TimeoutError:
             raise ConnectionLoss(f"no answer from ZooKeeper within {self.session_timeout_s:g}s") from None
 

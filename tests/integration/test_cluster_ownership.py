@@ -11,7 +11,6 @@ a shard's owner and rides out a move; num_shards is fixed per cluster.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -148,8 +147,27 @@ async def cluster(zookeeper_node: str, tmp_path: Path) -> AsyncIterator[Callable
         yield add
     finally:
         for n in reversed(started):
-            with contextlib.suppress(Exception):
-                await stop_node(n, graceful=False)
+            stopping = asyncio.ensure_future(stop_node(n, graceful=False))
+            done, _ = await asyncio.wait([stopping], timeout=WAIT_S)
+            if not done:
+                dump_tasks()
+                raise AssertionError(f"stopping node {n.name} hung (where each task waits is printed above)")
+            if stopping.exception() is not None:
+                print(f"stopping node {n.name}: {stopping.exception()!r}")
+
+
+def dump_tasks() -> None:
+    """Print where every asyncio task waits (a hang's diagnosis)."""
+    for t in asyncio.all_tasks():
+        chain = []
+        coro = t.get_coro()
+        while coro is not None and hasattr(coro, "cr_frame"):
+            f = coro.cr_frame
+            if f is not None:
+                chain.append(f"{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno} {f.f_code.co_name}")
+            coro = getattr(coro, "cr_await", None)
+        chain.append(repr(coro)[:80])
+        print(f"--- {t.get_name()} cancelling={t.cancelling()}: " + " -> ".join(chain))
 
 
 def range_ids(nodes: list[HNode]) -> dict[int, int]:
