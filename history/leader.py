@@ -100,7 +100,7 @@ class AssignmentLeader:
                 await asyncio.sleep(0.5)
                 continue
             # Wake on an election change, a session change, or a new member/assignment view.
-            await wait_any(self._again, changed)
+            await wait_any(self._again.wait(), changed.wait())
 
     async def _assign(self) -> None:
         """Write the assignment for the live history members (version-checked; retried on a race)."""

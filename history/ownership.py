@@ -124,7 +124,7 @@ class ShardController:
             self._poke.clear()
             changed = view.changed
             self._reconcile()
-            await wait_any(self._poke, changed)
+            await wait_any(self._poke.wait(), changed.wait())
 
     def _reconcile(self) -> None:
         if self._zk.state != CONNECTED:

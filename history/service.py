@@ -262,7 +262,7 @@ class HistoryServiceImpl:
             shard = ShardContext(info, self._store, self._config, self._clock,
                                  functools.partial(self._dispatch, shard_id), self._fire_timer, self._shard_lost,
                                  kafka_timer_queues(self._config.queues, self.kafka) if self.kafka else None,
-                                 gate=self.write_gate, owner_hint=self.owner_hint)
+                                 gate=self.write_gate, owner_hint=lambda sid: self.owner_hint(sid))
             try:
                 await shard.start()
             except BaseException:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 
-async def wait_any(*events: asyncio.Event) -> None:
-    """Return as soon as one of `events` is set."""
-    waits = [asyncio.ensure_future(e.wait()) for e in events]
+async def wait_any(*waits: Awaitable[object]) -> None:
+    """Return as soon as one of `waits` (e.g. `event.wait()`) is done; the others are cancelled."""
+    futures = [asyncio.ensure_future(w) for w in waits]
     try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for w in waits:
-            w.cancel()
+        for f in futures:
+            f.cancel()

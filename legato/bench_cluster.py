@@ -30,7 +30,9 @@ import yaml
 
 from legato.assignment import moves, rebalance
 from legato.bench import BenchError, BenchReport, Child, Load, drive, free_port, legato_command, write_app
+from legato.config import ClusterConfig
 from legato.ids import shard_for
+from legato.zk import Zk
 
 # ---------------------------------------------------------------- bench assignment
 
@@ -151,6 +153,7 @@ class _Cluster:
         self.children: dict[str, Child] = {}
         self.addresses: dict[str, str] = {}
         self._n = 0
+        self._zk: Zk | None = None  # reads the shard locks (opened on first use)
 
     async def add(self, role: str) -> str:
         self._n += 1
@@ -177,36 +180,35 @@ class _Cluster:
     async def stop(self) -> None:
         for child in reversed(list(self.children.values())):
             await child.stop()
+        if self._zk is not None:
+            await self._zk.stop()
 
+    async def shard_owners(self) -> dict[int, str]:
+        """shard -> the history address holding its lock, read from ZooKeeper now."""
+        from legato.membership import read_cluster
 
-async def _shard_owners(setup: ClusterSetup, root: str) -> dict[int, str]:
-    from legato.config import ClusterConfig
-    from legato.membership import read_cluster
-    from legato.zk import Zk
+        if self._zk is None:
+            self._zk = Zk(ClusterConfig(zookeeper_hosts=self.setup.zookeeper))
+            await self._zk.start()
+        state = await read_cluster(self._zk, self.root)
+        return {s: str(d.get("address", "")) for s, d in state.shard_owners.items()}
 
-    zk = Zk(ClusterConfig(zookeeper_hosts=setup.zookeeper))
-    await zk.start()
-    try:
-        state = await read_cluster(zk, root)
-    finally:
-        await zk.stop()
-    return {s: str(d.get("address", "")) for s, d in state.shard_owners.items()}
-
-
-async def _until_balanced(setup: ClusterSetup, root: str, nodes: int, timeout_s: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        owners = await _shard_owners(setup, root)
-        counts: dict[str, int] = {}
-        for a in owners.values():
-            counts[a] = counts.get(a, 0) + 1
-        spread = max(counts.values()) - min(counts.values()) if counts else 0
-        if len(owners) == setup.num_shards and len(counts) == nodes and spread <= 1:
-            return
-        if loop.time() > deadline:
-            raise BenchError(f"the shards did not spread over {nodes} history nodes within {timeout_s:g}s: {counts}")
-        await asyncio.sleep(0.1)
+    async def until_balanced(self, nodes: int, timeout_s: float = 60.0) -> None:
+        """Until the shards are spread over `nodes` history nodes, each within one of the others."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            counts: dict[str, int] = {}
+            owners = await self.shard_owners()
+            for a in owners.values():
+                counts[a] = counts.get(a, 0) + 1
+            spread = max(counts.values()) - min(counts.values()) if counts else 0
+            if len(owners) == self.setup.num_shards and len(counts) == nodes and spread <= 1:
+                return
+            if loop.time() > deadline:
+                raise BenchError(f"the shards did not spread over {nodes} history nodes within {timeout_s:g}s: "
+                                 f"{counts}")
+            await asyncio.sleep(0.1)  # polling ZooKeeper, with the deadline above as safety net
 
 
 def _probe_ids(num_shards: int) -> dict[int, str]:
@@ -226,7 +228,7 @@ async def _handoff(cluster: _Cluster, victim: str, sig: int, address: str) -> li
     from legato.client import GrpcClient
     from legato.errors import NotFound
 
-    owners = await _shard_owners(cluster.setup, cluster.root)
+    owners = await cluster.shard_owners()
     moved = [s for s, a in owners.items() if a == cluster.addresses[victim]]
     probes = _probe_ids(cluster.setup.num_shards)
 
@@ -259,10 +261,10 @@ async def run_cluster_bench(setup: ClusterSetup, workflows: int, handoffs: int) 
             async def join() -> None:
                 t0 = time.perf_counter()
                 history.append(await cluster.add("history"))
-                await _until_balanced(setup, root, len(history))
+                await cluster.until_balanced(len(history))
                 report.join_ms.append((time.perf_counter() - t0) * 1000)
 
-            await _until_balanced(setup, root, 1)
+            await cluster.until_balanced(1)
             for n in (1, 2, 3):
                 while len(history) < n:
                     await join()

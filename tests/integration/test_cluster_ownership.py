@@ -25,6 +25,7 @@ from history.ownership import ShardController
 from history.service import HistoryServiceImpl
 from history.store.factory import Stores, open_stores
 from legato.api import ExecutionRef, SignalWorkflowRequest, StartWorkflowRequest
+from legato.cli.main import main
 from legato.config import Config
 from legato.errors import FailedPrecondition, ShardOwnershipLost, Unavailable
 from legato.grpc_serving import bound_port
@@ -323,3 +324,33 @@ async def test_a_node_cut_off_from_zookeeper_stops_writing_within_its_session_ti
         assert balanced([a, b])
     finally:
         await proxy.stop()
+
+
+async def test_the_router_gives_up_after_route_timeout_naming_the_setting(
+        cluster: Callable[..., object], zookeeper_node: str) -> None:
+    """No history node in the cluster: a call waits route_timeout_ms, then Unavailable (not an
+    endless wait, not a ShardOwnershipLost a caller could take for its own shard)."""
+    cfg = cluster_config(zookeeper_node, zk_root())
+    zk = Zk(cfg.cluster)
+    await zk.start()
+    m = Membership(zk, cfg.cluster, MemberInfo("frontend-x", {"frontend": "127.0.0.1:1"}), NUM_SHARDS)
+    await m.start()
+    router = HistoryRouter(m, NUM_SHARDS, route_timeout_ms=300)
+    try:
+        with pytest.raises(Unavailable, match=r"not served by any history node within 0\.3s "
+                                              r"\(cluster\.route_timeout_ms\); no history node is assigned it") as e:
+            await router.describe_workflow(ExecutionRef("wf-1"))
+        assert e.value.reason == "ShardUnavailable" and not isinstance(e.value, ShardOwnershipLost)
+    finally:
+        await router.close()
+        await m.stop()
+        await zk.stop()
+
+
+def test_cluster_describe_errors_are_one_line(zookeeper_node: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cluster", "describe"]) == 3
+    assert "give --zookeeper HOST:PORT" in capsys.readouterr().err
+    assert main(["cluster", "describe", "--zookeeper", zookeeper_node, "--root", zk_root()]) == 3
+    assert "no Legato cluster at" in capsys.readouterr().err
+    assert main(["cluster", "describe", "--zookeeper", zookeeper_node, "--root", "no-slash"]) == 3
+    assert "zookeeper_root" in capsys.readouterr().err

@@ -54,3 +54,28 @@ def test_cluster_addresses_default_and_come_from_the_environment() -> None:
 def test_an_address_without_host_and_port_is_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="history_address"):
         ClusterConfig(history_address=bad)
+
+
+def test_a_cluster_member_with_history_or_matching_needs_kafka() -> None:
+    zk = ClusterConfig(zookeeper_hosts="127.0.0.1:2181")
+    for roles in ({"history"}, {"matching"}, {"history", "matching", "frontend"}):
+        with pytest.raises(ConfigError, match=r"in a cluster \(--zookeeper\).*queues\.kind: kafka"):
+            check_roles(frozenset(roles), Config(cluster=zk), "x.db")
+    check_roles(frozenset({"frontend"}), Config(cluster=zk), "x.db")  # a frontend uses no queues
+    check_roles(ALL_ROLES, Config(cluster=zk, queues=QueuesConfig(kind="kafka")), None)
+
+
+@pytest.mark.parametrize(("field", "bad", "says"), [
+    ("zookeeper_hosts", "a b:2181", "zookeeper_hosts"),
+    ("zookeeper_hosts", "h1:2181,,h2:2181", "zookeeper_hosts"),
+    ("zookeeper_root", "legato", "zookeeper_root"),
+    ("zookeeper_root", "/legato/", "zookeeper_root"),
+    ("zookeeper_session_timeout_ms", 500, "greater than or equal to 1000"),
+    ("zookeeper_session_timeout_ms", 120_000, "less than or equal to 60000"),
+    ("route_timeout_ms", 0, "greater than 0"),
+    ("shard_acquire_concurrency", 0, "greater than 0"),
+    ("metrics_address", "nohost", "metrics_address"),
+])
+def test_bad_cluster_settings_are_refused_naming_the_key(field: str, bad: object, says: str) -> None:
+    with pytest.raises(ConfigError, match=rf"cluster\.{field}: .*{says}|{says}"):
+        load_config(env={f"LEGATO_CLUSTER__{field.upper()}": str(bad)})

@@ -21,6 +21,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from legato import api
+from legato.aio import wait_any
 from legato.config import Config, QueuesConfig
 from legato.errors import FailedPrecondition
 from legato.kafka import topics
@@ -308,12 +309,7 @@ async def until(cond: Callable[[], bool], *nodes: Node, timeout_s: float = WAIT_
     """Until `cond()` holds, looking again whenever a node's partitions change."""
     async def wait() -> None:
         while not cond():
-            changes = [asyncio.ensure_future(n.assignment_changed()) for n in nodes]
-            try:
-                await asyncio.wait(changes, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for c in changes:
-                    c.cancel()
+            await wait_any(*(n.assignment_changed() for n in nodes))
     await asyncio.wait_for(wait(), timeout_s)
 
 
