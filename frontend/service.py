@@ -14,8 +14,11 @@ from legato import api, codec
 from legato import query as visibility_query
 from legato.commands import Command, CommandType
 from legato.config import Config
+from legato.cron import check_cron
+from legato.durations import check_duration_ms
 from legato.errors import Failure, InvalidArgument, NotFound
 from legato.ids import MAX_ID_LENGTH, check_id
+from legato.retry import MAX_ATTEMPTS
 from legato.tokens import TaskToken
 
 # Bounds of the request fields that have no configuration of their own.
@@ -25,7 +28,10 @@ MAX_LIST_PAGE_SIZE = 1_000
 MAX_QUERY_LENGTH = 10_000
 MAX_PAGE_TOKEN_BYTES = 64 * 1024
 MAX_TASK_TOKEN_BYTES = 16 * 1024
-MAX_DURATION_MS = 2**63 - 1  # what the wire format (int64) carries
+MAX_EVENT_ID = 2**63 - 1  # what the stores' 64-bit integers carry
+# A command of workflow code may wrap a payload in this many levels beyond limits.max_payload_depth
+# (StartChildWorkflowExecution: options, start_messages, a message, then the payload).
+COMMAND_ENVELOPE_DEPTH = 4
 MAX_FAILURE_DEPTH = 32
 MAX_MAILBOX_BATCH = 10_000  # messages one mailbox poll may ask for
 
@@ -43,6 +49,7 @@ class _Validator:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.payload_limit = config.limits.max_payload_bytes
+        self.depth_limit = config.limits.max_payload_depth
 
     def ident(self, value: object, field: str) -> str:
         if not isinstance(value, str):
@@ -81,9 +88,17 @@ class _Validator:
             known = ", ".join(m.value for m in cls)
             _bad(f"{field} has unknown value {value!r}; expected one of: {known}")
 
-    def payload(self, value: Any, field: str) -> None:
-        # Raises InvalidArgument naming the field (reason PayloadTooLarge when it is too large).
-        codec.encode_payload(value, self.payload_limit, field)
+    def duration(self, value: object, field: str, minimum: int = 0) -> int:
+        """Milliseconds, at most 100 years (`legato.durations.MAX_DURATION_MS`)."""
+        try:
+            return check_duration_ms(value, field, minimum)
+        except ValueError as e:
+            _bad(str(e))
+
+    def payload(self, value: Any, field: str, extra_depth: int = 0) -> None:
+        # Raises InvalidArgument naming the field (reason PayloadTooLarge when it is too large,
+        # PayloadTooDeep when it nests more than limits.max_payload_depth (+ extra_depth) levels).
+        codec.encode_payload(value, self.payload_limit, field, self.depth_limit + extra_depth)
 
     def mapping(self, value: object, field: str) -> None:
         if not isinstance(value, dict):
@@ -150,9 +165,11 @@ class _Validator:
         for key in value:
             if key not in known:
                 _bad(f"{field} has unknown key {key!r}; known: {', '.join(sorted(known))}")
-        for key in ("initial_interval_ms", "maximum_interval_ms", "maximum_attempts"):
+        for key in ("initial_interval_ms", "maximum_interval_ms"):
             if key in value:
-                self.integer(value[key], f"{field}.{key}", 0, MAX_DURATION_MS)
+                self.duration(value[key], f"{field}.{key}")
+        if "maximum_attempts" in value:
+            self.integer(value["maximum_attempts"], f"{field}.maximum_attempts", 0, MAX_ATTEMPTS)
         if "initial_interval_ms" in value and value["initial_interval_ms"] < 1:
             _bad(f"{field}.initial_interval_ms is {value['initial_interval_ms']}; it must be at least 1")
         coef = value.get("backoff_coefficient", 2.0)
@@ -166,11 +183,9 @@ class _Validator:
         text = self.text(value, field, 1000)
         if not text:
             return
-        from croniter import croniter
-
-        if len(text.split()) != 5 or not croniter.is_valid(text):
-            _bad(f"{field} {text!r} is not a cron schedule (5 fields: minute hour day-of-month month "
-                 "day-of-week, UTC, e.g. \"0 */6 * * *\")", "InvalidCronSchedule")
+        problem = check_cron(text)  # not 5 valid fields, or never fires ("0 0 30 2 *")
+        if problem:
+            _bad(f"{field} {problem}", "InvalidCronSchedule")
 
     def start_messages(self, value: object, field: str = "start_messages") -> None:
         if not isinstance(value, list):
@@ -192,7 +207,7 @@ class _Validator:
         self.namespace(value.namespace, f"{field}.namespace")
         self.ident(value.workflow_id, f"{field}.workflow_id")
         self.ident(value.run_id, f"{field}.run_id")
-        self.integer(value.initiated_event_id, f"{field}.initiated_event_id", 1, MAX_DURATION_MS)
+        self.integer(value.initiated_event_id, f"{field}.initiated_event_id", 1, MAX_EVENT_ID)
 
     def monitors(self, value: object, field: str = "monitors") -> None:
         if not isinstance(value, list):
@@ -254,7 +269,7 @@ class _Validator:
                 _bad(f"{field}: malformed task token: bad {name}")
         for name in ("scheduled_event_id", "started_event_id", "attempt"):
             v = getattr(token, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_EVENT_ID:
                 _bad(f"{field}: malformed task token: bad {name}")
         return token
 
@@ -271,7 +286,7 @@ class _Validator:
             for key, attr in c.attrs.items():
                 if not isinstance(key, str):
                     _bad(f"{where}.attrs has a key that is not a string: {key!r}")
-                self.payload(attr, f"{where} ({c.command_type}) attribute {key}")
+                self.payload(attr, f"{where} ({c.command_type}) attribute {key}", COMMAND_ENVELOPE_DEPTH)
 
     def poll(self, req: object, what: str) -> api.PollRequest:
         if not isinstance(req, api.PollRequest):
@@ -307,8 +322,8 @@ class Frontend:
         v.sequence(req.input, "input")
         v.request_id(req.request_id)
         v.identity(req.identity)
-        v.integer(req.execution_timeout_ms, "execution_timeout_ms", 0, MAX_DURATION_MS)
-        v.integer(req.run_timeout_ms, "run_timeout_ms", 0, MAX_DURATION_MS)
+        v.duration(req.execution_timeout_ms, "execution_timeout_ms")
+        v.duration(req.run_timeout_ms, "run_timeout_ms")
         v.integer(req.task_timeout_ms, "task_timeout_ms", 0, self._config.history.max_workflow_task_timeout_ms)
         v.enum(api.IdReusePolicy, req.id_reuse_policy, "id_reuse_policy")
         v.enum(api.IdConflictPolicy, req.id_conflict_policy, "id_conflict_policy")
@@ -319,7 +334,7 @@ class Frontend:
         # issue 3: the rest of seed 002's start options
         v.retry_policy(req.retry_policy)
         v.cron(req.cron_schedule)
-        v.integer(req.start_delay_ms, "start_delay_ms", 0, MAX_DURATION_MS)
+        v.duration(req.start_delay_ms, "start_delay_ms")
         v.boolean(req.execution_error_when_already_started, "execution_error_when_already_started")
         v.boolean(req.enable_eager_start, "enable_eager_start")
         v.boolean(req.wait_for_cancellation, "wait_for_cancellation")
@@ -360,7 +375,7 @@ class Frontend:
         v.text(req.reason, "reason", v.payload_limit)
         v.identity(req.identity)
         v.request_id(req.request_id)
-        v.integer(req.deadline_ms, "deadline_ms", 0, MAX_DURATION_MS)
+        v.duration(req.deadline_ms, "deadline_ms")
         await self._history.request_cancel_workflow(req)
 
     # ------------------------------------------------------------ reading workflows
@@ -374,7 +389,7 @@ class Frontend:
         if not isinstance(req, api.GetHistoryRequest):
             _bad("history request is required")
         v.ref(req.ref)
-        v.integer(req.first_event_id, "first_event_id", 1, MAX_DURATION_MS)
+        v.integer(req.first_event_id, "first_event_id", 1, MAX_EVENT_ID)
         v.integer(req.page_size, "page_size", 1, MAX_HISTORY_PAGE_SIZE)
         v.boolean(req.wait_new_event, "wait_new_event")
         v.wait_ms(req.timeout_ms, "timeout_ms")

@@ -49,6 +49,7 @@ from legato.api import (
 from legato.commands import ATTRIBUTES as COMMAND_ATTRIBUTES
 from legato.commands import CLOSE_COMMANDS, Command, CommandType
 from legato.config import Config
+from legato.durations import MAX_DURATION_MS
 from legato.errors import (
     FailedPrecondition,
     Failure,
@@ -146,8 +147,9 @@ class Engine:
     # ================================================================== payloads
 
     def payload(self, value: Any, what: str) -> None:
-        """Refuse a value larger than limits.max_payload_bytes or not representable as JSON."""
-        codec.encode_payload(value, self.limits.max_payload_bytes, what)
+        """Refuse a value larger than limits.max_payload_bytes, nested deeper than
+        limits.max_payload_depth, or not representable as JSON."""
+        codec.encode_payload(value, self.limits.max_payload_bytes, what, self.limits.max_payload_depth)
 
     def bounded_failure(self, f: Failure, what: str) -> dict[str, Any]:
         """A failure as a dict, shrunk to fit the payload limit (details dropped, message cut)."""
@@ -183,8 +185,9 @@ class Engine:
             raise InvalidArgument(f"{where}: input must be a list of arguments, got {type(req.input).__name__}")
         for name in ("execution_timeout_ms", "run_timeout_ms", "task_timeout_ms"):
             v = getattr(req, name)
-            if not _is_int(v) or v < 0:
-                raise InvalidArgument(f"{where}: {name} must be a whole number of milliseconds >= 0, got {v!r}")
+            if not _is_int(v) or v < 0 or v > MAX_DURATION_MS:
+                raise InvalidArgument(f"{where}: {name} must be a whole number of milliseconds between 0 and "
+                                      f"{MAX_DURATION_MS} (100 years), got {v!r}")
         try:
             IdReusePolicy(req.id_reuse_policy)
         except ValueError:
@@ -465,7 +468,8 @@ class Engine:
         """Write external events and schedule a workflow task, or buffer them while one is started."""
         st = m.state
         if st.wft is not None and st.wft.state == STARTED:
-            st.buffered.extend({"t": t.value, "a": a} for t, a in events)
+            # "n": the size the event will add to the history, counted against max_history_bytes
+            st.buffered.extend({"t": t.value, "a": a, "n": len(codec.dumps(a))} for t, a in events)
             m.dirty = True
             return
         self._write_external(m, [(t.value, a) for t, a in events])
@@ -507,10 +511,13 @@ class Engine:
             raise ResourceExhausted(
                 f"cannot signal workflow {st.workflow_id}: its history has {st.next_event_id - 1} events; the limit "
                 f"is {self.limits.max_history_events} (limits.max_history_events)", reason="LimitExceeded")
-        if st.history_bytes >= self.limits.max_history_bytes:
+        # Signals buffered while a workflow task runs count too: they are memory until it completes.
+        size = st.history_bytes + st.buffered_bytes()
+        if size >= self.limits.max_history_bytes:
             raise ResourceExhausted(
-                f"cannot signal workflow {st.workflow_id}: its history is {st.history_bytes} bytes; the limit "
-                f"is {self.limits.max_history_bytes} (limits.max_history_bytes)", reason="LimitExceeded")
+                f"cannot signal workflow {st.workflow_id}: its history (with the signals waiting for the running "
+                f"workflow task) is {size} bytes; the limit is {self.limits.max_history_bytes} "
+                "(limits.max_history_bytes)", reason="LimitExceeded")
         self.add_external(m, [(E.WorkflowExecutionSignaled, {
             "signal_name": req.signal_name, "input": req.input, "sender": req.sender, "identity": req.identity,
             "request_id": req.request_id})])
@@ -714,6 +721,8 @@ class Engine:
         try:
             self.payload(value, what)
         except InvalidArgument as e:
+            if e.reason == codec.REASON_TOO_DEEP:  # the message names limits.max_payload_depth
+                raise CommandError(LIMIT_EXCEEDED, e.message) from None
             cause = LIMIT_EXCEEDED if e.reason == "PayloadTooLarge" else BAD_COMMAND
             raise CommandError(cause, e.message + (" (limits.max_payload_bytes)" if cause == LIMIT_EXCEEDED
                                                    else "")) from None
@@ -722,8 +731,9 @@ class Engine:
         v = attrs.get(name)
         if v is None:
             return 0
-        if not _is_int(v) or v < 0:
-            raise CommandError(BAD_COMMAND, f"{where}: {name} must be a whole number of milliseconds >= 0, got {v!r}")
+        if not _is_int(v) or v < 0 or v > MAX_DURATION_MS:
+            raise CommandError(BAD_COMMAND, f"{where}: {name} must be a whole number of milliseconds between 0 and "
+                                            f"{MAX_DURATION_MS} (100 years), got {v!r}")
         return int(v)
 
     def _check_activity(self, st: MutableState, a: dict[str, Any], where: str) -> dict[str, Any]:
@@ -771,7 +781,7 @@ class Engine:
                                                 f"a list of error kinds, got {type(nret).__name__}")
             try:
                 policy = RetryPolicy.from_dict(rp)
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, OverflowError) as e:
                 raise CommandError(BAD_COMMAND, f"{where}: invalid retry_policy: {e}") from None
             problem = None
             if policy.initial_interval_ms <= 0:
@@ -786,6 +796,8 @@ class Engine:
                            f"initial_interval_ms ({policy.initial_interval_ms})")
             elif not all(isinstance(t, str) for t in policy.non_retryable_error_types):
                 problem = "non_retryable_error_types must be a list of error kinds (strings)"
+            else:
+                problem = policy.out_of_range()
             if problem:
                 raise CommandError(BAD_COMMAND, f"{where}: invalid retry_policy: {problem}")
             if not policy.maximum_interval_ms:
@@ -800,9 +812,9 @@ class Engine:
         if not isinstance(tid, str) or check_id(tid, "timer_id"):
             raise CommandError(BAD_COMMAND, f"{where}: timer_id must be a non-empty string, got {tid!r}")
         v = a.get("start_to_fire_timeout_ms")
-        if not _is_int(v) or v < 0:
+        if not _is_int(v) or v < 0 or v > MAX_DURATION_MS:
             raise CommandError(BAD_COMMAND, f"{where}: start_to_fire_timeout_ms must be a whole number of "
-                                            f"milliseconds >= 0, got {v!r}")
+                                            f"milliseconds between 0 and {MAX_DURATION_MS} (100 years), got {v!r}")
         return {"timer_id": tid, "start_to_fire_timeout_ms": int(v)}
 
     def _apply_command(self, m: Mutation, cmd: _Cmd, done_id: int, identity: str = "") -> bool:

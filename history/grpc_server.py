@@ -17,8 +17,7 @@ import grpc
 from legato import api, wire
 from legato import wire_internal as wi
 from legato.config import Config
-from legato.grpc_serving import Rpc, bind_servicer, bound_port, empty, fit_wait, start_server
-from legato.proto import legato_pb2_grpc
+from legato.grpc_serving import Rpc, add_service, bound_port, empty, fit_wait, start_server
 
 __all__ = ["RPCS", "bound_port", "serve"]
 
@@ -75,8 +74,6 @@ async def serve(service: api.HistoryService, host: str, port: int, *,
     Requests up to `max_message_bytes` are accepted (default: derived from `config.limits`, see
     `legato.wire.max_message_bytes`). Raises OSError when the address cannot be bound.
     """
-    servicer = legato_pb2_grpc.HistoryServiceServicer()
-    bind_servicer(servicer, service, RPCS, log)
     return await start_server(
-        lambda server: legato_pb2_grpc.add_HistoryServiceServicer_to_server(servicer, server),
+        lambda server: add_service(server, "HistoryService", service, RPCS, log),
         host, port, config=config, max_message_bytes=max_message_bytes, what="Legato history gRPC API", log=log)

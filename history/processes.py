@@ -44,6 +44,7 @@ from legato.api import (
     WorkflowStatus,
 )
 from legato.commands import CommandType
+from legato.durations import MAX_DURATION_MS
 from legato.errors import Failure, InvalidArgument, Kind, ResourceExhausted
 from legato.events import EventType
 from legato.ids import check_id
@@ -553,6 +554,7 @@ def _ms(a: dict[str, Any], name: str, where: str) -> int:
     v = a.get(name)
     if v is None:
         return 0
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise BadCommand(f"{where}: {name} must be a whole number of milliseconds >= 0, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > MAX_DURATION_MS:
+        raise BadCommand(f"{where}: {name} must be a whole number of milliseconds between 0 and {MAX_DURATION_MS} "
+                         f"(100 years), got {v!r}")
     return v

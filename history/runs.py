@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from croniter import croniter
-
 from history.state import TM_WORKFLOW_TIMEOUT, MutableState, Mutation, Registration
+from legato import cron
 from legato.api import (
     CALLER_PID_PREFIX,
     ParentClosePolicy,
@@ -26,6 +24,7 @@ from legato.api import (
     StartWorkflowRequest,
     WorkflowStatus,
 )
+from legato.durations import MAX_DURATION_MS
 from legato.errors import InvalidArgument, Kind
 from legato.events import EventType
 from legato.ids import new_run_id
@@ -45,17 +44,14 @@ _NO_CRON_AFTER = frozenset({WorkflowStatus.TERMINATED.value, WorkflowStatus.CANC
 
 
 def check_cron(expr: str) -> str | None:
-    """Why `expr` is not a standard 5-field cron schedule, or None."""
-    if len(expr.split()) != 5 or not croniter.is_valid(expr):
-        return (f"{expr!r} is not a cron schedule: use the standard 5 fields (minute hour day-of-month month "
-                "day-of-week, UTC), e.g. \"0 */6 * * *\"")
-    return None
+    """Why `expr` is not a standard 5-field cron schedule that fires, or None."""
+    return cron.check_cron(expr)
 
 
-def cron_next_ms(expr: str, after_ms: int) -> int:
-    """The first fire time of `expr` (UTC) strictly after `after_ms`."""
-    it = croniter(expr, datetime.fromtimestamp(after_ms / 1000, tz=UTC))
-    return int(round(it.get_next(float) * 1000))
+def cron_next_ms(expr: str, after_ms: int) -> int | None:
+    """The first fire time of `expr` (UTC) strictly after `after_ms`; None: it never fires
+    (refused at start, so only a schedule stored before that check)."""
+    return cron.next_fire_ms(expr, after_ms)
 
 
 def check_retry_policy(rp: Any) -> str | None:
@@ -78,7 +74,7 @@ def check_retry_policy(rp: Any) -> str | None:
     nret = rp.get("non_retryable_error_types") or []
     if not isinstance(nret, list) or not all(isinstance(t, str) for t in nret):
         return "non_retryable_error_types must be a list of error kinds"
-    return None
+    return RetryPolicy.from_dict(rp).out_of_range()
 
 
 @dataclass(slots=True)
@@ -119,8 +115,9 @@ class Runs:
             if problem:
                 raise InvalidArgument(f"{where}: invalid cron_schedule: {problem}")
         v = req.start_delay_ms
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise InvalidArgument(f"{where}: start_delay_ms must be a whole number of milliseconds >= 0, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > MAX_DURATION_MS:
+            raise InvalidArgument(f"{where}: start_delay_ms must be a whole number of milliseconds between 0 and "
+                                  f"{MAX_DURATION_MS} (100 years), got {v!r}")
         for name in ("execution_error_when_already_started", "enable_eager_start", "wait_for_cancellation"):
             if not isinstance(getattr(req, name), bool):
                 raise InvalidArgument(f"{where}: {name} must be true or false, got {getattr(req, name)!r}")
@@ -166,8 +163,9 @@ class Runs:
         exec_ms, run_ms = req.execution_timeout_ms, req.run_timeout_ms
         cron = req.cron_schedule.strip()
         backoff = req.start_delay_ms
-        if cron:  # the first run waits for the first fire time
-            backoff = cron_next_ms(cron, now + backoff) - now
+        fire = cron_next_ms(cron, now + backoff) if cron else None
+        if fire is not None:  # the first run waits for the first fire time
+            backoff = fire - now
         task_ms = self._task_timeout(req.task_timeout_ms, min(run_ms or exec_ms, exec_ms or run_ms))
         keep_input = req.retry_policy is not None or bool(cron)
         st = MutableState(
@@ -212,7 +210,7 @@ class Runs:
                     return NextRun(new_run_id(), RETRY, backoff_ms=delay)
         if st.cron_schedule and status.value not in _NO_CRON_AFTER:
             fire = cron_next_ms(st.cron_schedule, now)
-            if not deadline or fire < deadline:
+            if fire is not None and (not deadline or fire < deadline):
                 return NextRun(new_run_id(), CRON, backoff_ms=fire - now)
         return None
 

@@ -215,6 +215,11 @@ class MutableState:
     def buffered_signal_count(self) -> int:
         return sum(1 for e in self.buffered if e["t"] == EventType.WorkflowExecutionSignaled.value)
 
+    def buffered_bytes(self) -> int:
+        """The encoded size of the buffered events' attributes (each entry's "n"; 0 for an entry
+        buffered before entries carried it): they join the history when the task completes."""
+        return sum(int(e.get("n", 0)) for e in self.buffered)
+
     def has_buffered_signal_or_cancel(self) -> bool:
         return any(e["t"] in (EventType.WorkflowExecutionSignaled.value,
                               EventType.WorkflowExecutionCancelRequested.value) for e in self.buffered)

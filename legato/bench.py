@@ -37,6 +37,7 @@ from legato.api import (
 )
 from legato.config import Config
 from legato.events import EventType
+from legato.tls import ClientSecurity
 
 HELLO_YAML = """\
 version: "1.0"
@@ -298,11 +299,12 @@ class Child:
                 await asyncio.wait_for(self._reader, 5.0)
 
 
-async def _drive_watching(address: str, load: Load, mode: str, children: Sequence[Child]) -> BenchReport:
+async def _drive_watching(address: str, load: Load, mode: str, children: Sequence[Child],
+                          security: ClientSecurity | None = None) -> BenchReport:
     """`drive` over gRPC; fails at once (instead of waiting forever) if a child process dies."""
     from legato.client import GrpcClient
 
-    async with GrpcClient(address, call_timeout_s=60.0) as client:
+    async with GrpcClient(address, call_timeout_s=60.0, security=security) as client:
         bench = asyncio.create_task(drive(client, load, mode))
         watchers = [asyncio.create_task(c.exited()) for c in children]
         try:
@@ -338,6 +340,7 @@ async def run_hello_processes(load: Load, db_path: str | None, config_path: str 
             await server.stop()
 
 
-async def run_hello_remote(address: str, load: Load) -> BenchReport:
-    """Drive a server that is already running, with a worker for the bench app."""
-    return await _drive_watching(address, load, f"server at {address}, gRPC", [])
+async def run_hello_remote(address: str, load: Load, security: ClientSecurity | None = None) -> BenchReport:
+    """Drive a server that is already running, with a worker for the bench app (TLS and token:
+    `security`)."""
+    return await _drive_watching(address, load, f"server at {address}, gRPC", [], security)

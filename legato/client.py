@@ -6,7 +6,9 @@
 Errors come back as the `legato.errors` class the server raised, with the same message, reason
 (and run id for `AlreadyStarted`). A server that cannot be reached raises `Unavailable` with a
 message that names the address, within `connect_timeout_s`. Long polls (task polls, result and
-history waits) use deadlines slightly longer than the wait they ask for. No call is retried.
+history waits) use deadlines slightly longer than the wait they ask for. No call is retried,
+except one the server pushed back unprocessed (overloaded), which is sent again with backoff
+until its deadline. `security` (`legato.tls.ClientSecurity`) turns on TLS and sends a token.
 The connection, deadlines and error mapping are `legato.grpc_channel`'s, shared with the
 clients of the internal services (`legato.internal_clients`).
 """
@@ -16,9 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from legato import api, wire
+from legato.config import GrpcConfig
 from legato.grpc_channel import ChannelClient, RpcChannel
 from legato.grpc_errors import REASON_KEY, RUN_ID_KEY
 from legato.proto import legato_pb2_grpc
+from legato.tls import ClientSecurity
 
 __all__ = ["DEFAULT_ADDRESS", "REASON_KEY", "RUN_ID_KEY", "GrpcClient"]
 
@@ -30,13 +34,23 @@ class GrpcClient(ChannelClient):
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, connect_timeout_s: float = 5.0,
                  call_timeout_s: float = 30.0, long_poll_timeout_ms: int = 30_000,
-                 long_poll_margin_s: float = 5.0) -> None:
+                 long_poll_margin_s: float = 5.0, security: ClientSecurity | None = None,
+                 grpc_config: GrpcConfig | None = None) -> None:
         """`long_poll_timeout_ms` is what the client assumes a poll with timeout_ms=0 waits (the
-        server's `matching.long_poll_timeout_ms`); a poll whose deadline passes returns None."""
+        server's `matching.long_poll_timeout_ms`); a poll whose deadline passes returns None.
+        `grpc_config` sets the backoff of calls the server pushes back (default: its defaults)."""
         self.address = address
         self._long_poll_timeout_ms = long_poll_timeout_ms
+        busy = grpc_config or GrpcConfig()
         self._rpc = RpcChannel(address, legato_pb2_grpc.WorkflowServiceStub, connect_timeout_s=connect_timeout_s,
-                               call_timeout_s=call_timeout_s, long_poll_margin_s=long_poll_margin_s)
+                               call_timeout_s=call_timeout_s, long_poll_margin_s=long_poll_margin_s,
+                               security=security, busy_retry_initial_ms=busy.busy_retry_initial_ms,
+                               busy_retry_max_ms=busy.busy_retry_max_ms)
+
+    @property
+    def busy_retries(self) -> int:
+        """Calls sent again because the server pushed them back, so far."""
+        return self._rpc.busy_retries
 
     # ------------------------------------------------------------ plumbing
 

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from legato import codec
 
 # host:port, the host a name, an IPv4 address or a bracketed IPv6 address
 _HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$"
@@ -23,6 +25,11 @@ class _Strict(BaseModel):
 
 class Limits(_Strict):
     max_payload_bytes: int = Field(2 * 1024 * 1024, gt=0, description="input, result, signal, activity args")
+    # How deeply arrays and objects may nest in one payload (a JSON document of the API: an input
+    # list, a memo, a signal's value...), in levels; deeper JSON never reaches Python's recursive
+    # decoder (legato.codec). A command of workflow code may wrap a payload in a few more levels.
+    max_payload_depth: int = Field(codec.DEFAULT_MAX_PAYLOAD_DEPTH, gt=0, le=codec.MAX_PAYLOAD_DEPTH_CEILING,
+                                   description="levels of nested arrays and objects in one payload")
     max_history_events: int = Field(50_000, gt=0)
     max_history_bytes: int = Field(50 * 1024 * 1024, gt=0)
     max_pending_activities: int = Field(2_000, gt=0)
@@ -36,6 +43,8 @@ class Limits(_Strict):
     max_monitors: int = Field(10_000, gt=0, description="monitors and links registered on one workflow")
     lua_memory_bytes: int = Field(64 * 1024 * 1024, gt=0, description="per workflow run")
     lua_instructions_per_task: int = Field(50_000_000, gt=0)
+    activity_lua_memory_bytes: int = Field(256 * 1024 * 1024, gt=0, description="per activity runtime (one per "
+                                           "function entry and worker thread)")
 
 
 class HistoryConfig(_Strict):
@@ -64,6 +73,11 @@ class MatchingConfig(_Strict):
     # process events wait here until the caller polls them.
     max_mailbox_messages: int = Field(10_000, gt=0, description="messages waiting in one caller's mailbox")
     max_mailboxes: int = Field(100_000, gt=0, description="open caller mailboxes per matching node")
+    # Bytes as well as counts: a message counts its payload's JSON plus its topic and sender (and
+    # a fixed overhead), so that 200 messages of 2 MB cannot take 400 MB of a node's memory.
+    max_mailbox_bytes: int = Field(16 * 1024 * 1024, gt=0, description="bytes of messages waiting in one mailbox")
+    max_mailboxes_total_bytes: int = Field(
+        256 * 1024 * 1024, gt=0, description="bytes of messages waiting in all the mailboxes of a matching node")
     # Several matching nodes (docs/cluster.md, "Matching"): a task that finds no poll waiting on
     # its node is offered to the other nodes' waiting polls; a node that had none for a queue is
     # asked again about that queue after forward_backoff_ms.
@@ -93,6 +107,15 @@ class WorkerConfig(_Strict):
     # or matching node restarting) is sent again for up to this long; history accepts a response
     # once (by its task token), so a retry is harmless, and one given up on costs a timeout.
     respond_retry_ms: int = Field(30_000, ge=0)
+    # Where workflow code runs (docs/security.md): "process" (default) in Lua host processes
+    # behind a watchdog, so that no workflow can stop the worker from serving others or from
+    # stopping; "inline" on the worker's event loop (no child process, no watchdog).
+    lua_isolation: Literal["process", "inline"] = "process"
+    lua_processes: int = Field(1, gt=0, le=64, description="Lua host processes (a run always uses the same one)")
+    # A workflow task still running after this long is abandoned: its Lua host process is
+    # killed (and started again) and the task fails with LIMIT_EXCEEDED. Keep it below the
+    # workflow task timeout (history.workflow_task_timeout_ms).
+    lua_watchdog_ms: int = Field(5_000, gt=0)
 
 
 class StoreConfig(_Strict):
@@ -196,6 +219,62 @@ class ClusterConfig(_Strict):
         return bool(self.zookeeper_hosts)
 
 
+class GrpcConfig(_Strict):
+    """How each gRPC server of this process (every role's) takes a burst of calls, and how the
+    clients of this process are pushed back (README, "Bursts"). A call the server cannot take is
+    refused before any work is done on it, so every Legato client retries it, with backoff,
+    until its own deadline."""
+
+    # Calls being served at once, long polls included; one more is refused with RESOURCE_EXHAUSTED
+    # (reason ServerBusy). Each costs a few KB of memory while it waits.
+    max_concurrent_calls: int = Field(20_000, gt=0, description="calls one server serves at once")
+    # Calls received but not yet taken up by the server (gRPC's queue, outside Python). gRPC's own
+    # default (1,000, then random drops up to 3,000) dropped bursts with CANCELLED; past this
+    # limit gRPC still drops a call, which Legato clients then retry like a refused one.
+    max_queued_calls: int = Field(100_000, gt=0, description="calls waiting to be taken up by one server")
+    busy_retry_initial_ms: int = Field(50, gt=0, description="a refused call is first retried after about this long")
+    busy_retry_max_ms: int = Field(2_000, gt=0, description="the longest wait between retries of a refused call")
+
+
+class SecurityConfig(_Strict):
+    """TLS and tokens for the gRPC APIs of this process (README, "TLS and tokens"): its servers
+    (the public frontend API, history's and matching's internal ones) and its calls to the other
+    services. Empty file names leave TLS (or tokens) off."""
+
+    tls_cert_file: str = Field("", description="PEM certificate (chain) the servers present; with tls_key_file: TLS on")
+    tls_key_file: str = Field("", description="PEM private key of tls_cert_file")
+    tls_ca_file: str = Field("", description="PEM CA bundle that signs client certificates (tls_client_auth) and "
+                                             "the other services' certificates (verified on calls to them)")
+    tls_client_auth: bool = Field(False, description="require a client certificate signed by tls_ca_file (mTLS)")
+    tls_server_name: str = Field("", description="the name the services expect in each other's certificates "
+                                                 "(empty: the host of the address called)")
+    internal_cert_file: str = Field("", description="client certificate for calls to the other services "
+                                                    "(empty: tls_cert_file, which then needs clientAuth usage)")
+    internal_key_file: str = Field("", description="private key of internal_cert_file (empty: tls_key_file)")
+    token_secret_file: str = Field("", description="file holding the HS256 secret tokens are signed with "
+                                                   "(`legato token secret`); set: every call needs a token")
+    token_leeway_ms: int = Field(30_000, ge=0, description="clock difference tolerated on a token's times")
+    internal_token_ttl_ms: int = Field(3_600_000, ge=60_000,
+                                       description="life of the tokens the services make for calls to each other "
+                                                   "(a new one at half of it)")
+    token_cache_size: int = Field(10_000, gt=0, description="verified tokens remembered, so each is checked once")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> SecurityConfig:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together: give both (TLS on) or neither")
+        if bool(self.internal_cert_file) != bool(self.internal_key_file):
+            raise ValueError("internal_cert_file and internal_key_file go together: give both or neither")
+        if self.tls_client_auth and not (self.tls_cert_file and self.tls_ca_file):
+            raise ValueError("tls_client_auth needs TLS (tls_cert_file, tls_key_file) and the CA that signs the "
+                             "client certificates (tls_ca_file)")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert_file)
+
+
 class Config(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     queues: QueuesConfig = Field(default_factory=QueuesConfig)
@@ -204,6 +283,8 @@ class Config(_Strict):
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    grpc: GrpcConfig = Field(default_factory=GrpcConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
 
 
 class ConfigError(Exception):
@@ -217,6 +298,8 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
             loaded = yaml.safe_load(Path(path).read_text()) or {}
         except OSError as e:
             raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
         if not isinstance(loaded, dict):

@@ -115,6 +115,18 @@ class ResourceExhausted(ServiceError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class PermissionDenied(ServiceError):
+    """The caller's token does not cover the namespace the request acts in (or the internal API)."""
+
+    code = "PERMISSION_DENIED"
+
+
+class Unauthenticated(ServiceError):
+    """The server requires a token and the call had none, or one that is invalid or expired."""
+
+    code = "UNAUTHENTICATED"
+
+
 class Unavailable(ServiceError):
     """Try again: the shard moved, the store is down, the server is shutting down."""
 
@@ -133,5 +145,6 @@ class ShardOwnershipLost(Unavailable):
 
 SERVICE_ERRORS: dict[str, type[ServiceError]] = {
     cls.code: cls
-    for cls in (InvalidArgument, NotFound, AlreadyStarted, FailedPrecondition, ResourceExhausted, Unavailable)
+    for cls in (InvalidArgument, NotFound, AlreadyStarted, FailedPrecondition, ResourceExhausted, Unavailable,
+                PermissionDenied, Unauthenticated)
 }

@@ -12,7 +12,14 @@ Shared by the public client (`legato.client.GrpcClient`) and the internal ones
   deadline is an empty poll instead (`poll` returns None).
 
 Calls are not retried unless the caller asks (`attempts`), which it does only for reads: a
-retried write could be applied twice.
+retried write could be applied twice. The exception is a call the server pushed back before doing
+anything with it (RESOURCE_EXHAUSTED with reason `ServerBusy`, from `legato.admission`, or
+CANCELLED by gRPC's own full queue): every call is sent again, after a backoff with jitter
+(`busy_retry_initial_ms`, doubling up to `busy_retry_max_ms`), until its deadline passes.
+
+With a `ClientSecurity`, the channel uses TLS (and a client certificate) and every call carries
+the token; a connection that fails during TLS set-up says what is most likely wrong
+(`legato.tls.explain_connect_failure`), with reason `TlsFailure`.
 
 An address may name several servers, "h1:7233,h2:7233" (the frontends of a cluster): calls go to
 one, and when it cannot be reached, at once to the next. Every call a client makes to a frontend
@@ -23,14 +30,18 @@ terminates carry request ids and task responses task tokens, so the second is re
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
 import grpc
 
-from legato.errors import Unavailable
-from legato.grpc_errors import error_from_rpc
+from legato.admission import BUSY_REASON
+from legato.config import GrpcConfig
+from legato.errors import ResourceExhausted, ServiceError, Unavailable
+from legato.grpc_errors import REASON_KEY, error_from_rpc, metadata_dict
+from legato.tls import ClientSecurity, explain_connect_failure
 
 _IDLE = grpc.ChannelConnectivity.IDLE
 _CONNECTING = grpc.ChannelConnectivity.CONNECTING
@@ -38,6 +49,8 @@ _READY = grpc.ChannelConnectivity.READY
 
 _RETRY_BACKOFF_S = 0.1
 _RETRY_BACKOFF_MAX_S = 1.0
+_GRPC_DEFAULTS = GrpcConfig()
+TLS_FAILURE = "TlsFailure"
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", -1),
@@ -55,7 +68,17 @@ INTERNAL_CHANNEL_OPTIONS = [(k, 1_000 if k == "grpc.max_reconnect_backoff_ms" el
 def retryable(e: Unavailable) -> bool:
     """A failure to reach the server at all; a service's own Unavailable (shard moved, stopping)
     is for the caller to handle, possibly by asking another node."""
-    return e.reason == "ServerUnreachable"
+    return e.reason in ("ServerUnreachable", TLS_FAILURE)
+
+
+def pushed_back(e: grpc.aio.AioRpcError) -> bool:
+    """The server refused the call before doing anything with it: its admission limit
+    (ServerBusy), or gRPC's queue of calls not yet taken up was full (CANCELLED, no Legato
+    reason: the call never reached a Legato handler, which would have sent one)."""
+    code = e.code()
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return metadata_dict(e).get(REASON_KEY) == BUSY_REASON
+    return code == grpc.StatusCode.CANCELLED and REASON_KEY not in metadata_dict(e)
 
 
 class RpcChannel:
@@ -64,7 +87,9 @@ class RpcChannel:
     def __init__(self, address: str, stub_factory: Callable[[grpc.aio.Channel], Any], *,
                  connect_timeout_s: float = 5.0, call_timeout_s: float = 30.0,
                  long_poll_margin_s: float = 5.0, server_name: str = "Legato server",
-                 options: list[tuple[str, int]] | None = None) -> None:
+                 options: list[tuple[str, int]] | None = None, security: ClientSecurity | None = None,
+                 busy_retry_initial_ms: int = _GRPC_DEFAULTS.busy_retry_initial_ms,
+                 busy_retry_max_ms: int = _GRPC_DEFAULTS.busy_retry_max_ms) -> None:
         self.addresses = [a.strip() for a in address.split(",") if a.strip()] or [address]
         self._turn = 0
         self.address = self.addresses[0]
@@ -77,8 +102,13 @@ class RpcChannel:
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
         self._connected = False
+        self._connecting: tuple[grpc.aio.Channel, asyncio.Future[None]] | None = None
         self._closed = False
         self._spare: dict[str, tuple[grpc.aio.Channel, Any]] = {}  # channels of the other addresses
+        self._security = security
+        self._busy_initial_s = busy_retry_initial_ms / 1000.0
+        self._busy_max_s = max(busy_retry_max_ms, busy_retry_initial_ms) / 1000.0
+        self.busy_retries = 0  # calls sent again after a push-back, so far
 
     async def close(self) -> None:
         self._closed = True
@@ -96,15 +126,32 @@ class RpcChannel:
                               reason="ClientClosed")
         if self._stub is None:
             # Created lazily, inside the event loop that uses it.
-            self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
+            credentials = self._security.channel_credentials() if self._security is not None else None
+            if credentials is None:
+                self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
+            else:
+                assert self._security is not None
+                options = [*self._options, *self._security.channel_options()]
+                self._channel = grpc.aio.secure_channel(self.address, credentials, options=options)
             self._stub = self._stub_factory(self._channel)
         return self._stub
 
     async def _ensure_connected(self) -> None:
-        """Wait (briefly) for a connection. A refused connection is left to the call itself,
-        which then fails at once with gRPC's explanation; a connection that hangs fails here."""
+        """Wait (briefly) for a connection, one wait shared by the calls that arrive meanwhile: a
+        burst of thousands of calls on a new channel then costs one watch of its state, not one
+        each (which kept the event loop too busy to see the connection come up in time)."""
         channel = self._channel
         assert channel is not None
+        if self._connecting is None or self._connecting[0] is not channel or self._connecting[1].done():
+            waiting = asyncio.ensure_future(self._connect(channel))
+            # Its error is every waiter's; retrieved here too, in case they all went away.
+            waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._connecting = (channel, waiting)
+        await asyncio.shield(self._connecting[1])
+
+    async def _connect(self, channel: grpc.aio.Channel) -> None:
+        """A refused connection is left to the call itself, which then fails at once with gRPC's
+        explanation; a connection that hangs fails here."""
         state = channel.get_state(try_to_connect=True)
         if state == _READY:
             self._connected = True
@@ -127,13 +174,45 @@ class RpcChannel:
         stub = self._stub_for_call()
         if not self._connected:
             await self._ensure_connected()
-        try:
-            return await getattr(stub, rpc)(request, timeout=timeout_s or self.call_timeout_s,
-                                            wait_for_ready=False)
-        except grpc.aio.AioRpcError as e:
-            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                self._connected = False  # check the connection again before the next call
-            raise error_from_rpc(e, self.address, rpc, self.server_name) from None
+        loop = asyncio.get_running_loop()
+        budget = timeout_s or self.call_timeout_s
+        deadline = loop.time() + budget
+        backoff = self._busy_initial_s
+        while True:
+            stub = self._stub_for_call()  # the client may have been closed during a backoff
+            metadata = self._security.metadata() if self._security is not None else None
+            try:
+                return await getattr(stub, rpc)(request, timeout=budget, metadata=metadata, wait_for_ready=False)
+            except grpc.aio.AioRpcError as e:
+                if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    self._connected = False  # check the connection again before the next call
+                if not pushed_back(e):
+                    raise self._error(e, rpc) from None
+                # Jittered, so that the callers pushed back together do not come back together.
+                pause = backoff * (0.5 + random.random() / 2)
+                budget = deadline - loop.time() - pause
+                if budget <= 0:
+                    raise self._busy(e, rpc) from None
+            self.busy_retries += 1
+            await asyncio.sleep(pause)
+            backoff = min(backoff * 2, self._busy_max_s)
+
+    def _error(self, e: grpc.aio.AioRpcError, rpc: str) -> ServiceError:
+        err = error_from_rpc(e, self.address, rpc, self.server_name)
+        if isinstance(err, Unavailable) and err.reason == "ServerUnreachable":
+            hint, surely_tls = explain_connect_failure(e.details() or "", self._security)
+            if hint:
+                how = self._security.describe() if self._security is not None else "without TLS"
+                return Unavailable(f"cannot connect to the {self.server_name} at {self.address} ({how}): {hint} "
+                                   f"[gRPC: {e.details()}]", reason=TLS_FAILURE if surely_tls else "ServerUnreachable")
+        return err
+
+    def _busy(self, e: grpc.aio.AioRpcError, rpc: str) -> ServiceError:
+        """The error of a call the server kept pushing back until its deadline."""
+        why = e.details() if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else \
+            "its queue of calls waiting to be taken up is full (grpc.max_queued_calls)"
+        return ResourceExhausted(f"the {self.server_name} at {self.address} is overloaded and refused {rpc} until "
+                                 f"its deadline passed: {why}", reason=BUSY_REASON)
 
     async def call(self, rpc: str, request: Any, timeout_s: float | None = None, *, attempts: int = 1) -> Any:
         """Call `rpc`; with `attempts` > 1 (reads only), a server that could not be reached is

@@ -26,9 +26,11 @@ from legato.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     ServiceError,
     ShardOwnershipLost,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -43,7 +45,7 @@ Metadata = tuple[tuple[str, str], ...]
 ERROR_TYPES: dict[str, type[ServiceError]] = {
     cls.__name__: cls
     for cls in (InvalidArgument, NotFound, AlreadyStarted, FailedPrecondition, ResourceExhausted, Unavailable,
-                ShardOwnershipLost)
+                ShardOwnershipLost, PermissionDenied, Unauthenticated)
 }
 
 _NOT_ASCII = re.compile(r"[^ -~]")

@@ -6,6 +6,8 @@ A server is a table of rpcs, each naming the service method it calls, the decode
 
 * a `ServiceError` becomes its status (`legato.grpc_errors.error_status`), so the client raises
   the same class with the same message and reason;
+* a request that cannot be decoded (a corrupt protobuf, malformed or too deeply nested JSON, a
+  number out of range) is the caller's error: INVALID_ARGUMENT naming the rpc, nothing logged;
 * anything else is a bug: logged with its traceback, answered with INTERNAL and a one-line
   message; the server keeps serving;
 * a cancelled rpc (the client went away, or its deadline passed) cancels the service call, which
@@ -23,11 +25,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from legato import wire
+from legato.admission import CallLimit
+from legato.authz import NamespaceRules, token_auth
 from legato.config import Config
-from legato.errors import ServiceError
+from legato.errors import InvalidArgument, ServiceError
 from legato.grpc_errors import REASON_KEY, TYPE_KEY, error_status
+from legato.tls import server_credentials
 
 Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 # (request, seconds left before the caller's deadline) -> the request to serve
@@ -80,20 +86,41 @@ def _internal(rpc: str, e: Exception) -> tuple[grpc.StatusCode, str, tuple[tuple
             ((REASON_KEY, "Internal"), (TYPE_KEY, "ServiceError")))
 
 
-def _decode_and_fit(spec: Rpc, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-    req = spec.decode(request)
+# What a decoder raises on a request it cannot make sense of (a corrupt protobuf, malformed or
+# too deeply nested JSON, a number out of range): the caller's fault, answered INVALID_ARGUMENT.
+_DECODE_ERRORS = (DecodeError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
+                  UnicodeError, OverflowError)
+
+
+def _decode_and_fit(rpc: str, spec: Rpc, request: Any, context: grpc.aio.ServicerContext[Any, Any],
+                    request_type: type[Message] | None = None) -> Any:
+    """The service method's argument(s) for a request: parsed first when it arrives as raw bytes
+    (`request_type`), converted by the rpc's decoder, fitted to the caller's deadline.
+    InvalidArgument naming the rpc when the request cannot be decoded."""
+    try:
+        if request_type is not None:
+            request = request_type.FromString(request)
+        req = spec.decode(request)
+    except ServiceError:
+        raise
+    except _DECODE_ERRORS as e:
+        what = f"a valid {request_type.DESCRIPTOR.full_name} message" if request_type is not None else "valid"
+        raise InvalidArgument(f"{rpc}: the request is not {what}: {one_line(e)}", reason="BadRequest") from None
     remaining = context.time_remaining()
     if spec.fit is not None and remaining is not None:
         req = spec.fit(req, remaining)
     return req
 
 
-def make_handler(rpc: str, spec: Rpc, service: Any, log: logging.Logger) -> Handler:
+def make_handler(rpc: str, spec: Rpc, service: Any, log: logging.Logger,
+                 request_type: type[Message] | None = None) -> Handler:
+    """The grpc handler of one rpc. With `request_type`, requests arrive as raw bytes (see
+    `add_service`) and are parsed here, so that a corrupt one is the caller's INVALID_ARGUMENT."""
     method: Callable[..., Awaitable[Any]] = getattr(service, spec.method)
 
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            args = _decode_and_fit(spec, request, context)
+            args = _decode_and_fit(rpc, spec, request, context, request_type)
             result = await (method(*args) if spec.spread else method(args))
         except ServiceError as e:
             code, details, metadata = error_status(e)
@@ -112,9 +139,30 @@ def make_handler(rpc: str, spec: Rpc, service: Any, log: logging.Logger) -> Hand
 
 
 def bind_servicer(servicer: Any, service: Any, rpcs: dict[str, Rpc], log: logging.Logger) -> None:
-    """Set one attribute per rpc on a generated `*Servicer` instance, each calling `service`."""
+    """Set one attribute per rpc on a generated `*Servicer` instance, each calling `service`
+    (for the generated `add_*Servicer_to_server`, whose deserializers parse the requests;
+    `add_service` is what the servers use)."""
     for rpc, spec in rpcs.items():
         setattr(servicer, rpc, make_handler(rpc, spec, service, log))
+
+
+def add_service(server: grpc.aio.Server, service_name: str, service: Any, rpcs: dict[str, Rpc],
+                log: logging.Logger) -> None:
+    """Serve the rpcs of the proto service `service_name` ("WorkflowService", ...) on `server`,
+    each calling `service`. Requests are taken as raw bytes and parsed by our handler: a
+    deserializer that fails inside grpc is answered UNKNOWN and logged with a traceback per
+    request, while a corrupt request is the caller's error (INVALID_ARGUMENT, not logged)."""
+    desc = wire.pb.DESCRIPTOR.services_by_name[service_name]
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for rpc, spec in rpcs.items():
+        method = desc.methods_by_name[rpc]
+        request_type = getattr(wire.pb, method.input_type.name)
+        response_type = getattr(wire.pb, method.output_type.name)
+        handlers[rpc] = grpc.unary_unary_rpc_method_handler(
+            make_handler(rpc, spec, service, log, request_type),
+            request_deserializer=None, response_serializer=response_type.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(desc.full_name, handlers),))
+    server.add_registered_method_handlers(desc.full_name, handlers)
 
 
 def _address(host: str, port: int) -> str:
@@ -124,23 +172,42 @@ def _address(host: str, port: int) -> str:
 async def start_server(add_servicer: Callable[[grpc.aio.Server], None], host: str, port: int, *,
                        config: Config | None = None, max_message_bytes: int | None = None,
                        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+                       namespace_rules: NamespaceRules | None = None,
                        what: str, log: logging.Logger) -> grpc.aio.Server:
     """Start a grpc.aio server on host:port with what `add_servicer` adds, and return it; the
     caller stops it (`await server.stop(grace)`). Port 0 picks a free port: see `bound_port`.
 
     Requests up to `max_message_bytes` are accepted (default: derived from `config.limits`, see
     `legato.wire.max_message_bytes`). Raises OSError when the address cannot be bound.
+
+    Bursts: at most `config.grpc.max_concurrent_calls` calls are served at once, the others
+    refused with ServerBusy (`legato.admission`), and up to `grpc.max_queued_calls` wait in
+    gRPC's queue to be taken up. Security (`config.security`): TLS when it names a certificate,
+    and with a token secret every call's token is checked (`legato.authz`) against the namespaces
+    of `namespace_rules` (the public API), or for all namespaces (None: an internal API).
+    ConfigError when a TLS or secret file is unusable.
     """
-    limit = max_message_bytes or wire.max_message_bytes(config or Config())
-    server = grpc.aio.server(interceptors=list(interceptors) or None, options=[
+    settings = config or Config()
+    limit = max_message_bytes or wire.max_message_bytes(settings)
+    call_limit = CallLimit(settings.grpc.max_concurrent_calls, what)
+    auth = token_auth(settings.security, namespace_rules, what)
+    credentials = server_credentials(settings.security)
+    queued = settings.grpc.max_queued_calls
+    server = grpc.aio.server(interceptors=[call_limit, *([auth] if auth else []), *interceptors], options=[
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", -1),
         ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
+        # gRPC's queue of calls not yet taken up: its default drops calls at random from 1,000
+        # on (all from 3,000), with CANCELLED; equal limits make it drop only when full.
+        ("grpc.server.max_pending_requests", queued),
+        ("grpc.server.max_pending_requests_hard_limit", queued),
     ])
+    server.legato_call_limit = call_limit
     add_servicer(server)
     address = _address(host, port)
     try:
-        bound = server.add_insecure_port(address)
+        bound = (server.add_secure_port(address, credentials) if credentials is not None
+                 else server.add_insecure_port(address))
     except RuntimeError as e:
         raise OSError(f"cannot listen on {address}: the address is in use or not available") from e
     if not bound:

@@ -9,7 +9,9 @@ Connections, deadlines and errors are those of every Legato client (`legato.grpc
 error raised by the remote service arrives as the same `legato.errors` class (a
 `ShardOwnershipLost` stays one, so a router can look for the shard's new owner) with the same
 message and reason. Only reads (describe, history, result) are retried, and only when the server
-could not be reached; every other call may have been applied, so its caller decides. Waits use
+could not be reached; every other call may have been applied, so its caller decides (calls the
+server pushed back unprocessed are sent again, as by every client). `security` is the TLS and
+token of the calls between the services (`legato.tls.internal_security`). Waits use
 deadlines slightly longer than the wait they ask for; cancelling a call cancels it on the server.
 """
 
@@ -19,10 +21,18 @@ from typing import Any
 
 from legato import api, wire
 from legato import wire_internal as wi
+from legato.config import GrpcConfig
 from legato.grpc_channel import INTERNAL_CHANNEL_OPTIONS, ChannelClient, RpcChannel
 from legato.proto import legato_pb2_grpc
+from legato.tls import ClientSecurity
 
 READ_ATTEMPTS = 3
+
+
+def _busy(config: GrpcConfig | None) -> dict[str, int]:
+    """The backoff of calls a server pushed back (`grpc.busy_retry_*`)."""
+    c = config or GrpcConfig()
+    return {"busy_retry_initial_ms": c.busy_retry_initial_ms, "busy_retry_max_ms": c.busy_retry_max_ms}
 
 
 class _Client(ChannelClient):
@@ -37,10 +47,12 @@ class GrpcHistoryClient(_Client):
     """`legato.api.HistoryService` over gRPC. Use as `async with`, or call `await close()`."""
 
     def __init__(self, address: str, *, connect_timeout_s: float = 5.0, call_timeout_s: float = 30.0,
-                 long_poll_margin_s: float = 5.0, read_attempts: int = READ_ATTEMPTS) -> None:
+                 long_poll_margin_s: float = 5.0, read_attempts: int = READ_ATTEMPTS,
+                 security: ClientSecurity | None = None, grpc_config: GrpcConfig | None = None) -> None:
         super().__init__(RpcChannel(address, legato_pb2_grpc.HistoryServiceStub, connect_timeout_s=connect_timeout_s,
                                     call_timeout_s=call_timeout_s, long_poll_margin_s=long_poll_margin_s,
-                                    server_name="Legato history service", options=INTERNAL_CHANNEL_OPTIONS))
+                                    server_name="Legato history service", options=INTERNAL_CHANNEL_OPTIONS,
+                                    security=security, **_busy(grpc_config)))
         self._read_attempts = max(1, read_attempts)
 
     async def _read(self, rpc: str, request: Any, timeout_s: float | None = None) -> Any:
@@ -136,11 +148,12 @@ class GrpcMatchingClient(_Client):
 
     def __init__(self, address: str, *, connect_timeout_s: float = 5.0, call_timeout_s: float = 30.0,
                  long_poll_timeout_ms: int = 30_000, long_poll_margin_s: float = 5.0,
-                 add_task_timeout_s: float | None = None) -> None:
+                 add_task_timeout_s: float | None = None, security: ClientSecurity | None = None,
+                 grpc_config: GrpcConfig | None = None) -> None:
         super().__init__(RpcChannel(address, legato_pb2_grpc.MatchingServiceStub,
                                     connect_timeout_s=connect_timeout_s, call_timeout_s=call_timeout_s,
                                     long_poll_margin_s=long_poll_margin_s, server_name="Legato matching service",
-                                    options=INTERNAL_CHANNEL_OPTIONS))
+                                    options=INTERNAL_CHANNEL_OPTIONS, security=security, **_busy(grpc_config)))
         self._long_poll_timeout_ms = long_poll_timeout_ms
         self._add_task_timeout_s = add_task_timeout_s
 

@@ -263,11 +263,15 @@ def _tokens(text: str) -> list[_Tok]:
                 raise QueryError(text, pos, f"malformed number starting {raw!r}")
             num: int | float
             if re.fullmatch(r"-?\d+", raw):
-                num = int(raw)
+                # an integer a float cannot hold (a search attribute number is one) is out of range;
+                # so is one too long for int() (4,300 digits)
+                num = int(raw) if len(raw) <= _MAX_INT_DIGITS else 2**1024
+                if not _fits_float(num):
+                    raise QueryError(text, pos, f"the number {_cut(raw)} is out of range")
             else:
                 num = float(raw)
                 if not math.isfinite(num):
-                    raise QueryError(text, pos, f"the number {raw} is out of range")
+                    raise QueryError(text, pos, f"the number {_cut(raw)} is out of range")
             out.append(_Tok("num", raw, pos, num))
         elif kind == "op":
             out.append(_Tok("op", raw, pos, Op.NE if raw == "<>" else Op(raw)))
@@ -597,12 +601,28 @@ def fingerprint(namespace: str, q: Query) -> str:
 
 # ---------------------------------------------------------------- search attribute values
 
+_MAX_INT_DIGITS = 400  # more is beyond any float (1.8e308 has 309 digits)
+
+
+def _fits_float(v: int) -> bool:
+    """Whether a number can be compared as a float (every search attribute number can)."""
+    try:
+        float(v)
+    except OverflowError:
+        return False
+    return True
+
+
+def _cut(raw: str) -> str:
+    return raw if len(raw) <= 40 else f"{raw[:20]}... ({len(raw)} digits)"
+
+
 def _kind(v: object) -> str | None:
     """'b' boolean, 'n' number, 's' text; None: not indexable."""
     if isinstance(v, bool):
         return "b"
     if isinstance(v, int):
-        return "n"
+        return "n" if _fits_float(v) else None
     if isinstance(v, float):
         return "n" if math.isfinite(v) else None
     if isinstance(v, str):
@@ -653,6 +673,9 @@ def check_search_attributes(attrs: object, where: str = "search_attributes") -> 
         if any(ord(ch) < 32 for ch in name):
             return f"{where}: the name {name!r} has a control character"
         ok = v is None or _kind(v) is not None or (isinstance(v, list) and all(_kind(x) is not None for x in v))
+        if any(isinstance(x, int) and not isinstance(x, bool) and not _fits_float(x)
+               for x in (v if isinstance(v, list) else [v])):
+            return f"{where}.{name}: a number is out of range (search attribute numbers are at most ±1.8e308)"
         if not ok:
             return (f"{where}.{name}: a search attribute value must be text, a number, true/false or a list "
                     f"of those, got {type(v).__name__}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from legato.durations import parse_duration_ms
+from legato.durations import MAX_DURATION_MS, parse_duration_ms
+
+MAX_ATTEMPTS = 2**31 - 1  # maximum_attempts (as Temporal's int32)
 
 
 @dataclass(slots=True)
@@ -68,10 +70,23 @@ class RetryPolicy:
             p.non_retryable_error_types = list(types)
         return p
 
+    def out_of_range(self) -> str | None:
+        """Which number is beyond what the stores and timers can take (intervals over 100 years,
+        attempts over 2^31 - 1), or None."""
+        for name in ("initial_interval_ms", "maximum_interval_ms"):
+            if getattr(self, name) > MAX_DURATION_MS:
+                return f"{name} is {getattr(self, name)}; the longest interval is {MAX_DURATION_MS} ms (100 years)"
+        if self.maximum_attempts > MAX_ATTEMPTS:
+            return f"maximum_attempts is {self.maximum_attempts}; the largest is {MAX_ATTEMPTS}"
+        return None
+
     def backoff_ms(self, attempt: int) -> int:
         """Delay before attempt `attempt + 1`, after attempt `attempt` (1-based) failed."""
         cap = self.maximum_interval_ms or self.initial_interval_ms * 100
-        delay = self.initial_interval_ms * (self.backoff_coefficient ** max(0, attempt - 1))
+        try:
+            delay = self.initial_interval_ms * (self.backoff_coefficient ** max(0, attempt - 1))
+        except OverflowError:  # the coefficient to a high power: far past any cap
+            return int(cap)
         return int(min(delay, cap))
 
     def allows_retry(self, attempt: int, error_kind: str, retryable: bool) -> bool:

@@ -42,12 +42,14 @@ from history.service import HistoryServiceImpl
 from history.store.base import ExecutionStore
 from history.store.factory import Stores, open_stores
 from legato import api
+from legato.access_tokens import InternalToken, read_secret
 from legato.config import Config, ConfigError
 from legato.internal_clients import GrpcHistoryClient, GrpcMatchingClient
 from legato.membership import MATCHING as MATCHING_ROLE
 from legato.membership import MemberInfo, Membership
 from legato.routing import HistoryRouter, MatchingRouter
 from legato.task_publisher import KafkaTaskPublisher, open_task_publisher
+from legato.tls import ClientSecurity, internal_security
 from legato.zk import Zk
 from matching.forwarding import Forwarder
 from matching.kafka_matching import KafkaMatching
@@ -128,6 +130,7 @@ class Node:
         self.membership: Membership | None = None
         self.controller: ShardController | None = None
         self._forwarder: Forwarder | None = None
+        self._peer_security_made: tuple[ClientSecurity | None] | None = None
 
     # ------------------------------------------------------------ what runs here
 
@@ -213,26 +216,39 @@ class Node:
         if self.membership is not None:  # a cluster: whichever node owns the shard (maybe this one)
             if self._remote_history is None:
                 self._remote_history = HistoryRouter(self.membership, self.config.history.num_shards,
-                                                     self.config.cluster.route_timeout_ms, local=self._history)
+                                                     self.config.cluster.route_timeout_ms, local=self._history,
+                                                     security=self._peer_security(), grpc_config=self.config.grpc)
             return self._remote_history
         if self._history is not None:
             return self._history
         if self._remote_history is None:
-            self._remote_history = GrpcHistoryClient(self.config.cluster.history_address)
+            self._remote_history = GrpcHistoryClient(self.config.cluster.history_address,
+                                                     security=self._peer_security(), grpc_config=self.config.grpc)
         return self._remote_history
+
+    def _peer_security(self) -> ClientSecurity | None:
+        """TLS and token of this process's calls to the other services (made once)."""
+        if self._peer_security_made is None:
+            s = self.config.security
+            token = (InternalToken(read_secret(s.token_secret_file), s.internal_token_ttl_ms / 1000)
+                     if s.token_secret_file else None)
+            self._peer_security_made = (internal_security(s, token),)
+        return self._peer_security_made[0]
 
     def _matching_peer(self) -> api.MatchingService:
         if self.membership is not None:
             if self._remote_matching is None:
                 self._remote_matching = MatchingRouter(self.membership, self.config.cluster.route_timeout_ms,
                                                        self.config.matching.long_poll_timeout_ms,
-                                                       local=self._matching)
+                                                       local=self._matching, security=self._peer_security(),
+                                                       grpc_config=self.config.grpc)
             return self._remote_matching
         if self._matching is not None:
             return self._matching
         if self._remote_matching is None:
             self._remote_matching = GrpcMatchingClient(
-                self.config.cluster.matching_address, long_poll_timeout_ms=self.config.matching.long_poll_timeout_ms)
+                self.config.cluster.matching_address, long_poll_timeout_ms=self.config.matching.long_poll_timeout_ms,
+                security=self._peer_security(), grpc_config=self.config.grpc)
         return self._remote_matching
 
     # ------------------------------------------------------------ the cluster

@@ -30,10 +30,12 @@ from typing import Generic, TypeVar
 
 from legato import api
 from legato.assignment import score
+from legato.config import GrpcConfig
 from legato.errors import ServiceError, ShardOwnershipLost, Unavailable
 from legato.ids import new_request_id, shard_for
 from legato.internal_clients import GrpcHistoryClient, GrpcMatchingClient
 from legato.membership import HISTORY, MATCHING, ClusterView, MemberInfo, Membership
+from legato.tls import ClientSecurity
 from legato.tokens import TaskToken
 
 log = logging.getLogger("legato.routing")
@@ -78,14 +80,16 @@ class HistoryRouter:
     """`legato.api.HistoryService` over the cluster's history nodes (see the module docstring)."""
 
     def __init__(self, membership: Membership, num_shards: int, route_timeout_ms: int,
-                 local: api.HistoryService | None = None) -> None:
+                 local: api.HistoryService | None = None, security: ClientSecurity | None = None,
+                 grpc_config: GrpcConfig | None = None) -> None:
         self._membership = membership
         self._view: ClusterView = membership.view
         self._num_shards = num_shards
         self._timeout_s = route_timeout_ms / 1000.0
         self._local = local
         self._local_identity = membership.identity if local is not None else ""
-        self._clients: _Clients[GrpcHistoryClient] = _Clients(lambda a: GrpcHistoryClient(a, read_attempts=1))
+        self._clients: _Clients[GrpcHistoryClient] = _Clients(
+            lambda a: GrpcHistoryClient(a, read_attempts=1, security=security, grpc_config=grpc_config))
 
     async def close(self) -> None:
         await self._clients.close()
@@ -218,14 +222,16 @@ class MatchingRouter:
     """`legato.api.MatchingService` over the cluster's matching nodes (see the module docstring)."""
 
     def __init__(self, membership: Membership, route_timeout_ms: int, long_poll_timeout_ms: int,
-                 local: api.MatchingService | None = None) -> None:
+                 local: api.MatchingService | None = None, security: ClientSecurity | None = None,
+                 grpc_config: GrpcConfig | None = None) -> None:
         self._membership = membership
         self._view = membership.view
         self._timeout_s = route_timeout_ms / 1000.0
         self._local = local
         self._local_identity = membership.identity if local is not None else ""
         self._clients: _Clients[GrpcMatchingClient] = _Clients(
-            lambda a: GrpcMatchingClient(a, long_poll_timeout_ms=long_poll_timeout_ms))
+            lambda a: GrpcMatchingClient(a, long_poll_timeout_ms=long_poll_timeout_ms, security=security,
+                                         grpc_config=grpc_config))
         self._turn = itertools.count()
 
     async def close(self) -> None:

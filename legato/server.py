@@ -19,6 +19,7 @@ import grpc
 
 from legato.config import Config
 from legato.roles import ALL_ROLES, ROLE_ORDER, Node, role_address, role_list
+from legato.tls import describe_server_security
 
 log = logging.getLogger("legato.server")
 
@@ -39,7 +40,8 @@ async def serve_dev(config: Config, db_path: str | None, host: str, port: int,
     async with Engine(config, db_path) as engine:
         server = await serve(engine.frontend, host, port, config=config)
         print(f"legato: dev server listening on {host}:{port} (data: {engine.data_description}; "
-              f"queues: {engine.queues_description})", flush=True)
+              f"queues: {engine.queues_description}; security: {describe_server_security(config.security)})",
+              flush=True)
         try:
             await (stop.wait() if stop is not None else asyncio.Event().wait())
         finally:
@@ -58,7 +60,8 @@ async def serve_roles(config: Config, roles: frozenset[str], db_path: str | None
             cluster = (f"; cluster {config.cluster.zookeeper_hosts}{config.cluster.zookeeper_root} as {identity}"
                        if node.in_cluster else "")
             print(f"legato: {role_list(roles)} listening: {where} (data: {node.data_description}; "
-                  f"queues: {node.queues_description}{cluster})", flush=True)
+                  f"queues: {node.queues_description}{cluster}; "
+                  f"security: {describe_server_security(config.security)})", flush=True)
             await (stop.wait() if stop is not None else asyncio.Event().wait())
             # Still serving: hand the shards over (requests in flight finish), then stop.
             await node.leave()

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from legato import DEFAULT_NAMESPACE, api, codec
 from legato.commands import Command, CommandType
-from legato.config import Config
+from legato.config import Config, Limits
 from legato.errors import Failure, InvalidArgument, Kind
 from legato.events import EventType, HistoryEvent
 from legato.proto import legato_pb2 as pb
@@ -24,12 +24,12 @@ __all__ = ["max_message_bytes", "pb"]
 _E = TypeVar("_E", bound=StrEnum)
 
 
-def max_message_bytes(config: Config) -> int:
+def max_message_bytes(config: Config | Limits) -> int:
     """The largest gRPC message the server accepts: a request may carry several payloads at the
     limit (a start has input, context, memo and search attributes), and a workflow task carries
     the whole history; plus headroom for framing and the JSON of everything else."""
     headroom = 1024 * 1024
-    lim = config.limits
+    lim = config if isinstance(config, Limits) else config.limits
     return max(4 * lim.max_payload_bytes, lim.max_history_bytes) + headroom
 
 
@@ -38,6 +38,9 @@ def max_message_bytes(config: Config) -> int:
 def _dump(value: Any, what: str) -> str:
     try:
         return codec.dumps(value)
+    except RecursionError:  # a value nested deeper than Python can encode: refused before sending
+        raise InvalidArgument(f"{what} nests arrays and objects too deep to be encoded as JSON (a payload may "
+                              "nest limits.max_payload_depth levels)", reason=codec.REASON_TOO_DEEP) from None
     except (TypeError, ValueError) as e:
         raise InvalidArgument(f"{what} cannot be encoded as JSON: {e}") from e
 
@@ -57,10 +60,8 @@ def _dump_list(value: list[Any], what: str) -> str:
 def _load_any(text: str, what: str) -> Any:
     if not text:
         return None
-    try:
-        return codec.loads(text)
-    except ValueError as e:
-        raise InvalidArgument(f"{what} is not valid JSON: {e}") from e
+    # InvalidArgument when not JSON, or nested too deep to decode (measured before decoding)
+    return codec.load_payload(text, what)
 
 
 def _load_dict(text: str, what: str) -> dict[str, Any]:

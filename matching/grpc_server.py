@@ -20,8 +20,7 @@ import grpc
 from legato import api, wire
 from legato import wire_internal as wi
 from legato.config import Config
-from legato.grpc_serving import Fit, Rpc, bind_servicer, bound_port, empty, fit_wait, start_server
-from legato.proto import legato_pb2_grpc
+from legato.grpc_serving import Fit, Rpc, add_service, bound_port, empty, fit_wait, start_server
 
 __all__ = ["bound_port", "rpcs", "serve"]
 
@@ -65,8 +64,6 @@ async def serve(service: api.MatchingService, host: str, port: int, *,
     `legato.wire.max_message_bytes`). Raises OSError when the address cannot be bound.
     """
     config = config or Config()
-    servicer = legato_pb2_grpc.MatchingServiceServicer()
-    bind_servicer(servicer, service, rpcs(config), log)
     return await start_server(
-        lambda server: legato_pb2_grpc.add_MatchingServiceServicer_to_server(servicer, server),
+        lambda server: add_service(server, "MatchingService", service, rpcs(config), log),
         host, port, config=config, max_message_bytes=max_message_bytes, what="Legato matching gRPC API", log=log)

@@ -7,8 +7,10 @@ that is gone has no mailbox: delivering to it returns False (the sender sees NOT
 
 Each mailbox is a bounded FIFO deque plus the futures of the polls waiting on it: a delivery
 hands the message to a waiting poll at once, so there is no polling loop and no sleep. A full
-mailbox refuses the delivery with ResourceExhausted naming the pid and the limit
-(`matching.max_mailbox_messages`); the number of open mailboxes is bounded too
+mailbox refuses the delivery with ResourceExhausted naming the pid and the limit: messages
+(`matching.max_mailbox_messages`) or bytes (`matching.max_mailbox_bytes`, what a message's
+payload, topic and sender take), and so do all the mailboxes of the node together
+(`matching.max_mailboxes_total_bytes`); the number of open mailboxes is bounded too
 (`matching.max_mailboxes`). Messages are not persisted: a caller is not durable.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from legato import api
+from legato import api, codec
 from legato.config import MatchingConfig
 from legato.errors import InvalidArgument, NotFound, ResourceExhausted
 
@@ -27,13 +29,34 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+# What a message costs beyond its text (the Python objects that hold it), so that even empty
+# messages count against the byte limits.
+MESSAGE_OVERHEAD_BYTES = 200
+
+
+def message_bytes(msg: api.ProcessMessage) -> int:
+    """The bytes a message counts for in the mailbox limits."""
+    size = MESSAGE_OVERHEAD_BYTES + len(msg.topic) + len(msg.sender)
+    for value in (msg.payload, msg.event):
+        if value is not None:
+            size += len(codec.dumps(value))
+    return size
+
+
 class _Mailbox:
-    __slots__ = ("closed", "messages", "waiters")
+    __slots__ = ("bytes", "closed", "messages", "sizes", "waiters")
 
     def __init__(self) -> None:
         self.messages: deque[api.ProcessMessage] = deque()
+        self.sizes: deque[int] = deque()  # message_bytes of each message, in the same order
+        self.bytes = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
         self.closed = False
+
+    def pop(self) -> tuple[api.ProcessMessage, int]:
+        size = self.sizes.popleft()
+        self.bytes -= size
+        return self.messages.popleft(), size
 
     def wake_one(self) -> None:
         while self.waiters:
@@ -61,6 +84,7 @@ class Mailboxes:
     def __init__(self, config: MatchingConfig) -> None:
         self._config = config
         self._boxes: dict[str, _Mailbox] = {}
+        self.bytes = 0  # of the messages waiting in every mailbox
 
     def __len__(self) -> int:
         return len(self._boxes)
@@ -89,20 +113,40 @@ class Mailboxes:
         if box is not None:
             box.closed = True
             box.messages.clear()
+            box.sizes.clear()
+            self.bytes -= box.bytes
+            box.bytes = 0
             box.wake_all()
 
     def deliver(self, pid: str, msg: api.ProcessMessage) -> bool:
         box = self._boxes.get(pid)
         if box is None:
             return False
-        limit = self._config.max_mailbox_messages
-        if len(box.messages) >= limit:
-            raise ResourceExhausted(f"the mailbox of {pid} is full: {len(box.messages)} messages wait in it, "
-                                    f"the limit (matching.max_mailbox_messages) is {limit}",
-                                    reason="MailboxFull")
+        size = message_bytes(msg)
+        self._check_room(pid, box, size)
         box.messages.append(msg)
+        box.sizes.append(size)
+        box.bytes += size
+        self.bytes += size
         box.wake_one()
         return True
+
+    def _check_room(self, pid: str, box: _Mailbox, size: int) -> None:
+        """ResourceExhausted (reason MailboxFull) naming the limit a message of `size` bytes would cross."""
+        cfg = self._config
+        if len(box.messages) >= cfg.max_mailbox_messages:
+            raise ResourceExhausted(f"the mailbox of {pid} is full: {len(box.messages)} messages wait in it, "
+                                    f"the limit (matching.max_mailbox_messages) is {cfg.max_mailbox_messages}",
+                                    reason="MailboxFull")
+        if box.bytes + size > cfg.max_mailbox_bytes:
+            raise ResourceExhausted(f"the mailbox of {pid} is full: {box.bytes} bytes of messages wait in it and "
+                                    f"this one takes {size}; the limit (matching.max_mailbox_bytes) is "
+                                    f"{cfg.max_mailbox_bytes} bytes", reason="MailboxFull")
+        if self.bytes + size > cfg.max_mailboxes_total_bytes:
+            raise ResourceExhausted(f"cannot deliver to {pid}: the mailboxes of this matching node hold {self.bytes} "
+                                    f"bytes of messages and this one takes {size}; the limit "
+                                    f"(matching.max_mailboxes_total_bytes) is {cfg.max_mailboxes_total_bytes} bytes",
+                                    reason="MailboxFull")
 
     async def poll(self, req: api.PollMailboxRequest) -> list[api.ProcessMessage]:
         """Up to `max_messages` messages, waiting up to `timeout_ms` for the first one
@@ -129,7 +173,9 @@ class Mailboxes:
         out: list[api.ProcessMessage] = []
         n = max(1, req.max_messages)
         while box.messages and len(out) < n:
-            out.append(box.messages.popleft())
+            msg, size = box.pop()
+            self.bytes -= size
+            out.append(msg)
         if box.messages:  # more left: let the next waiting poll have them
             box.wake_one()
         return out

@@ -23,7 +23,6 @@ Result conventions:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -35,8 +34,9 @@ from typing import Any
 
 from lupa import lua54
 
+from legato.config import Limits
 from legato.errors import Failure, Kind, NotFound
-from worker.convert import ConversionError, args_to_python, to_lua, to_python
+from worker.convert import ConversionError, args_to_python, json_decode_to_lua, to_lua, to_python
 from worker.entries import FunctionEntry, Registry
 from worker.runtime import duration_ms, json_encode, load_kernel, new_lua
 
@@ -45,6 +45,10 @@ log = logging.getLogger("legato.worker.activity")
 HeartbeatFn = Callable[[bytes, Any], bool]  # (task_token, details) -> cancel requested
 
 MAX_CALL_DEPTH = 32
+# History times an attempt out at its start-to-close or heartbeat timeout; the worker stops the
+# code this long after (history's timeout is the one recorded; a heartbeat or a result on its way
+# is not cut short), which frees its thread.
+TIMEOUT_GRACE_MS = 1_000
 
 
 @dataclass(slots=True)
@@ -54,6 +58,7 @@ class HeartbeatState:
     details: Any = None  # the latest details (the previous attempt's until this one records some)
     unsent: bool = False  # details recorded but throttled away
     last_sent: float | None = None  # time.monotonic() of the last heartbeat sent
+    last_beat: float | None = None  # time.monotonic() of the last activity.heartbeat() call
     cancel_requested: bool = False
 
 
@@ -74,6 +79,30 @@ class CallContext:
     depth: int = 0
     heartbeat_timeout_ms: int = 0
     beat: HeartbeatState = field(default_factory=HeartbeatState)
+    # time.monotonic() after which the attempt is stopped (its start-to-close timeout), or None
+    deadline: float | None = None
+    start_to_close_timeout_ms: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def interrupted(self, stopping: threading.Event | None = None) -> str | None:
+        """Why the attempt must stop now, or None: the activity's code is stopped by its
+        instruction hook, which asks this every few thousand instructions."""
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline + TIMEOUT_GRACE_MS / 1000:
+            return (f"the activity ran past its start-to-close timeout ({self.start_to_close_timeout_ms} ms) "
+                    "and was stopped")
+        hb = self.heartbeat_timeout_ms
+        if hb and (now - (self.beat.last_beat or self.started)) * 1000 >= hb + TIMEOUT_GRACE_MS:
+            return f"the activity sent no heartbeat within its heartbeat timeout ({hb} ms) and was stopped"
+        if stopping is not None and stopping.is_set():
+            return "the worker is stopping"
+        return None
+
+    def remaining_s(self) -> float | None:
+        """Until the code is stopped (its deadline and the grace)."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline + TIMEOUT_GRACE_MS / 1000 - time.monotonic())
 
 
 @dataclass(slots=True)
@@ -89,10 +118,11 @@ class _FunctionRuntime:
         self.entry = entry
         self.runner = runner
         self.ctx = CallContext()
-        self.lua = new_lua(None)
+        self.lua = new_lua(runner.memory_bytes)
         host = {
             "now_ms": lambda: int(time.time() * 1000),
-            "sleep": _sleep,
+            "sleep": self._sleep,
+            "interrupted": self._interrupted,
             "uuid4": lambda: str(uuid.uuid4()),
             "random_hex": lambda n, *_: os.urandom(int(n)).hex(),
             "context": self._context,
@@ -104,7 +134,7 @@ class _FunctionRuntime:
             "duration_ms": duration_ms,
             "json_encode": json_encode,
             "json_decode": self._json_decode,
-            "log": lambda msg: None,
+            "log": self._log,
         }
         self.k = load_kernel(self.lua, "activity", host)
         ok, err = self.k.setup(entry.id, self.lua.table_from(list(entry.modules)), entry.method, entry.bytecode,
@@ -121,6 +151,11 @@ class _FunctionRuntime:
             packed = self.lua.table_from([to_lua(self.lua, a) for a in args])
             packed["n"] = len(args)
             r = self._call(packed)
+        except lua54.LuaMemoryError:
+            self.runner.discard(self.entry)  # its heap may hold what the code built: start afresh
+            return ActivityOutcome(False, failure=Failure(
+                f"{self.entry.id}: the activity ran out of Lua memory (limits.activity_lua_memory_bytes = "
+                f"{self.runner.memory_bytes} bytes)", Kind.LIMIT_EXCEEDED, False))
         except lua54.LuaError as err:
             return ActivityOutcome(False, failure=Failure(str(err), Kind.INTERNAL, True))
         finally:
@@ -149,6 +184,23 @@ class _FunctionRuntime:
                                                       source=source or None))
 
     # host callbacks
+    def _interrupted(self) -> str | None:
+        return self.ctx.interrupted(self.runner.stopping)
+
+    def _sleep(self, ms: Any) -> None:
+        """time.sleep: real, but it ends at the attempt's deadline or when the worker stops (the
+        hook then stops the code)."""
+        if not ms or ms <= 0:
+            return
+        wait = float(ms) / 1000.0
+        left = self.ctx.remaining_s()
+        if left is not None:
+            wait = min(wait, left)
+        self.runner.stopping.wait(wait)
+
+    def _log(self, message: str) -> None:
+        log.info("[activity %s %s] %s", self.ctx.activity_type, self.ctx.activity_id, message)
+
     def _context(self) -> Any:
         return to_lua(self.lua, dict(self.ctx.context))
 
@@ -186,7 +238,7 @@ class _FunctionRuntime:
         ctx = CallContext(self.ctx.task_token, self.ctx.activity_id, entry_id, self.ctx.workflow_id, self.ctx.run_id,
                           self.ctx.workflow_type, self.ctx.task_queue, self.ctx.attempt, merged,
                           self.ctx.heartbeat_details, self.ctx.depth + 1, self.ctx.heartbeat_timeout_ms,
-                          self.ctx.beat)
+                          self.ctx.beat, self.ctx.deadline, self.ctx.start_to_close_timeout_ms, self.ctx.started)
         out = self.runner.call(entry_id, args, ctx)
         if out.ok:
             return True, to_lua(self.lua, out.result)
@@ -194,26 +246,28 @@ class _FunctionRuntime:
         return False, f.message, f.kind, f.retryable, to_lua(self.lua, f.details)
 
     def _json_decode(self, text: str) -> tuple[Any, Any]:
-        try:
-            return to_lua(self.lua, json.loads(text)), None
-        except ValueError as err:
-            return None, f"json.decode: {err}"
+        return json_decode_to_lua(self.lua, text)
+
 
 
 class ActivityRunner:
     """Runs function entries; safe to call from many threads (each has its own runtimes)."""
 
     def __init__(self, registry: Registry, heartbeat: Callable[[CallContext, Any], bool] | None = None,
-                 heartbeat_throttle_ms: int = 1_000) -> None:
+                 heartbeat_throttle_ms: int = 1_000, memory_bytes: int | None = None) -> None:
         self.registry = registry
         self._heartbeat = heartbeat
         self.heartbeat_throttle_ms = heartbeat_throttle_ms
+        self.memory_bytes = memory_bytes or Limits().activity_lua_memory_bytes
         self._local = threading.local()
+        # set when the worker stops: running activities are stopped by their hook, sleeps end
+        self.stopping = threading.Event()
 
     def heartbeat(self, ctx: CallContext, details: Any) -> bool:
         """Record `details`; send them unless throttled. Returns whether cancellation was requested."""
         beat = ctx.beat
         beat.details = details
+        beat.last_beat = time.monotonic()
         interval_ms: float = self.heartbeat_throttle_ms
         if ctx.heartbeat_timeout_ms:
             interval_ms = min(interval_ms, ctx.heartbeat_timeout_ms * 0.8)
@@ -239,6 +293,12 @@ class ActivityRunner:
             log.warning("heartbeat of activity %s (%s) failed: %s: %s", ctx.activity_id, ctx.activity_type,
                         type(err).__name__, err)
 
+    def discard(self, entry: FunctionEntry) -> None:
+        """Drop this thread's runtime of `entry` (the next call makes a new one)."""
+        rts: dict[str, _FunctionRuntime] | None = getattr(self._local, "runtimes", None)
+        if rts is not None:
+            rts.pop(entry.id, None)
+
     def _runtime(self, entry: FunctionEntry) -> _FunctionRuntime:
         rts: dict[str, _FunctionRuntime] | None = getattr(self._local, "runtimes", None)
         if rts is None:
@@ -262,10 +322,13 @@ class ActivityRunner:
 
     def execute(self, task: Any) -> ActivityOutcome:
         """Run an `ActivityTask`."""
+        timeout_ms = int(task.start_to_close_timeout_ms or 0)
+        started = time.monotonic()
         ctx = CallContext(task.task_token, task.activity_id, task.activity_type, task.workflow_id, task.run_id,
                           task.workflow_type, task.task_queue, task.attempt, dict(task.context or {}),
                           task.heartbeat_details, 0, int(task.heartbeat_timeout_ms or 0),
-                          HeartbeatState(details=task.heartbeat_details))
+                          HeartbeatState(details=task.heartbeat_details),
+                          started + timeout_ms / 1000 if timeout_ms > 0 else None, timeout_ms, started)
         args = task.input if isinstance(task.input, list) else [task.input]
         out = self.call(task.activity_type, args, ctx)
         if out.ok:
@@ -277,8 +340,5 @@ class ActivityRunner:
         return out
 
 
-def _sleep(ms: Any) -> None:
-    if ms and ms > 0:
-        time.sleep(float(ms) / 1000.0)
 
 

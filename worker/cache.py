@@ -44,15 +44,17 @@ class WorkflowCache:
             self.hits += 1
             return item[0]
 
-    def put(self, run_id: str, execution: WorkflowExecution) -> None:
-        """Keep the execution for the run's next task (or dispose of it if it cannot be kept)."""
+    def put(self, run_id: str, execution: WorkflowExecution) -> list[str]:
+        """Keep the execution for the run's next task (or dispose of it if it cannot be kept);
+        return the runs dropped to make room."""
+        evicted: list[str] = []
         if self.max_entries <= 0 or execution.closed or execution.broken:
             execution.dispose()
-            return
+            return evicted
         size = execution.memory_used() if self.max_bytes > 0 else 0
         if self.max_bytes > 0 and size > self.max_bytes:
             execution.dispose()
-            return
+            return evicted
         with self._lock:
             old = self._items.pop(run_id, None)
             if old is not None:
@@ -60,9 +62,11 @@ class WorkflowCache:
             self._items[run_id] = (execution, size)
             self._bytes += size
             while len(self._items) > self.max_entries or (self.max_bytes > 0 and self._bytes > self.max_bytes):
-                _, (old_ex, sz) = self._items.popitem(last=False)
+                old_id, (old_ex, sz) = self._items.popitem(last=False)
                 self._bytes -= sz
                 old_ex.dispose()
+                evicted.append(old_id)
+        return evicted
 
     def evict(self, run_id: str) -> None:
         with self._lock:

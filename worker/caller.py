@@ -25,6 +25,7 @@ Nothing is recorded: a caller that dies is gone, and so are its mailbox and time
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -32,7 +33,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from lupa import lua54
 
@@ -50,10 +51,18 @@ from legato.errors import (
     Unavailable,
 )
 from legato.ids import new_request_id
-from worker.convert import ConversionError, args_to_python, failure_from_lua, to_lua, to_python
+from worker.convert import ConversionError, args_to_python, failure_from_lua, json_decode_to_lua, to_lua, to_python
 from worker.entries import ClientEntry, FunctionEntry, Registry, WorkerEntry, WorkflowEntry
 from worker.runtime import duration_ms, json_encode, load_kernel, new_lua, packed, pad6
 from worker.start_options import SpawnSpec, apply_spawner_call, start_request
+from worker.threads import DaemonThreadPool
+
+T = TypeVar("T")
+
+
+def _apply_all(batch: list[Completion]) -> None:
+    for apply in batch:
+        apply()
 
 log = logging.getLogger("legato.worker.caller")
 
@@ -94,8 +103,9 @@ class Caller:
 
     def __init__(self, service: api.WorkflowService, entry: FunctionEntry, registry: Registry, limits: Limits, *,
                  namespace: str = DEFAULT_NAMESPACE, pid: str | None = None,
-                 context: dict[str, Any] | None = None) -> None:
+                 context: dict[str, Any] | None = None, watchdog_ms: int = 5_000) -> None:
         self.service = service
+        self.watchdog_s = watchdog_ms / 1000
         self.entry = entry
         self.registry = registry
         self.limits = limits
@@ -110,6 +120,8 @@ class Caller:
         self._children: dict[str, tuple[int, str]] = {}  # workflow id -> (seq, run id)
         self._early: dict[str, api.ProcessMessage] = {}  # EXIT of a child whose start has not come back yet
         self._context_lua: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lua_thread = DaemonThreadPool(1, thread_name_prefix="legato-caller")
         self.lua = new_lua(limits.lua_memory_bytes)
         host = {
             "schedule_activity": self._no_activities,
@@ -140,7 +152,7 @@ class Caller:
         }
         self.k = load_kernel(self.lua, "workflow", host)
         ok, err = self.k.setup(entry.id, self.lua.table_from(list(entry.modules)), entry.method, entry.bytecode,
-                               entry.chunk_name, limits.max_commands_per_task)
+                               entry.chunk_name, limits.max_commands_per_task, limits.lua_instructions_per_task)
         if not ok:
             raise ValueError(f"{entry.id}: {err}")
 
@@ -148,20 +160,28 @@ class Caller:
 
     async def run(self, args: list[Any]) -> CallerOutcome:
         """Run the entry's function with `args` until it returns; its value or its error."""
+        self._loop = asyncio.get_running_loop()
         await self.service.open_mailbox(self.pid)
         poller = asyncio.create_task(self._poll_mailbox())
         try:
             self.k.start(packed(self.lua, args))
             while True:
-                outcome = self._step()
+                try:
+                    outcome = await self._in_lua(self._step)
+                except TimeoutError:
+                    return CallerOutcome(failure=Failure(
+                        f"the caller's Lua code ran longer than worker.lua_watchdog_ms ({int(self.watchdog_s * 1000)} "
+                        "ms) without returning (stuck where the instruction limit cannot stop it); it was abandoned",
+                        Kind.LIMIT_EXCEEDED, False))
                 self._launch()
                 if outcome is not None:
                     return outcome
-                apply = await self._queue.get()
-                apply()
+                batch = [await self._queue.get()]
                 while not self._queue.empty():
-                    self._queue.get_nowait()()
+                    batch.append(self._queue.get_nowait())
+                await self._in_lua(functools.partial(_apply_all, batch))
         finally:
+            self._lua_thread.shutdown(wait=False)
             poller.cancel()
             for t in list(self._tasks):
                 t.cancel()
@@ -173,6 +193,15 @@ class Caller:
                 await self.service.close_mailbox(self.pid)
             except ServiceError as e:  # the engine is stopping: the mailbox goes with it
                 log.debug("closing the mailbox of %s: %s", self.pid, e)
+
+    async def _in_lua(self, fn: Callable[[], T]) -> T:
+        """Run Lua in a thread of its own (a caller is one program, not a hot path): the event
+        loop stays free, so `legato run --timeout` and Ctrl-C work whatever the code does, and
+        code stuck past the watchdog is abandoned (the thread is a daemon: it cannot keep the
+        process alive)."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self.watchdog_s):
+            return await loop.run_in_executor(self._lua_thread, fn)
 
     def _step(self) -> CallerOutcome | None:
         """Run ready coroutines until all block: None, or how the function ended."""
@@ -212,7 +241,9 @@ class Caller:
             task.add_done_callback(self._tasks.discard)
 
     def _complete(self, fn: Completion) -> None:
-        self._queue.put_nowait(fn)
+        # called from the Lua thread (host callbacks) as well as from the loop
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, fn)
 
     async def _poll_mailbox(self) -> None:
         while True:
@@ -270,14 +301,22 @@ class Caller:
         self._complete(lambda: self.k.op_done(seq, *self._failure_args(f)))
 
     def _start_timer(self, tid: str, ms: Any, line: Any = None) -> None:
-        loop = asyncio.get_running_loop()
-        self._timers[tid] = loop.call_later(max(0.0, float(ms)) / 1000.0, self._fire, tid)
+        assert self._loop is not None  # called from the Lua thread: the timer is set on the loop
+        self._loop.call_soon_threadsafe(self._arm_timer, tid, max(0.0, float(ms)) / 1000.0)
+
+    def _arm_timer(self, tid: str, delay_s: float) -> None:
+        assert self._loop is not None
+        self._timers[tid] = self._loop.call_later(delay_s, self._fire, tid)
 
     def _fire(self, tid: str) -> None:
         if self._timers.pop(tid, None) is not None:
             self._complete(lambda: self.k.fire_timer(tid))
 
     def _cancel_timer(self, tid: str, line: Any = None) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._disarm_timer, tid)
+
+    def _disarm_timer(self, tid: str) -> None:
         h = self._timers.pop(tid, None)
         if h is not None:
             h.cancel()
@@ -410,12 +449,7 @@ class Caller:
         return self._context_lua
 
     def _json_decode(self, text: str) -> tuple[Any, Any]:
-        import json
-
-        try:
-            return to_lua(self.lua, json.loads(text)), None
-        except ValueError as err:
-            return None, f"json.decode: {err}"
+        return json_decode_to_lua(self.lua, text)
 
     def _log(self, message: str) -> None:
         # stdout is for the result (`legato run` prints it as JSON): print() goes to stderr

@@ -18,6 +18,11 @@ from legato.errors import Failure, Kind
 lua_type = lua54.lua_type
 
 _MAX_DEPTH = 100
+# Tables and values one conversion visits at most. A value takes at least two bytes of JSON
+# ("0,"), so a payload within the default limits.max_payload_bytes (2 MiB) has fewer; it bounds
+# the work of a value whose sub-tables are shared (a DAG with 2^60 paths in a few KB of Lua
+# memory) to well under a second.
+MAX_PAYLOAD_NODES = 1_000_000
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -31,13 +36,16 @@ def map_or_value(value: Any) -> Any:
     return {} if value == [] else value
 
 
-def to_python(value: Any, depth: int = 0) -> Any:
-    """Convert a Lua value (as lupa hands it over) into a JSON-able Python value."""
+def to_python(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
+    """Convert a Lua value (as lupa hands it over) into a JSON-able Python value. Tables are
+    read raw (no metamethod of the code runs), within MAX_PAYLOAD_NODES values."""
     t = type(value)
     if value is None or t is str or t is int or t is float or t is bool:
         return value
     lt = lua_type(value)
     if lt == "table":
+        if budget is None:
+            budget = [MAX_PAYLOAD_NODES]
         if depth >= _MAX_DEPTH:
             raise ConversionError(f"a table nested more than {_MAX_DEPTH} levels deep (a cycle?) cannot be a payload")
         try:
@@ -45,6 +53,10 @@ def to_python(value: Any, depth: int = 0) -> Any:
         except UnicodeDecodeError:
             raise ConversionError("a string in the value is not valid UTF-8 (hex-encode binary data)") from None
         n = len(items)
+        budget[0] -= n + 1
+        if budget[0] < 0:
+            raise ConversionError(f"the value has more than {MAX_PAYLOAD_NODES} parts (tables shared many times "
+                                  "over count once per use) and cannot be a payload")
         if n == 0:
             return {}
         d1 = depth + 1
@@ -57,16 +69,16 @@ def to_python(value: Any, depth: int = 0) -> Any:
                 arr = None
                 break
         if arr is not None:
-            return [to_python(v, d1) for v in arr]
+            return [to_python(v, d1, budget) for v in arr]
         out: dict[str, Any] = {}
         for k, v in items:
             if k == "__err" and v is True:
-                return _error_dict(value, d1)
+                return _error_dict(dict(items), d1, budget)
             if type(k) is not str:
                 if lua_type(k) is not None:
                     raise ConversionError("a table key must be a string or a number to be a payload")
                 k = _key(k)
-            out[k] = to_python(v, d1)
+            out[k] = to_python(v, d1, budget)
         return out
     if t is bytes:
         try:
@@ -86,13 +98,32 @@ def _key(k: Any) -> str:
     return str(k)
 
 
-def _error_dict(err: Any, depth: int) -> dict[str, Any]:
-    retryable = err["_retryable"]
-    out: dict[str, Any] = {"message": str(err["_message"] or ""), "kind": str(err["_kind"] or Kind.UNKNOWN),
+def lua_text(v: Any, default: str = "") -> str:
+    """A Lua value as text, without running its __tostring (which could loop)."""
+    if v is None:
+        return default
+    if isinstance(v, bytes):
+        return v.decode(errors="replace")
+    if isinstance(v, str | int | float | bool):
+        return str(v)
+    return f"(a Lua {lua_type(v) or type(v).__name__})"
+
+
+def _raw(table: Any) -> dict[Any, Any]:
+    """A Lua table's own fields (no __index)."""
+    try:
+        return dict(table.items())
+    except UnicodeDecodeError:
+        return {}
+
+
+def _error_dict(err: dict[Any, Any], depth: int, budget: list[int] | None = None) -> dict[str, Any]:
+    retryable = err.get("_retryable")
+    out: dict[str, Any] = {"message": lua_text(err.get("_message")), "kind": lua_text(err.get("_kind"), Kind.UNKNOWN),
                            "retryable": bool(retryable) if retryable is not None else False}
-    details = err["_details"]
+    details = err.get("_details")
     if details is not None:
-        out["details"] = to_python(details, depth)
+        out["details"] = to_python(details, depth, budget)
     return out
 
 
@@ -105,17 +136,14 @@ def args_to_python(packed: Any) -> list[Any]:
 def failure_from_lua(err: Any, default_kind: str = Kind.UNKNOWN, default_retryable: bool = False) -> Failure:
     """The `err` of `return nil, err` as a Failure: an error object, a string, or a table."""
     if lua_type(err) == "table":
-        try:
-            is_err = err["__err"] is True
-        except Exception:
-            is_err = False
-        if is_err:
-            r = err["_retryable"]
-            details = err["_details"]
-            return Failure(message=str(err["_message"] or ""), kind=str(err["_kind"] or default_kind),
+        raw = _raw(err)
+        if raw.get("__err") is True:
+            r = raw.get("_retryable")
+            details = raw.get("_details")
+            return Failure(message=lua_text(raw.get("_message")), kind=lua_text(raw.get("_kind"), default_kind),
                            retryable=default_retryable if r is None else bool(r),
                            details=to_python(details) if details is not None else None,
-                           source=err["_source"] or None)
+                           source=lua_text(raw.get("_source")) or None)
         d = to_python(err)
         if isinstance(d, dict):
             msg = d.get("message")
@@ -126,9 +154,7 @@ def failure_from_lua(err: Any, default_kind: str = Kind.UNKNOWN, default_retryab
                            retryable=r if isinstance(r, bool) else default_retryable,
                            details=d.get("details"))
         return Failure(message=_compact(d), kind=default_kind, retryable=default_retryable)
-    if isinstance(err, bytes):
-        err = err.decode(errors="replace")
-    return Failure(message=str(err), kind=default_kind, retryable=default_retryable)
+    return Failure(message=lua_text(err), kind=default_kind, retryable=default_retryable)
 
 
 def _compact(v: Any) -> str:
@@ -160,6 +186,35 @@ def to_lua(lua: Any, value: Any) -> Any:
     if type(value) is int and (value < _INT64_MIN or value > _INT64_MAX):
         return float(value)
     return value
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deep `value` nests lists and dicts, counting at most to limit + 1 (no recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict | list):
+            d += 1
+            if d > deepest:
+                deepest = d
+                if d > limit:
+                    return d
+            stack.extend((x, d) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def json_decode_to_lua(lua: Any, text: Any) -> tuple[Any, Any]:
+    """json.decode for Lua code: (value, nil) or (nil, message); nesting is bounded like payloads."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        return None, f"json.decode: {err if not isinstance(err, RecursionError) else 'nested too deeply'}"
+    if nesting_depth(value, _MAX_DEPTH) > _MAX_DEPTH:
+        return None, f"json.decode: the value nests more than {_MAX_DEPTH} levels deep"
+    return to_lua(lua, value), None
 
 
 def packed_to_lua(lua: Any, values: list[Any]) -> Any:

@@ -11,8 +11,10 @@
 local MODE, H = ...
 local K = {}
 
+-- getmetatable is the raw one: the kernel's metatables are protected (__metatable) from code,
+-- and the kernel's own identity checks must see through that.
 local type, pairs, ipairs, next, select, tostring, tonumber, error, rawget, rawset, setmetatable, getmetatable =
-    type, pairs, ipairs, next, select, tostring, tonumber, error, rawget, rawset, setmetatable, getmetatable
+    type, pairs, ipairs, next, select, tostring, tonumber, error, rawget, rawset, setmetatable, debug.getmetatable
 local pcall, xpcall, load = pcall, xpcall, load
 local co_create, co_resume, co_yield, co_status, co_running, co_close, co_isyieldable, co_wrap =
     coroutine.create, coroutine.resume, coroutine.yield, coroutine.status, coroutine.running, coroutine.close,
@@ -26,6 +28,15 @@ local floor, huge, mtype, ceil = math.floor, math.huge, math.type, math.ceil
 local os_date = os.date
 
 local KERNEL_SOURCE = getinfo(1, "S").source
+
+-- String patterns for code: C's matcher when a cheap bound says a call ends soon, else a Lua
+-- matcher of the same semantics that the instruction hook can stop (worker/patterns.lua). The
+-- real string table is changed (methods on strings go through it); the kernel keeps the C
+-- functions in its locals above.
+do
+    local P = load(H.patterns, "=legato/patterns.lua", "b")(string)
+    string.find, string.match, string.gmatch, string.gsub = P.find, P.match, P.gmatch, P.gsub
+end
 python = nil -- lupa's bridge table: never reachable from entry code
 
 -- ------------------------------------------------------------------ errors
@@ -196,16 +207,43 @@ function MSG:topic() return self._topic end
 function MSG:payload() return setmetatable({ _data = self._data }, PAYLOAD) end
 function MSG:from() return self._from end
 function MSG:data() return self._data end
+-- A load() chunk given as a reader function, as one string (so that the binary check applies).
+local function read_chunk(chunk)
+    if type(chunk) ~= "function" then return chunk end
+    local parts = {}
+    while true do
+        local p = chunk()
+        if p == nil or p == "" then break end
+        parts[#parts + 1] = p
+    end
+    return concat(parts)
+end
+
+-- Code may not reach the kernel's metatables: through one it could add a finalizer (__gc) to
+-- every error object, or an __index that loops where the kernel reads its own objects.
+-- getmetatable(v) gives the type's name instead.
+local function protect(...)
+    for i = 1, select("#", ...) do
+        local mt = select(i, ...)
+        rawset(mt, "__metatable", rawget(mt, "__name") or "protected")
+    end
+end
+protect(ERR, DUR, TIME, MSG, PAYLOAD)
+protect(getmetatable(""))
+
 local function new_message(topic, data, from)
     return setmetatable({ _topic = topic, _data = data, _from = from }, MSG)
 end
+
+-- kernel.lua and patterns.lua: frames of Legato's own Lua, never "where the code is"
+local function own_source(src) return src == KERNEL_SOURCE or src == "=legato/patterns.lua" end
 
 local function user_frame(level)
     -- "file:line" of the nearest caller that is not kernel code
     for l = level, level + 12 do
         local info = getinfo(l, "Sl")
         if not info then return nil end
-        if info.what ~= "C" and info.source ~= KERNEL_SOURCE then
+        if info.what ~= "C" and not own_source(info.source) then
             return info.short_src .. ":" .. (info.currentline or 0)
         end
     end
@@ -216,7 +254,7 @@ local function co_user_frame(co)
     for l = 0, 40 do
         local info = getinfo(co, l, "Sl")
         if not info then return nil end
-        if info.what ~= "C" and info.source ~= KERNEL_SOURCE then
+        if info.what ~= "C" and not own_source(info.source) then
             return info.short_src .. ":" .. (info.currentline or 0)
         end
     end
@@ -243,9 +281,23 @@ K.describe_error = describe_error
 
 if MODE == "activity" then
     ---------------------------------------------------------------- activity mode
-    local env = setmetatable({}, { __index = _G })
-    env._G = env
-    env.python = nil
+    -- Activities do the side effects, so they get real time and randomness, but not the
+    -- process: no files, no subprocesses, no exit, no debug library, no bytecode, no Python.
+    -- Each call gets fresh globals and fresh copies of the libraries (nothing one call sets
+    -- is seen by the next), an instruction hook that stops it once the host says so (its
+    -- timeout passed, or the worker is stopping), and the runtime's memory limit.
+    -- the interruption: once set, every hook call and every pcall re-raises it, so that no
+    -- handler can swallow it
+    local STOP = nil
+    local ACT_HOOK_EVERY = 10000
+    local function stop_error()
+        return make_error(STOP, "TIMEOUT", true, nil, nil)
+    end
+    local function check_stop(level)
+        if STOP == nil then STOP = H.interrupted() end
+        if STOP ~= nil then error(stop_error(), level + 1) end
+    end
+
     local mods = {}
     mods.errors = errors
     mods.json = json
@@ -253,7 +305,8 @@ if MODE == "activity" then
         now = function() return new_time(H.now_ms()) end,
         sleep = function(d)
             local ms = duration_ms(d, "time.sleep", 2)
-            H.sleep(ms)
+            H.sleep(ms)  -- ends early at the attempt's deadline, or when the worker stops
+            check_stop(2)
         end,
     })
     mods.uuid = { v4 = function() return H.uuid4() end }
@@ -304,70 +357,202 @@ if MODE == "activity" then
     end
     mods.funcs.new = function() return new_executor(nil) end
 
-    local ENTRY_ID, MODULES, MODULE_NAMES = nil, {}, ""
-    env.require = function(name)
-        local m = mods[name]
-        if m and MODULES[name] then return m end
-        if m then
-            error(sformat("require(%q): module %q is not listed in the modules of entry %s (modules: [%s])",
-                name, name, ENTRY_ID, MODULE_NAMES), 2)
+    local function act_hook()
+        if STOP == nil then
+            local why = H.interrupted()
+            if why == nil then return end
+            STOP = why
         end
-        if package.loaded[name] then return package.loaded[name] end
-        error(sformat("require(%q): no such module (entry %s lists modules: [%s])", name, ENTRY_ID,
-            MODULE_NAMES), 2)
+        error(stop_error(), 2)
+    end
+    local function act_rethrow(ok, ...)
+        if not ok and STOP ~= nil then error(stop_error(), 0) end
+        return ok, ...
+    end
+    local function hooked(co)
+        sethook(co, act_hook, "", ACT_HOOK_EVERY)
+        return co
     end
 
-    local fn_cache = nil
-    function K.setup(entry_id, modules, method, bytecode, chunk_name)
-        ENTRY_ID = entry_id
-        local names = {}
-        for _, m in ipairs(modules) do
-            MODULES[m] = true
-            names[#names + 1] = m
-            env[m] = mods[m]
+    local function copy_of(t)
+        local c = {}
+        for k, v in pairs(t) do c[k] = v end
+        return c
+    end
+    local IO_DENIED = "is not available to activities (no files, processes or environment of the worker)"
+    local function denied(name)
+        return function() error(name .. " " .. IO_DENIED, 2) end
+    end
+
+    local ENTRY_ID, MODULES, MODULE_NAMES = nil, {}, ""
+    local BYTECODE, CHUNK_NAME, METHOD = nil, nil, nil
+
+    local function new_env()
+        local env = {}
+        for _, name in ipairs({ "assert", "error", "ipairs", "next", "pairs", "rawequal", "rawget", "rawlen",
+            "rawset", "select", "getmetatable", "setmetatable", "tonumber", "tostring", "type", "_VERSION" }) do
+            env[name] = _G[name]
         end
-        MODULE_NAMES = concat(names, ", ")
+        env.pcall = function(f, ...) return act_rethrow(pcall(f, ...)) end
+        env.xpcall = function(f, h, ...)
+            return act_rethrow(xpcall(f, function(e)
+                if STOP ~= nil then return e end
+                return h(e)
+            end, ...))
+        end
+        env.print = function(...)
+            local n = select("#", ...)
+            local parts = {}
+            for i = 1, n do parts[i] = tostring((select(i, ...))) end
+            H.log(concat(parts, "\t"))
+        end
+        env.collectgarbage = function(opt, ...)
+            if opt == nil or opt == "collect" or opt == "step" or opt == "count" then
+                return collectgarbage(opt, ...)
+            end
+            error("collectgarbage(" .. tostring(opt) .. ") is not available to activities", 2)
+        end
+        local str = copy_of(string)
+        str.dump = denied("string.dump")
+        env.string = str
+        env.table = copy_of(table)
+        env.math = copy_of(math)
+        env.utf8 = copy_of(utf8)
+        env.os = {
+            time = os.time, clock = os.clock, date = os.date, difftime = os.difftime,
+            getenv = denied("os.getenv"), execute = denied("os.execute"), exit = denied("os.exit"),
+            remove = denied("os.remove"), rename = denied("os.rename"), tmpname = denied("os.tmpname"),
+            setlocale = denied("os.setlocale"),
+        }
+        local co = copy_of(coroutine)
+        co.create = function(f)
+            if type(f) ~= "function" then error("coroutine.create: expected a function", 2) end
+            return hooked(co_create(f))
+        end
+        co.wrap = function(f)
+            if type(f) ~= "function" then error("coroutine.wrap: expected a function", 2) end
+            local c = hooked(co_create(f))
+            return function(...)
+                local r = pack(co_resume(c, ...))
+                if not r[1] then error(r[2], 0) end
+                return unpack(r, 2, r.n)
+            end
+        end
+        co.resume = function(c, ...) return act_rethrow(co_resume(c, ...)) end
+        env.coroutine = co
+        env.dofile = denied("dofile")
+        env.loadfile = denied("loadfile")
+        env.load = function(chunk, name, mode, e)
+            if mode ~= nil and mode ~= "t" then
+                error("load with mode " .. tostring(mode) .. " is not available to activities: only text chunks", 2)
+            end
+            chunk = read_chunk(chunk)
+            if type(chunk) == "string" and sbyte(chunk, 1) == 27 then
+                error("loading bytecode is not available to activities: load Lua source text", 2)
+            end
+            return load(chunk, name, "t", e or env)
+        end
+        local STD = { string = env.string, table = env.table, math = env.math, utf8 = env.utf8, os = env.os,
+            coroutine = env.coroutine }
+        env.require = function(name)
+            local m = mods[name]
+            if m and MODULES[name] then return m end
+            if m then
+                error(sformat("require(%q): module %q is not listed in the modules of entry %s (modules: [%s])",
+                    name, name, ENTRY_ID, MODULE_NAMES), 2)
+            end
+            if STD[name] then return STD[name] end
+            error(sformat("require(%q): no such module for activities (entry %s lists modules: [%s])",
+                tostring(name), ENTRY_ID, MODULE_NAMES), 2)
+        end
+        for name in pairs(MODULES) do env[name] = mods[name] end
         env.errors = errors
-        local chunk, err = load(bytecode, "=" .. chunk_name, "b", env)
+        env._G = env
+        return env
+    end
+
+    -- The entry's function, loaded into fresh globals: (function) or (nil, message).
+    local function load_entry()
+        local env = new_env()
+        local chunk, err = load(BYTECODE, "=" .. CHUNK_NAME, "b", env)
         if not chunk then return nil, err end
         local ok, mod = xpcall(chunk, traceback)
         if not ok then return nil, (describe_error(mod)) end
         local fn
         if type(mod) == "function" then fn = mod
-        elseif type(mod) == "table" then fn = mod[method] end
-        if fn == nil then fn = rawget(env, method) end
+        elseif type(mod) == "table" then fn = rawget(mod, METHOD) end
+        if fn == nil then fn = rawget(env, METHOD) end
         if type(fn) ~= "function" then
             return nil, sformat("%s: method %q not found: the source must return a function, a table with %q, " ..
-                "or define a global function %q", chunk_name, method, method, method)
+                "or define a global function %q", CHUNK_NAME, METHOD, METHOD, METHOD)
         end
-        fn_cache = fn
+        return fn
+    end
+
+    function K.setup(entry_id, modules, method, bytecode, chunk_name)
+        ENTRY_ID, BYTECODE, CHUNK_NAME, METHOD = entry_id, bytecode, chunk_name, method
+        local names = {}
+        for _, m in ipairs(modules) do
+            if mods[m] then MODULES[m] = true end
+            names[#names + 1] = m
+        end
+        MODULE_NAMES = concat(names, ", ")
+        -- the entry loads once here so that a broken entry is reported before any call
+        local fn, err = load_entry()
+        if fn == nil then return nil, err end
         return true, nil
     end
 
     local function handler(e)
-        if type(e) == "string" then return e end
         return e
     end
 
-    -- Returns: "ok", value | "returned_error", message, kind, retryable, details | "raised", message, kind, retryable, details, source
-    function K.call(args)
-        local r = pack(xpcall(fn_cache, handler, unpack(args, 1, args.n)))
+    local function outcome(r)
+        if not r[1] and r[2] == "not enough memory" then
+            return "raised", "the activity ran out of Lua memory (limits.activity_lua_memory_bytes)",
+                "LIMIT_EXCEEDED", false, nil, nil
+        end
         if not r[1] then
             local message, kind, retryable, details, source = describe_error(r[2])
             return "raised", message, kind, retryable, details, source
         end
-        local err = r[3]
-        if err ~= nil then
-            if is_error(err) then
-                return "returned_error", tostring(err._message), err._kind, err._retryable, err._details
-            elseif type(err) == "table" then
-                local m = rawget(err, "message")
-                return "returned_error", m ~= nil and tostring(m) or H.json_encode(err), rawget(err, "kind"),
-                    rawget(err, "retryable"), rawget(err, "details")
+        local e = r[3]
+        if e ~= nil then
+            if is_error(e) then
+                return "returned_error", tostring(e._message), e._kind, e._retryable, e._details
+            elseif type(e) == "table" then
+                local m = rawget(e, "message")
+                return "returned_error", m ~= nil and tostring(m) or H.json_encode(e), rawget(e, "kind"),
+                    rawget(e, "retryable"), rawget(e, "details")
             end
-            return "returned_error", tostring(err), nil, nil, nil
+            return "returned_error", tostring(e), nil, nil, nil
         end
         return "ok", r[2]
+    end
+
+    -- Returns: "ok", value | "returned_error", message, kind, retryable, details
+    --        | "raised", message, kind, retryable, details, source
+    function K.call(args)
+        STOP = nil
+        sethook(act_hook, "", ACT_HOOK_EVERY)
+        local fn, err = load_entry()
+        if fn == nil then
+            sethook()
+            if STOP ~= nil then return "raised", STOP, "TIMEOUT", true, nil, nil end
+            return "raised", type(err) == "string" and err or "the entry failed to load", "INTERNAL", true, nil, nil
+        end
+        local r = pack(xpcall(fn, handler, unpack(args, 1, args.n)))
+        -- describing the outcome may call the code's metamethods (__tostring, __index): still hooked
+        local out = pack(pcall(outcome, r))
+        sethook()
+        if STOP ~= nil then
+            return "raised", STOP, "TIMEOUT", true, nil, nil
+        end
+        if not out[1] then
+            local why = type(out[2]) == "string" and out[2] or "an error while describing it"
+            return "raised", "the activity's result cannot be read: " .. why, "INTERNAL", false, nil, nil
+        end
+        return unpack(out, 2, out.n)
     end
     K.is_error = is_error
     return K
@@ -1408,10 +1593,15 @@ local function build_env()
     end
     -- finalizers run at arbitrary points of garbage collection (outside the instruction limit, and
     -- differently on replay): not in workflow code
+    -- weak tables lose entries when the garbage collector runs, which differs on replay
     env.setmetatable = function(t, mt)
         if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
             raise_fatal("FORBIDDEN_CALL", "__gc metamethods are not allowed in workflow code (finalizers run " ..
                 "at non-deterministic points); release resources explicitly or use to-be-closed variables", 1)
+        end
+        if type(mt) == "table" and rawget(mt, "__mode") ~= nil then
+            raise_fatal("FORBIDDEN_CALL", "weak tables (__mode) are not allowed in workflow code: what they " ..
+                "keep depends on when the garbage collector runs, which differs on replay", 1)
         end
         return setmetatable(t, mt)
     end
@@ -1429,10 +1619,13 @@ local function build_env()
         for i = 1, n do parts[i] = tostring((select(i, ...))) end
         H.log(concat(parts, "\t"))
     end
-    env.collectgarbage = function(opt, ...)
-        if opt == nil or opt == "collect" or opt == "step" or opt == "count" then
-            return collectgarbage(opt, ...)
+    -- memory use differs between a run and its replay: workflow code sees none of it
+    env.collectgarbage = function(opt)
+        if opt == nil or opt == "collect" or opt == "step" then
+            collectgarbage(opt)
+            return 0
         end
+        if opt == "count" then return 0 end
         error("collectgarbage(" .. tostring(opt) .. ") is not allowed in workflow code", 2)
     end
     -- string.dump must not be reachable through ("").dump either: replace it in the real table
@@ -1466,21 +1659,9 @@ local function build_env()
             raise_fatal("FORBIDDEN_CALL", "load with mode " .. tostring(mode) ..
                 " is not allowed in workflow code: only text chunks (mode \"t\") can be loaded", 1)
         end
+        chunk = read_chunk(chunk)
         if type(chunk) == "string" and sbyte(chunk, 1) == 27 then
             raise_fatal("FORBIDDEN_CALL", "loading bytecode is not allowed in workflow code: load Lua source text", 1)
-        end
-        if type(chunk) == "function" then
-            -- a reader function: collect it so the binary check above can apply
-            local parts = {}
-            while true do
-                local p = chunk()
-                if p == nil or p == "" then break end
-                parts[#parts + 1] = p
-            end
-            chunk = concat(parts)
-            if sbyte(chunk, 1) == 27 then
-                raise_fatal("FORBIDDEN_CALL", "loading bytecode is not allowed in workflow code", 1)
-            end
         end
         return load(chunk, name, "t", e or env)
     end
@@ -1501,9 +1682,13 @@ end
 
 -- ------------------------------------------------------------------ the host's side
 
--- setup(entry_id, modules (list), method, bytecode, chunk_name, args (packed), max_commands, max_instructions)
-function K.setup(entry_id, mods, method, bytecode, chunk_name, max_cmds)
+-- setup(entry_id, modules (list), method, bytecode, chunk_name, max_commands, max_instructions)
+function K.setup(entry_id, mods, method, bytecode, chunk_name, max_cmds, max_instructions)
     ENTRY_ID = entry_id
+    -- The main thread is hooked too: the kernel calls into values the code made (__tostring,
+    -- __index, __eq of errors and payloads) outside the workflow's coroutines.
+    hook_calls, hook_max = 0, (max_instructions or 50000000) // HOOK_EVERY
+    sethook(hook, "", HOOK_EVERY)
     local names = {}
     for i = 1, #mods do
         local name = mods[i]
@@ -1537,7 +1722,7 @@ function K.start(args)
 end
 
 function K.begin(now, is_replaying)
-    now_ms, replaying, ncommands = now, is_replaying, 0
+    now_ms, replaying, ncommands, hook_calls = now, is_replaying, 0, 0
 end
 
 -- Run every ready coroutine until all are blocked.
@@ -1586,5 +1771,6 @@ end
 
 function K.is_error(v) return is_error(v) end
 
+protect(CH, SPAWNER, TIMER, FUTURE, EXEC, getmetatable(BLOCK), getmetatable(FATAL), getmetatable(CLOSED))
 build_env()
 return K

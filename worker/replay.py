@@ -25,7 +25,7 @@ from legato.config import Config, Limits
 from legato.errors import Failure, Kind
 from legato.events import COMMAND_EVENTS, EventType, HistoryEvent
 from worker.entries import Registry, WorkflowEntry
-from worker.runtime import VERSION_MARKER, PendingCommand, RunInfo, TaskFailure, WorkflowRun
+from worker.runtime import VERSION_MARKER, PendingCommand, RunInfo, TaskFailure, WorkflowRun, check_payload_sizes
 
 E = EventType
 C = CommandType
@@ -204,6 +204,11 @@ class WorkflowExecution:
         except TaskFailure:
             self.broken = True
             raise
+        except lua54.LuaError as err:  # raised by the hook while the host fed the run an event
+            self.broken = True
+            if self.run is None:
+                raise
+            raise self.run.lua_failure(err) from None
         except Exception:
             self.broken = True
             raise
@@ -234,6 +239,7 @@ class WorkflowExecution:
                     st.last_started_event_id = ev.event_id
                     st.unmatched = cmds
                     built = [self.run.build(c) for c in cmds] if self.run else []
+                    check_payload_sizes(built, cmds, self.limits)
                     if any(c.command_type in CLOSE_COMMANDS for c in built):
                         self.closed = True
                     return built

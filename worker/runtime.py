@@ -19,6 +19,7 @@ from typing import Any
 
 from lupa import lua54
 
+from legato import codec
 from legato.commands import EVENT_OF, Command, CommandType
 from legato.config import Limits
 from legato.durations import parse_duration_ms
@@ -27,7 +28,17 @@ from legato.events import EventType, HistoryEvent
 from legato.ids import MAX_ID_LENGTH
 from legato.query import check_search_attributes
 from legato.retry import RetryPolicy
-from worker.convert import ConversionError, args_to_python, failure_from_lua, map_or_value, to_lua, to_python
+from legato.wire import max_message_bytes
+from worker.convert import (
+    ConversionError,
+    args_to_python,
+    failure_from_lua,
+    json_decode_to_lua,
+    lua_text,
+    map_or_value,
+    to_lua,
+    to_python,
+)
 from worker.entries import ClientEntry, Registry, WorkerEntry, WorkflowEntry, compile_lua
 from worker.start_options import SpawnSpec, apply_spawner_call, child_command_attrs, start_request
 
@@ -36,22 +47,36 @@ log = logging.getLogger("legato.worker.lua")
 C = CommandType
 
 KERNEL_CHUNK = "legato/kernel.lua"
+PATTERNS_CHUNK = "legato/patterns.lua"
 _kernel_bytecode: bytes | None = None
+_patterns_bytecode: bytes | None = None
 
 CRYPTO_MARKER = "crypto.random_bytes"
 VERSION_MARKER = "version"
+
+
+def _compiled(file: str, chunk: str) -> bytes:
+    text = resources.files("worker").joinpath(file).read_text(encoding="utf-8")
+    bc, err = compile_lua(text, chunk, strip=True)
+    if bc is None:  # pragma: no cover - a broken build
+        raise RuntimeError(f"{file} does not compile: {err}")
+    return bc
 
 
 def kernel_bytecode() -> bytes:
     """kernel.lua compiled once per process."""
     global _kernel_bytecode
     if _kernel_bytecode is None:
-        text = resources.files("worker").joinpath("kernel.lua").read_text(encoding="utf-8")
-        bc, err = compile_lua(text, KERNEL_CHUNK, strip=True)
-        if bc is None:  # pragma: no cover - a broken build
-            raise RuntimeError(f"kernel.lua does not compile: {err}")
-        _kernel_bytecode = bc
+        _kernel_bytecode = _compiled("kernel.lua", KERNEL_CHUNK)
     return _kernel_bytecode
+
+
+def patterns_bytecode() -> bytes:
+    """patterns.lua (string patterns bounded by the instruction hook) compiled once per process."""
+    global _patterns_bytecode
+    if _patterns_bytecode is None:
+        _patterns_bytecode = _compiled("patterns.lua", PATTERNS_CHUNK)
+    return _patterns_bytecode
 
 
 def _deny_attributes(obj: Any, name: Any, is_setting: bool) -> Any:
@@ -68,6 +93,7 @@ def load_kernel(lua: Any, mode: str, host: dict[str, Any]) -> Any:
     chunk = loader(kernel_bytecode(), "=" + KERNEL_CHUNK)
     h = lua.table_from(host)
     h["kinds"] = lua.table_from(list(Kind.ALL))
+    h["patterns"] = patterns_bytecode()
     return chunk(mode, h)
 
 
@@ -226,7 +252,7 @@ class WorkflowRun:
         try:
             self.k = load_kernel(self.lua, "workflow", host)
             ok, err = self.k.setup(entry.id, self.lua.table_from(list(entry.modules)), entry.method, entry.bytecode,
-                                   entry.chunk_name, limits.max_commands_per_task)
+                                   entry.chunk_name, limits.max_commands_per_task, limits.lua_instructions_per_task)
             if not ok:
                 raise TaskFailure("WORKFLOW_ERROR", Failure(str(err), Kind.INTERNAL, False))
             self.k.start(packed(self.lua, args))
@@ -334,8 +360,7 @@ class WorkflowRun:
             raise TaskFailure("LIMIT_EXCEEDED", Failure(
                 "the workflow ran out of Lua memory (limits.lua_memory_bytes)", Kind.LIMIT_EXCEEDED, False)) from None
         except lua54.LuaError as err:
-            raise TaskFailure("WORKFLOW_ERROR", Failure(f"internal error in the Lua kernel: {err}",
-                                                         Kind.INTERNAL, False)) from None
+            raise self.lua_failure(err) from None
         cmds = self._commands
         if status == "blocked":
             return BatchResult(cmds, "blocked")
@@ -356,15 +381,30 @@ class WorkflowRun:
         if status == "fatal":
             kind = {"FORBIDDEN_CALL": Kind.FORBIDDEN, "LIMIT_EXCEEDED": Kind.LIMIT_EXCEEDED,
                     "NON_DETERMINISTIC": Kind.NON_DETERMINISTIC}.get(a, Kind.INTERNAL)
-            raise TaskFailure(str(a), Failure(str(b), kind, False, source=c or None))
+            raise TaskFailure(lua_text(a), Failure(lua_text(b), kind, False, source=lua_text(c) or None))
         # "error": message, kind, retryable, details, source. A raised string (a Lua runtime error, or
         # error("text")) is INTERNAL, as in activities; a raised error object keeps its kind.
         try:
             details = to_python(d)
         except ConversionError:
             details = None
-        raise TaskFailure("WORKFLOW_ERROR", Failure(str(a), str(b) if b else Kind.INTERNAL,
-                                                    bool(c) if c is not None else False, details, e or None))
+        raise TaskFailure("WORKFLOW_ERROR", Failure(lua_text(a), lua_text(b) or Kind.INTERNAL,
+                                                    bool(c) if c is not None else False, details,
+                                                    lua_text(e) or None))
+
+    def lua_failure(self, err: Exception) -> TaskFailure:
+        """The task failure for an error that left the kernel: a limit the hook enforced on the
+        kernel's own thread (while it read a value the code made), or a kernel bug."""
+        k = self.k
+        cause = k.fatal_cause if k is not None else None
+        if cause is not None:
+            kind = {"FORBIDDEN_CALL": Kind.FORBIDDEN, "LIMIT_EXCEEDED": Kind.LIMIT_EXCEEDED,
+                    "NON_DETERMINISTIC": Kind.NON_DETERMINISTIC}.get(str(cause), Kind.INTERNAL)
+            return TaskFailure(str(cause), Failure(str(k.fatal_message), kind, False, source=k.fatal_source or None))
+        if isinstance(err, lua54.LuaMemoryError):
+            return TaskFailure("LIMIT_EXCEEDED", Failure(
+                "the workflow ran out of Lua memory (limits.lua_memory_bytes)", Kind.LIMIT_EXCEEDED, False))
+        return TaskFailure("WORKFLOW_ERROR", Failure(f"internal error in the Lua kernel: {err}", Kind.INTERNAL, False))
 
     def cancel_command(self) -> PendingCommand:
         return PendingCommand(C.CancelWorkflowExecution, None, None, None)
@@ -679,13 +719,45 @@ class WorkflowRun:
         return len(cmds), None
 
     def _json_decode(self, text: str) -> tuple[Any, Any]:
-        try:
-            return to_lua(self.lua, json.loads(text)), None
-        except ValueError as err:
-            return None, f"json.decode: {err}"
+        return json_decode_to_lua(self.lua, text)
+
 
     def _log(self, message: str) -> None:
         log.info("[%s %s] %s", self.info.workflow_type, self.info.workflow_id, message)
+
+
+# The attributes of a command that carry values the code made (each one a payload).
+_PAYLOAD_ATTRS = ("input", "result", "failure", "details", "memo", "search_attributes", "context")
+
+
+def check_payload_sizes(commands: list[Command], pending: list[PendingCommand], limits: Limits) -> None:
+    """Fail the task, naming the limit, the size and the Lua line, when a payload the code made is
+    larger than limits.max_payload_bytes or the commands together larger than a response may be
+    (history would refuse them; the task would time out and run again, forever)."""
+    limit = limits.max_payload_bytes
+    total = 0
+    for cmd, src in zip(commands, pending, strict=False):
+        for name in _PAYLOAD_ATTRS:
+            value = cmd.attrs.get(name)
+            if value is None:
+                continue
+            try:
+                size = len(codec.dumps(value).encode())
+            except (TypeError, ValueError) as err:
+                raise TaskFailure("WORKFLOW_ERROR", Failure(
+                    f"{src.describe()}: its {name} cannot be encoded as JSON: {err}", Kind.INVALID, False,
+                    source=src.line)) from None
+            if size > limit:
+                raise TaskFailure("LIMIT_EXCEEDED", Failure(
+                    f"{src.describe()}: its {name} is {size} bytes; the limit is {limit} bytes "
+                    "(limits.max_payload_bytes)", Kind.LIMIT_EXCEEDED, False, source=src.line))
+            total += size
+    cap = max_message_bytes(limits)
+    if total > cap:
+        raise TaskFailure("LIMIT_EXCEEDED", Failure(
+            f"the workflow task's {len(commands)} commands carry {total} bytes of payloads; one task may send at "
+            f"most {cap} bytes (from limits.max_payload_bytes and limits.max_history_bytes)",
+            Kind.LIMIT_EXCEEDED, False))
 
 
 def pad6(r: Any) -> tuple[Any, Any, Any, Any, Any, Any]:

@@ -2,9 +2,10 @@
 
 One `Worker` serves every `temporal.worker` entry of a registry: for each distinct
 (namespace, task_queue) it runs `worker.workflow_pollers` workflow-task pollers and
-`worker.activity_pollers` activity-task pollers. Workflow tasks and activities run in thread
-pools (Lua releases the GIL), bounded by `max_concurrent_workflow_tasks` /
-`max_concurrent_activities`; a poller only asks for a task when a slot is free.
+`worker.activity_pollers` activity-task pollers. Workflow tasks run in Lua host processes behind
+a watchdog (`worker.lua_isolation`), activities in a thread pool (Lua releases the GIL), bounded
+by `max_concurrent_workflow_tasks` / `max_concurrent_activities`; a poller only asks for a task
+when a slot is free.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from legato.api import (
@@ -28,22 +28,21 @@ from legato.api import (
     RespondActivityTaskCompletedRequest,
     RespondActivityTaskFailedRequest,
     RespondWorkflowTaskCompletedRequest,
-    RespondWorkflowTaskFailedRequest,
     WorkflowService,
     WorkflowTask,
 )
 from legato.commands import CommandType
 from legato.config import Config
-from legato.errors import Failure, Kind, Unavailable
+from legato.errors import Unavailable
 from worker.activity import ActivityRunner, CallContext
 from worker.cache import WorkflowCache
 from worker.entries import Registry
-from worker.replay import WorkflowExecution
-from worker.runtime import TaskFailure
+from worker.lua_isolation import CachedRuns, workflow_tasks
+from worker.task_runner import shortened
+from worker.threads import DaemonThreadPool
 
 log = logging.getLogger("legato.worker")
 
-WorkflowResponse = RespondWorkflowTaskCompletedRequest | RespondWorkflowTaskFailedRequest
 T = TypeVar("T")
 
 
@@ -116,12 +115,12 @@ class Worker:
         self.registry = registry
         self.config = config
         self.identity = identity or default_identity()
-        wc = config.worker
-        self.cache = WorkflowCache(wc.workflow_cache_size, wc.workflow_cache_bytes)
-        self.activities = ActivityRunner(registry, self._heartbeat_from_thread, config.worker.heartbeat_throttle_ms)
+        self.workflow_tasks = workflow_tasks(registry, config, self.identity)
+        self.activities = ActivityRunner(registry, self._heartbeat_from_thread, config.worker.heartbeat_throttle_ms,
+                                         config.limits.activity_lua_memory_bytes)
         self.task_queues = registry.task_queues()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._act_pool: ThreadPoolExecutor | None = None
+        self._act_pool: DaemonThreadPool | None = None
         self._wf_slots: asyncio.Semaphore | None = None
         self._act_slots: asyncio.Semaphore | None = None
         self._pollers: list[asyncio.Task[None]] = []
@@ -132,18 +131,25 @@ class Worker:
         self.min_empty_poll_s = 0.05  # an empty poll faster than this (no long-poll) backs off
         self._poll_errors = LogThrottle()
 
+    @property
+    def cache(self) -> WorkflowCache | CachedRuns:
+        """The runs cached for their next workflow task (in this process, or in the Lua hosts)."""
+        return self.workflow_tasks.cache
+
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         if self._started:
             return
         self._started = True
+        self.activities.stopping.clear()
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         wc = self.config.worker
-        self._act_pool = ThreadPoolExecutor(wc.max_concurrent_activities, thread_name_prefix="legato-act")
+        self._act_pool = DaemonThreadPool(wc.max_concurrent_activities, thread_name_prefix="legato-act")
         self._wf_slots = asyncio.Semaphore(wc.max_concurrent_workflow_tasks)
         self._act_slots = asyncio.Semaphore(wc.max_concurrent_activities)
+        await self.workflow_tasks.start()
         for namespace, queue in self.task_queues:
             for i in range(wc.workflow_pollers):
                 self._pollers.append(asyncio.create_task(
@@ -168,6 +174,7 @@ class Worker:
         self._pollers.clear()
         if self._inflight:
             _, pending = await asyncio.wait(set(self._inflight), timeout=grace_s)
+            self.activities.stopping.set()  # activities still running stop at their next hook (or sleep)
             for t in pending:
                 t.cancel()
             if pending:
@@ -176,7 +183,7 @@ class Worker:
         if self._act_pool is not None:
             self._act_pool.shutdown(wait=False, cancel_futures=True)
         self._act_pool = None
-        self.cache.clear()
+        await self.workflow_tasks.stop()
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -249,10 +256,7 @@ class Worker:
     # ------------------------------------------------------------ workflow tasks
 
     async def _run_workflow_task(self, task: WorkflowTask) -> None:
-        # On the event loop, not in a thread: workflow code cannot block (every wait is a command),
-        # a task is bounded by limits.lua_instructions_per_task, and a thread hop per task cost
-        # about a third of the throughput.
-        resp = self.process_workflow_task(task)
+        resp = (await self.workflow_tasks.run(task)).response
         reserved = 0
         try:
             if isinstance(resp, RespondWorkflowTaskCompletedRequest):
@@ -262,7 +266,7 @@ class Worker:
             else:
                 await self._respond(lambda: self.client.respond_workflow_task_failed(resp), task)
         except Exception as err:
-            self.cache.evict(task.run_id)
+            self.workflow_tasks.evict(task.run_id)
             log.warning("could not respond to workflow task of %s/%s: %s: %s", task.workflow_id, task.run_id,
                         type(err).__name__, err)
         finally:
@@ -305,39 +309,13 @@ class Worker:
             t.add_done_callback(self._inflight.discard)
         return reserved
 
-    def process_workflow_task(self, task: WorkflowTask) -> WorkflowResponse:
-        """Run a workflow task (synchronously) and return the response to send."""
-        ex = self.cache.take(task.run_id)
-        if ex is not None and not ex.can_continue(task.history, task.previous_started_event_id):
-            ex.dispose()
-            ex = None
-        if ex is None:
-            entry = self.registry.workflow_for_type(task.workflow_type)
-            if entry is None:
-                return RespondWorkflowTaskFailedRequest(task.task_token, "WORKFLOW_ERROR", Failure(
-                    f"workflow type {task.workflow_type!r} is not registered on this worker "
-                    f"(task queue {task.task_queue})", Kind.NOT_FOUND, False), self.identity)
-            ex = WorkflowExecution(entry, self.registry, self.config.limits, namespace=task.namespace,
-                                   workflow_id=task.workflow_id, run_id=task.run_id, task_queue=task.task_queue)
-        try:
-            commands = ex.process(task.history)
-        except TaskFailure as err:
-            ex.dispose()
-            log.info("workflow task of %s/%s failed: %s", task.workflow_id, task.run_id, err)
-            return RespondWorkflowTaskFailedRequest(task.task_token, err.cause, err.failure, self.identity)
-        except Exception as err:
-            ex.dispose()
-            log.exception("internal error in workflow task of %s/%s", task.workflow_id, task.run_id)
-            return RespondWorkflowTaskFailedRequest(task.task_token, "WORKFLOW_ERROR", Failure(
-                f"internal worker error: {type(err).__name__}: {err}", Kind.INTERNAL, False), self.identity)
-        self.cache.put(task.run_id, ex)  # a closed run is disposed of instead
-        return RespondWorkflowTaskCompletedRequest(task.task_token, commands, self.identity)
-
     # ------------------------------------------------------------ activities
 
     async def _run_activity_task(self, task: ActivityTask) -> None:
         assert self._loop is not None
         out = await self._loop.run_in_executor(self._act_pool, self.activities.execute, task)
+        if out.failure is not None:
+            out.failure = shortened(out.failure)
         try:
             if out.ok:
                 await self._complete_activity(task, out.result)

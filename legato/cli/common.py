@@ -31,6 +31,9 @@ class CliError(Exception):
 
 
 def client_options(fn: F) -> F:
+    from legato.cli.security import client_security_options  # it builds on this module
+
+    fn = client_security_options(fn)
     fn = click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True, help="Namespace.")(fn)
     fn = click.option("--output", "output", type=click.Choice(["text", "json"]), default="text",
                       show_default=True, help="Output format.")(fn)

@@ -17,6 +17,7 @@ from legato.cli.kafka_cmds import kafka
 from legato.cli.output import ExitCode, error
 from legato.cli.run_cmds import bench, run, server, worker
 from legato.cli.schema_cmds import schema
+from legato.cli.token_cmds import token
 from legato.cli.workflow_cmds import workflow
 from legato.config import ConfigError
 from legato.errors import ServiceError
@@ -38,6 +39,7 @@ cli.add_command(bench)
 cli.add_command(schema)
 cli.add_command(kafka)
 cli.add_command(cluster)
+cli.add_command(token)
 
 
 def _entry_error_type() -> tuple[type[BaseException], ...]:
@@ -48,9 +50,27 @@ def _entry_error_type() -> tuple[type[BaseException], ...]:
     return (EntryError,)
 
 
+def undecodable_argument(argv: list[str]) -> str | None:
+    """The message for the first argument that is not valid UTF-8 text, or None. Python keeps
+    such bytes as lone surrogates ("surrogate escapes"), which no JSON, protobuf or store takes."""
+    for i, arg in enumerate(argv, 1):
+        try:
+            arg.encode()
+        except UnicodeEncodeError as e:
+            raw = arg.encode(errors="surrogateescape")
+            return (f"argument {i} ({raw!r}) is not valid UTF-8 text (byte {e.start}); Legato takes UTF-8 "
+                    "only: check the terminal's or the script's encoding")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    problem = undecodable_argument(args)
+    if problem:
+        error(problem)
+        return ExitCode.ERROR
     try:
-        rv = cli.main(args=argv, prog_name="legato", standalone_mode=False)
+        rv = cli.main(args=args, prog_name="legato", standalone_mode=False)
     except click.exceptions.Exit as e:
         return int(e.exit_code)
     except click.exceptions.Abort:
@@ -69,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         error(str(e))
         return ExitCode.ERROR
     except _entry_error_type() as e:
+        error(str(e))
+        return ExitCode.ERROR
+    except UnicodeError as e:  # text from a file or the environment that is not UTF-8
+        error(f"cannot read text that is not valid UTF-8: {e}")
+        return ExitCode.ERROR
+    except OSError as e:  # an address in use, a file that cannot be read: the message names it
         error(str(e))
         return ExitCode.ERROR
     except KeyboardInterrupt:

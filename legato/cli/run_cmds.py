@@ -15,6 +15,7 @@ from legato import DEFAULT_NAMESPACE
 from legato.api import ExecutionRef, StartWorkflowRequest
 from legato.cli.common import CliError, override_section, parse_input, parse_timeout, run_async
 from legato.cli.output import ExitCode, fmt_value
+from legato.cli.security import client_security, client_security_options, server_security, server_security_options
 from legato.cli.workflow_cmds import report_result, wait_result
 from legato.config import load_config
 from legato.ids import new_request_id
@@ -82,6 +83,7 @@ def server() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @store_options
 @queue_options
+@server_security_options
 @config_option
 @run_async
 async def start_dev(db_path: str | None, port: int, host: str, store_kind: str | None, cassandra_hosts: str | None,
@@ -95,6 +97,7 @@ async def start_dev(db_path: str | None, port: int, host: str, store_kind: str |
     from legato.server import serve_dev
 
     config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace, queues_kind, kafka_bootstrap)
+    config.security = server_security(config.security)
     await serve_dev(config, db_path, host, port, _stop_on_signals())
     return ExitCode.OK
 
@@ -114,6 +117,7 @@ async def start_dev(db_path: str | None, port: int, host: str, store_kind: str |
 @click.option("--metrics-address", default=None, metavar="H:P", help="Default: cluster.metrics_address.")
 @store_options
 @queue_options
+@server_security_options
 @config_option
 @run_async
 async def start(roles_text: str, db_path: str | None, frontend_address: str | None, history_address: str | None,
@@ -136,6 +140,7 @@ async def start(roles_text: str, db_path: str | None, frontend_address: str | No
 
     roles = parse_roles(roles_text)
     config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace, queues_kind, kafka_bootstrap)
+    config.security = server_security(config.security)
     config.cluster = override_section(config.cluster, ClusterConfig, (
         ("frontend_address", frontend_address), ("history_address", history_address),
         ("matching_address", matching_address), ("zookeeper_hosts", zookeeper_hosts),
@@ -154,17 +159,22 @@ def _load_registry(path: str) -> Registry:
 @click.option("--entries", required=True, help="Registry YAML file, or a folder of them (read recursively).")
 @click.option("--address", default="127.0.0.1:7233", show_default=True, envvar="LEGATO_ADDRESS",
               help="The server (frontend), or several as H1:P1,H2:P2: the next is used when one cannot be reached.")
+@client_security_options
 @config_option
 @run_async
 async def worker(entries: str, address: str, config_path: str | None) -> int:
-    """Run the workflows and activities of ENTRIES against a server."""
-    from legato.client import GrpcClient
+    """Run the workflows and activities of ENTRIES against a server.
+
+    It first checks that the server lets it in (TLS, token, namespaces) for each namespace it
+    polls, and stops with the reason if not."""
+    from legato.cli.security import check_access, connect
     from worker.worker import Worker
 
     config = load_config(config_path)
     registry = _load_registry(entries)
     stop = _stop_on_signals()
-    async with GrpcClient(address) as client:
+    async with connect(address, grpc_config=config.grpc) as client:
+        await check_access(client, sorted({ns for ns, _ in registry.task_queues()}))
         w = Worker(client, registry, config, identity=_identity("worker"))
         await w.start()
         click.echo(f"legato: worker polling {address} ({entries})", err=True)
@@ -262,7 +272,8 @@ async def _run_caller(registry: Registry, entry: FunctionEntry, args: list[Any],
         w = Worker(engine.frontend, registry, config, identity=_identity("run"))
         await w.start()
         try:
-            caller = Caller(engine.frontend, entry, registry, config.limits, namespace=namespace)
+            caller = Caller(engine.frontend, entry, registry, config.limits, namespace=namespace,
+                            watchdog_ms=config.worker.lua_watchdog_ms)
             try:
                 outcome = await asyncio.wait_for(caller.run(args), None if wait_ms is None else wait_ms / 1000)
             except TimeoutError:
@@ -303,6 +314,7 @@ def bench() -> None:
                    "adds the timers' fire lag p50/p99.")
 @store_options
 @queue_options
+@client_security_options
 @config_option
 @run_async
 async def hello(count: int, processes: bool, address: str | None, entries_dir: str | None, db_path: str | None,
@@ -340,7 +352,7 @@ async def hello(count: int, processes: bool, address: str | None, entries_dir: s
                 write_app(Path(entries_dir))
                 click.echo(f"legato: bench app written to {entries_dir}; the worker for it: "
                            f"legato worker --entries {entries_dir} --address {address}", err=True)
-            report = await run_hello_remote(address, load)
+            report = await run_hello_remote(address, load, client_security())
         elif processes:
             report = await run_hello_processes(load, db_path, config_path, entries_dir, store_args)
         else:

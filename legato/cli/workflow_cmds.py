@@ -31,6 +31,7 @@ from legato.api import (
 )
 from legato.cli.common import CliError, client_options, parse_input, parse_timeout, run_async
 from legato.cli.output import ExitCode, fmt_time, fmt_value, jsonable, print_json
+from legato.cli.security import client_security
 from legato.client import GrpcClient
 from legato.codec import parse_json_input
 from legato.errors import InvalidArgument
@@ -110,7 +111,7 @@ async def start(workflow_type: str, task_queue: str, workflow_id: str | None, in
         enable_eager_start=enable_eager_start, wait_for_cancellation=wait_for_cancellation,
         parent_close_policy=ParentClosePolicy(parent_close_policy),
     )
-    async with GrpcClient(address) as client:
+    async with GrpcClient(address, security=client_security()) as client:
         resp = await client.start_workflow(req)
     if output == "json":
         print_json({"workflow_id": req.workflow_id, "run_id": resp.run_id, "started": resp.started})
@@ -125,9 +126,9 @@ def parse_object(text: str | None, option: str) -> dict[str, Any]:
     if text is None:
         return {}
     try:
-        value = codec.loads(text)
-    except ValueError as e:
-        raise CliError(f"{option} is not valid JSON: {e}") from None
+        value = codec.parse_json_input(text, option)  # not JSON, too deep, a lone surrogate
+    except InvalidArgument as e:
+        raise CliError(e.message) from None
     if not isinstance(value, dict):
         raise CliError(f"{option} must be a JSON object, got {type(value).__name__}")
     return value
@@ -164,11 +165,7 @@ def parse_messages(items: tuple[str, ...]) -> list[StartMessage]:
         topic, sep, text = item.partition("=")
         if not sep or not topic:
             raise CliError(f"--message takes TOPIC=JSON, got {item!r}")
-        try:
-            payload: Any = codec.loads(text)
-        except ValueError:
-            payload = text
-        out.append(StartMessage(topic, payload))
+        out.append(StartMessage(topic, json_or_text(text, "--message")))
     return out
 
 
@@ -179,11 +176,23 @@ def parse_pairs(items: tuple[str, ...], option: str) -> dict[str, Any]:
         name, sep, text = item.partition("=")
         if not sep or not name:
             raise CliError(f"{option} takes NAME=VALUE, got {item!r}")
-        try:
-            out[name] = codec.loads(text)
-        except ValueError:
-            out[name] = text
+        out[name] = json_or_text(text, option)
     return out
+
+
+def json_or_text(text: str, option: str) -> Any:
+    """An option's VALUE: JSON if it parses as JSON, else the text itself. CliError when it is
+    JSON nested too deep, or text that is not valid Unicode."""
+    try:
+        return codec.parse_json_input(text, option)
+    except InvalidArgument as e:
+        if e.reason == codec.REASON_TOO_DEEP:
+            raise CliError(e.message) from None
+    try:
+        codec.encode_payload(text, 2**63, option)
+    except InvalidArgument as e:
+        raise CliError(e.message) from None
+    return text
 
 
 @workflow.command()
@@ -197,7 +206,7 @@ async def signal(workflow_id: str, run_id: str, signal_name: str, input_json: st
                  address: str, output: str, namespace: str) -> int:
     """Send a signal to a workflow."""
     payload = None if input_json is None else parse_json_input(input_json, "--input")
-    async with GrpcClient(address) as client:
+    async with GrpcClient(address, security=client_security()) as client:
         if workflow_id.startswith(CALLER_PID_PREFIX):  # a caller pid: its mailbox gets a message
             if run_id:
                 raise CliError(f"--run-id: {workflow_id} is a caller pid, which has no runs")
@@ -265,7 +274,7 @@ def report_result(resp: GetResultResponse, output: str, workflow_id: str) -> int
 async def result(workflow_id: str, run_id: str, timeout: str | None, address: str, output: str,
                  namespace: str) -> int:
     """Wait for a workflow to close; print its result (exit 1 if it failed)."""
-    async with GrpcClient(address) as client:
+    async with GrpcClient(address, security=client_security()) as client:
         resp = await wait_result(client, ExecutionRef(workflow_id, run_id, namespace), parse_timeout(timeout))
     return report_result(resp, output, workflow_id)
 
@@ -308,7 +317,7 @@ def describe_text(d: DescribeWorkflowResponse) -> list[str]:
 @run_async
 async def describe(workflow_id: str, run_id: str, address: str, output: str, namespace: str) -> int:
     """Show a workflow's status, pending work and last task failure."""
-    async with GrpcClient(address) as client:
+    async with GrpcClient(address, security=client_security()) as client:
         d = await client.describe_workflow(ExecutionRef(workflow_id, run_id, namespace))
     if output == "json":
         print_json(d)
@@ -342,7 +351,7 @@ def event_text(e: HistoryEvent) -> str:
 @run_async
 async def show(workflow_id: str, run_id: str, address: str, output: str, namespace: str) -> int:
     """Print a workflow's event history."""
-    async with GrpcClient(address) as client:
+    async with GrpcClient(address, security=client_security()) as client:
         events = await read_history(client, ExecutionRef(workflow_id, run_id, namespace))
     if output == "json":
         print_json([e.to_dict() for e in events])
@@ -368,7 +377,7 @@ async def list_cmd(query: str, limit: int, page_size: int, address: str, output:
     """List workflows, newest first (or as the query's ORDER BY says)."""
     found: list[Any] = []
     token = b""
-    async with GrpcClient(address) as client:
+    async with GrpcClient(address, security=client_security()) as client:
         while len(found) < limit:
             page = await client.list_workflows(
                 ListWorkflowsRequest(namespace, query, min(page_size, limit - len(found)), token))
@@ -392,7 +401,7 @@ async def list_cmd(query: str, limit: int, page_size: int, address: str, output:
 @run_async
 async def count(query: str, address: str, output: str, namespace: str) -> int:
     """Count workflows that match a query."""
-    async with GrpcClient(address) as client:
+    async with GrpcClient(address, security=client_security()) as client:
         resp = await client.count_workflows(CountWorkflowsRequest(namespace, query))
     grouped = bool(resp.groups) or _grouped(query)
     if output == "json":
@@ -422,7 +431,7 @@ def _grouped(query: str) -> bool:
 @run_async
 async def terminate(workflow_id: str, run_id: str, reason: str, address: str, output: str, namespace: str) -> int:
     """Stop a workflow at once; its code gets no say."""
-    async with GrpcClient(address) as client:
+    async with GrpcClient(address, security=client_security()) as client:
         await client.terminate_workflow(TerminateWorkflowRequest(ExecutionRef(workflow_id, run_id, namespace),
                                                                  reason, IDENTITY))
     if output == "json":
@@ -444,7 +453,7 @@ async def cancel(workflow_id: str, run_id: str, reason: str, deadline: str | Non
                  namespace: str) -> int:
     """Ask a workflow to cancel; it may clean up first (until --deadline, if given)."""
     deadline_ms = parse_timeout(deadline, "--deadline") or 0
-    async with GrpcClient(address) as client:
+    async with GrpcClient(address, security=client_security()) as client:
         await client.request_cancel_workflow(CancelWorkflowRequest(
             ExecutionRef(workflow_id, run_id, namespace), reason, IDENTITY, new_request_id(), deadline_ms))
     if output == "json":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from legato.api import ExecutionRef
@@ -45,14 +46,17 @@ async def until_served(address: str, wid: str, within_s: float = 60.0) -> None:
                 await asyncio.sleep(0.2)
 
 
-def test_cassandra_restart_mid_run(tmp_path: Path, cassandra: StoreConfig) -> None:
-    c = Cluster(tmp_path, BASIC, fast_config(tmp_path), store_args(cassandra)).start()
+def run_through_a_restart(c: Cluster, tmp_path: Path, restart: Callable[[], None]) -> None:
+    """Start workflows on `c`, `restart` a component mid-run; every workflow must complete with
+    each step recorded once, the server and the worker alive throughout."""
+    c.start()
     try:
         ids = asyncio.run(start_all(c.address))
         # The restart must hit workflows in the middle of their run, or this proves nothing.
         assert asyncio.run(running(c.address, ids)) > 0
-        restart_cassandra()
+        restart()
         assert c.server.alive(), c.server.output()
+        assert c.worker.alive(), c.worker.output()
         asyncio.run(until_served(c.address, ids[0]))
         done = asyncio.run(collect(c.address, ids))
     finally:
@@ -62,3 +66,8 @@ def test_cassandra_restart_mid_run(tmp_path: Path, cassandra: StoreConfig) -> No
     for wid, (result, events) in done.items():
         assert result == {"total": EXPECTED_TOTAL, "n": STEPS, "ids": STEPS}, wid
         assert_steps_recorded_once(events)
+
+
+def test_cassandra_restart_mid_run(tmp_path: Path, cassandra: StoreConfig) -> None:
+    run_through_a_restart(Cluster(tmp_path, BASIC, fast_config(tmp_path), store_args(cassandra)), tmp_path,
+                          restart_cassandra)

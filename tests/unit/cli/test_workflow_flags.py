@@ -14,7 +14,7 @@ from legato.cli.main import main
 class FakeClient:
     calls: list[tuple[str, Any]] = []
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, **options: Any) -> None:  # options: TLS and token
         self.address = address
 
     async def __aenter__(self) -> FakeClient:

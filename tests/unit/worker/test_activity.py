@@ -43,10 +43,11 @@ FUNCS = {
             local d = time.now():sub(t0):milliseconds()
             return {json = json.encode({a = 1}), uuid = #uuid.v4(), bytes = #crypto.random_bytes(4),
                     slept = d >= 2, ctx = ctx.get("tenant"), hb = activity.heartbeat({p = 1}),
-                    info = activity.info().activity_id, io = io ~= nil}
+                    info = activity.info().activity_id, io = io == nil}
         end
         """,
     "stateful": "local n = 0\nreturn function() n = n + 1 return n end",
+    "leaky": "return function() counter = (counter or 0) + 1; string.upper = nil; return counter end",
 }
 
 
@@ -113,6 +114,8 @@ def test_modules_and_heartbeat(tmp_path: Path) -> None:
     assert beats == [(b"tok", {"p": 1})]
 
 
-def test_runtime_is_reused_per_thread(tmp_path: Path) -> None:
+def test_each_call_starts_from_fresh_globals_and_libraries(tmp_path: Path) -> None:
+    """Nothing one call sets (module-level locals, globals, library tables) is seen by the next."""
     r = runner(tmp_path)
-    assert [r.call("app:stateful", []).result for _ in range(3)] == [1, 2, 3]
+    assert [r.call("app:stateful", []).result for _ in range(3)] == [1, 1, 1]
+    assert [r.call("app:leaky", []).result for _ in range(2)] == [1, 1]

@@ -121,12 +121,17 @@ async def test_worker_runs_workflow_tasks_and_keeps_the_run_cached(tmp_path: Pat
 
 
 async def test_bad_workflow_task_fails_the_task_not_the_worker(tmp_path: Path) -> None:
-    reg = make_app(tmp_path, {"w": "return function() return os.time() end"})
+    reg = make_app(tmp_path, {"w": """\
+        return function(n)
+            if n == "bad" then return os.time() end
+            return 1
+        end
+        """})
     svc = FakeService()
     w = Worker(svc, reg, config())  # type: ignore[arg-type]
     await w.start()
     try:
-        await svc.wf_tasks.put(wf_task(History("app:w"), b"bad"))
+        await svc.wf_tasks.put(wf_task(History("app:w", ["bad"]), b"bad"))
         resp = await next_response(svc)
         assert isinstance(resp, RespondWorkflowTaskFailedRequest)
         assert resp.cause == "FORBIDDEN_CALL" and "time.now()" in resp.failure.message
@@ -139,10 +144,7 @@ async def test_bad_workflow_task_fails_the_task_not_the_worker(tmp_path: Path) -
         resp = await next_response(svc)
         assert isinstance(resp, RespondWorkflowTaskFailedRequest) and resp.failure.kind == "NOT_FOUND"
         # and it still works
-        reg_ok = make_app(tmp_path / "x" if (tmp_path / "x").mkdir() is None else tmp_path,
-                          {"w": "return function() return 1 end"})
-        w.registry = reg_ok
-        await svc.wf_tasks.put(wf_task(History("app:w"), b"ok"))
+        await svc.wf_tasks.put(wf_task(History("app:w", ["ok"]), b"ok"))
         resp = await next_response(svc)
         assert isinstance(resp, RespondWorkflowTaskCompletedRequest)
     finally:

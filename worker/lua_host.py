@@ -1,0 +1,114 @@
+"""The Lua host process: runs a worker's workflow tasks away from its event loop.
+
+Workflow code runs inside this child process (`python -m worker.lua_host`), one task at a time,
+with the workflow cache. The worker (`worker.lua_isolation`) sends tasks and reads outcomes in
+order over the child's stdin and stdout, and kills the child when a task runs past the watchdog:
+code stuck in C (a pattern that backtracks for hours, a library call nobody foresaw) can then
+cost the runs cached here, never the worker's ability to serve other workflows or to stop.
+
+Messages are frames: a 4-byte big-endian length, then a pickle. To the child: ("init", Init),
+("task", WorkflowTask), ("evict", run_id), ("stop",). From the child: ("ready",) once, then
+("done", TaskOutcome) per task, in the order the tasks came.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+from dataclasses import dataclass
+from typing import IO, Any
+
+from legato.config import Limits
+from worker.entries import Registry
+
+_LENGTH = struct.Struct(">I")
+# A frame longer than this is a broken stream, not a task (histories are bounded far below it).
+MAX_FRAME_BYTES = 1 << 31
+
+
+@dataclass(slots=True)
+class Init:
+    registry: Registry
+    limits: Limits
+    cache_size: int
+    cache_bytes: int
+    identity: str
+    log_level: int
+
+
+def encode_frame(message: Any) -> bytes:
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(body)) + body
+
+
+def decode_length(header: bytes) -> int:
+    (n,) = _LENGTH.unpack(header)
+    if n > MAX_FRAME_BYTES:
+        raise ValueError(f"frame of {n} bytes")
+    return n
+
+
+def _read_exactly(stream: IO[bytes], n: int) -> bytes | None:
+    data = stream.read(n)
+    if data is None or len(data) < n:
+        return None
+    return data
+
+
+def _read_message(stream: IO[bytes]) -> Any:
+    header = _read_exactly(stream, _LENGTH.size)
+    if header is None:
+        return None
+    body = _read_exactly(stream, decode_length(header))
+    return None if body is None else pickle.loads(body)
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when the worker dies, even while Lua is stuck in C."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: a parent's exit closes stdin, which ends the loop
+        pass
+
+
+def serve(inp: IO[bytes], out: IO[bytes]) -> None:
+    from worker.cache import WorkflowCache
+    from worker.task_runner import TaskRunner
+
+    init = _read_message(inp)
+    if not isinstance(init, tuple) or init[0] != "init":
+        return
+    cfg: Init = init[1]
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s[lua-host]: %(message)s")
+    runner = TaskRunner(cfg.registry, cfg.limits, WorkflowCache(cfg.cache_size, cfg.cache_bytes), cfg.identity)
+    out.write(encode_frame(("ready",)))
+    out.flush()
+    while True:
+        msg = _read_message(inp)
+        if msg is None or msg[0] == "stop":
+            break
+        if msg[0] == "task":
+            out.write(encode_frame(("done", runner.run(msg[1]))))
+            out.flush()
+        elif msg[0] == "evict":
+            runner.cache.evict(msg[1])
+    runner.cache.clear()
+
+
+def main() -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the worker, which stops this process
+    # The protocol owns the original stdout; anything printed goes to stderr with the logs.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    serve(sys.stdin.buffer, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""Where a worker's workflow tasks run: Lua host processes behind a watchdog, or inline.
+
+`IsolatedTasks` (the default, `worker.lua_isolation: process`) keeps `worker.lua_processes` Lua
+host processes (`worker.lua_host`); a run's tasks always go to the same one (its cache is there).
+Each host runs its tasks in order; when the task at the head has run for `worker.lua_watchdog_ms`
+the host is killed and started again: that task fails with LIMIT_EXCEEDED naming the setting,
+the tasks queued behind it are sent to the new host (a task is pure: history in, commands out,
+so sending it twice is safe), and the runs cached there are replayed on their next tasks.
+
+Why a process and not a thread: Lua stuck in C cannot be interrupted, and an abandoned thread
+would spin on a core for as long as the process lives; a thread hop per task also cost about a
+third of the throughput (GIL hand-offs on every call into Python), while a process runs Lua on
+the second core. `InlineTasks` (`worker.lua_isolation: inline`) runs tasks on the event loop as
+before, for tests and tools that want no child process; it has no watchdog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+import zlib
+from collections import deque
+from dataclasses import dataclass
+
+from legato.api import RespondWorkflowTaskFailedRequest, WorkflowTask
+from legato.config import Config
+from legato.errors import Failure, Kind
+from worker.cache import WorkflowCache
+from worker.entries import Registry
+from worker.lua_host import Init, decode_length, encode_frame
+from worker.task_runner import TaskOutcome, TaskRunner
+
+log = logging.getLogger("legato.worker")
+
+# The watchdog looks at the task at the head of a host's queue this often (at most).
+_WATCHDOG_CHECK_S = 0.25
+# On stop, a host gets this long to leave by itself before it is killed.
+_STOP_GRACE_S = 2.0
+
+
+class CachedRuns:
+    """The worker's view of the runs cached in its Lua hosts (for eager workflow tasks)."""
+
+    def __init__(self) -> None:
+        self._runs: set[str] = set()
+        self.hits = 0
+        self.misses = 0
+
+    def __contains__(self, run_id: object) -> bool:
+        return run_id in self._runs
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def record(self, run_id: str, outcome: TaskOutcome) -> None:
+        if outcome.hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+        self._runs.difference_update(outcome.evicted)
+        if outcome.cached:
+            self._runs.add(run_id)
+        else:
+            self._runs.discard(run_id)
+
+    def forget(self, run_ids: set[str] | None = None) -> None:
+        if run_ids is None:
+            self._runs.clear()
+        else:
+            self._runs -= run_ids
+
+    def discard(self, run_id: str) -> None:
+        self._runs.discard(run_id)
+
+
+class InlineTasks:
+    """Workflow tasks on the event loop (no isolation)."""
+
+    def __init__(self, registry: Registry, config: Config, identity: str) -> None:
+        wc = config.worker
+        self.cache = WorkflowCache(wc.workflow_cache_size, wc.workflow_cache_bytes)
+        self._runner = TaskRunner(registry, config.limits, self.cache, identity)
+
+    async def start(self) -> None:
+        pass
+
+    async def run(self, task: WorkflowTask) -> TaskOutcome:
+        return self._runner.run(task)
+
+    def evict(self, run_id: str) -> None:
+        self.cache.evict(run_id)
+
+    async def stop(self) -> None:
+        self.cache.clear()
+
+
+@dataclass(slots=True)
+class _Pending:
+    task: WorkflowTask
+    future: asyncio.Future[TaskOutcome]
+
+
+class LuaHost:
+    """One Lua host process and the tasks sent to it, answered in order."""
+
+    def __init__(self, name: str, init: Init, watchdog_s: float, cache: CachedRuns) -> None:
+        self.name = name
+        self._init = init
+        self._watchdog_s = watchdog_s
+        self._cache = cache
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pending: deque[_Pending] = deque()
+        self._head_since = 0.0  # when the task at the head of _pending started running
+        self._write_lock = asyncio.Lock()
+        self._runs: set[str] = set()  # runs whose tasks went to this host (cached here, maybe)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.restarts = 0
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._watchdog(), name=f"{self.name}-watchdog"))
+        await self._spawn()
+
+    async def _spawn(self) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "worker.lua_host",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None, limit=1 << 20)
+        self._proc = proc
+        self._tasks.append(asyncio.create_task(self._read(proc), name=f"{self.name}-reader"))
+        await self._write(proc, ("init", self._init))
+        for p in self._pending:  # tasks sent to the host this one replaces
+            await self._write(proc, ("task", p.task))
+        self._head_since = time.monotonic()
+
+    async def run(self, task: WorkflowTask) -> TaskOutcome:
+        fut: asyncio.Future[TaskOutcome] = asyncio.get_running_loop().create_future()
+        if not self._pending:
+            self._head_since = time.monotonic()
+        self._pending.append(_Pending(task, fut))
+        self._runs.add(task.run_id)
+        proc = self._proc
+        if proc is not None:
+            await self._write(proc, ("task", task))
+        return await fut
+
+    async def evict(self, run_id: str) -> None:
+        self._runs.discard(run_id)
+        if self._proc is not None:
+            await self._write(self._proc, ("evict", run_id))
+
+    async def _write(self, proc: asyncio.subprocess.Process, message: object) -> None:
+        stdin = proc.stdin
+        assert stdin is not None
+        async with self._write_lock:
+            if proc is not self._proc or stdin.is_closing():
+                return  # the host was replaced: _spawn resends what is pending
+            stdin.write(encode_frame(message))
+            with contextlib.suppress(ConnectionError):
+                await stdin.drain()
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        import pickle
+
+        stdout = proc.stdout
+        assert stdout is not None
+        try:
+            while True:
+                header = await stdout.readexactly(4)
+                body = await stdout.readexactly(decode_length(header))
+                msg = pickle.loads(body)
+                if msg[0] == "done":
+                    self._finish_head(msg[1])
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, pickle.UnpicklingError):
+            pass
+        if proc is self._proc and not self._stopping:
+            code = await proc.wait()
+            log.error("the Lua host process %s ended unexpectedly (exit code %s); starting it again",
+                      self.name, code)
+            await self._replace(proc, f"the worker's Lua process ended while running this task (exit code {code})",
+                                Kind.INTERNAL, "WORKFLOW_ERROR")
+
+    def _finish_head(self, outcome: TaskOutcome) -> None:
+        if not self._pending:
+            return
+        p = self._pending.popleft()
+        self._head_since = time.monotonic()
+        self._cache.record(p.task.run_id, outcome)
+        if not outcome.cached:
+            self._runs.discard(p.task.run_id)
+        if not p.future.done():
+            p.future.set_result(outcome)
+
+    async def _watchdog(self) -> None:
+        # A periodic check, not a wake-up per task: the hot path only stamps _head_since.
+        interval = min(self._watchdog_s / 4, _WATCHDOG_CHECK_S)
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            if not self._pending or self._proc is None:
+                continue
+            head = self._pending[0]
+            if time.monotonic() - self._head_since < self._watchdog_s:
+                continue
+            ms = int(self._watchdog_s * 1000)
+            log.error("workflow task of %s/%s ran longer than worker.lua_watchdog_ms (%d ms): "
+                      "stopping the Lua host process %s", head.task.workflow_id, head.task.run_id, ms, self.name)
+            await self._replace(self._proc, (
+                f"the workflow task ran longer than worker.lua_watchdog_ms ({ms} ms) without returning "
+                "(its Lua code was stuck where the instruction limit cannot stop it, e.g. in a C function); "
+                "the worker stopped the process running it"), Kind.LIMIT_EXCEEDED, "LIMIT_EXCEEDED")
+
+    async def _replace(self, proc: asyncio.subprocess.Process, message: str, kind: str, cause: str) -> None:
+        """Kill `proc`, fail the task at the head with `message`, and start a new host for the rest."""
+        if proc is not self._proc:
+            return
+        self._proc = None
+        self.restarts += 1
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        self._cache.forget(self._runs)
+        self._runs.clear()
+        if self._pending:
+            p = self._pending.popleft()
+            if not p.future.done():
+                resp = RespondWorkflowTaskFailedRequest(p.task.task_token, cause, Failure(message, kind, False),
+                                                        self._init.identity)
+                p.future.set_result(TaskOutcome(resp, False))
+        if not self._stopping:
+            await self._spawn()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            stdin = proc.stdin
+            if stdin is not None and not stdin.is_closing():
+                with contextlib.suppress(ConnectionError):
+                    stdin.write(encode_frame(("stop",)))
+                    stdin.close()
+            try:
+                async with asyncio.timeout(_STOP_GRACE_S):
+                    await proc.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for p in self._pending:
+            if not p.future.done():
+                p.future.cancel()
+        self._pending.clear()
+
+
+class IsolatedTasks:
+    """Workflow tasks in `worker.lua_processes` Lua host processes, by run."""
+
+    def __init__(self, registry: Registry, config: Config, identity: str) -> None:
+        wc = config.worker
+        n = wc.lua_processes
+        init = Init(registry, config.limits, wc.workflow_cache_size // n, wc.workflow_cache_bytes // n, identity,
+                    logging.getLogger().getEffectiveLevel())
+        self.cache = CachedRuns()
+        self._evicting: set[asyncio.Task[None]] = set()
+        self._hosts = [LuaHost(f"lua-{i}", init, wc.lua_watchdog_ms / 1000, self.cache) for i in range(n)]
+
+    def _host(self, run_id: str) -> LuaHost:
+        return self._hosts[zlib.crc32(run_id.encode()) % len(self._hosts)]
+
+    @property
+    def restarts(self) -> int:
+        return sum(h.restarts for h in self._hosts)
+
+    async def start(self) -> None:
+        await asyncio.gather(*(h.start() for h in self._hosts))
+
+    async def run(self, task: WorkflowTask) -> TaskOutcome:
+        return await self._host(task.run_id).run(task)
+
+    def evict(self, run_id: str) -> None:
+        self.cache.discard(run_id)
+        t = asyncio.get_running_loop().create_task(self._host(run_id).evict(run_id))
+        self._evicting.add(t)
+        t.add_done_callback(self._evicting.discard)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(h.stop() for h in self._hosts))
+        self.cache.forget()
+
+
+WorkflowTasks = InlineTasks | IsolatedTasks
+
+
+def workflow_tasks(registry: Registry, config: Config, identity: str) -> WorkflowTasks:
+    if config.worker.lua_isolation == "inline":
+        return InlineTasks(registry, config, identity)
+    return IsolatedTasks(registry, config, identity)
