@@ -84,9 +84,11 @@ def _failure(e: ServiceError) -> dict[str, Any]:
 
 
 def exit_message(closed: ExecutionClosed, link: bool) -> ProcessMessage:
-    """What a caller's mailbox gets when a workflow it monitors (or is linked to) closes."""
+    """What a caller's mailbox gets when a workflow it monitors (or is linked to) closes: EXIT,
+    or LINK_DOWN for a link whose other side ended abnormally (Wippy's rule)."""
+    down = link and closed.status in ABNORMAL
     return ProcessMessage("event", event={
-        "kind": "LINK_DOWN" if link else "EXIT", "from": closed.workflow_id,
+        "kind": "LINK_DOWN" if down else "EXIT", "from": closed.workflow_id, "link": link,
         "result": {"value": closed.result, "error": closed.failure.to_dict() if closed.failure is not None else None}})
 
 
@@ -254,8 +256,7 @@ class ProcessTasks:
                                                                                 closed)))
         for r in d["monitors"]:
             if is_caller(r["pid"]):
-                if not r["link"] or closed.status in ABNORMAL:
-                    calls.append(self._tell_caller(r["pid"], closed, r["link"]))
+                calls.append(self._tell_caller(r["pid"], closed, r["link"]))
             elif r["child"]:
                 calls.append(self.peer.record_child_closed(RecordChildClosedRequest(
                     ParentInfo(r["ns"], r["pid"], r["run"], r["init"]), closed, existing=True)))

@@ -380,10 +380,8 @@ class Processes:
     def _drop_watch(self, st: MutableState, w: Registration,
                     c: ExecutionClosed) -> list[tuple[EventType, dict[str, Any]]]:
         st.watching.remove(w)
-        if w.link:  # the other side is gone: nothing to tell it
+        if w.link:  # the other side is gone: nothing to tell it; this side hears of it (EXIT or LINK_DOWN)
             st.monitors = [x for x in st.monitors if not x.same(w.namespace, w.pid, True)]
-            if c.status not in ABNORMAL:
-                return []
         return [(E.MonitoredWorkflowExecutionClosed, {
             "workflow_id": c.workflow_id, "run_id": c.run_id, "status": c.status.value, "result": c.result,
             "failure": c.failure.to_dict() if c.failure is not None else None, "link": w.link})]
@@ -487,7 +485,7 @@ class Processes:
             return
         told = [{"ns": r.namespace, "pid": r.pid, "run": r.run_id, "init": r.initiated_event_id, "link": r.link,
                  "child": r.child, "own": r.own}
-                for r in st.monitors]  # links too: on a normal close, the other side just forgets the link
+                for r in st.monitors]  # links too: the other side gets EXIT (normal close) or LINK_DOWN
         if st.parent is None and not told:
             return
         m.transfer_task(T_CLOSE_NOTIFY, closed=closed_to_dict(closed_info(st)), parent=st.parent, monitors=told)

@@ -28,7 +28,6 @@ from history.fire_lags import merged
 from history.kafka_resources import KafkaResources
 from history.kafka_timers import kafka_timer_queues
 from history.process_tasks import ProcessTasks, exit_message
-from history.processes import ABNORMAL
 from history.queues import TimerTask, TransferTask
 from history.shard import CacheEntry, ShardContext, Update, WriteGate
 from history.state import (
@@ -617,7 +616,7 @@ class HistoryServiceImpl:
         resp, _ = await self._update(ref.namespace, ref.workflow_id, ref.run_id,
                                      lambda m, e: self._engine.proc.register_monitor(m, reg, req.remove))
         closed = resp.closed
-        if closed is not None and not req.remove and (not req.link or closed.status in ABNORMAL):
+        if closed is not None and not req.remove:
             # it had closed already: the caller hears it at once
             await (await self._ready_matching()).deliver_message(pid, exit_message(closed, req.link))
 

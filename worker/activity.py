@@ -36,6 +36,7 @@ from lupa import lua54
 
 from legato.config import Limits
 from legato.errors import Failure, Kind, NotFound
+from worker import crypto_host
 from worker.convert import ConversionError, args_to_python, json_decode_to_lua, to_lua, to_python
 from worker.entries import FunctionEntry, Registry
 from worker.runtime import duration_ms, json_encode, load_kernel, new_lua
@@ -125,6 +126,7 @@ class _FunctionRuntime:
             "interrupted": self._interrupted,
             "uuid4": lambda: str(uuid.uuid4()),
             "random_hex": lambda n, *_: os.urandom(int(n)).hex(),
+            **crypto_host.host_functions(self.lua),
             "context": self._context,
             "heartbeat": self._heartbeat,
             "heartbeat_details": self._heartbeat_details,
@@ -313,7 +315,7 @@ class ActivityRunner:
         if entry is None:
             return ActivityOutcome(False, failure=Failure(
                 f"activity {activity_type!r} is not registered on this worker (no function.lua entry with that id)",
-                Kind.NOT_FOUND, False))
+                Kind.NOT_FOUND, True))  # retryable, as in Wippy and Temporal: it may be registered later
         try:
             return self._runtime(entry).call(args, ctx or CallContext(activity_type=activity_type))
         except Exception as err:

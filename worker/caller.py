@@ -51,13 +51,35 @@ from legato.errors import (
     Unavailable,
 )
 from legato.ids import new_request_id
-from worker.convert import ConversionError, args_to_python, failure_from_lua, json_decode_to_lua, to_lua, to_python
+from worker import crypto_host
+from worker.activity import ActivityRunner, CallContext
+from worker.convert import (
+    ConversionError,
+    args_to_python,
+    failure_from_lua,
+    json_decode_to_lua,
+    to_lua,
+    to_python,
+)
 from worker.entries import ClientEntry, FunctionEntry, Registry, WorkerEntry, WorkflowEntry
-from worker.runtime import duration_ms, json_encode, load_kernel, new_lua, packed, pad6
+from worker.runtime import (
+    ActivityOptions,
+    activity_context_from_lua,
+    activity_options_from_lua,
+    duration_ms,
+    json_encode,
+    load_kernel,
+    new_lua,
+    packed,
+    pad6,
+)
 from worker.start_options import SpawnSpec, apply_spawner_call, start_request
 from worker.threads import DaemonThreadPool
 
 T = TypeVar("T")
+
+# funcs.call / funcs.async of a caller: function entries running at once, each in a thread
+CALLER_FUNCTION_THREADS = 16
 
 
 def _apply_all(batch: list[Completion]) -> None:
@@ -122,12 +144,16 @@ class Caller:
         self._context_lua: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lua_thread = DaemonThreadPool(1, thread_name_prefix="legato-caller")
+        # funcs.call / funcs.async: function entries run here, in threads (as a worker runs activities)
+        self._activities = ActivityRunner(registry, memory_bytes=limits.activity_lua_memory_bytes)
+        self._activity_pool = DaemonThreadPool(CALLER_FUNCTION_THREADS, thread_name_prefix="legato-caller-fn")
+        self._activity_ctx: dict[str, CallContext] = {}
         self.lua = new_lua(limits.lua_memory_bytes)
         host = {
-            "schedule_activity": self._no_activities,
-            "cancel_activity": self._no_activities,
-            "activity_context": self._unsupported_pair("funcs"),
-            "activity_options": self._unsupported_pair("funcs"),
+            "schedule_activity": self._schedule_activity,
+            "cancel_activity": self._cancel_activity,
+            "activity_context": self._activity_context,
+            "activity_options": self._activity_options,
             "start_timer": self._start_timer,
             "cancel_timer": self._cancel_timer,
             "start_child": self._start_child,
@@ -139,6 +165,7 @@ class Caller:
             "version": self._version,
             "attrs": self._unsupported_pair("workflow.attrs"),
             "random_hex": lambda n, line=None: os.urandom(int(n)).hex(),
+            **crypto_host.host_functions(self.lua),
             "uuid4": lambda: str(uuid.uuid4()),
             "info": self._info,
             "history_length": lambda: 0,
@@ -182,6 +209,8 @@ class Caller:
                 await self._in_lua(functools.partial(_apply_all, batch))
         finally:
             self._lua_thread.shutdown(wait=False)
+            self._activities.stopping.set()  # functions still running stop at their next hook
+            self._activity_pool.shutdown(wait=False, cancel_futures=True)
             poller.cancel()
             for t in list(self._tasks):
                 t.cancel()
@@ -278,8 +307,8 @@ class Caller:
         elif kind == "EXIT" and pid in self._starting:
             self._early[pid] = m
         elif kind in ("EXIT", "LINK_DOWN"):
-            self.k.monitored_closed(pid, str(ev.get("run_id", "")), kind == "LINK_DOWN", value,
-                                    *self._failure_args(failure))
+            self.k.monitored_closed(pid, str(ev.get("run_id", "")), kind == "LINK_DOWN" or ev.get("link") is True,
+                                    value, *self._failure_args(failure))
         else:
             log.warning("caller %s: unknown mailbox event %r", self.pid, ev)
 
@@ -337,10 +366,10 @@ class Caller:
                     namespace = c.client_namespace
                 queue = queue or w.task_queue
             elif host is not None and queue is None:
-                why = (f"it is a {w.kind} entry, not a temporal.worker" if w is not None else
-                       "it is not a temporal.worker entry of the registry")
-                return (f"unknown host {host!r}: {why} (the host names the temporal.worker whose task queue "
-                        "runs the workflow; or set temporal.workflow.task_queue)")
+                if w is not None:
+                    return (f"host {host!r} is a {w.kind} entry, not a temporal.worker (the host names the "
+                            "temporal.worker whose task queue runs the workflow, or is a task queue name)")
+                queue = host  # as Wippy: a host that names no temporal.worker is the task queue itself
         if queue is None:
             return (f"no task queue for {workflow_type!r}: name a temporal.worker host, bind the workflow entry to "
                     "one, or set temporal.workflow.task_queue")
@@ -423,10 +452,56 @@ class Caller:
         req = api.MonitorWorkflowRequest(self._ref(pid), self.pid, bool(link), bool(remove))
         self._op(lambda: self.service.monitor_workflow(req), seq)
 
+    # ---- funcs: function entries run directly, in this process, once (nothing is durable here)
+
+    def _schedule_activity(self, aid: str, activity_type: str, packed: Any, opts: Any, line: Any = None) -> None:
+        try:
+            args = args_to_python(packed)
+        except ConversionError as err:
+            failure = Failure(f"funcs.call({activity_type}): an argument cannot be sent: {err}", Kind.INVALID, False)
+            self._complete(lambda: self._fail_activity(aid, failure))
+            return
+        o = opts if isinstance(opts, ActivityOptions) else None
+        timeout_ms = (o.timeouts.get("start_to_close_timeout_ms", 0) if o else 0) or 0
+        started = time.monotonic()
+        ctx = CallContext(activity_id=aid, activity_type=activity_type, workflow_id=self.pid,
+                          context={**self.context, **(o.context if o else {})},
+                          deadline=started + timeout_ms / 1000 if timeout_ms else None,
+                          start_to_close_timeout_ms=timeout_ms, started=started)
+        self._activity_ctx[aid] = ctx
+
+        async def run() -> None:
+            loop = asyncio.get_running_loop()
+            try:
+                out = await loop.run_in_executor(self._activity_pool, self._activities.call, activity_type, args, ctx)
+            finally:
+                self._activity_ctx.pop(aid, None)
+            if out.ok:
+                result = out.result
+                self._complete(lambda: self.k.resolve_activity(aid, to_lua(self.lua, result)))
+            else:
+                f = out.failure or Failure("the function failed", Kind.INTERNAL, False)
+                self._complete(lambda: self._fail_activity(aid, f))
+        self._ops.append(run)
+
+    def _fail_activity(self, aid: str, f: Failure) -> None:
+        self.k.fail_activity(aid, f.message, f.kind, f.retryable, to_lua(self.lua, f.details))
+
+    def _cancel_activity(self, aid: str, line: Any = None) -> bool:
+        """future:cancel(): the function is told (activity.heartbeat raises CANCELED); its future
+        resolves when it returns."""
+        ctx = self._activity_ctx.get(aid)
+        if ctx is not None:
+            ctx.beat.cancel_requested = True
+        return False
+
     @staticmethod
-    def _no_activities(*_: Any) -> None:
-        raise RuntimeError("funcs: a caller (a function run by `legato run`) cannot schedule activities; "
-                           "call them from a workflow it starts")
+    def _activity_options(table: Any, base: Any) -> tuple[Any, Any]:
+        return activity_options_from_lua(table, base)
+
+    @staticmethod
+    def _activity_context(table: Any, base: Any) -> tuple[Any, Any]:
+        return activity_context_from_lua(table, base)
 
     @staticmethod
     def _unsupported_pair(what: str) -> Callable[..., tuple[Any, Any]]:

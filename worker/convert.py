@@ -13,6 +13,7 @@ from typing import Any
 
 from lupa import lua54
 
+from legato.codec import value_depth
 from legato.errors import Failure, Kind
 
 lua_type = lua54.lua_type
@@ -188,22 +189,6 @@ def to_lua(lua: Any, value: Any) -> Any:
     return value
 
 
-def nesting_depth(value: Any, limit: int) -> int:
-    """How deep `value` nests lists and dicts, counting at most to limit + 1 (no recursion)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict | list):
-            d += 1
-            if d > deepest:
-                deepest = d
-                if d > limit:
-                    return d
-            stack.extend((x, d) for x in (v.values() if isinstance(v, dict) else v))
-    return deepest
-
-
 def json_decode_to_lua(lua: Any, text: Any) -> tuple[Any, Any]:
     """json.decode for Lua code: (value, nil) or (nil, message); nesting is bounded like payloads."""
     import json
@@ -212,7 +197,7 @@ def json_decode_to_lua(lua: Any, text: Any) -> tuple[Any, Any]:
         value = json.loads(text)
     except (ValueError, RecursionError) as err:
         return None, f"json.decode: {err if not isinstance(err, RecursionError) else 'nested too deeply'}"
-    if nesting_depth(value, _MAX_DEPTH) > _MAX_DEPTH:
+    if value_depth(value, _MAX_DEPTH) > _MAX_DEPTH:
         return None, f"json.decode: the value nests more than {_MAX_DEPTH} levels deep"
     return to_lua(lua, value), None
 

@@ -24,6 +24,7 @@ import yaml
 from lupa import lua54
 
 from legato import DEFAULT_NAMESPACE
+from worker import typed_lua
 
 WORKFLOW_KIND = "workflow.lua"
 FUNCTION_KIND = "function.lua"
@@ -31,10 +32,12 @@ WORKER_KIND = "temporal.worker"
 CLIENT_KIND = "temporal.client"
 KINDS = (WORKFLOW_KIND, FUNCTION_KIND, WORKER_KIND, CLIENT_KIND)
 
-# Modules a workflow / an activity may list (and then `require`).
-WORKFLOW_MODULES = frozenset({"funcs", "time", "uuid", "crypto", "workflow", "json", "process", "channel",
-                              "coroutine", "errors", "ctx"})
-FUNCTION_MODULES = frozenset({"funcs", "time", "uuid", "crypto", "json", "errors", "ctx", "activity"})
+# Modules a workflow / an activity may list (and then `require`). The always-available ones
+# (`process`, `channel`, ... and Lua's own libraries) may be listed by any entry, as Wippy code
+# does: listing one is harmless.
+ALWAYS_AVAILABLE = frozenset({"process", "channel", "coroutine", "errors", "string", "table", "math", "utf8"})
+WORKFLOW_MODULES = frozenset({"funcs", "time", "uuid", "crypto", "workflow", "json", "ctx"}) | ALWAYS_AVAILABLE
+FUNCTION_MODULES = frozenset({"funcs", "time", "uuid", "crypto", "json", "ctx", "activity"}) | ALWAYS_AVAILABLE
 
 
 class EntryError(Exception):
@@ -376,7 +379,7 @@ def _code_entry(path: Path, ns: str, name: str, eid: str, kind: str, item: dict[
             raise EntryError(f"{path}:{_line(item, 'modules')}: {what}: unknown module {mod!r} for {kind} "
                              f"(available: {', '.join(sorted(known))})")
     chunk_name = Path(rel).as_posix().lstrip("./") or src_path.name
-    bytecode, err = compile_lua(text, chunk_name)
+    bytecode, err = typed_lua.compile_source(text, chunk_name, compile_lua)  # Wippy's types erased
     if bytecode is None:
         raise EntryError(f"{path}:{_line(item, 'source')}: {what}: Lua syntax error in {err}")
     role = "workflow" if kind == WORKFLOW_KIND else "activity"

@@ -148,10 +148,15 @@ TIME.__eq = function(a, b) return a._ms == b._ms end
 TIME.__lt = function(a, b) return a._ms < b._ms end
 TIME.__le = function(a, b) return a._ms <= b._ms end
 
+local MAX_DURATION_MS = H.max_duration_ms
 local function duration_ms(d, what, level)
     local t = type(d)
     if t == "number" then
         if d < 0 then error(sformat("%s: a duration cannot be negative (%s)", what, tostring(d)), level + 1) end
+        if d ~= d or d > MAX_DURATION_MS then
+            error(sformat("%s: %s ms is not a duration Legato keeps (at most %d ms, 100 years)", what, tostring(d),
+                MAX_DURATION_MS), level + 1)
+        end
         return d
     end
     if getmetatable(d) == DUR then return d._ms end
@@ -181,6 +186,74 @@ end
 
 local function to_hex(s) return (sgsub(s, ".", function(c) return sformat("%02x", sbyte(c)) end)) end
 local function from_hex(h) return (sgsub(h, "%x%x", function(x) return schar(tonumber(x, 16)) end)) end
+
+-- ------------------------------------------------------------------ crypto (host implementation)
+-- Wippy's crypto module (worker/crypto_host.py): each function returns value, nil or nil, err.
+-- lupa hands strings to Python decoded as UTF-8, and keys, ciphertexts and derived keys are bytes:
+-- each string argument goes tagged, "u" .. s when s is valid UTF-8, else "x" .. its hex. Results
+-- come back as Lua strings byte for byte.
+
+local utf8_len = utf8.len
+local HEX_CHUNK = 4096
+local HEX_CHUNK_FORMAT = srep("%02x", HEX_CHUNK)
+-- hex of a long string in a few C calls (a gsub callback per byte would cost the workflow's
+-- instruction budget some 5 instructions a byte)
+local function long_hex(s)
+    local n, parts = #s, {}
+    for i = 1, n, HEX_CHUNK do
+        local j = i + HEX_CHUNK - 1
+        if j > n then j = n end
+        local fmt = (j - i + 1 == HEX_CHUNK) and HEX_CHUNK_FORMAT or srep("%02x", j - i + 1)
+        parts[#parts + 1] = sformat(fmt, sbyte(s, i, j))
+    end
+    return concat(parts)
+end
+local function crypto_arg(s)
+    if type(s) ~= "string" then return s end -- the host reports the wrong type as an error
+    if utf8_len(s) then return "u" .. s end
+    return "x" .. long_hex(s)
+end
+local function crypto_result(v, msg, kind)
+    if msg ~= nil then return nil, make_error(msg, kind, false) end
+    return v, nil
+end
+
+-- draw(op, ...): a random draw or an encryption (its nonce is random), recorded in workflows;
+-- now(): the time (ms) jwt.verify checks exp and nbf against (a workflow's own clock in workflows).
+local function new_crypto(draw, now)
+    local A = crypto_arg
+    local function op(name, ...) return crypto_result(H.crypto(name, ...)) end
+    local function drawn(name, ...) return crypto_result(draw(name, ...)) end
+    return {
+        random = {
+            bytes = function(n) return drawn("random.bytes", n) end,
+            string = function(n, charset) return drawn("random.string", n, A(charset)) end,
+            uuid = function() return drawn("random.uuid") end,
+        },
+        hmac = {
+            sha256 = function(key, data) return op("hmac.sha256", A(key), A(data)) end,
+            sha512 = function(key, data) return op("hmac.sha512", A(key), A(data)) end,
+        },
+        encrypt = {
+            aes = function(data, key, aad) return drawn("encrypt.aes", A(data), A(key), A(aad)) end,
+            chacha20 = function(data, key, aad) return drawn("encrypt.chacha20", A(data), A(key), A(aad)) end,
+        },
+        decrypt = {
+            aes = function(data, key, aad) return op("decrypt.aes", A(data), A(key), A(aad)) end,
+            chacha20 = function(data, key, aad) return op("decrypt.chacha20", A(data), A(key), A(aad)) end,
+        },
+        jwt = {
+            encode = function(payload, key, alg) return op("jwt.encode", payload, A(key), A(alg)) end,
+            verify = function(token, key, alg, require_exp)
+                return op("jwt.verify", A(token), A(key), A(alg), require_exp, now())
+            end,
+        },
+        pbkdf2 = function(password, salt, iterations, key_length, hash)
+            return op("pbkdf2", A(password), A(salt), iterations, key_length, A(hash))
+        end,
+        constant_time_compare = function(a, b) return op("constant_time_compare", A(a), A(b)) end,
+    }
+end
 
 -- ------------------------------------------------------------------ json (host implementation)
 
@@ -310,12 +383,11 @@ if MODE == "activity" then
         end,
     })
     mods.uuid = { v4 = function() return H.uuid4() end }
-    mods.crypto = {
-        random_bytes = function(n)
-            if mtype(n) ~= "integer" or n < 0 then error("crypto.random_bytes: expected a whole number >= 0", 2) end
-            return from_hex(H.random_hex(n))
-        end,
-    }
+    mods.crypto = new_crypto(function(op, ...) return H.crypto_draw(op, nil, ...) end, H.now_ms)
+    mods.crypto.random_bytes = function(n)
+        if mtype(n) ~= "integer" or n < 0 then error("crypto.random_bytes: expected a whole number >= 0", 2) end
+        return from_hex(H.random_hex(n))
+    end
     mods.ctx = {
         get = function(key) local c = H.context(); return c and c[key] end,
         all = function() return H.context() end,
@@ -1015,6 +1087,10 @@ function K.monitored_closed(pid, run_id, link, value, message, kind, retryable, 
     if link then
         if not links[pid] then return end -- unlinked since: dropped, whatever the timing
         links[pid] = nil
+        if err == nil then -- a normal end: an EXIT, as for a monitor (LINK_DOWN is for abnormal ends)
+            emit_exit(pid, run_id, value, nil)
+            return
+        end
         if trap_links then
             emit_event({ kind = "LINK_DOWN", from = pid, result = { value = value, error = err } })
         elseif link_down == nil then
@@ -1031,6 +1107,15 @@ end
 function process.send(pid, topic, payload)
     check_pid("process.send", pid, 2)
     if type(topic) ~= "string" or topic == "" then invalid("process.send: the topic must be a non-empty string", 2) end
+    if sbyte(pid, 1) == 64 then
+        -- "@...": a non-durable process (a Lua caller). As in Wippy, the send is a recorded side
+        -- effect carried out once the task commits, and the sender goes on in the same task (its
+        -- outcome, later, is dropped: a process that is gone loses the message).
+        count_command()
+        proc_seq = proc_seq + 1
+        H.signal_external(proc_seq, pid, topic, payload, user_frame(2))
+        return true
+    end
     return process_op("process.send", function(seq, line) H.signal_external(seq, pid, topic, payload, line) end)
 end
 
@@ -1263,21 +1348,20 @@ end
 local FUTURE = { __name = "future" }
 FUTURE.__index = FUTURE
 
+-- The response channel delivers one value (the payload, or the error object: `ok` is true
+-- either way) and is then closed.
 local function settle_channel(f)
     local ch = f._ch
-    if f._err == nil then offer(ch, setmetatable({ _data = f._value }, PAYLOAD)) end
+    offer(ch, f._err == nil and setmetatable({ _data = f._value }, PAYLOAD) or f._err)
     if not ch.closed then ch:close() end
 end
 
 local function async_activity(opts, id, ...)
     if type(id) ~= "string" then error("funcs.async: the function id must be a string", 3) end
     local aid = schedule_activity(opts, id, pack(...))
-    local f = setmetatable({ _aid = aid, _done = false, _waiters = {}, _canceled = false }, FUTURE)
+    local f = setmetatable({ _aid = aid, _done = false, _canceled = false }, FUTURE)
     pending_activity[aid] = function(value, err)
         f._done, f._value, f._err = true, value, err
-        local ws = f._waiters
-        f._waiters = {}
-        for i = 1, #ws do wake(ws[i], value, err) end
         if f._ch then settle_channel(f) end
     end
     return f
@@ -1288,6 +1372,7 @@ local function future_of(self, fname)
     return self
 end
 
+-- A future's methods never block (as in Wippy): wait on :response(), or in channel.select.
 function FUTURE:response()
     future_of(self, "response")
     if not self._ch then
@@ -1296,18 +1381,20 @@ function FUTURE:response()
     end
     return self._ch
 end
+-- nil, nil while the call runs; then payload, nil (payload:data() is the value) or nil, err
 function FUTURE:result()
     future_of(self, "result")
-    if self._done then return self._value, self._err end
-    local t = this_thread("future:result")
-    self._waiters[#self._waiters + 1] = t
-    return block()
+    if not self._done then return nil, nil end
+    if self._err ~= nil then return nil, self._err end
+    return setmetatable({ _data = self._value }, PAYLOAD), nil
 end
 function FUTURE:is_complete() return future_of(self, "is_complete")._done end
 function FUTURE:is_canceled() return future_of(self, "is_canceled")._canceled end
+-- err, true after a failure; nil, false while the call runs or after a success
 function FUTURE:error()
     future_of(self, "error")
-    return self._err
+    if self._done and self._err ~= nil then return self._err, true end
+    return nil, false
 end
 -- Ask for the activity to be canceled: RequestCancelActivityTask (an activity whose command has not
 -- been sent yet is dropped and the future fails at once). The future resolves with a CANCELED error
@@ -1360,7 +1447,14 @@ function funcs.new() return setmetatable({}, EXEC) end
 local uuid = {}
 function uuid.v4() return H.uuid4() end
 
-local crypto = {}
+-- Random draws and encryptions are markers in the history, replayed from it; the host reports a
+-- recorded value this call could not have made (changed code) as non-determinism.
+local crypto = new_crypto(function(op, ...)
+    local v, msg, kind, nondeterministic = H.crypto_draw(op, user_frame(2), ...)
+    if nondeterministic then raise_fatal("NON_DETERMINISTIC", msg, 2) end
+    if msg == nil then count_command() end
+    return v, msg, kind
+end, function() return now_ms end)
 function crypto.random_bytes(n)
     if mtype(n) ~= "integer" or n < 0 then error("crypto.random_bytes: expected a whole number >= 0", 2) end
     count_command()

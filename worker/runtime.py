@@ -22,13 +22,14 @@ from lupa import lua54
 from legato import codec
 from legato.commands import EVENT_OF, Command, CommandType
 from legato.config import Limits
-from legato.durations import parse_duration_ms
+from legato.durations import MAX_DURATION_MS, parse_duration_ms
 from legato.errors import Failure, Kind
 from legato.events import EventType, HistoryEvent
 from legato.ids import MAX_ID_LENGTH
 from legato.query import check_search_attributes
 from legato.retry import RetryPolicy
 from legato.wire import max_message_bytes
+from worker import crypto_host
 from worker.convert import (
     ConversionError,
     args_to_python,
@@ -94,6 +95,7 @@ def load_kernel(lua: Any, mode: str, host: dict[str, Any]) -> Any:
     h = lua.table_from(host)
     h["kinds"] = lua.table_from(list(Kind.ALL))
     h["patterns"] = patterns_bytecode()
+    h["max_duration_ms"] = MAX_DURATION_MS
     return chunk(mode, h)
 
 
@@ -156,6 +158,28 @@ def parse_activity_options(opts: Any, base: ActivityOptions | None) -> ActivityO
     return out
 
 
+def activity_options_from_lua(table: Any, base: Any) -> tuple[Any, Any]:
+    """funcs.new():with_options{...} from Lua: (ActivityOptions, nil) or (nil, message)."""
+    try:
+        return parse_activity_options(to_python(table), base), None
+    except (ValueError, ConversionError) as err:
+        return None, str(err)
+
+
+def activity_context_from_lua(table: Any, base: Any) -> tuple[Any, Any]:
+    """funcs.new():with_context{...} from Lua: (ActivityOptions, nil) or (nil, message)."""
+    try:
+        ctx = to_python(table)
+    except ConversionError as err:
+        return None, f"with_context: {err}"
+    ctx = map_or_value(ctx)
+    if not isinstance(ctx, dict):
+        return None, "with_context: expected a table of name = value"
+    out = base.copy() if isinstance(base, ActivityOptions) else ActivityOptions()
+    out.context.update(ctx)
+    return out, None
+
+
 # ---------------------------------------------------------------- pending commands
 
 class PendingCommand:
@@ -215,8 +239,9 @@ class WorkflowRun:
         self._history: list[HistoryEvent] = []
         self._history_length = 0
         self._history_size_cache: int | None = None
-        self._crypto_recorded: list[Any] | None = None  # this batch's recorded crypto markers, in order
-        self._crypto_next = 0
+        # this batch's recorded markers (random draws, encryptions): details by marker name, in order
+        self._markers: dict[str, list[Any]] | None = None
+        self._marker_next: dict[str, int] = {}
         self._context_lua: Any = None
         self._versions: dict[str, int] = {}  # change id -> version, for the rest of the run
         # ActivityTaskScheduled event id of each activity id (kept up to date by worker.replay)
@@ -237,6 +262,8 @@ class WorkflowRun:
             "version": self._version,
             "attrs": self._attrs,
             "random_hex": self._random_hex,
+            "crypto": crypto_host.host_functions(self.lua)["crypto"],
+            "crypto_draw": self._crypto_draw,
             "uuid4": self._uuid4,
             "info": self._info,
             "history_length": self._history_len,
@@ -300,14 +327,14 @@ class WorkflowRun:
         self._history = history
         self._history_length = started.event_id
         self._history_size_cache = None
-        self._crypto_recorded = None
-        self._crypto_next = 0
+        self._markers = None
+        self._marker_next = {}
         self._begin(started.timestamp_ms, self._replaying)
 
     def end_batch(self) -> None:
         self._history = []
         self._recorded = None
-        self._crypto_recorded = None
+        self._markers = None
 
     def resolve_activity(self, activity_id: str, result: Any) -> None:
         self._resolve_activity(activity_id, to_lua(self.lua, result))
@@ -527,23 +554,49 @@ class WorkflowRun:
     def _cancel_timer(self, tid: str, line: Any) -> None:
         self._commands.append(PendingCommand(C.CancelTimer, tid, line, None))
 
-    def _random_hex(self, n: int, line: Any = None) -> str:
-        # the n-th call of a replayed batch gets the n-th recorded crypto marker of the batch
-        details: str | None = None
+    def _next_recorded(self, marker: str) -> Any:
+        """The details of the next `marker` of this replayed batch (the n-th call gets the n-th
+        recorded one), or None when the batch runs for the first time or recorded fewer."""
         rec = self._recorded
-        if rec is not None:
-            if self._crypto_recorded is None:
-                self._crypto_recorded = [ev.attrs.get("details") for ev in rec
-                                         if ev.event_type is EventType.MarkerRecorded
-                                         and ev.attrs.get("marker_name") == CRYPTO_MARKER]
-            i = self._crypto_next
-            self._crypto_next = i + 1
-            if i < len(self._crypto_recorded) and isinstance(self._crypto_recorded[i], str):
-                details = self._crypto_recorded[i]
-        if details is None:
+        if rec is None:
+            return None
+        if self._markers is None:
+            self._markers = {}
+            for ev in rec:
+                if ev.event_type is EventType.MarkerRecorded:
+                    self._markers.setdefault(str(ev.attrs.get("marker_name")), []).append(ev.attrs.get("details"))
+        i = self._marker_next.get(marker, 0)
+        self._marker_next[marker] = i + 1
+        recorded = self._markers.get(marker, [])
+        return recorded[i] if i < len(recorded) else None
+
+    def _random_hex(self, n: int, line: Any = None) -> str:
+        details = self._next_recorded(CRYPTO_MARKER)
+        if not isinstance(details, str):
             details = os.urandom(int(n)).hex()
         self._commands.append(PendingCommand(C.RecordMarker, CRYPTO_MARKER, line, details))
         return details
+
+    def _crypto_draw(self, op: str, line: Any, *args: Any) -> tuple[Any, Any, Any, bool]:
+        """A crypto random draw or encryption: (value, error message, kind, non-deterministic).
+        Recorded as a marker; a replay returns the recorded value, which must be one this call
+        could have made (the same length, charset, or plaintext and key)."""
+        try:
+            draw = crypto_host.prepare_draw(op, args)
+        except crypto_host.CryptoError as err:
+            return None, str(err), err.kind, False
+        details = self._next_recorded(draw.marker)
+        if details is None:
+            value = draw.make()
+            details = draw.record(value)
+        else:
+            replayed = draw.replay(details)
+            if replayed is None:
+                return None, (f"crypto.{op}: the {draw.marker} marker in the history does not fit this call "
+                              "(other arguments)"), Kind.NON_DETERMINISTIC, True
+            value = replayed
+        self._commands.append(PendingCommand(C.RecordMarker, draw.marker, line, details))
+        return value, None, None, False
 
     def _uuid4(self) -> str:
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
@@ -571,22 +624,10 @@ class WorkflowRun:
         return self._context_lua
 
     def _activity_options(self, table: Any, base: Any) -> tuple[Any, Any]:
-        try:
-            return parse_activity_options(to_python(table), base), None
-        except (ValueError, ConversionError) as err:
-            return None, str(err)
+        return activity_options_from_lua(table, base)
 
     def _activity_context(self, table: Any, base: Any) -> tuple[Any, Any]:
-        try:
-            ctx = to_python(table)
-        except ConversionError as err:
-            return None, f"with_context: {err}"
-        ctx = map_or_value(ctx)
-        if not isinstance(ctx, dict):
-            return None, "with_context: expected a table of name = value"
-        out = base.copy() if isinstance(base, ActivityOptions) else ActivityOptions()
-        out.context.update(ctx)
-        return out, None
+        return activity_context_from_lua(table, base)
 
     def _cancel_activity(self, aid: str, line: Any) -> bool:
         """future:cancel(). True: the activity's command was not sent yet and is dropped (the
@@ -617,12 +658,12 @@ class WorkflowRun:
             target = self._worker_target(host)
             if target is not None:
                 queue, namespace = target
-            elif queue is None:
+            elif queue is None:  # as Wippy: a host that names no temporal.worker is the task queue itself
                 found = self.registry.find(host)
-                why = (f"it is a {found.kind} entry, not a temporal.worker" if found is not None else
-                       "it is not a temporal.worker entry of this worker's registry")
-                return (f"unknown host {host!r}: {why} (the host names the temporal.worker whose task queue "
-                        "runs the workflow; or set temporal.workflow.task_queue)")
+                if found is not None:
+                    return (f"host {host!r} is a {found.kind} entry, not a temporal.worker (the host names the "
+                            "temporal.worker whose task queue runs the workflow, or is a task queue name)")
+                queue = host
         elif queue is None:
             bound = self._bound_queue(workflow_type)
             if bound is not None:
@@ -741,6 +782,12 @@ def check_payload_sizes(commands: list[Command], pending: list[PendingCommand], 
             value = cmd.attrs.get(name)
             if value is None:
                 continue
+            # a failure wraps the code's details in one more level
+            depth_limit = limits.max_payload_depth + (1 if name == "failure" else 0)
+            if codec.value_depth(value, depth_limit) > depth_limit:
+                raise TaskFailure("LIMIT_EXCEEDED", Failure(
+                    f"{src.describe()}: its {name} nests more than {limits.max_payload_depth} levels deep "
+                    "(limits.max_payload_depth)", Kind.LIMIT_EXCEEDED, False, source=src.line))
             try:
                 size = len(codec.dumps(value).encode())
             except (TypeError, ValueError) as err:

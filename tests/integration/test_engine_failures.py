@@ -136,9 +136,15 @@ async def test_heartbeat_timeout(h: Harness) -> None:
     assert last_attempt(events) == 1
 
 
-async def test_missing_activity_is_not_found(h: Harness) -> None:
-    out, _ = await call(h, "eng:no_such_activity")
-    assert out["error"]["kind"] == "NOT_FOUND" and out["error"]["retryable"] is False
+async def test_missing_activity_is_not_found_and_retryable(h: Harness) -> None:
+    """As Wippy and Temporal: it may be registered later, so it is retried by the policy, and the
+    error says retryable even when the policy allowed a single attempt."""
+    out, events = await call(h, "eng:no_such_activity", retry_policy={"maximum_attempts": 2,
+                                                                      "initial_interval": "10ms"})
+    assert out["error"]["kind"] == "NOT_FOUND" and out["error"]["retryable"] is True
+    assert last_attempt(events) == 2
+    out, _ = await call(h, "eng:no_such_activity", retry_policy={"maximum_attempts": 1})
+    assert out["error"]["kind"] == "NOT_FOUND" and out["error"]["retryable"] is True
 
 
 # ---------------------------------------------------------------- failing workflows

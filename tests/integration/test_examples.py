@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from legato.errors import Kind
 from tests.integration.conftest import EXAMPLES
 from tests.integration.procs import legato
 
@@ -71,3 +76,27 @@ def test_versioning_new_run_takes_max() -> None:
     assert r["workflow_id"] == "checkout-A-1"
     assert r["result"] == {"version": 2, "payment": {"provider": "new-psp", "amount": 42},
                            "receipt": "receipt for order A-1"}
+
+
+def test_vault_seals_a_secret_that_python_opens() -> None:
+    r = run("vault", "vault:open", {"user": "ann", "secret": "the launch code"})
+    assert r["forged_token"] == Kind.INTERNAL and len(r["request_id"]) == 36
+    s = r["sealed"]
+    assert s["user"] == "ann" and s["tampered"] == Kind.INTERNAL and s["other_user"] == Kind.INTERNAL
+    # the workflow's key: PBKDF2 of the signing key with the salt it drew (seal.lua)
+    signing_key = b"vault example signing key: load it from a secret store"
+    key = hashlib.pbkdf2_hmac("sha256", signing_key, bytes.fromhex(s["salt"]), 10000, 32)
+    sealed = bytes.fromhex(s["sealed"])
+    secret = AESGCM(key).decrypt(sealed[:12], sealed[12:], b"ann")  # nonce || ciphertext || tag
+    assert secret == b"the launch code"
+    assert s["fingerprint"] == hmac.new(key, secret, "sha256").hexdigest()
+
+
+def test_typed_lua_quote_runs_with_its_types_erased() -> None:
+    order = {"lines": [{"sku": "book", "qty": 2}, {"sku": "lamp", "qty": 1}], "coupon": "HALF"}
+    r = run("typed", "typed:quote", order)
+    assert r == {"total": 27, "coupon": "HALF",
+                 "lines": [{"sku": "book", "amount": 24}, {"sku": "lamp", "amount": 30}]}
+    p = legato("run", "--entries", str(EXAMPLES / "typed"), "typed:quote", "--input",
+               json.dumps({"lines": [{"sku": "book", "qty": 1.5}]}), "--timeout", "60s")
+    assert p.returncode == 2 and "quote.lua:26: cannot cast float to integer" in p.stderr, p.stderr

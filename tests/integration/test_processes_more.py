@@ -87,6 +87,19 @@ async def test_monitor_of_a_running_workflow_started_by_someone_else(h: Harness)
     await replays(h, wid)
 
 
+async def test_a_link_hears_of_a_normal_end_as_exit(h: Harness) -> None:
+    """Wippy: a linked process gets EXIT when the other side completes normally (LINK_DOWN, or
+    the end of an untrapped linker, is for abnormal ends only)."""
+    target = await h.start_workflow("pr:finisher")
+    await h.wait_idle(target)
+    wid = await h.start_workflow("pr:link_only", target)
+    await h.wait_type(wid, E.ExternalWorkflowExecutionMonitored)
+    await h.signal(target, "finish", {"v": 7})
+    assert await h.value(target) == {"v": 7}
+    assert await h.value(wid) == {"kind": "EXIT", "from": target, "value": {"v": 7}}
+    await replays(h, wid)
+
+
 async def test_heartbeat_details_reach_the_next_attempt(h: Harness) -> None:
     wid = await h.start_workflow("pr:call_hb_retry")
     out: Any = await h.value(wid)

@@ -43,7 +43,7 @@ def test_activity_errors_reach_the_workflow_with_kind_and_message() -> None:
     code, out, err = run("basic:activity_errors")
     assert code == 0, err
     r = json.loads(out)
-    assert r["missing"]["kind"] == "NOT_FOUND" and r["missing"]["retryable"] is False
+    assert r["missing"]["kind"] == "NOT_FOUND" and r["missing"]["retryable"] is True
     assert r["raised"]["kind"] == "INTERNAL" and "activity exploded: kaput" in r["raised"]["message"]
     assert r["returned"]["message"] == "plain text error"
     assert "plain text error" in r["returned"]["text"]

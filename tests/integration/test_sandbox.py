@@ -143,6 +143,11 @@ WORKFLOW_CASES = [
        ("task", "LIMIT_EXCEEDED", "max_payload_bytes")),
     wf("large_child_input", f'process.spawn("app:normal", nil, string.rep("x", {PAYLOAD_LIMIT + 1}))',
        ("task", "LIMIT_EXCEEDED", "max_payload_bytes")),
+    wf("deep_result", "local t = {} for i = 1, 80 do t = {t} end return t",
+       ("task", "LIMIT_EXCEEDED", "max_payload_depth")),
+    wf("endless_timer", "time.sleep(math.huge)", ("task", "WORKFLOW_ERROR", "100 years")),
+    wf("nan_timer", "time.sleep(0/0)", ("task", "WORKFLOW_ERROR", "100 years")),
+    wf("timer_of_2_63_ms", 'time.sleep("9223372036854775807ms")', ("task", "WORKFLOW_ERROR", "time.sleep")),
     wf("too_many_commands", 'for i = 1, 20001 do funcs.async("app:a_echo", i) end',
        ("task", "LIMIT_EXCEEDED", "max_commands_per_task")),
 ]

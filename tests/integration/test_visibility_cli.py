@@ -36,7 +36,7 @@ def eventually(fn: Callable[[], T], done: Callable[[T], bool], timeout: float = 
 @pytest.fixture(scope="module")
 def batch(cluster: Cluster) -> dict[str, Any]:
     """Six workflows of one batch: three completed, one failed, one terminated, one running."""
-    b = uuid.uuid4().hex[:8]
+    b = "b" + uuid.uuid4().hex[:8]  # never all digits: the CLI would read a number
     wf = {name: f"vis-{b}-{name}" for name in ("h1", "h2", "h3", "fail", "term", "wait")}
     plan = [
         ("h1", "basic:hello", ["customer=ann", "total=10", "vip=true", 'tags=["red","blue"]']),

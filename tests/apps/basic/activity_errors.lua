@@ -10,7 +10,8 @@ local function describe(err)
 end
 
 local function main()
-    local _, missing = funcs.call("basic:no_such_activity")
+    -- retryable (it may be registered later): retried by the policy like any retryable error
+    local _, missing = once:call("basic:no_such_activity")
     local _, raised = once:call("basic:raises", "kaput")
     local _, returned = once:call("basic:returns_error")
     return { missing = describe(missing), raised = describe(raised), returned = describe(returned) }

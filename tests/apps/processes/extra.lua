@@ -53,6 +53,15 @@ local function monitor_only(pid)
     return {kind = ev.kind, from = ev.from, value = ev.result.value, err = ev.result.error and ev.result.error:kind()}
 end
 
+-- links to `pid` (links not trapped) and waits for its event: a normal end is an EXIT (Wippy)
+local function link_only(pid)
+    local events = process.events()
+    local ok, err = process.link(pid)
+    if not ok then return nil, err end
+    local ev = events:receive()
+    return {kind = ev.kind, from = ev.from, value = ev.result.value}
+end
+
 local function call_hb_retry()
     local funcs = require("funcs")
     return funcs.call("pr:hb_retry")
@@ -68,4 +77,5 @@ local function retried(x)
 end
 
 return {close_parent = close_parent, forgetter = forgetter, finisher = finisher, monitor_only = monitor_only,
+        link_only = link_only,
         call_hb_retry = call_hb_retry, retried = retried}

@@ -19,8 +19,9 @@ local function async_cancel()
     local f = funcs.new():with_options({["activity.heartbeat_timeout"] = "10s"}):async("pr:heartbeating")
     time.sleep("200ms")
     f:cancel()
-    local r, err = f:result()
-    return {r = r, kind = err and err:kind(), canceled = f:is_canceled()}
+    f:response():receive()
+    local p, err = f:result()
+    return {r = p and p:data(), kind = err and err:kind(), canceled = f:is_canceled()}
 end
 
 return {looper = looper, versioned = versioned, async_cancel = async_cancel}

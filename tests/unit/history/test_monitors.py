@@ -81,7 +81,9 @@ async def test_terminated_workflow_gives_monitors_an_exit_with_an_error(env: Env
     assert ev["status"] == "TERMINATED" and ev["failure"]["kind"] == "TERMINATED" and ev["link"] is False
 
 
-async def test_link_down_only_on_an_abnormal_close(env: Env) -> None:
+async def test_a_link_tells_of_a_normal_close_and_of_an_abnormal_one(env: Env) -> None:
+    """Wippy: a linked process hears of a normal end too (an EXIT in the kernel), and of an
+    abnormal one (LINK_DOWN, or the linker's own end)."""
     await _watch(env, link=True)
     b = await env.state("b")
     assert [(r.pid, r.link) for r in b.monitors] == [("a", True)] and [(r.pid, r.link) for r in b.watching] == [
@@ -89,7 +91,8 @@ async def test_link_down_only_on_an_abnormal_close(env: Env) -> None:
     await _wake(env, "b")
     await env.run_wf("b", complete_wf())
     await env.settle()
-    assert await _closed_events(env, "a") == []
+    [normal] = await _closed_events(env, "a")
+    assert normal["link"] is True and normal["status"] == "COMPLETED"
     assert (await env.state("a")).watching == []  # nothing left to hear about
     await env.start("c")
     await env.run_wf("c")
@@ -99,7 +102,7 @@ async def test_link_down_only_on_an_abnormal_close(env: Env) -> None:
     await _wake(env, "c")
     await env.run_wf("c", FAIL)
     await env.settle()
-    [ev] = await _closed_events(env, "a")
+    [_, ev] = await _closed_events(env, "a")
     assert ev["link"] is True and ev["status"] == "FAILED" and ev["failure"]["message"] == "crashed"
 
 
@@ -134,11 +137,12 @@ async def test_monitoring_a_closed_run_answers_at_once(env: Env) -> None:
     hist = [e for e in await env.history_of("a") if e.event_type != E.WorkflowTaskScheduled]
     assert [(e.event_type, e.attrs.get("initiated_event_id")) for e in hist[5:]] == [
         (E.ExternalWorkflowExecutionMonitored, 5), (E.MonitoredWorkflowExecutionClosed, None),
-        (E.ExternalWorkflowExecutionMonitored, 6)]
+        (E.ExternalWorkflowExecutionMonitored, 6), (E.MonitoredWorkflowExecutionClosed, None)]
     assert hist[6].attrs["result"] == 5 and hist[6].attrs["run_id"] == b_run
-    assert len(await _closed_events(env, "a")) == 1  # a link to a normally closed run: no LINK_DOWN
+    assert hist[8].attrs["link"] is True and hist[8].attrs["status"] == "COMPLETED"  # the link's EXIT
+    assert len(await _closed_events(env, "a")) == 2
     await env.rerun(T_MONITOR_EXTERNAL)
-    assert len(await _closed_events(env, "a")) == 1
+    assert len(await _closed_events(env, "a")) == 2
 
 
 async def test_unmonitor_and_unlink(env: Env) -> None:
@@ -214,7 +218,7 @@ async def test_caller_monitor_gets_exit_in_its_mailbox(env: Env) -> None:
     await env.settle()
     [(pid, msg)] = env.matching.delivered
     assert pid == "@c1" and msg.kind == "event"
-    assert msg.event == {"kind": "EXIT", "from": "b", "result": {"value": {"value": 3}, "error": None}}
+    assert msg.event == {"kind": "EXIT", "from": "b", "link": False, "result": {"value": {"value": 3}, "error": None}}
 
 
 async def test_caller_link_and_terminate(env: Env) -> None:
@@ -230,7 +234,7 @@ async def test_caller_link_and_terminate(env: Env) -> None:
     assert got["@l"] is not None and got["@l"]["kind"] == "LINK_DOWN"
 
 
-async def test_caller_link_is_not_told_of_a_normal_close_and_unmonitor_works(env: Env) -> None:
+async def test_caller_link_is_told_of_a_normal_close_and_unmonitor_works(env: Env) -> None:
     env.matching.mailboxes.update({"@l", "@gone-later"})
     await env.start("b")
     await env.history.monitor_workflow(MonitorWorkflowRequest(ExecutionRef("b"), "@l", link=True))
@@ -238,7 +242,8 @@ async def test_caller_link_is_not_told_of_a_normal_close_and_unmonitor_works(env
     await env.history.monitor_workflow(MonitorWorkflowRequest(ExecutionRef("b"), "@gone-later", remove=True))
     await env.run_wf("b", complete_wf())
     await env.settle()
-    assert env.matching.delivered == []
+    [(pid, msg)] = env.matching.delivered  # the link's EXIT; nothing for the monitor taken back
+    assert pid == "@l" and msg.event is not None and msg.event["kind"] == "EXIT" and msg.event["link"] is True
 
 
 async def test_caller_monitoring_a_closed_run_hears_at_once(env: Env) -> None:

@@ -95,7 +95,7 @@ def test_raised_error_is_internal_and_retryable(tmp_path: Path) -> None:
 
 def test_missing_activity_is_not_found(tmp_path: Path) -> None:
     f = runner(tmp_path).call("app:nope", []).failure
-    assert f is not None and f.kind == "NOT_FOUND" and f.retryable is False and "app:nope" in f.message
+    assert f is not None and f.kind == "NOT_FOUND" and f.retryable is True and "app:nope" in f.message
 
 
 def test_funcs_call_runs_another_entry_directly(tmp_path: Path) -> None:

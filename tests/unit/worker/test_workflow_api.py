@@ -227,13 +227,19 @@ local funcs = require("funcs")
 return {main = function()
     local f1 = funcs.async("app:act", 1)
     local f2 = funcs.new():with_options({["activity.heartbeat_timeout"] = "10s"}):async("app:act", 2)
-    local before = {f1:is_complete(), f1:is_canceled(), f1:error()}
+    local r0, e0 = f1:result()
+    local before = {f1:is_complete(), f1:is_canceled(), select("#", f1:error()), (select(2, f1:error())),
+                    r0 == nil and e0 == nil}
     local payload, ok = f1:response():receive()
     local again = {f1:response():receive()}
-    local r2, e2 = f2:result()
-    local r2b = f2:result()
+    local r1, e1 = f1:result()
+    local e2, failed = f2:response():receive()  -- f2 failed first: its channel has the error
+    local r2, e2b = f2:result()
+    local ne, nf = f1:error()
     return {before = before, data = payload:data(), ok = ok, again_ok = again[2] == false,
-            r2 = r2, r2b = r2b, e2 = e2 and e2:kind(), done = f2:is_complete(), err = f2:error() and f2:error():kind()}
+            r1 = r1:data(), e1 = e1, e2 = e2:kind(), failed_ok = failed, r2 = r2, e2b = e2b:kind(),
+            done = f2:is_complete(), err = f2:error():kind(), errflag = select(2, f2:error()),
+            f1_error = {ne == nil, nf}}
 end}
 """
 
@@ -247,22 +253,24 @@ def test_async_futures_resolve_through_response_and_result(tmp_path: Path) -> No
     assert run(s) == []  # f1 still pending
     s.h.activity_completed("1", {"v": 1}).next_task()
     r = result(run(s))
-    assert r == {"before": [False, False], "data": {"v": 1}, "ok": True, "again_ok": True, "e2": "NOT_FOUND",
-                 "done": True, "err": "NOT_FOUND"}
+    assert r == {"before": [False, False, 2, False, True], "data": {"v": 1}, "ok": True, "again_ok": True,
+                 "r1": {"v": 1}, "e2": "NOT_FOUND", "failed_ok": True, "e2b": "NOT_FOUND", "done": True,
+                 "err": "NOT_FOUND", "errflag": True, "f1_error": [True, False]}
 
 
-def test_a_failed_future_closes_its_response_channel_without_a_value(tmp_path: Path) -> None:
+def test_a_failed_future_delivers_its_error_on_the_response_channel(tmp_path: Path) -> None:
     s = sim(tmp_path, """\
 local funcs = require("funcs")
 return {main = function()
     local f = funcs.async("app:act", 1)
-    local p, ok = f:response():receive()
-    return {p == nil, ok, f:error():message()}
+    local e, ok = f:response():receive()
+    local _, closed_ok = f:response():receive()
+    return {e:message(), ok, closed_ok, f:error():message()}
 end}
 """)
     run(s)
     s.h.activity_failed("1", {"message": "boom", "kind": "INTERNAL"}).next_task()
-    assert result(run(s)) == [True, False, "boom"]
+    assert result(run(s)) == ["boom", True, False, "boom"]
 
 
 CANCEL = """\
@@ -273,8 +281,9 @@ return {main = function()
     time.sleep("1s")
     local first = f:cancel()
     local second = f:cancel()
-    local r, err = f:result()
-    return {first = first, second = second, canceled = f:is_canceled(), r = r, kind = err and err:kind(),
+    f:response():receive()
+    local p, err = f:result()
+    return {first = first, second = second, canceled = f:is_canceled(), r = p and p:data(), kind = err and err:kind(),
             after = f:cancel()}
 end}
 """
@@ -309,7 +318,7 @@ return {main = function()
     local f = funcs.async("app:act", 1)
     local g = funcs.async("app:act", 2)
     f:cancel()
-    local r, err = f:result()
+    local _, err = f:result()  -- failed at once: nothing was sent
     return {err:kind(), f:is_complete()}
 end}
 """)
