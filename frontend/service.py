@@ -241,8 +241,8 @@ class _Validator:
                 _bad(f"{where} must be a failure, got {type(f).__name__}")
             if not isinstance(f.message, str):
                 _bad(f"{where}.message must be a string, got {type(f.message).__name__}")
-            if not isinstance(f.kind, str) or not f.kind:
-                _bad(f"{where}.kind must be a non-empty string (an error kind such as INTERNAL)")
+            if not isinstance(f.kind, str):  # "" is Wippy's UNKNOWN
+                _bad(f"{where}.kind must be a string (an error kind such as \"Internal\")")
             self.text(f.kind, f"{where}.kind")
             self.boolean(f.retryable, f"{where}.retryable")
             if f.source is not None:

@@ -12,29 +12,43 @@ from typing import Any
 
 
 class Kind:
-    """Error kinds, as Lua's `errors` module exposes them."""
+    """Error kinds, as Lua's `errors` module exposes them: Wippy's values (`errors.NOT_FOUND ==
+    "NotFound"`, `errors.UNKNOWN == ""`), and Legato's own in the same CamelCase style."""
 
-    UNKNOWN = "UNKNOWN"
-    INVALID = "INVALID"
-    NOT_FOUND = "NOT_FOUND"
-    ALREADY_EXISTS = "ALREADY_EXISTS"
-    PERMISSION_DENIED = "PERMISSION_DENIED"
-    TIMEOUT = "TIMEOUT"
-    CANCELED = "CANCELED"
-    UNAVAILABLE = "UNAVAILABLE"
-    INTERNAL = "INTERNAL"
-    CONFLICT = "CONFLICT"
-    RATE_LIMITED = "RATE_LIMITED"
-    TERMINATED = "TERMINATED"
-    NON_DETERMINISTIC = "NON_DETERMINISTIC"
-    FORBIDDEN = "FORBIDDEN"
-    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+    UNKNOWN = ""
+    INVALID = "Invalid"
+    NOT_FOUND = "NotFound"
+    ALREADY_EXISTS = "AlreadyExists"
+    PERMISSION_DENIED = "PermissionDenied"
+    TIMEOUT = "Timeout"
+    CANCELED = "Canceled"
+    UNAVAILABLE = "Unavailable"
+    INTERNAL = "Internal"
+    CONFLICT = "Conflict"
+    RATE_LIMITED = "RateLimited"
+    TERMINATED = "Terminated"
+    NON_DETERMINISTIC = "NonDeterministic"
+    FORBIDDEN = "Forbidden"
+    LIMIT_EXCEEDED = "LimitExceeded"
 
-    ALL = (
-        UNKNOWN, INVALID, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, TIMEOUT, CANCELED,
-        UNAVAILABLE, INTERNAL, CONFLICT, RATE_LIMITED, TERMINATED, NON_DETERMINISTIC,
-        FORBIDDEN, LIMIT_EXCEEDED,
-    )
+    # the constant's name -> its value (what Lua's `errors` module is made of)
+    BY_NAME = {
+        "UNKNOWN": UNKNOWN, "INVALID": INVALID, "NOT_FOUND": NOT_FOUND, "ALREADY_EXISTS": ALREADY_EXISTS,
+        "PERMISSION_DENIED": PERMISSION_DENIED, "TIMEOUT": TIMEOUT, "CANCELED": CANCELED,
+        "UNAVAILABLE": UNAVAILABLE, "INTERNAL": INTERNAL, "CONFLICT": CONFLICT, "RATE_LIMITED": RATE_LIMITED,
+        "TERMINATED": TERMINATED, "NON_DETERMINISTIC": NON_DETERMINISTIC, "FORBIDDEN": FORBIDDEN,
+        "LIMIT_EXCEEDED": LIMIT_EXCEEDED,
+    }
+    ALL = tuple(BY_NAME.values())
+
+    @staticmethod
+    def normalize(kind: str) -> str:
+        """A kind read from a history recorded before the kinds took Wippy's spellings (then the
+        constant's name, "NOT_FOUND"), as it is spelled now; any other kind as it is."""
+        return _LEGACY_KINDS.get(kind, kind)
+
+
+_LEGACY_KINDS = dict(Kind.BY_NAME)
 
 
 @dataclass(slots=True)
@@ -63,7 +77,7 @@ class Failure:
         cause = d.get("cause")
         return cls(
             message=str(d.get("message", "")),
-            kind=str(d.get("kind", Kind.UNKNOWN)),
+            kind=Kind.normalize(str(d.get("kind", Kind.UNKNOWN))),
             retryable=bool(d.get("retryable", True)),
             details=d.get("details"),
             source=d.get("source"),
@@ -73,7 +87,7 @@ class Failure:
     def __str__(self) -> str:
         # a Lua error message often starts with its "file:line" already
         where = f" (at {self.source})" if self.source and not self.message.startswith(self.source) else ""
-        return f"{self.kind}: {self.message}{where}"
+        return f"{self.kind}: {self.message}{where}" if self.kind else f"{self.message}{where}"
 
 
 class ServiceError(Exception):

@@ -100,7 +100,7 @@ ATTRIBUTES: dict[EventType, tuple[str, ...]] = {
     E.ActivityTaskStarted: ("scheduled_event_id", "attempt", "identity", "request_id", "last_failure"),
     E.ActivityTaskCompleted: ("scheduled_event_id", "started_event_id", "result", "identity"),
     E.ActivityTaskFailed: ("scheduled_event_id", "started_event_id", "failure", "identity"),
-    # failure.kind == "TIMEOUT"; timeout_type: START_TO_CLOSE | SCHEDULE_TO_START | SCHEDULE_TO_CLOSE | HEARTBEAT
+    # failure.kind == "Timeout"; timeout_type: START_TO_CLOSE | SCHEDULE_TO_START | SCHEDULE_TO_CLOSE | HEARTBEAT
     E.ActivityTaskTimedOut: ("scheduled_event_id", "started_event_id", "failure", "timeout_type"),
     E.TimerStarted: ("timer_id", "start_to_fire_timeout_ms", "workflow_task_completed_event_id"),
     E.TimerFired: ("timer_id", "started_event_id"),

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from legato.durations import MAX_DURATION_MS, parse_duration_ms
+from legato.errors import Kind
 
 MAX_ATTEMPTS = 2**31 - 1  # maximum_attempts (as Temporal's int32)
 
@@ -90,6 +91,7 @@ class RetryPolicy:
         return int(min(delay, cap))
 
     def allows_retry(self, attempt: int, error_kind: str, retryable: bool) -> bool:
-        if not retryable or error_kind in self.non_retryable_error_types:
+        # kinds compare as spelled now (a policy recorded with "NOT_FOUND" means "NotFound")
+        if not retryable or Kind.normalize(error_kind) in {Kind.normalize(k) for k in self.non_retryable_error_types}:
             return False
         return self.maximum_attempts == 0 or attempt < self.maximum_attempts

@@ -181,7 +181,7 @@ class _FunctionRuntime:
             return ActivityOutcome(False, failure=Failure(str(message), str(kind or Kind.UNKNOWN),
                                                           bool(retryable) if retryable is not None else False, det))
         source = rest[0] if rest else None
-        return ActivityOutcome(False, failure=Failure(str(message), str(kind or Kind.INTERNAL),
+        return ActivityOutcome(False, failure=Failure(str(message), Kind.INTERNAL if kind is None else str(kind),
                                                       bool(retryable) if retryable is not None else True, det,
                                                       source=source or None))
 

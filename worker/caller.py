@@ -176,6 +176,7 @@ class Caller:
             "json_decode": self._json_decode,
             "log": self._log,
             "workflow_id": self.pid,
+            "caller": True,  # not a workflow: sends are direct and answer at once
         }
         self.k = load_kernel(self.lua, "workflow", host)
         ok, err = self.k.setup(entry.id, self.lua.table_from(list(entry.modules)), entry.method, entry.bytecode,
@@ -259,7 +260,7 @@ class Caller:
             details = to_python(d)
         except ConversionError:
             details = None
-        return CallerOutcome(failure=Failure(str(a), str(b) if b else Kind.INTERNAL,
+        return CallerOutcome(failure=Failure(str(a), Kind.INTERNAL if b is None else str(b),
                                              bool(c) if c is not None else False, details, e or None))
 
     def _launch(self) -> None:

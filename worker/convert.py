@@ -31,6 +31,18 @@ class ConversionError(ValueError):
     pass
 
 
+def lua_map(table: Any, what: str, expected: str) -> tuple[dict[str, Any] | None, str | None]:
+    """A Lua table that must be a map: (dict, None), or (None, a message naming `what` and the
+    `expected` shape)."""
+    try:
+        value = map_or_value(to_python(table))
+    except ConversionError as err:
+        return None, f"{what}: {err}"
+    if not isinstance(value, dict):
+        return None, f"{what}: expected {expected}"
+    return value, None
+
+
 def map_or_value(value: Any) -> Any:
     """An empty Lua table converts to [] (it could be a list or a map): where a map is expected,
     read it as {}; anything else is returned for the caller to check."""

@@ -48,13 +48,18 @@ function ERR:message() return self._message end
 function ERR:retryable() return self._retryable == true end
 function ERR:details() return self._details end
 function ERR:source() return self._source end
-ERR.__tostring = function(self) return (self._kind or "UNKNOWN") .. ": " .. tostring(self._message) end
+ERR.__tostring = function(self)
+    local kind = self._kind
+    if kind == nil or kind == "" then return tostring(self._message) end
+    return kind .. ": " .. tostring(self._message)
+end
 
-local KINDS = {}
-for _, k in ipairs(H.kinds) do KINDS[k] = k end
+-- the kinds by constant name (errors.NOT_FOUND == KIND.NOT_FOUND == "NotFound", as in Wippy)
+local KIND = {}
+for name, value in pairs(H.kinds) do KIND[name] = value end
 
 local function make_error(message, kind, retryable, details, source)
-    return setmetatable({ __err = true, _message = message, _kind = kind or "UNKNOWN", _retryable = retryable,
+    return setmetatable({ __err = true, _message = message, _kind = kind or KIND.UNKNOWN, _retryable = retryable,
         _details = details, _source = source }, ERR)
 end
 K.make_error = make_error
@@ -62,17 +67,17 @@ K.make_error = make_error
 local function is_error(v) return type(v) == "table" and getmetatable(v) == ERR end
 
 local errors = {}
-for k, v in pairs(KINDS) do errors[k] = v end
+for k, v in pairs(KIND) do errors[k] = v end
 function errors.new(spec, kind)
     if type(spec) == "string" then
-        return make_error(spec, kind or "UNKNOWN", nil, nil)
+        return make_error(spec, kind or KIND.UNKNOWN, nil, nil)
     end
     if type(spec) ~= "table" then
         error("errors.new: expected a table {message=, kind=, retryable=, details=} or a message string", 2)
     end
     local msg = spec.message
     if msg ~= nil and type(msg) ~= "string" then msg = tostring(msg) end
-    local k = spec.kind or kind or "UNKNOWN"
+    local k = spec.kind or kind or KIND.UNKNOWN
     if type(k) ~= "string" then error("errors.new: kind must be a string such as errors.INVALID", 2) end
     local r = spec.retryable
     if r ~= nil and type(r) ~= "boolean" then error("errors.new: retryable must be a boolean", 2) end
@@ -86,7 +91,7 @@ function errors.wrap(err, message)
     if is_error(err) then
         return make_error(message .. ": " .. tostring(err._message), err._kind, err._retryable, err._details)
     end
-    return make_error(message .. ": " .. tostring(err), "UNKNOWN", nil, nil)
+    return make_error(message .. ": " .. tostring(err), KIND.UNKNOWN, nil, nil)
 end
 
 -- ------------------------------------------------------------------ time values
@@ -260,13 +265,13 @@ end
 local json = {}
 function json.encode(v)
     local s, err = H.json_encode(v)
-    if s == nil then return nil, make_error(err, "INVALID", false) end
+    if s == nil then return nil, make_error(err, KIND.INVALID, false) end
     return s
 end
 function json.decode(s)
-    if type(s) ~= "string" then return nil, make_error("json.decode: expected a string", "INVALID", false) end
+    if type(s) ~= "string" then return nil, make_error("json.decode: expected a string", KIND.INVALID, false) end
     local v, err = H.json_decode(s)
-    if err ~= nil then return nil, make_error(err, "INVALID", false) end
+    if err ~= nil then return nil, make_error(err, KIND.INVALID, false) end
     return v
 end
 
@@ -364,7 +369,7 @@ if MODE == "activity" then
     local STOP = nil
     local ACT_HOOK_EVERY = 10000
     local function stop_error()
-        return make_error(STOP, "TIMEOUT", true, nil, nil)
+        return make_error(STOP, KIND.TIMEOUT, true, nil, nil)
     end
     local function check_stop(level)
         if STOP == nil then STOP = H.interrupted() end
@@ -398,7 +403,7 @@ if MODE == "activity" then
     mods.activity = {
         heartbeat = function(details)
             if H.heartbeat(details) then
-                error(make_error("the activity was canceled", "CANCELED", false, nil, user_frame(2)), 2)
+                error(make_error("the activity was canceled", KIND.CANCELED, false, nil, user_frame(2)), 2)
             end
         end,
         heartbeat_details = function() return H.heartbeat_details() end,
@@ -418,7 +423,7 @@ if MODE == "activity" then
         local ex = {}
         function ex:with_options(o) return new_executor(context) end
         function ex:with_context(c)
-            if type(c) ~= "table" then error(make_error("with_context: expected a table", "INVALID", false), 2) end
+            if type(c) ~= "table" then error(make_error("with_context: expected a table", KIND.INVALID, false), 2) end
             local merged = {}
             for k, v in pairs(context or {}) do merged[k] = v end
             for k, v in pairs(c) do merged[k] = v end
@@ -582,7 +587,7 @@ if MODE == "activity" then
     local function outcome(r)
         if not r[1] and r[2] == "not enough memory" then
             return "raised", "the activity ran out of Lua memory (limits.activity_lua_memory_bytes)",
-                "LIMIT_EXCEEDED", false, nil, nil
+                KIND.LIMIT_EXCEEDED, false, nil, nil
         end
         if not r[1] then
             local message, kind, retryable, details, source = describe_error(r[2])
@@ -610,19 +615,19 @@ if MODE == "activity" then
         local fn, err = load_entry()
         if fn == nil then
             sethook()
-            if STOP ~= nil then return "raised", STOP, "TIMEOUT", true, nil, nil end
-            return "raised", type(err) == "string" and err or "the entry failed to load", "INTERNAL", true, nil, nil
+            if STOP ~= nil then return "raised", STOP, KIND.TIMEOUT, true, nil, nil end
+            return "raised", type(err) == "string" and err or "the entry failed to load", KIND.INTERNAL, true, nil, nil
         end
         local r = pack(xpcall(fn, handler, unpack(args, 1, args.n)))
         -- describing the outcome may call the code's metamethods (__tostring, __index): still hooked
         local out = pack(pcall(outcome, r))
         sethook()
         if STOP ~= nil then
-            return "raised", STOP, "TIMEOUT", true, nil, nil
+            return "raised", STOP, KIND.TIMEOUT, true, nil, nil
         end
         if not out[1] then
             local why = type(out[2]) == "string" and out[2] or "an error while describing it"
-            return "raised", "the activity's result cannot be read: " .. why, "INTERNAL", false, nil, nil
+            return "raised", "the activity's result cannot be read: " .. why, KIND.INTERNAL, false, nil, nil
         end
         return unpack(out, 2, out.n)
     end
@@ -991,12 +996,12 @@ end
 local function check_pid(fname, pid, level)
     if type(pid) ~= "string" or pid == "" then
         error(make_error(sformat("%s: expected a pid (a workflow id string), got %s", fname,
-            pid == nil and "nil" or type(pid)), "INVALID", false, nil, user_frame(level + 1)), level + 1)
+            pid == nil and "nil" or type(pid)), KIND.INVALID, false, nil, user_frame(level + 1)), level + 1)
     end
 end
 
 local function invalid(message, level)
-    error(make_error(message, "INVALID", false, nil, user_frame(level + 1)), level + 1)
+    error(make_error(message, KIND.INVALID, false, nil, user_frame(level + 1)), level + 1)
 end
 
 local function emit_exit(pid, run_id, value, err)
@@ -1018,7 +1023,7 @@ local function start_child(fname, spec, mode, id, host, args, monitored)
     local seq = proc_seq + 1
     -- waits: started with temporal.workflow.wait_for_cancellation = true (see process.cancel)
     local err, waits = H.start_child(seq, id, host, args, spec, user_frame(3), monitored == true or mode == "exec")
-    if err ~= nil then return nil, make_error(fname .. ": " .. err, "INVALID", false) end
+    if err ~= nil then return nil, make_error(fname .. ": " .. err, KIND.INVALID, false) end
     count_command()
     proc_seq = seq
     children[seq] = { t = t, mode = mode, waits = waits == true }
@@ -1107,7 +1112,7 @@ end
 function process.send(pid, topic, payload)
     check_pid("process.send", pid, 2)
     if type(topic) ~= "string" or topic == "" then invalid("process.send: the topic must be a non-empty string", 2) end
-    if sbyte(pid, 1) == 64 then
+    if sbyte(pid, 1) == 64 and not H.caller then
         -- "@...": a non-durable process (a Lua caller). As in Wippy, the send is a recorded side
         -- effect carried out once the task commits, and the sender goes on in the same task (its
         -- outcome, later, is dropped: a process that is gone loses the message).
@@ -1407,7 +1412,7 @@ function FUTURE:cancel()
     self._canceled = true
     local dropped = H.cancel_activity(self._aid, user_frame(2))
     if dropped then
-        K.fail_activity(self._aid, "the activity was canceled before it was scheduled", "CANCELED", false, nil)
+        K.fail_activity(self._aid, "the activity was canceled before it was scheduled", KIND.CANCELED, false, nil)
     else
         count_command()
     end
@@ -1418,10 +1423,10 @@ local EXEC = { __name = "executor" }
 EXEC.__index = EXEC
 local function derive_executor(self, fname, host_fn, arg)
     if getmetatable(self) ~= EXEC then error(fname .. ": call it as executor:" .. fname .. "(...)", 3) end
-    if type(arg) ~= "table" then error(make_error(fname .. ": expected a table", "INVALID", false, nil,
+    if type(arg) ~= "table" then error(make_error(fname .. ": expected a table", KIND.INVALID, false, nil,
         user_frame(3)), 3) end
     local handle, err = host_fn(arg, exec_opts[self])
-    if handle == nil then error(make_error(err, "INVALID", false, nil, user_frame(3)), 3) end
+    if handle == nil then error(make_error(err, KIND.INVALID, false, nil, user_frame(3)), 3) end
     local ex = setmetatable({}, EXEC)
     exec_opts[ex] = handle
     return ex
@@ -1857,7 +1862,7 @@ function K.run(max_instructions)
             end
         elseif r[2] ~= BLOCK then
             return "error", "coroutine.yield was called outside a coroutine made with coroutine.create; " ..
-                "use channels to wait in workflow code", "INTERNAL", false, nil, co_user_frame(t.co)
+                "use channels to wait in workflow code", KIND.INTERNAL, false, nil, co_user_frame(t.co)
         end
     end
     return "blocked"

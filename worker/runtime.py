@@ -35,6 +35,7 @@ from worker.convert import (
     args_to_python,
     failure_from_lua,
     json_decode_to_lua,
+    lua_map,
     lua_text,
     map_or_value,
     to_lua,
@@ -93,7 +94,7 @@ def load_kernel(lua: Any, mode: str, host: dict[str, Any]) -> Any:
     loader = lua.eval("function(bc, name) return load(bc, name, 'b') end")
     chunk = loader(kernel_bytecode(), "=" + KERNEL_CHUNK)
     h = lua.table_from(host)
-    h["kinds"] = lua.table_from(list(Kind.ALL))
+    h["kinds"] = lua.table_from(Kind.BY_NAME)
     h["patterns"] = patterns_bytecode()
     h["max_duration_ms"] = MAX_DURATION_MS
     return chunk(mode, h)
@@ -168,13 +169,9 @@ def activity_options_from_lua(table: Any, base: Any) -> tuple[Any, Any]:
 
 def activity_context_from_lua(table: Any, base: Any) -> tuple[Any, Any]:
     """funcs.new():with_context{...} from Lua: (ActivityOptions, nil) or (nil, message)."""
-    try:
-        ctx = to_python(table)
-    except ConversionError as err:
-        return None, f"with_context: {err}"
-    ctx = map_or_value(ctx)
-    if not isinstance(ctx, dict):
-        return None, "with_context: expected a table of name = value"
+    ctx, problem = lua_map(table, "with_context", "a table of name = value")
+    if ctx is None:
+        return None, problem
     out = base.copy() if isinstance(base, ActivityOptions) else ActivityOptions()
     out.context.update(ctx)
     return out, None
@@ -415,7 +412,7 @@ class WorkflowRun:
             details = to_python(d)
         except ConversionError:
             details = None
-        raise TaskFailure("WORKFLOW_ERROR", Failure(lua_text(a), lua_text(b) or Kind.INTERNAL,
+        raise TaskFailure("WORKFLOW_ERROR", Failure(lua_text(a), Kind.INTERNAL if b is None else lua_text(b),
                                                     bool(c) if c is not None else False, details,
                                                     lua_text(e) or None))
 
@@ -730,13 +727,9 @@ class WorkflowRun:
 
     def _attrs(self, table: Any, line: Any) -> tuple[Any, Any]:
         """workflow.attrs{search=, memo=}: (number of commands issued, error message)."""
-        try:
-            value = to_python(table)
-        except ConversionError as err:
-            return None, f"workflow.attrs: {err}"
-        value = map_or_value(value)
-        if not isinstance(value, dict):
-            return None, "workflow.attrs: expected a table {search = {...}, memo = {...}}"
+        value, problem = lua_map(table, "workflow.attrs", "a table {search = {...}, memo = {...}}")
+        if value is None:
+            return None, problem
         unknown = sorted(k for k in value if k not in ("search", "memo"))
         if unknown:
             return None, f"workflow.attrs: unknown key {unknown[0]!r} (known: search, memo)"

@@ -76,7 +76,7 @@ async def test_exec_returns_the_result(env: Env) -> None:
 
 async def test_exec_of_a_failing_workflow_keeps_kind_and_message(env: Env) -> None:
     r = ok(await env.call("exec_fail"))
-    assert "result" not in r and r["kind"] == "INVALID" and r["retryable"] is False
+    assert "result" not in r and r["kind"] == "Invalid" and r["retryable"] is False
     assert "refused: no stock" in r["message"]
 
 
@@ -99,21 +99,21 @@ async def test_reply_timeout_with_time_after(env: Env) -> None:
 
 async def test_send_to_unknown_targets_is_not_found(env: Env) -> None:
     r = ok(await env.call("unknown_target"))
-    assert r == {"kind": "NOT_FOUND", "retryable": False, "kind2": "NOT_FOUND"}
+    assert r == {"kind": "NotFound", "retryable": False, "kind2": "NotFound"}
 
 
 async def test_unknown_start_option_is_invalid_naming_the_key(env: Env) -> None:
     r = ok(await env.call("bad_option"))
-    assert r["ok"] is False and r["kind"] == "INVALID" and "temporal.workflow.colour" in r["message"]
+    assert r["ok"] is False and r["kind"] == "Invalid" and "temporal.workflow.colour" in r["message"]
 
 
 async def test_nil_err_is_the_callers_failure(env: Env) -> None:
     o = await env.call("returns_error")
-    assert o.failure is not None and o.failure.kind == "NOT_FOUND" and "nothing to do" in o.failure.message
+    assert o.failure is not None and o.failure.kind == "NotFound" and "nothing to do" in o.failure.message
 
 
 async def test_terminate_gives_exit_with_an_error(env: Env) -> None:
-    assert ok(await env.call("monitor_terminate")) == {"kind": "EXIT", "err": "TERMINATED"}
+    assert ok(await env.call("monitor_terminate")) == {"kind": "EXIT", "err": "Terminated"}
 
 
 async def test_plain_spawn_from_a_caller_asks_for_no_exit(env: Env) -> None:
@@ -121,7 +121,7 @@ async def test_plain_spawn_from_a_caller_asks_for_no_exit(env: Env) -> None:
 
 
 async def test_cancel_with_wait_for_cancellation_returns_once_the_workflow_closed(env: Env) -> None:
-    assert ok(await env.call("cancel_waits")) == {"ok": True, "closed": True, "kind": "EXIT", "err": "CANCELED"}
+    assert ok(await env.call("cancel_waits")) == {"ok": True, "closed": True, "kind": "EXIT", "err": "Canceled"}
 
 
 async def test_pid_time_channels_and_coroutines(env: Env) -> None:
@@ -153,7 +153,7 @@ def test_legato_run_of_a_function_prints_its_result() -> None:
 def test_legato_run_of_a_function_that_returns_an_error_exits_1() -> None:
     code, out, err = run("cl:returns_error")
     assert code == 1
-    assert "NOT_FOUND" in err and "nothing to do" in err and out == ""
+    assert "NotFound" in err and "nothing to do" in err and out == ""
 
 
 def test_legato_run_request_reply() -> None:

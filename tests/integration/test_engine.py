@@ -294,7 +294,7 @@ async def test_cancel_without_events_cancels_the_run(h: Harness) -> None:
     await h.api.request_cancel_workflow(CancelWorkflowRequest(ExecutionRef(wid)))
     r = await h.result(wid)
     assert r.status == WorkflowStatus.CANCELED
-    assert r.failure is not None and r.failure.kind == "CANCELED"
+    assert r.failure is not None and r.failure.kind == "Canceled"
     events = await h.history(wid)
     assert types(events)[-1] == "WorkflowExecutionCanceled"
     assert (await h.describe(wid)).info.status == WorkflowStatus.CANCELED
@@ -309,7 +309,7 @@ async def test_terminate_during_an_activity(h: Harness) -> None:
     await h.api.terminate_workflow(TerminateWorkflowRequest(ExecutionRef(wid), reason="stop it"))
     r = await h.result(wid)
     assert r.status == WorkflowStatus.TERMINATED
-    assert r.failure is not None and r.failure.kind == "TERMINATED" and r.failure.message == "stop it"
+    assert r.failure is not None and r.failure.kind == "Terminated" and r.failure.message == "stop it"
     # the activity finishes afterwards: its result is refused, the history stays closed
     late = await h.spy.wait_call("respond_activity_task_completed", timeout=5)
     assert isinstance(late.error, NotFound), late

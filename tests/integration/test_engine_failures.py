@@ -62,20 +62,20 @@ async def test_retries_stop_at_maximum_attempts(h: Harness) -> None:
     out, events = await call(h, "eng:flaky", 10, retry_policy={"initial_interval": "10ms", "maximum_attempts": 2})
     assert not out["ok"]
     err = out["error"]
-    assert err["kind"] == "INTERNAL" and "flaky attempt 2" in err["message"], err
+    assert err["kind"] == "Internal" and "flaky attempt 2" in err["message"], err
     assert last_attempt(events) == 2
     assert of_type(events, E.ActivityTaskFailed)
 
 
 async def test_non_retryable_error_types_stop_retries(h: Harness) -> None:
     policy = {"initial_interval": "10ms", "maximum_attempts": 3, "non_retryable_error_types": ["INVALID"]}
-    out, events = await call(h, "eng:raise_kind", "INVALID", retry_policy=policy)
-    assert out["error"]["kind"] == "INVALID" and out["error"]["message"] == "raised INVALID on attempt 1"
-    assert out["error"]["text"] == "INVALID: raised INVALID on attempt 1"  # tostring(err)
+    out, events = await call(h, "eng:raise_kind", "Invalid", retry_policy=policy)
+    assert out["error"]["kind"] == "Invalid" and out["error"]["message"] == "raised Invalid on attempt 1"
+    assert out["error"]["text"] == "Invalid: raised Invalid on attempt 1"  # tostring(err)
     assert last_attempt(events) == 1
     # the same policy retries a kind it does not name
-    out, events = await call(h, "eng:raise_kind", "CONFLICT", retry_policy=policy)
-    assert out["error"]["kind"] == "CONFLICT" and out["error"]["message"] == "raised CONFLICT on attempt 3"
+    out, events = await call(h, "eng:raise_kind", "Conflict", retry_policy=policy)
+    assert out["error"]["kind"] == "Conflict" and out["error"]["message"] == "raised Conflict on attempt 3"
     assert last_attempt(events) == 3
 
 
@@ -100,7 +100,7 @@ async def test_retry_backoff_is_a_durable_timer(h: Harness) -> None:
 async def test_start_to_close_timeout(h: Harness) -> None:
     out, events = await call(h, "eng:sleep", 600, start_to_close_timeout="150ms",
                              retry_policy={"maximum_attempts": 1})
-    assert out["error"]["kind"] == "TIMEOUT", out
+    assert out["error"]["kind"] == "Timeout", out
     assert "start-to-close" in out["error"]["message"]
     timed_out = of_type(events, E.ActivityTaskTimedOut)
     assert [e.attrs["timeout_type"] for e in timed_out] == ["START_TO_CLOSE"]
@@ -110,7 +110,7 @@ async def test_schedule_to_close_timeout_covers_all_attempts(h: Harness) -> None
     # attempt 1 fails at once, attempt 2 sleeps past the deadline of the whole activity
     out, events = await call(h, "eng:sleep", 1000, 2, schedule_to_close_timeout="400ms",
                              retry_policy={"initial_interval": "10ms"})
-    assert out["error"]["kind"] == "TIMEOUT", out
+    assert out["error"]["kind"] == "Timeout", out
     assert "schedule-to-close" in out["error"]["message"]
     assert [e.attrs["timeout_type"] for e in of_type(events, E.ActivityTaskTimedOut)] == ["SCHEDULE_TO_CLOSE"]
     assert last_attempt(events) == 2
@@ -120,14 +120,14 @@ async def test_schedule_to_start_timeout(h: Harness) -> None:
     # no worker polls the task queue "nobody": the activity never starts
     out, events = await call(h, "eng:echo", 1, task_queue="nobody", schedule_to_start_timeout="150ms",
                              retry_policy={"maximum_attempts": 1})
-    assert out["error"]["kind"] == "TIMEOUT", out
+    assert out["error"]["kind"] == "Timeout", out
     assert [e.attrs["timeout_type"] for e in of_type(events, E.ActivityTaskTimedOut)] == ["SCHEDULE_TO_START"]
     assert of_type(events, E.ActivityTaskScheduled)[0].attrs["task_queue"] == "nobody"
 
 
 async def test_heartbeat_timeout(h: Harness) -> None:
     out, events = await call(h, "eng:sleep", 600, heartbeat_timeout="150ms", retry_policy={"maximum_attempts": 1})
-    assert out["error"]["kind"] == "TIMEOUT", out
+    assert out["error"]["kind"] == "Timeout", out
     assert [e.attrs["timeout_type"] for e in of_type(events, E.ActivityTaskTimedOut)] == ["HEARTBEAT"]
     # an activity that heartbeats keeps going past the heartbeat timeout
     out, events = await call(h, "eng:heartbeating", 700, 20, heartbeat_timeout="350ms",
@@ -141,10 +141,10 @@ async def test_missing_activity_is_not_found_and_retryable(h: Harness) -> None:
     error says retryable even when the policy allowed a single attempt."""
     out, events = await call(h, "eng:no_such_activity", retry_policy={"maximum_attempts": 2,
                                                                       "initial_interval": "10ms"})
-    assert out["error"]["kind"] == "NOT_FOUND" and out["error"]["retryable"] is True
+    assert out["error"]["kind"] == "NotFound" and out["error"]["retryable"] is True
     assert last_attempt(events) == 2
     out, _ = await call(h, "eng:no_such_activity", retry_policy={"maximum_attempts": 1})
-    assert out["error"]["kind"] == "NOT_FOUND" and out["error"]["retryable"] is True
+    assert out["error"]["kind"] == "NotFound" and out["error"]["retryable"] is True
 
 
 # ---------------------------------------------------------------- failing workflows
@@ -153,7 +153,7 @@ async def test_return_nil_err_fails_the_workflow(h: Harness) -> None:
     wid = await h.start_workflow("eng:fail_error", {"order": "7"})
     r = await h.result(wid)
     assert r.status == WorkflowStatus.FAILED
-    assert r.failure is not None and (r.failure.kind, r.failure.message) == ("INVALID", "order 7 is refused")
+    assert r.failure is not None and (r.failure.kind, r.failure.message) == ("Invalid", "order 7 is refused")
     assert types(await h.history(wid))[-1] == "WorkflowExecutionFailed"
 
     wid = await h.start_workflow("eng:fail_string")
@@ -198,8 +198,8 @@ async def test_lua_error_fails_the_task_and_fixed_code_completes_the_workflow(tm
         assert d.info.status == WorkflowStatus.RUNNING
         f = d.last_workflow_task_failure
         assert f is not None and f.source == "flow.lua:5", f
-        assert f.kind == "INTERNAL" and "attempt to index a nil value" in f.message
-        assert str(f).startswith("INTERNAL: flow.lua:5: attempt to index a nil value") and "(at " not in str(f)
+        assert f.kind == "Internal" and "attempt to index a nil value" in f.message
+        assert str(f).startswith("Internal: flow.lua:5: attempt to index a nil value") and "(at " not in str(f)
         assert len(of_type(await h.history(wid), E.ActivityTaskCompleted)) == 1  # the work before the bug is kept
 
         await h.stop_worker()

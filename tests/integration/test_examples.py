@@ -53,8 +53,8 @@ def test_children_results_and_a_childs_error_reach_the_parent() -> None:
     assert second["is_child"] is True and second.get("error") is None
     assert third == {"item": "desk", "price": 250}                       # process.exec
     assert r["total"] == 292
-    assert r["exec_error"] == {"kind": "NOT_FOUND", "retryable": False, "message": "no such sku: sku-404"}
-    assert r["exit_error"] == {"kind": "NOT_FOUND", "retryable": False, "message": "no such sku: sku-405"}
+    assert r["exec_error"] == {"kind": "NotFound", "retryable": False, "message": "no such sku: sku-404"}
+    assert r["exit_error"] == {"kind": "NotFound", "retryable": False, "message": "no such sku: sku-405"}
 
 
 def test_start_from_a_caller_with_context_and_a_conflicting_second_start() -> None:
@@ -67,7 +67,7 @@ def test_start_from_a_caller_with_context_and_a_conflicting_second_start() -> No
         "reservation": {"id": "res-1001", "tenant": "tenant-1", "request_id": "req-1001"},
     }
     second = r["second_start"]
-    assert second["started"] is False and second["kind"] == "ALREADY_EXISTS"
+    assert second["started"] is False and second["kind"] == "AlreadyExists"
     assert "order-1001" in second["message"] and "id_conflict_policy" in second["message"]
 
 

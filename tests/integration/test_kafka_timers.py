@@ -298,7 +298,7 @@ async def _run_a_mix(env: Env) -> None:
                                         retry_policy={"initial_interval_ms": 500}))
     at = await env.poll_act("wf-act", 5)
     await env.history.respond_activity_task_failed(RespondActivityTaskFailedRequest(
-        at.task_token, Failure("flaky", kind="UNAVAILABLE")))
+        at.task_token, Failure("flaky", kind="Unavailable")))
     await env.start("wf-delayed", start_delay_ms=1500)
     await env.fire(2000)  # a, b, the retry backoff and the start delay fire
     at = await env.poll_act("wf-act", 5, attempt=2)

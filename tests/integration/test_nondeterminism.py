@@ -80,7 +80,7 @@ def test_reordered_commands_are_detected_and_fixed_code_resumes(tmp_path: Path) 
         d = describe(c, "nd-1")
         failure = d["last_workflow_task_failure"]
         assert d["info"]["status"] == "RUNNING"
-        assert failure["kind"] == "NON_DETERMINISTIC", failure
+        assert failure["kind"] == "NonDeterministic", failure
         assert "flow.lua:3" in (failure.get("source") or "") + failure["message"], failure
         assert "nd:a" in failure["message"] and "nd:b" in failure["message"], failure
 

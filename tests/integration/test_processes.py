@@ -45,7 +45,7 @@ async def test_children_spawn_exec_and_errors(h: Harness) -> None:
     assert out["exit"] == {"kind": "EXIT", "from": child,
                            "value": {"x": 1, "ctx": {"request_id": "r-1"}, "act_ctx": {"request_id": "r-1"}}}
     assert out["exec"] == {"x": 2, "ctx": {}, "act_ctx": {}}
-    assert out["err"] == {"kind": "NOT_FOUND", "retryable": False, "message": "no such order"}
+    assert out["err"] == {"kind": "NotFound", "retryable": False, "message": "no such order"}
     assert (await h.result(child)).status is WorkflowStatus.COMPLETED  # a pid is a workflow id
     await replays(h, wid)
 
@@ -66,17 +66,17 @@ async def test_send_between_workflows_and_to_an_unknown_one(h: Harness) -> None:
     assert await h.value(ping) == {"pong": {"got": 1}}
     assert await h.value(pong) == "sender-1"  # msg:from() is the sending workflow's pid
     lost = await h.start_workflow("pr:sender", "nobody-here")
-    assert await h.value(lost) == {"err": "NOT_FOUND", "retryable": False}
+    assert await h.value(lost) == {"err": "NotFound", "retryable": False}
     await replays(h, ping)
 
 
 async def test_monitor_then_terminate_gives_exit_with_an_error(h: Harness) -> None:
     target = await h.start_workflow("pr:sleeper")
     wid = await h.start_workflow("pr:watcher", target)
-    assert await h.value(wid) == {"kind": "EXIT", "from": target, "err": "TERMINATED"}
+    assert await h.value(wid) == {"kind": "EXIT", "from": target, "err": "Terminated"}
     assert (await h.result(target)).status is WorkflowStatus.TERMINATED
     missing = await h.start_workflow("pr:watcher", "ghost")
-    assert await h.value(missing) == {"err": "NOT_FOUND"}
+    assert await h.value(missing) == {"err": "NotFound"}
     await replays(h, wid)
 
 
@@ -138,7 +138,7 @@ async def test_version_and_attributes(h: Harness) -> None:
 async def test_async_activity_cancellation_reaches_the_activity(h: Harness) -> None:
     wid = await h.start_workflow("pr:async_cancel")
     out: Any = await h.value(wid, timeout=30)
-    assert out == {"kind": "CANCELED", "canceled": True}
+    assert out == {"kind": "Canceled", "canceled": True}
     events = await h.history(wid)
     assert of_type(events, E.ActivityTaskCancelRequested) and of_type(events, E.ActivityTaskCanceled)
     await replays(h, wid)

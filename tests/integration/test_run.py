@@ -22,7 +22,7 @@ def test_completes_and_prints_result_as_json() -> None:
 def test_failed_workflow_exits_1_with_its_error() -> None:
     code, out, err = run("basic:fails", "--input", '{"why": "no stock"}')
     assert code == 1
-    assert "INVALID" in err and "refused: no stock" in err
+    assert "Invalid" in err and "refused: no stock" in err
     assert out == ""
 
 
@@ -43,8 +43,8 @@ def test_activity_errors_reach_the_workflow_with_kind_and_message() -> None:
     code, out, err = run("basic:activity_errors")
     assert code == 0, err
     r = json.loads(out)
-    assert r["missing"]["kind"] == "NOT_FOUND" and r["missing"]["retryable"] is True
-    assert r["raised"]["kind"] == "INTERNAL" and "activity exploded: kaput" in r["raised"]["message"]
+    assert r["missing"]["kind"] == "NotFound" and r["missing"]["retryable"] is True
+    assert r["raised"]["kind"] == "Internal" and "activity exploded: kaput" in r["raised"]["message"]
     assert r["returned"]["message"] == "plain text error"
     assert "plain text error" in r["returned"]["text"]
 

@@ -199,11 +199,11 @@ ACTIVITY_CASES = [
             return {a, b}
         end
         """, ("value", [1, 1])),
-    Case("activity_loop_stopped", ACT_CALL.format(name="loop"), ("value", {"kind": "TIMEOUT"})),
-    Case("activity_loop_in_pcall_stopped", ACT_CALL.format(name="loop_in_pcall"), ("value", {"kind": "TIMEOUT"})),
-    Case("activity_sleep_ends_at_timeout", ACT_CALL.format(name="sleep_long"), ("value", {"kind": "TIMEOUT"})),
-    Case("activity_memory_bomb", ACT_CALL.format(name="memory_bomb"), ("value", {"kind": "LIMIT_EXCEEDED"})),
-    Case("activity_backtracking_pattern", ACT_CALL.format(name="backtracking"), ("value", {"kind": "TIMEOUT"})),
+    Case("activity_loop_stopped", ACT_CALL.format(name="loop"), ("value", {"kind": "Timeout"})),
+    Case("activity_loop_in_pcall_stopped", ACT_CALL.format(name="loop_in_pcall"), ("value", {"kind": "Timeout"})),
+    Case("activity_sleep_ends_at_timeout", ACT_CALL.format(name="sleep_long"), ("value", {"kind": "Timeout"})),
+    Case("activity_memory_bomb", ACT_CALL.format(name="memory_bomb"), ("value", {"kind": "LimitExceeded"})),
+    Case("activity_backtracking_pattern", ACT_CALL.format(name="backtracking"), ("value", {"kind": "Timeout"})),
 ]
 
 NORMAL = """\

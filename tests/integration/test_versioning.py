@@ -116,7 +116,7 @@ async def test_running_run_keeps_min_new_run_gets_max_and_excluded_range_is_nond
         assert "payment-v2" in message and "version 2" in message, message
         d = await h.describe("new-run")
         assert d.last_workflow_task_failure is not None
-        assert d.last_workflow_task_failure.kind == "NON_DETERMINISTIC"
+        assert d.last_workflow_task_failure.kind == "NonDeterministic"
 
         # Restoring the range lets the run finish on the branch it recorded.
         await h.stop_worker()

@@ -84,5 +84,21 @@ local function batch()
     end
 end
 
-return {batch = batch, listed = listed, child = child, spawn_by_queue = spawn_by_queue, missing_activity = missing_activity,
+-- 3. kinds are Wippy's values, everywhere
+local function kinds()
+    local constants = {}
+    for _, name in ipairs({"NOT_FOUND", "ALREADY_EXISTS", "INVALID", "PERMISSION_DENIED", "UNAVAILABLE", "INTERNAL",
+                           "CANCELED", "CONFLICT", "TIMEOUT", "RATE_LIMITED", "UNKNOWN"}) do
+        constants[name] = errors[name]
+    end
+    local once = funcs.new():with_options({["activity.retry_policy"] = {maximum_attempts = 1}})
+    local _, missing = once:call("wippy:nobody_registers_this")
+    local _, returned = funcs.call("wippy:fails")
+    local _, raised = pcall(error, errors.new("plain"))
+    local given = errors.new({message = "x", kind = "MyKind"})
+    return {constants = constants, missing = missing:kind(), returned = returned:kind(),
+            plain = raised:kind(), given = given:kind(), text = tostring(raised)}
+end
+
+return {kinds = kinds, batch = batch, listed = listed, child = child, spawn_by_queue = spawn_by_queue, missing_activity = missing_activity,
         futures = futures, link_normal = link_normal}

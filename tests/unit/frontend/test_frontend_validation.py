@@ -147,9 +147,9 @@ BAD: list[tuple[str, Callable[[Frontend], Awaitable[Any]], str]] = [
         api.RespondWorkflowTaskCompletedRequest(wf_token(), None)), "commands must be a list"),  # type: ignore[arg-type]
     ("unknown task failure cause", lambda fe: fe.respond_workflow_task_failed(
         api.RespondWorkflowTaskFailedRequest(wf_token(), "OOPS", Failure("x"))), "cause has unknown value 'OOPS'"),
-    ("failure without kind", lambda fe: fe.respond_workflow_task_failed(
-        api.RespondWorkflowTaskFailedRequest(wf_token(), "WORKFLOW_ERROR", Failure("x", kind=""))),
-     "failure.kind must be a non-empty string"),
+    ("failure kind not a string", lambda fe: fe.respond_workflow_task_failed(
+        api.RespondWorkflowTaskFailedRequest(wf_token(), "WORKFLOW_ERROR", Failure("x", kind=7))),  # type: ignore[arg-type]
+     "failure.kind must be a string"),
     ("failure missing", lambda fe: fe.respond_activity_task_failed(
         api.RespondActivityTaskFailedRequest(act_token(), None)), "failure is required"),  # type: ignore[arg-type]
     ("failure cause malformed", lambda fe: fe.respond_activity_task_failed(

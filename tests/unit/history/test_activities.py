@@ -36,7 +36,7 @@ async def test_retry_with_backoff_then_final_failure(env: Env) -> None:
         at = await env.poll_act("wf-1", sched, attempt)
         assert at.attempt == attempt
         await env.history.respond_activity_task_failed(RespondActivityTaskFailedRequest(
-            at.task_token, Failure(f"card declined #{attempt}", kind="UNAVAILABLE"), "aw"))
+            at.task_token, Failure(f"card declined #{attempt}", kind="Unavailable"), "aw"))
         # retries do not touch the history
         assert (await env.types("wf-1"))[-1] == E.ActivityTaskScheduled
         d = await env.history.describe_workflow(ExecutionRef("wf-1"))
@@ -50,7 +50,7 @@ async def test_retry_with_backoff_then_final_failure(env: Env) -> None:
         await env.act_task("wf-1", sched, attempt + 1)
     at = await env.poll_act("wf-1", sched, 3)
     await env.history.respond_activity_task_failed(RespondActivityTaskFailedRequest(
-        at.task_token, Failure("card declined #3", kind="UNAVAILABLE"), "aw"))
+        at.task_token, Failure("card declined #3", kind="Unavailable"), "aw"))
     hist = await _history(env)
     assert [e.event_type for e in hist[5:]] == [E.ActivityTaskStarted, E.ActivityTaskFailed, E.WorkflowTaskScheduled]
     started, failed = hist[5], hist[6]
@@ -64,7 +64,7 @@ async def test_non_retryable_failure_is_final(env: Env) -> None:
     sched = await _with_activity(env, retry_policy={"non_retryable_error_types": ["INVALID"]})
     at = await env.poll_act("wf-1", sched)
     await env.history.respond_activity_task_failed(RespondActivityTaskFailedRequest(
-        at.task_token, Failure("bad input", kind="INVALID")))
+        at.task_token, Failure("bad input", kind="Invalid")))
     assert (await env.types("wf-1"))[-3:] == [E.ActivityTaskStarted, E.ActivityTaskFailed, E.WorkflowTaskScheduled]
     await env.start("wf-2")
     wt = await env.poll_wft("wf-2")
@@ -91,7 +91,7 @@ async def test_start_to_close_timeout_retries_then_succeeds(env: Env) -> None:
     await env.fire(10_000)  # attempt 1 timed out -> backoff
     d = await env.history.describe_workflow(ExecutionRef("wf-1"))
     assert [(a.state, a.attempt) for a in d.pending_activities] == [("BACKOFF", 2)]
-    assert d.pending_activities[0].last_failure and d.pending_activities[0].last_failure.kind == "TIMEOUT"
+    assert d.pending_activities[0].last_failure and d.pending_activities[0].last_failure.kind == "Timeout"
     with pytest.raises(NotFound, match="stale attempt"):  # the timed-out attempt reports late
         await env.history.respond_activity_task_completed(RespondActivityTaskCompletedRequest(at1.task_token, 1))
     await env.fire(500)
@@ -99,7 +99,7 @@ async def test_start_to_close_timeout_retries_then_succeeds(env: Env) -> None:
     await env.history.respond_activity_task_completed(RespondActivityTaskCompletedRequest(at2.task_token, "ok"))
     hist = await _history(env)
     assert [e.event_type for e in hist[5:7]] == [E.ActivityTaskStarted, E.ActivityTaskCompleted]
-    assert hist[5].attrs["attempt"] == 2 and hist[5].attrs["last_failure"]["kind"] == "TIMEOUT"
+    assert hist[5].attrs["attempt"] == 2 and hist[5].attrs["last_failure"]["kind"] == "Timeout"
     with pytest.raises(NotFound, match="no longer pending"):
         await env.history.respond_activity_task_completed(RespondActivityTaskCompletedRequest(at2.task_token, "x"))
 
@@ -110,7 +110,7 @@ async def test_schedule_to_start_timeout_is_final(env: Env) -> None:
     hist = await _history(env)
     assert [e.event_type for e in hist[5:]] == [E.ActivityTaskStarted, E.ActivityTaskTimedOut,
                                                 E.WorkflowTaskScheduled]
-    assert hist[6].attrs["timeout_type"] == "SCHEDULE_TO_START" and hist[6].attrs["failure"]["kind"] == "TIMEOUT"
+    assert hist[6].attrs["timeout_type"] == "SCHEDULE_TO_START" and hist[6].attrs["failure"]["kind"] == "Timeout"
 
 
 async def test_schedule_to_close_timeout_fires_while_started(env: Env) -> None:
@@ -170,7 +170,7 @@ async def test_result_too_large_fails_the_activity() -> None:
                                                                                                 "x" * 500))
         hist = (await small.history.get_workflow_history(GetHistoryRequest(ExecutionRef("wf-1")))).events
         assert hist[6].event_type == E.ActivityTaskFailed
-        assert hist[6].attrs["failure"]["kind"] == "LIMIT_EXCEEDED" and "limit is 300" in \
+        assert hist[6].attrs["failure"]["kind"] == "LimitExceeded" and "limit is 300" in \
             hist[6].attrs["failure"]["message"]
     finally:
         await close_env(small)

@@ -75,7 +75,7 @@ async def test_a_cancel_requested_activity_may_still_complete_and_is_not_retried
     await env.run_wf("wf", cancel(5), cancel(6))
     await env.history.respond_activity_task_completed(RespondActivityTaskCompletedRequest(a1.task_token, "done"))
     await env.history.respond_activity_task_failed(RespondActivityTaskFailedRequest(
-        a2.task_token, Failure("interrupted", kind="CANCELED", retryable=True)))
+        a2.task_token, Failure("interrupted", kind="Canceled", retryable=True)))
     types = await env.types("wf")
     assert E.ActivityTaskCompleted in types and E.ActivityTaskFailed in types  # the failure is final
     assert (await env.history.describe_workflow(ExecutionRef("wf"))).pending_activities == []

@@ -55,8 +55,8 @@ async def test_child_is_started_with_its_parent_recorded(env: Env) -> None:
 
 @pytest.mark.parametrize(("close", "event", "key", "value"), [
     (complete_wf({"ok": 1}), E.ChildWorkflowExecutionCompleted, "result", {"ok": 1}),
-    (cmd(C.FailWorkflowExecution, failure={"message": "no stock", "kind": "NOT_FOUND", "retryable": False}),
-     E.ChildWorkflowExecutionFailed, "failure", {"message": "no stock", "kind": "NOT_FOUND", "retryable": False}),
+    (cmd(C.FailWorkflowExecution, failure={"message": "no stock", "kind": "NotFound", "retryable": False}),
+     E.ChildWorkflowExecutionFailed, "failure", {"message": "no stock", "kind": "NotFound", "retryable": False}),
     (cmd(C.CancelWorkflowExecution, details="bye"), E.ChildWorkflowExecutionCanceled, "failure", None),
 ])
 async def test_child_close_is_recorded_in_the_parent(env: Env, close: object, event: E, key: str,
@@ -70,7 +70,7 @@ async def test_child_close_is_recorded_in_the_parent(env: Env, close: object, ev
     if value is not None:
         assert ev.attrs[key] == value
     else:
-        assert ev.attrs[key]["kind"] == "CANCELED"
+        assert ev.attrs[key]["kind"] == "Canceled"
     assert (await env.types("parent"))[-1] == E.WorkflowTaskScheduled  # the parent is woken
     assert (await env.state("parent")).children == {}
     # both transfer tasks run again: nothing more happens
@@ -89,9 +89,9 @@ async def test_terminated_and_timed_out_children(env: Env) -> None:
     await env.fire(5_000)
     await env.settle()
     t = await env.last("parent2", E.ChildWorkflowExecutionTerminated)
-    assert t.attrs["failure"]["kind"] == "TERMINATED" and t.attrs["failure"]["message"] == "ops"
+    assert t.attrs["failure"]["kind"] == "Terminated" and t.attrs["failure"]["message"] == "ops"
     to = await env.last("parent", E.ChildWorkflowExecutionTimedOut)
-    assert to.attrs["failure"]["kind"] == "TIMEOUT"
+    assert to.attrs["failure"]["kind"] == "Timeout"
 
 
 async def test_start_is_idempotent_by_parent_run_and_initiated_event(env: Env) -> None:
@@ -112,7 +112,7 @@ async def test_child_id_already_running_fails_with_already_exists(env: Env) -> N
     await env.settle()
     ev = await env.last("parent", E.StartChildWorkflowExecutionFailed)
     assert ev.attrs["initiated_event_id"] == 5 and ev.attrs["workflow_id"] == "kid"
-    assert ev.attrs["failure"]["kind"] == "ALREADY_EXISTS" and ev.attrs["failure"]["retryable"] is False
+    assert ev.attrs["failure"]["kind"] == "AlreadyExists" and ev.attrs["failure"]["retryable"] is False
     assert "already running" in ev.attrs["failure"]["message"]
     assert (await env.state("parent")).children == {}
     await env.rerun(T_START_CHILD)
@@ -251,7 +251,7 @@ def test_a_close_that_overtakes_the_start_outcome_records_both_in_order() -> Non
     procs: Processes = eng.proc
     m = _parent_state("INITIATED")
     closed = ExecutionClosed("default", "kid", "run-k", WorkflowStatus.FAILED,
-                             failure=Failure("bad", kind="INVALID", retryable=False))
+                             failure=Failure("bad", kind="Invalid", retryable=False))
     procs.record_child_closed(m, RecordChildClosedRequest(ParentInfo("default", "parent", "run-p", 5), closed))
     assert [(e.event_type, e.attrs.get("run_id")) for e in m.events] == [
         (E.ChildWorkflowExecutionStarted, "run-k"), (E.ChildWorkflowExecutionFailed, "run-k"),

@@ -71,7 +71,7 @@ async def test_signal_unknown_target_is_not_found(env: Env) -> None:
     await env.settle()
     ev = await env.last("a", E.SignalExternalWorkflowExecutionFailed)
     assert ev.attrs["initiated_event_id"] == 5 and ev.attrs["workflow_id"] == "nobody"
-    assert ev.attrs["failure"]["kind"] == "NOT_FOUND" and ev.attrs["failure"]["retryable"] is False
+    assert ev.attrs["failure"]["kind"] == "NotFound" and ev.attrs["failure"]["retryable"] is False
     assert "not found" in ev.attrs["failure"]["message"]
 
 
@@ -82,7 +82,7 @@ async def test_signal_a_closed_workflow_fails(env: Env) -> None:
     await env.run_wf("a", send("1", "b"))
     await env.settle()
     ev = await env.last("a", E.SignalExternalWorkflowExecutionFailed)
-    assert ev.attrs["failure"]["kind"] == "NOT_FOUND" and "already closed" in ev.attrs["failure"]["message"]
+    assert ev.attrs["failure"]["kind"] == "NotFound" and "already closed" in ev.attrs["failure"]["message"]
 
 
 async def test_send_to_a_caller_pid_goes_to_its_mailbox(env: Env) -> None:
@@ -95,7 +95,7 @@ async def test_send_to_a_caller_pid_goes_to_its_mailbox(env: Env) -> None:
                                                                    payload={"progress": 75}, sender="a"))]
     assert (await env.last("a", E.ExternalWorkflowExecutionSignaled)).attrs["initiated_event_id"] == 5
     failed = await env.last("a", E.SignalExternalWorkflowExecutionFailed)
-    assert failed.attrs["initiated_event_id"] == 6 and failed.attrs["failure"]["kind"] == "NOT_FOUND"
+    assert failed.attrs["initiated_event_id"] == 6 and failed.attrs["failure"]["kind"] == "NotFound"
     assert "no such process" in failed.attrs["failure"]["message"]
     # an explicit sender is kept
     await env.run_wf("a", send("3", "@caller-1", "x", sender="someone"))
@@ -132,7 +132,7 @@ async def test_cancel_with_a_deadline_terminates_a_workflow_that_does_not_stop(e
     await env.fire(1)
     d = await env.history.describe_workflow(ExecutionRef("b"))
     assert d.info.status == WorkflowStatus.TERMINATED and d.failure is not None
-    assert d.failure.kind == "TERMINATED" and "deadline of 5000 ms" in d.failure.message
+    assert d.failure.kind == "Terminated" and "deadline of 5000 ms" in d.failure.message
 
 
 async def test_cancel_deadline_does_nothing_once_the_workflow_closed(env: Env) -> None:
@@ -172,7 +172,7 @@ async def test_terminate_another_workflow(env: Env) -> None:
     failed = [e for e in await env.history_of("a") if e.event_type == E.TerminateExternalWorkflowExecutionFailed]
     # the two requests are carried out concurrently: their outcomes may be recorded in either order
     by_event = {e.attrs["initiated_event_id"]: e.attrs["failure"] for e in failed}
-    assert {k: f["kind"] for k, f in by_event.items()} == {6: "NOT_FOUND", 7: "INVALID"}
+    assert {k: f["kind"] for k, f in by_event.items()} == {6: "NotFound", 7: "Invalid"}
     assert "is a caller, not a workflow" in by_event[7]["message"]
     # again: b is closed now, but the request is the same one: no failure is recorded
     assert await env.rerun(T_TERMINATE_EXTERNAL) == 3

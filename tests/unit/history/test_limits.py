@@ -38,7 +38,7 @@ async def _fails_with(env: Env, commands: list[Any], match: str) -> None:
         await env.complete(wt, *commands)
     last = (await env.history.get_workflow_history(GetHistoryRequest(ExecutionRef("wf-1")))).events[-1]
     assert last.event_type == E.WorkflowTaskFailed and last.attrs["cause"] == "LIMIT_EXCEEDED"
-    assert last.attrs["failure"]["kind"] == "LIMIT_EXCEEDED"
+    assert last.attrs["failure"]["kind"] == "LimitExceeded"
     d = await env.history.describe_workflow(ExecutionRef("wf-1"))
     assert d.last_workflow_task_failure and "limit" in d.last_workflow_task_failure.message
     env.clock.advance(10 * 60_000)  # past any retry backoff

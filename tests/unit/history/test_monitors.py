@@ -25,7 +25,7 @@ from legato.errors import NotFound, ResourceExhausted
 from legato.events import EventType as E
 from tests.unit.history.conftest import Env, close_env, cmd, complete_wf, make_config, make_env
 
-FAIL = cmd(C.FailWorkflowExecution, failure={"message": "crashed", "kind": "INTERNAL", "retryable": False})
+FAIL = cmd(C.FailWorkflowExecution, failure={"message": "crashed", "kind": "Internal", "retryable": False})
 
 
 def monitor(seq: str, target: str, link: bool = False, remove: bool = False) -> Command:
@@ -78,7 +78,7 @@ async def test_terminated_workflow_gives_monitors_an_exit_with_an_error(env: Env
     await env.history.terminate_workflow(TerminateWorkflowRequest(ExecutionRef("b"), reason="ops"))
     await env.settle()
     [ev] = await _closed_events(env, "a")
-    assert ev["status"] == "TERMINATED" and ev["failure"]["kind"] == "TERMINATED" and ev["link"] is False
+    assert ev["status"] == "TERMINATED" and ev["failure"]["kind"] == "Terminated" and ev["link"] is False
 
 
 async def test_a_link_tells_of_a_normal_close_and_of_an_abnormal_one(env: Env) -> None:
@@ -188,7 +188,7 @@ async def test_monitor_failures(env: Env) -> None:
     await env.settle()
     failed = [e.attrs for e in await env.history_of("a") if e.event_type == E.MonitorExternalWorkflowExecutionFailed]
     # carried out concurrently: recorded in either order
-    assert sorted((f["initiated_event_id"], f["failure"]["kind"]) for f in failed) == [(5, "NOT_FOUND"), (6, "INVALID")]
+    assert sorted((f["initiated_event_id"], f["failure"]["kind"]) for f in failed) == [(5, "NotFound"), (6, "Invalid")]
     assert (await env.state("a")).watching == []
 
 
@@ -230,7 +230,7 @@ async def test_caller_link_and_terminate(env: Env) -> None:
     await env.settle()
     got = {pid: msg.event for pid, msg in env.matching.delivered}
     assert got["@m"] is not None and got["@m"]["kind"] == "EXIT"
-    assert got["@m"]["result"]["error"]["kind"] == "TERMINATED"
+    assert got["@m"]["result"]["error"]["kind"] == "Terminated"
     assert got["@l"] is not None and got["@l"]["kind"] == "LINK_DOWN"
 
 
@@ -281,6 +281,6 @@ async def test_max_monitors() -> None:
         await env.run_wf("a", monitor("1", "b"))
         await env.settle()
         ev = await env.last("a", E.MonitorExternalWorkflowExecutionFailed)
-        assert ev.attrs["failure"]["kind"] == "LIMIT_EXCEEDED"
+        assert ev.attrs["failure"]["kind"] == "LimitExceeded"
     finally:
         await close_env(env)

@@ -23,8 +23,8 @@ from legato.events import EventType as E
 from legato.retry import RetryPolicy
 from tests.unit.history.conftest import Env, cmd, complete_wf
 
-FAIL = cmd(C.FailWorkflowExecution, failure={"message": "flaky", "kind": "UNAVAILABLE", "retryable": True})
-FAIL_HARD = cmd(C.FailWorkflowExecution, failure={"message": "bad input", "kind": "INVALID", "retryable": False})
+FAIL = cmd(C.FailWorkflowExecution, failure={"message": "flaky", "kind": "Unavailable", "retryable": True})
+FAIL_HARD = cmd(C.FailWorkflowExecution, failure={"message": "bad input", "kind": "Invalid", "retryable": False})
 
 
 def _result(env: Env, run_id: str = "", timeout_ms: int = 0) -> asyncio.Future[object]:

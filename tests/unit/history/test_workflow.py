@@ -166,7 +166,7 @@ async def test_id_reuse_policies(env: Env) -> None:
     assert await env.start("ok") != ""  # allow_duplicate (default)
 
     await env.start("bad")
-    await finish("bad", cmd(CommandType.FailWorkflowExecution, failure={"message": "boom", "kind": "INVALID"}))
+    await finish("bad", cmd(CommandType.FailWorkflowExecution, failure={"message": "boom", "kind": "Invalid"}))
     res = await env.history.get_workflow_result(GetResultRequest(ExecutionRef("bad"), timeout_ms=0))
     assert res.status == WorkflowStatus.FAILED and res.failure and res.failure.message == "boom"
     assert await env.start("bad", id_reuse_policy=IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY) != ""
@@ -198,7 +198,7 @@ async def test_workflow_execution_timeout_fires(env: Env) -> None:
     await env.fire(1)
     assert (await env.types("wf-1"))[-1] == E.WorkflowExecutionTimedOut
     res = await env.history.get_workflow_result(GetResultRequest(ExecutionRef("wf-1"), timeout_ms=0))
-    assert res.status == WorkflowStatus.TIMED_OUT and res.failure and res.failure.kind == "TIMEOUT"
+    assert res.status == WorkflowStatus.TIMED_OUT and res.failure and res.failure.kind == "Timeout"
 
 
 async def test_user_timer_fires_and_cancel(env: Env) -> None:

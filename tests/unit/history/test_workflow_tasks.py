@@ -126,7 +126,7 @@ async def test_cancel_request_is_delivered_and_deduped(env: Env) -> None:
     wt2 = await env.poll_wft("wf-1", 6)
     await env.complete(wt2, cmd(CommandType.CancelWorkflowExecution, details="bye"))
     res = await env.history.get_workflow_result(GetResultRequest(ExecutionRef("wf-1"), timeout_ms=0))
-    assert res.status == WorkflowStatus.CANCELED and res.failure and res.failure.kind == "CANCELED"
+    assert res.status == WorkflowStatus.CANCELED and res.failure and res.failure.kind == "Canceled"
     with pytest.raises(NotFound, match="already closed"):
         await env.history.request_cancel_workflow(CancelWorkflowRequest(ExecutionRef("wf-1")))
 
@@ -217,7 +217,7 @@ async def test_workflow_task_timeout(env: Env) -> None:
     with pytest.raises(NotFound, match="stale"):
         await env.complete(wt, complete_wf())
     d = await env.history.describe_workflow(ExecutionRef("wf-1"))
-    assert d.last_workflow_task_failure and d.last_workflow_task_failure.kind == "TIMEOUT"
+    assert d.last_workflow_task_failure and d.last_workflow_task_failure.kind == "Timeout"
     await env.fire(env.config.history.workflow_task_retry_initial_ms)
     wt2 = await env.poll_wft("wf-1")
     assert wt2.attempt == 2

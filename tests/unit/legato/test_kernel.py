@@ -106,7 +106,7 @@ def test_ids() -> None:
 def test_round_trips() -> None:
     f = Failure("boom", Kind.INTERNAL, True, {"x": 1}, "a.lua:3", Failure("inner", Kind.TIMEOUT))
     assert Failure.from_dict(f.to_dict()) == f
-    assert str(f) == "INTERNAL: boom (at a.lua:3)"
+    assert str(f) == "Internal: boom (at a.lua:3)"
     e = HistoryEvent(3, EventType.TimerFired, 1000, {"timer_id": "1"})
     assert HistoryEvent.decode(e.encode()) == e
     t = TaskToken("workflow", "default", "w", "r", 2, 3, 1)

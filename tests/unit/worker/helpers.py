@@ -105,7 +105,7 @@ class History:
     def fail_task(self, cause: str = "WORKFLOW_ERROR") -> History:
         started = self.started_id
         self.add(E.WorkflowTaskFailed, scheduled_event_id=started - 1, started_event_id=started, cause=cause,
-                 failure={"message": "x", "kind": "INTERNAL", "retryable": False})
+                 failure={"message": "x", "kind": "Internal", "retryable": False})
         return self
 
     def time_out_task(self) -> History:
@@ -131,7 +131,7 @@ class History:
         st = self.add(E.ActivityTaskStarted, scheduled_event_id=sched, attempt=1)
         self.add(E.ActivityTaskTimedOut, scheduled_event_id=sched, started_event_id=st.event_id,
                  timeout_type="START_TO_CLOSE",
-                 failure={"message": "activity timed out", "kind": "TIMEOUT", "retryable": False})
+                 failure={"message": "activity timed out", "kind": "Timeout", "retryable": False})
         return self
 
     def timer_fired(self, timer_id: str) -> History:
@@ -170,7 +170,7 @@ class History:
         _, bad = OUTCOMES[ini.event_type]
         self.add(bad, initiated_event_id=ini.event_id, workflow_id=ini.attrs["workflow_id"],
                  failure=failure or {"message": f"workflow {ini.attrs['workflow_id']} not found",
-                                     "kind": "NOT_FOUND", "retryable": False})
+                                     "kind": "NotFound", "retryable": False})
         return self
 
     def child_closed(self, seq: int, etype: E = E.ChildWorkflowExecutionCompleted, result: Any = None,

@@ -71,36 +71,36 @@ def test_returned_text_error_is_a_non_retryable_failure(tmp_path: Path) -> None:
     out = runner(tmp_path).call("app:text_error", [])
     assert not out.ok and out.failure is not None
     assert out.failure.message == "plain text error"
-    assert out.failure.kind == "UNKNOWN" and out.failure.retryable is False
+    assert out.failure.kind == "" and out.failure.retryable is False
 
 
 def test_returned_error_object_keeps_kind_and_details(tmp_path: Path) -> None:
     r = runner(tmp_path)
     f = r.call("app:obj_error", []).failure
-    assert f is not None and (f.kind, f.message, f.retryable, f.details) == ("NOT_FOUND", "no such order", False,
+    assert f is not None and (f.kind, f.message, f.retryable, f.details) == ("NotFound", "no such order", False,
                                                                             {"id": 7})
     f = r.call("app:retryable_error", []).failure
-    assert f is not None and f.kind == "UNAVAILABLE" and f.retryable is True
+    assert f is not None and f.kind == "Unavailable" and f.retryable is True
 
 
 def test_raised_error_is_internal_and_retryable(tmp_path: Path) -> None:
     f = runner(tmp_path).call("app:raises", ["kaput"]).failure
     assert f is not None
-    assert f.kind == "INTERNAL" and f.retryable is True
+    assert f.kind == "Internal" and f.retryable is True
     assert "activity exploded: kaput" in f.message
     assert f.source == "raises.lua:2"
     f = runner(tmp_path).call("app:raises_obj", []).failure
-    assert f is not None and f.kind == "PERMISSION_DENIED" and f.message == "denied" and f.retryable is True
+    assert f is not None and f.kind == "PermissionDenied" and f.message == "denied" and f.retryable is True
 
 
 def test_missing_activity_is_not_found(tmp_path: Path) -> None:
     f = runner(tmp_path).call("app:nope", []).failure
-    assert f is not None and f.kind == "NOT_FOUND" and f.retryable is True and "app:nope" in f.message
+    assert f is not None and f.kind == "NotFound" and f.retryable is True and "app:nope" in f.message
 
 
 def test_funcs_call_runs_another_entry_directly(tmp_path: Path) -> None:
     out = runner(tmp_path).call("app:nested", [4])
-    assert out.ok and out.result == {"r": {"sum": 5}, "missing": "NOT_FOUND"}
+    assert out.ok and out.result == {"r": {"sum": 5}, "missing": "NotFound"}
 
 
 def test_modules_and_heartbeat(tmp_path: Path) -> None:

@@ -123,13 +123,13 @@ def test_cancellation_reaches_the_activity_and_is_reported_as_canceled(tmp_path:
     beats = Beats(cancel_at=3)
     out = runner(tmp_path, beats).execute(task("app:long"))
     assert not out.ok and out.canceled
-    assert out.failure is not None and out.failure.kind == "CANCELED"
+    assert out.failure is not None and out.failure.kind == "Canceled"
     assert beats.calls == [1, 2, 3]  # it stopped at the heartbeat that saw the request
 
 
 def test_an_activity_may_catch_its_cancellation_and_complete(tmp_path: Path) -> None:
     out = runner(tmp_path, Beats(cancel_at=1)).execute(task("app:cleans_up"))
-    assert out.ok and out.result == {"ok": False, "kind": "CANCELED", "canceled": True}
+    assert out.ok and out.result == {"ok": False, "kind": "Canceled", "canceled": True}
 
 
 def test_returning_the_cancel_error_is_canceled(tmp_path: Path) -> None:

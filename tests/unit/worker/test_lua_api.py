@@ -315,7 +315,7 @@ def test_return_nil_err_fails_the_workflow(tmp_path: Path) -> None:
         end
         """, [{"why": "no stock"}])
     assert types(cmds) == ["FailWorkflowExecution"]
-    assert cmds[0].attrs["failure"] == {"message": "refused: no stock", "kind": "INVALID", "retryable": False,
+    assert cmds[0].attrs["failure"] == {"message": "refused: no stock", "kind": "Invalid", "retryable": False,
                                         "details": {"a": 1}}
 
 
@@ -347,7 +347,7 @@ def test_error_in_spawned_coroutine_fails_the_task(tmp_path: Path) -> None:
         end
         """)
     assert f.cause == "WORKFLOW_ERROR"
-    assert f.failure.kind == "CONFLICT" and f.failure.message == "boom"
+    assert f.failure.kind == "Conflict" and f.failure.message == "boom"
     assert f.failure.source == "w.lua:3"
 
 
@@ -360,7 +360,7 @@ def test_error_objects(tmp_path: Path) -> None:
                     errors.TIMEOUT, errors.RATE_LIMITED}
         end
         """)
-    assert r == ["NOT_FOUND: nope", "NOT_FOUND", True, "nope", True, True, "TIMEOUT", "RATE_LIMITED"]
+    assert r == ["NotFound: nope", "NotFound", True, "nope", True, True, "Timeout", "RateLimited"]
 
 
 def test_values_round_trip(tmp_path: Path) -> None:
@@ -385,7 +385,7 @@ def test_activity_options_are_sent(tmp_path: Path) -> None:
         return function()
             local ex = funcs.new():with_options({
                 ["activity.retry_policy"] = {maximum_attempts = 3, initial_interval = "2s",
-                                             non_retryable_error_types = {"INVALID"}},
+                                             non_retryable_error_types = {"Invalid"}},
                 ["activity.start_to_close_timeout"] = "30s",
                 ["activity.schedule_to_close_timeout"] = 60 * time.SECOND,
                 ["activity.heartbeat_timeout"] = 5000,
@@ -399,7 +399,7 @@ def test_activity_options_are_sent(tmp_path: Path) -> None:
     assert a["start_to_close_timeout_ms"] == 30_000 and a["schedule_to_close_timeout_ms"] == 60_000
     assert a["heartbeat_timeout_ms"] == 5000
     assert a["retry_policy"]["maximum_attempts"] == 3 and a["retry_policy"]["initial_interval_ms"] == 2000
-    assert a["retry_policy"]["non_retryable_error_types"] == ["INVALID"]
+    assert a["retry_policy"]["non_retryable_error_types"] == ["Invalid"]
 
 
 def test_unknown_option_is_an_invalid_error_naming_the_key(tmp_path: Path) -> None:
@@ -408,14 +408,14 @@ def test_unknown_option_is_an_invalid_error_naming_the_key(tmp_path: Path) -> No
             funcs.new():with_options({["activity.start_to_close"] = "1s"})
         end
         """)
-    assert f.failure.kind == "INVALID" and "activity.start_to_close" in f.failure.message
+    assert f.failure.kind == "Invalid" and "activity.start_to_close" in f.failure.message
     assert f.failure.source == "w.lua:2"
     f = task_failure(tmp_path, """\
         return function()
             funcs.new():with_options({["activity.retry_policy"] = {maximum_attempts = "x"}})
         end
         """)
-    assert f.failure.kind == "INVALID" and "maximum_attempts" in f.failure.message
+    assert f.failure.kind == "Invalid" and "maximum_attempts" in f.failure.message
 
 
 # ------------------------------------------------------------------ sandbox
@@ -445,7 +445,7 @@ def test_forbidden_calls_name_the_alternative(tmp_path: Path, call: str, alterna
     f = task_failure(tmp_path, f"return function()\n  local ok = pcall(function() return {call} end)\n  "
                                "return ok\nend\n")
     assert f.cause == "FORBIDDEN_CALL", f
-    assert f.failure.kind == "FORBIDDEN"
+    assert f.failure.kind == "Forbidden"
     assert alternative in f.failure.message, f.failure.message
     assert f.failure.source == "w.lua:2"
 

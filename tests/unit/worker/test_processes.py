@@ -78,15 +78,15 @@ def test_a_childs_error_reaches_the_parent_intact(tmp_path: Path) -> None:
     s = sim(tmp_path, SPAWN, [1])
     run(s)
     s.h.op_done(1).child_closed(1, E.ChildWorkflowExecutionFailed, failure={
-        "message": "no such order", "kind": "NOT_FOUND", "retryable": False}).next_task()
+        "message": "no such order", "kind": "NotFound", "retryable": False}).next_task()
     r = result(run(s))
-    assert r["err"] == {"kind": "NOT_FOUND", "retryable": False, "message": "no such order"}
+    assert r["err"] == {"kind": "NotFound", "retryable": False, "message": "no such order"}
     assert "value" not in r
 
 
 @pytest.mark.parametrize(("etype", "kind"), [
-    (E.ChildWorkflowExecutionTerminated, "TERMINATED"), (E.ChildWorkflowExecutionCanceled, "CANCELED"),
-    (E.ChildWorkflowExecutionTimedOut, "TIMEOUT")])
+    (E.ChildWorkflowExecutionTerminated, "Terminated"), (E.ChildWorkflowExecutionCanceled, "Canceled"),
+    (E.ChildWorkflowExecutionTimedOut, "Timeout")])
 def test_abnormal_child_ends_give_errors(tmp_path: Path, etype: E, kind: str) -> None:
     s = sim(tmp_path, SPAWN, [1])
     run(s)
@@ -97,7 +97,7 @@ def test_abnormal_child_ends_give_errors(tmp_path: Path, etype: E, kind: str) ->
 def test_spawn_failure_returns_the_error(tmp_path: Path) -> None:
     s = sim(tmp_path, SPAWN, [1])
     run(s)
-    s.h.op_failed(1, {"message": "already running", "kind": "ALREADY_EXISTS", "retryable": False}).next_task()
+    s.h.op_failed(1, {"message": "already running", "kind": "AlreadyExists", "retryable": False}).next_task()
     assert result(run(s)) == {"err": "already running"}
 
 
@@ -130,8 +130,8 @@ def test_exec_waits_for_the_result_and_errors_keep_their_kind(tmp_path: Path) ->
     assert types(c3) == ["StartChildWorkflowExecution"]
     assert c3[0].attrs["task_queue"] == "q" and c3[0].attrs["input"] == [{"y": 1}]
     s.h.op_done(2).child_closed(2, E.ChildWorkflowExecutionFailed, failure={
-        "message": "bad input", "kind": "INVALID", "retryable": True}).next_task()
-    assert result(run(s)) == {"a": "X", "e2": ["INVALID", True, "bad input"]}
+        "message": "bad input", "kind": "Invalid", "retryable": True}).next_task()
+    assert result(run(s)) == {"a": "X", "e2": ["Invalid", True, "bad input"]}
 
 
 def test_exec_start_failure(tmp_path: Path) -> None:
@@ -185,7 +185,7 @@ end}
 """)
     cmds = Sim(reg, "app:main").step()
     kind, m1, no_pid = result(cmds)
-    assert kind == "INVALID" and no_pid
+    assert kind == "Invalid" and no_pid
     assert "process.spawn: host 'app:fn' is a function.lua entry" in m1 and "task queue name" in m1
 
 
@@ -303,7 +303,7 @@ return {{main = function()
 end}}
 """)
     r = result(s.step())
-    assert r["ok"] is False and r["kind"] == "INVALID"
+    assert r["ok"] is False and r["kind"] == "Invalid"
     assert needle in r["message"], r["message"]
 
 
@@ -311,7 +311,7 @@ def test_an_uncaught_bad_option_fails_the_task_naming_the_key(tmp_path: Path) ->
     s = sim(tmp_path, 'return {main = function() process.with_options({nope = 1}) end}')
     with pytest.raises(TaskFailure) as info:
         s.step()
-    assert info.value.cause == "WORKFLOW_ERROR" and info.value.failure.kind == "INVALID"
+    assert info.value.cause == "WORKFLOW_ERROR" and info.value.failure.kind == "Invalid"
     assert "unknown start option 'nope'" in info.value.failure.message
     assert info.value.failure.source == "main.lua:1"
 
@@ -363,7 +363,7 @@ return {main = function()
 end}
 """)
     kind, m1, m2 = result(s.step())
-    assert kind == "INVALID" and "process.send: expected a pid" in m1 and "topic" in m2
+    assert kind == "Invalid" and "process.send: expected a pid" in m1 and "topic" in m2
 
 
 def test_replies_to_the_sender_of_a_message(tmp_path: Path) -> None:
@@ -410,15 +410,15 @@ def test_monitor_of_a_closed_run_and_of_a_terminated_one(tmp_path: Path) -> None
     s = sim(tmp_path, MONITOR, ["other"])
     run(s)
     s.h.op_done(1).monitored_closed("other", "TERMINATED", failure={
-        "message": "terminated by x", "kind": "TERMINATED", "retryable": False}).next_task()
-    assert result(run(s)) == {"kind": "EXIT", "from": "other", "err": "TERMINATED"}
+        "message": "terminated by x", "kind": "Terminated", "retryable": False}).next_task()
+    assert result(run(s)) == {"kind": "EXIT", "from": "other", "err": "Terminated"}
 
 
 def test_monitor_of_an_unknown_workflow_fails(tmp_path: Path) -> None:
     s = sim(tmp_path, MONITOR, ["ghost"])
     run(s)
     s.h.op_failed(1).next_task()
-    assert result(run(s)) == {"err": "NOT_FOUND"}
+    assert result(run(s)) == {"err": "NotFound"}
 
 
 UNMONITOR = """\
@@ -462,19 +462,19 @@ def test_link_down_is_an_event_when_links_are_trapped(tmp_path: Path) -> None:
     s = sim(tmp_path, LINK, ["other", True])
     c = run(s)
     assert c[0].attrs["link"] is True and c[0].attrs["remove"] is False
-    s.h.op_done(1).monitored_closed("other", "FAILED", failure={"message": "boom", "kind": "INTERNAL"},
+    s.h.op_done(1).monitored_closed("other", "FAILED", failure={"message": "boom", "kind": "Internal"},
                                     link=True).next_task()
-    assert result(run(s)) == {"kind": "LINK_DOWN", "from": "other", "err": "INTERNAL", "trap": True}
+    assert result(run(s)) == {"kind": "LINK_DOWN", "from": "other", "err": "Internal", "trap": True}
 
 
 def test_link_down_without_trap_ends_the_workflow_naming_the_pid(tmp_path: Path) -> None:
     s = sim(tmp_path, LINK, ["other", False])
     run(s)
-    s.h.op_done(1).monitored_closed("other", "TERMINATED", failure={"message": "killed", "kind": "TERMINATED"},
+    s.h.op_done(1).monitored_closed("other", "TERMINATED", failure={"message": "killed", "kind": "Terminated"},
                                     link=True).next_task()
     f = failure(run(s))
     assert "linked process other ended abnormally" in f["message"] and "killed" in f["message"]
-    assert f["kind"] == "TERMINATED" and f["retryable"] is False
+    assert f["kind"] == "Terminated" and f["retryable"] is False
 
 
 def test_unlink_drops_a_later_link_down(tmp_path: Path) -> None:
@@ -506,7 +506,7 @@ return {main = function()
 end}
 """)
     kind, m1, m2, ok = result(s.step())
-    assert kind == "INVALID" and 'unknown option "trap_link"' in m1 and "trap_links must be a boolean" in m2
+    assert kind == "Invalid" and 'unknown option "trap_link"' in m1 and "trap_links must be a boolean" in m2
     assert ok is True
 
 
@@ -533,7 +533,7 @@ end}
     c3 = run(s)
     assert c3[0].attrs["deadline_ms"] == 0
     s.h.op_done(3).next_task()
-    assert result(run(s)) == [True, "NOT_FOUND", True]
+    assert result(run(s)) == [True, "NotFound", True]
 
 
 WAIT_CANCEL = """\

@@ -105,7 +105,7 @@ def test_changed_order_of_commands_is_non_determinism(tmp_path: Path) -> None:
         replay(reg, h.events[:cut])
     f = info.value.failure
     assert info.value.cause == "NON_DETERMINISTIC"
-    assert f.kind == "NON_DETERMINISTIC"
+    assert f.kind == "NonDeterministic"
     assert "event 5 ActivityTaskScheduled(activity_type=app:charge)" in f.message
     assert "StartTimer" in f.message
     assert f.source == "order.lua:5"
@@ -294,14 +294,14 @@ def test_activity_failure_and_timeout_reach_the_code_as_error_objects(tmp_path: 
         """})
     sim = Sim(reg, "app:w")
     sim.complete(sim.step())
-    sim.h.activity_failed("1", {"message": "no stock", "kind": "NOT_FOUND", "retryable": False,
+    sim.h.activity_failed("1", {"message": "no stock", "kind": "NotFound", "retryable": False,
                                 "details": {"sku": 7}}).next_task()
     sim.complete(sim.step())
     sim.h.activity_timed_out("2").next_task()
     r = sim.step()[0].attrs["result"]
-    assert r["e1"] == {"kind": "NOT_FOUND", "msg": "no stock", "retryable": False, "text": "NOT_FOUND: no stock",
+    assert r["e1"] == {"kind": "NotFound", "msg": "no stock", "retryable": False, "text": "NotFound: no stock",
                        "details": {"sku": 7}}
-    assert r["e2"]["kind"] == "TIMEOUT"
+    assert r["e2"]["kind"] == "Timeout"
 
 
 def test_replay_rejects_history_without_start(tmp_path: Path) -> None:
@@ -315,4 +315,4 @@ def test_unknown_workflow_type_fails_the_task(tmp_path: Path) -> None:
     h = History("app:nope")
     with pytest.raises(TaskFailure) as info:
         replay(reg, h.events)
-    assert info.value.failure.kind == "NOT_FOUND"
+    assert info.value.failure.kind == "NotFound"

@@ -90,7 +90,7 @@ def test_changing_the_order_of_each_command_is_non_determinism(tmp_path: Path, o
     with pytest.raises(TaskFailure) as info:
         replay(registry(tmp_path, op, TIMER_AFTER, "b"), s.h.events)
     f = info.value.failure
-    assert info.value.cause == "NON_DETERMINISTIC" and f.kind == "NON_DETERMINISTIC"
+    assert info.value.cause == "NON_DETERMINISTIC" and f.kind == "NonDeterministic"
     assert "TimerStarted" in f.message and f.source is not None and f.source.startswith("main.lua:")
 
 
@@ -161,7 +161,7 @@ end}
         lambda h: h.op_done(4),
         lambda h: h.op_done(5).child_closed(1, result=10, run_id="c1"),
         lambda h: h.monitored_closed("m", "COMPLETED"),
-        lambda h: h.monitored_closed("l", "FAILED", failure={"message": "x", "kind": "INTERNAL"}, link=True),
+        lambda h: h.monitored_closed("l", "FAILED", failure={"message": "x", "kind": "Internal"}, link=True),
     ]
     for step in steps:
         cmds = s.step()
@@ -169,7 +169,7 @@ end}
         step(s.h)
         s.h.next_task()
     final = s.step()
-    assert final[-1].attrs["result"] == {"r": 20, "send": "NOT_FOUND",
+    assert final[-1].attrs["result"] == {"r": 20, "send": "NotFound",
                                          "seen": ["EXIT:wf-1/run-1/1", "EXIT:m", "LINK_DOWN:l"]}
     s.complete(final)
     assert replay(make_app(tmp_path, {"main": code}), s.h.events) == []

@@ -142,7 +142,7 @@ async def test_bad_workflow_task_fails_the_task_not_the_worker(tmp_path: Path) -
         t.workflow_type = "app:unknown"
         await svc.wf_tasks.put(t)
         resp = await next_response(svc)
-        assert isinstance(resp, RespondWorkflowTaskFailedRequest) and resp.failure.kind == "NOT_FOUND"
+        assert isinstance(resp, RespondWorkflowTaskFailedRequest) and resp.failure.kind == "NotFound"
         # and it still works
         await svc.wf_tasks.put(wf_task(History("app:w", ["ok"]), b"ok"))
         resp = await next_response(svc)
@@ -174,7 +174,7 @@ async def test_activity_failure_is_reported(tmp_path: Path) -> None:
                                              0, 0))
         resp = await next_response(svc)
         assert isinstance(resp, RespondActivityTaskFailedRequest)
-        assert resp.failure.kind == "INTERNAL" and "kaput" in resp.failure.message and resp.failure.retryable
+        assert resp.failure.kind == "Internal" and "kaput" in resp.failure.message and resp.failure.retryable
 
 
 class FlakyResponses(FakeService):

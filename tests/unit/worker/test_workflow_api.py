@@ -91,7 +91,7 @@ def test_a_recorded_version_outside_the_range_is_non_determinism(tmp_path: Path)
         replay(reg, s.h.events)
     assert info.value.cause == "NON_DETERMINISTIC"
     f = info.value.failure
-    assert f.kind == "NON_DETERMINISTIC" and "payment-v2" in f.message and "version 2" in f.message
+    assert f.kind == "NonDeterministic" and "payment-v2" in f.message and "version 2" in f.message
     assert f.source == "main.lua:4"
 
 
@@ -133,7 +133,7 @@ return {{main = function()
     return {{ok, err:kind()}}
 end}}
 """)
-    assert result(s.step()) == [False, "INVALID"]
+    assert result(s.step()) == [False, "Invalid"]
 
 
 # ---------------------------------------------------------------- workflow.attrs, history_length/size
@@ -157,7 +157,7 @@ end}
     assert cmds[0].attrs == {"search_attributes": {"status": "processing", "order_total": 42, "tags": ["a"]}}
     assert cmds[1].attrs == {"memo": {"notes": "vip"}} and cmds[2].attrs == {"memo": {"source": "web"}}
     kind, m1, m2, m3 = cmds[3].attrs["result"]
-    assert kind == "INVALID" and "unknown key 'serch'" in m1
+    assert kind == "Invalid" and "unknown key 'serch'" in m1
     assert "search.x" in m2 and "memo must be a table" in m3
 
 
@@ -217,7 +217,7 @@ return {main = function()
     return err:kind()
 end}
 """)
-    assert result(s.step()) == "INVALID"
+    assert result(s.step()) == "Invalid"
 
 
 # ---------------------------------------------------------------- funcs.async
@@ -249,13 +249,13 @@ def test_async_futures_resolve_through_response_and_result(tmp_path: Path) -> No
     c1 = run(s)
     assert types(c1) == ["ScheduleActivityTask", "ScheduleActivityTask"]  # both scheduled at once
     assert c1[1].attrs["heartbeat_timeout_ms"] == 10_000
-    s.h.activity_failed("2", {"message": "no", "kind": "NOT_FOUND", "retryable": False}).next_task()
+    s.h.activity_failed("2", {"message": "no", "kind": "NotFound", "retryable": False}).next_task()
     assert run(s) == []  # f1 still pending
     s.h.activity_completed("1", {"v": 1}).next_task()
     r = result(run(s))
     assert r == {"before": [False, False, 2, False, True], "data": {"v": 1}, "ok": True, "again_ok": True,
-                 "r1": {"v": 1}, "e2": "NOT_FOUND", "failed_ok": True, "e2b": "NOT_FOUND", "done": True,
-                 "err": "NOT_FOUND", "errflag": True, "f1_error": [True, False]}
+                 "r1": {"v": 1}, "e2": "NotFound", "failed_ok": True, "e2b": "NotFound", "done": True,
+                 "err": "NotFound", "errflag": True, "f1_error": [True, False]}
 
 
 def test_a_failed_future_delivers_its_error_on_the_response_channel(tmp_path: Path) -> None:
@@ -269,7 +269,7 @@ return {main = function()
 end}
 """)
     run(s)
-    s.h.activity_failed("1", {"message": "boom", "kind": "INTERNAL"}).next_task()
+    s.h.activity_failed("1", {"message": "boom", "kind": "Internal"}).next_task()
     assert result(run(s)) == ["boom", True, False, "boom"]
 
 
@@ -298,7 +298,7 @@ def test_cancel_requests_the_activity_cancellation(tmp_path: Path) -> None:
     c2 = run(s)
     assert types(c2) == ["RequestCancelActivityTask"] and c2[0].attrs == {"scheduled_event_id": sched}
     s.h.activity_canceled("1", details="bye").next_task()
-    assert result(run(s)) == {"first": True, "second": True, "canceled": True, "kind": "CANCELED", "after": False}
+    assert result(run(s)) == {"first": True, "second": True, "canceled": True, "kind": "Canceled", "after": False}
 
 
 def test_an_activity_that_completes_despite_the_cancel_gives_its_result(tmp_path: Path) -> None:
@@ -325,7 +325,7 @@ end}
     cmds = s.step()
     assert types(cmds) == ["ScheduleActivityTask", "CompleteWorkflowExecution"]
     assert cmds[0].attrs["activity_id"] == "2"
-    assert cmds[1].attrs["result"] == ["CANCELED", True]
+    assert cmds[1].attrs["result"] == ["Canceled", True]
 
 
 def test_futures_check_their_receiver(tmp_path: Path) -> None:
@@ -351,3 +351,18 @@ def test_replay_of_a_history_with_every_kind_of_future_event(tmp_path: Path) -> 
     run(s)
     reg = make_app(tmp_path, {"main": CANCEL}, {"act": "return function(x) return x end"})
     assert replay(reg, s.h.events) == []
+
+
+def test_a_history_recorded_with_the_old_kind_spellings_replays_with_wippys(tmp_path: Path) -> None:
+    """Histories from before the kinds took Wippy's values ("NOT_FOUND") replay and read as now
+    ("NotFound"): a kind is mapped when it is read."""
+    s = sim(tmp_path, """\
+local funcs = require("funcs")
+return {main = function()
+    local _, err = funcs.call("app:act", 1)
+    return {err:kind(), err:kind() == errors.NOT_FOUND}
+end}
+""")
+    run(s)
+    s.h.activity_failed("1", {"message": "gone", "kind": "NOT_FOUND", "retryable": False}).next_task()
+    assert result(run(s)) == ["NotFound", True]
