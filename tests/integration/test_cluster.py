@@ -84,7 +84,7 @@ def test_describe_and_list_text_show_status_and_the_task_failure(cluster: Cluste
     assert "Status:         RUNNING" in lines, p.stdout
     assert "Type:           basic:buggy" in lines, p.stdout
     failure = [line for line in lines if line.startswith("Last workflow task failure: ")]
-    assert failure == ["Last workflow task failure: INTERNAL: buggy.lua:3: attempt to index a nil value "
+    assert failure == ["Last workflow task failure: Internal: buggy.lua:3: attempt to index a nil value "
                        "(local 't')"], p.stdout
     assert any(line.startswith("Workflow task:  ") and "attempt" in line for line in lines), p.stdout
 
