@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import pickle
 import sys
 import time
 import zlib
@@ -162,8 +163,6 @@ class LuaHost:
                 await stdin.drain()
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
-        import pickle
-
         stdout = proc.stdout
         assert stdout is not None
         try:

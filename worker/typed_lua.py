@@ -302,9 +302,14 @@ class _Eraser:
 
     def names(self, i: int) -> int:
         """`for` names, optionally typed: ``for k: string, v: number in pairs(t)``."""
+        return self.typed_list(i, ("name",))
+
+    def typed_list(self, i: int, starts: tuple[str, ...]) -> int:
+        """A comma list of names (or `...`), each optionally `: T`; the types are blanked."""
         kinds = self.kinds
-        while kinds[i] == "name":
-            self.declared.add(self.texts[i])
+        while kinds[i] in starts:
+            if kinds[i] == "name":
+                self.declared.add(self.texts[i])
             i += 1
             if kinds[i] == ":":
                 after = self.type(i + 1)
@@ -341,19 +346,8 @@ class _Eraser:
         return i
 
     def params(self, i: int) -> int:
-        kinds = self.kinds
-        while kinds[i] in ("name", "..."):
-            if kinds[i] == "name":
-                self.declared.add(self.texts[i])
-            i += 1
-            if kinds[i] == ":":
-                after = self.type(i + 1)
-                self.blank(i, after)
-                i = after
-            if kinds[i] != ",":
-                break
-            i += 1
-        return i + 1 if kinds[i] == ")" else i
+        i = self.typed_list(i, ("name", "..."))
+        return i + 1 if self.kinds[i] == ")" else i
 
     def return_types(self, i: int) -> int:
         i = self.type(i, ret=True)
