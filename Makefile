@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint typecheck unit integration proto clean
+.PHONY: install demo test lint typecheck unit integration proto clean chart-check
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# The Helm chart: lint, render and strict validation over tests/chart/*.yaml, schema refusals of
+# tests/chart/bad/*.yaml (Helm and the validator are built from the Go module proxy once, cached).
+chart-check:
+	bash deploy/helm/chart-check.sh
 
 proto: install
 	bash legato/proto/generate.sh

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from legato import metrics
+
 LAG_SAMPLES = 100_000  # the last this many fire lags are kept (under a megabyte)
 
 
@@ -19,6 +21,7 @@ class FireLags:
     def record(self, lag_ms: int) -> None:
         self._lags.append(lag_ms)
         self.count += 1
+        metrics.timer_fire_lag.observe(max(0, lag_ms) / 1000.0)
 
     def samples(self) -> list[int]:
         return list(self._lags)

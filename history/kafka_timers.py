@@ -306,6 +306,11 @@ class KafkaTimerQueue:
         return len(self._held)
 
     @property
+    def next_due_ms(self) -> int | None:
+        """Approximate: the head of the due heap may belong to a timer that fired meanwhile."""
+        return self._due[0][0] if self._due else None
+
+    @property
     def open_offsets(self) -> int:
         return len(self._offsets)
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from history.leader import AssignmentLeader
 from history.service import HistoryServiceImpl
+from legato import metrics
 from legato.aio import wait_any
 from legato.config import Config
 from legato.errors import ServiceError
@@ -47,7 +48,7 @@ class ShardController:
         self._zk = membership.zk
         self._paths = membership.paths
         self._cluster = config.cluster
-        self._address = config.cluster.history_address
+        self._address = config.cluster.advertised(config.cluster.history_address)
         self._leader = AssignmentLeader(membership)
         self._held: set[int] = set()  # shard locks (znodes) this session holds
         self._acquiring: dict[int, asyncio.Task[None]] = {}
@@ -104,6 +105,19 @@ class ShardController:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def unsettled(self) -> str | None:
+        """Why this node is not settled (readiness): shards assigned to it and not yet owned, or
+        owned and no longer assigned (being released); None when it owns exactly its shards."""
+        if self._stopping:
+            return "stopping: handing its shards over"
+        want, have = self._my_shards(), set(self._history.owned_shards())
+        parts = []
+        if want - have:
+            parts.append(f"acquiring shards {_brief(want - have)}")
+        if have - want:
+            parts.append(f"releasing shards {_brief(have - want)}")
+        return "; ".join(parts) or None
 
     # ------------------------------------------------------------ what the assignment says
 
@@ -164,7 +178,10 @@ class ShardController:
                                     e.message)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, _RETRY_MAX_S)
-                log.debug("shard %d acquired %.0f ms after its lock", shard_id, (time.monotonic() - locked) * 1000)
+                took = time.monotonic() - locked
+                metrics.shard_acquisitions.inc()
+                metrics.shard_acquire_latency.observe(took)
+                log.debug("shard %d acquired %.0f ms after its lock", shard_id, took * 1000)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -197,24 +214,30 @@ class ShardController:
             except DISCONNECTED_ERRORS:
                 await self._zk.wait_connected()
 
-    async def _release_after(self, shard_id: int, acquiring: asyncio.Task[None] | None) -> None:
+    async def _release_after(self, shard_id: int, acquiring: asyncio.Task[None] | None,
+                             reason: str = "handover") -> None:
         try:
             if acquiring is not None:
                 await asyncio.wait([acquiring])  # cancelled by the caller; let it clean up first
-            await self._release(shard_id)
+            await self._release(shard_id, reason)
         finally:
             if self._releasing.get(shard_id) is asyncio.current_task():
                 del self._releasing[shard_id]
             self._poke.set()
 
-    async def _release(self, shard_id: int) -> None:
+    async def _release(self, shard_id: int, reason: str = "handover") -> None:
         """Drain and stop the shard, then give up its lock."""
+        started = time.monotonic()
+        owned = shard_id in self._history.owned_shards()
         try:
             await self._history.release_shard(shard_id, self._cluster.shard_drain_timeout_ms / 1000.0)
         except Exception:
             log.exception("shard %d: releasing it failed", shard_id)
         if shard_id in self._held:
             await self._drop_lock(shard_id)
+        if owned or reason != "handover":
+            metrics.shard_releases.labels(reason).inc()
+            metrics.shard_release_latency.observe(time.monotonic() - started)
 
     async def _drop_lock(self, shard_id: int) -> None:
         path = self._paths.shard(shard_id)
@@ -234,7 +257,7 @@ class ShardController:
         """A write found another node's range_id: that node has the shard, whatever the
         assignment says; give up the lock (the next reconciliation may take the shard again)."""
         if shard_id in self._held and shard_id not in self._releasing:
-            self._releasing[shard_id] = asyncio.create_task(self._release_after(shard_id, None),
+            self._releasing[shard_id] = asyncio.create_task(self._release_after(shard_id, None, "fenced"),
                                                             name=f"release-lost-shard-{shard_id}")
 
     # ------------------------------------------------------------ ZooKeeper session
@@ -247,8 +270,9 @@ class ShardController:
             self._lost_session = self._zk.session_id
             self._orphans |= self._held
             self._held.clear()
-            log.warning("ZooKeeper session lost: dropping every shard (%d) without another write",
-                        len(self._history.owned_shards()))
+            dropped = len(self._history.owned_shards())
+            log.warning("ZooKeeper session lost: dropping every shard (%d) without another write", dropped)
+            metrics.shard_releases.labels("session_lost").inc(dropped)
             gate.close("the ZooKeeper session was lost")
             self._history.drop_all_shards("this node's ZooKeeper session was lost")
             for t in self._acquiring.values():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +19,11 @@ from typing import Any
 from history.fire_lags import FireLags
 from history.store.base import ExecutionStore
 from history.timers import TimerDeletes
-from legato import codec
+from legato import codec, metrics
 from legato.errors import ShardOwnershipLost
 
 log = logging.getLogger("legato.history")
+_TRANSFER_TASKS = metrics.children(metrics.transfer_tasks)
 
 READ_PAGE = 1000
 _MAX_RETRY_DELAY_S = 10.0
@@ -50,6 +52,7 @@ class TransferQueueProcessor:
         self._store = store
         self._dispatch = dispatch
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._handed_at: dict[int, float] = {}  # task id -> monotonic time it was handed (oldest-age gauge)
         self._max_handed = ack_level
         self._stopped = False
 
@@ -68,10 +71,12 @@ class TransferQueueProcessor:
     def add(self, tasks: list[TransferTask]) -> None:
         if self._stopped:
             return
+        now = time.monotonic()
         for t in tasks:
             if t.task_id in self._inflight:
                 continue
             self._inflight[t.task_id] = asyncio.create_task(self._run(t), name=f"transfer-{self.shard_id}-{t.task_id}")
+            self._handed_at[t.task_id] = now
             if t.task_id > self._max_handed:
                 self._max_handed = t.task_id
 
@@ -81,9 +86,19 @@ class TransferQueueProcessor:
         while not self._stopped:
             try:
                 await self._dispatch(t)
+                _TRANSFER_TASKS(str(t.data.get("k"))).inc()
                 break
-            except ShardOwnershipLost:
-                return  # the shard is being dropped; the task stays un-acked for the next owner
+            except ShardOwnershipLost as e:
+                if self._stopped:
+                    return  # this shard is being dropped; the task stays un-acked for the next owner
+                # Another shard (the target of a cross-workflow task) is moving, or this one is
+                # about to stop: retry until it settles, rather than leave the task un-acked and
+                # never run again while this node owns the shard.
+                failures += 1
+                log.debug("shard %d: transfer task %d (%s) met a moving shard, retrying in %.2fs: %s",
+                          self.shard_id, t.task_id, t.data.get("k"), delay, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_RETRY_DELAY_S)
             except Exception as e:
                 failures += 1
                 level = logging.WARNING if failures == 1 or failures % 20 == 0 else logging.DEBUG
@@ -92,6 +107,7 @@ class TransferQueueProcessor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY_DELAY_S)
         self._inflight.pop(t.task_id, None)
+        self._handed_at.pop(t.task_id, None)
 
     def ack_level(self) -> int:
         """Every task with an id <= this is done."""
@@ -102,6 +118,13 @@ class TransferQueueProcessor:
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    def oldest_age_s(self, now: float) -> float:
+        """How long the oldest task not yet done has waited (0: none), by time.monotonic()."""
+        if not self._inflight:
+            return 0.0
+        handed = self._handed_at.get(min(self._inflight))
+        return max(0.0, now - handed) if handed is not None else 0.0
 
     async def wait_idle(self) -> None:
         """Wait until every task handed so far is done (tests, shutdown)."""
@@ -173,6 +196,10 @@ class TimerQueueProcessor(TimerDeletes):
     @property
     def pending(self) -> int:
         return len(self._heap)
+
+    @property
+    def next_due_ms(self) -> int | None:
+        return self._heap[0][0] if self._heap else None
 
     async def fire_due(self) -> int:
         """Fire everything due now and wait for the effects (including timers those effects

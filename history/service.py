@@ -15,7 +15,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from history.engine import (
@@ -41,7 +41,7 @@ from history.state import (
     Mutation,
 )
 from history.store.base import CurrentRunRow, CurrentRunWrite, ExecutionStore, RunConditionFailed
-from legato import api
+from legato import api, metrics
 from legato.api import (
     CALLER_PID_PREFIX,
     ActivityTask,
@@ -93,9 +93,11 @@ from legato.errors import (
 )
 from legato.events import HistoryEvent
 from legato.ids import new_request_id, new_run_id, shard_for
+from legato.metrics import Sample
 from legato.tokens import TaskToken
 
 log = logging.getLogger("legato.history")
+_WORKFLOWS_CLOSED = metrics.children(metrics.workflows_closed)
 
 _T = TypeVar("_T")
 _CONFLICT_RETRIES = 3
@@ -323,6 +325,25 @@ class HistoryServiceImpl:
 
     # ------------------------------------------------------------------ for tests and operators
 
+    def gauges(self) -> Iterator[Sample]:
+        """This node's samples of the shard and queue gauges (legato/metrics.py)."""
+        shards = [s for s in self._shards.values() if not s.lost and not s.closed]
+        now, now_ms = time.monotonic(), self._clock()
+        pending = timers = 0
+        oldest = overdue_ms = 0.0
+        for s in shards:
+            pending += s.transfer.inflight
+            oldest = max(oldest, s.transfer.oldest_age_s(now))
+            timers += s.timers.pending
+            due = s.timers.next_due_ms
+            if due is not None:
+                overdue_ms = max(overdue_ms, float(now_ms - due))
+        yield "legato_shards_owned", (), float(len(shards))
+        yield "legato_transfer_tasks_pending", (), float(pending)
+        yield "legato_transfer_oldest_pending_seconds", (), oldest
+        yield "legato_timers_pending", (), float(timers)
+        yield "legato_timer_overdue_seconds", (), overdue_ms / 1000.0
+
     def owned_shards(self) -> list[int]:
         return sorted(sid for sid, s in self._shards.items() if not s.lost and not s.closed)
 
@@ -405,10 +426,12 @@ class HistoryServiceImpl:
             async with shard.lock(namespace, workflow_id):
                 entry = await self._load(shard, namespace, workflow_id, run_id)
                 m = Mutation.of(entry.state, self._clock())
+                update: Update | None = None
                 try:
                     result = fn(m, entry)
                     if not m.empty:
-                        await shard.commit(_update_of(m))
+                        update = _update_of(m)
+                        await shard.commit(update)
                 except RunConditionFailed:
                     shard.evict(entry.state.key)
                     if attempt + 1 < _CONFLICT_RETRIES:
@@ -423,8 +446,11 @@ class HistoryServiceImpl:
                     log.exception("history: unexpected error updating %s/%s", workflow_id, entry.state.run_id)
                     raise ServiceError(f"internal error in history while updating workflow {workflow_id!r} (run "
                                        f"{entry.state.run_id}): {type(e).__name__}: {e}", reason="Internal") from e
-                except BaseException:
-                    shard.evict(entry.state.key)
+                except BaseException:  # cancelled: the write, if any, is settled (ShardContext.commit)
+                    if update is not None and update.written:
+                        self._after_commit(shard, entry, m)
+                    else:
+                        shard.evict(entry.state.key)
                     raise
                 if not m.empty:
                     self._after_commit(shard, entry, m)
@@ -441,6 +467,9 @@ class HistoryServiceImpl:
             shard.current.put((st.namespace, st.workflow_id), _current_row(nxt.state))
         elif m.closed:
             shard.current.put((st.namespace, st.workflow_id), _current_row(st))
+        if m.closed:
+            _WORKFLOWS_CLOSED(st.namespace, st.status.lower()).inc()
+            metrics.history_length_at_close.observe(st.next_event_id - 1)
         self._notifier.notify(st.key)
         if m.closed or st.last_wft_failure is not None:
             self._closers.notify(st.key)

@@ -22,6 +22,7 @@ effect, its tasks are then handed to the queue processors as a successful write'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -44,12 +45,13 @@ from history.store.base import (
     WriteOutcomeUnknown,
 )
 from history.timers import TimerQueue, TimerQueueFactory
-from legato import codec
+from legato import codec, metrics
 from legato.config import Config
 from legato.errors import ServiceError, ShardOwnershipLost, Unavailable
 from legato.events import HistoryEvent
 
 log = logging.getLogger("legato.history")
+_TRANSITIONS = metrics.state_transitions
 
 MAX_CACHED_EVENTS = 5000  # a run's events are kept in memory (with its state) up to this many
 EVENT_CACHE_BYTES = 256 * 1024 * 1024  # ... and all cached events of all shards up to about this many bytes
@@ -208,6 +210,7 @@ class Update:
 
     mutations: list[Mutation]
     current: CurrentRunWrite | None = None
+    written: bool = False  # set once the write is durable (its caller may have been cancelled meanwhile)
 
 
 @dataclass(slots=True)
@@ -222,6 +225,8 @@ class _Prepared:
     timer_rows: list[TimerTaskRow] = field(default_factory=list)
     transfer: list[TransferTask] = field(default_factory=list)
     timers: list[TimerTask] = field(default_factory=list)
+    settled: bool = False  # written, or failed
+    waiter: asyncio.Future[None] | None = None  # where a cancelled caller waits for the outcome
 
 
 class WriteGate:
@@ -407,17 +412,31 @@ class ShardContext:
     # ------------------------------------------------------------------ group commit
 
     async def commit(self, update: Update) -> None:
-        """Write `update` atomically (possibly together with other runs' updates)."""
+        """Write `update` atomically (possibly together with other runs' updates).
+
+        Once queued, the write happens whatever becomes of the caller; so a cancelled caller
+        (a client that went away) still waits here for its outcome before CancelledError
+        propagates: its cleanup, under the run's lock, then comes after the write, and nobody
+        can load the run's old state into the cache while the write is still on its way."""
         self.check()
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Prepared(update, fut))
+        loop = asyncio.get_running_loop()
+        p = _Prepared(update, loop.create_future())
+        self._queue.append(p)
         self._wake.set()
-        await fut
+        try:
+            await p.future
+        except asyncio.CancelledError:
+            if not p.settled:  # the writer settles every queued write, also when it stops
+                waiter = p.waiter = loop.create_future()
+                while not waiter.done():
+                    with contextlib.suppress(BaseException):  # cancelled again, or the write failed
+                        await asyncio.shield(waiter)
+            raise
 
     def _fail_queue(self, err: BaseException) -> None:
         queue, self._queue = self._queue, []
         for p in queue:
-            _fail(p.future, err)
+            _fail(p, err)
 
     async def _writer(self) -> None:
         max_batch = self._config.history.group_commit_max_batch
@@ -443,7 +462,7 @@ class ShardContext:
                 except Exception as e:
                     log.exception("shard %d: unexpected error in the committer", self.shard_id)
                     for p in batch:
-                        _fail(p.future, Unavailable(f"shard {self.shard_id}: commit failed: {e}"))
+                        _fail(p, Unavailable(f"shard {self.shard_id}: commit failed: {e}"))
 
     def _take_batch(self, max_batch: int) -> list[_Prepared]:
         """The next updates to write together: at most max_batch of them, and no more than the
@@ -460,7 +479,7 @@ class ShardContext:
                 size = self._encode(p)
             except Exception as e:  # this update cannot be written; its neighbours can
                 taken += 1
-                _fail(p.future, _as_service_error(e, self.shard_id))
+                _fail(p, _as_service_error(e, self.shard_id))
                 continue
             if batch and total + size > limit:
                 break
@@ -548,19 +567,21 @@ class ShardContext:
         async with self._write_lock:
             if self.lost:
                 for p in batch:
-                    _fail(p.future, ShardOwnershipLost(f"shard {self.shard_id} was dropped"))
+                    _fail(p, ShardOwnershipLost(f"shard {self.shard_id} was dropped"))
                 return
             if not await self._settle_for(batch) or not await self._prepare_batch(batch):
                 return
             try:
-                await self._store.commit(*self._shard_write(batch))
+                appends, write = self._shard_write(batch)
+                await self._store.commit(appends, write)
                 self.commits += 1
+                _TRANSITIONS.inc(len(write.runs))
             except WriteOutcomeUnknown as e:
                 self._outcome_unknown(batch, e)
                 return
             except RunConditionFailed as e:
                 if len(batch) == 1:
-                    _fail(batch[0].future, e)
+                    _fail(batch[0], e)
                 else:
                     await self._write_one_by_one(batch)
                 return
@@ -614,8 +635,10 @@ class ShardContext:
         does not fail its neighbours."""
         for i, p in enumerate(batch):
             try:
-                await self._store.commit(*self._shard_write([p]))
+                appends, write = self._shard_write([p])
+                await self._store.commit(appends, write)
                 self.commits += 1
+                _TRANSITIONS.inc(len(write.runs))
             except WriteOutcomeUnknown as e:
                 # Nothing more may be written before the shard settles this one.
                 self._outcome_unknown(batch[i:], e, maybe_written=[p])
@@ -624,7 +647,7 @@ class ShardContext:
                 self._lose_and_fail(batch[i:], e)
                 return
             except Exception as e:
-                _fail(p.future, _as_service_error(e, self.shard_id))
+                _fail(p, _as_service_error(e, self.shard_id))
                 continue
             self._handoff(p)
 
@@ -646,7 +669,7 @@ class ShardContext:
                 self.evict(m.state.key)
             if p.update.current is not None:
                 self.current.pop((p.update.current.row.namespace, p.update.current.row.workflow_id))
-            _fail(p.future, fail)
+            _fail(p, fail)
 
     async def _settle(self) -> None:
         """After an unknown outcome: renew the range_id (the store then holds the outcome for
@@ -685,8 +708,8 @@ class ShardContext:
             self.transfer.add(p.transfer)
         if p.timers:
             self.timers.add(p.timers)
-        if not p.future.done():
-            p.future.set_result(None)
+        p.update.written = True
+        _succeed(p)
 
     # ------------------------------------------------------------------ ack flush
 
@@ -742,15 +765,24 @@ class ShardContext:
         return self._persisted_ack
 
 
-def _fail(fut: asyncio.Future[None], err: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(err)
-        fut.exception()  # the waiter may be gone: don't log "exception was never retrieved"
+def _fail(p: _Prepared, err: BaseException) -> None:
+    p.settled = True
+    for fut in (p.future, p.waiter):
+        if fut is not None and not fut.done():
+            fut.set_exception(err)
+            fut.exception()  # the waiter may be gone: don't log "exception was never retrieved"
+
+
+def _succeed(p: _Prepared) -> None:
+    p.settled = True
+    for fut in (p.future, p.waiter):
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
 
 def _fail_all(items: list[_Prepared], err: BaseException) -> None:
     for p in items:
-        _fail(p.future, err)
+        _fail(p, err)
 
 
 def _as_service_error(e: BaseException, shard_id: int) -> ServiceError:

@@ -50,6 +50,10 @@ class TimerQueue(Protocol):
     @property
     def pending(self) -> int: ...
 
+    @property
+    def next_due_ms(self) -> int | None:
+        """The due time of the earliest timer waiting in memory (None: none), for the overdue gauge."""
+
 
 class TimerDeletes:
     """The delete bookkeeping of a TimerQueue (`take_deletes`, `restore_deletes`, `deleted`):

@@ -170,6 +170,8 @@ class QueuesConfig(_Strict):
     commit_interval_ms: int = Field(200, gt=0, description="consumers commit their offsets this often")
     timer_republish_horizon_ms: int = Field(
         3_600_000, gt=0, description="a timer due later than this is re-published forward (bounded re-reads)")
+    statistics_interval_ms: int = Field(
+        15_000, ge=0, description="each consumer reports its lag (legato_kafka_consumer_lag) this often; 0: never")
 
     @field_validator("kafka_bootstrap", mode="before")
     @classmethod
@@ -210,13 +212,22 @@ class ClusterConfig(_Strict):
     shard_acquire_concurrency: int = Field(32, gt=0, description="shards one node acquires at once")
     # On SIGTERM a node hands its shards over, waiting at most this long for the new assignment.
     graceful_stop_timeout_ms: int = Field(20_000, ge=0)
-    metrics_address: str = Field("", pattern=r"^$|^" + _HOST_PORT[1:],
-                                 description="where this process serves Prometheus metrics (registered in "
-                                             "ZooKeeper; empty: none)")
+    # The roles bind their addresses above; other members reach them at this host instead, with
+    # the same ports: set it when a role binds 0.0.0.0 (in Kubernetes: the pod's IP).
+    advertise_host: str = Field("", pattern=r"^$|^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)$",
+                                description="the host other members reach this process at (empty: each "
+                                            "role's address as it is)")
 
     @property
     def zookeeper(self) -> bool:
         return bool(self.zookeeper_hosts)
+
+    def advertised(self, address: str) -> str:
+        """`address` ("host:port": a role's, or the metrics') as other members reach it: on
+        `advertise_host` when that is set."""
+        if not self.advertise_host or not address:
+            return address
+        return f"{self.advertise_host}:{address.rpartition(':')[2]}"
 
 
 class GrpcConfig(_Strict):
@@ -275,6 +286,15 @@ class SecurityConfig(_Strict):
         return bool(self.tls_cert_file)
 
 
+class MetricsConfig(_Strict):
+    """The HTTP port of this process: Prometheus metrics on /metrics, Kubernetes probes on
+    /healthz and /readyz (README, "Metrics"). Off by default, so that several processes on one
+    machine need no ports of their own; the Helm chart turns it on."""
+
+    address: str = Field("", pattern=r"^$|^" + _HOST_PORT[1:],
+                         description="host:port of /metrics, /healthz and /readyz (empty: not served)")
+
+
 class Config(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     queues: QueuesConfig = Field(default_factory=QueuesConfig)
@@ -285,6 +305,7 @@ class Config(_Strict):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     grpc: GrpcConfig = Field(default_factory=GrpcConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
 class ConfigError(Exception):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from legato import wire
+from legato import metrics, wire
 from legato.admission import CallLimit
 from legato.authz import NamespaceRules, token_auth
 from legato.config import Config
@@ -113,26 +114,38 @@ def _decode_and_fit(rpc: str, spec: Rpc, request: Any, context: grpc.aio.Service
 
 
 def make_handler(rpc: str, spec: Rpc, service: Any, log: logging.Logger,
-                 request_type: type[Message] | None = None) -> Handler:
+                 request_type: type[Message] | None = None, role: str = "") -> Handler:
     """The grpc handler of one rpc. With `request_type`, requests arrive as raw bytes (see
-    `add_service`) and are parsed here, so that a corrupt one is the caller's INVALID_ARGUMENT."""
+    `add_service`) and are parsed here, so that a corrupt one is the caller's INVALID_ARGUMENT.
+    `role` labels its metrics (frontend, history, matching)."""
     method: Callable[..., Awaitable[Any]] = getattr(service, spec.method)
+    requests = metrics.requests.labels(role, rpc)  # resolved once: the hot path only counts
+    latency = metrics.request_latency.labels(role, rpc)
 
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        requests.inc()
         try:
             args = _decode_and_fit(rpc, spec, request, context, request_type)
             result = await (method(*args) if spec.spread else method(args))
         except ServiceError as e:
             code, details, metadata = error_status(e)
+            metrics.request_errors.labels(role, rpc, metrics.error_kind(e)).inc()
         except Exception as e:  # a bug: never let it take the server down (cancellation passes)
             log.exception("internal error in rpc %s", rpc)
             code, details, metadata = _internal(rpc, e)
+            metrics.request_errors.labels(role, rpc, "Internal").inc()
         else:
             try:
-                return spec.encode(result)
+                response = spec.encode(result)
             except Exception as e:
                 log.exception("cannot encode the response of rpc %s", rpc)
                 code, details, metadata = _internal(rpc, e)
+                metrics.request_errors.labels(role, rpc, "Internal").inc()
+            else:
+                latency.observe(time.perf_counter() - started)
+                return response
+        latency.observe(time.perf_counter() - started)
         await context.abort(code, details, metadata)
 
     return handle
@@ -159,10 +172,13 @@ def add_service(server: grpc.aio.Server, service_name: str, service: Any, rpcs: 
         request_type = getattr(wire.pb, method.input_type.name)
         response_type = getattr(wire.pb, method.output_type.name)
         handlers[rpc] = grpc.unary_unary_rpc_method_handler(
-            make_handler(rpc, spec, service, log, request_type),
+            make_handler(rpc, spec, service, log, request_type, _ROLES.get(service_name, service_name)),
             request_deserializer=None, response_serializer=response_type.SerializeToString)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(desc.full_name, handlers),))
     server.add_registered_method_handlers(desc.full_name, handlers)
+
+
+_ROLES = {"WorkflowService": "frontend", "HistoryService": "history", "MatchingService": "matching"}
 
 
 def _address(host: str, port: int) -> str:

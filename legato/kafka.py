@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from legato import codec
+from legato import codec, kafka_lag
 from legato.api import TaskInfo, TaskKind
 from legato.config import QueuesConfig
 from legato.errors import FailedPrecondition
@@ -116,9 +116,10 @@ def make_producer(cfg: QueuesConfig, name: str = "producer") -> AsyncProducer:
 def consumer_config(cfg: QueuesConfig, group_id: str) -> dict[str, Any]:
     """Manual commits only (after the effect is durable), from the start of a partition the group
     never committed on, and only committed transactions' messages."""
-    return {**base_config(cfg), "group.id": group_id, "enable.auto.commit": False,
+    return {**base_config(cfg), "group.id": group_id, "client.id": group_id, "enable.auto.commit": False,
             "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed", "enable.partition.eof": False}
+            "isolation.level": "read_committed", "enable.partition.eof": False,
+            "statistics.interval.ms": cfg.statistics_interval_ms, "stats_cb": kafka_lag.on_stats}
 
 
 # ---------------------------------------------------------------- messages

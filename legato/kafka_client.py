@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from legato import metrics
 from legato.errors import Unavailable
 
 log = logging.getLogger("legato.kafka")
@@ -60,6 +61,7 @@ _PRODUCER_POLL_S = 0.1  # a producer's poll thread looks at its stop flag this o
 _PROBE_STEP_S = 0.5
 _ON_LOOP_TIMEOUT_S = 60.0
 _ERROR_LOG_EVERY_S = 10.0
+_READY_TIMEOUT_S = 2.0  # a readiness probe's metadata request
 
 
 # ---------------------------------------------------------------- blocking calls
@@ -182,6 +184,8 @@ class AsyncProducer:
         self._stopping = threading.Event()
         self._reports: list[tuple[asyncio.Future[int], KafkaError | None, int]] = []
         self._reports_lock = threading.Lock()
+        self._latency = metrics.kafka_produce_latency.labels(name)
+        self._failures = metrics.kafka_produce_errors.labels(name)
 
     @property
     def broken(self) -> bool:
@@ -211,7 +215,7 @@ class AsyncProducer:
         if self._errors.fatal is not None:
             raise Unavailable(f"the Kafka {self.name} failed: {self._errors.fatal}", reason="KafkaUnavailable")
         fut: asyncio.Future[int] = loop.create_future()
-        report = functools.partial(self._delivered, fut)
+        report = functools.partial(self._delivered, fut, time.perf_counter())
         deadline = loop.time() + self._timeout_s
         while True:
             try:
@@ -226,6 +230,19 @@ class AsyncProducer:
                 await asyncio.sleep(0.005)
             except KafkaException as e:
                 raise kafka_unavailable(f"Kafka refused a message for {topic}", e) from e
+
+    async def unreachable(self) -> str | None:
+        """Readiness: None when the brokers answer a metadata request, else why not."""
+        producer = self._producer
+        if producer is None:
+            return f"the Kafka {self.name} is not running"
+        if self._errors.fatal is not None:
+            return f"the Kafka {self.name} failed: {self._errors.fatal}"
+        try:
+            await run_blocking(functools.partial(producer.list_topics, timeout=_READY_TIMEOUT_S))
+        except KafkaException as e:
+            return f"Kafka did not answer a metadata request: {e}"
+        return None
 
     async def send_and_wait(self, topic: str, value: bytes, key: bytes | None = None,
                             partition: int | None = None) -> int:
@@ -258,8 +275,12 @@ class AsyncProducer:
 
     # ------------------------------------------------------------ librdkafka's threads
 
-    def _delivered(self, fut: asyncio.Future[int], err: KafkaError | None, msg: Message) -> None:
+    def _delivered(self, fut: asyncio.Future[int], sent: float, err: KafkaError | None, msg: Message) -> None:
         """Delivery report (inside poll or flush): kept for the batch handed to the loop."""
+        if err is None:
+            self._latency.observe(time.perf_counter() - sent)
+        else:
+            self._failures.inc()
         offset = msg.offset()
         with self._reports_lock:
             self._reports.append((fut, err, -1 if offset is None else offset))

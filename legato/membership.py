@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from legato import metrics
 from legato.config import ClusterConfig
 from legato.errors import FailedPrecondition
 from legato.zk import CONNECTED, LOST, NodeExistsError, NoNodeError, Zk, dumps, loads
@@ -195,6 +196,7 @@ class ClusterView:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self) -> None:
+        metrics.membership_changes.inc()
         old, self.changed = self.changed, asyncio.Event()
         old.set()
 

@@ -31,7 +31,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Self
 
 import grpc
@@ -41,16 +41,18 @@ from history.ownership import ShardController
 from history.service import HistoryServiceImpl
 from history.store.base import ExecutionStore
 from history.store.factory import Stores, open_stores
-from legato import api
+from legato import api, metrics
 from legato.access_tokens import InternalToken, read_secret
 from legato.config import Config, ConfigError
 from legato.internal_clients import GrpcHistoryClient, GrpcMatchingClient
 from legato.membership import MATCHING as MATCHING_ROLE
 from legato.membership import MemberInfo, Membership
+from legato.metrics import Sample
 from legato.routing import HistoryRouter, MatchingRouter
+from legato.status_server import Readiness
 from legato.task_publisher import KafkaTaskPublisher, open_task_publisher
 from legato.tls import ClientSecurity, internal_security
-from legato.zk import Zk
+from legato.zk import CONNECTED, Zk
 from matching.forwarding import Forwarder
 from matching.kafka_matching import KafkaMatching
 from matching.service import InProcessMatching
@@ -131,6 +133,7 @@ class Node:
         self.controller: ShardController | None = None
         self._forwarder: Forwarder | None = None
         self._peer_security_made: tuple[ClientSecurity | None] | None = None
+        self._unregister_gauges: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ what runs here
 
@@ -173,6 +176,7 @@ class Node:
         except BaseException:
             await self.stop()
             raise
+        self._unregister_gauges = metrics.sources.add(self.gauges)
 
     @property
     def in_cluster(self) -> bool:
@@ -257,8 +261,9 @@ class Node:
         """A ZooKeeper session, and the cluster's view (checked against history.num_shards)."""
         self._zk = Zk(self.config.cluster)
         await self._zk.start()
-        info = MemberInfo(self.identity, {role: role_address(self.config, role) for role in self.roles},
-                          self.config.cluster.metrics_address, int(time.time() * 1000), socket.gethostname(),
+        c = self.config
+        info = MemberInfo(self.identity, {role: c.cluster.advertised(role_address(c, role)) for role in self.roles},
+                          c.cluster.advertised(c.metrics.address), int(time.time() * 1000), socket.gethostname(),
                           os.getpid())
         self.membership = Membership(self._zk, self.config.cluster, info, self.config.history.num_shards)
         await self.membership.start()
@@ -296,6 +301,9 @@ class Node:
             await self.membership.leave()
 
     async def stop(self) -> None:
+        unregister, self._unregister_gauges = self._unregister_gauges, None
+        if unregister is not None:
+            unregister()
         await self.leave()
         self._frontend = None
         # History first: with matching gone it would keep retrying its hand-offs.
@@ -321,6 +329,50 @@ class Node:
         zk, self._zk = self._zk, None
         if zk is not None:
             await zk.stop()
+
+    # ------------------------------------------------------------ status (metrics, probes)
+
+    def readiness(self, serving: Callable[[], bool]) -> Readiness:
+        """What /readyz checks: the process serves (`serving()`), its ZooKeeper session is
+        connected, a history node owns the shards assigned to it (and holds none it should have
+        released), the store answers a read and Kafka its metadata request."""
+        r = Readiness()
+        r.add("serving", lambda: None if serving() else "not serving yet, or stopping")
+        zk = self._zk
+        if zk is not None:
+            r.add("zookeeper", lambda: None if zk.state == CONNECTED else f"the ZooKeeper connection is {zk.state}")
+        if self._history is not None:
+            r.add("shards", self._shards_settled)
+        if self._stores is not None:
+            r.add("store", self._store_answers)
+        if self._publisher is not None:
+            r.add("kafka", self._publisher.unreachable)
+        return r
+
+    def _shards_settled(self) -> str | None:
+        controller = self.controller
+        return controller.unsettled() if controller is not None else None
+
+    async def _store_answers(self) -> str | None:
+        stores = self._stores
+        if stores is None:
+            return "the store is closed"
+        try:
+            await stores.execution.get_current_run(0, "legato-readyz", "legato-readyz")
+        except Exception as e:
+            return f"the store did not answer a read: {e}"
+        return None
+
+    def gauges(self) -> Iterator[Sample]:
+        """This node's samples of the gauges read at scrape time (legato/metrics.py)."""
+        yield "legato_up", (role_list(self.roles),), 1.0
+        if self._history is not None:
+            yield from self._history.gauges()
+        if self._matching is not None:
+            yield from self._matching.task_queues.gauges()
+        if self.membership is not None:
+            for role in ROLE_ORDER:
+                yield "legato_cluster_members", (role,), float(len(self.membership.view.with_role(role)))
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -19,6 +19,7 @@ import grpc
 
 from legato.config import Config
 from legato.roles import ALL_ROLES, ROLE_ORDER, Node, role_address, role_list
+from legato.status_server import start_status_server, stop_status_server
 from legato.tls import describe_server_security
 
 log = logging.getLogger("legato.server")
@@ -38,14 +39,21 @@ async def serve_dev(config: Config, db_path: str | None, host: str, port: int,
     from frontend.grpc_server import serve
 
     async with Engine(config, db_path) as engine:
-        server = await serve(engine.frontend, host, port, config=config)
-        print(f"legato: dev server listening on {host}:{port} (data: {engine.data_description}; "
-              f"queues: {engine.queues_description}; security: {describe_server_security(config.security)})",
-              flush=True)
+        state = _Serving()
+        status = await start_status_server(config.metrics.address, engine.readiness(state))
         try:
-            await (stop.wait() if stop is not None else asyncio.Event().wait())
+            server = await serve(engine.frontend, host, port, config=config)
+            state.serving = True
+            print(f"legato: dev server listening on {host}:{port} (data: {engine.data_description}; "
+                  f"queues: {engine.queues_description}; security: {describe_server_security(config.security)})",
+                  flush=True)
+            try:
+                await (stop.wait() if stop is not None else asyncio.Event().wait())
+            finally:
+                state.serving = False
+                await _stop_servers([server])
         finally:
-            await _stop_servers([server])
+            await stop_status_server(status)
 
 
 async def serve_roles(config: Config, roles: frozenset[str], db_path: str | None, identity: str,
@@ -53,9 +61,16 @@ async def serve_roles(config: Config, roles: frozenset[str], db_path: str | None
     """Run `roles` (`legato server start --role ...`), each served at its `cluster` address, until
     `stop` is set (or forever). Prints one line once every role serves (tools wait for it)."""
     async with Node(config, roles, db_path, identity) as node:
-        servers = await node.serve()
+        state = _Serving()
+        status = await start_status_server(config.metrics.address, node.readiness(state))
+        try:
+            servers = await node.serve()
+        except BaseException:
+            await stop_status_server(status)
+            raise
         try:
             await node.join()
+            state.serving = True
             where = ", ".join(f"{role} on {role_address(config, role)}" for role in ROLE_ORDER if role in servers)
             cluster = (f"; cluster {config.cluster.zookeeper_hosts}{config.cluster.zookeeper_root} as {identity}"
                        if node.in_cluster else "")
@@ -64,9 +79,21 @@ async def serve_roles(config: Config, roles: frozenset[str], db_path: str | None
                   f"security: {describe_server_security(config.security)})", flush=True)
             await (stop.wait() if stop is not None else asyncio.Event().wait())
             # Still serving: hand the shards over (requests in flight finish), then stop.
+            state.serving = False
             await node.leave()
         finally:
             await _stop_servers(servers.values())
+            await stop_status_server(status)
+
+
+class _Serving:
+    """Readiness's "serving" check: true from the moment the process serves (and joined its
+    cluster) until it starts stopping."""
+
+    serving = False
+
+    def __call__(self) -> bool:
+        return self.serving
 
 
 async def _stop_servers(servers: Iterable[grpc.aio.Server]) -> None:

@@ -55,6 +55,11 @@ class KafkaTaskPublisher:
             await self.start()
             await broken.stop()
 
+    async def unreachable(self) -> str | None:
+        """Readiness: None when Kafka answers, else why not."""
+        producer = self._producer
+        return await producer.unreachable() if producer is not None else "the Kafka task publisher is stopped"
+
     async def add_task(self, task: TaskInfo) -> None:
         """Return once the broker has the task (the api.TaskSink contract)."""
         await self._send(task, None)

@@ -24,15 +24,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
-from legato import api
+from legato import api, metrics
 from legato.errors import FailedPrecondition, NotFound
+from legato.metrics import Sample
 
 log = logging.getLogger("legato.matching")
+_POLLS = metrics.children(metrics.matching_polls)
+_MATCHES = metrics.children(metrics.matching_matches)
+_SCHEDULE_TO_START = metrics.children(metrics.schedule_to_start)
 
 T = TypeVar("T")
 Key = tuple[str, str, api.TaskKind]
@@ -249,9 +254,11 @@ class TaskQueues:
         loop = asyncio.get_running_loop()
         timeout_ms = min(req.timeout_ms, self._limit_ms) if req.timeout_ms > 0 else self._limit_ms
         deadline = loop.time() + timeout_ms / 1000.0
+        kind = key[2].value
         while True:
-            item = await self._next_item(key, req.identity, deadline, loop)
+            item, match = await self._next_item(key, req.identity, deadline, loop)
             if item is None:
+                _POLLS(kind, "timeout").inc()
                 return None
             try:
                 if not item.request_id:
@@ -268,21 +275,27 @@ class TaskQueues:
                 self.offer(key, item, front=True)
                 raise
             item.settle()
+            _POLLS(kind, "task").inc()
+            _MATCHES(kind, match).inc()
+            if item.task.created_ms:
+                _SCHEDULE_TO_START(kind).observe(max(0.0, time.time() - item.task.created_ms / 1000))
             return result
 
     async def _next_item(self, key: Key, identity: str, deadline: float,
-                         loop: asyncio.AbstractEventLoop) -> Queued | None:
-        """The next live task for this poll, waiting until `deadline`; None when the wait ends empty."""
+                         loop: asyncio.AbstractEventLoop) -> tuple[Queued | None, str]:
+        """The next live task for this poll, waiting until `deadline`, and how it matched: "async"
+        (it waited on the queue) or "sync" (handed to this poll as it came); None when the wait
+        ends empty."""
         q = self._queue(key)
         while True:
             item = q.take(identity)
             if item is not None:
-                return item
+                return item, "async"
             if self.stopped:
-                return None
+                return None, ""
             remaining = deadline - loop.time()
             if remaining <= 0:
-                return None
+                return None, ""
             poll = _Poll(identity, loop.create_future())
             q.polls.append(poll)
             timer = loop.call_later(remaining, _expire, poll.future)
@@ -302,9 +315,9 @@ class TaskQueues:
                 timer.cancel()
             if got is None:
                 _discard(q.polls, poll)
-                return None
+                return None, ""
             if got.live():
-                return got
+                return got, "sync"
             # withdrawn meanwhile: wait again for the rest of the time
 
     # ------------------------------------------------------------ lifecycle and metrics
@@ -322,6 +335,13 @@ class TaskQueues:
                         item.release.cancel()
                     item.abort()
             q.held.clear()
+
+    def gauges(self) -> Iterator[Sample]:
+        """legato_matching_backlog and legato_matching_pollers, per kind and task queue."""
+        for (_, task_queue, kind), q in list(self._queues.items()):
+            yield "legato_matching_backlog", (kind.value, task_queue), float(q.size())
+            yield "legato_matching_pollers", (kind.value, task_queue), float(
+                sum(1 for p in q.polls if not p.future.done()))
 
     def backlog(self, key: Key) -> int:
         q = self._queues.get(key)

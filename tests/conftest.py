@@ -29,6 +29,7 @@ pytest_plugins = ["tests.zookeeper_fixtures"]
 ROOT = Path(__file__).resolve().parent.parent
 CASSANDRA_SH = ROOT / "deploy" / "cassandra" / "cassandra.sh"
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
+PROMETHEUS_SH = ROOT / "deploy" / "prometheus" / "prometheus.sh"
 TEST_KEYSPACE = "legato_test"
 # The store of the engines a test starts: a StoreConfig as JSON; absent: SQLite. Set by the
 # fixtures that run a test on each store (`history_store` here, `transport` for integration tests).
@@ -104,6 +105,21 @@ def queues_config_from_env() -> QueuesConfig | None:
     """The Kafka QueuesConfig the running test asked for, or None for the in-process bus."""
     raw = os.environ.get(QUEUES_ENV)
     return QueuesConfig.model_validate_json(raw) if raw else None
+
+
+def prometheus_script(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(PROMETHEUS_SH), *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def prometheus_node() -> Iterator[tuple[str, Path]]:
+    """The test run's Prometheus server ("http://127.0.0.1:9090", LEGATO_TEST_PROMETHEUS names
+    another) and the folder of its scrape targets (file_sd JSON files, read as they change);
+    deploy/prometheus/prometheus.sh starts it, and it is stopped at the end if this run started it."""
+    with _node_for_run(prometheus_script, PROMETHEUS_SH, "LEGATO_TEST_PROMETHEUS", "LEGATO_TEST_KEEP_PROMETHEUS") \
+            as given:
+        targets = Path(prometheus_script("targets").stdout.strip())
+        yield (f"http://{given}" if given else "http://127.0.0.1:9090"), targets
 
 
 @pytest.fixture(scope="session")

@@ -248,10 +248,13 @@ def compile_lua(text: str, chunk_name: str, strip: bool = False) -> tuple[bytes 
 # ---------------------------------------------------------------- loading
 
 def load_registry(path: str | Path) -> Registry:
-    """Load a registry YAML file, or every *.yaml / *.yml file under a folder (recursively)."""
+    """Load a registry YAML file, or every *.yaml / *.yml file under a folder (recursively),
+    skipping hidden files and folders (a Kubernetes ConfigMap volume keeps its files twice: in
+    a hidden `..<timestamp>` folder and as links beside it)."""
     root = Path(path)
     if root.is_dir():
-        files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+        files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
         if not files:
             raise EntryError(f"{root}: no registry files (*.yaml) in this folder")
         folder = True

@@ -47,8 +47,13 @@ class CachedRuns:
 
     def __init__(self) -> None:
         self._runs: set[str] = set()
+        self._bytes: dict[str, int] = {}  # Lua host -> the Lua memory of the runs it caches
         self.hits = 0
         self.misses = 0
+
+    @property
+    def bytes_used(self) -> int:
+        return sum(self._bytes.values())
 
     def __contains__(self, run_id: object) -> bool:
         return run_id in self._runs
@@ -56,7 +61,8 @@ class CachedRuns:
     def __len__(self) -> int:
         return len(self._runs)
 
-    def record(self, run_id: str, outcome: TaskOutcome) -> None:
+    def record(self, run_id: str, outcome: TaskOutcome, host: str = "") -> None:
+        self._bytes[host] = outcome.cache_bytes
         if outcome.hit:
             self.hits += 1
         else:
@@ -67,7 +73,9 @@ class CachedRuns:
         else:
             self._runs.discard(run_id)
 
-    def forget(self, run_ids: set[str] | None = None) -> None:
+    def forget(self, run_ids: set[str] | None = None, host: str | None = None) -> None:
+        if host is not None:
+            self._bytes.pop(host, None)
         if run_ids is None:
             self._runs.clear()
         else:
@@ -186,7 +194,7 @@ class LuaHost:
             return
         p = self._pending.popleft()
         self._head_since = time.monotonic()
-        self._cache.record(p.task.run_id, outcome)
+        self._cache.record(p.task.run_id, outcome, self.name)
         if not outcome.cached:
             self._runs.discard(p.task.run_id)
         if not p.future.done():
@@ -219,7 +227,7 @@ class LuaHost:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
-        self._cache.forget(self._runs)
+        self._cache.forget(self._runs, self.name)
         self._runs.clear()
         if self._pending:
             p = self._pending.popleft()

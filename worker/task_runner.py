@@ -41,6 +41,7 @@ class TaskOutcome:
     cached: bool  # the run's execution stays in the cache for its next task
     evicted: list[str] = field(default_factory=list)  # runs the cache dropped to make room
     hit: bool = False  # the task continued a cached execution
+    cache_bytes: int = 0  # the Lua memory of the runs cached by the runner after this task
 
 
 class TaskRunner:
@@ -51,6 +52,11 @@ class TaskRunner:
         self.identity = identity
 
     def run(self, task: WorkflowTask) -> TaskOutcome:
+        outcome = self._run(task)
+        outcome.cache_bytes = self.cache.bytes_used
+        return outcome
+
+    def _run(self, task: WorkflowTask) -> TaskOutcome:
         ex = self.cache.take(task.run_id)
         hit = ex is not None
         if ex is not None and not ex.can_continue(task.history, task.previous_started_event_id):

@@ -17,9 +17,10 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+from legato import metrics
 from legato.api import (
     ActivityTask,
     PollRequest,
@@ -34,6 +35,7 @@ from legato.api import (
 from legato.commands import CommandType
 from legato.config import Config
 from legato.errors import Unavailable
+from legato.metrics import Sample
 from worker.activity import ActivityRunner, CallContext
 from worker.cache import WorkflowCache
 from worker.entries import Registry
@@ -42,6 +44,8 @@ from worker.task_runner import shortened
 from worker.threads import DaemonThreadPool
 
 log = logging.getLogger("legato.worker")
+_CACHE_HIT, _CACHE_MISS = metrics.worker_cache_requests.labels("hit"), metrics.worker_cache_requests.labels("miss")
+_ACTIVITY_OUTCOMES = {o: metrics.activity_outcomes.labels(o) for o in ("completed", "failed", "canceled")}
 
 T = TypeVar("T")
 
@@ -130,6 +134,27 @@ class Worker:
         self._started = False
         self.min_empty_poll_s = 0.05  # an empty poll faster than this (no long-poll) backs off
         self._poll_errors = LogThrottle()
+        self._unregister_gauges: Callable[[], None] = lambda: None
+        self.poll_error = ""  # why the last poll failed ("": it did not)
+        self._running = {"workflow": 0, "activity": 0}  # tasks being handled (a poll holds a slot too)
+
+    def unready(self) -> str | None:
+        """Readiness: None while the worker polls and its last poll reached the server."""
+        if not self._started:
+            return "not polling (starting or stopping)"
+        if self.poll_error:
+            return f"the last poll failed: {self.poll_error}"
+        return None
+
+    def gauges(self) -> Iterator[Sample]:
+        """This worker's samples of the gauges read at scrape time (legato/metrics.py)."""
+        wc = self.config.worker
+        yield "legato_up", ("worker",), 1.0
+        yield "legato_worker_cached_workflows", (), float(len(self.cache))
+        yield "legato_worker_lua_memory_bytes", (), float(self.cache.bytes_used)
+        for kind, size in (("workflow", wc.max_concurrent_workflow_tasks), ("activity", wc.max_concurrent_activities)):
+            yield "legato_worker_task_slots", (kind,), float(size)
+            yield "legato_worker_task_slots_used", (kind,), float(self._running[kind])
 
     @property
     def cache(self) -> WorkflowCache | CachedRuns:
@@ -159,6 +184,7 @@ class Worker:
                 self._pollers.append(asyncio.create_task(
                     self._poll_loop("activity", namespace, queue, self._act_slots, self._poll_activity,
                                     self._run_activity_task), name=f"act-poller-{queue}-{i}"))
+        self._unregister_gauges = metrics.sources.add(self.gauges)
         log.info("worker polling %s as %s",
                  ", ".join(f"{ns}/{q}" for ns, q in self.task_queues) or "(no task queues)", self.identity)
 
@@ -167,6 +193,7 @@ class Worker:
         if not self._started:
             return
         self._started = False
+        self._unregister_gauges()
         self._stopping.set()
         for t in self._pollers:
             t.cancel()
@@ -216,6 +243,7 @@ class Worker:
                 except asyncio.CancelledError:
                     raise
                 except Exception as err:
+                    self.poll_error = f"{type(err).__name__}: {err}"
                     delay = backoff.next_delay()
                     # Every poller fails at once while the server is away: one line per interval.
                     level = logging.WARNING if self._poll_errors.allow() else logging.DEBUG
@@ -224,6 +252,7 @@ class Worker:
                     await self._sleep(delay)
                     continue
                 backoff.reset()
+                self.poll_error = ""
                 if task is None:
                     if time.monotonic() - t0 < self.min_empty_poll_s:
                         await self._sleep(empty.next_delay())
@@ -244,6 +273,8 @@ class Worker:
             await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def _guarded(self, handle: Callable[[Any], Awaitable[None]], task: Any, slots: asyncio.Semaphore) -> None:
+        kind = "workflow" if slots is self._wf_slots else "activity"
+        self._running[kind] += 1
         try:
             await handle(task)
         except asyncio.CancelledError:
@@ -251,12 +282,19 @@ class Worker:
         except Exception:
             log.exception("error while handling a task")
         finally:
+            self._running[kind] -= 1
             slots.release()
 
     # ------------------------------------------------------------ workflow tasks
 
     async def _run_workflow_task(self, task: WorkflowTask) -> None:
-        resp = (await self.workflow_tasks.run(task)).response
+        started = time.perf_counter()
+        outcome = await self.workflow_tasks.run(task)
+        metrics.workflow_task_latency.observe(time.perf_counter() - started)
+        (_CACHE_HIT if outcome.hit else _CACHE_MISS).inc()
+        if outcome.evicted:
+            metrics.worker_cache_evictions.inc(len(outcome.evicted))
+        resp = outcome.response
         reserved = 0
         try:
             if isinstance(resp, RespondWorkflowTaskCompletedRequest):
@@ -313,7 +351,10 @@ class Worker:
 
     async def _run_activity_task(self, task: ActivityTask) -> None:
         assert self._loop is not None
+        started = time.perf_counter()
         out = await self._loop.run_in_executor(self._act_pool, self.activities.execute, task)
+        metrics.activity_latency.observe(time.perf_counter() - started)
+        _ACTIVITY_OUTCOMES["completed" if out.ok else "canceled" if out.canceled else "failed"].inc()
         if out.failure is not None:
             out.failure = shortened(out.failure)
         try:

@@ -68,10 +68,14 @@ from history.store.base import (
     one_event_per_id,
 )
 from history.store.cql import Cql, Row, connect
+from history.store.metered import metered
+from legato import metrics
 from legato.config import StoreConfig
 from legato.errors import ServiceError, ShardOwnershipLost, Unavailable
 
 _NO_RETRY = FallthroughRetryPolicy()
+_LWT_APPLIED, _LWT_REJECTED, _LWT_UNKNOWN, _LWT_FAILED = (
+    metrics.cassandra_lwts.labels(r) for r in ("applied", "rejected", "unknown", "failed"))
 TIMER_DELETES_PER_BATCH = 500  # update_shard: timer deletes carried by one conditional batch
 _ROW_OVERHEAD = 64  # bytes a row adds to a batch beyond its values (keys, cell headers), roughly
 
@@ -156,6 +160,7 @@ class _Prepared:
     events_read: PreparedStatement
 
 
+@metered("cassandra")
 class CassandraStore:
     """`history.store.base.ExecutionStore` on Cassandra. `cql` and `keyspace` are shared with the
     visibility store once `open` has connected."""
@@ -229,9 +234,13 @@ class CassandraStore:
         cql = self.cql
         self.lwt_count += 1
         try:
-            return await cql.execute(stmt, params)
+            rows = await cql.execute(stmt, params)
         except Exception as e:
-            raise _conditional_error(e, what) from e
+            err = _conditional_error(e, what)
+            _LWT_UNKNOWN.inc() if isinstance(err, WriteOutcomeUnknown) else _LWT_FAILED.inc()
+            raise err from e
+        (_LWT_APPLIED if not rows or rows[0][0] else _LWT_REJECTED).inc()
+        return rows
 
     def _batch(self) -> BatchStatement:
         return BatchStatement(batch_type=BatchType.UNLOGGED, retry_policy=_NO_RETRY)
@@ -362,6 +371,7 @@ class CassandraStore:
         if not rows[0][0]:
             raise _rejection(write, rows)
         self.run_write_count += len(write.runs)
+        metrics.cassandra_lwt_transitions.observe(len(write.runs))
 
     def _shard_batch(self, w: ShardWrite) -> BatchStatement:
         ps = self._ps

@@ -27,6 +27,8 @@ from history.store.base import (
     history_read_end,
     one_event_per_id,
 )
+from history.store.metered import metered
+from legato import metrics
 from legato.errors import FailedPrecondition, ShardOwnershipLost, Unavailable
 
 SCHEMA_VERSION = 1
@@ -129,6 +131,7 @@ CREATE INDEX IF NOT EXISTS visibility_search_attributes_by_value ON visibility_s
 """
 
 
+@metered("sqlite")
 class SqliteStore:
     """`history.store.base.ExecutionStore` on SQLite. `path` None: an in-memory database."""
 
@@ -408,6 +411,8 @@ class SqliteStore:
                 if not isinstance(e, Exception):
                     raise
                 continue
+            metrics.sqlite_commits.inc()
+            metrics.sqlite_commit_size.observe(len(batch))
             for (_, fut), failure in zip(batch, results, strict=True):
                 if failure is None:
                     if not fut.done():

@@ -2,13 +2,16 @@
 read from ZooKeeper (docs/cluster.md).
 
 With `--output json` the answer is exactly
-`{"members": [{"role", "address", "identity"}...], "shards": {"0": "<history address>"...},
-"num_shards": N}`: a member entry per role a process serves, and for each shard the history
-address holding its lock (null while nobody does, e.g. during a move).
+`{"members": [{"role", "address", "identity", "metrics_address", "health"}...],
+"shards": {"0": "<history address>"...}, "num_shards": N}`: a member entry per role a process
+serves, and for each shard the history address holding its lock (null while nobody does, e.g.
+during a move). `health` is what the process's /readyz answered: "ready", "not ready: <why>",
+"unreachable: <why>", or "" when it serves no metrics port.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import click
@@ -18,6 +21,8 @@ from legato.cli.output import ExitCode, print_json
 from legato.config import ClusterConfig, load_config
 from legato.membership import ClusterState, read_cluster
 from legato.zk import Zk
+
+HEALTH_TIMEOUT_S = 3.0  # a member's /readyz answer, at most
 
 
 @click.group()
@@ -49,31 +54,54 @@ async def describe(zookeeper_hosts: str | None, zookeeper_root: str | None, outp
                                   zk.session_timeout_s * 2)
     finally:
         await zk.stop()
+    health = await _health_of(state)
     if output == "json":
-        print_json(describe_json(state))
+        print_json(describe_json(state, health))
     else:
-        click.echo(describe_text(state, f"{cfg.zookeeper_hosts}{cfg.zookeeper_root}"))
+        click.echo(describe_text(state, f"{cfg.zookeeper_hosts}{cfg.zookeeper_root}", health))
     return ExitCode.OK
 
 
-def describe_json(state: ClusterState) -> dict[str, Any]:
-    members = [{"role": role, "address": address, "identity": m.identity}
+async def _health_of(state: ClusterState) -> dict[str, str]:
+    """identity -> what the member's /readyz says (for members that serve metrics)."""
+    import aiohttp
+
+    async def ask(session: aiohttp.ClientSession, address: str) -> str:
+        try:
+            async with session.get(f"http://{address}/readyz") as r:
+                text = (await r.text()).strip()
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            return f"unreachable: {type(e).__name__}: {e}".rstrip(": ")
+        return "ready" if r.status == 200 else "not ready: " + "; ".join(text.splitlines()[1:])
+
+    asking = [m for m in state.members if m.metrics_address]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_S)) as session:
+        answers = await asyncio.gather(*(ask(session, m.metrics_address) for m in asking))
+    return {m.identity: a for m, a in zip(asking, answers, strict=True)}
+
+
+def describe_json(state: ClusterState, health: dict[str, str] | None = None) -> dict[str, Any]:
+    health = health or {}
+    members = [{"role": role, "address": address, "identity": m.identity, "metrics_address": m.metrics_address,
+                "health": health.get(m.identity, "")}
                for m in state.members for role, address in sorted(m.roles.items())]
     shards = {str(s): (state.shard_owners[s].get("address") if s in state.shard_owners else None)
               for s in range(state.num_shards)}
     return {"members": members, "shards": shards, "num_shards": state.num_shards}
 
 
-def describe_text(state: ClusterState, where: str) -> str:
+def describe_text(state: ClusterState, where: str, health: dict[str, str] | None = None) -> str:
+    health = health or {}
     lines = [f"cluster {where}: {state.num_shards} shards, {len(state.members)} member process(es)", ""]
-    lines.append(f"{'ROLE':<10} {'ADDRESS':<24} {'SHARDS':>6}  IDENTITY")
+    lines.append(f"{'ROLE':<10} {'ADDRESS':<24} {'SHARDS':>6}  {'HEALTH':<10} IDENTITY")
     owned: dict[str, list[int]] = {}
     for s, data in state.shard_owners.items():
         owned.setdefault(str(data.get("identity", "")), []).append(s)
     for m in state.members:
         for role, address in sorted(m.roles.items()):
             count = str(len(owned.get(m.identity, []))) if role == "history" else "-"
-            lines.append(f"{role:<10} {address:<24} {count:>6}  {m.identity}")
+            ready = health.get(m.identity, "-").split(":")[0]
+            lines.append(f"{role:<10} {address:<24} {count:>6}  {ready:<10} {m.identity}")
     lines.append("")
     for m in state.members:
         if "history" in m.roles:
@@ -81,6 +109,10 @@ def describe_text(state: ClusterState, where: str) -> str:
     unowned = [s for s in range(state.num_shards) if s not in state.shard_owners]
     if unowned:
         lines.append(f"not owned right now (moving, or no history node): {_ranges(unowned)}")
+    for m in state.members:
+        answer = health.get(m.identity, "")
+        if answer and answer != "ready":
+            lines.append(f"{m.identity}: {answer}")
     return "\n".join(lines)
 
 

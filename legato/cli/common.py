@@ -75,7 +75,17 @@ def override_section(section: M, model: type[M], flags: tuple[tuple[str, object]
     try:
         return model.model_validate({**section.model_dump(), **changes})
     except ValidationError as e:
-        raise CliError(what + "; ".join(f"{err['loc'][0]}: {err['msg']}" for err in e.errors())) from e
+        raise CliError(what + "; ".join(_flag_error(model, err) for err in e.errors())) from e
+
+
+def _flag_error(model: type[BaseModel], err: Any) -> str:
+    """One bad field, for people: its value and what it should be (a pattern's regex says little)."""
+    name = str(err["loc"][0]) if err["loc"] else "?"
+    field = model.model_fields.get(name)
+    if err["type"] == "string_pattern_mismatch":
+        expected = field.description if field is not None and field.description else "another form"
+        return f"{name} = {err['input']!r} is not valid: expected {expected}"
+    return f"{name}: {err['msg']}"
 
 
 def quiet_library_logs(name: str) -> None:

@@ -26,6 +26,17 @@ if TYPE_CHECKING:
 
 config_option = click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
                              help="YAML file with limits and tunables (see README).")
+metrics_option = click.option("--metrics-address", default=None, metavar="H:P",
+                              help="Serve Prometheus metrics (/metrics) and health probes (/healthz, /readyz) "
+                                   "over HTTP here (default: metrics.address; none: not served).")
+
+
+def with_metrics_address(config: Config, address: str | None) -> None:
+    """--metrics-address over the config's `metrics.address` (validated like the file)."""
+    from legato.config import MetricsConfig
+
+    config.metrics = override_section(config.metrics, MetricsConfig, (("address", address),),
+                                      "--metrics-address (metrics.address): ")
 
 
 def store_options(fn: Any) -> Any:
@@ -81,14 +92,15 @@ def server() -> None:
 @click.option("--db", "db_path", default=None, help="SQLite file (default: in memory, gone on exit).")
 @click.option("--port", default=7233, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--host", default="127.0.0.1", show_default=True)
+@metrics_option
 @store_options
 @queue_options
 @server_security_options
 @config_option
 @run_async
-async def start_dev(db_path: str | None, port: int, host: str, store_kind: str | None, cassandra_hosts: str | None,
-                    keyspace: str | None, queues_kind: str | None, kafka_bootstrap: str | None,
-                    config_path: str | None) -> int:
+async def start_dev(db_path: str | None, port: int, host: str, metrics_address: str | None, store_kind: str | None,
+                    cassandra_hosts: str | None, keyspace: str | None, queues_kind: str | None,
+                    kafka_bootstrap: str | None, config_path: str | None) -> int:
     """History, matching and frontend in one process, gRPC on PORT.
 
     State goes to a SQLite file (--db) or, with --store cassandra, to a Cassandra keyspace made
@@ -98,6 +110,7 @@ async def start_dev(db_path: str | None, port: int, host: str, store_kind: str |
 
     config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace, queues_kind, kafka_bootstrap)
     config.security = server_security(config.security)
+    with_metrics_address(config, metrics_address)
     await serve_dev(config, db_path, host, port, _stop_on_signals())
     return ExitCode.OK
 
@@ -114,7 +127,10 @@ async def start_dev(db_path: str | None, port: int, host: str, store_kind: str |
               help="Join the cluster registered in this ZooKeeper ensemble (default: cluster.zookeeper_hosts; "
                    "none: this process works alone, history owning every shard).")
 @click.option("--zookeeper-root", default=None, metavar="PATH", help="Default: cluster.zookeeper_root.")
-@click.option("--metrics-address", default=None, metavar="H:P", help="Default: cluster.metrics_address.")
+@click.option("--advertise-host", default=None, metavar="HOST",
+              help="The host other members reach this process at, with each role's port (default: "
+                   "cluster.advertise_host; none: each role's address as given). For roles bound to 0.0.0.0.")
+@metrics_option
 @store_options
 @queue_options
 @server_security_options
@@ -122,8 +138,8 @@ async def start_dev(db_path: str | None, port: int, host: str, store_kind: str |
 @run_async
 async def start(roles_text: str, db_path: str | None, frontend_address: str | None, history_address: str | None,
                 matching_address: str | None, zookeeper_hosts: str | None, zookeeper_root: str | None,
-                metrics_address: str | None, store_kind: str | None, cassandra_hosts: str | None,
-                keyspace: str | None, queues_kind: str | None, kafka_bootstrap: str | None,
+                advertise_host: str | None, metrics_address: str | None, store_kind: str | None,
+                cassandra_hosts: str | None, keyspace: str | None, queues_kind: str | None, kafka_bootstrap: str | None,
                 config_path: str | None) -> int:
     """Run some of the services (ROLES) as one process of a cluster.
 
@@ -144,7 +160,8 @@ async def start(roles_text: str, db_path: str | None, frontend_address: str | No
     config.cluster = override_section(config.cluster, ClusterConfig, (
         ("frontend_address", frontend_address), ("history_address", history_address),
         ("matching_address", matching_address), ("zookeeper_hosts", zookeeper_hosts),
-        ("zookeeper_root", zookeeper_root), ("metrics_address", metrics_address)))
+        ("zookeeper_root", zookeeper_root), ("advertise_host", advertise_host)))
+    with_metrics_address(config, metrics_address)
     await serve_roles(config, roles, db_path, new_identity("-".join(sorted(roles))), _stop_on_signals())
     return ExitCode.OK
 
@@ -159,29 +176,36 @@ def _load_registry(path: str) -> Registry:
 @click.option("--entries", required=True, help="Registry YAML file, or a folder of them (read recursively).")
 @click.option("--address", default="127.0.0.1:7233", show_default=True, envvar="LEGATO_ADDRESS",
               help="The server (frontend), or several as H1:P1,H2:P2: the next is used when one cannot be reached.")
+@metrics_option
 @client_security_options
 @config_option
 @run_async
-async def worker(entries: str, address: str, config_path: str | None) -> int:
+async def worker(entries: str, address: str, metrics_address: str | None, config_path: str | None) -> int:
     """Run the workflows and activities of ENTRIES against a server.
 
     It first checks that the server lets it in (TLS, token, namespaces) for each namespace it
     polls, and stops with the reason if not."""
     from legato.cli.security import check_access, connect
+    from legato.status_server import Readiness, start_status_server, stop_status_server
     from worker.worker import Worker
 
     config = load_config(config_path)
+    with_metrics_address(config, metrics_address)
     registry = _load_registry(entries)
     stop = _stop_on_signals()
     async with connect(address, grpc_config=config.grpc) as client:
         await check_access(client, sorted({ns for ns, _ in registry.task_queues()}))
         w = Worker(client, registry, config, identity=_identity("worker"))
+        readiness = Readiness()
+        readiness.add("polling", w.unready)
+        status = await start_status_server(config.metrics.address, readiness)
         await w.start()
         click.echo(f"legato: worker polling {address} ({entries})", err=True)
         try:
             await stop.wait()
         finally:
             await w.stop()
+            await stop_status_server(status)
     return ExitCode.OK
 
 

@@ -27,7 +27,9 @@ LOG_LEVEL = os.environ.get("LEGATO_TEST_CLUSTER_LOG_LEVEL", "INFO")
 class ClusterProcs:
     def __init__(self, tmp: Path, entries: Path, zookeeper: str, root: str, store: dict[str, Any],
                  queues: dict[str, Any], num_shards: int = 8, session_timeout_ms: int = 2000,
-                 extra: dict[str, dict[str, Any]] | None = None) -> None:
+                 extra: dict[str, dict[str, Any]] | None = None, metrics: bool = False) -> None:
+        """`metrics`: every process serves /metrics, /healthz and /readyz on a port of its own
+        (`self.metrics[name]`)."""
         self.zookeeper = zookeeper
         self.root = root
         self.num_shards = num_shards
@@ -50,6 +52,8 @@ class ClusterProcs:
         self.addresses: dict[str, str] = {}
         self.worker: Proc | None = None
         self._count: dict[str, int] = {}
+        self._metrics = metrics
+        self.metrics: dict[str, str] = {}  # process name ("worker" too) -> its metrics address
 
     # ------------------------------------------------------------ processes
 
@@ -62,10 +66,17 @@ class ClusterProcs:
         self.addresses[name] = address
         zk = ["--zookeeper", zookeeper] if zookeeper else []
         self.procs[name] = Proc(["server", "start", "--role", role, f"--{role}-address", address, *zk,
-                                 "--config", str(self.config)], env={"LEGATO_LOG_LEVEL": LOG_LEVEL}).start()
+                                 *self._metrics_args(name), "--config", str(self.config)],
+                                env={"LEGATO_LOG_LEVEL": LOG_LEVEL}).start()
         if wait:
             self.wait_serving(name)
         return name
+
+    def _metrics_args(self, name: str) -> list[str]:
+        if not self._metrics:
+            return []
+        self.metrics[name] = f"127.0.0.1:{free_port()}"
+        return ["--metrics-address", self.metrics[name]]
 
     def wait_serving(self, name: str, timeout: float = 60.0) -> None:
         self.procs[name].wait_for(r"legato: \w+ listening", timeout)
@@ -80,7 +91,7 @@ class ClusterProcs:
 
     def start_worker(self) -> Proc:
         self.worker = Proc(["worker", "--entries", str(self.entries), "--address", self.address,
-                            "--config", str(self.config)]).start()
+                            *self._metrics_args("worker"), "--config", str(self.config)]).start()
         self.worker.wait_for("worker polling", 60)
         return self.worker
 

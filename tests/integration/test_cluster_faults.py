@@ -118,8 +118,9 @@ async def check_histories(address: str, ids: list[str], results: dict[str, Any])
     async with GrpcClient(address, call_timeout_s=90) as c:
         for i, wid in enumerate(ids):
             r = results[wid]
-            assert (r.status, r.result) == (WorkflowStatus.COMPLETED, expected(i)), (wid, r)
             events = await read_history(c, ExecutionRef(wid))
+            assert (r.status, r.result) == (WorkflowStatus.COMPLETED, expected(i)), (
+                wid, r, [(e.event_id, e.event_type.name, e.timestamp_ms) for e in events])
             assert_steps_recorded_once(events)
             assert_timer_on_time(events, wid)
 
@@ -166,7 +167,7 @@ async def test_describe_scale_out_and_graceful_handover(small_cluster: ClusterPr
     assert set(d) == {"members", "shards", "num_shards"} and d["num_shards"] == NUM_SHARDS
     assert sorted((m["role"], m["address"]) for m in d["members"]) == sorted(
         (name.split("-")[0], c.addresses[name]) for name in c.procs)
-    assert all(set(m) == {"role", "address", "identity"} for m in d["members"])
+    assert all(set(m) == {"role", "address", "identity", "metrics_address", "health"} for m in d["members"])
     assert set(d["shards"]) == {str(s) for s in range(NUM_SHARDS)}
     assert set(d["shards"].values()) == {c.addresses["history-1"], c.addresses["history-2"]}
     text = legato("cluster", "describe", "--zookeeper", c.zookeeper, "--root", c.root)

@@ -93,6 +93,19 @@ def test_loads_a_folder_recursively(tmp_path: Path) -> None:
     assert "other:w2" in reg and "app:order_workflow" in reg
 
 
+def test_a_configmap_volume_is_read_once(tmp_path: Path) -> None:
+    """Kubernetes mounts a ConfigMap as links to a hidden, timestamped folder (`..data` points at
+    it): the files are seen where the links are, not again inside the hidden folders."""
+    real = tmp_path / "..2026_12_04_23_00_00.123"
+    real.mkdir()
+    write(real, APP, name="app.yaml")  # with flows/order.lua and acts.lua
+    (tmp_path / "..data").symlink_to(real.name)
+    for name in ("app.yaml", "flows", "acts.lua"):
+        (tmp_path / name).symlink_to(Path("..data") / name)
+    reg = load_registry(tmp_path)
+    assert "app:order_workflow" in reg
+
+
 def error_of(path: Path) -> str:
     with pytest.raises(EntryError) as info:
         load_registry(path)
