@@ -109,7 +109,9 @@ matching_matches = Counter("legato_matching_matches", "Tasks handed to a poll, b
 matching_polls = Counter("legato_matching_polls", "Long polls that ended, by kind and result: task, timeout.",
                          ["kind", "result"])
 schedule_to_start = Histogram("legato_schedule_to_start_latency_seconds", "From a task's creation by history "
-                              "to its handout to a worker, by kind.", ["kind"], buckets=LAG_BUCKETS)
+                              "to its handout to a worker by matching, by kind (activities started eagerly, with "
+                              "the workflow task that scheduled them, do not pass matching).", ["kind"],
+                              buckets=LAG_BUCKETS)
 
 # ------------------------------------------------------------------ worker
 

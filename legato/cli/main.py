@@ -21,6 +21,7 @@ from legato.cli.token_cmds import token
 from legato.cli.workflow_cmds import workflow
 from legato.config import ConfigError
 from legato.errors import ServiceError
+from legato.load.cli import load
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,6 +41,7 @@ cli.add_command(schema)
 cli.add_command(kafka)
 cli.add_command(cluster)
 cli.add_command(token)
+cli.add_command(load)
 
 
 def _entry_error_type() -> tuple[type[BaseException], ...]:

@@ -468,8 +468,11 @@ class LocalKubelet:
 
     def container(self, name: str, component: str, pod_spec: dict[str, Any],
                   container: dict[str, Any]) -> LocalPod:
-        env: dict[str, str] = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(self.tmp),
-                               "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
+        # This machine's own environment (not rewritten below: the checkout may live under a
+        # path the pod mounts, e.g. /tmp).
+        host_env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(self.tmp), "LANG": "C.UTF-8",
+                    "PYTHONUNBUFFERED": "1"}
+        env: dict[str, str] = dict(host_env)
         for e in container.get("env", []):
             if "value" in e:
                 env[e["name"]] = expand(str(e["value"]), env)
@@ -497,7 +500,7 @@ class LocalKubelet:
         if command[:2] == ["/bin/sh", "-c"] and mounts:  # a script: its paths are rewritten as text, once
             rx = re.compile("|".join(re.escape(m) for m in sorted(mounts, key=len, reverse=True)) + r"(?=/|\s|$)")
             args = [rx.sub(lambda m: str(mounts[m.group(0)]), a) for a in args]
-        env = {k: local(v) for k, v in env.items()}
+        env = {k: v if host_env.get(k) == v else local(v) for k, v in env.items()}
         probes = {which: (container[f"{which}Probe"]["httpGet"]["path"], container[f"{which}Probe"]["httpGet"]["port"])
                   for which in ("liveness", "readiness") if f"{which}Probe" in container}
         return LocalPod(name, component, command, args, env, ports, probes)
