@@ -31,12 +31,23 @@ class CliError(Exception):
 
 
 def client_options(fn: F) -> F:
+    return client_options_with("text", "json")(fn)
+
+
+def client_options_with(*outputs: str, output_help: str = "Output format.") -> Callable[[F], F]:
+    """`client_options` with another set of --output formats (e.g. text, json, jsonl)."""
+    def decorate(fn: F) -> F:
+        return _client_options(fn, list(outputs), output_help)
+    return decorate
+
+
+def _client_options(fn: F, outputs: list[str], output_help: str) -> F:
     from legato.cli.security import client_security_options  # it builds on this module
 
     fn = client_security_options(fn)
     fn = click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True, help="Namespace.")(fn)
-    fn = click.option("--output", "output", type=click.Choice(["text", "json"]), default="text",
-                      show_default=True, help="Output format.")(fn)
+    fn = click.option("--output", "output", type=click.Choice(outputs), default="text",
+                      show_default=True, help=output_help)(fn)
     fn = click.option("--address", default=DEFAULT_ADDRESS, show_default=True, envvar="LEGATO_ADDRESS",
                       help="Server address HOST:PORT, or several (a cluster's frontends) as H1:P1,H2:P2: "
                            "the next is used when one cannot be reached.")(fn)

@@ -1,4 +1,5 @@
-"""`legato workflow ...`: start, signal, result, describe, show, list, count, terminate, cancel."""
+"""`legato workflow ...`: start, signal, result, describe, show, list, count, terminate, cancel (and, from
+their own modules, trace and replay; the --query batch forms are legato/cli/batch_cmds.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from legato.api import (
     CountWorkflowsRequest,
     DescribeWorkflowResponse,
     ExecutionRef,
-    GetHistoryRequest,
     GetResultRequest,
     GetResultResponse,
     IdConflictPolicy,
@@ -29,9 +29,20 @@ from legato.api import (
     WorkflowService,
     WorkflowStatus,
 )
-from legato.cli.common import CliError, client_options, parse_input, parse_timeout, run_async
+from legato.cli.batch_cmds import batch_options, check_batch_options, run_batch
+from legato.cli.common import (
+    CliError,
+    client_options,
+    client_options_with,
+    parse_input,
+    parse_timeout,
+    run_async,
+)
+from legato.cli.history_view import continued_as_new_run, event_text, follow_history, read_history
 from legato.cli.output import ExitCode, fmt_time, fmt_value, jsonable, print_json
+from legato.cli.replay_cmds import replay
 from legato.cli.security import client_security
+from legato.cli.trace_cmds import trace
 from legato.client import GrpcClient
 from legato.codec import parse_json_input
 from legato.errors import InvalidArgument
@@ -196,16 +207,26 @@ def json_or_text(text: str, option: str) -> Any:
 
 
 @workflow.command()
-@click.option("--id", "workflow_id", required=True)
+@click.option("--id", "workflow_id", default=None, help="The workflow (or --query for a batch).")
 @click.option("--run-id", default="")
 @click.option("--name", "signal_name", required=True, help="Signal name (the topic the workflow listens to).")
 @click.option("--input", "input_json", default=None, help="Signal payload, as JSON.")
-@client_options
+@batch_options
+@client_options_with("text", "json", "jsonl", output_help="Output format (jsonl: with --query, a line per workflow).")
 @run_async
-async def signal(workflow_id: str, run_id: str, signal_name: str, input_json: str | None,
-                 address: str, output: str, namespace: str) -> int:
-    """Send a signal to a workflow."""
+async def signal(workflow_id: str | None, run_id: str, signal_name: str, input_json: str | None, query: str | None,
+                 yes: bool, rps: float | None, batch_id: str | None, address: str, output: str,
+                 namespace: str) -> int:
+    """Send a signal to a workflow, or to every workflow a --query finds (sent once per batch id)."""
+    check_batch_options(workflow_id, run_id, query, yes, rps, batch_id)
     payload = None if input_json is None else parse_json_input(input_json, "--input")
+    if query is not None:
+        async def act(client: WorkflowService, ref: ExecutionRef, request_id: str) -> None:
+            await client.signal_workflow(SignalWorkflowRequest(ref, signal_name, payload, sender=IDENTITY,
+                                                               identity=IDENTITY, request_id=request_id))
+        return await run_batch("signal", act, query=query, yes=yes, rps=rps, batch_id=batch_id, address=address,
+                               output=output, namespace=namespace)
+    assert workflow_id is not None
     async with GrpcClient(address, security=client_security()) as client:
         if workflow_id.startswith(CALLER_PID_PREFIX):  # a caller pid: its mailbox gets a message
             if run_id:
@@ -216,7 +237,7 @@ async def signal(workflow_id: str, run_id: str, signal_name: str, input_json: st
             await client.signal_workflow(SignalWorkflowRequest(
                 ExecutionRef(workflow_id, run_id, namespace), signal_name, payload, sender=IDENTITY,
                 identity=IDENTITY, request_id=new_request_id()))
-    if output == "json":
+    if output in ("json", "jsonl"):
         print_json({"workflow_id": workflow_id, "signaled": signal_name})
     else:
         click.echo(f"Signaled {workflow_id} with {signal_name}")
@@ -326,39 +347,55 @@ async def describe(workflow_id: str, run_id: str, address: str, output: str, nam
     return ExitCode.OK
 
 
-async def read_history(client: WorkflowService, ref: ExecutionRef) -> list[HistoryEvent]:
-    events: list[HistoryEvent] = []
-    first = 1
-    while True:
-        page = await client.get_workflow_history(GetHistoryRequest(ref, first_event_id=first, page_size=1000))
-        events.extend(page.events)
-        if not page.events or page.next_event_id <= first:
-            return events
-        first = page.next_event_id
-        if ref.run_id == "":
-            ref = ExecutionRef(ref.workflow_id, page.run_id, ref.namespace)
-
-
-def event_text(e: HistoryEvent) -> str:
-    attrs = {k: v for k, v in e.attrs.items() if v not in (None, "", [], {}, 0) or k == "result"}
-    return f"{e.event_id:>5}  {fmt_time(e.timestamp_ms)}  {e.event_type.value:<34} {fmt_value(attrs)}"
-
-
 @workflow.command()
 @click.option("--id", "workflow_id", required=True)
 @click.option("--run-id", default="")
-@client_options
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing new events as they happen until the run closes (then exit as 'workflow result' "
+                   "does: 0 completed, 1 failed/terminated/canceled/timed out) or Ctrl-C. A run that continues as "
+                   "new ends the follow with a line naming the new run (on stderr with json/jsonl).")
+@client_options_with("text", "json", "jsonl",
+                     output_help="text; json: one array (with --follow, printed once the run closes; it is what "
+                                 "'workflow replay --history-file' reads); jsonl: an event per line, as they come.")
 @run_async
-async def show(workflow_id: str, run_id: str, address: str, output: str, namespace: str) -> int:
-    """Print a workflow's event history."""
+async def show(workflow_id: str, run_id: str, follow: bool, address: str, output: str, namespace: str) -> int:
+    """Print a workflow's event history (--follow: and the events still to come)."""
+    ref = ExecutionRef(workflow_id, run_id, namespace)
+    if not follow:
+        async with GrpcClient(address, security=client_security()) as client:
+            events = await read_history(client, ref)
+        if output == "json":
+            print_json([e.to_dict() for e in events])
+        else:
+            for e in events:
+                print_event(e, output)
+        return ExitCode.OK
+    collected: list[HistoryEvent] = []
+
+    def emit(e: HistoryEvent) -> None:
+        if output == "json":
+            collected.append(e)
+        else:
+            print_event(e, output)
+
     async with GrpcClient(address, security=client_security()) as client:
-        events = await read_history(client, ExecutionRef(workflow_id, run_id, namespace))
-    if output == "json":
-        print_json([e.to_dict() for e in events])
+        end = await follow_history(client, ref, emit)
+        if output == "json":
+            print_json([e.to_dict() for e in collected])
+        new_run = continued_as_new_run(end.last)
+        if new_run is not None:
+            click.echo(f"Workflow {workflow_id} continued as new: run {new_run} (follow it with "
+                       f"'legato workflow show --id {workflow_id} --run-id {new_run} --follow')", err=output != "text")
+            return ExitCode.OK
+        resp = await client.get_workflow_result(GetResultRequest(ExecutionRef(workflow_id, end.run_id, namespace), 0))
+    return result_exit_code(resp)
+
+
+def print_event(e: HistoryEvent, output: str) -> None:
+    if output == "text":
+        click.echo(event_text(e))
     else:
-        for e in events:
-            click.echo(event_text(e))
-    return ExitCode.OK
+        print_json(e.to_dict())
 
 
 QUERY_HELP = ("Visibility query, e.g. \"WorkflowType = 'app:order' AND ExecutionStatus = 'Running'\" "
@@ -424,17 +461,26 @@ def _grouped(query: str) -> bool:
 
 
 @workflow.command()
-@click.option("--id", "workflow_id", required=True)
+@click.option("--id", "workflow_id", default=None, help="The workflow (or --query for a batch).")
 @click.option("--run-id", default="")
 @click.option("--reason", default="", help="Why; recorded in the history.")
-@client_options
+@batch_options
+@client_options_with("text", "json", "jsonl", output_help="Output format (jsonl: with --query, a line per workflow).")
 @run_async
-async def terminate(workflow_id: str, run_id: str, reason: str, address: str, output: str, namespace: str) -> int:
-    """Stop a workflow at once; its code gets no say."""
+async def terminate(workflow_id: str | None, run_id: str, reason: str, query: str | None, yes: bool,
+                    rps: float | None, batch_id: str | None, address: str, output: str, namespace: str) -> int:
+    """Stop a workflow at once (or every workflow a --query finds); its code gets no say."""
+    check_batch_options(workflow_id, run_id, query, yes, rps, batch_id)
+    if query is not None:
+        async def act(client: WorkflowService, ref: ExecutionRef, request_id: str) -> None:
+            await client.terminate_workflow(TerminateWorkflowRequest(ref, reason, IDENTITY, request_id))
+        return await run_batch("terminate", act, query=query, yes=yes, rps=rps, batch_id=batch_id,
+                               address=address, output=output, namespace=namespace)
+    assert workflow_id is not None
     async with GrpcClient(address, security=client_security()) as client:
         await client.terminate_workflow(TerminateWorkflowRequest(ExecutionRef(workflow_id, run_id, namespace),
                                                                  reason, IDENTITY))
-    if output == "json":
+    if output in ("json", "jsonl"):
         print_json({"workflow_id": workflow_id, "terminated": True})
     else:
         click.echo(f"Terminated {workflow_id}")
@@ -442,25 +488,38 @@ async def terminate(workflow_id: str, run_id: str, reason: str, address: str, ou
 
 
 @workflow.command()
-@click.option("--id", "workflow_id", required=True)
+@click.option("--id", "workflow_id", default=None, help="The workflow (or --query for a batch).")
 @click.option("--run-id", default="")
 @click.option("--reason", default="")
 @click.option("--deadline", default=None,
               help="Terminate the workflow if it is still running this long after the request, e.g. 5s.")
-@client_options
+@batch_options
+@client_options_with("text", "json", "jsonl", output_help="Output format (jsonl: with --query, a line per workflow).")
 @run_async
-async def cancel(workflow_id: str, run_id: str, reason: str, deadline: str | None, address: str, output: str,
+async def cancel(workflow_id: str | None, run_id: str, reason: str, deadline: str | None, query: str | None,
+                 yes: bool, rps: float | None, batch_id: str | None, address: str, output: str,
                  namespace: str) -> int:
-    """Ask a workflow to cancel; it may clean up first (until --deadline, if given)."""
+    """Ask a workflow (or every workflow a --query finds) to cancel; it may clean up first (until --deadline)."""
+    check_batch_options(workflow_id, run_id, query, yes, rps, batch_id)
     deadline_ms = parse_timeout(deadline, "--deadline") or 0
+    if query is not None:
+        async def act(client: WorkflowService, ref: ExecutionRef, request_id: str) -> None:
+            await client.request_cancel_workflow(CancelWorkflowRequest(ref, reason, IDENTITY, request_id,
+                                                                       deadline_ms))
+        return await run_batch("cancel", act, query=query, yes=yes, rps=rps, batch_id=batch_id, address=address,
+                               output=output, namespace=namespace)
+    assert workflow_id is not None
     async with GrpcClient(address, security=client_security()) as client:
         await client.request_cancel_workflow(CancelWorkflowRequest(
             ExecutionRef(workflow_id, run_id, namespace), reason, IDENTITY, new_request_id(), deadline_ms))
-    if output == "json":
+    if output in ("json", "jsonl"):
         print_json({"workflow_id": workflow_id, "cancel_requested": True})
     else:
         click.echo(f"Requested cancellation of {workflow_id}")
     return ExitCode.OK
 
+
+workflow.add_command(trace)  # legato/cli/trace_cmds.py
+workflow.add_command(replay)  # legato/cli/replay_cmds.py
 
 __all__ = ["jsonable", "read_history", "report_result", "wait_result", "workflow"]

@@ -70,7 +70,7 @@ def common_options(fn: F) -> F:
 
 
 # What `legato load` needs beyond the server's dependencies: pyproject's `load` extra.
-LOAD_EXTRA = ("tqdm", "psutil", "matplotlib")
+LOAD_EXTRA = ("psutil", "matplotlib")
 
 
 @click.group()
