@@ -88,20 +88,15 @@ class TransferQueueProcessor:
                 await self._dispatch(t)
                 _TRANSFER_TASKS(str(t.data.get("k"))).inc()
                 break
-            except ShardOwnershipLost as e:
-                if self._stopped:
-                    return  # this shard is being dropped; the task stays un-acked for the next owner
-                # Another shard (the target of a cross-workflow task) is moving, or this one is
-                # about to stop: retry until it settles, rather than leave the task un-acked and
-                # never run again while this node owns the shard.
-                failures += 1
-                log.debug("shard %d: transfer task %d (%s) met a moving shard, retrying in %.2fs: %s",
-                          self.shard_id, t.task_id, t.data.get("k"), delay, e)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_RETRY_DELAY_S)
             except Exception as e:
+                moving = isinstance(e, ShardOwnershipLost)
+                if moving and self._stopped:
+                    return  # this shard is being dropped; the task stays un-acked for the next owner
+                # Otherwise retry, also when another shard (the target of a cross-workflow task) is
+                # moving: a task left un-acked would never run again while this node owns the shard.
                 failures += 1
-                level = logging.WARNING if failures == 1 or failures % 20 == 0 else logging.DEBUG
+                loud = not moving and (failures == 1 or failures % 20 == 0)  # a moving shard is expected
+                level = logging.WARNING if loud else logging.DEBUG
                 log.log(level, "shard %d: transfer task %d (%s) failed %d time(s), retrying in %.2fs: %s",
                         self.shard_id, t.task_id, t.data.get("k"), failures, delay, e)
                 await asyncio.sleep(delay)

@@ -19,6 +19,12 @@ from legato import codec
 _HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$"
 
 
+def split_address(address: str) -> tuple[str, int]:
+    """"host:port" (or "[v6]:port") -> (host, port), for binding a server."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

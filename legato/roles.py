@@ -43,7 +43,7 @@ from history.store.base import ExecutionStore
 from history.store.factory import Stores, open_stores
 from legato import api, metrics
 from legato.access_tokens import InternalToken, read_secret
-from legato.config import Config, ConfigError
+from legato.config import Config, ConfigError, split_address
 from legato.internal_clients import GrpcHistoryClient, GrpcMatchingClient
 from legato.membership import MATCHING as MATCHING_ROLE
 from legato.membership import MemberInfo, Membership
@@ -101,12 +101,6 @@ def role_address(config: Config, role: str) -> str:
     """Where `role` listens and is reached (the `cluster` section)."""
     c = config.cluster
     return {FRONTEND: c.frontend_address, HISTORY: c.history_address, MATCHING: c.matching_address}[role]
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """"host:port" (or "[v6]:port") -> (host, port), for binding a server."""
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 class Node:

@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 import legato.metrics  # noqa: F401  (registers the metrics before the first scrape)
+from legato.config import split_address
 
 log = logging.getLogger("legato.status")
 
@@ -75,9 +76,9 @@ class StatusServer:
         app.router.add_get("/readyz", self._readyz)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        host, _, port = self.address.rpartition(":")
+        host, port = split_address(self.address)
         try:
-            await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+            await web.TCPSite(runner, host, port).start()
         except BaseException:
             await runner.cleanup()
             raise

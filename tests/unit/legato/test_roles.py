@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from legato.config import ClusterConfig, Config, ConfigError, QueuesConfig, load_config
-from legato.roles import ALL_ROLES, check_roles, parse_roles, role_address, role_list, split_address
+from legato.config import ClusterConfig, Config, ConfigError, QueuesConfig, load_config, split_address
+from legato.roles import ALL_ROLES, check_roles, parse_roles, role_address, role_list
 
 
 def test_roles_parse_in_any_order_and_list_in_the_usual_one() -> None:
@@ -74,7 +74,8 @@ def test_a_cluster_member_with_history_or_matching_needs_kafka() -> None:
     ("zookeeper_session_timeout_ms", 120_000, "less than or equal to 60000"),
     ("route_timeout_ms", 0, "greater than 0"),
     ("shard_acquire_concurrency", 0, "greater than 0"),
-    ("metrics_address", "nohost", "metrics_address"),
+    ("advertise_host", "a b", "advertise_host"),
+    ("advertise_host", "10.0.0.5:7234", "advertise_host"),  # a host, not an address
 ])
 def test_bad_cluster_settings_are_refused_naming_the_key(field: str, bad: object, says: str) -> None:
     with pytest.raises(ConfigError, match=rf"cluster\.{field}: .*{says}|{says}"):
