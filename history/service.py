@@ -15,6 +15,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -41,6 +42,7 @@ from history.state import (
     Mutation,
 )
 from history.store.base import CurrentRunRow, CurrentRunWrite, ExecutionStore, RunConditionFailed
+from history.update_queue import PendingUpdate, UpdateQueue
 from legato import api, metrics
 from legato.api import (
     CALLER_PID_PREFIX,
@@ -174,6 +176,8 @@ class HistoryServiceImpl:
         self._engine = Engine(config)
         self._shards: dict[int, ShardContext] = {}
         self._num_shards = config.history.num_shards
+        self._updates = UpdateQueue(self._drain_updates)
+        self._max_coalesced = config.history.max_coalesced_updates
         # Shared by the shards: closed while this node's ZooKeeper connection is suspended.
         self.write_gate = WriteGate()
         # The address of the node this one believes owns a shard (cluster mode: from the
@@ -392,7 +396,9 @@ class HistoryServiceImpl:
 
     # ================================================================== plumbing
 
-    def _shard(self, namespace: str, workflow_id: str) -> ShardContext:
+    def _shard(self, namespace: str, workflow_id: str, admit: bool = True) -> ShardContext:
+        """The shard of a workflow; ShardOwnershipLost when not ours. `admit`: for a new request
+        (refused while the shard is handed over or writes are paused); else only checked."""
         if not self._started:
             raise Unavailable("the history service is not running", reason="NotStarted")
         sid = shard_for(namespace, workflow_id, self._num_shards)
@@ -402,7 +408,10 @@ class HistoryServiceImpl:
             raise ShardOwnershipLost(f"shard {sid} is not owned by this history node ({self.identity})"
                                      + (f"; its owner is {owner}" if owner else ""), reason="ShardNotOwned",
                                      owner=owner)
-        shard.admit()
+        if admit:
+            shard.admit()
+        else:
+            shard.check()
         return shard
 
     async def _load(self, shard: ShardContext, namespace: str, workflow_id: str, run_id: str) -> CacheEntry:
@@ -420,42 +429,121 @@ class HistoryServiceImpl:
 
     async def _update(self, namespace: str, workflow_id: str, run_id: str,
                       fn: Callable[[Mutation, CacheEntry], _T]) -> tuple[_T, CacheEntry]:
-        """Apply `fn` to the run's state under its lock and commit what it produced."""
-        shard = self._shard(namespace, workflow_id)
+        """Apply `fn` to the run's state under its lock and commit what it produced (with the
+        updates of the same run queued meanwhile: history/update_queue.py)."""
+        self._shard(namespace, workflow_id)  # not ours: fail before queueing
+        result: tuple[_T, CacheEntry] = await self._updates.submit((namespace, workflow_id), run_id, fn)
+        return result
+
+    async def _drain_updates(self, key: tuple[str, str], q: deque[PendingUpdate]) -> None:
+        """Take the updates at the front of `q` aimed at one run and apply them as one write."""
+        run_id = q[0].run_id
+        batch: list[PendingUpdate] = []
+        while q and q[0].run_id == run_id and len(batch) < self._max_coalesced:
+            p = q.popleft()
+            if p.live:
+                batch.append(p)
         for attempt in range(_CONFLICT_RETRIES):
-            async with shard.lock(namespace, workflow_id):
-                entry = await self._load(shard, namespace, workflow_id, run_id)
-                m = Mutation.of(entry.state, self._clock())
-                update: Update | None = None
+            batch = [p for p in batch if p.live]
+            if not batch:
+                return
+            try:
+                redo = await self._apply_updates(key, run_id, batch)
+            except RunConditionFailed as e:  # somebody else wrote the run: reload and apply again
+                if attempt + 1 < _CONFLICT_RETRIES:
+                    continue
+                for p in batch:
+                    p.fail(e)
+                return
+            except BaseException:  # cancelled (shutdown): the callers must not wait for ever
+                for p in batch:
+                    p.fail(asyncio.CancelledError())
+                raise
+            if redo:
+                q.extendleft(reversed([p for p in redo if p.live]))
+            return
+
+    async def _apply_updates(self, key: tuple[str, str], run_id: str,
+                             batch: list[PendingUpdate]) -> list[PendingUpdate]:
+        """Apply `batch` in order to one state and commit it as one write; settle each update's
+        future. Returns the updates to apply afresh (after a run closed, or after an update that
+        failed half-way through changing the state). RunConditionFailed: nothing was settled."""
+        ns, wf = key
+        try:
+            shard = self._shard(ns, wf, admit=False)  # admitted when queued
+        except ServiceError as e:
+            for p in batch:
+                p.fail(e)
+            return []
+        async with shard.lock(ns, wf):
+            try:
+                entry = await self._load(shard, ns, wf, run_id)
+            except ServiceError as e:
+                for p in batch:
+                    p.fail(e)
+                return []
+            applied, redo = self._apply_each(shard, entry, batch)
+            muts = [m for _, m, _ in applied if not m.empty]
+            if muts:
+                m = Mutation.merged(muts)
+                update = _update_of(m)
                 try:
-                    result = fn(m, entry)
-                    if not m.empty:
-                        update = _update_of(m)
-                        await shard.commit(update)
+                    await shard.commit(update)
                 except RunConditionFailed:
                     shard.evict(entry.state.key)
-                    if attempt + 1 < _CONFLICT_RETRIES:
-                        continue
                     raise
-                except (ServiceError, HistoryLimitExceeded):
-                    if not m.empty:
-                        shard.evict(entry.state.key)
-                    raise
+                except (ServiceError, HistoryLimitExceeded) as e:
+                    shard.evict(entry.state.key)
+                    for p, _, _ in applied:
+                        p.fail(e)
+                    return redo
                 except Exception as e:
                     shard.evict(entry.state.key)
-                    log.exception("history: unexpected error updating %s/%s", workflow_id, entry.state.run_id)
-                    raise ServiceError(f"internal error in history while updating workflow {workflow_id!r} (run "
-                                       f"{entry.state.run_id}): {type(e).__name__}: {e}", reason="Internal") from e
+                    log.exception("history: unexpected error committing %s/%s", wf, entry.state.run_id)
+                    err = ServiceError(f"internal error in history while updating workflow {wf!r} (run "
+                                       f"{entry.state.run_id}): {type(e).__name__}: {e}", reason="Internal")
+                    for p, _, _ in applied:
+                        p.fail(err)
+                    return redo
                 except BaseException:  # cancelled: the write, if any, is settled (ShardContext.commit)
-                    if update is not None and update.written:
+                    if update.written:
                         self._after_commit(shard, entry, m)
+                        for p, _, result in applied:
+                            p.resolve((result, entry))
                     else:
                         shard.evict(entry.state.key)
                     raise
-                if not m.empty:
-                    self._after_commit(shard, entry, m)
-                return result, entry
-        raise Unavailable("unreachable")  # pragma: no cover
+                self._after_commit(shard, entry, m)
+            for p, _, result in applied:
+                p.resolve((result, entry))
+            return redo
+
+    def _apply_each(self, shard: ShardContext, entry: CacheEntry, batch: list[PendingUpdate]
+                    ) -> tuple[list[tuple[PendingUpdate, Mutation, Any]], list[PendingUpdate]]:
+        """Run the batch's functions in turn on the run's state: (what applied, what to redo)."""
+        applied: list[tuple[PendingUpdate, Mutation, Any]] = []
+        for i, p in enumerate(batch):
+            m = Mutation.of(entry.state, self._clock())
+            try:
+                result = p.fn(m, entry)
+            except (ServiceError, HistoryLimitExceeded) as e:
+                p.fail(e)
+                if m.empty:
+                    continue
+                # it changed the state before it failed: the state is thrown away, and the updates
+                # applied before it go again on a fresh copy
+                shard.evict(entry.state.key)
+                return [], [x for x, _, _ in applied] + batch[i + 1:]
+            except Exception as e:
+                shard.evict(entry.state.key)
+                log.exception("history: unexpected error updating %s/%s", entry.state.workflow_id, entry.state.run_id)
+                p.fail(ServiceError(f"internal error in history while updating workflow {entry.state.workflow_id!r} "
+                                    f"(run {entry.state.run_id}): {type(e).__name__}: {e}", reason="Internal"))
+                return [], [x for x, _, _ in applied] + batch[i + 1:]
+            applied.append((p, m, result))
+            if m.closed or m.successor is not None:
+                return applied, batch[i + 1:]  # the run closed: what follows is applied afresh
+        return applied, []
 
     def _after_commit(self, shard: ShardContext, entry: CacheEntry, m: Mutation) -> None:
         st = m.state

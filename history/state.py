@@ -364,6 +364,24 @@ class Mutation:
         self.timers.append((fire_time_ms, {"k": kind, "ns": st.namespace, "wf": st.workflow_id, "run": st.run_id,
                                            **data}))
 
+    @classmethod
+    def merged(cls, muts: list[Mutation]) -> Mutation:
+        """Consecutive mutations of one run (each applied after the previous) as one: written
+        together, conditioned on what the state was before the first."""
+        if len(muts) == 1:
+            return muts[0]
+        out = cls(muts[0].state, muts[-1].now, muts[0].expected_next_event_id)
+        for m in muts:
+            out.events.extend(m.events)
+            out.encoded.extend(m.encoded)
+            out.transfer.extend(m.transfer)
+            out.timers.extend(m.timers)
+            out.eager.extend(m.eager)
+            out.closed = out.closed or m.closed
+            out.dirty = out.dirty or m.dirty
+        out.successor = muts[-1].successor
+        return out
+
     @property
     def empty(self) -> bool:
         return not (self.events or self.transfer or self.timers or self.closed or self.dirty)

@@ -68,6 +68,9 @@ class HistoryConfig(_Strict):
     # SQLite: while writes arrive together, a transaction waits up to this long for more writes
     # (of every shard) to join it; a lone write after a quiet spell goes at once.
     store_commit_window_ms: float = Field(5.0, ge=0)
+    # Updates of one run that queued while it was being written are applied in turn and
+    # committed as one write, at most this many (history/update_queue.py).
+    max_coalesced_updates: int = Field(64, gt=0, description="updates of one run committed together, at most")
     mutable_state_cache_size: int = Field(10_000, ge=0)
     timer_lookahead_ms: int = Field(60_000, gt=0)
     ack_flush_interval_ms: int = Field(1_000, gt=0)
