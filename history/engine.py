@@ -262,6 +262,7 @@ class Engine:
         st = m.state
         w = st.wft
         assert w is not None
+        w.history_size_bytes = st.history_bytes
         if w.transient:
             # Numbered from the history's end now; nothing is written while a task is started
             # (external events are buffered), so these ids stay free until the task ends.
@@ -269,7 +270,8 @@ class Engine:
             m.dirty = True
         else:
             started = m.event(E.WorkflowTaskStarted, {"scheduled_event_id": w.scheduled_event_id,
-                                                      "identity": identity, "request_id": request_id}).event_id
+                                                      "identity": identity, "request_id": request_id,
+                                                      "history_size_bytes": w.history_size_bytes}).event_id
         w.state = STARTED
         w.started_event_id = started
         w.request_id = request_id
@@ -290,7 +292,8 @@ class Engine:
             HistoryEvent(sched, E.WorkflowTaskScheduled, w.scheduled_time_ms, {
                 "task_queue": st.task_queue, "start_to_close_timeout_ms": w.timeout_ms, "attempt": w.attempt}),
             HistoryEvent(w.started_event_id, E.WorkflowTaskStarted, w.started_time_ms, {
-                "scheduled_event_id": sched, "identity": w.identity, "request_id": w.request_id}),
+                "scheduled_event_id": sched, "identity": w.identity, "request_id": w.request_id,
+                "history_size_bytes": w.history_size_bytes}),
         ]
 
     def _materialize(self, m: Mutation) -> None:
@@ -357,6 +360,7 @@ class Engine:
         done = m.event(E.WorkflowTaskCompleted, {"scheduled_event_id": w.scheduled_event_id,
                                                  "started_event_id": w.started_event_id, "identity": identity})
         st.last_completed_wft_started_id = w.started_event_id
+        st.sticky_identity = w.identity
         st.wft = None
         st.last_wft_failure = None
         st.last_wft_failure_cause = ""
@@ -410,6 +414,7 @@ class Engine:
         st = m.state
         w = st.wft
         assert w is not None
+        st.sticky_identity = ""  # the worker dropped the run: the next task carries the whole history
         if w.transient and cause != UNHANDLED_COMMAND:
             # A retry failed again: nothing is written (the first failure of the run is), so a
             # workflow stuck on a bug does not grow its history. Describe still shows it.
@@ -429,6 +434,7 @@ class Engine:
         st = m.state
         w = st.wft
         assert w is not None
+        st.sticky_identity = ""
         if not w.transient:
             m.event(E.WorkflowTaskTimedOut, {"scheduled_event_id": w.scheduled_event_id,
                                              "started_event_id": w.started_event_id, "timeout_type": START_TO_CLOSE})

@@ -587,6 +587,16 @@ class HistoryServiceImpl:
                 pos += 1
         return out
 
+    async def _history_slice(self, shard: ShardContext, entry: CacheEntry, first: int,
+                             end: int) -> list[HistoryEvent]:
+        """Events first .. end-1 (the new events of a sticky workflow task)."""
+        out = await self._read_events(shard, entry, entry.state.key, first, end, end - first)
+        if len(out) != end - first:
+            st = entry.state
+            raise Unavailable(f"history of {st.workflow_id}/{st.run_id}: expected events {first} to {end - 1} in "
+                              f"the store, found {len(out)}", reason="StoreError")
+        return out
+
     async def _full_history(self, shard: ShardContext, entry: CacheEntry, end: int) -> list[HistoryEvent]:
         """Events 1 .. end-1; fills the run's event cache when it was not in memory."""
         events = entry.events
@@ -856,7 +866,7 @@ class HistoryServiceImpl:
         if not isinstance(request_id, str) or not request_id:
             raise InvalidArgument("record_workflow_task_started: request_id must be a non-empty string")
 
-        def fn(m: Mutation, entry: CacheEntry) -> tuple[int, int, int, list[HistoryEvent]]:
+        def fn(m: Mutation, entry: CacheEntry) -> tuple[int, int, int, int, list[HistoryEvent]]:
             st = m.state
             where = f"workflow task (scheduled event {task.scheduled_event_id}) of {st.workflow_id}/{st.run_id}"
             if not st.running:
@@ -867,26 +877,31 @@ class HistoryServiceImpl:
             if w.state == STARTED:
                 if w.request_id == request_id:  # the same poll again: the same task
                     return (w.started_event_id, w.attempt, st.last_completed_wft_started_id,
-                            self._engine.transient_events(st))
+                            _first_event_for(st, identity), self._engine.transient_events(st))
                 raise FailedPrecondition(f"{where}: already started by another poller ({w.identity or 'unknown'})",
                                          reason="TaskAlreadyStarted")
             started = self._engine.wft_started(m, request_id, identity)
-            return started, w.attempt, st.last_completed_wft_started_id, self._engine.transient_events(st)
+            return (started, w.attempt, st.last_completed_wft_started_id, _first_event_for(st, identity),
+                    self._engine.transient_events(st))
 
-        (started, attempt, previous, tail), entry = await self._update(task.namespace, task.workflow_id,
-                                                                       task.run_id, fn)
-        return await self._workflow_task(entry, task.scheduled_event_id, started, attempt, previous, tail)
+        (started, attempt, previous, first, tail), entry = await self._update(task.namespace, task.workflow_id,
+                                                                              task.run_id, fn)
+        return await self._workflow_task(entry, task.scheduled_event_id, started, attempt, previous, first, tail)
 
     async def _workflow_task(self, entry: CacheEntry, scheduled: int, started: int, attempt: int,
-                             previous: int, tail: list[HistoryEvent] | None = None) -> WorkflowTask:
-        """The task to hand out for a workflow task just recorded as started. `tail`: the events
-        of a transient task (docs/protocol.md), which end the history the worker gets."""
+                             previous: int, first: int = 1, tail: list[HistoryEvent] | None = None) -> WorkflowTask:
+        """The task to hand out for a workflow task just recorded as started, with the history from
+        event `first` (1, or just after the last task the worker that has the run cached completed).
+        `tail`: the events of a transient task (docs/protocol.md), which end the history."""
         st = entry.state
         shard = self._shard(st.namespace, st.workflow_id)
-        if tail:
-            history = await self._full_history(shard, entry, tail[0].event_id) + tail
+        end = tail[0].event_id if tail else started + 1
+        if first > 1:
+            history = await self._history_slice(shard, entry, first, end)
         else:
-            history = await self._full_history(shard, entry, started + 1)
+            history = await self._full_history(shard, entry, end)
+        if tail:
+            history = history + tail
         token = TaskToken("workflow", st.namespace, st.workflow_id, st.run_id, scheduled, started, attempt).encode()
         return WorkflowTask(task_token=token, namespace=st.namespace, workflow_id=st.workflow_id, run_id=st.run_id,
                             workflow_type=st.workflow_type, task_queue=st.task_queue, attempt=attempt,
@@ -985,7 +1000,7 @@ class HistoryServiceImpl:
         tok = _token(req.task_token, "activity")
         request_id = new_request_id() if req.return_workflow_task is True else ""
 
-        def fn(m: Mutation, entry: CacheEntry) -> tuple[int, int, int, int]:
+        def fn(m: Mutation, entry: CacheEntry) -> tuple[int, int, int, int, int]:
             info = self._engine.check_activity_token(m.state, tok.scheduled_event_id, tok.attempt)
             self._engine.activity_completed(m, info, req.result, req.identity)
             if request_id:
@@ -993,15 +1008,17 @@ class HistoryServiceImpl:
                 # did) is started for it now, in this same write, instead of going through matching.
                 w = self._engine.start_new_wft(m, request_id, req.identity)
                 if w is not None:
-                    return w.scheduled_event_id, w.started_event_id, w.attempt, m.state.last_completed_wft_started_id
-            return 0, 0, 0, 0
+                    st = m.state
+                    return (w.scheduled_event_id, w.started_event_id, w.attempt, st.last_completed_wft_started_id,
+                            _first_event_for(st, req.identity))
+            return 0, 0, 0, 0, 1
 
-        (sched, started, attempt, previous), entry = await self._update(tok.namespace, tok.workflow_id,
-                                                                         tok.run_id, fn)
+        (sched, started, attempt, previous, first), entry = await self._update(tok.namespace, tok.workflow_id,
+                                                                                tok.run_id, fn)
         if not started:
             return RespondActivityTaskCompletedResponse()
         return RespondActivityTaskCompletedResponse(
-            workflow_task=await self._workflow_task(entry, sched, started, attempt, previous))
+            workflow_task=await self._workflow_task(entry, sched, started, attempt, previous, first))
 
     async def respond_activity_task_failed(self, req: RespondActivityTaskFailedRequest) -> None:
         tok = _token(req.task_token, "activity")
@@ -1064,6 +1081,16 @@ def _update_of(m: Mutation) -> Update:
     if nxt is not None:
         return Update([m, nxt], CurrentRunWrite(_current_row(nxt.state), m.state.run_id))
     return Update([m], CurrentRunWrite(_current_row(m.state), m.state.run_id) if m.closed else None)
+
+
+def _first_event_for(st: MutableState, identity: str) -> int:
+    """The first event the workflow task for poller `identity` carries: the one after the last
+    task it completed when it has the run cached (sticky, as Temporal does), else 1. A worker that
+    lost the run meanwhile reads the rest itself (worker.py, `_with_full_history`)."""
+    previous = st.last_completed_wft_started_id
+    if identity and previous and st.sticky_identity == identity:
+        return previous + 1
+    return 1
 
 
 def _current_row(st: MutableState) -> CurrentRunRow:

@@ -65,6 +65,9 @@ class WorkflowTaskInfo:
     # task was dispatched with (its identity for matching and tokens); the events the worker sees
     # are numbered from the history's end when it starts (started_event_id - 1, started_event_id).
     transient: bool = False
+    # Bytes of the history before its WorkflowTaskStarted (what workflow.info() reports as
+    # history_size); kept for a transient task, whose events are made again when it ends.
+    history_size_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -170,6 +173,9 @@ class MutableState:
     search_attributes: dict[str, Any] = field(default_factory=dict)
     wft: WorkflowTaskInfo | None = None
     last_completed_wft_started_id: int = 0
+    # The worker (poll identity) that completed the last workflow task: it has the run cached, so
+    # its next workflow task carries only the events after that task (docs/protocol.md, "Sticky").
+    sticky_identity: str = ""
     activities: dict[int, ActivityInfo] = field(default_factory=dict)
     timers: dict[str, TimerInfo] = field(default_factory=dict)
     # External events held back while a workflow task is started: {"t": event type, "a": attrs}.

@@ -85,7 +85,7 @@ ATTRIBUTES: dict[EventType, tuple[str, ...]] = {
     E.WorkflowExecutionCancelRequested: ("reason", "identity"),
     E.WorkflowExecutionSignaled: ("signal_name", "input", "sender", "identity", "request_id"),
     E.WorkflowTaskScheduled: ("task_queue", "start_to_close_timeout_ms", "attempt"),
-    E.WorkflowTaskStarted: ("scheduled_event_id", "identity", "request_id"),
+    E.WorkflowTaskStarted: ("scheduled_event_id", "identity", "request_id", "history_size_bytes"),
     E.WorkflowTaskCompleted: ("scheduled_event_id", "started_event_id", "identity"),
     # cause: "WORKFLOW_ERROR" | "NON_DETERMINISTIC" | "FORBIDDEN_CALL" | "BAD_COMMAND" | "LIMIT_EXCEEDED"
     E.WorkflowTaskFailed: ("scheduled_event_id", "started_event_id", "cause", "failure", "identity"),

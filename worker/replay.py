@@ -178,11 +178,17 @@ class WorkflowExecution:
         st = self.state
         if self.broken or self.closed or self.run is None or st.unmatched is None:
             return False
-        if st.last_started_event_id != previous_started_event_id or previous_started_event_id == 0:
+        if st.last_started_event_id != previous_started_event_id or previous_started_event_id == 0 or not history:
             return False
-        i = st.next_index
-        return (len(history) > i and history[i - 1].event_id == st.last_started_event_id
+        # the next event is the last task's WorkflowTaskCompleted: in a whole history, or first in
+        # one that carries only the new events (a sticky task)
+        i = st.last_started_event_id + 1 - history[0].event_id
+        return (0 <= i < len(history) and history[i].event_id == st.last_started_event_id + 1
                 and history[i].event_type is E.WorkflowTaskCompleted)
+
+    def rebase(self, history: list[HistoryEvent]) -> None:
+        """Point the position at `history` (one can_continue accepted), which may start anywhere."""
+        self.state.next_index = self.state.last_started_event_id + 1 - history[0].event_id
 
     def dispose(self) -> None:
         """Free the Lua runtime; the execution cannot be used afterwards."""

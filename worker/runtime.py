@@ -323,7 +323,8 @@ class WorkflowRun:
         self._replaying = recorded is not None
         self._history = history
         self._history_length = started.event_id
-        self._history_size_cache = None
+        size = started.attrs.get("history_size_bytes")  # written by the server since sticky tasks
+        self._history_size_cache = size if type(size) is int else None
         self._markers = None
         self._marker_next = {}
         self._begin(started.timestamp_ms, self._replaying)
@@ -610,9 +611,12 @@ class WorkflowRun:
         return self._history_length
 
     def _history_size(self) -> int:
-        """In bytes (UTF-8), as history counts them (limits.max_history_bytes); computed once a batch."""
+        """In bytes (UTF-8), as history counts them (limits.max_history_bytes): what the batch's
+        WorkflowTaskStarted says; for one recorded before it said, the events up to it counted
+        here (such a batch only runs in a replay, which has the whole history)."""
         if self._history_size_cache is None:
-            self._history_size_cache = sum(len(e.encode().encode()) for e in self._history[:self._history_length])
+            self._history_size_cache = sum(len(e.encode().encode()) for e in self._history
+                                           if e.event_id <= self._history_length)
         return self._history_size_cache
 
     def _context(self) -> Any:

@@ -37,11 +37,25 @@ def shortened(failure: Failure) -> Failure:
 
 @dataclass(slots=True)
 class TaskOutcome:
-    response: WorkflowResponse
+    response: WorkflowResponse | None  # None: needs_history
     cached: bool  # the run's execution stays in the cache for its next task
     evicted: list[str] = field(default_factory=list)  # runs the cache dropped to make room
     hit: bool = False  # the task continued a cached execution
     cache_bytes: int = 0  # the Lua memory of the runs cached by the runner after this task
+    # The task carries only the events after the last task (sticky) but the run is not cached
+    # here as it was then: run it again with the whole history.
+    needs_history: bool = False
+
+
+def is_partial(task: WorkflowTask) -> bool:
+    """Whether the task carries only the events after the last task (a sticky task)."""
+    return bool(task.history) and task.history[0].event_id > 1
+
+
+def _sized(task: WorkflowTask) -> bool:
+    """A sticky task's WorkflowTaskStarted says the size of the history before it (the server
+    of a sticky task writes it; without it the size would need the whole history)."""
+    return "history_size_bytes" in task.history[-1].attrs
 
 
 class TaskRunner:
@@ -62,7 +76,14 @@ class TaskRunner:
         if ex is not None and not ex.can_continue(task.history, task.previous_started_event_id):
             ex.dispose()
             ex, hit = None, False
-        if ex is None:
+        if is_partial(task):
+            if ex is None or not _sized(task):
+                if ex is not None:
+                    ex.dispose()
+                return TaskOutcome(None, False, needs_history=True)
+        if ex is not None:
+            ex.rebase(task.history)
+        else:
             entry = self.registry.workflow_for_type(task.workflow_type)
             if entry is None:
                 return TaskOutcome(self.failed(task, "WORKFLOW_ERROR", Failure(

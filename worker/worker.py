@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -23,6 +24,8 @@ from typing import Any, TypeVar
 from legato import metrics
 from legato.api import (
     ActivityTask,
+    ExecutionRef,
+    GetHistoryRequest,
     PollRequest,
     RecordActivityHeartbeatRequest,
     RespondActivityTaskCanceledRequest,
@@ -35,12 +38,13 @@ from legato.api import (
 from legato.commands import CommandType
 from legato.config import Config
 from legato.errors import Unavailable
+from legato.events import HistoryEvent
 from legato.metrics import Sample
 from worker.activity import ActivityRunner, CallContext
 from worker.cache import WorkflowCache
 from worker.entries import Registry
 from worker.lua_isolation import CachedRuns, workflow_tasks
-from worker.task_runner import shortened
+from worker.task_runner import is_partial, shortened
 from worker.threads import DaemonThreadPool
 
 log = logging.getLogger("legato.worker")
@@ -48,6 +52,7 @@ _CACHE_HIT, _CACHE_MISS = metrics.worker_cache_requests.labels("hit"), metrics.w
 _ACTIVITY_OUTCOMES = {o: metrics.activity_outcomes.labels(o) for o in ("completed", "failed", "canceled")}
 
 T = TypeVar("T")
+HISTORY_PAGE = 1000  # events per page when a sticky task's run must be read again
 
 
 class Backoff:
@@ -289,12 +294,19 @@ class Worker:
 
     async def _run_workflow_task(self, task: WorkflowTask) -> None:
         started = time.perf_counter()
+        if is_partial(task) and task.run_id not in self.workflow_tasks.cache:
+            task = await self._with_full_history(task)
         outcome = await self.workflow_tasks.run(task)
+        if outcome.needs_history:  # the run left the cache meanwhile
+            task = await self._with_full_history(task)
+            outcome = await self.workflow_tasks.run(task)
         metrics.workflow_task_latency.observe(time.perf_counter() - started)
         (_CACHE_HIT if outcome.hit else _CACHE_MISS).inc()
         if outcome.evicted:
             metrics.worker_cache_evictions.inc(len(outcome.evicted))
         resp = outcome.response
+        if resp is None:
+            raise RuntimeError(f"workflow task of {task.workflow_id}/{task.run_id}: no response from the runner")
         reserved = 0
         try:
             if isinstance(resp, RespondWorkflowTaskCompletedRequest):
@@ -311,6 +323,21 @@ class Worker:
             assert self._act_slots is not None
             for _ in range(reserved):
                 self._act_slots.release()
+
+    async def _with_full_history(self, task: WorkflowTask) -> WorkflowTask:
+        """A sticky task (only the events after the last task) for a run this worker no longer
+        has cached: the events before them read from the server (as Temporal's SDKs do)."""
+        first = task.history[0].event_id
+        ref = ExecutionRef(task.workflow_id, task.run_id, task.namespace)
+        events: list[HistoryEvent] = []
+        while len(events) < first - 1:
+            page = await self.client.get_workflow_history(GetHistoryRequest(
+                ref, first_event_id=len(events) + 1, page_size=min(HISTORY_PAGE, first - 1 - len(events))))
+            if not page.events:
+                raise RuntimeError(f"workflow task of {task.workflow_id}/{task.run_id}: the server returned no "
+                                   f"events from {len(events) + 1} (the run has {first - 1} before the task's)")
+            events.extend(e for e in page.events if e.event_id < first)
+        return dataclasses.replace(task, history=events + task.history)
 
     async def _request_eager(self, resp: RespondWorkflowTaskCompletedRequest, task: WorkflowTask) -> int:
         """Ask to run the task's new activities here and now (eager execution: no activity poll)

@@ -44,11 +44,37 @@ async def test_workflow_info_fields(h: Harness) -> None:
         assert info["task_queue"] == "eng"
         assert info["namespace"] == "default"
         assert info["attempt"] == 1
-        # the history as the code sees it: every event up to its task's WorkflowTaskStarted
+        # the history as the code sees it: every event up to its task's WorkflowTaskStarted, and
+        # the bytes of those before it (as the WorkflowTaskStarted says)
         assert info["history_length"] == task.event_id
-        assert info["history_size"] == sum(len(e.encode().encode("utf-8")) for e in events[:task.event_id])
+        assert info["history_size"] == sum(len(e.encode().encode("utf-8")) for e in events[:task.event_id - 1])
+        assert info["history_size"] == task.attrs["history_size_bytes"]
     assert out["length"] == 8 and out["size"] == out["second"]["history_size"]
     assert out["first"]["history_size"] < out["second"]["history_size"]
+
+
+async def test_sticky_tasks_and_a_worker_that_lost_the_run(h: Harness) -> None:
+    """The worker gets only the new events of a run it has cached; after it dropped the run, it
+    reads the rest from the server; history_size is the same live and in a replay."""
+    wid = await h.start_workflow("eng:sizes", {"n": 3}, workflow_id="sizes-1")
+    run_id = (await h.describe(wid)).info.run_id
+    assert h.worker is not None and h.spy is not None
+    for i in range(3):
+        await h.wait_idle(wid)
+        if i == 2:
+            h.worker.workflow_tasks.evict(run_id)  # as if the cache needed the room
+        await h.signal(wid, "next", i)
+    out = await h.value(wid)
+    events = await h.history(wid)
+    tasks = [c.result for c in h.spy.calls if c.name == "poll_workflow_task" and c.result is not None]
+    assert [t.history[0].event_id > 1 for t in tasks] == [False, True, True, True]  # sticky after the first
+    fetched = [c.request for c in h.spy.calls if c.name == "get_workflow_history"]
+    assert len(fetched) >= 1 and fetched[0].ref.run_id == run_id  # the evicted run's history, read again
+    started = of_type(events, E.WorkflowTaskStarted)
+    assert out["lengths"] == [e.event_id for e in started[1:]]
+    assert out["sizes"] == [e.attrs["history_size_bytes"] for e in started[1:]]
+    assert out["sizes"] == [sum(len(x.encode().encode()) for x in events[:e.event_id - 1]) for e in started[1:]]
+    replay(load_registry(h.app), events)  # raises on any difference
 
 
 # ---------------------------------------------------------------- time

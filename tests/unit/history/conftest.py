@@ -122,9 +122,12 @@ class Env:
             lambda t: t.kind == TaskKind.ACTIVITY and t.workflow_id == workflow_id
             and t.scheduled_event_id == scheduled_event_id and t.attempt == attempt)
 
-    async def poll_wft(self, workflow_id: str, scheduled_event_id: int | None = None) -> WorkflowTask:
+    async def poll_wft(self, workflow_id: str, scheduled_event_id: int | None = None,
+                       identity: str = "worker-1") -> WorkflowTask:
+        """The workflow task, started for worker `identity` (the worker that completed the last
+        task gets only the events after it: a sticky task)."""
         task = await self.wft_task(workflow_id, scheduled_event_id)
-        return await self.history.record_workflow_task_started(task, f"req-{next(self.req_ids)}", "worker-1")
+        return await self.history.record_workflow_task_started(task, f"req-{next(self.req_ids)}", identity)
 
     async def poll_act(self, workflow_id: str, scheduled_event_id: int, attempt: int = 1) -> ActivityTask:
         task = await self.act_task(workflow_id, scheduled_event_id, attempt)

@@ -248,7 +248,7 @@ async def test_everything_works_without_a_cache() -> None:
         at = await env.poll_act("wf-1", 5)
         await env.history.respond_activity_task_completed(RespondActivityTaskCompletedRequest(at.task_token, 7))
         await env.fire(10)
-        wt2 = await env.poll_wft("wf-1", 9)
+        wt2 = await env.poll_wft("wf-1", 9, identity="worker-2")  # another worker: the whole history
         assert [e.event_type for e in wt2.history[6:]] == [E.ActivityTaskStarted, E.ActivityTaskCompleted,
                                                            E.WorkflowTaskScheduled, E.TimerFired,
                                                            E.WorkflowTaskStarted]

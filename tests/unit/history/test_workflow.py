@@ -37,7 +37,9 @@ async def test_start_dispatches_a_workflow_task_with_the_whole_history(env: Env)
     assert started["input"] == [{"order": 7}] and started["workflow_type"] == "app:order"
     assert len(started["random_seed"]) == 32 and int(started["random_seed"], 16) >= 0
     assert started["first_run_id"] == run_id and started["attempt"] == 1
-    assert wt.history[2].attrs == {"scheduled_event_id": 2, "identity": "worker-1", "request_id": "r1"}
+    size = sum(len(e.encode().encode()) for e in wt.history[:2])  # the history before it, in bytes
+    assert wt.history[2].attrs == {"scheduled_event_id": 2, "identity": "worker-1", "request_id": "r1",
+                                   "history_size_bytes": size}
     assert wt.started_event_id == 3 and wt.previous_started_event_id == 0 and wt.attempt == 1
     assert wt.workflow_type == "app:order" and wt.task_queue == "q"
     tok = TaskToken.decode(wt.task_token)
@@ -81,9 +83,11 @@ async def test_activity_completion_schedules_next_task_and_workflow_completes(en
                                                                                           "act-worker"))
     wt2 = await env.poll_wft("wf-1", 8)
     assert wt2.previous_started_event_id == 3
-    assert [e.event_type for e in wt2.history[5:]] == [E.ActivityTaskStarted, E.ActivityTaskCompleted,
+    # the same worker: only the events after its last task (sticky)
+    assert [e.event_id for e in wt2.history] == [4, 5, 6, 7, 8, 9]
+    assert [e.event_type for e in wt2.history[2:]] == [E.ActivityTaskStarted, E.ActivityTaskCompleted,
                                                        E.WorkflowTaskScheduled, E.WorkflowTaskStarted]
-    started, done = wt2.history[5], wt2.history[6]
+    started, done = wt2.history[2], wt2.history[3]
     assert started.attrs["attempt"] == 1 and started.attrs["identity"] == "worker-1"
     assert done.attrs == {"scheduled_event_id": 5, "started_event_id": 6, "result": {"ok": 1},
                           "identity": "act-worker"}
@@ -207,8 +211,9 @@ async def test_user_timer_fires_and_cancel(env: Env) -> None:
     await env.complete(wt, timer("1", 5_000), timer("2", 10_000))
     await env.fire(5_000)
     wt2 = await env.poll_wft("wf-1", 8)
-    assert [(e.event_type, e.attrs) for e in wt2.history[6:8]] == [
-        (E.TimerFired, {"timer_id": "1", "started_event_id": 5}), (E.WorkflowTaskScheduled, wt2.history[7].attrs)]
+    assert wt2.history[0].event_id == 4  # sticky: after the worker's last task
+    assert [(e.event_type, e.attrs) for e in wt2.history[3:5]] == [
+        (E.TimerFired, {"timer_id": "1", "started_event_id": 5}), (E.WorkflowTaskScheduled, wt2.history[4].attrs)]
     await env.complete(wt2, cmd(CommandType.CancelTimer, timer_id="2"))
     assert (await env.types("wf-1"))[-2:] == [E.WorkflowTaskCompleted, E.TimerCanceled]
     await env.fire(10_000)  # the canceled timer's task is stale and dropped

@@ -38,7 +38,7 @@ async def test_signal_schedules_a_workflow_task(env: Env) -> None:
     await env.history.signal_workflow(_signal("again"))
     assert (await env.events("wf-1"))[4:] == [(5, E.WorkflowExecutionSignaled), (6, E.WorkflowTaskScheduled),
                                               (7, E.WorkflowExecutionSignaled)]
-    wt2 = await env.poll_wft("wf-1", 6)
+    wt2 = await env.poll_wft("wf-1", 6, identity="worker-2")  # another worker: the whole history
     sig = wt2.history[4]
     assert sig.attrs == {"signal_name": "approve", "input": {"ok": True}, "sender": "wf-parent", "identity": "cli",
                          "request_id": ""}
@@ -56,7 +56,7 @@ async def test_signals_are_buffered_while_a_task_runs_and_flushed_after(env: Env
         (1, E.WorkflowExecutionStarted), (2, E.WorkflowTaskScheduled), (3, E.WorkflowTaskStarted),
         (4, E.WorkflowTaskCompleted), (5, E.TimerStarted),  # command events contiguous after Completed
         (6, E.WorkflowExecutionSignaled), (7, E.WorkflowExecutionSignaled), (8, E.WorkflowTaskScheduled)]
-    wt2 = await env.poll_wft("wf-1", 8)
+    wt2 = await env.poll_wft("wf-1", 8, identity="worker-2")
     assert [e.attrs["signal_name"] for e in wt2.history[5:7]] == ["s1", "s2"]
 
 
