@@ -25,7 +25,16 @@ from legato.config import Config, Limits
 from legato.errors import Failure, Kind
 from legato.events import COMMAND_EVENTS, EventType, HistoryEvent
 from worker.entries import Registry, WorkflowEntry
-from worker.runtime import VERSION_MARKER, PendingCommand, RunInfo, TaskFailure, WorkflowRun, check_payload_sizes
+from worker.runtime import (
+    VERSION_MARKER,
+    LuaVM,
+    PendingCommand,
+    RunInfo,
+    TaskFailure,
+    WorkflowRun,
+    check_payload_sizes,
+    thread_vm,
+)
 
 E = EventType
 C = CommandType
@@ -153,8 +162,10 @@ class WorkflowExecution:
     """One run's workflow code and its replay position."""
 
     def __init__(self, entry: WorkflowEntry, registry: Registry, limits: Limits, *,
-                 namespace: str = "default", workflow_id: str = "", run_id: str = "", task_queue: str = "") -> None:
+                 namespace: str = "default", workflow_id: str = "", run_id: str = "", task_queue: str = "",
+                 vm: LuaVM | None = None) -> None:
         self.entry = entry
+        self.vm = vm or thread_vm()  # the shared Lua state the run lives in
         self.registry = registry
         self.limits = limits
         self.namespace = namespace
@@ -185,7 +196,7 @@ class WorkflowExecution:
                 and history[i].event_type is E.WorkflowTaskCompleted)
 
     def dispose(self) -> None:
-        """Free the Lua runtime; the execution cannot be used afterwards."""
+        """Drop the run's Lua state; the execution cannot be used afterwards."""
         self.broken = True
         if self.run is not None:
             self.run.dispose()
@@ -198,7 +209,23 @@ class WorkflowExecution:
         """Advance through `history`; return the commands of its final batch ([] if it has none).
 
         Raises TaskFailure; the execution is then broken and must be dropped.
+
+        Lua may allocate limits.lua_memory_bytes during the call; a run that holds more than that
+        between its tasks is not kept (`broken`): its next task replays it, under the same limit.
         """
+        vm = self.vm
+        with vm.task(self.limits.lua_memory_bytes):
+            before = vm.memory_used()
+            try:
+                return self._process_guarded(history)
+            finally:
+                run = self.run
+                if run is not None and not self.broken:
+                    run.retained += vm.memory_used() - before
+                    if run.retained > self.limits.lua_memory_bytes:
+                        self.broken = True
+
+    def _process_guarded(self, history: list[HistoryEvent]) -> list[Command]:
         try:
             return self._process(history)
         except TaskFailure:
@@ -296,7 +323,7 @@ class WorkflowExecution:
                        task_queue=str(a.get("task_queue") or self.task_queue),
                        attempt=int(a.get("attempt") or 1), context=dict(a.get("context") or {}))
         self.task_queue = info.task_queue
-        self.run = WorkflowRun(self.entry, self.registry, self.limits, info, a.get("random_seed"), args)
+        self.run = WorkflowRun(self.entry, self.registry, self.limits, info, a.get("random_seed"), args, self.vm)
         self.run.scheduled_event_of = self._activity_events
 
     def _run_batch(self, history: list[HistoryEvent], started: HistoryEvent,
