@@ -110,7 +110,6 @@ def measure_cache(runs: int) -> CacheReport:
                             h[-1].event_id, previous, list(h))
 
     # warm up: the first run of a process loads the kernel, compiles, fills caches
-    histories: list[list[HistoryEvent]] = []
     gc.collect()
     rss0 = _rss_bytes()
     t0 = time.perf_counter()
@@ -136,9 +135,7 @@ def measure_cache(runs: int) -> CacheReport:
             rss0 = _rss_bytes()
             t0 = time.perf_counter()
             continue
-        histories.append(h)
     seconds = time.perf_counter() - t0
-    histories.clear()
     lua = _lua_bytes(cache)
     gc.collect()
     rss = _rss_bytes() - rss0

@@ -161,6 +161,9 @@ class ExecutionState:
 class WorkflowExecution:
     """One run's workflow code and its replay position."""
 
+    __slots__ = ("__weakref__", "_activity_events", "_activity_ids", "_seqs", "broken", "closed", "entry", "limits",
+                 "namespace", "registry", "run", "run_id", "state", "task_queue", "vm", "workflow_id")
+
     def __init__(self, entry: WorkflowEntry, registry: Registry, limits: Limits, *,
                  namespace: str = "default", workflow_id: str = "", run_id: str = "", task_queue: str = "",
                  vm: LuaVM | None = None) -> None:

@@ -1,9 +1,23 @@
-"""One workflow run's Lua runtime: the sandbox, the kernel and the host callbacks.
+"""The workflow runs' Lua: a shared state with the kernel, the runs' sandboxes, the host callbacks.
 
-Each run gets its own `lua54.LuaRuntime` (about 26 KB and 60 µs; it supports `max_memory`, so a run
-that allocates too much fails its own task and nothing else). The kernel (`kernel.lua`, loaded as
-bytecode) holds the scheduler, channels and modules; it calls back into `WorkflowRun` for commands
-and deterministic values. `worker.replay` drives a run through the batches of a history.
+A worker's runs share one `lua54.LuaRuntime` per thread (`LuaVM`; a Lua host process has one): the
+kernel (`kernel.lua`, loaded as bytecode) is loaded into it once and holds the scheduler, channels
+and modules as functions shared by the runs. Each run has a state table of its own in the kernel
+(its coroutines, channels, pending commands, its globals and its own copies of the module and
+library tables it can change), made by `K.new_run`; the host enters a run (`K.enter`) before it
+feeds it events or runs it, and the kernel's host callbacks (`H.*`) go to the `WorkflowRun`
+entered. A workflow entry's code is loaded once per state and called once per run (a prelude takes
+the run's globals: worker/entries.py, WORKFLOW_PRELUDE), so its function prototypes are shared
+too. A cached run costs about 13 KB of Lua heap (`legato bench cache`), where a runtime of its own
+with the kernel cost about 230 KB.
+
+Memory: each task may allocate `limits.lua_memory_bytes` beyond what the state holds when it
+starts (`LuaVM.task` raises the state's limit around it); past that the task fails with
+LIMIT_EXCEEDED and only its run is dropped (the kernel keeps nothing of a run outside its state
+table, so the other runs are intact). What a run holds between tasks is measured around its tasks
+(`WorkflowRun.retained`, an estimate: garbage is collected whenever the shared state's collector
+runs); a run holding more than its limit is not cached, and its replay, one task, meets the limit.
+`worker.replay` drives a run through the batches of a history.
 """
 
 from __future__ import annotations
@@ -310,6 +324,10 @@ def thread_vm() -> LuaVM:
 class WorkflowRun:
     """The Lua side of one run: its state in a shared `LuaVM`. Not thread-safe: one batch at a
     time, inside `vm.task(...)` (worker.replay does that)."""
+
+    __slots__ = ("__weakref__", "_commands", "_context_lua", "_history", "_history_length", "_history_size_cache",
+                 "_marker_next", "_markers", "_recorded", "_replaying", "_rng", "_seed", "_versions", "entry",
+                 "info", "limits", "lua", "registry", "retained", "scheduled_event_of", "state", "vm")
 
     def __init__(self, entry: WorkflowEntry, registry: Registry, limits: Limits, info: RunInfo,
                  random_seed: str | None, args: list[Any], vm: LuaVM | None = None) -> None:
