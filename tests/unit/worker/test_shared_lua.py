@@ -239,3 +239,35 @@ def test_bench_cache_a_cached_run_costs_little_lua_memory() -> None:
     assert report.cached == 200
     # about 13 KB measured (a runtime of its own per run cost about 230 KB): well below 20 KB
     assert report.lua_bytes_per_run < 20 * 1024, report.text()
+
+
+def test_a_run_over_its_instruction_limit_fails_alone(tmp_path: Path) -> None:
+    reg = make_app(tmp_path, {"w": """\
+        return function(spin)
+            local n = process.listen("go"):receive()
+            if spin then while true do end end
+            local s = 0
+            for i = 1, n do s = s + i end
+            return s
+        end
+        """})
+    limits = Limits(lua_instructions_per_task=2_000_000)
+    vm = LuaVM()
+    entry = reg.workflow_for_type("app:w")
+    assert entry is not None
+    runs = []
+    for name, spin in (("spin", True), ("sum", False)):
+        h = History("app:w", [spin])
+        ex = WorkflowExecution(entry, reg, limits, workflow_id=name, run_id=f"run-{name}", task_queue="q", vm=vm)
+        assert ex.process(h.events) == []
+        h.complete_task([])
+        h.signal("go", 300_000).next_task()
+        runs.append((ex, h))
+    (spin, hs), (calm, hc) = runs
+    with pytest.raises(TaskFailure) as info:
+        spin.process(hs.events)
+    assert info.value.cause == "LIMIT_EXCEEDED" and "lua_instructions_per_task" in info.value.failure.message
+    spin.dispose()
+    # the other run counts its own instructions (300,000 loop turns fit in 2,000,000)
+    cmds = calm.process(hc.events)
+    assert types(cmds) == ["CompleteWorkflowExecution"] and cmds[0].attrs["result"] == 300_000 * 300_001 // 2
