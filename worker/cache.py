@@ -1,7 +1,8 @@
 """The workflow cache: running executions kept between their workflow tasks.
 
 A bounded LRU by count (`worker.workflow_cache_size`) and by Lua memory
-(`worker.workflow_cache_bytes`). A task takes its run's execution out (so two tasks never share
+(`worker.workflow_cache_bytes`; a run's memory is what it holds in the shared Lua state, as
+measured around its tasks: `WorkflowRun.retained`). A task takes its run's execution out (so two tasks never share
 one) and puts it back when the task completed; a failed task or a closed run leaves it out.
 """
 

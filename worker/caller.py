@@ -179,6 +179,7 @@ class Caller:
             "caller": True,  # not a workflow: sends are direct and answer at once
         }
         self.k = load_kernel(self.lua, "workflow", host)
+        self.k.new_run(self.pid)  # the only run of this Lua state
         ok, err = self.k.setup(entry.id, self.lua.table_from(list(entry.modules)), entry.method, entry.bytecode,
                                entry.chunk_name, limits.max_commands_per_task, limits.lua_instructions_per_task)
         if not ok:

@@ -69,6 +69,8 @@ class CodeEntry(Entry):
     modules: tuple[str, ...] = ()
     worker: str | None = None  # id of the temporal.worker entry it is bound to
     bytecode: bytes = field(default=b"", repr=False)
+    # the bytecode starts with WORKFLOW_PRELUDE (a workflow entry's: one chunk shared by its runs)
+    prelude: bool = False
 
 
 @dataclass(slots=True)
@@ -245,6 +247,17 @@ def compile_lua(text: str, chunk_name: str, strip: bool = False) -> tuple[bytes 
     return bytes(bc), None
 
 
+# A workflow's code starts with this statement, on its first line (line numbers stay): the kernel
+# loads the chunk once per Lua state and calls it once per run, the runs sharing its function
+# prototypes, each run's closures seeing its own globals (worker/kernel.lua, shared_chunk).
+WORKFLOW_PRELUDE = "local _ENV = __legato_env(); "
+
+
+def compile_workflow(text: str, chunk_name: str) -> tuple[bytes | None, str | None]:
+    """compile_lua for a workflow entry: with WORKFLOW_PRELUDE."""
+    return compile_lua(WORKFLOW_PRELUDE + text, chunk_name)
+
+
 # ---------------------------------------------------------------- loading
 
 def load_registry(path: str | Path) -> Registry:
@@ -382,7 +395,9 @@ def _code_entry(path: Path, ns: str, name: str, eid: str, kind: str, item: dict[
             raise EntryError(f"{path}:{_line(item, 'modules')}: {what}: unknown module {mod!r} for {kind} "
                              f"(available: {', '.join(sorted(known))})")
     chunk_name = Path(rel).as_posix().lstrip("./") or src_path.name
-    bytecode, err = typed_lua.compile_source(text, chunk_name, compile_lua)  # Wippy's types erased
+    prelude = kind == WORKFLOW_KIND
+    bytecode, err = typed_lua.compile_source(text, chunk_name,
+                                             compile_workflow if prelude else compile_lua)  # Wippy's types erased
     if bytecode is None:
         raise EntryError(f"{path}:{_line(item, 'source')}: {what}: Lua syntax error in {err}")
     role = "workflow" if kind == WORKFLOW_KIND else "activity"
@@ -390,7 +405,8 @@ def _code_entry(path: Path, ns: str, name: str, eid: str, kind: str, item: dict[
     if worker_ref is not None and (not isinstance(worker_ref, str) or not worker_ref):
         raise EntryError(f"{path}:{_line(item, 'meta')}: {what}: meta.temporal.{role}.worker must be an entry id")
     common: dict[str, Any] = dict(source_path=src_path, chunk_name=chunk_name, method=method,
-                                  modules=tuple(modules_raw), worker=_ref(ns, worker_ref), bytecode=bytecode)
+                                  modules=tuple(modules_raw), worker=_ref(ns, worker_ref), bytecode=bytecode,
+                                  prelude=prelude)
     if kind == WORKFLOW_KIND:
         wf_name = _dig(meta, "temporal", "workflow", "name")
         if wf_name is not None and (not isinstance(wf_name, str) or not wf_name):

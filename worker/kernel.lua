@@ -641,11 +641,19 @@ local BLOCK = setmetatable({}, { __name = "legato.block", __tostring = function(
 local FATAL = setmetatable({}, { __name = "legato.fatal", __tostring = function() return "workflow task aborted" end })
 local CLOSED = setmetatable({}, { __name = "legato.closed" })
 
+-- Every run's state lives in its own table R (see K.new_run): the host runs one run at a time in
+-- a Lua state shared by many runs, and enters the run (K.enter) before it feeds it events or runs
+-- it. The functions here are shared by the runs; what one run holds (coroutines, channels,
+-- pending commands, its globals and modules) is reachable only from its own R.
+local R = nil
+local HOOK_EVERY = 1000
+local exec_opts = setmetatable({}, { __mode = "k" })
+local spawn_specs = setmetatable({}, { __mode = "k" })
+
 -- fatal errors end the workflow task whatever the code does (pcall cannot swallow them)
-K.fatal_cause, K.fatal_message, K.fatal_source = nil, nil, nil
 local function set_fatal(cause, message, source)
-    if K.fatal_cause == nil then
-        K.fatal_cause, K.fatal_message, K.fatal_source = cause, message, source
+    if R.fatal_cause == nil then
+        R.fatal_cause, R.fatal_message, R.fatal_source = cause, message, source
     end
 end
 local function raise_fatal(cause, message, level)
@@ -653,27 +661,15 @@ local function raise_fatal(cause, message, level)
     error(FATAL, 0)
 end
 
--- scheduler state
-local rq_t, rq_v, rq_head, rq_tail = {}, {}, 1, 0
-local current = nil -- the scheduler thread running now
-local main_thread = nil
-local nthreads = 0
-local replaying = false
-local now_ms = 0
-local ncommands, max_commands = 0, 10000
-local hook_calls, hook_max = 0, 0
-local HOOK_EVERY = 1000
-local seq_activity, seq_timer = 0, 0
-local pending_activity = {} -- activity id -> function(value, err): its outcome
-local pending_timer = {}    -- timer id -> function()
-local exec_opts = setmetatable({}, { __mode = "k" })
-
 local function hook()
-    hook_calls = hook_calls + 1
-    if hook_calls > hook_max then
+    local r = R
+    if r == nil then return end
+    local n = r.hook_calls + 1
+    r.hook_calls = n
+    if n > r.hook_max then
         set_fatal("LIMIT_EXCEEDED", sformat(
             "the workflow task ran more than %d Lua instructions (limits.lua_instructions_per_task)",
-            hook_max * HOOK_EVERY), user_frame(2))
+            R.hook_max * HOOK_EVERY), user_frame(2))
         error(FATAL, 0)
     end
 end
@@ -685,9 +681,11 @@ local function new_coroutine(fn)
 end
 
 local function push_ready(t, vals)
-    rq_tail = rq_tail + 1
-    rq_t[rq_tail] = t
-    rq_v[rq_tail] = vals
+    local r = R
+    local n = r.rq_tail + 1
+    r.rq_tail = n
+    r.rq_t[n] = t
+    r.rq_v[n] = vals
 end
 
 local function wake(t, ...)
@@ -695,10 +693,10 @@ local function wake(t, ...)
 end
 
 local function this_thread(what)
-    if current == nil or not co_isyieldable() then
+    if R.current == nil or not co_isyieldable() then
         error(what .. ": cannot block here (not inside a workflow coroutine, or inside a C call)", 3)
     end
-    return current
+    return R.current
 end
 
 local function block()
@@ -706,16 +704,16 @@ local function block()
 end
 
 local function count_command()
-    ncommands = ncommands + 1
-    if ncommands > max_commands then
+    R.ncommands = R.ncommands + 1
+    if R.ncommands > R.max_commands then
         raise_fatal("LIMIT_EXCEEDED", sformat("the workflow task issued more than %d commands " ..
-            "(limits.max_commands_per_task)", max_commands), 2)
+            "(limits.max_commands_per_task)", R.max_commands), 2)
     end
 end
 
 local function spawn(fn, ...)
-    nthreads = nthreads + 1
-    local t = { co = new_coroutine(fn), id = nthreads }
+    R.nthreads = R.nthreads + 1
+    local t = { co = new_coroutine(fn), id = R.nthreads }
     push_ready(t, pack(...))
     return t
 end
@@ -886,21 +884,15 @@ end
 
 -- ------------------------------------------------------------------ signals and process
 
-local listeners = {}     -- topic -> { ch =, message = bool }
-local inbox = nil
-local pending_signals = {}
-local events_ch = nil
-local pending_events = {}  -- process events that arrived before the code asked for process.events()
-local pending_cancel = nil -- a cancel request the code has not asked for (yet): see K.cancel_unhandled
 
 local function deliver(msg)
-    local l = listeners[msg._topic]
+    local l = R.listeners[msg._topic]
     if l then
         offer(l.ch, l.message and msg or msg._data)
         return
     end
-    if inbox then offer(inbox, msg) return end
-    pending_signals[#pending_signals + 1] = msg
+    if R.inbox then offer(R.inbox, msg) return end
+    R.pending_signals[#R.pending_signals + 1] = msg
 end
 
 function K.signal(name, data, from)
@@ -908,10 +900,10 @@ function K.signal(name, data, from)
 end
 
 local function emit_event(ev)
-    if events_ch then
-        offer(events_ch, ev)
+    if R.events_ch then
+        offer(R.events_ch, ev)
     else
-        pending_events[#pending_events + 1] = ev
+        R.pending_events[#R.pending_events + 1] = ev
     end
 end
 
@@ -920,73 +912,61 @@ end
 -- before the first task). If it has not asked by the end of the task, the host cancels the run.
 function K.cancel_requested(reason)
     local ev = { kind = "CANCEL", reason = reason }
-    if not events_ch then pending_cancel = true end
+    if not R.events_ch then R.pending_cancel = true end
     emit_event(ev)
 end
 
 function K.cancel_unhandled()
-    return pending_cancel ~= nil
+    return R.pending_cancel ~= nil
 end
 
 local process = {}
 process.event = { CANCEL = "CANCEL", EXIT = "EXIT", LINK_DOWN = "LINK_DOWN" }
 function process.inbox()
-    if not inbox then
-        inbox = new_channel(huge)
+    if not R.inbox then
+        R.inbox = new_channel(huge)
         local keep = {}
-        for _, msg in ipairs(pending_signals) do offer(inbox, msg) end
-        pending_signals = keep
+        for _, msg in ipairs(R.pending_signals) do offer(R.inbox, msg) end
+        R.pending_signals = keep
     end
-    return inbox
+    return R.inbox
 end
 function process.listen(topic, opts)
     if type(topic) ~= "string" then error("process.listen: the topic must be a string", 2) end
     if opts ~= nil and type(opts) ~= "table" then error("process.listen: options must be a table", 2) end
-    local l = listeners[topic]
+    local l = R.listeners[topic]
     if l then return l.ch end
     l = { ch = new_channel(huge), message = opts ~= nil and opts.message == true }
-    listeners[topic] = l
+    R.listeners[topic] = l
     local keep = {}
-    for _, msg in ipairs(pending_signals) do
+    for _, msg in ipairs(R.pending_signals) do
         if msg._topic == topic then
             offer(l.ch, l.message and msg or msg._data)
         else
             keep[#keep + 1] = msg
         end
     end
-    pending_signals = keep
+    R.pending_signals = keep
     return l.ch
 end
 function process.unlisten(ch)
-    for topic, l in pairs(listeners) do
-        if l.ch == ch then listeners[topic] = nil end
+    for topic, l in pairs(R.listeners) do
+        if l.ch == ch then R.listeners[topic] = nil end
     end
 end
 function process.events()
-    if not events_ch then
-        events_ch = new_channel(huge)
-        pending_cancel = nil
-        for _, ev in ipairs(pending_events) do offer(events_ch, ev) end
-        pending_events = {}
+    if not R.events_ch then
+        R.events_ch = new_channel(huge)
+        R.pending_cancel = nil
+        for _, ev in ipairs(R.pending_events) do offer(R.events_ch, ev) end
+        R.pending_events = {}
     end
-    return events_ch
+    return R.events_ch
 end
-function process.pid() return H.workflow_id end
+function process.pid() return R.workflow_id end
 
--- ---- children, messages, monitors and links (docs/processes.md)
+-- ---- R.children, messages, R.monitors and R.links (docs/processes.md)
 -- Each operation is a command with a per-run `seq`; the host maps the outcome events back to it.
-
-local proc_seq = 0
-local children = {}     -- seq -> { t =, mode = "spawn" | "exec", waits =, pid =, cancel_waiters = }
-local child_pids = {}   -- pid -> the children[seq] record of a started, still open child
-local pending_proc = {} -- seq -> { t =, on_fail = function() | nil }
-local monitors = {}     -- pid -> true: a close of that pid is delivered as EXIT
-local links = {}        -- pid -> true: an abnormal close of that pid is LINK_DOWN
-local exited = {}       -- pid .. "\0" .. run id -> true: EXIT delivered once per run
-local trap_links = false
-local link_down = nil   -- the error that ends the workflow (a LINK_DOWN without trap_links)
-local continue_as_new = nil
-local spawn_specs = setmetatable({}, { __mode = "k" })
 
 local function failure_error(message, kind, retryable, details)
     if message == nil then return nil end
@@ -1006,13 +986,13 @@ end
 
 local function emit_exit(pid, run_id, value, err)
     local key = pid .. "\0" .. tostring(run_id)
-    if exited[key] then return end
-    exited[key] = true
+    if R.exited[key] then return end
+    R.exited[key] = true
     emit_event({ kind = "EXIT", from = pid, result = { value = value, error = err } })
 end
 
 -- spec: a host spawner spec or nil; mode: "spawn" (pid, err) or "exec" (result, err)
--- monitored: the starter wants the child's EXIT (spawn_monitored, exec); a workflow's children
+-- monitored: the starter wants the child's EXIT (spawn_monitored, exec); a workflow's R.children
 -- always report to it, so only a non-durable caller tells the two apart.
 local function start_child(fname, spec, mode, id, host, args, monitored)
     if type(id) ~= "string" or id == "" then invalid(fname .. ": the workflow (entry id) must be a non-empty string", 3) end
@@ -1020,39 +1000,39 @@ local function start_child(fname, spec, mode, id, host, args, monitored)
         invalid(fname .. ": the host must be a temporal.worker entry id (a string)", 3)
     end
     local t = this_thread(fname)
-    local seq = proc_seq + 1
+    local seq = R.proc_seq + 1
     -- waits: started with temporal.workflow.wait_for_cancellation = true (see process.cancel)
     local err, waits = H.start_child(seq, id, host, args, spec, user_frame(3), monitored == true or mode == "exec")
     if err ~= nil then return nil, make_error(fname .. ": " .. err, KIND.INVALID, false) end
     count_command()
-    proc_seq = seq
-    children[seq] = { t = t, mode = mode, waits = waits == true }
+    R.proc_seq = seq
+    R.children[seq] = { t = t, mode = mode, waits = waits == true }
     return block()
 end
 
 function K.child_started(seq, pid, run_id)
-    local c = children[seq]
+    local c = R.children[seq]
     if c and not c.started then
         c.started = true
         c.pid = pid
-        child_pids[pid] = c
+        R.child_pids[pid] = c
         if c.mode == "spawn" then wake(c.t, pid) end
     end
 end
 
 function K.child_start_failed(seq, message, kind, retryable, details)
-    local c = children[seq]
+    local c = R.children[seq]
     if c then
-        children[seq] = nil
+        R.children[seq] = nil
         wake(c.t, nil, make_error(message, kind, retryable, details))
     end
 end
 
 function K.child_closed(seq, pid, run_id, value, message, kind, retryable, details)
-    local c = children[seq]
+    local c = R.children[seq]
     if not c then return end
-    children[seq] = nil
-    if c.pid ~= nil and child_pids[c.pid] == c then child_pids[c.pid] = nil end
+    R.children[seq] = nil
+    if c.pid ~= nil and R.child_pids[c.pid] == c then R.child_pids[c.pid] = nil end
     local err = failure_error(message, kind, retryable, details)
     if c.mode == "exec" then
         wake(c.t, value, err)
@@ -1067,17 +1047,17 @@ end
 local function process_op(fname, issue, on_fail)
     local t = this_thread(fname)
     count_command()
-    proc_seq = proc_seq + 1
-    local seq = proc_seq
+    R.proc_seq = R.proc_seq + 1
+    local seq = R.proc_seq
     issue(seq, user_frame(3))
-    pending_proc[seq] = { t = t, on_fail = on_fail }
+    R.pending_proc[seq] = { t = t, on_fail = on_fail }
     return block()
 end
 
 function K.op_done(seq, message, kind, retryable, details)
-    local p = pending_proc[seq]
+    local p = R.pending_proc[seq]
     if not p then return end
-    pending_proc[seq] = nil
+    R.pending_proc[seq] = nil
     if message == nil then
         wake(p.t, true)
     else
@@ -1086,25 +1066,25 @@ function K.op_done(seq, message, kind, retryable, details)
     end
 end
 
--- A monitored or linked workflow closed (not a child: children close through K.child_closed).
+-- A monitored or linked workflow closed (not a child: R.children close through K.child_closed).
 function K.monitored_closed(pid, run_id, link, value, message, kind, retryable, details)
     local err = failure_error(message, kind, retryable, details)
     if link then
-        if not links[pid] then return end -- unlinked since: dropped, whatever the timing
-        links[pid] = nil
+        if not R.links[pid] then return end -- unlinked since: dropped, whatever the timing
+        R.links[pid] = nil
         if err == nil then -- a normal end: an EXIT, as for a monitor (LINK_DOWN is for abnormal ends)
             emit_exit(pid, run_id, value, nil)
             return
         end
-        if trap_links then
+        if R.trap_links then
             emit_event({ kind = "LINK_DOWN", from = pid, result = { value = value, error = err } })
-        elseif link_down == nil then
-            link_down = make_error(sformat("linked process %s ended abnormally (%s): %s", pid, tostring(kind),
+        elseif R.link_down == nil then
+            R.link_down = make_error(sformat("linked process %s ended abnormally (%s): %s", pid, tostring(kind),
                 tostring(message)), kind, false, details)
         end
     else
-        if not monitors[pid] then return end
-        monitors[pid] = nil
+        if not R.monitors[pid] then return end
+        R.monitors[pid] = nil
         emit_exit(pid, run_id, value, err)
     end
 end
@@ -1117,8 +1097,8 @@ function process.send(pid, topic, payload)
         -- effect carried out once the task commits, and the sender goes on in the same task (its
         -- outcome, later, is dropped: a process that is gone loses the message).
         count_command()
-        proc_seq = proc_seq + 1
-        H.signal_external(proc_seq, pid, topic, payload, user_frame(2))
+        R.proc_seq = R.proc_seq + 1
+        H.signal_external(R.proc_seq, pid, topic, payload, user_frame(2))
         return true
     end
     return process_op("process.send", function(seq, line) H.signal_external(seq, pid, topic, payload, line) end)
@@ -1126,27 +1106,27 @@ end
 
 function process.monitor(pid)
     check_pid("process.monitor", pid, 2)
-    monitors[pid] = true
+    R.monitors[pid] = true
     return process_op("process.monitor", function(seq, line) H.monitor_external(seq, pid, false, false, line) end,
-        function() monitors[pid] = nil end)
+        function() R.monitors[pid] = nil end)
 end
 
 function process.unmonitor(pid)
     check_pid("process.unmonitor", pid, 2)
-    monitors[pid] = nil
+    R.monitors[pid] = nil
     return process_op("process.unmonitor", function(seq, line) H.monitor_external(seq, pid, false, true, line) end)
 end
 
 function process.link(pid)
     check_pid("process.link", pid, 2)
-    links[pid] = true
+    R.links[pid] = true
     return process_op("process.link", function(seq, line) H.monitor_external(seq, pid, true, false, line) end,
-        function() links[pid] = nil end)
+        function() R.links[pid] = nil end)
 end
 
 function process.unlink(pid)
     check_pid("process.unlink", pid, 2)
-    links[pid] = nil
+    R.links[pid] = nil
     return process_op("process.unlink", function(seq, line) H.monitor_external(seq, pid, true, true, line) end)
 end
 
@@ -1164,7 +1144,7 @@ function process.cancel(pid, deadline)
     local ms = 0
     if deadline ~= nil then ms = duration_ms(deadline, "process.cancel: the deadline", 2) end
     local ok, err = process_op("process.cancel", function(seq, line) H.cancel_external(seq, pid, ceil(ms), line) end)
-    local c = child_pids[pid]
+    local c = R.child_pids[pid]
     if ok and c ~= nil and c.waits then
         local waiters = c.cancel_waiters or {}
         c.cancel_waiters = waiters
@@ -1186,10 +1166,10 @@ function process.set_options(opts)
             invalid(sformat("process.set_options: %s must be a %s, got %s", k, want, type(v)), 2)
         end
     end
-    if opts.trap_links ~= nil then trap_links = opts.trap_links end
+    if opts.trap_links ~= nil then R.trap_links = opts.trap_links end
     return true
 end
-function process.get_options() return { trap_links = trap_links } end
+function process.get_options() return { trap_links = R.trap_links } end
 
 -- process.upgrade(nil, ...): continue as new (same workflow type) with `...` as input;
 -- process.upgrade("ns:workflow", ...) continues as that workflow type. Never returns.
@@ -1199,7 +1179,7 @@ function process.upgrade(source, ...)
     end
     this_thread("process.upgrade")
     count_command()
-    continue_as_new = { source = source, args = pack(...), line = user_frame(2) }
+    R.continue_as_new = { source = source, args = pack(...), line = user_frame(2) }
     block()
 end
 
@@ -1236,14 +1216,14 @@ function SPAWNER:exec(id, host, ...)
 end
 
 local function dot(fname, first)
-    if first == process then invalid("process:" .. fname .. ": call it as process." .. fname .. "(...) (a dot)", 3) end
+    if first == process or first == R.modules.process then invalid("process:" .. fname .. ": call it as process." .. fname .. "(...) (a dot)", 3) end
 end
 function process.with_options(o) dot("with_options", o) return derive(nil, "options", o) end
 function process.with_context(c) dot("with_context", c) return derive(nil, "context", c) end
 function process.with_name(n) dot("with_name", n) return derive(nil, "name", n) end
 function process.with_message(topic, payload) dot("with_message", topic) return derive(nil, "message", topic, payload) end
 
--- A workflow's children are always reported to it, so spawn and spawn_monitored are the same here.
+-- A workflow's R.children are always reported to it, so spawn and spawn_monitored are the same here.
 function process.spawn(id, host, ...) return start_child("process.spawn", nil, "spawn", id, host, pack(...)) end
 function process.spawn_monitored(id, host, ...)
     return start_child("process.spawn_monitored", nil, "spawn", id, host, pack(...), true)
@@ -1254,19 +1234,19 @@ function process.exec(id, host, ...) return start_child("process.exec", nil, "ex
 
 local function start_timer(ms, on_fire)
     count_command()
-    seq_timer = seq_timer + 1
-    local tid = tostring(seq_timer)
+    R.seq_timer = R.seq_timer + 1
+    local tid = tostring(R.seq_timer)
     local fire_ms = ceil(ms)
     if fire_ms < 1 then fire_ms = 1 end
     H.start_timer(tid, fire_ms, user_frame(3))
-    pending_timer[tid] = on_fire
+    R.pending_timer[tid] = on_fire
     return tid
 end
 
 function K.fire_timer(tid)
-    local f = pending_timer[tid]
+    local f = R.pending_timer[tid]
     if f then
-        pending_timer[tid] = nil
+        R.pending_timer[tid] = nil
         f()
     end
 end
@@ -1275,8 +1255,8 @@ local TIMER = { __name = "timer" }
 TIMER.__index = TIMER
 function TIMER:channel() return self._ch end
 function TIMER:stop()
-    if pending_timer[self._tid] then
-        pending_timer[self._tid] = nil
+    if R.pending_timer[self._tid] then
+        R.pending_timer[self._tid] = nil
         count_command()
         H.cancel_timer(self._tid, user_frame(2))
         return true
@@ -1285,7 +1265,7 @@ function TIMER:stop()
 end
 
 local time = time_constants({})
-function time.now() return new_time(now_ms) end
+function time.now() return new_time(R.now_ms) end
 function time.sleep(d)
     local ms = duration_ms(d, "time.sleep", 2)
     local t = this_thread("time.sleep")
@@ -1300,24 +1280,24 @@ end
 function time.after(d)
     local ms = duration_ms(d, "time.after", 2)
     local ch = new_channel(1)
-    start_timer(ms, function() offer(ch, new_time(now_ms)) end)
+    start_timer(ms, function() offer(ch, new_time(R.now_ms)) end)
     return ch
 end
 function time.timer(d)
     local ms = duration_ms(d, "time.timer", 2)
     local ch = new_channel(1)
-    local tid = start_timer(ms, function() offer(ch, new_time(now_ms)) end)
+    local tid = start_timer(ms, function() offer(ch, new_time(R.now_ms)) end)
     return setmetatable({ _tid = tid, _ch = ch }, TIMER)
 end
 
 -- ------------------------------------------------------------------ activities (funcs)
 
--- pending_activity: activity id -> function(value, err), called once with its outcome
+-- R.pending_activity: activity id -> function(value, err), called once with its outcome
 
 local function schedule_activity(opts, id, args)
     count_command()
-    seq_activity = seq_activity + 1
-    local aid = tostring(seq_activity)
+    R.seq_activity = R.seq_activity + 1
+    local aid = tostring(R.seq_activity)
     H.schedule_activity(aid, id, args, opts, user_frame(3))
     return aid
 end
@@ -1326,22 +1306,22 @@ local function call_activity(opts, id, ...)
     if type(id) ~= "string" then error("funcs.call: the function id must be a string", 3) end
     local t = this_thread("funcs.call")
     local aid = schedule_activity(opts, id, pack(...))
-    pending_activity[aid] = function(value, err) wake(t, value, err) end
+    R.pending_activity[aid] = function(value, err) wake(t, value, err) end
     return block()
 end
 
 function K.resolve_activity(aid, value)
-    local cb = pending_activity[aid]
+    local cb = R.pending_activity[aid]
     if cb then
-        pending_activity[aid] = nil
+        R.pending_activity[aid] = nil
         cb(value, nil)
     end
 end
 
 function K.fail_activity(aid, message, kind, retryable, details)
-    local cb = pending_activity[aid]
+    local cb = R.pending_activity[aid]
     if cb then
-        pending_activity[aid] = nil
+        R.pending_activity[aid] = nil
         cb(nil, make_error(message, kind, retryable, details))
     end
 end
@@ -1365,7 +1345,7 @@ local function async_activity(opts, id, ...)
     if type(id) ~= "string" then error("funcs.async: the function id must be a string", 3) end
     local aid = schedule_activity(opts, id, pack(...))
     local f = setmetatable({ _aid = aid, _done = false, _canceled = false }, FUTURE)
-    pending_activity[aid] = function(value, err)
+    R.pending_activity[aid] = function(value, err)
         f._done, f._value, f._err = true, value, err
         if f._ch then settle_channel(f) end
     end
@@ -1459,7 +1439,7 @@ local crypto = new_crypto(function(op, ...)
     if nondeterministic then raise_fatal("NON_DETERMINISTIC", msg, 2) end
     if msg == nil then count_command() end
     return v, msg, kind
-end, function() return now_ms end)
+end, function() return R.now_ms end)
 function crypto.random_bytes(n)
     if mtype(n) ~= "integer" or n < 0 then error("crypto.random_bytes: expected a whole number >= 0", 2) end
     count_command()
@@ -1513,15 +1493,18 @@ local function forbidden(name, alternative)
     end
 end
 
-local function forbidden_table(name, alternative, allowed)
+-- os, io, debug: tables whose missing keys are forbidden functions. Each run gets its own table and
+-- metatable (code can reach both: rawset, getmetatable); the functions are shared.
+local function forbidden_index(name, alternative)
+    return function(_, k)
+        return forbidden(name .. "." .. tostring(k), alternative)
+    end
+end
+local function ignore_write() end
+local function forbidden_table(allowed, index)
     local t = {}
-    for k, v in pairs(allowed or {}) do t[k] = v end
-    return setmetatable(t, {
-        __index = function(_, k)
-            return forbidden(name .. "." .. tostring(k), alternative)
-        end,
-        __newindex = function() end,
-    })
+    for k, v in next, allowed do t[k] = v end
+    return setmetatable(t, { __index = index, __newindex = ignore_write })
 end
 
 local IO_ALT = "workflow code cannot do I/O; do it in an activity (a function.lua entry) called with funcs.call"
@@ -1529,7 +1512,7 @@ local IO_ALT = "workflow code cannot do I/O; do it in an activity (a function.lu
 local function rethrow(ok, ...)
     if not ok then
         local e = ...
-        if e == FATAL or K.fatal_cause then error(FATAL, 0) end
+        if e == FATAL or R.fatal_cause then error(FATAL, 0) end
         if e == "not enough memory" then
             set_fatal("LIMIT_EXCEEDED", "the workflow ran out of Lua memory (limits.lua_memory_bytes)", nil)
             error(FATAL, 0)
@@ -1585,15 +1568,22 @@ local function copy(t)
     return c
 end
 
-local env = {}
+-- A module's table and the tables in it, copied (each run gets its own: code may change them).
+local function copy_module(t)
+    local c = {}
+    for k, v in next, t do
+        if type(v) == "table" then v = copy_module(v) end
+        c[k] = v
+    end
+    return c
+end
+
 local modules = {
     funcs = funcs, time = time, uuid = uuid, crypto = crypto, workflow = workflow, json = json,
     process = process, channel = channel, coroutine = ucoroutine, errors = errors, ctx = ctx,
 }
-local ALWAYS = { process = true, channel = true, coroutine = true, errors = true }
+local ALWAYS = { "process", "channel", "coroutine", "errors" }
 local STD = { string = true, table = true, math = true, utf8 = true }
-local listed = {}
-local ENTRY_ID, MODULE_NAMES = "", ""
 
 -- Lua seeds its string hash per state, so `pairs` over string keys visits them in a different
 -- order in every runtime (and table/function keys by address). Workflow code gets a `pairs` that
@@ -1683,130 +1673,236 @@ local function det_next(t, k)
     end
 end
 
-local function build_env()
-    env.pairs = det_pairs
-    env.next = det_next
-    for _, name in ipairs({ "assert", "error", "ipairs", "rawequal", "rawget", "rawlen",
-        "rawset", "select", "getmetatable", "tonumber", "tostring", "type", "_VERSION" }) do
-        env[name] = _G[name]
+-- The functions of every run's globals (shared: they find the running run through R).
+local G = {}
+G.pairs = det_pairs
+G.next = det_next
+for _, name in ipairs({ "assert", "error", "ipairs", "rawequal", "rawget", "rawlen",
+    "rawset", "select", "getmetatable", "tonumber", "tostring", "type", "_VERSION" }) do
+    G[name] = _G[name]
+end
+-- finalizers run at arbitrary points of garbage collection (outside the instruction limit, and
+-- differently on replay): not in workflow code
+-- weak tables lose entries when the garbage collector runs, which differs on replay
+G.setmetatable = function(t, mt)
+    if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+        raise_fatal("FORBIDDEN_CALL", "__gc metamethods are not allowed in workflow code (finalizers run " ..
+            "at non-deterministic points); release resources explicitly or use to-be-closed variables", 1)
     end
-    -- finalizers run at arbitrary points of garbage collection (outside the instruction limit, and
-    -- differently on replay): not in workflow code
-    -- weak tables lose entries when the garbage collector runs, which differs on replay
-    env.setmetatable = function(t, mt)
-        if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
-            raise_fatal("FORBIDDEN_CALL", "__gc metamethods are not allowed in workflow code (finalizers run " ..
-                "at non-deterministic points); release resources explicitly or use to-be-closed variables", 1)
-        end
-        if type(mt) == "table" and rawget(mt, "__mode") ~= nil then
-            raise_fatal("FORBIDDEN_CALL", "weak tables (__mode) are not allowed in workflow code: what they " ..
-                "keep depends on when the garbage collector runs, which differs on replay", 1)
-        end
-        return setmetatable(t, mt)
+    if type(mt) == "table" and rawget(mt, "__mode") ~= nil then
+        raise_fatal("FORBIDDEN_CALL", "weak tables (__mode) are not allowed in workflow code: what they " ..
+            "keep depends on when the garbage collector runs, which differs on replay", 1)
     end
-    env.pcall = function(f, ...) return rethrow(pcall(f, ...)) end
-    env.xpcall = function(f, h, ...)
-        return rethrow(xpcall(f, function(e)
-            if e == FATAL or K.fatal_cause then return FATAL end
-            return h(e)
-        end, ...))
+    return setmetatable(t, mt)
+end
+G.pcall = function(f, ...) return rethrow(pcall(f, ...)) end
+G.xpcall = function(f, h, ...)
+    return rethrow(xpcall(f, function(e)
+        if e == FATAL or R.fatal_cause then return FATAL end
+        return h(e)
+    end, ...))
+end
+G.print = function(...)
+    if R.replaying then return end
+    local n = select("#", ...)
+    local parts = {}
+    for i = 1, n do parts[i] = tostring((select(i, ...))) end
+    H.log(concat(parts, "\t"))
+end
+-- memory use differs between a run and its replay: workflow code sees none of it. The Lua state is
+-- shared by the runs of a worker: a full collection would walk all of them, a step is enough.
+G.collectgarbage = function(opt)
+    if opt == nil or opt == "collect" or opt == "step" then
+        collectgarbage("step")
+        return 0
     end
-    env.print = function(...)
-        if replaying then return end
-        local n = select("#", ...)
-        local parts = {}
-        for i = 1, n do parts[i] = tostring((select(i, ...))) end
-        H.log(concat(parts, "\t"))
+    if opt == "count" then return 0 end
+    error("collectgarbage(" .. tostring(opt) .. ") is not allowed in workflow code", 2)
+end
+G.dofile = forbidden("dofile", "list the module in the entry's `modules` and use require")
+G.loadfile = forbidden("loadfile", "list the module in the entry's `modules` and use require")
+G.load = function(chunk, name, mode, e)
+    if mode ~= nil and mode ~= "t" then
+        raise_fatal("FORBIDDEN_CALL", "load with mode " .. tostring(mode) ..
+            " is not allowed in workflow code: only text chunks (mode \"t\") can be loaded", 1)
     end
-    -- memory use differs between a run and its replay: workflow code sees none of it
-    env.collectgarbage = function(opt)
-        if opt == nil or opt == "collect" or opt == "step" then
-            collectgarbage(opt)
-            return 0
-        end
-        if opt == "count" then return 0 end
-        error("collectgarbage(" .. tostring(opt) .. ") is not allowed in workflow code", 2)
+    chunk = read_chunk(chunk)
+    if type(chunk) == "string" and sbyte(chunk, 1) == 27 then
+        raise_fatal("FORBIDDEN_CALL", "loading bytecode is not allowed in workflow code: load Lua source text", 1)
     end
-    -- string.dump must not be reachable through ("").dump either: replace it in the real table
-    string.dump = forbidden("string.dump", "bytecode is not allowed in workflow code")
-    env.string = string
+    return load(chunk, name, "t", e or R.env)
+end
+G.require = function(name)
+    local r = R
+    local mod = r.modules[name]
+    if mod ~= nil then return mod end
+    if STD[name] then return r.env[name] end
+    raise_fatal("FORBIDDEN_CALL", sformat("require(%q): entry %s does not list module %q in its modules " ..
+        "(modules: [%s])%s", tostring(name), r.ENTRY_ID, tostring(name), r.MODULE_NAMES,
+        modules[name] ~= nil and "; add it to the entry's `modules`" or ""), 1)
+end
+
+-- string.dump must not be reachable through ("").dump either: replace it in the real table. Each
+-- run gets a copy of the string table (code may add functions to it); methods on strings
+-- (("x"):upper()) look up the running run's copy.
+string.dump = forbidden("string.dump", "bytecode is not allowed in workflow code")
+local STRING = string
+rawset(getmetatable(""), "__index", function(_, k)
+    local r = R
+    return (r and r.string or STRING)[k]
+end)
+local MATH = copy(math)
+MATH.random = forbidden("math.random", "use uuid.v4() or crypto.random_bytes(n) (recorded, replay-safe)")
+MATH.randomseed = forbidden("math.randomseed", "use uuid.v4() or crypto.random_bytes(n) (recorded, replay-safe)")
+local OS = {
+    time = forbidden("os.time", "use time.now() (the workflow's replay-safe clock)"),
+    clock = forbidden("os.clock", "use time.now() and time:sub() to measure workflow time"),
+    date = forbidden("os.date", "use time.now():format(...)"),
+    getenv = forbidden("os.getenv", "pass configuration in the workflow input or read it in an activity"),
+    execute = forbidden("os.execute", IO_ALT),
+    exit = forbidden("os.exit", "return from the main function to finish the workflow"),
+    remove = forbidden("os.remove", IO_ALT),
+    rename = forbidden("os.rename", IO_ALT),
+    tmpname = forbidden("os.tmpname", IO_ALT),
+    setlocale = forbidden("os.setlocale", IO_ALT),
+    difftime = os.difftime,
+}
+local NONE = {}
+local OS_INDEX = forbidden_index("os", "workflow code cannot use the operating system; use an activity")
+local IO_INDEX = forbidden_index("io", IO_ALT)
+local DEBUG_INDEX = forbidden_index("debug", "the debug library is not available to workflow code")
+
+-- A run's globals: the shared functions, and its own copies of every table code can change.
+local function build_env(r)
+    local env = copy(G)
+    r.string = copy(STRING)
+    env.string = r.string
     env.table = copy(table)
     env.utf8 = copy(utf8)
-    local m = copy(math)
-    m.random = forbidden("math.random", "use uuid.v4() or crypto.random_bytes(n) (recorded, replay-safe)")
-    m.randomseed = forbidden("math.randomseed", "use uuid.v4() or crypto.random_bytes(n) (recorded, replay-safe)")
-    env.math = m
-    env.os = forbidden_table("os", "workflow code cannot use the operating system; use an activity", {
-        time = forbidden("os.time", "use time.now() (the workflow's replay-safe clock)"),
-        clock = forbidden("os.clock", "use time.now() and time:sub() to measure workflow time"),
-        date = forbidden("os.date", "use time.now():format(...)"),
-        getenv = forbidden("os.getenv", "pass configuration in the workflow input or read it in an activity"),
-        execute = forbidden("os.execute", IO_ALT),
-        exit = forbidden("os.exit", "return from the main function to finish the workflow"),
-        remove = forbidden("os.remove", IO_ALT),
-        rename = forbidden("os.rename", IO_ALT),
-        tmpname = forbidden("os.tmpname", IO_ALT),
-        setlocale = forbidden("os.setlocale", IO_ALT),
-        difftime = os.difftime,
-    })
-    env.io = forbidden_table("io", IO_ALT)
-    env.debug = forbidden_table("debug", "the debug library is not available to workflow code")
-    env.dofile = forbidden("dofile", "list the module in the entry's `modules` and use require")
-    env.loadfile = forbidden("loadfile", "list the module in the entry's `modules` and use require")
-    env.load = function(chunk, name, mode, e)
-        if mode ~= nil and mode ~= "t" then
-            raise_fatal("FORBIDDEN_CALL", "load with mode " .. tostring(mode) ..
-                " is not allowed in workflow code: only text chunks (mode \"t\") can be loaded", 1)
-        end
-        chunk = read_chunk(chunk)
-        if type(chunk) == "string" and sbyte(chunk, 1) == 27 then
-            raise_fatal("FORBIDDEN_CALL", "loading bytecode is not allowed in workflow code: load Lua source text", 1)
-        end
-        return load(chunk, name, "t", e or env)
+    env.math = copy(MATH)
+    env.os = forbidden_table(OS, OS_INDEX)
+    env.io = forbidden_table(NONE, IO_INDEX)
+    env.debug = forbidden_table(NONE, DEBUG_INDEX)
+    local mods = {}
+    for _, name in ipairs(ALWAYS) do
+        local m = copy_module(modules[name])
+        mods[name] = m
+        env[name] = m
     end
-    env.require = function(name)
-        local mod = modules[name]
-        if mod ~= nil and (listed[name] or ALWAYS[name]) then return mod end
-        if STD[name] then return env[name] end
-        raise_fatal("FORBIDDEN_CALL", sformat("require(%q): entry %s does not list module %q in its modules " ..
-            "(modules: [%s])%s", tostring(name), ENTRY_ID, tostring(name), MODULE_NAMES,
-            mod ~= nil and "; add it to the entry's `modules`" or ""), 1)
-    end
-    env.process = process
-    env.channel = channel
-    env.coroutine = ucoroutine
-    env.errors = errors
+    r.modules = mods
     env._G = env
+    r.env = env
 end
 
 -- ------------------------------------------------------------------ the host's side
 
--- setup(entry_id, modules (list), method, bytecode, chunk_name, max_commands, max_instructions)
-function K.setup(entry_id, mods, method, bytecode, chunk_name, max_cmds, max_instructions)
-    ENTRY_ID = entry_id
+-- new_run(workflow_id): a new run's state, which becomes the running one; the host keeps it and
+-- enters it (K.enter) before each of its workflow tasks.
+-- The tables of a run's state made on first use (most runs never use most of them).
+local LAZY = { pending_activity = true, pending_timer = true, listeners = true, pending_signals = true,
+    pending_events = true, children = true, child_pids = true, pending_proc = true, monitors = true, links = true,
+    exited = true }
+local RUN = { __index = function(r, k)
+    if LAZY[k] then
+        local t = {}
+        rawset(r, k, t)
+        return t
+    end
+end }
+
+function K.new_run(workflow_id)
+    local r = setmetatable({
+        workflow_id = workflow_id,
+        rq_t = {}, rq_v = {}, rq_head = 1, rq_tail = 0,
+        nthreads = 0, replaying = false, now_ms = 0,
+        ncommands = 0, max_commands = 10000, hook_calls = 0, hook_max = 50000,
+        seq_activity = 0, seq_timer = 0, proc_seq = 0, trap_links = false, ENTRY_ID = "", MODULE_NAMES = "",
+    }, RUN)
+    R = r
+    build_env(r)
+    return r
+end
+
+function K.enter(r)
+    R = r
+end
+
+-- The run is gone (evicted, failed or closed): nothing of it stays reachable from the kernel.
+function K.drop(r)
+    if R == r then R = nil end
+end
+
+-- The fatal error that ended the running run's task, if any: cause, message, source.
+function K.fatal()
+    local r = R
+    if r == nil then return nil end
+    return r.fatal_cause, r.fatal_message, r.fatal_source
+end
+
+-- A workflow entry's code is compiled with a first statement that takes the running run's globals
+-- (worker/entries.py, WORKFLOW_PRELUDE): `local _ENV = __legato_env();`. Its chunk is then loaded
+-- once per Lua state and called once per run: the runs share its function prototypes (the bytecode,
+-- constants and debug information), and each call makes the run's own closures over its own _ENV.
+-- The chunk's upvalue is this table, which code never sees (the prelude shadows it at once).
+local CHUNK_ENV = { __legato_env = function() return R.env end }
+local chunks, nchunks = {}, 0 -- bytecode -> chunk
+local MAX_CHUNKS = 256
+
+local function shared_chunk(bytecode, chunk_name)
+    local chunk = chunks[bytecode]
+    if chunk ~= nil then return chunk end
+    local err
+    chunk, err = load(bytecode, "=" .. chunk_name, "b", CHUNK_ENV)
+    if not chunk then return nil, err end
+    if nchunks >= MAX_CHUNKS then chunks, nchunks = {}, 0 end
+    chunks[bytecode] = chunk
+    nchunks = nchunks + 1
+    return chunk
+end
+
+-- setup(entry_id, modules (list), method, bytecode, chunk_name, max_commands, max_instructions, prelude)
+-- prelude: the bytecode starts with the prelude above (a workflow entry's); else the chunk is
+-- loaded with the run's globals as its _ENV (a caller's function entry).
+function K.setup(entry_id, mods, method, bytecode, chunk_name, max_cmds, max_instructions, prelude)
+    local r = R
+    r.ENTRY_ID = entry_id
     -- The main thread is hooked too: the kernel calls into values the code made (__tostring,
     -- __index, __eq of errors and payloads) outside the workflow's coroutines.
-    hook_calls, hook_max = 0, (max_instructions or 50000000) // HOOK_EVERY
+    r.hook_calls, r.hook_max = 0, (max_instructions or 50000000) // HOOK_EVERY
     sethook(hook, "", HOOK_EVERY)
     local names = {}
+    local env = r.env
     for i = 1, #mods do
         local name = mods[i]
-        listed[name] = true
         names[#names + 1] = name
-        if modules[name] then env[name] = modules[name] end
+        if modules[name] then
+            local m = r.modules[name]
+            if m == nil then
+                m = copy_module(modules[name])
+                r.modules[name] = m
+            end
+            env[name] = m
+        end
     end
-    MODULE_NAMES = concat(names, ", ")
-    max_commands = max_cmds
-    local chunk, err = load(bytecode, "=" .. chunk_name, "b", env)
+    r.MODULE_NAMES = concat(names, ", ")
+    r.max_commands = max_cmds
+    local chunk, err
+    if prelude then
+        chunk, err = shared_chunk(bytecode, chunk_name)
+    else
+        chunk, err = load(bytecode, "=" .. chunk_name, "b", env)
+    end
     if not chunk then return nil, err end
-    K.chunk, K.method, K.chunk_name = chunk, method, chunk_name
+    r.entry = { chunk, method, chunk_name }
     return true, nil
 end
 
 function K.start(args)
-    local chunk, method, chunk_name = K.chunk, K.method, K.chunk_name
-    K.chunk = nil
-    main_thread = spawn(function(...)
+    local r = R
+    local chunk, method, chunk_name = unpack(r.entry, 1, 3)
+    local env = r.env
+    r.entry = nil
+    r.main_thread = spawn(function(...)
         local mod = chunk()
         local fn
         if type(mod) == "function" then fn = mod
@@ -1821,46 +1917,51 @@ function K.start(args)
 end
 
 function K.begin(now, is_replaying)
-    now_ms, replaying, ncommands, hook_calls = now, is_replaying, 0, 0
+    local r = R
+    r.now_ms, r.replaying, r.ncommands, r.hook_calls = now, is_replaying, 0, 0
+    sethook(hook, "", HOOK_EVERY)
 end
 
 -- Run every ready coroutine until all are blocked.
 -- Returns "blocked" | "done", value, err | "error", message, kind, retryable, details, source
 --       | "fatal", cause, message, source | "continue", workflow type or nil, args (packed), source
 function K.run(max_instructions)
-    hook_calls, hook_max = 0, max_instructions // HOOK_EVERY
-    if link_down ~= nil then
+    local r = R
+    r.hook_calls, r.hook_max = 0, max_instructions // HOOK_EVERY
+    if r.link_down ~= nil then
         -- a linked workflow ended abnormally and this one does not trap links: it ends too
-        return "done", nil, link_down
+        return "done", nil, r.link_down
     end
-    while rq_head <= rq_tail do
-        local t, v = rq_t[rq_head], rq_v[rq_head]
-        rq_t[rq_head], rq_v[rq_head] = nil, nil
-        rq_head = rq_head + 1
-        current = t
-        local r
-        if v then r = pack(co_resume(t.co, unpack(v, 1, v.n))) else r = pack(co_resume(t.co)) end
-        current = nil
-        if K.fatal_cause then
-            return "fatal", K.fatal_cause, K.fatal_message, K.fatal_source
+    local rq_t, rq_v = r.rq_t, r.rq_v
+    while r.rq_head <= r.rq_tail do
+        local head = r.rq_head
+        local t, v = rq_t[head], rq_v[head]
+        rq_t[head], rq_v[head] = nil, nil
+        r.rq_head = head + 1
+        r.current = t
+        local res
+        if v then res = pack(co_resume(t.co, unpack(v, 1, v.n))) else res = pack(co_resume(t.co)) end
+        r.current = nil
+        if r.fatal_cause then
+            return "fatal", r.fatal_cause, r.fatal_message, r.fatal_source
         end
-        if not r[1] then
-            local e = r[2]
+        if not res[1] then
+            local e = res[2]
             if e == "not enough memory" then
                 return "fatal", "LIMIT_EXCEEDED", "the workflow ran out of Lua memory (limits.lua_memory_bytes)",
                     co_user_frame(t.co)
             end
             return "error", describe_error(e, t.co)
         end
-        if continue_as_new ~= nil then
-            local c = continue_as_new
+        if r.continue_as_new ~= nil then
+            local c = r.continue_as_new
             return "continue", c.source, c.args, c.line
         end
         if co_status(t.co) == "dead" then
-            if t == main_thread then
-                return "done", r[2], r[3]
+            if t == r.main_thread then
+                return "done", res[2], res[3]
             end
-        elseif r[2] ~= BLOCK then
+        elseif res[2] ~= BLOCK then
             return "error", "coroutine.yield was called outside a coroutine made with coroutine.create; " ..
                 "use channels to wait in workflow code", KIND.INTERNAL, false, nil, co_user_frame(t.co)
         end
@@ -1871,5 +1972,5 @@ end
 function K.is_error(v) return is_error(v) end
 
 protect(CH, SPAWNER, TIMER, FUTURE, EXEC, getmetatable(BLOCK), getmetatable(FATAL), getmetatable(CLOSED))
-build_env()
+sethook(hook, "", HOOK_EVERY)
 return K

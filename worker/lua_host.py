@@ -1,8 +1,9 @@
 """The Lua host process: runs a worker's workflow tasks away from its event loop.
 
 Workflow code runs inside this child process (`python -m worker.lua_host`), one task at a time,
-with the workflow cache. The worker (`worker.lua_isolation`) sends tasks and reads outcomes in
-order over the child's stdin and stdout, and kills the child when a task runs past the watchdog:
+with the workflow cache (its runs share the process's one Lua state, `worker.runtime.LuaVM`). The
+worker (`worker.lua_isolation`) sends tasks and reads outcomes in order over the child's stdin and
+stdout, and kills the child when a task runs past the watchdog:
 code stuck in C (a pattern that backtracks for hours, a library call nobody foresaw) can then
 cost the runs cached here, never the worker's ability to serve other workflows or to stop.
 

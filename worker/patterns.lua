@@ -31,6 +31,7 @@ local rawmeta = debug and debug.getmetatable or getmetatable
 
 local sfind, smatch, sgmatch, sgsub = string.find, string.match, string.gmatch, string.gsub
 local byte, char, sub, rep = string.byte, string.char, string.sub, string.rep
+local sformat = string.format -- not ("..."):format: methods on strings find the running code's string table
 
 -- One unit of the estimate is one call of match() or one character test of the C matcher, about a
 -- nanosecond (0.1 to 2 ns measured, the bound being loose or tight): 1e7 units keep a C call within
@@ -439,9 +440,9 @@ local function argerror(level, arg, fname, msg)
     end
     if method then
         arg = arg - 1
-        if arg == 0 then error(("calling '%s' on bad self (%s)"):format(name, msg), level + 1) end
+        if arg == 0 then error(sformat("calling '%s' on bad self (%s)", name, msg), level + 1) end
     end
-    error(("bad argument #%d to '%s' (%s)"):format(arg, name or "string." .. fname, msg), level + 1)
+    error(sformat("bad argument #%d to '%s' (%s)", arg, name or "string." .. fname, msg), level + 1)
 end
 
 local function typename(v, present)

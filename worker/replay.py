@@ -25,7 +25,16 @@ from legato.config import Config, Limits
 from legato.errors import Failure, Kind
 from legato.events import COMMAND_EVENTS, EventType, HistoryEvent
 from worker.entries import Registry, WorkflowEntry
-from worker.runtime import VERSION_MARKER, PendingCommand, RunInfo, TaskFailure, WorkflowRun, check_payload_sizes
+from worker.runtime import (
+    VERSION_MARKER,
+    LuaVM,
+    PendingCommand,
+    RunInfo,
+    TaskFailure,
+    WorkflowRun,
+    check_payload_sizes,
+    thread_vm,
+)
 
 E = EventType
 C = CommandType
@@ -152,9 +161,14 @@ class ExecutionState:
 class WorkflowExecution:
     """One run's workflow code and its replay position."""
 
+    __slots__ = ("__weakref__", "_activity_events", "_activity_ids", "_seqs", "broken", "closed", "entry", "limits",
+                 "namespace", "registry", "run", "run_id", "state", "task_queue", "vm", "workflow_id")
+
     def __init__(self, entry: WorkflowEntry, registry: Registry, limits: Limits, *,
-                 namespace: str = "default", workflow_id: str = "", run_id: str = "", task_queue: str = "") -> None:
+                 namespace: str = "default", workflow_id: str = "", run_id: str = "", task_queue: str = "",
+                 vm: LuaVM | None = None) -> None:
         self.entry = entry
+        self.vm = vm or thread_vm()  # the shared Lua state the run lives in
         self.registry = registry
         self.limits = limits
         self.namespace = namespace
@@ -191,7 +205,7 @@ class WorkflowExecution:
         self.state.next_index = self.state.last_started_event_id + 1 - history[0].event_id
 
     def dispose(self) -> None:
-        """Free the Lua runtime; the execution cannot be used afterwards."""
+        """Drop the run's Lua state; the execution cannot be used afterwards."""
         self.broken = True
         if self.run is not None:
             self.run.dispose()
@@ -204,7 +218,23 @@ class WorkflowExecution:
         """Advance through `history`; return the commands of its final batch ([] if it has none).
 
         Raises TaskFailure; the execution is then broken and must be dropped.
+
+        Lua may allocate limits.lua_memory_bytes during the call; a run that holds more than that
+        between its tasks is not kept (`broken`): its next task replays it, under the same limit.
         """
+        vm = self.vm
+        with vm.task(self.limits.lua_memory_bytes):
+            before = vm.memory_used()
+            try:
+                return self._process_guarded(history)
+            finally:
+                run = self.run
+                if run is not None and not self.broken:
+                    run.retained += vm.memory_used() - before
+                    if run.retained > self.limits.lua_memory_bytes:
+                        self.broken = True
+
+    def _process_guarded(self, history: list[HistoryEvent]) -> list[Command]:
         try:
             return self._process(history)
         except TaskFailure:
@@ -302,7 +332,7 @@ class WorkflowExecution:
                        task_queue=str(a.get("task_queue") or self.task_queue),
                        attempt=int(a.get("attempt") or 1), context=dict(a.get("context") or {}))
         self.task_queue = info.task_queue
-        self.run = WorkflowRun(self.entry, self.registry, self.limits, info, a.get("random_seed"), args)
+        self.run = WorkflowRun(self.entry, self.registry, self.limits, info, a.get("random_seed"), args, self.vm)
         self.run.scheduled_event_of = self._activity_events
 
     def _run_batch(self, history: list[HistoryEvent], started: HistoryEvent,

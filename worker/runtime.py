@@ -1,18 +1,35 @@
-"""One workflow run's Lua runtime: the sandbox, the kernel and the host callbacks.
+"""The workflow runs' Lua: a shared state with the kernel, the runs' sandboxes, the host callbacks.
 
-Each run gets its own `lua54.LuaRuntime` (about 26 KB and 60 µs; it supports `max_memory`, so a run
-that allocates too much fails its own task and nothing else). The kernel (`kernel.lua`, loaded as
-bytecode) holds the scheduler, channels and modules; it calls back into `WorkflowRun` for commands
-and deterministic values. `worker.replay` drives a run through the batches of a history.
+A worker's runs share one `lua54.LuaRuntime` per thread (`LuaVM`; a Lua host process has one): the
+kernel (`kernel.lua`, loaded as bytecode) is loaded into it once and holds the scheduler, channels
+and modules as functions shared by the runs. Each run has a state table of its own in the kernel
+(its coroutines, channels, pending commands, its globals and its own copies of the module and
+library tables it can change), made by `K.new_run`; the host enters a run (`K.enter`) before it
+feeds it events or runs it, and the kernel's host callbacks (`H.*`) go to the `WorkflowRun`
+entered. A workflow entry's code is loaded once per state and called once per run (a prelude takes
+the run's globals: worker/entries.py, WORKFLOW_PRELUDE), so its function prototypes are shared
+too. A cached run costs about 13 KB of Lua heap (`legato bench cache`), where a runtime of its own
+with the kernel cost about 230 KB.
+
+Memory: each task may allocate `limits.lua_memory_bytes` beyond what the state holds when it
+starts (`LuaVM.task` raises the state's limit around it); past that the task fails with
+LIMIT_EXCEEDED and only its run is dropped (the kernel keeps nothing of a run outside its state
+table, so the other runs are intact). What a run holds between tasks is measured around its tasks
+(`WorkflowRun.retained`, an estimate: garbage is collected whenever the shared state's collector
+runs); a run holding more than its limit is not cached, and its replay, one task, meets the limit.
+`worker.replay` drives a run through the batches of a history.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
+import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -214,11 +231,106 @@ class BatchResult:
     status: str  # "blocked" | "done" | "canceled"
 
 
+# The host callbacks of the workflow kernel: H.<name> calls WorkflowRun.<method> of the running run.
+_HOST_METHODS = {
+    "schedule_activity": "_schedule_activity",
+    "cancel_activity": "_cancel_activity",
+    "activity_context": "_activity_context",
+    "start_timer": "_start_timer",
+    "cancel_timer": "_cancel_timer",
+    "start_child": "_start_child",
+    "spawn_spec": "_spawn_spec",
+    "signal_external": "_signal_external",
+    "cancel_external": "_cancel_external",
+    "terminate_external": "_terminate_external",
+    "monitor_external": "_monitor_external",
+    "version": "_version",
+    "attrs": "_attrs",
+    "random_hex": "_random_hex",
+    "crypto_draw": "_crypto_draw",
+    "uuid4": "_uuid4",
+    "info": "_info",
+    "history_length": "_history_len",
+    "history_size": "_history_size",
+    "context": "_context",
+    "activity_options": "_activity_options",
+    "json_decode": "_json_decode",
+    "log": "_log",
+}
+
+# The shared state has no limit of its own: each task gets its run's allowance (LuaVM.task). A
+# number (not None) makes lupa count the memory in use.
+_NO_LIMIT = 1 << 62
+
+
+class LuaVM:
+    """One Lua state with the workflow kernel loaded once, shared by many runs (one per thread: a
+    Lua host process has one). Each run has its own state table in the kernel (its coroutines,
+    channels, globals and copies of the modules); the host enters a run before it feeds it events
+    or runs it, and the host callbacks go to the run entered. One task at a time: `lock`."""
+
+    def __init__(self) -> None:
+        self.lua = new_lua(_NO_LIMIT)
+        self.lock = threading.RLock()
+        self.current: WorkflowRun | None = None
+        host: dict[str, Any] = {name: self._dispatch(attr) for name, attr in _HOST_METHODS.items()}
+        host["crypto"] = crypto_host.host_functions(self.lua)["crypto"]
+        host["duration_ms"] = duration_ms
+        host["json_encode"] = json_encode
+        k = load_kernel(self.lua, "workflow", host)
+        self.k = k
+        self.new_run, self.enter, self.drop, self.fatal = k.new_run, k.enter, k.drop, k.fatal
+        self.setup, self.start, self.begin, self.run = k.setup, k.start, k.begin, k.run
+        self.cancel_unhandled = k.cancel_unhandled
+        self.resolve_activity, self.fail_activity, self.fire_timer = k.resolve_activity, k.fail_activity, k.fire_timer
+        self.signal, self.cancel_requested = k.signal, k.cancel_requested
+        self.child_started, self.child_start_failed, self.child_closed = (
+            k.child_started, k.child_start_failed, k.child_closed)
+        self.op_done, self.monitored_closed = k.op_done, k.monitored_closed
+        self.lua.execute("collectgarbage()")
+        self.baseline = self.memory_used()
+
+    def _dispatch(self, attr: str) -> Any:
+        def call(*args: Any) -> Any:
+            return getattr(self.current, attr)(*args)
+        return call
+
+    def memory_used(self) -> int:
+        return int(self.lua.get_memory_used() or 0)
+
+    @contextlib.contextmanager
+    def task(self, allowance: int) -> Iterator[None]:
+        """One task of a run (under `lock`): Lua may allocate `allowance` bytes more than the state
+        holds now, and fails with "not enough memory" past that."""
+        with self.lock:
+            self.lua.set_max_memory(self.memory_used() + allowance)
+            try:
+                yield
+            finally:
+                self.lua.set_max_memory(_NO_LIMIT)
+
+
+_vms = threading.local()
+
+
+def thread_vm() -> LuaVM:
+    """This thread's shared Lua state (made on first use)."""
+    vm: LuaVM | None = getattr(_vms, "vm", None)
+    if vm is None:
+        vm = _vms.vm = LuaVM()
+    return vm
+
+
 class WorkflowRun:
-    """The Lua side of one run. Not thread-safe: one batch at a time."""
+    """The Lua side of one run: its state in a shared `LuaVM`. Not thread-safe: one batch at a
+    time, inside `vm.task(...)` (worker.replay does that)."""
+
+    __slots__ = ("__weakref__", "_commands", "_context_lua", "_history", "_history_length", "_history_size_cache",
+                 "_marker_next", "_markers", "_recorded", "_replaying", "_rng", "_seed", "_versions", "entry",
+                 "info", "limits", "lua", "registry", "retained", "scheduled_event_of", "state", "vm")
 
     def __init__(self, entry: WorkflowEntry, registry: Registry, limits: Limits, info: RunInfo,
-                 random_seed: str | None, args: list[Any]) -> None:
+                 random_seed: str | None, args: list[Any], vm: LuaVM | None = None) -> None:
         self.entry = entry
         self.registry = registry
         self.limits = limits
@@ -228,7 +340,8 @@ class WorkflowRun:
             seed_int = int(seed, 16)
         except ValueError:
             seed_int = int.from_bytes(seed.encode()[:64].ljust(8, b"\0"), "big")
-        self._rng = random.Random(seed_int)
+        self._seed = seed_int
+        self._rng: random.Random | None = None  # made on the first uuid.v4() (its state is ~2.5 KB)
         # per-batch state
         self._commands: list[PendingCommand] = []
         self._recorded: list[HistoryEvent] | None = None
@@ -243,78 +356,47 @@ class WorkflowRun:
         self._versions: dict[str, int] = {}  # change id -> version, for the rest of the run
         # ActivityTaskScheduled event id of each activity id (kept up to date by worker.replay)
         self.scheduled_event_of: dict[str, int] = {}
-        self.lua = new_lua(limits.lua_memory_bytes)
-        host = {
-            "schedule_activity": self._schedule_activity,
-            "cancel_activity": self._cancel_activity,
-            "activity_context": self._activity_context,
-            "start_timer": self._start_timer,
-            "cancel_timer": self._cancel_timer,
-            "start_child": self._start_child,
-            "spawn_spec": self._spawn_spec,
-            "signal_external": self._signal_external,
-            "cancel_external": self._cancel_external,
-            "terminate_external": self._terminate_external,
-            "monitor_external": self._monitor_external,
-            "version": self._version,
-            "attrs": self._attrs,
-            "random_hex": self._random_hex,
-            "crypto": crypto_host.host_functions(self.lua)["crypto"],
-            "crypto_draw": self._crypto_draw,
-            "uuid4": self._uuid4,
-            "info": self._info,
-            "history_length": self._history_len,
-            "history_size": self._history_size,
-            "context": self._context,
-            "duration_ms": duration_ms,
-            "activity_options": self._activity_options,
-            "json_encode": json_encode,
-            "json_decode": self._json_decode,
-            "log": self._log,
-            "workflow_id": info.workflow_id,
-        }
+        # the Lua memory this run holds, as measured around its tasks (an estimate: the state is shared)
+        self.retained = 0
+        self.vm = vm = vm or thread_vm()
+        self.lua = vm.lua
+        vm.current = self
         try:
-            self.k = load_kernel(self.lua, "workflow", host)
-            ok, err = self.k.setup(entry.id, self.lua.table_from(list(entry.modules)), entry.method, entry.bytecode,
-                                   entry.chunk_name, limits.max_commands_per_task, limits.lua_instructions_per_task)
+            self.state: Any = vm.new_run(info.workflow_id)
+            ok, err = vm.setup(entry.id, self.lua.table_from(list(entry.modules)), entry.method, entry.bytecode,
+                               entry.chunk_name, limits.max_commands_per_task, limits.lua_instructions_per_task,
+                               entry.prelude)
             if not ok:
                 raise TaskFailure("WORKFLOW_ERROR", Failure(str(err), Kind.INTERNAL, False))
-            self.k.start(packed(self.lua, args))
+            vm.start(packed(self.lua, args))
         except lua54.LuaMemoryError:
             raise TaskFailure("LIMIT_EXCEEDED", Failure(
                 "the workflow ran out of Lua memory while starting (limits.lua_memory_bytes)",
                 Kind.LIMIT_EXCEEDED, False)) from None
-        self._resolve_activity = self.k.resolve_activity
-        self._fail_activity = self.k.fail_activity
-        self._fire_timer = self.k.fire_timer
-        self._signal = self.k.signal
-        self._cancel_requested = self.k.cancel_requested
-        self._child_started = self.k.child_started
-        self._child_start_failed = self.k.child_start_failed
-        self._child_closed = self.k.child_closed
-        self._op_done = self.k.op_done
-        self._monitored_closed = self.k.monitored_closed
-        self._run = self.k.run
-        self._begin = self.k.begin
 
     def dispose(self) -> None:
-        """Drop the Lua runtime now (breaks the runtime <-> callbacks cycle instead of waiting for the GC)."""
+        """Drop the run's state from the shared Lua state."""
         self._commands = []
         self._context_lua = None
-        self._resolve_activity = self._fail_activity = self._fire_timer = None
-        self._signal = self._cancel_requested = self._run = self._begin = None
-        self._child_started = self._child_start_failed = self._child_closed = None
-        self._op_done = self._monitored_closed = None
-        self.k = None
-        self.lua = None
+        vm = self.vm
+        state, self.state = self.state, None
+        if state is not None:
+            with vm.lock:
+                vm.drop(state)
+                if vm.current is self:
+                    vm.current = None
+
+    def activate(self) -> None:
+        """Make this run the one the kernel and the host callbacks work on."""
+        vm = self.vm
+        vm.current = self
+        vm.enter(self.state)
 
     # ------------------------------------------------------------ batch driving
 
     def memory_used(self) -> int:
-        try:
-            return int(self.lua.get_memory_used())
-        except Exception:
-            return 0
+        """The Lua memory this run holds (estimated: its state shares a Lua state with other runs)."""
+        return max(self.retained, 0)
 
     def begin_batch(self, history: list[HistoryEvent], started: HistoryEvent,
                     recorded: list[HistoryEvent] | None) -> None:
@@ -327,7 +409,8 @@ class WorkflowRun:
         self._history_size_cache = size if type(size) is int else None
         self._markers = None
         self._marker_next = {}
-        self._begin(started.timestamp_ms, self._replaying)
+        self.activate()
+        self.vm.begin(started.timestamp_ms, self._replaying)
 
     def end_batch(self) -> None:
         self._history = []
@@ -335,17 +418,17 @@ class WorkflowRun:
         self._markers = None
 
     def resolve_activity(self, activity_id: str, result: Any) -> None:
-        self._resolve_activity(activity_id, to_lua(self.lua, result))
+        self.vm.resolve_activity(activity_id, to_lua(self.lua, result))
 
     def fail_activity(self, activity_id: str, failure: dict[str, Any] | None) -> None:
         f = Failure.from_dict(failure or {"message": "activity failed"})
-        self._fail_activity(activity_id, f.message, f.kind, f.retryable, to_lua(self.lua, f.details))
+        self.vm.fail_activity(activity_id, f.message, f.kind, f.retryable, to_lua(self.lua, f.details))
 
     def fire_timer(self, timer_id: str) -> None:
-        self._fire_timer(timer_id)
+        self.vm.fire_timer(timer_id)
 
     def signal(self, name: str, data: Any, sender: Any) -> None:
-        self._signal(name, to_lua(self.lua, data), sender)
+        self.vm.signal(name, to_lua(self.lua, data), sender)
 
     def _failure_args(self, failure: Failure | None) -> tuple[Any, Any, Any, Any]:
         if failure is None:
@@ -353,34 +436,34 @@ class WorkflowRun:
         return failure.message, failure.kind, failure.retryable, to_lua(self.lua, failure.details)
 
     def child_started(self, seq: int, workflow_id: str, run_id: str) -> None:
-        self._child_started(seq, workflow_id, run_id)
+        self.vm.child_started(seq, workflow_id, run_id)
 
     def child_start_failed(self, seq: int, failure: Failure) -> None:
-        self._child_start_failed(seq, *self._failure_args(failure))
+        self.vm.child_start_failed(seq, *self._failure_args(failure))
 
     def child_closed(self, seq: int, workflow_id: str, run_id: str, result: Any, failure: Failure | None) -> None:
-        self._child_closed(seq, workflow_id, run_id, to_lua(self.lua, result), *self._failure_args(failure))
+        self.vm.child_closed(seq, workflow_id, run_id, to_lua(self.lua, result), *self._failure_args(failure))
 
     def op_done(self, seq: int, failure: Failure | None) -> None:
         """A signal / cancel / terminate / monitor command's outcome (failure None: it worked)."""
-        self._op_done(seq, *self._failure_args(failure))
+        self.vm.op_done(seq, *self._failure_args(failure))
 
     def monitored_closed(self, workflow_id: str, run_id: str, link: bool, result: Any,
                          failure: Failure | None) -> None:
-        self._monitored_closed(workflow_id, run_id, link, to_lua(self.lua, result), *self._failure_args(failure))
+        self.vm.monitored_closed(workflow_id, run_id, link, to_lua(self.lua, result), *self._failure_args(failure))
 
     def cancel_requested(self, reason: str) -> None:
         """Deliver a cancel request: to process.events(), now or when the code asks for it in this task."""
-        self._cancel_requested(reason)
+        self.vm.cancel_requested(reason)
 
     def cancel_unhandled(self) -> bool:
         """After run(): a cancel request arrived and the code has not asked for process.events()."""
-        return bool(self.k.cancel_unhandled())
+        return bool(self.vm.cancel_unhandled())
 
     def run(self) -> BatchResult:
         """Run ready coroutines until all block. Raises TaskFailure."""
         try:
-            status, a, b, c, d, e = pad6(self._run(self.limits.lua_instructions_per_task))
+            status, a, b, c, d, e = pad6(self.vm.run(self.limits.lua_instructions_per_task))
         except lua54.LuaMemoryError:
             raise TaskFailure("LIMIT_EXCEEDED", Failure(
                 "the workflow ran out of Lua memory (limits.lua_memory_bytes)", Kind.LIMIT_EXCEEDED, False)) from None
@@ -420,12 +503,11 @@ class WorkflowRun:
     def lua_failure(self, err: Exception) -> TaskFailure:
         """The task failure for an error that left the kernel: a limit the hook enforced on the
         kernel's own thread (while it read a value the code made), or a kernel bug."""
-        k = self.k
-        cause = k.fatal_cause if k is not None else None
+        cause, message, source = pad6(self.vm.fatal())[:3] if self.state is not None else (None, None, None)
         if cause is not None:
             kind = {"FORBIDDEN_CALL": Kind.FORBIDDEN, "LIMIT_EXCEEDED": Kind.LIMIT_EXCEEDED,
                     "NON_DETERMINISTIC": Kind.NON_DETERMINISTIC}.get(str(cause), Kind.INTERNAL)
-            return TaskFailure(str(cause), Failure(str(k.fatal_message), kind, False, source=k.fatal_source or None))
+            return TaskFailure(str(cause), Failure(str(message), kind, False, source=source or None))
         if isinstance(err, lua54.LuaMemoryError):
             return TaskFailure("LIMIT_EXCEEDED", Failure(
                 "the workflow ran out of Lua memory (limits.lua_memory_bytes)", Kind.LIMIT_EXCEEDED, False))
@@ -597,7 +679,10 @@ class WorkflowRun:
         return value, None, None, False
 
     def _uuid4(self) -> str:
-        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        rng = self._rng
+        if rng is None:
+            rng = self._rng = random.Random(self._seed)
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
     def _info(self) -> Any:
         i = self.info

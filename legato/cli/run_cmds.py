@@ -391,6 +391,24 @@ async def hello(count: int, processes: bool, address: str | None, entries_dir: s
 
 
 @bench.command()
+@click.option("--runs", default=2000, show_default=True, type=click.IntRange(1, 10_000_000))
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def cache(runs: int, output: str) -> int:
+    """Worker memory per cached workflow run: N runs (an activity done, then waiting on a signal or a
+    timer) cached by the worker's task path in this process; prints process memory (RSS) and Lua heap
+    per run."""
+    from legato.bench_cache import measure_cache
+    from legato.cli.output import print_json
+
+    report = measure_cache(runs)
+    if output == "json":
+        print_json(report)
+    else:
+        click.echo(report.text())
+    return ExitCode.OK
+
+
+@bench.command()
 @click.option("--nodes", default=100, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--shards", default=16_384, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
