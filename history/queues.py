@@ -110,6 +110,14 @@ class TransferQueueProcessor:
             return min(self._inflight) - 1
         return self._max_handed
 
+    async def wait_done_below(self, task_id: int, timeout_s: float) -> bool:
+        """Wait (up to `timeout_s`) until every task handed so far with an id below `task_id` is
+        done; whether they are."""
+        waiting = [t for tid, t in self._inflight.items() if tid < task_id]
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout_s)
+        return not any(tid < task_id for tid in self._inflight)
+
     @property
     def inflight(self) -> int:
         return len(self._inflight)

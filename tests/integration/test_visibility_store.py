@@ -496,6 +496,33 @@ async def test_changed_search_attributes_replace_the_old_ones(vis: VisibilitySto
     assert await ids(vis, "tags = 'b'") == []
 
 
+async def test_delete_removes_the_record_and_its_search_attributes(vis: VisibilityStore) -> None:
+    """Retention: a deleted run is neither listed, counted nor found by a search attribute; the
+    other runs stay; deleting again is harmless."""
+    await vis.upsert(info(1, status=S.COMPLETED, length=9, close=T0 + 5000, sa={"stage": "done", "tags": ["a"]}))
+    await vis.upsert(info(2, status=S.COMPLETED, length=9, close=T0 + 6000, sa={"stage": "done"}))
+    await vis.delete("default", "run-01", T0 + 1000)
+    assert [e.run_id for e in await list_all(vis)] == ["run-02"]
+    assert await ids(vis, "stage = 'done'") == ["wf-02"]
+    assert await ids(vis, "tags = 'a'") == []
+    assert await vis.count("default", "") == 1
+    assert await vis.count_by_status("default", "") == {S.COMPLETED: 1}
+    await vis.delete("default", "run-01", T0 + 1000)  # again (a retention timer fired twice)
+    await vis.delete("default", "run-09", T0 + 9000)  # never recorded
+    assert [e.run_id for e in await list_all(vis)] == ["run-02"]
+
+
+async def test_a_deleted_record_stays_deleted_on_cassandra(cql: Cql) -> None:
+    """Cassandra's tombstone is above every upsert's timestamp: a late upsert of the run, even
+    one with a longer history, does not bring the record back."""
+    vis = cassandra_store(cql)
+    await vis.upsert(info(1, status=S.COMPLETED, length=9, close=T0 + 5000, sa={"stage": "done"}))
+    await vis.delete("default", "run-01", T0 + 1000)
+    await vis.upsert(info(1, status=S.COMPLETED, length=50_000, close=T0 + 5000, sa={"stage": "done"}))
+    assert await list_all(vis) == []
+    assert await ids(vis, "stage = 'done'") == []
+
+
 async def test_at_equal_history_length_the_later_upsert_wins_whole(vis: VisibilityStore) -> None:
     await vis.upsert(info(1, status=S.RUNNING, length=5, sa={"a": "x", "tags": ["p", "q"]}))
     await vis.upsert(info(1, "app:other", S.COMPLETED, length=5, close=T0 + 9000, sa={"b": "y"}))
