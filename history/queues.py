@@ -52,7 +52,8 @@ class TransferQueueProcessor:
         self._store = store
         self._dispatch = dispatch
         self._inflight: dict[int, asyncio.Task[None]] = {}
-        self._handed_at: dict[int, float] = {}  # task id -> monotonic time it was handed (oldest-age gauge)
+        # task id -> (monotonic time it was handed (oldest-age gauge), the task)
+        self._handed: dict[int, tuple[float, TransferTask]] = {}
         self._max_handed = ack_level
         self._stopped = False
 
@@ -76,7 +77,7 @@ class TransferQueueProcessor:
             if t.task_id in self._inflight:
                 continue
             self._inflight[t.task_id] = asyncio.create_task(self._run(t), name=f"transfer-{self.shard_id}-{t.task_id}")
-            self._handed_at[t.task_id] = now
+            self._handed[t.task_id] = (now, t)
             if t.task_id > self._max_handed:
                 self._max_handed = t.task_id
 
@@ -102,7 +103,7 @@ class TransferQueueProcessor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY_DELAY_S)
         self._inflight.pop(t.task_id, None)
-        self._handed_at.pop(t.task_id, None)
+        self._handed.pop(t.task_id, None)
 
     def ack_level(self) -> int:
         """Every task with an id <= this is done."""
@@ -110,13 +111,15 @@ class TransferQueueProcessor:
             return min(self._inflight) - 1
         return self._max_handed
 
-    async def wait_done_below(self, task_id: int, timeout_s: float) -> bool:
-        """Wait (up to `timeout_s`) until every task handed so far with an id below `task_id` is
-        done; whether they are."""
-        waiting = [t for tid, t in self._inflight.items() if tid < task_id]
+    async def wait_run_done(self, namespace: str, workflow_id: str, run_id: str, timeout_s: float) -> bool:
+        """Wait (up to `timeout_s`) until every task of the run handed so far is done; whether
+        they are. (A scan of the tasks in flight: for rare callers, retention.)"""
+        waiting = [self._inflight[tid] for tid, (_, t) in self._handed.items()
+                   if t.data.get("run") == run_id and t.data.get("wf") == workflow_id
+                   and t.data.get("ns") == namespace and tid in self._inflight]
         if waiting:
             await asyncio.wait(waiting, timeout=timeout_s)
-        return not any(tid < task_id for tid in self._inflight)
+        return all(w.done() for w in waiting)
 
     @property
     def inflight(self) -> int:
@@ -126,8 +129,8 @@ class TransferQueueProcessor:
         """How long the oldest task not yet done has waited (0: none), by time.monotonic()."""
         if not self._inflight:
             return 0.0
-        handed = self._handed_at.get(min(self._inflight))
-        return max(0.0, now - handed) if handed is not None else 0.0
+        handed = self._handed.get(min(self._inflight))
+        return max(0.0, now - handed[0]) if handed is not None else 0.0
 
     async def wait_idle(self) -> None:
         """Wait until every task handed so far is done (tests, shutdown)."""

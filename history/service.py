@@ -985,11 +985,11 @@ class HistoryServiceImpl:
         d = t.data
         ns, wf, run_id = d["ns"], d["wf"], d["run"]
         shard = self._shard(ns, wf)
-        # The transfer tasks written before this timer (the close's visibility upsert among them)
-        # are done first: a late upsert would bring the visibility record back.
-        if not await shard.transfer.wait_done_below(t.task_id, RETENTION_TRANSFER_WAIT_S):
-            raise Unavailable(f"deleting run {run_id} of workflow {wf!r} waits for the shard's earlier transfer "
-                              "tasks (its visibility record among them)", reason="RetentionWaits")
+        # The run's transfer tasks (the close's visibility upsert among them) are done first: a
+        # late upsert would bring the visibility record back.
+        if not await shard.transfer.wait_run_done(ns, wf, run_id, RETENTION_TRANSFER_WAIT_S):
+            raise Unavailable(f"deleting run {run_id} of workflow {wf!r} waits for its transfer tasks (its "
+                              "visibility record among them)", reason="RetentionWaits")
         async with shard.lock(ns, wf):
             row = await self._store.get_run(shard.shard_id, ns, wf, run_id)
             shard.check()
