@@ -52,8 +52,10 @@ class TransferQueueProcessor:
         self._store = store
         self._dispatch = dispatch
         self._inflight: dict[int, asyncio.Task[None]] = {}
-        # task id -> (monotonic time it was handed (oldest-age gauge), the task)
-        self._handed: dict[int, tuple[float, TransferTask]] = {}
+        self._handed_at: dict[int, float] = {}  # task id -> monotonic time it was handed (oldest-age gauge)
+        # run id -> its tasks in flight, and the futures of those waiting for none (retention)
+        self._runs: dict[str, int] = {}
+        self._run_waiters: dict[str, asyncio.Future[None]] = {}
         self._max_handed = ack_level
         self._stopped = False
 
@@ -77,7 +79,10 @@ class TransferQueueProcessor:
             if t.task_id in self._inflight:
                 continue
             self._inflight[t.task_id] = asyncio.create_task(self._run(t), name=f"transfer-{self.shard_id}-{t.task_id}")
-            self._handed[t.task_id] = (now, t)
+            self._handed_at[t.task_id] = now
+            run = t.data.get("run")
+            if run:
+                self._runs[run] = self._runs.get(run, 0) + 1
             if t.task_id > self._max_handed:
                 self._max_handed = t.task_id
 
@@ -103,7 +108,17 @@ class TransferQueueProcessor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY_DELAY_S)
         self._inflight.pop(t.task_id, None)
-        self._handed.pop(t.task_id, None)
+        self._handed_at.pop(t.task_id, None)
+        run = t.data.get("run")
+        if run:
+            n = self._runs.get(run, 0) - 1
+            if n > 0:
+                self._runs[run] = n
+            else:
+                self._runs.pop(run, None)
+                waiter = self._run_waiters.pop(run, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
 
     def ack_level(self) -> int:
         """Every task with an id <= this is done."""
@@ -111,15 +126,19 @@ class TransferQueueProcessor:
             return min(self._inflight) - 1
         return self._max_handed
 
-    async def wait_run_done(self, namespace: str, workflow_id: str, run_id: str, timeout_s: float) -> bool:
-        """Wait (up to `timeout_s`) until every task of the run handed so far is done; whether
-        they are. (A scan of the tasks in flight: for rare callers, retention.)"""
-        waiting = [self._inflight[tid] for tid, (_, t) in self._handed.items()
-                   if t.data.get("run") == run_id and t.data.get("wf") == workflow_id
-                   and t.data.get("ns") == namespace and tid in self._inflight]
-        if waiting:
-            await asyncio.wait(waiting, timeout=timeout_s)
-        return all(w.done() for w in waiting)
+    async def wait_run_done(self, run_id: str, timeout_s: float) -> bool:
+        """Wait (up to `timeout_s`) until no task of the run (created by its writes) is in
+        flight; whether none is."""
+        if run_id not in self._runs:
+            return True
+        waiter = self._run_waiters.get(run_id)
+        if waiter is None:
+            waiter = self._run_waiters[run_id] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+        except TimeoutError:
+            pass
+        return run_id not in self._runs
 
     @property
     def inflight(self) -> int:
@@ -129,8 +148,8 @@ class TransferQueueProcessor:
         """How long the oldest task not yet done has waited (0: none), by time.monotonic()."""
         if not self._inflight:
             return 0.0
-        handed = self._handed.get(min(self._inflight))
-        return max(0.0, now - handed[0]) if handed is not None else 0.0
+        handed = self._handed_at.get(min(self._inflight))
+        return max(0.0, now - handed) if handed is not None else 0.0
 
     async def wait_idle(self) -> None:
         """Wait until every task handed so far is done (tests, shutdown)."""

@@ -987,7 +987,7 @@ class HistoryServiceImpl:
         shard = self._shard(ns, wf)
         # The run's transfer tasks (the close's visibility upsert among them) are done first: a
         # late upsert would bring the visibility record back.
-        if not await shard.transfer.wait_run_done(ns, wf, run_id, RETENTION_TRANSFER_WAIT_S):
+        if not await shard.transfer.wait_run_done(run_id, RETENTION_TRANSFER_WAIT_S):
             raise Unavailable(f"deleting run {run_id} of workflow {wf!r} waits for its transfer tasks (its "
                               "visibility record among them)", reason="RetentionWaits")
         async with shard.lock(ns, wf):
