@@ -103,8 +103,8 @@ _RUNS_DELETED = metrics.children(metrics.runs_deleted)
 
 _T = TypeVar("_T")
 _CONFLICT_RETRIES = 3
-# Retention: a run's deletion waits this long for the shard's earlier transfer tasks, then the
-# timer is retried later.
+# Retention: a run's deletion waits this long for the run's transfer tasks still in flight (its
+# close's visibility update among them); then its timer is retried later.
 RETENTION_TRANSFER_WAIT_S = 10.0
 MAX_HISTORY_PAGE = 10_000
 MAX_CHAIN_HOPS = 1000  # following a continue-as-new chain
@@ -974,7 +974,6 @@ class HistoryServiceImpl:
             await self._update(d["ns"], d["wf"], d["run"], lambda m, e: self._engine.on_timer(m, d))
         except NotFound:
             return  # the run is gone: nothing expects the timer
-
 
     async def _delete_closed_run(self, t: TimerTask) -> None:
         """Retention: the run's time is up (its close wrote this timer). Under the workflow's lock
