@@ -23,6 +23,7 @@ from history.state import (
     TM_ACTIVITY_RETRY,
     TM_ACTIVITY_TIMEOUT,
     TM_CANCEL_DEADLINE,
+    TM_DELETE_HISTORY,
     TM_USER_TIMER,
     TM_WFT_BACKOFF,
     TM_WFT_TIMEOUT,
@@ -587,6 +588,9 @@ class Engine:
         if successor is not None:
             m.successor = self.runs.successor(m, successor)
         self.visibility(m)
+        retention = self.config.history.retention_ms(st.namespace)
+        if retention > 0:  # the run is deleted once its retention has passed (0: kept for ever)
+            m.timer(m.now + retention, TM_DELETE_HISTORY, st=st.start_time_ms)
 
     def visibility(self, m: Mutation) -> None:
         m.transfer_task(T_VISIBILITY, info=info_to_dict(m.state.info()))

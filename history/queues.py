@@ -53,6 +53,9 @@ class TransferQueueProcessor:
         self._dispatch = dispatch
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._handed_at: dict[int, float] = {}  # task id -> monotonic time it was handed (oldest-age gauge)
+        # run id -> its tasks in flight, and the futures of those waiting for none (retention)
+        self._runs: dict[str, int] = {}
+        self._run_waiters: dict[str, asyncio.Future[None]] = {}
         self._max_handed = ack_level
         self._stopped = False
 
@@ -77,6 +80,9 @@ class TransferQueueProcessor:
                 continue
             self._inflight[t.task_id] = asyncio.create_task(self._run(t), name=f"transfer-{self.shard_id}-{t.task_id}")
             self._handed_at[t.task_id] = now
+            run = t.data.get("run")
+            if run:
+                self._runs[run] = self._runs.get(run, 0) + 1
             if t.task_id > self._max_handed:
                 self._max_handed = t.task_id
 
@@ -103,12 +109,36 @@ class TransferQueueProcessor:
                 delay = min(delay * 2, _MAX_RETRY_DELAY_S)
         self._inflight.pop(t.task_id, None)
         self._handed_at.pop(t.task_id, None)
+        run = t.data.get("run")
+        if run:
+            n = self._runs.get(run, 0) - 1
+            if n > 0:
+                self._runs[run] = n
+            else:
+                self._runs.pop(run, None)
+                waiter = self._run_waiters.pop(run, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
 
     def ack_level(self) -> int:
         """Every task with an id <= this is done."""
         if self._inflight:
             return min(self._inflight) - 1
         return self._max_handed
+
+    async def wait_run_done(self, run_id: str, timeout_s: float) -> bool:
+        """Wait (up to `timeout_s`) until no task of the run (created by its writes) is in
+        flight; whether none is."""
+        if run_id not in self._runs:
+            return True
+        waiter = self._run_waiters.get(run_id)
+        if waiter is None:
+            waiter = self._run_waiters[run_id] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+        except TimeoutError:
+            pass
+        return run_id not in self._runs
 
     @property
     def inflight(self) -> int:

@@ -37,6 +37,7 @@ from history.state import (
     T_ACTIVITY_TASK,
     T_VISIBILITY,
     T_WORKFLOW_TASK,
+    TM_DELETE_HISTORY,
     ActivityInfo,
     MutableState,
     Mutation,
@@ -100,9 +101,13 @@ from legato.tokens import TaskToken
 
 log = logging.getLogger("legato.history")
 _WORKFLOWS_CLOSED = metrics.children(metrics.workflows_closed)
+_RUNS_DELETED = metrics.children(metrics.runs_deleted)
 
 _T = TypeVar("_T")
 _CONFLICT_RETRIES = 3
+# Retention: a run's deletion waits this long for the run's transfer tasks still in flight (its
+# close's visibility update among them); then its timer is retried later.
+RETENTION_TRANSFER_WAIT_S = 10.0
 MAX_HISTORY_PAGE = 10_000
 MAX_CHAIN_HOPS = 1000  # following a continue-as-new chain
 RunKey = tuple[str, str, str]
@@ -1067,10 +1072,42 @@ class HistoryServiceImpl:
 
     async def _fire_timer(self, t: TimerTask) -> None:
         d = t.data
+        if d["k"] == TM_DELETE_HISTORY:
+            await self._delete_closed_run(t)
+            return
         try:
             await self._update(d["ns"], d["wf"], d["run"], lambda m, e: self._engine.on_timer(m, d))
         except NotFound:
             return  # the run is gone: nothing expects the timer
+
+    async def _delete_closed_run(self, t: TimerTask) -> None:
+        """Retention: the run's time is up (its close wrote this timer). Under the workflow's lock
+        (a start of the same workflow id waits, or went first and moved the current-run pointer):
+        the run's visibility record, then its events, then its run row and the pointer if it
+        still names the run. Each step is idempotent, so a timer fired twice, or again after a
+        crash halfway, finishes the job; an open run is never deleted."""
+        d = t.data
+        ns, wf, run_id = d["ns"], d["wf"], d["run"]
+        shard = self._shard(ns, wf)
+        # The run's transfer tasks (the close's visibility upsert among them) are done first: a
+        # late upsert would bring the visibility record back.
+        if not await shard.transfer.wait_run_done(run_id, RETENTION_TRANSFER_WAIT_S):
+            raise Unavailable(f"deleting run {run_id} of workflow {wf!r} waits for its transfer tasks (its "
+                              "visibility record among them)", reason="RetentionWaits")
+        async with shard.lock(ns, wf):
+            row = await self._store.get_run(shard.shard_id, ns, wf, run_id)
+            shard.check()
+            start_time_ms = int(d.get("st", 0))
+            if row is not None:
+                st = MutableState.decode(row.state)
+                if st.running:  # cannot happen (a run never reopens); never delete an open run
+                    log.error("shard %d: retention timer for run %s of %r, which is open: not deleted",
+                              shard.shard_id, run_id, wf)
+                    return
+                start_time_ms = st.start_time_ms
+            await self._visibility.delete(ns, run_id, start_time_ms)
+            await shard.delete_run(ns, wf, run_id)
+        _RUNS_DELETED(ns).inc()
 
 
 # ====================================================================== helpers

@@ -711,6 +711,27 @@ class ShardContext:
         p.update.written = True
         _succeed(p)
 
+    # ------------------------------------------------------------------ retention
+
+    async def delete_run(self, namespace: str, workflow_id: str, run_id: str) -> None:
+        """Delete a closed run from the store (ExecutionStore.delete_run) with this shard's
+        range_id, between the committer's writes, and forget it. The caller holds the workflow's
+        lock and has checked that the run is closed."""
+        await self._gate.wait()
+        async with self._write_lock:
+            self.check()
+            try:
+                await self._settle()
+                await self._store.delete_run(self.shard_id, self.range_id, namespace, workflow_id, run_id)
+            except ShardOwnershipLost as e:
+                self.lose(e)
+                raise
+            except WriteOutcomeUnknown:
+                self._must_renew = True
+                raise
+            finally:
+                self.evict((namespace, workflow_id, run_id))
+
     # ------------------------------------------------------------------ ack flush
 
     async def flush(self) -> None:

@@ -193,6 +193,18 @@ class SqliteVisibilityStore:
                     c.executemany(_INSERT_SA, sa)
         c.execute("COMMIT")
 
+    async def delete(self, namespace: str, run_id: str, start_time_ms: int) -> None:
+        """Retention: the run's row and its search attribute rows, in one transaction. (History
+        deletes a run only once its transfer tasks, its last upsert included, are done.)"""
+        await self._store.call(functools.partial(self._delete_rows, namespace, run_id))
+
+    @staticmethod
+    def _delete_rows(namespace: str, run_id: str, c: sqlite3.Connection) -> None:
+        c.execute("BEGIN IMMEDIATE")
+        c.execute("DELETE FROM visibility WHERE namespace = ? AND run_id = ?", (namespace, run_id))
+        c.execute(_DELETE_SA, (namespace, run_id))
+        c.execute("COMMIT")
+
     def _ensure_index(self, c: sqlite3.Connection) -> None:
         """Fill the search attribute table from the JSON column, once per database (for runs
         recorded before the table existed)."""

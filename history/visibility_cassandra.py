@@ -52,7 +52,9 @@ set included (replacing a collection writes a tombstone just below the write's t
 read before the write and no lightweight transaction (Paxos: four round trips and contention). The
 bucket's row is written before the first run of the bucket (once per bucket and process).
 Because of these logical timestamps the table must not use TimeWindowCompactionStrategy nor the
-minimum-timestamp guardrail, and a deletion must carry a timestamp above the run's last write.
+minimum-timestamp guardrail, and a deletion must carry a timestamp above the run's last write:
+`delete` (retention) writes its tombstone at `DELETE_TIMESTAMP`, above every stamp, so that no
+upsert of the run, however late, brings the record back. The bucket's row stays (a day's key).
 A run's start time must never change (history sets it once, when it creates the run): it is in
 the row's key.
 """
@@ -84,6 +86,7 @@ from legato.query import And, Compare, Expr, Not, Op, Or, SystemField
 
 __all__ = [
     "BUCKET_MS",
+    "DELETE_TIMESTAMP",
     "MAX_BRANCHES",
     "MAX_VALUES",
     "VISIBILITY_SCHEMA",
@@ -99,6 +102,7 @@ BUCKET_MS = 86_400_000  # a day; fixed for a keyspace's life (it decides which p
 MAX_BRANCHES = 8  # alternatives read side by side for one query; past it, OR is left to Python
 MAX_VALUES = 4  # search attribute equalities pushed down per branch (each query shape is a prepared statement)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+DELETE_TIMESTAMP = INT64_MAX - 1  # a deleted run's tombstone: above every WriteClock stamp
 
 VISIBILITY_TABLES: list[str] = ["visibility_runs", "visibility_buckets"]
 
@@ -554,6 +558,8 @@ class CassandraVisibilityStore:
             f"INSERT INTO {keyspace}.visibility_runs (namespace, bucket, start_time_ms, run_id, workflow_id, "
             "workflow_type, task_queue, status, close_time_ms, history_length, memo, search_attributes, "
             "sa_values) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?")
+        self._delete = (f"DELETE FROM {keyspace}.visibility_runs USING TIMESTAMP ? WHERE namespace = ? "
+                        "AND bucket = ? AND start_time_ms = ? AND run_id = ?")
 
     def bucket_of(self, start_time_ms: int) -> int:
         return min(max(start_time_ms - start_time_ms % self.bucket_ms, INT64_MIN), INT64_MAX)
@@ -584,6 +590,12 @@ class CassandraVisibilityStore:
             info.task_queue, WorkflowStatus(info.status).value, close, info.history_length,
             codec.dumps(info.memo or {}), codec.dumps(attrs), sa_value_texts(attrs),
             self._clock.stamp(info.history_length)])
+
+    async def delete(self, namespace: str, run_id: str, start_time_ms: int) -> None:
+        """Retention: the run's row (its key is known from the start time), at a timestamp no
+        upsert reaches."""
+        await self._cql.execute(self._delete, [DELETE_TIMESTAMP, namespace, self.bucket_of(start_time_ms),
+                                               start_time_ms, run_id])
 
     # ------------------------------------------------------------ reading
 

@@ -644,6 +644,13 @@ class VisibilityStore(Protocol):
     language of `legato.query`, whose docstring says what a store must support."""
 
     async def upsert(self, info: WorkflowExecutionInfo) -> None: ...
+
+    async def delete(self, namespace: str, run_id: str, start_time_ms: int) -> None:
+        """Retention: remove the run's record and its search attributes. Idempotent. History
+        deletes a run only once its upserts are done (Cassandra's tombstone would also outlast
+        a late one)."""
+        ...
+
     async def list(self, req: ListWorkflowsRequest) -> ListWorkflowsResponse: ...
     async def count(self, namespace: str, query: str) -> int:
         """Runs of the namespace that match the query (ORDER BY and GROUP BY are ignored)."""

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from legato import codec
+from legato.durations import parse_duration_ms
 
 # host:port, the host a name, an IPv4 address or a bracketed IPv6 address
 _HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}$"
@@ -53,6 +54,9 @@ class Limits(_Strict):
                                            "function entry and worker thread)")
 
 
+DEFAULT_RETENTION_MS = 72 * 3_600_000  # Temporal's default for new namespaces: 3 days
+
+
 class HistoryConfig(_Strict):
     num_shards: int = Field(4, gt=0)
     workflow_task_timeout_ms: int = Field(10_000, gt=0)
@@ -74,6 +78,40 @@ class HistoryConfig(_Strict):
     mutable_state_cache_size: int = Field(10_000, ge=0)
     timer_lookahead_ms: int = Field(60_000, gt=0)
     ack_flush_interval_ms: int = Field(1_000, gt=0)
+    # Retention (README, "Retention"): a closed run (completed, failed, canceled, terminated, timed
+    # out, continued as new) is deleted this long after it closed: its history, mutable state,
+    # visibility record and current-run pointer. A duration ("72h", "30d", "90m") or milliseconds;
+    # 0 keeps closed runs for ever. Stored in milliseconds.
+    retention: int = Field(DEFAULT_RETENTION_MS, description="how long closed runs are kept (ms; 0: for ever)")
+    # Per namespace: {namespace: duration}; a namespace not listed has `retention`.
+    namespace_retention: dict[str, int] = Field(default_factory=dict,
+                                                description="retention of the namespaces listed (ms; 0: for ever)")
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention(cls, v: object) -> int:
+        return parse_duration_ms(v, "retention")
+
+    @field_validator("namespace_retention", mode="before")
+    @classmethod
+    def _namespace_retention(cls, v: object) -> object:
+        if isinstance(v, str):  # "orders=30d,scratch=1h" (environment variables)
+            pairs = [p.partition("=") for p in v.split(",") if p.strip()]
+            if any(not sep for _, sep, _ in pairs):
+                raise ValueError(f"expected namespace=duration[,namespace=duration...], got {v!r}")
+            v = {ns.strip(): d.strip() for ns, _, d in pairs}
+        if not isinstance(v, dict):
+            raise ValueError(f"expected a mapping of namespace to duration, got {type(v).__name__}")
+        out: dict[str, int] = {}
+        for ns, d in v.items():
+            if not isinstance(ns, str) or not ns:
+                raise ValueError(f"namespace names must be non-empty strings, got {ns!r}")
+            out[ns] = parse_duration_ms(d, f"retention of namespace {ns!r}")
+        return out
+
+    def retention_ms(self, namespace: str) -> int:
+        """How long the closed runs of `namespace` are kept, in ms (0: for ever)."""
+        return self.namespace_retention.get(namespace, self.retention)
 
 
 class MatchingConfig(_Strict):

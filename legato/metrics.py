@@ -98,6 +98,8 @@ state_transitions = Counter("legato_state_transitions", "Workflow state transiti
 workflows_closed = Counter("legato_workflows_closed", "Workflow runs closed, by namespace and status: "
                            "completed, failed, canceled, terminated, timed_out, continued_as_new.",
                            ["namespace", "status"])
+runs_deleted = Counter("legato_runs_deleted", "Closed workflow runs deleted once their retention passed "
+                       "(history.retention), by namespace.", ["namespace"])
 history_length_at_close = Histogram("legato_history_length_at_close", "Events in a run's history when it "
                                     "closed.", buckets=HISTORY_LENGTH_BUCKETS)
 

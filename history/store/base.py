@@ -28,6 +28,11 @@ Rules every implementation keeps:
   is unknown therefore makes the owner renew its range and reload before writing again
   (``WriteOutcomeUnknown``), and SQLite, which can, checks the conditions before appending.
 * Everything is addressed by partition key plus a clustering range; no cross-shard transaction.
+* :meth:`ExecutionStore.delete_run` (retention) deletes a closed run's history events first and
+  its run row (and the current-run pointer, if that still names the run) last, conditioned on
+  the shard's range_id; it is idempotent, so a deletion cut short is finished by running it again.
+  Whether the run may be deleted (it is closed) is for the caller to know: the store never reads
+  the state blob.
 """
 
 from __future__ import annotations
@@ -212,6 +217,13 @@ class ExecutionStore(Protocol):
                            next_event_id: int, limit: int) -> list[str]:
         """Encoded events with first_event_id <= id < next_event_id (the run's persisted
         next_event_id), at most `limit`, one per id (the greatest txn_id), in id order."""
+        ...
+
+    async def delete_run(self, shard_id: int, range_id: int, namespace: str, workflow_id: str, run_id: str) -> None:
+        """Retention: delete every history event of the run, then, conditioned on range_id (else
+        ShardOwnershipLost), its run row and the current-run pointer of workflow_id if that names
+        run_id (a pointer to another run is left alone). Idempotent: deleting what is gone is no
+        error. The caller holds the workflow's lock and knows the run is closed."""
         ...
 
     # -------------------------------------------------------------- queues

@@ -131,6 +131,12 @@ _STATEMENTS: dict[str, tuple[str, bool]] = {
                      "VALUES (?, ?, ?, ?, ?, ?)", False),
     "events_read": ("SELECT event_id, data FROM {ks}.history_events WHERE namespace = ? AND workflow_id = ? "
                     "AND run_id = ? AND event_id >= ? AND event_id < ?", False),
+    # retention (delete_run): a partition delete of the run's events; the run row and the pointer
+    # in one conditional batch with the fence
+    "events_delete": ("DELETE FROM {ks}.history_events WHERE namespace = ? AND workflow_id = ? AND run_id = ?",
+                      False),
+    "run_delete": (f"DELETE FROM {_EXEC} WHERE {_RUN_KEY}", False),
+    "current_delete": (f"DELETE FROM {_EXEC} WHERE {_CURRENT_KEY} IF current_run_id = ?", True),
 }
 
 
@@ -158,6 +164,9 @@ class _Prepared:
     timer_read: PreparedStatement
     event_insert: PreparedStatement
     events_read: PreparedStatement
+    events_delete: PreparedStatement
+    run_delete: PreparedStatement
+    current_delete: PreparedStatement
 
 
 @metered("cassandra")
@@ -413,6 +422,28 @@ class CassandraStore:
         rows = await self._read(self._ps.events_read, (namespace, workflow_id, run_id, first_event_id, end),
                                 f"reading the history of run {run_id}")
         return one_event_per_id(rows)
+
+    async def delete_run(self, shard_id: int, range_id: int, namespace: str, workflow_id: str, run_id: str) -> None:
+        """The events' partition first (idempotent, retried freely), then ONE conditional batch:
+        the fence, the run row, and the current-run pointer if it names this run (conditioned on
+        still naming it). A pointer that moved in between rejects the batch: RunConditionFailed,
+        and the caller runs the deletion again."""
+        ps = self._ps
+        await self._read(ps.events_delete, (namespace, workflow_id, run_id), f"deleting the history of run {run_id}")
+        current = await self._read(ps.current_get, (shard_id, namespace, workflow_id),
+                                   f"reading the current run of {workflow_id!r}")
+        batch = self._batch()
+        batch.add(ps.fence, (range_id, shard_id, range_id))
+        batch.add(ps.run_delete, (shard_id, namespace, workflow_id, run_id))
+        if current and current[0][0] == run_id:
+            batch.add(ps.current_delete, (shard_id, namespace, workflow_id, run_id))
+        rows = await self._lwt(batch, None, f"deleting run {run_id} of {workflow_id!r}")
+        if not rows[0][0]:
+            actual = _range_of(rows)
+            if actual != range_id:
+                raise _lost(shard_id, range_id, actual)
+            raise RunConditionFailed(f"deleting run {run_id}: the current run of {namespace}/{workflow_id} changed "
+                                     "meanwhile", [(namespace, workflow_id, run_id)])
 
     # ------------------------------------------------------------------ queues
 

@@ -570,6 +570,28 @@ class SqliteStore:
             (namespace, workflow_id, run_id, first, end)).fetchall()
         return one_event_per_id(rows)
 
+    async def delete_run(self, shard_id: int, range_id: int, namespace: str, workflow_id: str, run_id: str) -> None:
+        await self._run(self._delete_run, shard_id, range_id, namespace, workflow_id, run_id)
+
+    def _delete_run(self, shard_id: int, range_id: int, namespace: str, workflow_id: str, run_id: str) -> None:
+        """One transaction: nothing is deleted unless the range_id holds. The freed pages are
+        reused by later writes (the file does not shrink: no VACUUM)."""
+        c = self._c()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            self._check_range(c, shard_id, range_id)
+            c.execute("DELETE FROM history_events WHERE namespace = ? AND workflow_id = ? AND run_id = ?",
+                      (namespace, workflow_id, run_id))
+            c.execute("DELETE FROM runs WHERE shard_id = ? AND namespace = ? AND workflow_id = ? AND run_id = ?",
+                      (shard_id, namespace, workflow_id, run_id))
+            c.execute("DELETE FROM current_runs WHERE shard_id = ? AND namespace = ? AND workflow_id = ? "
+                      "AND run_id = ?", (shard_id, namespace, workflow_id, run_id))
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
     # ------------------------------------------------------------------ queues
 
     async def read_transfer_tasks(self, shard_id: int, after_task_id: int, limit: int) -> list[TransferTaskRow]:

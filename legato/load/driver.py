@@ -330,6 +330,7 @@ class Runner:
                 if status == WorkflowStatus.COMPLETED and isinstance(value, dict):
                     self.completed = int(value.get("completed", 0))
                     self.failed = int(value.get("failed", 0))
+                    self.started = self.completed + self.failed
                     self.report.failures = list(value.get("failures") or [])[:LISTED_FAILURES]
                     self.report.finished = True
                 else:
@@ -367,9 +368,11 @@ class Runner:
 
     async def _observe_tree(self) -> None:
         counts = await self._count_by_status(self._prefix_query("load:leaf"))
-        self.completed = counts.get(WorkflowStatus.COMPLETED.value, 0)
-        self.failed = sum(counts.get(s.value, 0) for s in FAILED_STATUSES)
-        self.started = sum(counts.values())
+        if not self.report.finished:  # then the root's result has the counts (visibility may not:
+            # with a short history.retention, closed leaves are deleted during the run)
+            self.completed = counts.get(WorkflowStatus.COMPLETED.value, 0)
+            self.failed = sum(counts.get(s.value, 0) for s in FAILED_STATUSES)
+            self.started = sum(counts.values())
         rid = self.p.run_id
         self.open = (await self.svc.count_workflows(CountWorkflowsRequest(
             query=f"WorkflowId >= '{rid}' AND WorkflowId < '{rid}.' AND ExecutionStatus = 'Running'"))).count

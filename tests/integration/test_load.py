@@ -50,6 +50,17 @@ def test_children_tree_completes_with_continue_as_new(tmp_path: Path) -> None:
     assert counts[("load:parent", "COMPLETED")] == 4 and counts[("load:parent", "CONTINUED_AS_NEW")] == 4, counts
 
 
+def test_children_count_comes_from_the_root_when_retention_deletes_the_leaves(tmp_path: Path) -> None:
+    """history.retention 1ms: leaves are deleted as soon as they close (so visibility no longer
+    counts them); the report's counts are the root's."""
+    config = tmp_path / "retention.yaml"
+    config.write_text("history:\n  retention: 1ms\n")
+    db = tmp_path / "load.db"
+    data = _run_load(tmp_path, "children", "--total", "40", "--fanout", "10", "--window", "4", "--per-run", "6",
+                     "--db", str(db), "--config", str(config))
+    assert data["completed"] == 40 and data["failed"] == 0 and data["finished"], data
+
+
 def test_mix_completes(tmp_path: Path) -> None:
     db = tmp_path / "load.db"
     data = _run_load(tmp_path, "mix", "--total", "6", "--concurrency", "3", "--sleep", "50ms", "--db", str(db))

@@ -296,6 +296,59 @@ async def test_many_timer_deletes_in_one_update(store: ExecutionStore) -> None:
     assert sorted(t.task_id for t in left) == list(range(1101, 1201))
 
 
+# ---------------------------------------------------------------------- retention: delete_run
+
+async def _two_runs(store: ExecutionStore, shard: int) -> int:
+    """wf: a closed run r1 and its successor r2 (the current run); other: r1, current. Each
+    with events. Returns the shard's range_id."""
+    s = await store.acquire_shard(shard, "n")
+    await store.commit([HistoryAppend(NS, "wf", "r1", 1, [(1, "e1"), (2, "e2")]),
+                        HistoryAppend(NS, "other", "r1", 1, [(1, "o1")])],
+                       ShardWrite(shard, s.range_id, [_run("wf", 3, None), _run("other", 2, None)],
+                                  [_current("wf", "r1", None), _current("other", "r1", None)]))
+    await store.commit([HistoryAppend(NS, "wf", "r2", 2, [(1, "f1")])],
+                       ShardWrite(shard, s.range_id, [_run("wf", 2, None, run="r2")],
+                                  [_current("wf", "r2", "r1")]))
+    return s.range_id
+
+
+async def test_delete_run_deletes_its_events_and_row_and_leaves_a_newer_run(store: ExecutionStore) -> None:
+    rng = await _two_runs(store, 0)
+    await store.delete_run(0, rng, NS, "wf", "r1")
+    assert await store.get_run(0, NS, "wf", "r1") is None
+    assert await store.read_history(NS, "wf", "r1", 1, 3, 10) == []
+    cur = await store.get_current_run(0, NS, "wf")  # names the newer run: it stays, as does that run
+    assert cur is not None and cur.run_id == "r2"
+    assert (await store.get_run(0, NS, "wf", "r2")) is not None
+    assert await store.read_history(NS, "wf", "r2", 1, 2, 10) == ["f1"]
+    assert (await store.get_run(0, NS, "other", "r1")) is not None  # other workflows: untouched
+    assert await store.read_history(NS, "other", "r1", 1, 2, 10) == ["o1"]
+    await store.delete_run(0, rng, NS, "wf", "r1")  # again: harmless
+    await store.delete_run(0, rng, NS, "wf", "never")  # a run that never was: harmless
+
+
+async def test_delete_run_deletes_the_current_pointer_that_names_it(store: ExecutionStore) -> None:
+    rng = await _two_runs(store, 0)
+    await store.delete_run(0, rng, NS, "wf", "r2")
+    assert await store.get_current_run(0, NS, "wf") is None
+    assert await store.get_run(0, NS, "wf", "r2") is None
+    assert (await store.get_run(0, NS, "wf", "r1")) is not None
+    # The workflow id can start again: a new pointer with no previous one expected.
+    await store.write(ShardWrite(0, rng, [_run("wf", 2, None, run="r3")], [_current("wf", "r3", None)]))
+    cur = await store.get_current_run(0, NS, "wf")
+    assert cur is not None and cur.run_id == "r3"
+
+
+async def test_delete_run_with_a_stale_range_id_leaves_the_rows(store: ExecutionStore) -> None:
+    rng = await _two_runs(store, 0)
+    await store.acquire_shard(0, "node-b")
+    with pytest.raises(ShardOwnershipLost):
+        await store.delete_run(0, rng, NS, "wf", "r2")
+    cur = await store.get_current_run(0, NS, "wf")
+    assert cur is not None and cur.run_id == "r2"
+    assert (await store.get_run(0, NS, "wf", "r2")) is not None
+
+
 # ---------------------------------------------------------------------- Cassandra only
 
 @pytest.fixture

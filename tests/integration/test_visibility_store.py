@@ -20,6 +20,7 @@ import dataclasses
 import os
 import random
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -494,6 +495,43 @@ async def test_changed_search_attributes_replace_the_old_ones(vis: VisibilitySto
     assert await ids(vis, "tags = 'b'") == ["wf-01"]
     await vis.upsert(info(1, length=6))
     assert await ids(vis, "tags = 'b'") == []
+
+
+async def test_delete_removes_the_record_and_its_search_attributes(vis: VisibilityStore) -> None:
+    """Retention: a deleted run is neither listed, counted nor found by a search attribute; the
+    other runs stay; deleting again is harmless. (A namespace of its own: on Cassandra a deletion's
+    tombstone outlives the emptying of the tables between tests, which skips tables that read
+    empty, and would hide a later test's record of the same run.)"""
+    ns = f"deleted-{uuid.uuid4().hex[:8]}"
+
+    async def names(query: str) -> list[str]:
+        return [e.workflow_id for e in await list_all(vis, query, ns=ns)]
+
+    await vis.upsert(info(1, status=S.COMPLETED, length=9, close=T0 + 5000, sa={"stage": "done", "tags": ["a"]},
+                          ns=ns))
+    await vis.upsert(info(2, status=S.COMPLETED, length=9, close=T0 + 6000, sa={"stage": "done"}, ns=ns))
+    await vis.delete(ns, "run-01", T0 + 1000)
+    assert [e.run_id for e in await list_all(vis, ns=ns)] == ["run-02"]
+    assert await names("stage = 'done'") == ["wf-02"]
+    assert await names("tags = 'a'") == []
+    assert await vis.count(ns, "") == 1
+    assert await vis.count_by_status(ns, "") == {S.COMPLETED: 1}
+    await vis.delete(ns, "run-01", T0 + 1000)  # again (a retention timer fired twice)
+    await vis.delete(ns, "run-09", T0 + 9000)  # never recorded
+    assert [e.run_id for e in await list_all(vis, ns=ns)] == ["run-02"]
+
+
+async def test_a_deleted_record_stays_deleted_on_cassandra(cql: Cql) -> None:
+    """Cassandra's tombstone is above every upsert's timestamp: a late upsert of the run, even
+    one with a longer history, does not bring the record back."""
+    vis = cassandra_store(cql)
+    ns = f"deleted-{uuid.uuid4().hex[:8]}"
+    await vis.upsert(info(1, status=S.COMPLETED, length=9, close=T0 + 5000, sa={"stage": "done"}, ns=ns))
+    assert len(await list_all(vis, ns=ns)) == 1
+    await vis.delete(ns, "run-01", T0 + 1000)
+    await vis.upsert(info(1, status=S.COMPLETED, length=50_000, close=T0 + 5000, sa={"stage": "done"}, ns=ns))
+    assert await list_all(vis, ns=ns) == []
+    assert await list_all(vis, "stage = 'done'", ns=ns) == []
 
 
 async def test_at_equal_history_length_the_later_upsert_wins_whole(vis: VisibilityStore) -> None:
