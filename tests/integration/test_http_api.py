@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from legato.config import Config
 from legato.events import EventType as E
 from tests.certs import Ca
 from tests.integration.engine_harness import APPS, TASK_QUEUE, Harness, engine_config
+from tests.integration.procs import Proc, free_port, legato
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,6 +42,7 @@ class Watch:
     def __init__(self, inner: api.WorkflowService) -> None:
         self.inner = inner
         self.polling = asyncio.Event()
+        self.cancelled = asyncio.Event()  # a long poll was cancelled (its client went away)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -46,7 +50,11 @@ class Watch:
     async def get_workflow_history(self, req: api.GetHistoryRequest) -> api.GetHistoryResponse:
         if req.wait_new_event:
             self.polling.set()
-        return await self.inner.get_workflow_history(req)
+        try:
+            return await self.inner.get_workflow_history(req)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
 
 
 @dataclass
@@ -216,6 +224,20 @@ async def test_start_signal_long_poll_describe_result_list_count(env: Env) -> No
     grouped = await ok(env, "GET", env.ns("/workflow-count") + "?" + _q(
         query="WorkflowId = 'http-counter' GROUP BY ExecutionStatus"))
     assert grouped == {"count": 1, "groups": [{"value": "COMPLETED", "count": 1}]}
+
+
+async def test_a_client_that_goes_away_cancels_its_long_poll(env: Env) -> None:
+    await start(env, "http-gone", "pr:counter", {"initial": 0})
+    await env.h.wait_idle("http-gone")
+    events = await env.h.history("http-gone")
+    env.watch.polling.clear()
+    env.watch.cancelled.clear()
+    poll = asyncio.create_task(call(env, "GET", env.ns("/workflows/http-gone/history") + "?" + _q(
+        first_event_id=len(events) + 1, wait_new_event="true", timeout_ms=60_000)))
+    await asyncio.wait_for(env.watch.polling.wait(), 10)
+    poll.cancel()  # the connection closes
+    await asyncio.wait_for(env.watch.cancelled.wait(), 10)  # and the service call ends with it
+    await ok(env, "POST", env.ns("/workflows/http-gone/terminate"), {})
 
 
 async def test_list_pages(env: Env) -> None:
@@ -406,3 +428,37 @@ async def test_requests_beyond_the_concurrency_limit_are_refused_429(env: Env) -
     await ok(env, "POST", env.ns("/workflows/http-busy/terminate"), {})
     assert (await asyncio.wait_for(poll, 10))["events"]
     assert (await call(env, "GET", env.ns("/workflow-count", env.busy)))[0] == 200
+
+
+# ---------------------------------------------------------------- the command line
+
+def test_start_dev_serves_it_on_ui_address_and_starts_without_it_when_the_default_is_taken() -> None:
+    port, ui = free_port(), free_port()
+    proc = Proc(["server", "start-dev", "--port", str(port), "--ui-address", f"127.0.0.1:{ui}"]).start()
+    try:
+        line = proc.wait_for("listening")
+        assert f"listening on 127.0.0.1:{port}, HTTP API on http://127.0.0.1:{ui}/api/v1/ (" in line
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui}{PREFIX}/namespaces/default/workflow-count") as resp:
+            assert json.load(resp) == {"count": 0, "groups": []}
+    finally:
+        proc.stop()
+    # The default (the gRPC port + 1000) is taken: the dev server says so and serves gRPC all the same.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        grpc_port = taken.getsockname()[1] - 1000
+        proc = Proc(["server", "start-dev", "--port", str(grpc_port)]).start()
+        try:
+            line = proc.wait_for("listening")
+            assert "HTTP API" not in line
+            warning = proc.wait_for("warning")
+            assert f"cannot serve the HTTP API on 127.0.0.1:{grpc_port + 1000}" in warning and "--ui-address" in warning
+        finally:
+            proc.stop()
+
+
+def test_ui_address_needs_a_frontend_role() -> None:
+    p = legato("server", "start", "--role", "history,matching", "--ui-address", "127.0.0.1:8233")
+    assert p.returncode == 3 and "has no frontend" in p.stderr, (p.returncode, p.stderr)
+    p = legato("server", "start-dev", "--ui-address", "localhost")
+    assert p.returncode == 3 and "--ui-address (ui.address)" in p.stderr and "host:port" in p.stderr, p.stderr
