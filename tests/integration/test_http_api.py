@@ -10,6 +10,7 @@ import asyncio
 import json
 import socket
 import ssl
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -462,3 +463,24 @@ def test_ui_address_needs_a_frontend_role() -> None:
     assert p.returncode == 3 and "has no frontend" in p.stderr, (p.returncode, p.stderr)
     p = legato("server", "start-dev", "--ui-address", "localhost")
     assert p.returncode == 3 and "--ui-address (ui.address)" in p.stderr and "host:port" in p.stderr, p.stderr
+
+
+def test_a_frontend_role_serves_it_with_ui_address(tmp_path: Path) -> None:
+    """`server start --role frontend`: visibility from history's SQLite file, the rest from history,
+    which is not running here: UNAVAILABLE is a 503 naming it."""
+    ui, history = free_port(), free_port()
+    proc = Proc(["server", "start", "--role", "frontend", "--db", str(tmp_path / "legato.db"),
+                 "--frontend-address", f"127.0.0.1:{free_port()}", "--history-address", f"127.0.0.1:{history}",
+                 "--matching-address", f"127.0.0.1:{free_port()}", "--ui-address", f"127.0.0.1:{ui}"]).start()
+    try:
+        assert f"HTTP API on http://127.0.0.1:{ui}/api/v1/" in proc.wait_for("listening")
+        base = f"http://127.0.0.1:{ui}{PREFIX}/namespaces/default"
+        with urllib.request.urlopen(f"{base}/workflow-count") as resp:
+            assert json.load(resp) == {"count": 0, "groups": []}
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/workflows/order-1", timeout=30)
+        assert refused.value.code == 503
+        got = json.load(refused.value)
+        assert got["error"]["code"] == "UNAVAILABLE" and f"127.0.0.1:{history}" in got["error"]["message"]
+    finally:
+        proc.stop()
