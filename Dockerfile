@@ -3,8 +3,8 @@
 #
 #   docker build -t legato .
 #   docker run --rm legato schema setup --store cassandra --hosts cassandra --keyspace legato
-#   docker run -p 7233:7233 -v legato-data:/var/lib/legato legato \
-#       server start-dev --host 0.0.0.0 --db /var/lib/legato/legato.db
+#   docker run -p 7233:7233 -p 8233:8233 -v legato-data:/var/lib/legato legato \
+#       server start-dev --host 0.0.0.0 --db /var/lib/legato/legato.db   # 8233: the HTTP API
 #   docker run legato server start --role history --frontend-address ... (cluster: see README)
 #   docker run -v "$PWD/examples/shop:/app:ro" legato worker --entries /app --address HOST:7233
 #
@@ -46,6 +46,6 @@ ENV HOME=/var/lib/legato
 USER 10001:10001
 WORKDIR /var/lib/legato
 VOLUME ["/var/lib/legato"]
-EXPOSE 7233 7234 7235
+EXPOSE 7233 7234 7235 8233
 ENTRYPOINT ["legato"]
 CMD ["--help"]

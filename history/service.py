@@ -60,6 +60,7 @@ from legato.api import (
     IdReusePolicy,
     MonitorRegistration,
     MonitorWorkflowRequest,
+    ParentInfo,
     PendingActivityInfo,
     PendingWorkflowTaskInfo,
     RecordActivityHeartbeatRequest,
@@ -1189,7 +1190,8 @@ def _describe(st: MutableState) -> DescribeWorkflowResponse:
         info=st.info(), pending_activities=acts, pending_workflow_task=pending_wft,
         last_workflow_task_failure=Failure.from_dict(st.last_wft_failure) if st.last_wft_failure else None,
         pending_timers=len(st.timers), result=st.result,
-        failure=Failure.from_dict(st.failure) if st.failure else None)
+        failure=Failure.from_dict(st.failure) if st.failure else None,
+        parent=ParentInfo.from_dict(st.parent) if st.parent else None)
 
 
 __all__ = ["HistoryServiceImpl", "ServiceError"]

@@ -79,6 +79,18 @@ class CallLimit(grpc.aio.ServerInterceptor):
             handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         return await wrapped_handler(self._wrapped, continuation, handler_call_details, self._guard)
 
+    def admit(self) -> None:
+        """Count one more call in, or refuse it: ResourceExhausted (ServerBusy). A call admitted
+        calls `release()` when done. For servers other than gRPC (the HTTP API)."""
+        if self.active >= self.limit:
+            self.refused += 1
+            self._note_refusal()
+            raise ResourceExhausted(self._busy[1], reason=BUSY_REASON)
+        self.active += 1
+
+    def release(self) -> None:
+        self.active -= 1
+
     def _guard(self, behaviour: Behaviour) -> Behaviour:
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if self.active >= self.limit:

@@ -303,6 +303,7 @@ class DescribeWorkflowResponse:
     pending_timers: int = 0
     result: Any = None  # set once COMPLETED
     failure: Failure | None = None  # set once FAILED / TERMINATED / TIMED_OUT / CANCELED
+    parent: ParentInfo | None = None  # set for a child: the run that started it
 
 
 @dataclass(slots=True)

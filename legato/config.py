@@ -342,6 +342,16 @@ class MetricsConfig(_Strict):
                          description="host:port of /metrics, /healthz and /readyz (empty: not served)")
 
 
+class UiConfig(_Strict):
+    """The HTTP port of a frontend (README, "HTTP API"): the JSON API beside gRPC, documented by
+    the OpenAPI file it serves at /api/v1/openapi.json. It takes the frontend's limits, security
+    and TLS (`limits`, `grpc.max_concurrent_calls`, `security`). Off by default here (`legato
+    server start`); `legato server start-dev` opens it on 127.0.0.1:8233 unless told otherwise."""
+
+    address: str = Field("", pattern=r"^$|^" + _HOST_PORT[1:],
+                         description="host:port of the HTTP JSON API (empty: not served)")
+
+
 class Config(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     queues: QueuesConfig = Field(default_factory=QueuesConfig)
@@ -353,6 +363,7 @@ class Config(_Strict):
     grpc: GrpcConfig = Field(default_factory=GrpcConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
 
 
 class ConfigError(Exception):

@@ -13,14 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import grpc
 
 from legato.config import Config
-from legato.roles import ALL_ROLES, ROLE_ORDER, Node, role_address, role_list
+from legato.roles import ALL_ROLES, FRONTEND, ROLE_ORDER, Node, role_address, role_list
 from legato.status_server import start_status_server, stop_status_server
 from legato.tls import describe_server_security
+
+if TYPE_CHECKING:
+    from frontend.http_api import HttpServer
 
 log = logging.getLogger("legato.server")
 
@@ -34,44 +39,70 @@ class Engine(Node):
 
 
 async def serve_dev(config: Config, db_path: str | None, host: str, port: int,
-                    stop: asyncio.Event | None = None) -> None:
-    """Run the engine with its gRPC API until `stop` is set (or forever)."""
+                    stop: asyncio.Event | None = None, *, ui_optional: bool = False) -> None:
+    """Run the engine with its gRPC API (and its HTTP API on `config.ui.address`, when set)
+    until `stop` is set (or forever). With `ui_optional`, an HTTP address that cannot be bound
+    is a warning (the address was a default, not asked for), not a failure."""
     from frontend.grpc_server import serve
+    from frontend.http_api import start_http_server, stop_http_server
 
     async with Engine(config, db_path) as engine:
         state = _Serving()
         status = await start_status_server(config.metrics.address, engine.readiness(state))
+        http = None
         try:
             server = await serve(engine.frontend, host, port, config=config)
+            try:
+                http = await start_http_server(engine.frontend, config)
+            except OSError as e:
+                if not ui_optional:
+                    await _stop_servers([server])
+                    raise
+                print(f"legato: warning: {e}; the HTTP API is not served (choose a port with --ui-address H:P)",
+                      file=sys.stderr, flush=True)
+            except BaseException:
+                await _stop_servers([server])
+                raise
             state.serving = True
-            print(f"legato: dev server listening on {host}:{port} (data: {engine.data_description}; "
+            print(f"legato: dev server listening on {host}:{port}{_http_note(http)} (data: {engine.data_description}; "
                   f"queues: {engine.queues_description}; security: {describe_server_security(config.security)})",
                   flush=True)
             try:
                 await (stop.wait() if stop is not None else asyncio.Event().wait())
             finally:
                 state.serving = False
+                await stop_http_server(http)
                 await _stop_servers([server])
         finally:
             await stop_status_server(status)
+
+
+def _http_note(http: HttpServer | None) -> str:
+    return f", HTTP API on {http.url}/api/v1/" if http is not None else ""
 
 
 async def serve_roles(config: Config, roles: frozenset[str], db_path: str | None, identity: str,
                       stop: asyncio.Event | None = None) -> None:
     """Run `roles` (`legato server start --role ...`), each served at its `cluster` address, until
     `stop` is set (or forever). Prints one line once every role serves (tools wait for it)."""
+    from frontend.http_api import start_http_server, stop_http_server
+
     async with Node(config, roles, db_path, identity) as node:
         state = _Serving()
         status = await start_status_server(config.metrics.address, node.readiness(state))
+        http = None
         try:
             servers = await node.serve()
         except BaseException:
             await stop_status_server(status)
             raise
         try:
+            if FRONTEND in roles:
+                http = await start_http_server(node.frontend, config)
             await node.join()
             state.serving = True
             where = ", ".join(f"{role} on {role_address(config, role)}" for role in ROLE_ORDER if role in servers)
+            where += _http_note(http)
             cluster = (f"; cluster {config.cluster.zookeeper_hosts}{config.cluster.zookeeper_root} as {identity}"
                        if node.in_cluster else "")
             print(f"legato: {role_list(roles)} listening: {where} (data: {node.data_description}; "
@@ -82,6 +113,7 @@ async def serve_roles(config: Config, roles: frozenset[str], db_path: str | None
             state.serving = False
             await node.leave()
         finally:
+            await stop_http_server(http)
             await _stop_servers(servers.values())
             await stop_status_server(status)
 

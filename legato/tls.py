@@ -74,6 +74,21 @@ def server_credentials(security: SecurityConfig) -> grpc.ServerCredentials | Non
                                        require_client_auth=security.tls_client_auth)
 
 
+def server_ssl_context(security: SecurityConfig) -> ssl.SSLContext | None:
+    """The TLS of a server that is not gRPC (the HTTP API), from the same settings as
+    `server_credentials`: the same certificate, and client certificates when tls_client_auth
+    (None: TLS off). ConfigError naming a file that cannot be used."""
+    if not security.tls:
+        return None
+    check_pair(security.tls_cert_file, security.tls_key_file, security.tls_ca_file)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(security.tls_cert_file, security.tls_key_file, password=lambda: b"")
+    if security.tls_client_auth:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(security.tls_ca_file)
+    return context
+
+
 @dataclass(frozen=True)
 class ClientSecurity:
     """How a client reaches a server: TLS (on when `ca_file` or `cert_file` is given), a client

@@ -307,6 +307,8 @@ def describe_response_to_pb(r: api.DescribeWorkflowResponse) -> pb.DescribeWorkf
             scheduled_time_ms=t.scheduled_time_ms, started_time_ms=t.started_time_ms))
     _set_failure(m.last_workflow_task_failure, r.last_workflow_task_failure)
     _set_failure(m.failure, r.failure)
+    if r.parent is not None:
+        m.parent.CopyFrom(parent_to_pb(r.parent))
     return m
 
 
@@ -331,6 +333,7 @@ def describe_response_from_pb(m: pb.DescribeWorkflowResponse) -> api.DescribeWor
         pending_timers=m.pending_timers,
         result=_load_any(m.result_json, "result_json"),
         failure=_opt_failure(m, "failure"),
+        parent=parent_from_pb(m.parent) if m.HasField("parent") else None,
     )
 
 

@@ -17,19 +17,6 @@ PAGE = 1000
 FOLLOW_WAIT_MS = 30_000  # one long poll; the server answers at once when an event comes or the run closes
 
 
-async def read_history(client: WorkflowService, ref: ExecutionRef) -> list[HistoryEvent]:
-    events: list[HistoryEvent] = []
-    first = 1
-    while True:
-        page = await client.get_workflow_history(GetHistoryRequest(ref, first_event_id=first, page_size=PAGE))
-        events.extend(page.events)
-        if not page.events or page.next_event_id <= first:
-            return events
-        first = page.next_event_id
-        if ref.run_id == "":
-            ref = ExecutionRef(ref.workflow_id, page.run_id, ref.namespace)
-
-
 @dataclass(slots=True)
 class FollowEnd:
     run_id: str

@@ -15,11 +15,12 @@ import click
 
 from legato.api import ExecutionRef
 from legato.cli.common import CliError, client_options, run_async
-from legato.cli.history_view import load_history_file, read_history
+from legato.cli.history_view import load_history_file
 from legato.cli.output import ExitCode, print_json
 from legato.cli.security import client_security
 from legato.client import GrpcClient
 from legato.events import HistoryEvent
+from legato.lineage import read_history
 
 _EVENT_RE = re.compile(r"\bevent (\d+)\b")
 

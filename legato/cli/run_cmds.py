@@ -31,6 +31,23 @@ metrics_option = click.option("--metrics-address", default=None, metavar="H:P",
                                    "over HTTP here (default: metrics.address; none: not served).")
 
 
+OFF = ("off", "none", "")
+
+
+def ui_address_option(default_help: str) -> Any:
+    return click.option("--ui-address", default=None, metavar="H:P|off",
+                        help="Serve the HTTP JSON API (/api/v1/, documented by /api/v1/openapi.json) here, with the "
+                             f"frontend's limits, tokens and TLS; off: not served (default: {default_help}).")
+
+
+def with_ui_address(config: Config, address: str | None) -> None:
+    """--ui-address over the config's `ui.address` ("off": not served; validated like the file)."""
+    from legato.config import UiConfig
+
+    value = "" if address is not None and address.strip().lower() in OFF else address
+    config.ui = override_section(config.ui, UiConfig, (("address", value),), "--ui-address (ui.address): ")
+
+
 def with_metrics_address(config: Config, address: str | None) -> None:
     """--metrics-address over the config's `metrics.address` (validated like the file)."""
     from legato.config import MetricsConfig
@@ -92,16 +109,19 @@ def server() -> None:
 @click.option("--db", "db_path", default=None, help="SQLite file (default: in memory, gone on exit).")
 @click.option("--port", default=7233, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--host", default="127.0.0.1", show_default=True)
+@ui_address_option("ui.address, else HOST and PORT+1000: 127.0.0.1:8233, Temporal's UI port; "
+                   "when that port is taken the server starts without it")
 @metrics_option
 @store_options
 @queue_options
 @server_security_options
 @config_option
 @run_async
-async def start_dev(db_path: str | None, port: int, host: str, metrics_address: str | None, store_kind: str | None,
-                    cassandra_hosts: str | None, keyspace: str | None, queues_kind: str | None,
-                    kafka_bootstrap: str | None, config_path: str | None) -> int:
-    """History, matching and frontend in one process, gRPC on PORT.
+async def start_dev(db_path: str | None, port: int, host: str, ui_address: str | None, metrics_address: str | None,
+                    store_kind: str | None, cassandra_hosts: str | None, keyspace: str | None,
+                    queues_kind: str | None, kafka_bootstrap: str | None, config_path: str | None) -> int:
+    """History, matching and frontend in one process, gRPC on PORT and the HTTP JSON API on
+    --ui-address (PORT+1000 by default).
 
     State goes to a SQLite file (--db) or, with --store cassandra, to a Cassandra keyspace made
     by `legato schema setup --store cassandra`. Tasks travel in-process or, with --queues kafka,
@@ -111,7 +131,14 @@ async def start_dev(db_path: str | None, port: int, host: str, metrics_address: 
     config = load_server_config(config_path, store_kind, cassandra_hosts, keyspace, queues_kind, kafka_bootstrap)
     config.security = server_security(config.security)
     with_metrics_address(config, metrics_address)
-    await serve_dev(config, db_path, host, port, _stop_on_signals())
+    with_ui_address(config, ui_address)
+    # Neither the flag nor the config chose: Temporal's convention (the UI on the gRPC port + 1000),
+    # given up with a warning when that port is taken (a second dev server on this machine).
+    ui_default = ui_address is None and not config.ui.address
+    if ui_default:
+        ui_port = port + 1000 if port and port + 1000 <= 65535 else 0
+        config.ui.address = f"[{host}]:{ui_port}" if ":" in host else f"{host}:{ui_port}"
+    await serve_dev(config, db_path, host, port, _stop_on_signals(), ui_optional=ui_default)
     return ExitCode.OK
 
 
@@ -130,6 +157,7 @@ async def start_dev(db_path: str | None, port: int, host: str, metrics_address: 
 @click.option("--advertise-host", default=None, metavar="HOST",
               help="The host other members reach this process at, with each role's port (default: "
                    "cluster.advertise_host; none: each role's address as given). For roles bound to 0.0.0.0.")
+@ui_address_option("ui.address, else off; frontend role only")
 @metrics_option
 @store_options
 @queue_options
@@ -138,7 +166,7 @@ async def start_dev(db_path: str | None, port: int, host: str, metrics_address: 
 @run_async
 async def start(roles_text: str, db_path: str | None, frontend_address: str | None, history_address: str | None,
                 matching_address: str | None, zookeeper_hosts: str | None, zookeeper_root: str | None,
-                advertise_host: str | None, metrics_address: str | None, store_kind: str | None,
+                advertise_host: str | None, ui_address: str | None, metrics_address: str | None, store_kind: str | None,
                 cassandra_hosts: str | None, keyspace: str | None, queues_kind: str | None, kafka_bootstrap: str | None,
                 config_path: str | None) -> int:
     """Run some of the services (ROLES) as one process of a cluster.
@@ -162,6 +190,9 @@ async def start(roles_text: str, db_path: str | None, frontend_address: str | No
         ("matching_address", matching_address), ("zookeeper_hosts", zookeeper_hosts),
         ("zookeeper_root", zookeeper_root), ("advertise_host", advertise_host)))
     with_metrics_address(config, metrics_address)
+    with_ui_address(config, ui_address)
+    if config.ui.address and "frontend" not in roles and ui_address not in (None, *OFF):
+        raise CliError(f"--ui-address serves the frontend's HTTP API; --role {roles_text} has no frontend")
     await serve_roles(config, roles, db_path, new_identity("-".join(sorted(roles))), _stop_on_signals())
     return ExitCode.OK
 

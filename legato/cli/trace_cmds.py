@@ -1,11 +1,6 @@
 """`legato workflow trace`: the tree of a workflow's children, with their statuses.
 
-The children come from the parent's own history: StartChildWorkflowExecutionInitiated names each
-child (id, type, namespace), ChildWorkflowExecutionStarted gives its run id, and the
-ChildWorkflowExecution{Completed,Failed,...} / StartChildWorkflowExecutionFailed event its outcome.
-The history is the reliable source: it is written in the same commit as the parent's decision, is
-complete and ordered, and is there for as long as the parent's run is; visibility does not record
-the parent of a run (no ParentWorkflowId field to query), and it is written later, by a queue. A
+The children come from the parent's own history (`legato.lineage`, shared with the HTTP API). A
 child that is expanded (within --depth) has its status read from its own history, which is more
 recent than the parent's record of it.
 """
@@ -14,105 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from dataclasses import dataclass
-from typing import Any
 
 import click
 
 from legato.api import ExecutionRef, GetHistoryRequest, WorkflowService, WorkflowStatus
 from legato.cli.common import CliError, client_options_with, parse_timeout, run_async
-from legato.cli.history_view import read_history
 from legato.cli.output import ExitCode, print_json
 from legato.cli.security import client_security
 from legato.client import GrpcClient
-from legato.events import EventType, HistoryEvent
+from legato.events import HistoryEvent
+from legato.lineage import CLOSE_STATUS, START_FAILED, STARTING, Node, children_of, read_history, status_of
 
-E = EventType
-
-STARTING = "STARTING"  # initiated, not started yet
-START_FAILED = "START_FAILED"
-
-CLOSE_STATUS = {
-    E.WorkflowExecutionCompleted: WorkflowStatus.COMPLETED.value,
-    E.WorkflowExecutionFailed: WorkflowStatus.FAILED.value,
-    E.WorkflowExecutionTimedOut: WorkflowStatus.TIMED_OUT.value,
-    E.WorkflowExecutionCanceled: WorkflowStatus.CANCELED.value,
-    E.WorkflowExecutionTerminated: WorkflowStatus.TERMINATED.value,
-    E.WorkflowExecutionContinuedAsNew: WorkflowStatus.CONTINUED_AS_NEW.value,
-}
-CHILD_CLOSE_STATUS = {
-    E.ChildWorkflowExecutionCompleted: WorkflowStatus.COMPLETED.value,
-    E.ChildWorkflowExecutionFailed: WorkflowStatus.FAILED.value,
-    E.ChildWorkflowExecutionCanceled: WorkflowStatus.CANCELED.value,
-    E.ChildWorkflowExecutionTerminated: WorkflowStatus.TERMINATED.value,
-    E.ChildWorkflowExecutionTimedOut: WorkflowStatus.TIMED_OUT.value,
-}
 ICONS = {"COMPLETED": "✓", "RUNNING": "▶", "FAILED": "✗", "TIMED_OUT": "⏱", "CANCELED": "⊘", "TERMINATED": "■",
          "CONTINUED_AS_NEW": "↻", STARTING: "…", START_FAILED: "✗"}
 READS_AT_ONCE = 16
-
-
-@dataclass(slots=True)
-class Node:
-    workflow_id: str
-    run_id: str
-    workflow_type: str
-    namespace: str
-    status: str
-    failure: str = ""
-    children: list[Node] | None = None  # None: not read (beyond --depth, or not started)
-
-    def settled(self) -> bool:
-        """Completed, and so is everything under it that was read."""
-        return self.status == WorkflowStatus.COMPLETED.value and all(c.settled() for c in self.children or [])
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"workflow_id": self.workflow_id, "run_id": self.run_id,
-                               "workflow_type": self.workflow_type, "namespace": self.namespace,
-                               "status": self.status}
-        if self.failure:
-            out["failure"] = self.failure
-        out["children"] = None if self.children is None else [c.to_dict() for c in self.children]
-        return out
-
-
-def _failure_text(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("message") or "")
-    return "" if value is None else str(value)
-
-
-def children_of(events: list[HistoryEvent], namespace: str) -> list[Node]:
-    """The children a run started, in the order it started them, with what its history knows."""
-    by_init: dict[int, Node] = {}
-    for e in events:
-        a = e.attrs
-        if e.event_type is E.StartChildWorkflowExecutionInitiated:
-            by_init[e.event_id] = Node(str(a.get("workflow_id", "")), "", str(a.get("workflow_type", "")),
-                                       str(a.get("namespace") or namespace), STARTING)
-            continue
-        node = by_init.get(int(a.get("initiated_event_id", 0) or 0))
-        if node is None:
-            continue
-        if e.event_type is E.ChildWorkflowExecutionStarted:
-            node.run_id = str(a.get("run_id", ""))
-            node.status = WorkflowStatus.RUNNING.value
-        elif e.event_type is E.StartChildWorkflowExecutionFailed:
-            node.status = START_FAILED
-            node.failure = _failure_text(a.get("failure"))
-        elif e.event_type in CHILD_CLOSE_STATUS:
-            node.run_id = str(a.get("run_id") or node.run_id)
-            node.status = CHILD_CLOSE_STATUS[e.event_type]
-            node.failure = _failure_text(a.get("failure"))
-    return list(by_init.values())
-
-
-def status_of(events: list[HistoryEvent]) -> tuple[str, str]:
-    """A run's status (and failure message) from its own history."""
-    for e in reversed(events[-3:]):
-        if e.event_type in CLOSE_STATUS:
-            return CLOSE_STATUS[e.event_type], _failure_text(e.attrs.get("failure") or e.attrs.get("reason"))
-    return WorkflowStatus.RUNNING.value, ""
 
 
 class Tracer:

@@ -38,7 +38,7 @@ from legato.cli.common import (
     parse_timeout,
     run_async,
 )
-from legato.cli.history_view import continued_as_new_run, event_text, follow_history, read_history
+from legato.cli.history_view import continued_as_new_run, event_text, follow_history
 from legato.cli.output import ExitCode, fmt_time, fmt_value, jsonable, print_json
 from legato.cli.replay_cmds import replay
 from legato.cli.security import client_security
@@ -48,6 +48,7 @@ from legato.codec import parse_json_input
 from legato.errors import InvalidArgument
 from legato.events import HistoryEvent
 from legato.ids import new_request_id
+from legato.lineage import read_history
 from legato.query import parse as parse_query
 from legato.retry import RetryPolicy
 

@@ -257,7 +257,7 @@ class DescribeWorkflowRequest(_message.Message):
     def __init__(self, ref: _Optional[_Union[ExecutionRef, _Mapping]] = ...) -> None: ...
 
 class DescribeWorkflowResponse(_message.Message):
-    __slots__ = ("info", "pending_activities", "pending_workflow_task", "last_workflow_task_failure", "pending_timers", "result_json", "failure")
+    __slots__ = ("info", "pending_activities", "pending_workflow_task", "last_workflow_task_failure", "pending_timers", "result_json", "failure", "parent")
     INFO_FIELD_NUMBER: _ClassVar[int]
     PENDING_ACTIVITIES_FIELD_NUMBER: _ClassVar[int]
     PENDING_WORKFLOW_TASK_FIELD_NUMBER: _ClassVar[int]
@@ -265,6 +265,7 @@ class DescribeWorkflowResponse(_message.Message):
     PENDING_TIMERS_FIELD_NUMBER: _ClassVar[int]
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
     info: WorkflowExecutionInfo
     pending_activities: _containers.RepeatedCompositeFieldContainer[PendingActivityInfo]
     pending_workflow_task: PendingWorkflowTaskInfo
@@ -272,7 +273,8 @@ class DescribeWorkflowResponse(_message.Message):
     pending_timers: int
     result_json: str
     failure: Failure
-    def __init__(self, info: _Optional[_Union[WorkflowExecutionInfo, _Mapping]] = ..., pending_activities: _Optional[_Iterable[_Union[PendingActivityInfo, _Mapping]]] = ..., pending_workflow_task: _Optional[_Union[PendingWorkflowTaskInfo, _Mapping]] = ..., last_workflow_task_failure: _Optional[_Union[Failure, _Mapping]] = ..., pending_timers: _Optional[int] = ..., result_json: _Optional[str] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+    parent: ParentInfo
+    def __init__(self, info: _Optional[_Union[WorkflowExecutionInfo, _Mapping]] = ..., pending_activities: _Optional[_Iterable[_Union[PendingActivityInfo, _Mapping]]] = ..., pending_workflow_task: _Optional[_Union[PendingWorkflowTaskInfo, _Mapping]] = ..., last_workflow_task_failure: _Optional[_Union[Failure, _Mapping]] = ..., pending_timers: _Optional[int] = ..., result_json: _Optional[str] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., parent: _Optional[_Union[ParentInfo, _Mapping]] = ...) -> None: ...
 
 class GetWorkflowHistoryRequest(_message.Message):
     __slots__ = ("ref", "first_event_id", "page_size", "wait_new_event", "timeout_ms")

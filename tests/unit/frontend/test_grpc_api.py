@@ -185,6 +185,8 @@ CASES: list[tuple[str, Any, Any]] = [
          api.PendingWorkflowTaskInfo(9, "STARTED", 2, 30, 40), FAILURE, 2, None, FAILURE)),
     ("describe_workflow", api.ExecutionRef("order-2"),
      api.DescribeWorkflowResponse(INFO, result=[1, 2])),
+    ("describe_workflow", api.ExecutionRef("order-2/child"),
+     api.DescribeWorkflowResponse(INFO, parent=api.ParentInfo("shop", "order-2", "run-9", 5))),
     ("get_workflow_history", api.GetHistoryRequest(REF, 2, 50, True, 1_000),
      api.GetHistoryResponse("run-1", EVENTS, 4, False)),
     ("get_workflow_result", api.GetResultRequest(REF, 1_000, True),

@@ -51,6 +51,9 @@ async def test_child_is_started_with_its_parent_recorded(env: Env) -> None:
     started = (await env.history_of("kid"))[0].attrs
     assert started["input"] == [{"n": 1}] and started["context"] == {"tenant": "t1"} and started["identity"] == "parent"
     assert (await env.state("parent")).children[5].state == "STARTED"
+    described = await env.history.describe_workflow(ExecutionRef("kid"))
+    assert described.parent is not None and described.parent.to_dict() == kid.parent
+    assert (await env.history.describe_workflow(ExecutionRef("parent"))).parent is None
 
 
 @pytest.mark.parametrize(("close", "event", "key", "value"), [
