@@ -711,9 +711,18 @@ local function count_command()
     end
 end
 
+-- The run's live threads, for `legato workflow stack` (weak: a thread nothing else holds is gone).
+local WEAK_KEYS = { __mode = "k" }
+
 local function spawn(fn, ...)
     R.nthreads = R.nthreads + 1
     local t = { co = new_coroutine(fn), id = R.nthreads }
+    local live = rawget(R, "threads")
+    if live == nil then
+        live = setmetatable({}, WEAK_KEYS)
+        R.threads = live
+    end
+    live[t] = true
     push_ready(t, pack(...))
     return t
 end
@@ -1970,6 +1979,30 @@ function K.run(max_instructions)
 end
 
 function K.is_error(v) return is_error(v) end
+
+-- The running run's coroutines and where each is: {id, main, status, frames = {{source, line,
+-- name}...}} with the workflow code's own frames, innermost first (the kernel's are left out).
+function K.stacks()
+    local out = {}
+    for t in pairs(rawget(R, "threads") or {}) do
+        local status = co_status(t.co)
+        if status ~= "dead" then
+            local frames = {}
+            local level = 0
+            while true do
+                local info = getinfo(t.co, level, "Sln")
+                if info == nil then break end
+                if info.what ~= "C" and not own_source(info.source) and info.currentline and info.currentline > 0 then
+                    frames[#frames + 1] = { source = info.short_src, line = info.currentline, name = info.name }
+                end
+                level = level + 1
+            end
+            out[#out + 1] = { id = t.id, main = t == R.main_thread, status = status, frames = frames }
+        end
+    end
+    tsort(out, function(a, b) return a.id < b.id end)
+    return out
+end
 
 protect(CH, SPAWNER, TIMER, FUTURE, EXEC, getmetatable(BLOCK), getmetatable(FATAL), getmetatable(CLOSED))
 sethook(hook, "", HOOK_EVERY)

@@ -456,6 +456,14 @@ class WorkflowRun:
         """Deliver a cancel request: to process.events(), now or when the code asks for it in this task."""
         self.vm.cancel_requested(reason)
 
+    def stacks(self) -> list[dict[str, Any]]:
+        """The run's live coroutines and where each is in the workflow code (`legato workflow
+        stack`): [{"id", "main", "status", "frames": [{"source", "line", "name"}]}], innermost
+        frame first."""
+        with self.vm.lock:
+            self.activate()
+            return [to_python(t) for t in self.vm.k.stacks().values()]
+
     def cancel_unhandled(self) -> bool:
         """After run(): a cancel request arrived and the code has not asked for process.events()."""
         return bool(self.vm.cancel_unhandled())

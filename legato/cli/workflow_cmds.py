@@ -42,6 +42,7 @@ from legato.cli.history_view import continued_as_new_run, event_text, follow_his
 from legato.cli.output import ExitCode, fmt_time, fmt_value, jsonable, print_json
 from legato.cli.replay_cmds import replay
 from legato.cli.security import client_security
+from legato.cli.stack_cmds import stack
 from legato.cli.trace_cmds import trace
 from legato.client import GrpcClient
 from legato.codec import parse_json_input
@@ -522,5 +523,6 @@ async def cancel(workflow_id: str | None, run_id: str, reason: str, deadline: st
 
 workflow.add_command(trace)  # legato/cli/trace_cmds.py
 workflow.add_command(replay)  # legato/cli/replay_cmds.py
+workflow.add_command(stack)  # legato/cli/stack_cmds.py
 
 __all__ = ["jsonable", "read_history", "report_result", "wait_result", "workflow"]

@@ -1,5 +1,6 @@
 """The operator commands of the CLI against a real dev server and worker: `workflow show --follow`,
-`workflow trace`, `workflow replay` and the batch forms of terminate / signal (`--query`)."""
+`workflow trace`, `workflow replay`, `workflow stack` and the batch forms of terminate / signal
+(`--query`)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,26 @@ entries:
      meta: {temporal: {workflow: {worker: ops:w}}}}
   - {name: flow, kind: workflow.lua, source: file://flow.lua, modules: [funcs],
      meta: {temporal: {workflow: {worker: ops:w}}}}
+  - {name: two, kind: workflow.lua, source: file://two.lua, method: main,
+     meta: {temporal: {workflow: {worker: ops:w}}}}
   - {name: a, kind: function.lua, source: file://acts.lua, method: a, meta: {temporal: {activity: {worker: ops:w}}}}
   - {name: b, kind: function.lua, source: file://acts.lua, method: b, meta: {temporal: {activity: {worker: ops:w}}}}
 """
 WAITS = """\
 local function main()
     process.listen("go"):receive()
+    return "done"
+end
+return { main = main }
+"""
+TWO = """\
+local function main()
+    local ch = channel.new()
+    coroutine.spawn(function()
+        ch:receive()
+    end)
+    process.listen("go"):receive()
+    ch:send(1)
     return "done"
 end
 return { main = main }
@@ -82,7 +97,7 @@ ACTS = 'return { a = function() return "a" end, b = function() return "b" end }\
 def write_app(folder: Path, flow: str) -> Path:
     folder.mkdir()
     for name, text in {"app.yaml": APP, "waits.lua": WAITS, "quick.lua": QUICK, "parent.lua": PARENT,
-                       "flow.lua": flow, "acts.lua": ACTS}.items():
+                       "flow.lua": flow, "acts.lua": ACTS, "two.lua": TWO}.items():
         (folder / name).write_text(text)
     return folder
 
@@ -215,6 +230,31 @@ def test_replay_ok_and_non_determinism(ops: tuple[Cluster, Path], tmp_path: Path
     (tmp_path / "junk.json").write_text("{not json")
     junk = c.cli("workflow", "replay", "--history-file", str(tmp_path / "junk.json"), "--entries", str(app))
     assert junk.returncode == 3 and "Traceback" not in junk.stderr and junk.stderr.startswith("error:")
+
+
+def test_stack_shows_each_coroutine_where_it_waits(ops: tuple[Cluster, Path]) -> None:
+    c, _ = ops
+    wid = f"two-{uuid.uuid4().hex[:8]}"
+    start(c, "ops:two", wid)
+    eventually(lambda: types(c, wid), lambda t: t[-1] == "WorkflowTaskCompleted")
+    app = Path(c.worker.args[c.worker.args.index("--entries") + 1])
+    report = json.loads(ok(c.cli("workflow", "stack", "--id", wid, "--entries", str(app), "--output", "json")))
+    cos = report["coroutines"]
+    assert [(x["id"], x["main"], x["status"]) for x in cos] == [(1, True, "suspended"), (2, False, "suspended")]
+    assert (cos[0]["frames"][0]["source"], cos[0]["frames"][0]["line"]) == ("two.lua", 6)  # the signal wait
+    assert (cos[1]["frames"][0]["source"], cos[1]["frames"][0]["line"]) == ("two.lua", 4)  # the channel receive
+    assert report["status"] == "RUNNING" and report["workflow_type"] == "ops:two"
+    text = ok(c.cli("workflow", "stack", "--id", wid, "--entries", str(app)))
+    assert "2 coroutine(s)" in text and "two.lua:6" in text and "two.lua:4" in text
+    lines = ok(c.cli("workflow", "stack", "--id", wid, "--entries", str(app), "--output", "jsonl")).splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [1, 2]
+
+    ok(c.cli("workflow", "signal", "--id", wid, "--name", "go"))
+    ok(c.cli("workflow", "result", "--id", wid, "--timeout", "30s"))
+    done = json.loads(ok(c.cli("workflow", "stack", "--id", wid, "--entries", str(app), "--output", "json")))
+    assert done["coroutines"] == [] and done["status"] == "COMPLETED"
+    missing = c.cli("workflow", "stack", "--id", "no-such-workflow", "--entries", str(app))
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr and "no-such-workflow" in missing.stderr
 
 
 def test_batch_terminate_over_a_query_and_again(ops: tuple[Cluster, Path]) -> None:
