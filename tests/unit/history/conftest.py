@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 from history.queues import TransferTask
 from history.service import HistoryServiceImpl
 from history.state import MutableState
-from history.store.base import ExecutionStore
+from history.store.base import ExecutionStore, HistoryAppend, ShardWrite
 from history.store.factory import open_stores
 from legato import codec
 from legato.api import (
@@ -268,3 +268,31 @@ async def env(history_store: str) -> AsyncIterator[Env]:
         yield e
     finally:
         await close_env(e)
+
+
+class HeldCommits:
+    """A shard's store with its commits held until `release` is set (install it with `hold`);
+    `entered` is set when a commit arrives, `writes` lists the writes made."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.writes: list[ShardWrite] = []
+
+    async def commit(self, appends: Sequence[HistoryAppend], write: ShardWrite) -> None:
+        self.entered.set()
+        await self.release.wait()
+        self.writes.append(write)
+        await self._store.commit(appends, write)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    @classmethod
+    def hold(cls, env: Env, shard_id: int = 0) -> HeldCommits:
+        shard = env.history.shard(shard_id)
+        held = cls(shard._store)
+        shard._store = held
+        return held
+

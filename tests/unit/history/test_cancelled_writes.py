@@ -8,33 +8,13 @@ waited for ever."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
 
 import pytest
 
-from history.store.base import HistoryAppend, ShardWrite
 from legato.api import ExecutionRef, SignalWorkflowRequest
-from tests.unit.history.conftest import Env, close_env, make_config, make_env
+from tests.unit.history.conftest import Env, HeldCommits, close_env, make_config, make_env
 
 WAIT_S = 5.0
-
-
-class HeldCommits:
-    """The shard's store, with commits held until `release` is set."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self.entered = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def commit(self, appends: Sequence[HistoryAppend], write: ShardWrite) -> None:
-        self.entered.set()
-        await self.release.wait()
-        await self._store.commit(appends, write)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
 
 @pytest.fixture
@@ -47,8 +27,7 @@ async def env() -> Env:
 async def test_a_cancelled_request_leaves_the_cache_as_the_store_has_it(env: Env) -> None:
     await env.start("wf-1")
     shard = env.history.shard(0)
-    held = HeldCommits(shard._store)
-    shard._store = held  # type: ignore[assignment]
+    held = HeldCommits.hold(env)
 
     signal = asyncio.create_task(env.history.signal_workflow(
         SignalWorkflowRequest(ExecutionRef("wf-1"), "go", [1], request_id="sig-1")))
