@@ -52,6 +52,9 @@ DRAIN_TIMEOUT_S = 60.0  # after --duration: what runs may finish within this
 STOP_DRAIN_TIMEOUT_S = 10.0  # after a signal or --stop-after
 MAX_IN_FLIGHT = 10_000  # with --rate and no --concurrency: workflows awaited at once, at most
 DEFAULT_CONCURRENCY = 50
+# The generator's own reads of visibility (counts, latencies) grow with the workflows it made: it
+# samples less often as they get dearer, so that they take at most this share of the time.
+MAX_SAMPLING_SHARE = 0.05
 
 
 @dataclass
@@ -253,15 +256,20 @@ class Runner:
                 self._save_state()
 
     async def _sampler(self) -> None:
+        next_sample = 0.0
         while True:
             await asyncio.sleep(self.interval_s)
             for c in self.t.children:
                 if c.proc is not None and c.proc.returncode is not None:
                     raise LoadError(f"the load's {c.name} exited with status {c.proc.returncode}{c.tail()}")
-            try:
-                await self._sample()
-            except ServiceError as e:
-                log.warning("load: sampling failed: %s", e)
+            started = time.monotonic()
+            if started >= next_sample:
+                try:
+                    await self._sample()
+                except ServiceError as e:
+                    log.warning("load: sampling failed: %s", e)
+                cost = time.monotonic() - started
+                next_sample = started + cost / MAX_SAMPLING_SHARE
             if self.state_file is not None:
                 self._save_state()
             if self.stop_after is not None and self.completed + self.failed >= self.stop_after:
