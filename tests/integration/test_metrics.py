@@ -206,7 +206,9 @@ def test_a_bad_metrics_address_is_refused_clearly(tmp_path: Path) -> None:
     busy = Proc(["server", "start-dev", "--port", str(free_port())]).start()
     try:
         line = busy.wait_for("listening", 60)
-        taken = line.split(" on ")[1].split(" ")[0]  # its gRPC port: bound already
+        found = re.search(r"listening on (\S+?:\d+)", line)  # its gRPC port: bound already
+        assert found is not None, line
+        taken = found.group(1)
         p = legato("server", "start-dev", "--port", str(free_port()), "--metrics-address", taken)
         assert p.returncode != 0 and f"cannot serve metrics on {taken}" in p.stderr, p.stderr
         assert "Traceback" not in p.stderr
