@@ -98,7 +98,9 @@ async def test_retry_backoff_is_a_durable_timer(h: Harness) -> None:
 # ---------------------------------------------------------------- activity timeouts
 
 async def test_start_to_close_timeout(h: Harness) -> None:
-    out, events = await call(h, "eng:sleep", 600, start_to_close_timeout="150ms",
+    # sleeps far past the timeout (the worker cuts it at the deadline and a grace): a timer that
+    # fires late on a loaded machine still comes before the attempt's end
+    out, events = await call(h, "eng:sleep", 5000, start_to_close_timeout="150ms",
                              retry_policy={"maximum_attempts": 1})
     assert out["error"]["kind"] == "Timeout", out
     assert "start-to-close" in out["error"]["message"]
@@ -108,7 +110,7 @@ async def test_start_to_close_timeout(h: Harness) -> None:
 
 async def test_schedule_to_close_timeout_covers_all_attempts(h: Harness) -> None:
     # attempt 1 fails at once, attempt 2 sleeps past the deadline of the whole activity
-    out, events = await call(h, "eng:sleep", 1000, 2, schedule_to_close_timeout="400ms",
+    out, events = await call(h, "eng:sleep", 5000, 2, schedule_to_close_timeout="400ms",
                              retry_policy={"initial_interval": "10ms"})
     assert out["error"]["kind"] == "Timeout", out
     assert "schedule-to-close" in out["error"]["message"]
