@@ -15,6 +15,7 @@ Messages are frames: a 4-byte big-endian length, then a pickle. To the child: ("
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import logging
 import os
 import pickle
@@ -103,6 +104,9 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
 
 
 def main() -> None:
+    # A crash in C (lupa, Lua) prints the Python stack of every thread to stderr (the worker's log)
+    # before the process dies: the worker restarts the host, the log says where it was.
+    faulthandler.enable()
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the worker, which stops this process
     # The protocol owns the original stdout; anything printed goes to stderr with the logs.
