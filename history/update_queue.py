@@ -93,20 +93,21 @@ class UpdateQueue:
         try:
             while q:
                 await self._drain(key, q)
-        except BaseException as e:
-            # drain settles what it took; this only happens when it is cancelled (shutdown) or
-            # breaks: nobody must wait for ever on what is still queued.
-            err = e if isinstance(e, Exception) else asyncio.CancelledError()
-            if isinstance(e, Exception):
-                log.exception("history: updates of workflow %r could not be applied", key[1])
-            for p in q:
-                p.fail(err)
-            q.clear()
-            if not isinstance(e, Exception):
-                raise
+        except Exception as e:  # drain settles what it took; a bug must not leave the rest waiting
+            log.exception("history: updates of workflow %r could not be applied", key[1])
+            self._fail_all(q, e)
+        except BaseException:  # cancelled (shutdown)
+            self._fail_all(q, asyncio.CancelledError())
+            raise
         finally:
             if self._queues.get(key) is q:
                 del self._queues[key]
+
+    @staticmethod
+    def _fail_all(q: deque[PendingUpdate], err: BaseException) -> None:
+        for p in q:
+            p.fail(err)
+        q.clear()
 
     def waiting(self) -> int:
         """Updates queued and not yet taken by their drain."""
