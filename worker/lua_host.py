@@ -81,6 +81,7 @@ def _die_with_parent() -> None:
 
 def serve(inp: IO[bytes], out: IO[bytes]) -> None:
     from worker.cache import WorkflowCache
+    from worker.runtime import thread_vm
     from worker.task_runner import TaskRunner
 
     init = _read_message(inp)
@@ -89,6 +90,7 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
     cfg: Init = init[1]
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s[lua-host]: %(message)s")
     runner = TaskRunner(cfg.registry, cfg.limits, WorkflowCache(cfg.cache_size, cfg.cache_bytes), cfg.identity)
+    thread_vm()  # the Lua state and its kernel, before "ready": starting up is not a task's time
     out.write(encode_frame(("ready",)))
     out.flush()
     while True:

@@ -123,6 +123,7 @@ class LuaHost:
         self._proc: asyncio.subprocess.Process | None = None
         self._pending: deque[_Pending] = deque()
         self._head_since = 0.0  # when the task at the head of _pending started running
+        self._ready = False  # the host has started (Python and the Lua state): tasks run from then
         self._write_lock = asyncio.Lock()
         self._runs: set[str] = set()  # runs whose tasks went to this host (cached here, maybe)
         self._tasks: list[asyncio.Task[None]] = []
@@ -137,11 +138,20 @@ class LuaHost:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "worker.lua_host",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None, limit=1 << 20)
-        self._proc = proc
         self._tasks.append(asyncio.create_task(self._read(proc), name=f"{self.name}-reader"))
-        await self._write(proc, ("init", self._init))
-        for p in self._pending:  # tasks sent to the host this one replaces
-            await self._write(proc, ("task", p.task))
+        stdin = proc.stdin
+        assert stdin is not None
+        async with self._write_lock:
+            # No await between taking the pending tasks (those of the host this one replaces) and
+            # making this the host: a task that `run` queues meanwhile is either in this batch or
+            # written by `run` itself, never both (a task sent twice would shift every answer).
+            frames = [encode_frame(("init", self._init))]
+            frames += [encode_frame(("task", p.task)) for p in self._pending]
+            self._proc = proc
+            self._ready = False
+            stdin.write(b"".join(frames))
+            with contextlib.suppress(ConnectionError):
+                await stdin.drain()
         self._head_since = time.monotonic()
 
     async def run(self, task: WorkflowTask) -> TaskOutcome:
@@ -178,8 +188,15 @@ class LuaHost:
                 header = await stdout.readexactly(4)
                 body = await stdout.readexactly(decode_length(header))
                 msg = pickle.loads(body)
+                if proc is not self._proc:
+                    # the host was replaced: its pending tasks went to the new one, whose answers
+                    # are the ones that count (this one's would be matched to the wrong tasks)
+                    return
                 if msg[0] == "done":
                     self._finish_head(msg[1])
+                elif msg[0] == "ready":  # the host has started: the head's time runs from now
+                    self._ready = True
+                    self._head_since = time.monotonic()
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, pickle.UnpicklingError):
             pass
         if proc is self._proc and not self._stopping:
@@ -204,8 +221,13 @@ class LuaHost:
         # A periodic check, not a wake-up per task: the hot path only stamps _head_since.
         interval = min(self._watchdog_s / 4, _WATCHDOG_CHECK_S)
         while not self._stopping:
+            due = time.monotonic() + interval
             await asyncio.sleep(interval)
-            if not self._pending or self._proc is None:
+            if time.monotonic() - due > interval:
+                # The event loop itself was stalled (a busy worker): the host's answers may sit
+                # unread in the pipe. Judge the head once the reader has had its turn.
+                continue
+            if not self._pending or self._proc is None or not self._ready:
                 continue
             head = self._pending[0]
             if time.monotonic() - self._head_since < self._watchdog_s:

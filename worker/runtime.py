@@ -59,6 +59,7 @@ from worker.convert import (
     to_python,
 )
 from worker.entries import ClientEntry, Registry, WorkerEntry, WorkflowEntry, compile_lua
+from worker.lua_anchor import anchor_host
 from worker.start_options import SpawnSpec, apply_spawner_call, child_command_attrs, start_request
 
 log = logging.getLogger("legato.worker.lua")
@@ -110,7 +111,7 @@ def new_lua(max_memory: int | None = None) -> Any:
 def load_kernel(lua: Any, mode: str, host: dict[str, Any]) -> Any:
     loader = lua.eval("function(bc, name) return load(bc, name, 'b') end")
     chunk = loader(kernel_bytecode(), "=" + KERNEL_CHUNK)
-    h = lua.table_from(host)
+    h = lua.table_from(anchor_host(lua, host))
     h["kinds"] = lua.table_from(Kind.BY_NAME)
     h["patterns"] = patterns_bytecode()
     h["max_duration_ms"] = MAX_DURATION_MS
