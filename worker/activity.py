@@ -37,6 +37,7 @@ from lupa import lua54
 from legato.config import Limits
 from legato.errors import Failure, Kind, NotFound
 from worker import crypto_host
+from worker.codec_ops import new_uuid
 from worker.convert import ConversionError, args_to_python, json_decode_to_lua, to_lua, to_python
 from worker.entries import FunctionEntry, Registry
 from worker.runtime import duration_ms, json_encode, load_kernel, new_lua
@@ -125,6 +126,7 @@ class _FunctionRuntime:
             "sleep": self._sleep,
             "interrupted": self._interrupted,
             "uuid4": lambda: str(uuid.uuid4()),
+            "uuid_new": lambda v: new_uuid(v, time.time_ns() // 1_000_000, None),
             "random_hex": lambda n, *_: os.urandom(int(n)).hex(),
             **crypto_host.host_functions(self.lua),
             "context": self._context,

@@ -53,6 +53,7 @@ from legato.errors import (
 from legato.ids import new_request_id
 from worker import crypto_host
 from worker.activity import ActivityRunner, CallContext
+from worker.codec_ops import new_uuid
 from worker.convert import (
     ConversionError,
     args_to_python,
@@ -167,6 +168,8 @@ class Caller:
             "random_hex": lambda n, line=None: os.urandom(int(n)).hex(),
             **crypto_host.host_functions(self.lua),
             "uuid4": lambda: str(uuid.uuid4()),
+            # not replayed: the real clock, whatever the kernel passes
+            "uuid_new": lambda v, _now=None: new_uuid(v, time.time_ns() // 1_000_000, None),
             "info": self._info,
             "history_length": lambda: 0,
             "history_size": lambda: 0,

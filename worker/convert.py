@@ -49,9 +49,12 @@ def map_or_value(value: Any) -> Any:
     return {} if value == [] else value
 
 
-def to_python(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
+def to_python(value: Any, depth: int = 0, budget: list[int] | None = None, json_arrays: bool = False) -> Any:
     """Convert a Lua value (as lupa hands it over) into a JSON-able Python value. Tables are
-    read raw (no metamethod of the code runs), within MAX_PAYLOAD_NODES values."""
+    read raw (no metamethod of the code runs), within MAX_PAYLOAD_NODES values.
+
+    `json_arrays` (json.encode, as Wippy): an empty table is an empty array, and a table with
+    number keys that are not 1..n (a sparse array) is an error rather than an object."""
     t = type(value)
     if value is None or t is str or t is int or t is float or t is bool:
         return value
@@ -71,7 +74,7 @@ def to_python(value: Any, depth: int = 0, budget: list[int] | None = None) -> An
             raise ConversionError(f"the value has more than {MAX_PAYLOAD_NODES} parts (tables shared many times "
                                   "over count once per use) and cannot be a payload")
         if n == 0:
-            return {}
+            return [] if json_arrays else {}
         d1 = depth + 1
         # array part: keys 1..n
         arr: list[Any] | None = [None] * n
@@ -82,16 +85,19 @@ def to_python(value: Any, depth: int = 0, budget: list[int] | None = None) -> An
                 arr = None
                 break
         if arr is not None:
-            return [to_python(v, d1, budget) for v in arr]
+            return [to_python(v, d1, budget, json_arrays) for v in arr]
         out: dict[str, Any] = {}
         for k, v in items:
             if k == "__err" and v is True:
                 return _error_dict(dict(items), d1, budget)
             if type(k) is not str:
+                if json_arrays and isinstance(k, int | float) and not isinstance(k, bool):
+                    raise ConversionError(f"a table with number key {_key(k)} whose number keys are not exactly "
+                                          "1..n (a sparse array, or numbers mixed with names) has no JSON form")
                 if lua_type(k) is not None:
                     raise ConversionError("a table key must be a string or a number to be a payload")
                 k = _key(k)
-            out[k] = to_python(v, d1, budget)
+            out[k] = to_python(v, d1, budget, json_arrays)
         return out
     if t is bytes:
         try:

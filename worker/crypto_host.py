@@ -37,7 +37,13 @@ from jwt.exceptions import PyJWTError
 from lupa import lua54
 
 from legato.errors import Kind
+from worker import codec_ops
 from worker.convert import ConversionError, map_or_value, to_lua, to_python
+from worker.host_args import OpError as CryptoError
+from worker.host_args import binary as _binary
+from worker.host_args import opt_binary as _opt_binary
+from worker.host_args import type_name as _type_name
+from worker.host_args import whole as _whole
 
 MAX_RANDOM_BYTES = 1 << 20  # Wippy's bound for random.bytes and random.string
 MAX_PBKDF2_ITERATIONS = 10_000_000  # Wippy's bound: more is a CPU exhaustion, not a password hash
@@ -57,48 +63,6 @@ MARKERS = {
     "encrypt.aes": "crypto.encrypt.aes",
     "encrypt.chacha20": "crypto.encrypt.chacha20",
 }
-
-
-class CryptoError(Exception):
-    """A call that fails: the Lua code gets `nil, err` with this message and kind (never retryable)."""
-
-    def __init__(self, message: str, kind: str = Kind.INVALID) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-# ---------------------------------------------------------------- arguments from Lua
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "nil"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return str(lua54.lua_type(value) or type(value).__name__)
-
-
-def _binary(value: Any, what: str) -> bytes:
-    """A string argument as the kernel tags it ("u" + UTF-8 text, or "x" + hex)."""
-    if isinstance(value, str) and value[:1] == "u":
-        return value[1:].encode("utf-8")
-    if isinstance(value, str) and value[:1] == "x":
-        return bytes.fromhex(value[1:])
-    raise CryptoError(f"{what}: expected a string, got {_type_name(value)}")
-
-
-def _opt_binary(value: Any, what: str) -> bytes | None:
-    return None if value is None else _binary(value, what)
-
-
-def _whole(value: Any, what: str) -> int:
-    """A whole number (a float such as 32.0 too, as Lua code may compute one)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
-        raise CryptoError(f"{what}: expected a whole number, got {_type_name(value)}")
-    return int(value)
 
 
 def _choice(value: Any, what: str, allowed: tuple[str, ...], default: str) -> str:
@@ -434,7 +398,7 @@ def prepare_draw(op: str, args: tuple[Any, ...]) -> Draw:
 
 def call(op: str, args: tuple[Any, ...]) -> Any:
     """Run an operation (raises CryptoError); draws are not recorded."""
-    fn = OPS.get(op)
+    fn = OPS.get(op) or codec_ops.OPS.get(op)
     if fn is not None:
         try:
             return fn(*args)

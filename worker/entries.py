@@ -36,8 +36,13 @@ KINDS = (WORKFLOW_KIND, FUNCTION_KIND, WORKER_KIND, CLIENT_KIND)
 # (`process`, `channel`, ... and Lua's own libraries) may be listed by any entry, as Wippy code
 # does: listing one is harmless.
 ALWAYS_AVAILABLE = frozenset({"process", "channel", "coroutine", "errors", "string", "table", "math", "utf8"})
-WORKFLOW_MODULES = frozenset({"funcs", "time", "uuid", "crypto", "workflow", "json", "ctx"}) | ALWAYS_AVAILABLE
-FUNCTION_MODULES = frozenset({"funcs", "time", "uuid", "crypto", "json", "ctx", "activity"}) | ALWAYS_AVAILABLE
+_SHARED_MODULES = frozenset({"funcs", "time", "uuid", "crypto", "json", "ctx", "hash", "base64"})
+WORKFLOW_MODULES = _SHARED_MODULES | {"workflow"} | ALWAYS_AVAILABLE
+FUNCTION_MODULES = _SHARED_MODULES | {"activity"} | ALWAYS_AVAILABLE
+# Wippy modules that need Wippy's own infrastructure (its HTTP server, databases, file systems,
+# registry, security): Legato does not provide them, and says so instead of "unknown module".
+WIPPY_ONLY_MODULES = frozenset({"http", "http_client", "sql", "fs", "registry", "security", "store", "env",
+                                "exec", "events", "websocket", "cloudstorage"})
 
 
 class EntryError(Exception):
@@ -391,6 +396,10 @@ def _code_entry(path: Path, ns: str, name: str, eid: str, kind: str, item: dict[
         raise EntryError(f"{path}:{_line(item, 'modules')}: {what}: `modules` must be a list of module names")
     known = WORKFLOW_MODULES if kind == WORKFLOW_KIND else FUNCTION_MODULES
     for mod in modules_raw:
+        if mod in WIPPY_ONLY_MODULES:
+            raise EntryError(f"{path}:{_line(item, 'modules')}: {what}: module {mod!r} is Wippy's and needs its "
+                             "infrastructure (HTTP server, databases, file systems, registry, security): Legato does "
+                             f"not provide it (the modules here: {', '.join(sorted(known))})")
         if mod not in known:
             raise EntryError(f"{path}:{_line(item, 'modules')}: {what}: unknown module {mod!r} for {kind} "
                              f"(available: {', '.join(sorted(known))})")

@@ -45,13 +45,25 @@ local ERR = { __name = "error" }
 ERR.__index = ERR
 function ERR:kind() return self._kind end
 function ERR:message() return self._message end
-function ERR:retryable() return self._retryable == true end
-function ERR:details() return self._details end
+-- nil when the error does not say (as Wippy): callers tell "unknown" from "no"
+function ERR:retryable() return self._retryable end
+function ERR:details()
+    local d = self._details
+    if type(d) == "table" and next(d) == nil then return nil end
+    return d
+end
 function ERR:source() return self._source end
+function ERR:stack() return self._stack end
 ERR.__tostring = function(self)
     local kind = self._kind
     if kind == nil or kind == "" then return tostring(self._message) end
     return kind .. ": " .. tostring(self._message)
+end
+-- "context: " .. err, err .. "!" (either side may be the error)
+ERR.__concat = function(a, b) return tostring(a) .. tostring(b) end
+-- two errors are equal when they say the same: kind and message
+ERR.__eq = function(a, b)
+    return getmetatable(a) == ERR and getmetatable(b) == ERR and a._kind == b._kind and a._message == b._message
 end
 
 -- the kinds by constant name (errors.NOT_FOUND == KIND.NOT_FOUND == "NotFound", as in Wippy)
@@ -66,22 +78,45 @@ K.make_error = make_error
 
 local function is_error(v) return type(v) == "table" and getmetatable(v) == ERR end
 
+-- err:stack(): where errors.new was called, "file:line in function name" per frame of the code
+-- (Legato's own frames left out), innermost first; at most STACK_FRAMES frames.
+local STACK_FRAMES = 16
+local function code_stack(level)
+    local lines = {}
+    for l = level, level + 64 do
+        local info = getinfo(l, "Sln")
+        if not info or #lines >= STACK_FRAMES then break end
+        local src = info.source
+        if info.what ~= "C" and src ~= KERNEL_SOURCE and src ~= "=legato/patterns.lua" then
+            lines[#lines + 1] = sformat("%s:%d in %s", info.short_src, info.currentline or 0,
+                info.name and ("function " .. info.name) or "main chunk")
+        end
+    end
+    if #lines == 0 then return nil end
+    return concat(lines, "\n")
+end
+
 local errors = {}
 for k, v in pairs(KIND) do errors[k] = v end
-function errors.new(spec, kind)
+local function errors_new(spec, kind)  -- errors.new without the stack (levels: the caller of errors.new)
     if type(spec) == "string" then
         return make_error(spec, kind or KIND.UNKNOWN, nil, nil)
     end
     if type(spec) ~= "table" then
-        error("errors.new: expected a table {message=, kind=, retryable=, details=} or a message string", 2)
+        error("errors.new: expected a table {message=, kind=, retryable=, details=} or a message string", 3)
     end
     local msg = spec.message
     if msg ~= nil and type(msg) ~= "string" then msg = tostring(msg) end
     local k = spec.kind or kind or KIND.UNKNOWN
-    if type(k) ~= "string" then error("errors.new: kind must be a string such as errors.INVALID", 2) end
+    if type(k) ~= "string" then error("errors.new: kind must be a string such as errors.INVALID", 3) end
     local r = spec.retryable
-    if r ~= nil and type(r) ~= "boolean" then error("errors.new: retryable must be a boolean", 2) end
+    if r ~= nil and type(r) ~= "boolean" then error("errors.new: retryable must be a boolean", 3) end
     return make_error(msg or "", k, r, spec.details)
+end
+function errors.new(spec, kind)
+    local e = errors_new(spec, kind)
+    e._stack = code_stack(3)
+    return e
 end
 function errors.is(err, kind)
     return is_error(err) and err._kind == kind
@@ -89,7 +124,9 @@ end
 function errors.kind(err) if is_error(err) then return err._kind end return nil end
 function errors.wrap(err, message)
     if is_error(err) then
-        return make_error(message .. ": " .. tostring(err._message), err._kind, err._retryable, err._details)
+        local e = make_error(message .. ": " .. tostring(err._message), err._kind, err._retryable, err._details)
+        e._stack = err._stack
+        return e
     end
     return make_error(message .. ": " .. tostring(err), KIND.UNKNOWN, nil, nil)
 end
@@ -260,6 +297,52 @@ local function new_crypto(draw, now)
     }
 end
 
+-- ------------------------------------------------------------------ hash, base64, uuid
+-- Pure functions of their arguments (worker/codec_ops.py), through the host's crypto door: value,
+-- or nil, err. New uuids (v1, v4, v7) come from `make(version)`: in workflows from the run's
+-- clock and seeded random source (replay-safe, nothing recorded), elsewhere the real ones.
+
+local function pure_op(name, ...) return crypto_result(H.crypto(name, ...)) end
+
+local function new_hash()
+    local A, m = crypto_arg, {}
+    for _, name in ipairs({ "md5", "sha1", "sha256", "sha512" }) do
+        -- hex digest; raw = true: the digest's bytes
+        m[name] = function(data, raw) return pure_op("hash." .. name, A(data), raw == true) end
+    end
+    for _, name in ipairs({ "fnv32", "fnv32a", "fnv64", "fnv64a", "crc32" }) do
+        m[name] = function(data) return pure_op("hash." .. name, A(data)) end
+    end
+    return m
+end
+
+local function new_base64()
+    local A, m = crypto_arg, {}
+    for _, name in ipairs({ "encode", "decode", "url_encode", "url_decode" }) do
+        m[name] = function(data) return pure_op("base64." .. name, A(data)) end
+    end
+    return m
+end
+
+local function new_uuid(make)
+    local A = crypto_arg
+    return {
+        v1 = function() return make(1) end,
+        v4 = function() return make(4) end,
+        v7 = function() return make(7) end,
+        v3 = function(namespace, name) return pure_op("uuid.v3", A(namespace), A(name)) end,
+        v5 = function(namespace, name) return pure_op("uuid.v5", A(namespace), A(name)) end,
+        validate = function(s) return (pure_op("uuid.validate", A(s))) == true end,
+        parse = function(s) return pure_op("uuid.parse", A(s)) end,
+        version = function(s) return pure_op("uuid.version", A(s)) end,
+        variant = function(s) return pure_op("uuid.variant", A(s)) end,
+        NAMESPACE_DNS = "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+        NAMESPACE_URL = "6ba7b811-9dad-11d1-80b4-00c04fd430c8",
+        NAMESPACE_OID = "6ba7b812-9dad-11d1-80b4-00c04fd430c8",
+        NAMESPACE_X500 = "6ba7b814-9dad-11d1-80b4-00c04fd430c8",
+    }
+end
+
 -- ------------------------------------------------------------------ json (host implementation)
 
 local json = {}
@@ -272,6 +355,13 @@ function json.decode(s)
     if type(s) ~= "string" then return nil, make_error("json.decode: expected a string", KIND.INVALID, false) end
     local v, err = H.json_decode(s)
     if err ~= nil then return nil, make_error(err, KIND.INVALID, false) end
+    return v
+end
+
+-- ctx.get(key): the value, or nil and a NotFound error (as Wippy) when the context lacks it.
+local function ctx_get(c, key)
+    local v = c and c[key]
+    if v == nil then return nil, make_error(sformat("ctx: no value for key %s", tostring(key)), KIND.NOT_FOUND, false) end
     return v
 end
 
@@ -387,14 +477,16 @@ if MODE == "activity" then
             check_stop(2)
         end,
     })
-    mods.uuid = { v4 = function() return H.uuid4() end }
+    mods.uuid = new_uuid(function(v) return H.uuid_new(v) end)
+    mods.hash = new_hash()
+    mods.base64 = new_base64()
     mods.crypto = new_crypto(function(op, ...) return H.crypto_draw(op, nil, ...) end, H.now_ms)
     mods.crypto.random_bytes = function(n)
         if mtype(n) ~= "integer" or n < 0 then error("crypto.random_bytes: expected a whole number >= 0", 2) end
         return from_hex(H.random_hex(n))
     end
     mods.ctx = {
-        get = function(key) local c = H.context(); return c and c[key] end,
+        get = function(key) return ctx_get(H.context(), key) end,
         all = function() return H.context() end,
     }
     -- activity.heartbeat(details): records progress (details are kept for the next attempt:
@@ -876,7 +968,7 @@ function channel.select(cases)
             if try_send(c.ch, c.v) then return { channel = c.ch, ok = true } end
         end
     end
-    if cases.default then return { default = true } end
+    if cases.default then return { default = true, ok = true } end
     local t = this_thread("channel.select")
     local sel = { done = false, waiters = {} }
     for i = 1, n do
@@ -1438,8 +1530,12 @@ function funcs.new() return setmetatable({}, EXEC) end
 
 -- ------------------------------------------------------------------ deterministic values
 
-local uuid = {}
-function uuid.v4() return H.uuid4() end
+-- v4 as before this module grew (H.uuid4: the same draws, so recorded runs replay alike)
+local uuid = new_uuid(function(v)
+    if v == 4 then return H.uuid4() end
+    return H.uuid_new(v, R.now_ms)
+end)
+local hash, base64 = new_hash(), new_base64()
 
 -- Random draws and encryptions are markers in the history, replayed from it; the host reports a
 -- recorded value this call could not have made (changed code) as non-determinism.
@@ -1486,7 +1582,7 @@ function workflow.attrs(a)
 end
 
 local ctx = {}
-function ctx.get(key) local c = H.context() return c and c[key] end
+function ctx.get(key) return ctx_get(H.context(), key) end
 function ctx.all()
     local out = {}
     for k, v in pairs(H.context() or {}) do out[k] = v end
@@ -1590,6 +1686,7 @@ end
 local modules = {
     funcs = funcs, time = time, uuid = uuid, crypto = crypto, workflow = workflow, json = json,
     process = process, channel = channel, coroutine = ucoroutine, errors = errors, ctx = ctx,
+    hash = hash, base64 = base64,
 }
 local ALWAYS = { "process", "channel", "coroutine", "errors" }
 local STD = { string = true, table = true, math = true, utf8 = true }

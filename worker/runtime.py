@@ -47,6 +47,7 @@ from legato.query import check_search_attributes
 from legato.retry import RetryPolicy
 from legato.wire import max_message_bytes
 from worker import crypto_host
+from worker.codec_ops import new_uuid
 from worker.convert import (
     ConversionError,
     args_to_python,
@@ -250,6 +251,7 @@ _HOST_METHODS = {
     "random_hex": "_random_hex",
     "crypto_draw": "_crypto_draw",
     "uuid4": "_uuid4",
+    "uuid_new": "_uuid_new",
     "info": "_info",
     "history_length": "_history_len",
     "history_size": "_history_size",
@@ -687,11 +689,18 @@ class WorkflowRun:
         self._commands.append(PendingCommand(C.RecordMarker, draw.marker, line, details))
         return value, None, None, False
 
-    def _uuid4(self) -> str:
+    def _random(self) -> random.Random:
         rng = self._rng
         if rng is None:
             rng = self._rng = random.Random(self._seed)
-        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        return rng
+
+    def _uuid4(self) -> str:
+        return str(uuid.UUID(int=self._random().getrandbits(128), version=4))
+
+    def _uuid_new(self, version: int, now_ms: int) -> str:
+        """uuid.v1 / v7: the workflow's clock and seeded random source, so replays make the same."""
+        return new_uuid(version, int(now_ms), self._random())
 
     def _info(self) -> Any:
         i = self.info
@@ -922,6 +931,6 @@ _SORTED = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=
 
 def json_encode(value: Any) -> tuple[Any, Any]:
     try:
-        return _SORTED.encode(to_python(value)), None
+        return _SORTED.encode(to_python(value, json_arrays=True)), None
     except (ConversionError, TypeError, ValueError) as err:
         return None, f"json.encode: {err}"

@@ -31,7 +31,8 @@ OUTCOMES: dict[E, tuple[E, E]] = {
 
 
 def make_app(tmp: Path, workflows: dict[str, str] | None = None, functions: dict[str, str] | None = None,
-             modules: str = "[funcs, time, uuid, crypto, workflow, json, ctx]", namespace: str = "app") -> Registry:
+             modules: str = "[funcs, time, uuid, crypto, workflow, json, ctx]", namespace: str = "app",
+             function_modules: str = "[time, json, uuid, crypto, errors, funcs, ctx, activity]") -> Registry:
     """A registry with one worker (task queue "q"), workflow entries `name -> code`, function entries."""
     lines = [f"version: '1.0'\nnamespace: {namespace}\nentries:",
              "  - {name: worker, kind: temporal.worker, task_queue: q}"]
@@ -42,7 +43,7 @@ def make_app(tmp: Path, workflows: dict[str, str] | None = None, functions: dict
     for name, code in (functions or {}).items():
         (tmp / f"{name}.lua").write_text(textwrap.dedent(code))
         lines.append(f"  - {{name: {name}, kind: function.lua, source: file://{name}.lua,"
-                     f" modules: [time, json, uuid, crypto, errors, funcs, ctx, activity]}}")
+                     f" modules: {function_modules}}}")
     (tmp / "app.yaml").write_text("\n".join(lines) + "\n")
     return load_registry(tmp / "app.yaml")
 
