@@ -1873,6 +1873,11 @@ local OS = {
     setlocale = forbidden("os.setlocale", IO_ALT),
     difftime = os.difftime,
 }
+-- A caller (`legato run`, H.caller) is not replayed: it gets the real clock and randomness, as
+-- activities do (Lua 5.4 seeds math.random per state). Workflows keep refusing them.
+local CALLER_OS = copy(OS)
+CALLER_OS.time, CALLER_OS.clock, CALLER_OS.date = os.time, os.clock, os.date
+local CALLER_MATH = copy(math)
 local NONE = {}
 local OS_INDEX = forbidden_index("os", "workflow code cannot use the operating system; use an activity")
 local IO_INDEX = forbidden_index("io", IO_ALT)
@@ -1885,8 +1890,8 @@ local function build_env(r)
     env.string = r.string
     env.table = copy(table)
     env.utf8 = copy(utf8)
-    env.math = copy(MATH)
-    env.os = forbidden_table(OS, OS_INDEX)
+    env.math = copy(H.caller and CALLER_MATH or MATH)
+    env.os = forbidden_table(H.caller and CALLER_OS or OS, OS_INDEX)
     env.io = forbidden_table(NONE, IO_INDEX)
     env.debug = forbidden_table(NONE, DEBUG_INDEX)
     local mods = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -68,6 +69,16 @@ def ok(o: CallerOutcome) -> Any:
 async def test_spawn_monitored_gets_the_exit_event(env: Env) -> None:
     r = ok(await env.call("spawn_exit", "Ada"))
     assert r == {"kind": "EXIT", "same": True, "value": {"greeting": "hello, Ada"}, "pid_is_string": True}
+
+
+async def test_a_caller_gets_the_real_clock_and_randomness(env: Env) -> None:
+    """Callers are not replayed: os.time/os.date/os.clock and math.random work there (a workflow
+    refuses them: tests/integration/test_sandbox.py)."""
+    before = int(time.time())
+    r = ok(await env.call("real_world"))
+    assert before <= r["time"] <= int(time.time()) + 1
+    assert r["year"] == time.strftime("%Y", time.gmtime()) and r["clock"] == "number"
+    assert r["distinct"] >= 18 and r["unit"] is True  # 20 draws of a million: collisions are rare
 
 
 async def test_exec_returns_the_result(env: Env) -> None:

@@ -116,7 +116,19 @@ local function cancel_waits()
             err = r.value and r.value.result.error and r.value.result.error:kind()}
 end
 
-return {spawn_exit = spawn_exit, exec_one = exec_one, exec_fail = exec_fail, options = options,
+-- a caller is not replayed: the real clock and randomness, as in activities (issue 15, point 3)
+local function real_world()
+    local draws = {}
+    for i = 1, 20 do draws[i] = math.random(1, 1000000) end
+    local distinct = {}
+    for _, d in ipairs(draws) do distinct[d] = true end
+    local n = 0
+    for _ in pairs(distinct) do n = n + 1 end
+    return {time = os.time(), year = os.date("!%Y"), clock = type(os.clock()), distinct = n,
+            unit = math.random() < 1}
+end
+
+return {real_world = real_world, spawn_exit = spawn_exit, exec_one = exec_one, exec_fail = exec_fail, options = options,
         request_reply = request_reply, timeout = timeout, unknown_target = unknown_target,
         bad_option = bad_option, returns_error = returns_error, monitor_terminate = monitor_terminate,
         plain_spawn_no_exit = plain_spawn_no_exit,
