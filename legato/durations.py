@@ -41,6 +41,27 @@ def parse_duration_ms(value: object, what: str = "duration") -> int:
                      "or milliseconds)")
 
 
+NS_PER_MS = 1_000_000
+
+
+def lua_duration_ms(value: object, what: str = "duration") -> int:
+    """A duration as Lua code gives it, in whole milliseconds (rounded up): a number is
+    nanoseconds (Go's unit, as Lua's `time` module has it: `5 * time.SECOND`), a `time.*`
+    duration value arrives as its table {_ns = n}, a string is as `parse_duration_ms` reads it."""
+    if isinstance(value, dict) and set(value) == {"_ns"}:
+        value = value["_ns"]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value != value:  # NaN
+            raise ValueError(f"{what}: {value!r} is not a duration")
+        if value < 0:
+            raise ValueError(f"{what}: a duration cannot be negative ({value} ns)")
+        return _bounded(-(-value // NS_PER_MS), what, f"{value} ns")
+    if isinstance(value, str):
+        return parse_duration_ms(value, what)
+    raise ValueError(f"{what}: expected a duration such as \"5s\", a number of nanoseconds or a time.* value, "
+                     f"got {value!r}")
+
+
 def _bounded(ms: int | float, what: str, shown: str = "") -> int:
     if ms > MAX_DURATION_MS:
         raise ValueError(f"{what}: {_show(shown or ms)} is too long; the longest duration is 36500d (100 years, "

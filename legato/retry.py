@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +41,10 @@ class RetryPolicy:
         )
 
     @classmethod
-    def from_user(cls, d: dict[str, Any], where: str) -> RetryPolicy:
-        """From the Lua option table (`initial_interval` etc., durations as strings or ms)."""
+    def from_user(cls, d: dict[str, Any], where: str,
+                  duration: Callable[[Any, str], int] = parse_duration_ms) -> RetryPolicy:
+        """From a user's table (`initial_interval` etc.): the CLI's JSON (numbers are ms), or Lua
+        options (`duration=lua_duration_ms`: numbers are ns)."""
         known = {"initial_interval", "backoff_coefficient", "maximum_interval", "maximum_attempts",
                  "non_retryable_error_types"}
         unknown = sorted(set(d) - known)
@@ -49,14 +52,14 @@ class RetryPolicy:
             raise ValueError(f"{where}: unknown retry policy key {unknown[0]!r} (known: {', '.join(sorted(known))})")
         p = cls()
         if "initial_interval" in d:
-            p.initial_interval_ms = max(1, parse_duration_ms(d["initial_interval"], f"{where}.initial_interval"))
+            p.initial_interval_ms = max(1, duration(d["initial_interval"], f"{where}.initial_interval"))
         if "backoff_coefficient" in d:
             coef = d["backoff_coefficient"]
             if isinstance(coef, bool) or not isinstance(coef, int | float) or coef < 1:
                 raise ValueError(f"{where}.backoff_coefficient: expected a number >= 1, got {coef!r}")
             p.backoff_coefficient = float(coef)
         if "maximum_interval" in d:
-            p.maximum_interval_ms = parse_duration_ms(d["maximum_interval"], f"{where}.maximum_interval")
+            p.maximum_interval_ms = duration(d["maximum_interval"], f"{where}.maximum_interval")
         if "maximum_attempts" in d:
             n = d["maximum_attempts"]
             if isinstance(n, bool) or not isinstance(n, int | float) or n < 0 or int(n) != n:

@@ -1,5 +1,5 @@
-"""The `hash`, `base64` and `uuid` modules' operations (Wippy's API): pure functions of their
-arguments, so workflows call them without recording anything.
+"""The `hash`, `base64` and `uuid` modules' operations, and `time`'s Go layouts (Wippy's API):
+pure functions of their arguments, so workflows call them without recording anything.
 
 The kernel calls them as `H.crypto(op, ...)` with string arguments tagged (worker/host_args.py);
 each returns a value or raises OpError (the code gets `nil, err`). New uuids of versions 1, 4
@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from worker import go_time
 from worker.host_args import OpError, binary, text, whole
 
 # FNV-1 and FNV-1a (http://www.isthe.com/chongo/tech/comp/fnv/): offset basis and prime per width.
@@ -153,6 +154,14 @@ def new_uuid(version: Any, now_ms: int, rng: random.Random | None) -> str:
                                  0x80 | bits(6), bits(8), node), version=1))
 
 
+def _time_format(ms: Any, layout: Any) -> str:
+    return go_time.format_ms(whole(ms, "time:format"), text(layout, "time:format layout"))
+
+
+def _time_parse(layout: Any, value: Any) -> int:
+    return go_time.parse_ms(text(layout, "time.parse layout"), text(value, "time.parse"))
+
+
 OPS: dict[str, Callable[..., Any]] = {
     **{f"hash.{n}": _digest(n) for n in ("md5", "sha1", "sha256", "sha512")},
     **{f"hash.fnv{b}{'a' if a else ''}": _fnv(b, a) for b in (32, 64) for a in (False, True)},
@@ -167,4 +176,6 @@ OPS: dict[str, Callable[..., Any]] = {
     "uuid.parse": _canonical,
     "uuid.version": _version,
     "uuid.variant": _variant,
+    "time.format": _time_format,
+    "time.parse": _time_parse,
 }

@@ -132,54 +132,102 @@ function errors.wrap(err, message)
 end
 
 -- ------------------------------------------------------------------ time values
--- Durations are numbers of milliseconds: time.SECOND == 1000, time.MILLISECOND == 1, so
--- `10 * time.MILLISECOND`, `time.sleep(100 * time.MILLISECOND)` and option values agree.
+-- Durations are Go's: integers of nanoseconds (time.NANOSECOND == 1, time.SECOND == 1e9), so a
+-- plain number given as a duration is nanoseconds, `10 * time.MILLISECOND` reads as it says, and
+-- strings ("250ms", "5m") are as before. Timers fire with millisecond resolution (a history
+-- records milliseconds: histories written when numbers meant milliseconds replay, the recorded
+-- durations being what they were). Times are UTC instants in milliseconds.
 
+local NS_PER_MS = 1000000
 local DUR = { __name = "duration" }
 DUR.__index = DUR
-local function new_duration(ms) return setmetatable({ _ms = ms }, DUR) end
-function DUR:milliseconds() return self._ms end
-function DUR:seconds() return self._ms / 1000 end
-function DUR:minutes() return self._ms / 60000 end
-function DUR:hours() return self._ms / 3600000 end
-function DUR:microseconds() return self._ms * 1000 end
-function DUR:nanoseconds() return self._ms * 1000000 end
+local function new_duration(ns) return setmetatable({ _ns = ns }, DUR) end
+function DUR:nanoseconds() return self._ns end
+function DUR:microseconds() return self._ns // 1000 end
+function DUR:milliseconds() return self._ns // NS_PER_MS end
+function DUR:seconds() return self._ns / 1e9 end
+function DUR:minutes() return self._ns / 6e10 end
+function DUR:hours() return self._ns / 3.6e12 end
 DUR.__tostring = function(self)
-    local ms = self._ms
+    local ns = self._ns
+    if ns % NS_PER_MS ~= 0 then
+        if ns % 1000 == 0 then return sformat("%dus", ns // 1000) end
+        return sformat("%dns", ns)
+    end
+    local ms = ns // NS_PER_MS
     if ms % 3600000 == 0 and ms ~= 0 then return sformat("%dh", ms // 3600000) end
     if ms % 60000 == 0 and ms ~= 0 then return sformat("%dm", ms // 60000) end
     if ms % 1000 == 0 then return sformat("%ds", ms // 1000) end
-    return sformat("%gms", ms)
+    return sformat("%dms", ms)
 end
-DUR.__eq = function(a, b) return a._ms == b._ms end
-DUR.__lt = function(a, b) return a._ms < b._ms end
-DUR.__le = function(a, b) return a._ms <= b._ms end
+DUR.__eq = function(a, b) return a._ns == b._ns end
+DUR.__lt = function(a, b) return a._ns < b._ns end
+DUR.__le = function(a, b) return a._ns <= b._ns end
+
+local MAX_DURATION_MS = H.max_duration_ms
+local MAX_DURATION_NS = MAX_DURATION_MS * NS_PER_MS  -- 100 years: within Lua's 64-bit integers
+
+-- A duration value (number of ns, time.* duration, or "5s") in ns; errors name `what`.
+local function duration_ns(d, what, level)
+    local t = type(d)
+    if t == "number" then
+        if d < 0 then error(sformat("%s: a duration cannot be negative (%s)", what, tostring(d)), level + 1) end
+        if d ~= d or d > MAX_DURATION_NS then
+            error(sformat("%s: %s ns is not a duration Legato keeps (at most 100 years)", what, tostring(d)),
+                level + 1)
+        end
+        return d
+    end
+    if getmetatable(d) == DUR then return d._ns end
+    if t == "string" then
+        local ms, err = H.duration_ms(d)
+        if ms == nil then error(what .. ": " .. tostring(err), level + 1) end
+        return ms * NS_PER_MS
+    end
+    error(sformat("%s: expected a duration such as \"5s\", a number of nanoseconds or a time.* value, got %s",
+        what, t), level + 1)
+end
+-- The same in whole milliseconds, rounded up (what timers and deadlines are recorded in).
+local function duration_ms(d, what, level)
+    return ceil(duration_ns(d, what, level + 1) / NS_PER_MS)
+end
 
 local TIME = { __name = "time" }
 TIME.__index = TIME
 local function new_time(ms) return setmetatable({ _ms = ms }, TIME) end
-function TIME:sub(other)
-    if getmetatable(other) ~= TIME then error("time:sub: expected a time value", 2) end
-    return new_duration(self._ms - other._ms)
+local function check_time(o, what, level)
+    if getmetatable(o) ~= TIME then error(what .. ": expected a time value", level + 1) end
+    return o._ms
 end
-function TIME:add(d)
-    local ms = type(d) == "number" and d or (getmetatable(d) == DUR and d._ms)
-    if not ms then error("time:add: expected a duration", 2) end
-    return new_time(self._ms + ms)
-end
+function TIME:sub(other) return new_duration((self._ms - check_time(other, "time:sub", 2)) * NS_PER_MS) end
+function TIME:add(d) return new_time(self._ms + duration_ns(d, "time:add", 2) // NS_PER_MS) end
 function TIME:unix() return self._ms // 1000 end
 function TIME:unix_milli() return self._ms end
-function TIME:unix_nano() return self._ms * 1000000 end
-function TIME:before(o) return self._ms < o._ms end
-function TIME:after(o) return self._ms > o._ms end
-function TIME:equal(o) return self._ms == o._ms end
+function TIME:unix_nano() return self._ms * NS_PER_MS end
+function TIME:utc() return self end  -- times are UTC instants already
+function TIME:before(o) return self._ms < check_time(o, "time:before", 2) end
+function TIME:after(o) return self._ms > check_time(o, "time:after", 2) end
+function TIME:equal(o) return self._ms == check_time(o, "time:equal", 2) end
+local function fields(self) return os_date("!*t", self._ms // 1000) end
+function TIME:year() return fields(self).year end
+function TIME:month() return fields(self).month end
+function TIME:day() return fields(self).day end
+function TIME:hour() return fields(self).hour end
+function TIME:minute() return fields(self).min end
+function TIME:second() return fields(self).sec end
+function TIME:nanosecond() return self._ms % 1000 * NS_PER_MS end
+function TIME:weekday() return fields(self).wday - 1 end  -- as Go: 0 is Sunday
+function TIME:year_day() return fields(self).yday end
+-- A Go layout ("2006-01-02T15:04:05Z07:00", time.RFC3339, ...); a strftime layout ("%Y-%m-%d",
+-- Legato's older form) when it has a "%".
 function TIME:format(layout)
-    local secs = self._ms // 1000
-    if layout == nil or layout == "RFC3339" or layout == "2006-01-02T15:04:05Z07:00" then
-        return os_date("!%Y-%m-%dT%H:%M:%SZ", secs)
-    end
-    if type(layout) ~= "string" then error("time:format: expected a strftime layout string", 2) end
-    return os_date("!" .. layout, secs)
+    if layout == nil then layout = "2006-01-02T15:04:05Z07:00" end
+    if layout == "RFC3339" then layout = "2006-01-02T15:04:05Z07:00" end
+    if type(layout) ~= "string" then error("time:format: expected a layout string such as time.RFC3339", 2) end
+    if sfind(layout, "%", 1, true) then return os_date("!" .. layout, self._ms // 1000) end
+    local s, msg = H.crypto("time.format", self._ms, "u" .. layout)
+    if s == nil then error(msg, 2) end
+    return s
 end
 TIME.__tostring = function(self)
     local frac = self._ms % 1000
@@ -190,37 +238,27 @@ TIME.__eq = function(a, b) return a._ms == b._ms end
 TIME.__lt = function(a, b) return a._ms < b._ms end
 TIME.__le = function(a, b) return a._ms <= b._ms end
 
-local MAX_DURATION_MS = H.max_duration_ms
-local function duration_ms(d, what, level)
-    local t = type(d)
-    if t == "number" then
-        if d < 0 then error(sformat("%s: a duration cannot be negative (%s)", what, tostring(d)), level + 1) end
-        if d ~= d or d > MAX_DURATION_MS then
-            error(sformat("%s: %s ms is not a duration Legato keeps (at most %d ms, 100 years)", what, tostring(d),
-                MAX_DURATION_MS), level + 1)
-        end
-        return d
-    end
-    if getmetatable(d) == DUR then return d._ms end
-    if t == "string" then
-        local ms, err = H.duration_ms(d)
-        if ms == nil then error(what .. ": " .. tostring(err), level + 1) end
-        return ms
-    end
-    error(sformat("%s: expected a duration such as \"5s\", a number of milliseconds or a time.* value, got %s",
-        what, t), level + 1)
-end
-
 local function time_constants(t)
-    t.NANOSECOND = 0.000001
-    t.MICROSECOND = 0.001
-    t.MILLISECOND = 1
-    t.SECOND = 1000
-    t.MINUTE = 60000
-    t.HOUR = 3600000
-    t.parse_duration = function(s) return new_duration(duration_ms(s, "time.parse_duration", 2)) end
-    t.duration = function(ms) return new_duration(duration_ms(ms, "time.duration", 2)) end
-    t.unix = function(sec, nsec) return new_time(floor((sec or 0) * 1000 + (nsec or 0) / 1000000)) end
+    t.NANOSECOND = 1
+    t.MICROSECOND = 1000
+    t.MILLISECOND = NS_PER_MS
+    t.SECOND = 1000 * NS_PER_MS
+    t.MINUTE = 60 * t.SECOND
+    t.HOUR = 60 * t.MINUTE
+    for name, layout in pairs(H.time_layouts) do t[name] = layout end
+    t.parse_duration = function(s) return new_duration(duration_ns(s, "time.parse_duration", 2)) end
+    t.duration = function(ns) return new_duration(duration_ns(ns, "time.duration", 2)) end
+    t.unix = function(sec, nsec) return new_time(floor((sec or 0) * 1000 + (nsec or 0) / NS_PER_MS)) end
+    t.unix_milli = function(ms) return new_time(floor(ms)) end
+    -- time.parse(layout, text): the time, or nil, err (kind Invalid)
+    t.parse = function(layout, text)
+        if type(layout) ~= "string" or type(text) ~= "string" then
+            return nil, make_error("time.parse: expected a layout and a text (strings)", KIND.INVALID, false)
+        end
+        local ms, msg, kind = H.crypto("time.parse", "u" .. layout, "u" .. text)
+        if ms == nil then return nil, make_error(msg, kind, false) end
+        return new_time(ms)
+    end
     return t
 end
 
@@ -1389,6 +1427,43 @@ function time.timer(d)
     local ch = new_channel(1)
     local tid = start_timer(ms, function() offer(ch, new_time(R.now_ms)) end)
     return setmetatable({ _tid = tid, _ch = ch }, TIMER)
+end
+-- timer:reset(d): as Go's Timer.Reset: stop it if it has not fired, then fire after d (on the
+-- same channel); true when it had not fired yet.
+function TIMER:reset(d)
+    local ms = duration_ms(d, "timer:reset", 2)
+    local was_pending = self:stop()
+    local ch = self._ch
+    self._tid = start_timer(ms, function() offer(ch, new_time(R.now_ms)) end)
+    return was_pending
+end
+
+-- time.ticker(d): a tick on ticker:channel() every d until ticker:stop(); as Go's, a tick the
+-- code has not taken yet makes the next one be dropped (the channel holds one). Each period is a
+-- durable timer of the history.
+local TICKER = { __name = "ticker" }
+TICKER.__index = TICKER
+function TICKER:channel() return self._ch end
+function TICKER:stop()
+    self._stopped = true
+    if R.pending_timer[self._tid] then
+        R.pending_timer[self._tid] = nil
+        count_command()
+        H.cancel_timer(self._tid, user_frame(2))
+    end
+end
+function time.ticker(d)
+    local ms = duration_ms(d, "time.ticker", 2)
+    if ms < 1 then error("time.ticker: the period must be positive", 2) end
+    local tk = setmetatable({ _ch = new_channel(1), _stopped = false }, TICKER)
+    local function arm()
+        tk._tid = start_timer(ms, function()
+            offer(tk._ch, new_time(R.now_ms))
+            if not tk._stopped then arm() end
+        end)
+    end
+    arm()
+    return tk
 end
 
 -- ------------------------------------------------------------------ activities (funcs)

@@ -39,7 +39,7 @@ from lupa import lua54
 from legato import codec
 from legato.commands import EVENT_OF, Command, CommandType
 from legato.config import Limits
-from legato.durations import MAX_DURATION_MS, parse_duration_ms
+from legato.durations import MAX_DURATION_MS, lua_duration_ms, parse_duration_ms
 from legato.errors import Failure, Kind
 from legato.events import EventType, HistoryEvent
 from legato.ids import MAX_ID_LENGTH
@@ -60,6 +60,7 @@ from worker.convert import (
     to_python,
 )
 from worker.entries import ClientEntry, Registry, WorkerEntry, WorkflowEntry, compile_lua
+from worker.go_time import LAYOUTS
 from worker.lua_anchor import anchor_host
 from worker.start_options import SpawnSpec, apply_spawner_call, child_command_attrs, start_request
 
@@ -116,6 +117,7 @@ def load_kernel(lua: Any, mode: str, host: dict[str, Any]) -> Any:
     h["kinds"] = lua.table_from(Kind.BY_NAME)
     h["patterns"] = patterns_bytecode()
     h["max_duration_ms"] = MAX_DURATION_MS
+    h["time_layouts"] = lua.table_from(LAYOUTS)
     return chunk(mode, h)
 
 
@@ -166,13 +168,13 @@ def parse_activity_options(opts: Any, base: ActivityOptions | None) -> ActivityO
             if not isinstance(value, dict):
                 raise ValueError(f"{raw_key}: expected a table (initial_interval, backoff_coefficient, "
                                  "maximum_interval, maximum_attempts, non_retryable_error_types)")
-            out.retry_policy = RetryPolicy.from_user(value, raw_key).to_dict()
+            out.retry_policy = RetryPolicy.from_user(value, raw_key, lua_duration_ms).to_dict()
         elif key == "activity.task_queue":
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{raw_key}: expected a non-empty task queue name, got {value!r}")
             out.task_queue = value
         elif key.startswith("activity.") and key[len("activity."):] in _TIMEOUT_KEYS:
-            out.timeouts[_TIMEOUT_KEYS[key[len("activity."):]]] = parse_duration_ms(value, raw_key)
+            out.timeouts[_TIMEOUT_KEYS[key[len("activity."):]]] = lua_duration_ms(value, raw_key)
         else:
             raise ValueError(f"unknown activity option {raw_key!r} (known: {', '.join(OPTION_KEYS)})")
     return out

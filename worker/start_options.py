@@ -28,7 +28,7 @@ from legato.api import (
     StartMessage,
     StartWorkflowRequest,
 )
-from legato.durations import parse_duration_ms
+from legato.durations import lua_duration_ms
 from legato.query import check_search_attributes
 from legato.retry import RetryPolicy
 from worker.convert import map_or_value
@@ -108,7 +108,7 @@ def _bool(key: str, value: Any) -> bool:
 
 def _duration(key: str, value: Any) -> int:
     try:
-        return parse_duration_ms(value, key)
+        return lua_duration_ms(value, key)
     except ValueError as err:
         raise StartOptionError(str(err)) from None
 
@@ -178,7 +178,7 @@ def parse_option(key: str, value: Any) -> dict[str, Any]:
     if short == "retry_policy":
         table = _mapping(key, value)
         try:
-            return {short: RetryPolicy.from_user(table, key).to_dict()}
+            return {short: RetryPolicy.from_user(table, key, lua_duration_ms).to_dict()}
         except ValueError as err:
             raise StartOptionError(str(err)) from None
     if short == "cron_schedule":

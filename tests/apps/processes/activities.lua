@@ -8,7 +8,7 @@ local function heartbeating()
     local time = require("time")
     for i = 1, 1000 do
         activity.heartbeat(i)
-        time.sleep(10)
+        time.sleep(10 * time.MILLISECOND)
     end
     return "finished"
 end

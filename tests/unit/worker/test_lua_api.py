@@ -388,7 +388,7 @@ def test_activity_options_are_sent(tmp_path: Path) -> None:
                                              non_retryable_error_types = {"Invalid"}},
                 ["activity.start_to_close_timeout"] = "30s",
                 ["activity.schedule_to_close_timeout"] = 60 * time.SECOND,
-                ["activity.heartbeat_timeout"] = 5000,
+                ["activity.heartbeat_timeout"] = 5000000000,  -- nanoseconds, as Go's durations
                 ["activity.task_queue"] = "special",
             })
             ex:call("app:x", 1, nil, 3)

@@ -207,11 +207,11 @@ OPTIONS = """\
 return {main = function()
     local base = process.with_options({
         ["temporal.workflow.execution_timeout"] = "24h",
-        ["temporal.workflow.run_timeout"] = 3600000,
+        ["temporal.workflow.run_timeout"] = 3600000 * time.MILLISECOND,
         ["temporal.workflow.task_timeout"] = "30s",
         ["temporal.workflow.id_reuse_policy"] = "reject_duplicate",
-        ["temporal.workflow.retry_policy"] = {initial_interval = 1000, backoff_coefficient = 2.0,
-                                              maximum_interval = 300000, maximum_attempts = 3},
+        ["temporal.workflow.retry_policy"] = {initial_interval = time.SECOND, backoff_coefficient = 2.0,
+                                              maximum_interval = 300000000000, maximum_attempts = 3},
         ["temporal.workflow.cron_schedule"] = "0 */6 * * *",
         ["temporal.workflow.search_attributes"] = {customer_id = "cust-123", tags = {"a", "b"}},
         ["temporal.workflow.memo"] = {source = "api"},

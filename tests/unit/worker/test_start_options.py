@@ -51,7 +51,8 @@ def test_explicit_id_or_name_defaults_to_use_existing() -> None:
 
 @pytest.mark.parametrize(("key", "value", "field", "expected"), [
     ("execution_timeout", "24h", "execution_timeout_ms", 86_400_000),
-    ("run_timeout", 3_600_000, "run_timeout_ms", 3_600_000),
+    ("run_timeout", 3_600_000_000_000, "run_timeout_ms", 3_600_000),  # a number is nanoseconds, as in Go
+    ("run_timeout", 1, "run_timeout_ms", 1),  # rounded up to whole milliseconds
     ("task_timeout", "30s", "task_timeout_ms", 30_000),
     ("start_delay", "1m30s", "start_delay_ms", 90_000),
     ("id_reuse_policy", "allow_duplicate_failed_only", "id_reuse_policy", IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY),
