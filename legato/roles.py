@@ -32,7 +32,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Self
+from typing import Any, Self
 
 import grpc
 
@@ -356,6 +356,47 @@ class Node:
         except Exception as e:
             return f"the store did not answer a read: {e}"
         return None
+
+    async def cluster_view(self, addresses: dict[str, str] | None = None) -> dict[str, Any]:
+        """What the web UI's cluster page shows (GET /api/v1/cluster), as this process knows it:
+        the members and the history member each shard is assigned to (from ZooKeeper's view in a
+        cluster; else this process, owning every shard its history role holds), and the task
+        queues of this process's matching role with their backlogs. `addresses`: where this
+        process serves each role, when not at its `cluster` address (the dev server)."""
+        addresses = addresses or {}
+        c = self.config
+        num_shards = c.history.num_shards
+        notes: list[str] = []
+        if self.membership is not None:
+            view = self.membership.view
+            members = [{"identity": m.identity, "roles": dict(sorted(m.roles.items())), "host": m.host,
+                        "pid": m.pid, "started_ms": m.started_ms, "metrics_address": m.metrics_address,
+                        "self": m.identity == self.identity}
+                       for _, m in sorted(view.members.items())]
+            shards: dict[str, str | None] = {}
+            for s in range(num_shards):
+                owner = view.shard_owner(s)
+                shards[str(s)] = owner.address(HISTORY) if owner is not None else None
+            mode = "cluster"
+        else:
+            members = [{"identity": self.identity, "roles": {r: addresses.get(r) or role_address(c, r)
+                                                             for r in ROLE_ORDER if r in self.roles},
+                        "host": socket.gethostname(), "pid": os.getpid(), "started_ms": 0,
+                        "metrics_address": c.metrics.address, "self": True}]
+            owned = set(self._history.owned_shards()) if self._history is not None else set()
+            here = addresses.get(HISTORY) or role_address(c, HISTORY)
+            shards = {str(s): (here if s in owned or self._history is None else None) for s in range(num_shards)}
+            mode = "single process" if self.roles == ALL_ROLES else "no cluster membership"
+        queues: list[dict[str, Any]] = []
+        if self._matching is not None:
+            queues = self._matching.task_queues.stats()
+            if c.queues.kind == "kafka":
+                notes.append("tasks on Kafka topics not yet consumed are not counted here: "
+                             "`legato kafka lag` tells")
+        else:
+            notes.append("this process runs no matching role: its task queues are not shown here")
+        return {"mode": mode, "identity": self.identity, "num_shards": num_shards, "members": members,
+                "shards": shards, "queues": queues, "notes": notes}
 
     def gauges(self) -> Iterator[Sample]:
         """This node's samples of the gauges read at scrape time (legato/metrics.py)."""

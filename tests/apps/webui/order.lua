@@ -1,0 +1,31 @@
+-- An order: activities (one retried, one that fails for good), a timer, a child, then it waits for
+-- an "approve" signal; a second coroutine waits for a "note" meanwhile (two stacks to show).
+local funcs = require("funcs")
+local time = require("time")
+
+local quick = funcs.new():with_options({
+    ["activity.retry_policy"] = { initial_interval = "50ms", maximum_attempts = 2 },
+})
+
+local function wait_for_approval()
+    local approve = process.listen("approve")
+    return approve:receive()
+end
+
+local function order(input)
+    local reserved = quick:call("default:reserve", input.item or "book")
+    local flaky = quick:call("default:flaky", 1)
+    local _, err = quick:call("default:broken")
+    time.sleep("100ms")
+    local child = process.exec("default:child", "default:worker", 21)
+    local notes = {}
+    coroutine.spawn(function()
+        local note = process.listen("note")
+        while true do table.insert(notes, note:receive()) end
+    end)
+    local approval = wait_for_approval()
+    return {reserved = reserved, flaky = flaky, broken = err and err:message(), child = child,
+            approval = approval, notes = #notes}
+end
+
+return {order = order}
