@@ -80,7 +80,7 @@ async def serve_dev(config: Config, db_path: str | None, host: str, port: int,
 
 
 def _http_note(http: HttpServer | None) -> str:
-    return f", HTTP API on {http.url}/api/v1/" if http is not None else ""
+    return f", HTTP API on {http.url}/api/v1/ (web UI: {http.url}/)" if http is not None else ""
 
 
 async def serve_roles(config: Config, roles: frozenset[str], db_path: str | None, identity: str,
