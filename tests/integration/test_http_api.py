@@ -441,7 +441,8 @@ def test_start_dev_serves_it_on_ui_address_and_starts_without_it_when_the_defaul
     proc = Proc(["server", "start-dev", "--port", str(port), "--ui-address", f"127.0.0.1:{ui}"]).start()
     try:
         line = proc.wait_for("listening")
-        assert f"listening on 127.0.0.1:{port}, HTTP API on http://127.0.0.1:{ui}/api/v1/ (web UI: http://127.0.0.1:{ui}/) (" in line
+        assert (f"listening on 127.0.0.1:{port}, HTTP API on http://127.0.0.1:{ui}/api/v1/ "
+                f"(web UI: http://127.0.0.1:{ui}/) (") in line
         with urllib.request.urlopen(f"http://127.0.0.1:{ui}{PREFIX}/namespaces/default/workflow-count") as resp:
             assert json.load(resp) == {"count": 0, "groups": []}
     finally:

@@ -17,11 +17,11 @@ import os
 import re
 import subprocess
 import urllib.request
-from urllib.parse import quote
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -167,7 +167,7 @@ def test_list_filters_by_status_chip_and_query_and_shows_query_errors_where_they
     page.goto(ui.base + "/#/workflows?size=20")
     expect(_rows(page)).to_have_count(20)
     first_page = _rows(page).first.get_attribute("data-workflow-id")
-    page.get_by_role("button", name="Next ›").click()
+    page.get_by_role("button", name="Next page").click()
     expect(page.get_by_text("page 2", exact=True)).to_be_visible()
     expect(_rows(page).first).not_to_have_attribute("data-workflow-id", first_page or "")
 
@@ -230,6 +230,12 @@ def test_call_stack_of_a_running_workflow(ui: Ui) -> None:
     expect(stack.locator("section.coroutine").nth(1)).to_contain_text("coroutine")
     lines = stack.locator("ol.frames code").all_inner_texts()
     assert lines and all(re.fullmatch(r"order\.lua:\d+", x) for x in lines), lines
+    # main waits in wait_for_approval (its receive line), called from order
+    source = (ENTRIES / "order.lua").read_text().splitlines()
+    main = stack.locator("section.coroutine").first.locator("ol.frames code").all_inner_texts()
+    assert len(main) == 2, main
+    assert "approve:receive()" in source[int(main[0].split(":")[1]) - 1], main
+    assert "wait_for_approval()" in source[int(main[1].split(":")[1]) - 1], main
     ui.shot("06-call-stack")
 
 

@@ -9,7 +9,8 @@ local quick = funcs.new():with_options({
 
 local function wait_for_approval()
     local approve = process.listen("approve")
-    return approve:receive()
+    local approval = approve:receive() -- not a tail call: the stack shows this frame
+    return approval
 end
 
 local function order(input)

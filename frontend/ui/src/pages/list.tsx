@@ -151,10 +151,11 @@ export function WorkflowList({ ns, params }: { ns: string; params: URLSearchPara
         </table>
       </div>
       <nav class="pager" aria-label="Pages of workflows">
-        <button type="button" disabled={page === 0} onClick={() => setPage(0)}>« First</button>
-        <button type="button" disabled={page === 0} onClick={() => setPage(page - 1)}>‹ Previous</button>
+        <button type="button" disabled={page === 0} onClick={() => setPage(0)} aria-label="First page">« First</button>
+        <button type="button" disabled={page === 0} onClick={() => setPage(page - 1)} aria-label="Previous page">‹ Previous</button>
         <span>page {page + 1}</span>
-        <button type="button" disabled={!next} onClick={() => { setTokens([...tokens.slice(0, page + 1), next]); setPage(page + 1); }}>Next ›</button>
+        <button type="button" disabled={!next} aria-label="Next page"
+          onClick={() => { setTokens([...tokens.slice(0, page + 1), next]); setPage(page + 1); }}>Next ›</button>
       </nav>
     </section>
   );

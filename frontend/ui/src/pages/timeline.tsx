@@ -110,17 +110,23 @@ export function Timeline({ events, pending, closeTime }: { events: HistoryEvent[
   if (!events.length) return <p class="muted">No events yet.</p>;
   const t0 = events[0].timestamp_ms;
   const last = events[events.length - 1].timestamp_ms;
-  const t1 = Math.max(closeTime || Date.now(), last, t0 + 1);
+  // a closed run: up to its close; an open one: up to its last event and a little more (bars still
+  // open run to the edge), so that a run waiting for days does not squeeze its work into a line
+  const t1 = closeTime ? Math.max(closeTime, last, t0 + 1) : Math.max(last + (last - t0) * 0.1, t0 + 1000);
   const span = t1 - t0;
   const pct = (t: number) => `${(((t - t0) / span) * 100).toFixed(3)}%`;
   const width = (a: number, b: number) => `${Math.max(((b - a) / span) * 100, 0.6).toFixed(3)}%`;
   return (
     <div class="timeline" data-testid="timeline">
-      <div class="axis muted small"><span>0</span><span>{fmtDuration(span / 2)}</span><span>{fmtDuration(span)}</span></div>
+      <div class="axis muted small"><span>0</span><span>{fmtDuration(span / 2)}</span><span>{fmtDuration(span)}{closeTime ? "" : " →"}</span></div>
+      <p class="legend small muted">
+        <span class="key out-completed" /> completed / fired <span class="key out-failed" /> failed / timed out
+        <span class="key retrying" /> retrying (before the last attempt) <span class="key out-running" /> still open
+      </p>
       {bars.length === 0 ? <p class="muted">This run has no activities, timers or children.</p> : null}
       <ul class="bars" aria-label="Activities, timers and children over time">
         {bars.map((b) => {
-          const end = b.end ?? t1;
+          const end = b.end ?? Math.max(t1, Date.now());
           const retried = b.attempts > 1;
           const text = `${b.label}: ${b.outcome}${retried ? `, ${b.attempts} attempts` : ""}, ${fmtDuration(end - b.start)}` +
             (b.lastFailure ? ` — last failure: ${b.lastFailure.message}` : "") + (b.detail ? ` — ${b.detail}` : "");
@@ -133,7 +139,7 @@ export function Timeline({ events, pending, closeTime }: { events: HistoryEvent[
               <div class="bar-track">
                 {retried && b.firstRun ? <div class="bar retrying" style={{ left: pct(b.start), width: width(b.start, b.firstRun) }} /> : null}
                 <div class={`bar out-${b.outcome.replace(" ", "-")}`}
-                  style={{ left: pct(retried && b.firstRun ? b.firstRun : b.start), width: width(retried && b.firstRun ? b.firstRun : b.start, end) }} />
+                  style={{ left: pct(retried && b.firstRun ? b.firstRun : b.start), width: width(retried && b.firstRun ? b.firstRun : b.start, Math.min(end, t1)) }} />
               </div>
               <div class="bar-info muted small">{b.outcome}{b.outcome === "failed" || b.outcome === "timed out" ? " ✗" : ""} · {fmtDuration(end - b.start)}
                 {b.detail ? ` · ${b.detail}` : ""}</div>

@@ -15,10 +15,13 @@ const TABS = [
 
 const QUIET = new Set(["identity", "request_id", "workflow_task_completed_event_id", "history_size_bytes", "random_seed"]);
 
+/** The event's attributes as `name value` pairs, the noisy and empty ones left out. */
 function details(e: HistoryEvent): string {
-  const a = Object.fromEntries(Object.entries(e.attrs || {}).filter(([k, v]) => !QUIET.has(k) && v !== null && v !== "" &&
-    !(typeof v === "number" && v === 0 && k.endsWith("_ms"))));
-  return short(a, 160).replace(/^\{|\}$/g, "");
+  return Object.entries(e.attrs || {})
+    .filter(([k, v]) => !QUIET.has(k) && v !== null && v !== "" && !(typeof v === "number" && v === 0 && k.endsWith("_ms")) &&
+      !(typeof v === "object" && !Array.isArray(v) && Object.keys(v).length === 0))
+    .map(([k, v]) => `${k} ${short(v, 90)}`)
+    .join(" · ");
 }
 
 /** The whole history, then new events as they come (a long poll) while the run is open. */
