@@ -488,3 +488,57 @@ def test_a_frontend_role_serves_it_with_ui_address(tmp_path: Path) -> None:
         assert got["error"]["code"] == "UNAVAILABLE" and f"127.0.0.1:{history}" in got["error"]["message"]
     finally:
         proc.stop()
+
+
+# ---------------------------------------------------------------- the web UI's routes
+
+async def test_stack_replays_a_running_workflow_against_ui_entries(env: Env) -> None:
+    await start(env, "http-stack", "pr:counter", {"initial": 0})
+    await env.h.wait_idle("http-stack")
+    # the default server was not given the Lua code: a 400 saying how to give it
+    status, got = await call(env, "GET", env.ns("/workflows/http-stack/stack"))
+    assert status == 400
+    error(got, "NoEntries", "--ui-entries")
+    config = Config()
+    config.ui.entries = str(APPS / "processes")
+    server = HttpServer(HttpApi(env.watch, config), "127.0.0.1:0")
+    await server.start()
+    try:
+        got = await ok(env, "GET", env.ns("/workflows/http-stack/stack", server.url))
+        assert got["workflow_id"] == "http-stack" and got["status"] == "RUNNING"
+        [main] = got["coroutines"]
+        assert main["main"] is True and main["frames"][0]["source"] == "children.lua", main
+        status, got = await call(env, "GET", env.ns("/workflows/no-such-run/stack", server.url))
+        assert status == 404
+        status, got = await call(env, "GET", env.ns("/workflows/http-stack/stack", server.url) + "?bad=1")
+        assert status == 400
+        error(got, "BadRequest", "bad")
+        await ok(env, "POST", env.ns("/workflows/http-stack/terminate"), {})
+        got = await ok(env, "GET", env.ns("/workflows/http-stack/stack", server.url))
+        assert got["coroutines"] == [] and "closed" in got["note"]
+    finally:
+        await server.stop()
+
+
+async def test_cluster_route_of_the_one_process_engine_and_its_token_rule(env: Env) -> None:
+    engine = env.h.engine
+    assert engine is not None
+    server = HttpServer(HttpApi(env.watch, Config(), cluster=engine.cluster_view), "127.0.0.1:0")
+    await server.start()
+    try:
+        got = await ok(env, "GET", f"{server.url}{PREFIX}/cluster")
+    finally:
+        await server.stop()
+    assert got["mode"] == "single process" and len(got["members"]) == 1 and got["members"][0]["self"]
+    assert len(got["shards"]) == got["num_shards"] and None not in got["shards"].values()
+    assert any(q["task_queue"] == TASK_QUEUE and q["kind"] == "workflow" for q in got["queues"]), got["queues"]
+    # not a namespace's: a token for all namespaces only
+    url = f"{env.secured}{PREFIX}/cluster"
+    status, got = await call(env, "GET", url)
+    assert status == 401
+    narrow = issue(env.secret, [NS], subject="pr-user", ttl_s=600)
+    status, got = await call(env, "GET", url, headers={"Authorization": f"Bearer {narrow}"})
+    assert status == 403 and "all namespaces" in got["error"]["message"]
+    admin = issue(env.secret, ["*"], subject="admin", ttl_s=600)
+    status, got = await call(env, "GET", url, headers={"Authorization": f"Bearer {admin}"})
+    assert status == 200 and "members" in got

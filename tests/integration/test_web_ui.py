@@ -70,10 +70,10 @@ class Ui:
         expect(self.page.get_by_role("tablist", name="Workflow views")).to_be_visible()
         return self.page
 
-    def shot(self, name: str, page: Any = None) -> Path:
+    def shot(self, name: str, page: Any = None, *, full_page: bool = True) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
-        (page or self.page).screenshot(path=str(path), full_page=True)
+        (page or self.page).screenshot(path=str(path), full_page=full_page)
         return path
 
 
@@ -138,7 +138,7 @@ def test_list_filters_by_status_chip_and_query_and_shows_query_errors_where_they
     # them and lists only them
     completed = page.locator('.chip[data-status="COMPLETED"]')
     expect(completed.locator(".count")).to_have_text(str(CHILDREN + 1 + 3))
-    ui.shot("01-workflow-list")
+    ui.shot("01-workflow-list", full_page=False)
     completed.click()
     expect(completed).to_have_attribute("aria-pressed", "true")
     expect(page.locator('tr[data-workflow-id="order-1"]')).to_have_count(0)
@@ -350,7 +350,7 @@ def test_phone_screen_and_keyboard_only(ui: Ui) -> None:
         expect(_rows(page)).to_have_count(50)
         # nothing wider than the screen: no sideways scrolling of the page
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
-        ui.shot("13-phone-list", page)
+        ui.shot("13-phone-list", page, full_page=False)
         # the keyboard alone: to the query box, search, then to a workflow's link and open it
         page.keyboard.press("Tab")
         for _ in range(20):
