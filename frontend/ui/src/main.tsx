@@ -8,7 +8,7 @@ import { WorkflowPage } from "./pages/workflow";
 import { useRoute } from "./util";
 import "./style.css";
 
-function Header({ ns, onNs }: { ns: string; onNs: (ns: string) => void }) {
+function Header({ ns, onNs, onToken }: { ns: string; onNs: (ns: string) => void; onToken: () => void }) {
   const route = useRoute();
   const [editing, setEditing] = useState(false);
   const here = route.path[0] || "workflows";
@@ -29,7 +29,7 @@ function Header({ ns, onNs }: { ns: string; onNs: (ns: string) => void }) {
         {token() ? "token ✓" : "token"}
       </button>
       {editing ? (
-        <form class="token" onSubmit={(e) => { e.preventDefault(); setToken((e.currentTarget.elements.namedItem("token") as HTMLInputElement).value.trim()); setEditing(false); }}>
+        <form class="token" onSubmit={(e) => { e.preventDefault(); setToken((e.currentTarget.elements.namedItem("token") as HTMLInputElement).value.trim()); setEditing(false); onToken(); }}>
           <input name="token" type="password" placeholder="Bearer token (legato token issue)" aria-label="Access token" value={token()} />
           <button type="submit">Save</button>
         </form>
@@ -41,17 +41,18 @@ function Header({ ns, onNs }: { ns: string; onNs: (ns: string) => void }) {
 function App() {
   const route = useRoute();
   const [ns, setNs] = useState(namespace());
+  const [version, setVersion] = useState(0); // a new token: every page loads again
   const routeNs = route.params.get("ns") || ns;
   const onNs = (v: string) => { setNamespace(v); setNs(v); };
   let page;
-  if (route.path[0] === "cluster") page = <ClusterPage />;
+  if (route.path[0] === "cluster") page = <ClusterPage key={version} />;
   else if (route.path[0] === "workflows" && route.path.length > 1)
-    page = <WorkflowPage key={`${routeNs}/${route.path[1]}/${route.params.get("run") || ""}`} ns={routeNs} id={route.path[1]} run={route.params.get("run") || ""} tab={route.params.get("tab") || "summary"} />;
-  else page = <WorkflowList ns={ns} params={route.params} />;
+    page = <WorkflowPage key={`${version}/${routeNs}/${route.path[1]}/${route.params.get("run") || ""}`} ns={routeNs} id={route.path[1]} run={route.params.get("run") || ""} tab={route.params.get("tab") || "summary"} />;
+  else page = <WorkflowList key={version} ns={ns} params={route.params} />;
   return (
     <>
       <button type="button" class="skip" onClick={() => document.getElementById("main")?.focus()}>Skip to content</button>
-      <Header ns={ns} onNs={onNs} />
+      <Header ns={ns} onNs={onNs} onToken={() => setVersion(version + 1)} />
       <main id="main" tabIndex={-1}>{page}</main>
     </>
   );

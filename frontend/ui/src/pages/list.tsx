@@ -82,7 +82,8 @@ export function WorkflowList({ ns, params }: { ns: string; params: URLSearchPara
   };
 
   useEffect(() => { void load(); }, [ns, query, status, pageSize, page, tokens]);
-  useInterval(() => { if (!document.hidden) void load(); }, live && !error ? 3000 : null);
+  // live: every 3 s (after an error too, but a wrong query, which only a new query mends)
+  useInterval(() => { if (!document.hidden) void load(); }, live && error?.reason !== "InvalidQuery" ? 3000 : null);
 
   const go = (changes: Record<string, string>) => {
     const all = { query, status, size: pageSize === 50 ? "" : String(pageSize), ...changes };
