@@ -114,6 +114,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest)
         env.start("order-signal", "default:order", {"item": "ink"})
         env.start("order-terminate", "default:order", {"item": "nib"})
         env.start("buggy-1", "default:buggy")
+        env.start("stuck-1", "default:stuck")
         env.start("fanout-1", "default:fanout", CHILDREN)
         yield env
     finally:
@@ -292,6 +293,20 @@ def test_failing_workflow_task_shows_the_lua_file_and_line(ui: Ui) -> None:
     ui.shot("10-workflow-task-failure")
 
 
+def test_pending_activity_in_backoff_with_its_last_failure(ui: Ui) -> None:
+    page = ui.open("stuck-1", "pending")
+    table = page.get_by_role("table", name="Pending activities")
+    row = table.locator("tbody tr", has_text="default:broken")
+    expect(row).to_contain_text("BACKOFF")
+    expect(row).to_contain_text("broken: always fails")
+    expect(page.get_by_role("tab", name=re.compile(r"Pending \(1\)"))).to_be_visible()
+    ui.shot("11-pending-activity")
+    page.get_by_role("tab", name="Timeline").click()
+    bar = page.get_by_test_id("timeline").locator('li[data-kind="activity"]')
+    expect(bar).to_have_attribute("data-outcome", "running")
+    expect(bar).to_contain_text("waiting to retry")
+
+
 def test_children_tree_is_paged_and_navigable(ui: Ui) -> None:
     page = ui.open("fanout-1", "family")
     expect(page.locator(".wf-head .badge")).to_have_text("completed")
@@ -305,7 +320,7 @@ def test_children_tree_is_paged_and_navigable(ui: Ui) -> None:
     first = items.first
     first.get_by_role("button", name=re.compile("^Expand")).click()
     expect(first).to_contain_text("no children")
-    ui.shot("11-children-tree")
+    ui.shot("12-children-tree")
     child_id = first.get_attribute("data-child") or ""
     first.get_by_role("link", name=child_id).click()
     expect(page.get_by_test_id("workflow-id")).to_have_text(child_id)
@@ -341,7 +356,7 @@ def test_cluster_page_of_the_dev_server(ui: Ui) -> None:
     expect(page.locator(".shard.unowned")).to_have_count(0)
     queues = page.get_by_role("table", name="Task queues")
     expect(queues.locator("tbody tr", has_text="workflow")).to_contain_text("ui")
-    ui.shot("12-cluster")
+    ui.shot("13-cluster")
 
 
 def test_phone_screen_and_keyboard_only(ui: Ui) -> None:
@@ -352,7 +367,7 @@ def test_phone_screen_and_keyboard_only(ui: Ui) -> None:
         expect(_rows(page)).to_have_count(50)
         # nothing wider than the screen: no sideways scrolling of the page
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
-        ui.shot("13-phone-list", page, full_page=False)
+        ui.shot("14-phone-list", page, full_page=False)
         # the keyboard alone: to the query box, search, then to a workflow's link and open it
         page.keyboard.press("Tab")
         for _ in range(20):
@@ -376,7 +391,7 @@ def test_phone_screen_and_keyboard_only(ui: Ui) -> None:
         page.keyboard.press("ArrowRight")
         expect(page.get_by_role("tab", name="History")).to_have_attribute("aria-selected", "true")
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
-        ui.shot("14-phone-workflow", page)
+        ui.shot("15-phone-workflow", page)
     finally:
         context.close()
 

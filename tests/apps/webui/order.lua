@@ -29,4 +29,10 @@ local function order(input)
             approval = approval, notes = #notes}
 end
 
-return {order = order}
+-- An activity that keeps failing, retried an hour later: pending, in backoff, with its failure.
+local function stuck()
+    local patient = funcs.new():with_options({ ["activity.retry_policy"] = { initial_interval = "1h" } })
+    return patient:call("default:broken")
+end
+
+return {order = order, stuck = stuck}

@@ -158,7 +158,7 @@ function Pending({ desc }: { desc: Description }) {
       {desc.pending_activities.length === 0 ? <p class="muted">No pending activities.</p> : (
         <div class="table-wrap">
           <table aria-label="Pending activities">
-            <thead><tr><th>Activity</th><th>State</th><th>Attempt</th><th>Scheduled</th><th>Last failure</th></tr></thead>
+            <thead><tr><th>Activity</th><th>State</th><th>Attempt</th><th>Scheduled for</th><th>Last failure</th></tr></thead>
             <tbody>
               {desc.pending_activities.map((a) => (
                 <tr key={a.scheduled_event_id}>
