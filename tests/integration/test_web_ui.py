@@ -24,14 +24,12 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from frontend.web_ui import UI_DIR
 from legato.access_tokens import issue, new_secret
 from tests.integration.conftest import APPS
 from tests.integration.procs import Proc, free_port
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
-expect = playwright_sync.expect
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_SH = ROOT / "deploy" / "chromium" / "chromium.sh"
@@ -101,7 +99,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest)
     try:
         server.start().wait_for("listening")
         worker.start().wait_for("worker polling")
-        pw = playwright_sync.sync_playwright().start()
+        pw = sync_playwright().start()
         browser = pw.chromium.launch(executable_path=executable, headless=True,
                                      args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
         context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
