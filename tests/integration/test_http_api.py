@@ -542,3 +542,35 @@ async def test_cluster_route_of_the_one_process_engine_and_its_token_rule(env: E
     admin = issue(env.secret, ["*"], subject="admin", ttl_s=600)
     status, got = await call(env, "GET", url, headers={"Authorization": f"Bearer {admin}"})
     assert status == 200 and "members" in got
+
+
+async def test_the_port_serves_the_web_ui_and_says_how_to_build_it_when_it_is_not(env: Env, tmp_path: Path) -> None:
+    built = tmp_path / "built"
+    (built / "assets").mkdir(parents=True)
+    (built / "index.html").write_text('<!doctype html><script src="/assets/app-1.js"></script>')
+    (built / "assets" / "app-1.js").write_text("console.log(1)")
+    (tmp_path / "secret.txt").write_text("not an asset")
+    servers = [HttpServer(HttpApi(env.watch, Config(), ui_dir=d), "127.0.0.1:0") for d in (built, tmp_path / "none")]
+    for s in servers:
+        await s.start()
+    try:
+        ui, unbuilt = (s.url for s in servers)
+        async with env.http.get(ui + "/") as resp:
+            assert resp.status == 200 and resp.content_type == "text/html"
+            assert "app-1.js" in await resp.text()
+            assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+        async with env.http.get(ui + "/assets/app-1.js") as resp:
+            assert resp.status == 200 and "javascript" in resp.content_type
+            assert "immutable" in resp.headers["Cache-Control"]
+        for bad in ("/assets/nothing.js", "/assets/..%2Fsecret.txt", "/assets/%2E%2E/secret.txt"):
+            async with env.http.get(ui + bad) as resp:
+                assert resp.status == 404, bad
+                assert "not an asset" not in await resp.text()
+        async with env.http.get(unbuilt + "/") as resp:
+            assert resp.status == 503
+            assert "make install" in await resp.text()
+        # the API beside it is unchanged
+        assert "count" in await ok(env, "GET", env.ns("/workflow-count", ui))
+    finally:
+        for s in servers:
+            await s.stop()
