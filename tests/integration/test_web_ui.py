@@ -125,6 +125,17 @@ def ui(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest)
             reporter.write_line(f"\nweb UI screenshots: {SCREENSHOTS}")
 
 
+def _wait_for_the_approval(page: Any) -> None:
+    """On a workflow page of an order: wait (in its live history) until the run blocks on its
+    "approve" channel: the workflow task after its child's result has completed."""
+    page.get_by_role("tab", name="History").click()
+    expect(page.locator('tr[data-event-type="ChildWorkflowExecutionCompleted"]')).to_have_count(1)
+    # the history only grows: with the child's result in it, a last event that is a completed
+    # workflow task is one after it
+    last = page.locator("table.events tbody tr[data-event-type]").last
+    expect(last).to_have_attribute("data-event-type", "WorkflowTaskCompleted")
+
+
 def _rows(page: Any) -> Any:
     return page.locator("table.workflows tbody tr[data-workflow-id]")
 
@@ -223,7 +234,9 @@ def test_timeline_shows_activities_timers_children_with_retries_and_failures(ui:
 
 
 def test_call_stack_of_a_running_workflow(ui: Ui) -> None:
-    page = ui.open("order-1", "stack")
+    page = ui.open("order-1")
+    _wait_for_the_approval(page)
+    page.get_by_role("tab", name="Call stack").click()
     stack = page.get_by_test_id("stack")
     # the main coroutine waits for "approve", the second one for "note": each at its order.lua line
     expect(stack.locator("section.coroutine")).to_have_count(2)
@@ -236,16 +249,14 @@ def test_call_stack_of_a_running_workflow(ui: Ui) -> None:
     main = stack.locator("section.coroutine").first.locator("ol.frames code").all_inner_texts()
     assert len(main) == 2, main
     assert "approve:receive()" in source[int(main[0].split(":")[1]) - 1], main
-    assert "wait_for_approval()" in source[int(main[1].split(":")[1]) - 1], main
+    assert "wait_for_approval(approve)" in source[int(main[1].split(":")[1]) - 1], main
     ui.shot("06-call-stack")
 
 
 def test_signal_with_confirmation_and_see_the_workflow_finish(ui: Ui) -> None:
     page = ui.open("order-signal")
     expect(page.locator(".wf-head .badge")).to_have_text("running")
-    # wait until the run waits for the signal (its child has come back)
-    page.get_by_role("tab", name="History").click()
-    expect(page.locator('tr[data-event-type="ChildWorkflowExecutionCompleted"]')).to_have_count(1)
+    _wait_for_the_approval(page)
     page.get_by_role("button", name="Signal").click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_be_visible()
