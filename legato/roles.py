@@ -27,6 +27,7 @@ the shards the assignment gives it (history/ownership.py). Then:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -388,13 +389,26 @@ class Node:
             shards = {str(s): (here if s in owned or self._history is None else None) for s in range(num_shards)}
             mode = "single process" if self.roles == ALL_ROLES else "no cluster membership"
         queues: list[dict[str, Any]] = []
+        here = self.membership.info.address(MATCHING) if self.membership is not None else "this process"
         if self._matching is not None:
-            queues = self._matching.task_queues.stats()
-            if c.queues.kind == "kafka":
-                notes.append("tasks on Kafka topics not yet consumed are not counted here: "
-                             "`legato kafka lag` tells")
-        else:
+            queues = [{**q, "member": here or "this process"} for q in self._matching.task_queues.stats()]
+        if self.membership is not None:
+            # the other matching members' queues: from the backlog gauges of their /metrics
+            others = [m for m in self.membership.view.with_role(MATCHING) if m.identity != self.identity]
+            for m in others:
+                if not m.metrics_address:
+                    notes.append(f"matching member {m.address(MATCHING)} serves no metrics (--metrics-address): "
+                                 "its backlog is not shown")
+            scraped = await asyncio.gather(*(_matching_queues(m.metrics_address) for m in others if m.metrics_address))
+            for m, (found, problem) in zip([m for m in others if m.metrics_address], scraped, strict=True):
+                queues.extend({**q, "member": m.address(MATCHING)} for q in found)
+                if problem:
+                    notes.append(f"matching member {m.address(MATCHING)}: {problem}")
+        elif self._matching is None:
             notes.append("this process runs no matching role: its task queues are not shown here")
+        if c.queues.kind == "kafka":
+            notes.append("tasks still on Kafka topics, not yet taken by a matching node, are not counted here "
+                         "(`legato kafka describe` shows the consumer groups' lag)")
         return {"mode": mode, "identity": self.identity, "num_shards": num_shards, "members": members,
                 "shards": shards, "queues": queues, "notes": notes}
 
@@ -442,3 +456,33 @@ class Node:
                 await server.stop(None)
             raise
         return servers
+
+
+SCRAPE_TIMEOUT_S = 3.0  # a matching member's /metrics, for the web UI's cluster page
+
+
+async def _matching_queues(metrics_address: str) -> tuple[list[dict[str, Any]], str]:
+    """The task queues a matching member holds, from the backlog and poller gauges of its
+    /metrics: (queues, "") or ([], what went wrong)."""
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_S)) as session, \
+                session.get(f"http://{metrics_address}/metrics") as resp:
+            if resp.status != 200:
+                return [], f"its /metrics answered {resp.status}"
+            text = await resp.text()
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        return [], f"its /metrics is unreachable ({type(e).__name__}: {e})".replace(" ()", "")
+    queues: dict[tuple[str, str], dict[str, Any]] = {}
+    for family in text_string_to_metric_families(text):
+        field = {"legato_matching_backlog": "backlog", "legato_matching_pollers": "pollers"}.get(family.name)
+        if field is None:
+            continue
+        for sample in family.samples:
+            key = (sample.labels.get("task_queue", ""), sample.labels.get("kind", ""))
+            q = queues.setdefault(key, {"namespace": "", "task_queue": key[0], "kind": key[1], "backlog": 0,
+                                        "pollers": 0})
+            q[field] = int(sample.value)
+    return [queues[k] for k in sorted(queues)], ""

@@ -91,7 +91,7 @@ export interface ClusterInfo {
   num_shards: number;
   members: { identity: string; roles: Record<string, string>; host: string; pid: number; metrics_address: string; self: boolean }[];
   shards: Record<string, string | null>;
-  queues: { namespace: string; task_queue: string; kind: string; backlog: number; pollers: number }[];
+  queues: { namespace: string; task_queue: string; kind: string; backlog: number; pollers: number; member: string }[];
   notes: string[];
 }
 

@@ -62,12 +62,13 @@ export function ClusterPage() {
           {info.queues.length === 0 ? <p class="muted">No task queue has been used yet.</p> : (
             <div class="table-wrap">
               <table aria-label="Task queues">
-                <thead><tr><th>Namespace</th><th>Task queue</th><th>Kind</th><th>Backlog</th><th>Waiting polls</th></tr></thead>
+                <thead><tr><th>Task queue</th><th>Namespace</th><th>Kind</th><th>Backlog</th><th>Waiting polls</th><th>Matching member</th></tr></thead>
                 <tbody>
                   {info.queues.map((q) => (
-                    <tr key={`${q.namespace}/${q.task_queue}/${q.kind}`}>
-                      <td>{q.namespace}</td><td>{q.task_queue}</td><td>{q.kind}</td>
+                    <tr key={`${q.member}/${q.namespace}/${q.task_queue}/${q.kind}`}>
+                      <td>{q.task_queue}</td><td>{q.namespace || "—"}</td><td>{q.kind}</td>
                       <td class={q.backlog ? "warn" : ""}>{q.backlog}</td><td>{q.pollers}</td>
+                      <td class="mono small">{q.member}</td>
                     </tr>
                   ))}
                 </tbody>
