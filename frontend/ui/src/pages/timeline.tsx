@@ -1,5 +1,6 @@
 // A timeline of a run: its activities, timers and children as bars over time, with retries and
 // failures marked; workflow-task failures and signals as ticks.
+import { useState } from "preact/hooks";
 import type { Failure, HistoryEvent, PendingActivity } from "../api";
 import { fmtDuration, short } from "../util";
 
@@ -105,7 +106,10 @@ export function buildTimeline(events: HistoryEvent[], pending: PendingActivity[]
   return { bars: [...bars.values()], ticks };
 }
 
+const BARS_PAGE = 300;
+
 export function Timeline({ events, pending, closeTime }: { events: HistoryEvent[]; pending: PendingActivity[]; closeTime: number }) {
+  const [shown, setShown] = useState(BARS_PAGE); // bars drawn (a run may have thousands)
   const { bars, ticks } = buildTimeline(events, pending);
   if (!events.length) return <p class="muted">No events yet.</p>;
   const t0 = events[0].timestamp_ms;
@@ -125,7 +129,7 @@ export function Timeline({ events, pending, closeTime }: { events: HistoryEvent[
       </p>
       {bars.length === 0 ? <p class="muted">This run has no activities, timers or children.</p> : null}
       <ul class="bars" aria-label="Activities, timers and children over time">
-        {bars.map((b) => {
+        {bars.slice(0, shown).map((b) => {
           const end = b.end ?? Math.max(t1, Date.now());
           const retried = b.attempts > 1;
           const text = `${b.label}: ${b.outcome}${retried ? `, ${b.attempts} attempts` : ""}, ${fmtDuration(end - b.start)}` +
@@ -147,6 +151,10 @@ export function Timeline({ events, pending, closeTime }: { events: HistoryEvent[
           );
         })}
       </ul>
+      {bars.length > shown ? (
+        <p class="more"><button type="button" class="secondary" onClick={() => setShown(shown + BARS_PAGE)}>
+          Show {Math.min(BARS_PAGE, bars.length - shown)} more ({shown} of {bars.length} shown)</button></p>
+      ) : null}
       {ticks.length ? (
         <div class="ticks" aria-label="Signals and workflow-task failures">
           <div class="bar-track">

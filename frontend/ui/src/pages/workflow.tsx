@@ -13,6 +13,7 @@ const TABS = [
   ["pending", "Pending"], ["stack", "Call stack"],
 ] as const;
 
+const HISTORY_PAGE = 500;
 const QUIET = new Set(["identity", "request_id", "workflow_task_completed_event_id", "history_size_bytes", "random_seed"]);
 
 /** The event's attributes as `name value` pairs, the noisy and empty ones left out. */
@@ -103,6 +104,7 @@ function Summary({ desc, events }: { desc: Description; events: HistoryEvent[] }
 function History({ events, id, runId, closed }: { events: HistoryEvent[]; id: string; runId: string; closed: boolean }) {
   const [asJson, setAsJson] = useState(false);
   const [open, setOpen] = useState<Set<number>>(new Set());
+  const [shown, setShown] = useState(HISTORY_PAGE); // rows rendered (a history may have many thousands)
   const t0 = events.length ? events[0].timestamp_ms : 0;
   const download = () => {
     const blob = new Blob([JSON.stringify({ workflow_id: id, run_id: runId, events }, null, 2)], { type: "application/json" });
@@ -130,7 +132,7 @@ function History({ events, id, runId, closed }: { events: HistoryEvent[]; id: st
           <table class="events" aria-label="History events">
             <thead><tr><th>#</th><th>Time</th><th>Event</th><th>Details</th></tr></thead>
             <tbody>
-              {events.map((e) => {
+              {events.slice(0, shown).map((e) => {
                 const failed = /Failed|TimedOut|Terminated/.test(e.event_type);
                 return [
                   <tr key={e.event_id} class={failed ? "ev-failed" : ""} data-event-type={e.event_type}>
@@ -144,6 +146,10 @@ function History({ events, id, runId, closed }: { events: HistoryEvent[]; id: st
               })}
             </tbody>
           </table>
+          {events.length > shown ? (
+            <p class="more"><button type="button" class="secondary" onClick={() => setShown(shown + HISTORY_PAGE)}>
+              Show {Math.min(HISTORY_PAGE, events.length - shown)} more events ({shown} of {events.length} shown)</button></p>
+          ) : null}
         </div>
       )}
     </div>
