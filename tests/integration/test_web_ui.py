@@ -95,7 +95,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest)
     server = Proc(["server", "start-dev", "--db", str(tmp / "legato.db"), "--port", str(port),
                    "--ui-address", f"127.0.0.1:{ui_port}", "--ui-entries", str(ENTRIES)])
     worker = Proc(["worker", "--entries", str(ENTRIES), "--address", f"127.0.0.1:{port}"])
-    pw = None
+    pw = browser = None
     try:
         server.start().wait_for("listening")
         worker.start().wait_for("worker polling")
@@ -116,6 +116,8 @@ def ui(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest)
         env.start("fanout-1", "default:fanout", CHILDREN)
         yield env
     finally:
+        if browser is not None:
+            browser.close()
         if pw is not None:
             pw.stop()
         worker.stop()
