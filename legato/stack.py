@@ -9,6 +9,7 @@ completed workflow task, as a worker that does not have the run cached would do
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from legato import api
@@ -83,7 +84,9 @@ async def workflow_stack(service: api.WorkflowService, ref: api.ExecutionRef, en
     if not events:
         raise StackError(f"workflow {ref.workflow_id} has no history")
     if info.status is api.WorkflowStatus.RUNNING:
-        report = stack_report(entries, events)
+        # in a thread (which has a Lua state of its own, worker.runtime.thread_vm): a long replay
+        # does not hold up the server's other requests
+        report = await asyncio.to_thread(stack_report, entries, events)
     else:
         report = {"workflow_type": info.workflow_type, "events": len(events), "replayed_events": 0,
                   "coroutines": [], "note": f"the run is closed ({info.status.value}): it has no coroutines"}
