@@ -52,7 +52,7 @@ export function Actions({ desc, events, onDone }: { desc: Description; events: H
       {notice ? <p class="notice small" role="status">{notice}</p> : null}
 
       <Modal title={`Signal ${i.workflow_id}`} open={open === "signal"} onClose={() => setOpen(null)}>
-        <form method="dialog" onSubmit={(e) => {
+        <form method="dialog" onInput={() => setError(null)} onSubmit={(e) => {
           e.preventDefault();
           const f = e.currentTarget;
           void act(async () => {
@@ -72,7 +72,7 @@ export function Actions({ desc, events, onDone }: { desc: Description; events: H
       </Modal>
 
       <Modal title={`Cancel ${i.workflow_id}?`} open={open === "cancel"} onClose={() => setOpen(null)}>
-        <form method="dialog" onSubmit={(e) => {
+        <form method="dialog" onInput={() => setError(null)} onSubmit={(e) => {
           e.preventDefault();
           const f = e.currentTarget;
           void act(async () => { await call("POST", ref("/cancel"), { run_id: i.run_id, reason: value(f, "reason") }); return "cancellation requested"; });
@@ -86,7 +86,7 @@ export function Actions({ desc, events, onDone }: { desc: Description; events: H
       </Modal>
 
       <Modal title={`Terminate ${i.workflow_id}?`} open={open === "terminate"} onClose={() => setOpen(null)}>
-        <form method="dialog" onSubmit={(e) => {
+        <form method="dialog" onInput={() => setError(null)} onSubmit={(e) => {
           e.preventDefault();
           const f = e.currentTarget;
           void act(async () => { await call("POST", ref("/terminate"), { run_id: i.run_id, reason: value(f, "reason") }); return "terminated"; });
@@ -100,7 +100,7 @@ export function Actions({ desc, events, onDone }: { desc: Description; events: H
       </Modal>
 
       <Modal title="Start a new workflow like this one" open={open === "start"} onClose={() => setOpen(null)}>
-        <form method="dialog" onSubmit={(e) => {
+        <form method="dialog" onInput={() => setError(null)} onSubmit={(e) => {
           e.preventDefault();
           const f = e.currentTarget;
           void act(async () => {
