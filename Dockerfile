@@ -22,7 +22,14 @@ FROM ${BASE} AS base
 COPY deploy/container/install.sh /usr/local/lib/legato/install.sh
 RUN bash /usr/local/lib/legato/install.sh base && bash /usr/local/lib/legato/install.sh clean
 
-# Legato's wheel, built from the sources (a throwaway stage).
+# The web UI (frontend/ui: Preact, Vite), built by scripts/build-ui.sh with Debian's Node.js and
+# npm (a throwaway stage: neither is in the image).
+FROM base AS ui
+COPY scripts/build-ui.sh /usr/local/lib/legato/build-ui.sh
+COPY frontend/ui /src/frontend/ui
+RUN bash /usr/local/lib/legato/build-ui.sh /src/frontend/ui
+
+# Legato's wheel, built from the sources (a throwaway stage), with the web UI built above.
 FROM base AS wheel
 COPY pyproject.toml /src/
 COPY legato /src/legato
@@ -30,6 +37,7 @@ COPY history /src/history
 COPY matching /src/matching
 COPY frontend /src/frontend
 COPY worker /src/worker
+COPY --from=ui /src/frontend/ui/dist /src/frontend/ui/dist
 RUN bash /usr/local/lib/legato/install.sh wheel /src /wheels
 
 FROM base

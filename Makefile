@@ -4,9 +4,21 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint typecheck unit integration proto clean chart-check
+.PHONY: install demo test lint typecheck unit integration proto clean chart-check ui
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed ui
+
+# The web UI (frontend/ui: Preact, Vite, TypeScript), built into frontend/ui/dist (not committed),
+# which the Python package serves; built again when one of its sources changes.
+UI := frontend/ui
+UI_SOURCES := $(shell find $(UI)/src -type f 2>/dev/null) $(addprefix $(UI)/,index.html package.json \
+	package-lock.json tsconfig.json vite.config.ts)
+
+ui: $(UI)/dist/index.html
+
+$(UI)/dist/index.html: $(UI_SOURCES)
+	@bash scripts/build-ui.sh $(UI)
+	@touch $@
 
 $(VENV)/.installed: pyproject.toml
 	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
@@ -41,4 +53,4 @@ proto: install
 	bash legato/proto/generate.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache $(UI)/dist $(UI)/node_modules

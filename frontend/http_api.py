@@ -42,22 +42,27 @@ from typing import Any, NoReturn
 import yaml
 from aiohttp import web
 
+from frontend import web_ui
 from frontend.namespaces import RULES as NAMESPACE_RULES
 from legato import api, codec, metrics, wire
 from legato.admission import CallLimit
 from legato.authz import token_auth
 from legato.config import Config, split_address
-from legato.errors import AlreadyStarted, InvalidArgument, ServiceError, Unauthenticated
+from legato.errors import AlreadyStarted, FailedPrecondition, InvalidArgument, ServiceError, Unauthenticated
 from legato.grpc_serving import one_line
 from legato.ids import new_request_id
 from legato.lineage import children_of, read_history
 from legato.proto import legato_pb2 as pb
+from legato.stack import StackError, workflow_stack
 from legato.tls import BEARER, server_ssl_context
 
 log = logging.getLogger("legato.frontend.http")
 
 PREFIX = "/api/v1"
 OPENAPI_FILE = Path(__file__).with_name("openapi.yaml")
+UI_DIR = web_ui.UI_DIR
+# What the cluster page shows (GET /cluster): an async function of the process serving the API.
+ClusterInfo = Callable[[], Awaitable[dict[str, Any]]]
 WHAT = "Legato HTTP API"
 METRICS_SERVICE = "frontend-http"  # the `service` label of this API's request metrics
 DEFAULT_LIST_PAGE = 100
@@ -239,6 +244,9 @@ ROUTES: tuple[Route, ...] = (
           "RequestCancelWorkflow", "_cancel"),
     Route("POST", "/namespaces/{namespace}/workflows/{workflow_id}/terminate", "TerminateWorkflow",
           "TerminateWorkflow", "_terminate"),
+    Route("GET", "/namespaces/{namespace}/workflows/{workflow_id}/stack", "GetWorkflowStack",
+          "GetWorkflowHistory", "_stack"),
+    Route("GET", "/cluster", "DescribeCluster", "DescribeCluster", "_cluster"),
     Route("GET", "/openapi.json", "GetOpenApiJson", None, "_openapi_json"),
     Route("GET", "/openapi.yaml", "GetOpenApiYaml", None, "_openapi_yaml"),
 )
@@ -306,9 +314,12 @@ class HttpApi:
     """The aiohttp application of the API over `service` (see the module's docstring)."""
 
     def __init__(self, service: api.WorkflowService, config: Config | None = None, *,
-                 max_body_bytes: int | None = None) -> None:
+                 max_body_bytes: int | None = None, cluster: ClusterInfo | None = None,
+                 ui_dir: Path | None = UI_DIR) -> None:
         self.service = service
         self.config = config or Config()
+        self.cluster = cluster
+        self.ui_dir = ui_dir
         self.max_body_bytes = max_body_bytes or wire.max_message_bytes(self.config)
         self.call_limit = CallLimit(self.config.grpc.max_concurrent_calls, WHAT)
         self._auth = token_auth(self.config.security, NAMESPACE_RULES, WHAT)
@@ -324,6 +335,8 @@ class HttpApi:
         app = web.Application(client_max_size=self.max_body_bytes + 1, middlewares=[self._errors])
         for route in ROUTES:
             app.router.add_route(route.method, PREFIX + route.path, self._serve(route))
+        if self.ui_dir is not None:
+            web_ui.add_routes(app, self.ui_dir)
         return app
 
     # ------------------------------------------------------------ the door
@@ -379,7 +392,9 @@ class HttpApi:
             raise Unauthenticated(f"the {WHAT} requires a token and {call.where} had {got}: send the header "
                                   "'Authorization: Bearer <token>' (`legato token issue` makes one)",
                                   reason="TokenMissing")
-        self._auth.authorize(f"/legato.WorkflowService/{call.route.rpc}", _rule_message(call), token)
+        # An rpc without a namespace rule (DescribeCluster) is for all-namespace tokens only.
+        message = _rule_message(call) if call.route.rpc in NAMESPACE_RULES else b""
+        self._auth.authorize(f"/legato.WorkflowService/{call.route.rpc}", message, token)
 
     @web.middleware
     async def _errors(self, request: web.Request,
@@ -453,6 +468,28 @@ class HttpApi:
         next_token = _encode_token(f"{run_id}:{end}".encode()) if end < len(children) else ""
         return _json_response({"run_id": run_id, "children": [_child(c) for c in page],
                                "next_page_token": next_token})
+
+    async def _stack(self, call: Call) -> web.Response:
+        """The Lua call stack of a run (`legato.stack`), replayed here against `ui.entries`."""
+        p = call.params("run_id")
+        entries = self.config.ui.entries
+        if not entries:
+            raise FailedPrecondition("the stack view replays the workflow against its Lua code, and this server "
+                                     "was not given it: start it with --ui-entries PATH (ui.entries), or run "
+                                     "`legato workflow stack --entries PATH`", reason="NoEntries")
+        try:
+            report = await workflow_stack(self.service, call.ref(p.text("run_id")), entries)
+        except StackError as e:
+            raise FailedPrecondition(str(e), reason="StackReplayFailed") from None
+        return _json_response(report)
+
+    async def _cluster(self, call: Call) -> web.Response:
+        """Members, shard owners and queue backlogs, as this process knows them."""
+        call.params()
+        if self.cluster is None:
+            return _json_response({"mode": "unknown", "members": [], "shards": {}, "num_shards": 0, "queues": [],
+                                   "notes": ["this server was not given its cluster's view"]})
+        return _json_response(await self.cluster())
 
     # ------------------------------------------------------------ changing workflows
 
@@ -589,15 +626,15 @@ class HttpServer:
             await runner.cleanup()
 
 
-async def start_http_server(service: api.WorkflowService, config: Config, address: str | None = None
-                            ) -> HttpServer | None:
+async def start_http_server(service: api.WorkflowService, config: Config, address: str | None = None,
+                            cluster: ClusterInfo | None = None) -> HttpServer | None:
     """Serve the HTTP API of `service` on `address` (default: `config.ui.address`); None when
     that is empty (off). OSError naming the address when it cannot be bound; ConfigError when a
     TLS or token secret file is unusable."""
     where = config.ui.address if address is None else address
     if not where:
         return None
-    server = HttpServer(HttpApi(service, config), where)
+    server = HttpServer(HttpApi(service, config, cluster=cluster), where)
     await server.start()
     return server
 

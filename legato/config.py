@@ -349,7 +349,9 @@ class UiConfig(_Strict):
     server start`); `legato server start-dev` opens it on 127.0.0.1:8233 unless told otherwise."""
 
     address: str = Field("", pattern=r"^$|^" + _HOST_PORT[1:],
-                         description="host:port of the HTTP JSON API (empty: not served)")
+                         description="host:port of the HTTP JSON API and the web UI (empty: not served)")
+    entries: str = Field("", description="the registry (YAML file or folder) of the Lua code the web UI's stack "
+                                         "view replays a running workflow against (empty: no stack view)")
 
 
 class Config(_Strict):

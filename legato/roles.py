@@ -27,12 +27,13 @@ the shards the assignment gives it (history/ownership.py). Then:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Self
+from typing import Any, Self
 
 import grpc
 
@@ -357,6 +358,60 @@ class Node:
             return f"the store did not answer a read: {e}"
         return None
 
+    async def cluster_view(self, addresses: dict[str, str] | None = None) -> dict[str, Any]:
+        """What the web UI's cluster page shows (GET /api/v1/cluster), as this process knows it:
+        the members and the history member each shard is assigned to (from ZooKeeper's view in a
+        cluster; else this process, owning every shard its history role holds), and the task
+        queues of this process's matching role with their backlogs. `addresses`: where this
+        process serves each role, when not at its `cluster` address (the dev server)."""
+        addresses = addresses or {}
+        c = self.config
+        num_shards = c.history.num_shards
+        notes: list[str] = []
+        if self.membership is not None:
+            view = self.membership.view
+            members = [{"identity": m.identity, "roles": dict(sorted(m.roles.items())), "host": m.host,
+                        "pid": m.pid, "started_ms": m.started_ms, "metrics_address": m.metrics_address,
+                        "self": m.identity == self.identity}
+                       for _, m in sorted(view.members.items())]
+            shards: dict[str, str | None] = {}
+            for s in range(num_shards):
+                owner = view.shard_owner(s)
+                shards[str(s)] = owner.address(HISTORY) if owner is not None else None
+            mode = "cluster"
+        else:
+            members = [{"identity": self.identity, "roles": {r: addresses.get(r) or role_address(c, r)
+                                                             for r in ROLE_ORDER if r in self.roles},
+                        "host": socket.gethostname(), "pid": os.getpid(), "started_ms": 0,
+                        "metrics_address": c.metrics.address, "self": True}]
+            owned = set(self._history.owned_shards()) if self._history is not None else set()
+            here = addresses.get(HISTORY) or role_address(c, HISTORY)
+            shards = {str(s): (here if s in owned or self._history is None else None) for s in range(num_shards)}
+            mode = "single process" if self.roles == ALL_ROLES else "no cluster membership"
+        queues: list[dict[str, Any]] = []
+        here = self.membership.info.address(MATCHING) if self.membership is not None else "this process"
+        if self._matching is not None:
+            queues = [{**q, "member": here or "this process"} for q in self._matching.task_queues.stats()]
+        if self.membership is not None:
+            # the other matching members' queues: from the backlog gauges of their /metrics
+            others = [m for m in self.membership.view.with_role(MATCHING) if m.identity != self.identity]
+            for m in others:
+                if not m.metrics_address:
+                    notes.append(f"matching member {m.address(MATCHING)} serves no metrics (--metrics-address): "
+                                 "its backlog is not shown")
+            scraped = await asyncio.gather(*(_matching_queues(m.metrics_address) for m in others if m.metrics_address))
+            for m, (found, problem) in zip([m for m in others if m.metrics_address], scraped, strict=True):
+                queues.extend({**q, "member": m.address(MATCHING)} for q in found)
+                if problem:
+                    notes.append(f"matching member {m.address(MATCHING)}: {problem}")
+        elif self._matching is None:
+            notes.append("this process runs no matching role: its task queues are not shown here")
+        if c.queues.kind == "kafka":
+            notes.append("tasks still on Kafka topics, not yet taken by a matching node, are not counted here "
+                         "(`legato kafka describe` shows the consumer groups' lag)")
+        return {"mode": mode, "identity": self.identity, "num_shards": num_shards, "members": members,
+                "shards": shards, "queues": queues, "notes": notes}
+
     def gauges(self) -> Iterator[Sample]:
         """This node's samples of the gauges read at scrape time (legato/metrics.py)."""
         yield "legato_up", (role_list(self.roles),), 1.0
@@ -401,3 +456,33 @@ class Node:
                 await server.stop(None)
             raise
         return servers
+
+
+SCRAPE_TIMEOUT_S = 3.0  # a matching member's /metrics, for the web UI's cluster page
+
+
+async def _matching_queues(metrics_address: str) -> tuple[list[dict[str, Any]], str]:
+    """The task queues a matching member holds, from the backlog and poller gauges of its
+    /metrics: (queues, "") or ([], what went wrong)."""
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_S)) as session, \
+                session.get(f"http://{metrics_address}/metrics") as resp:
+            if resp.status != 200:
+                return [], f"its /metrics answered {resp.status}"
+            text = await resp.text()
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        return [], f"its /metrics is unreachable ({type(e).__name__}: {e})".replace(" ()", "")
+    queues: dict[tuple[str, str], dict[str, Any]] = {}
+    for family in text_string_to_metric_families(text):
+        field = {"legato_matching_backlog": "backlog", "legato_matching_pollers": "pollers"}.get(family.name)
+        if field is None:
+            continue
+        for sample in family.samples:
+            key = (sample.labels.get("task_queue", ""), sample.labels.get("kind", ""))
+            q = queues.setdefault(key, {"namespace": "", "task_queue": key[0], "kind": key[1], "backlog": 0,
+                                        "pollers": 0})
+            q[field] = int(sample.value)
+    return [queues[k] for k in sorted(queues)], ""

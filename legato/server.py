@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from legato.config import Config
-from legato.roles import ALL_ROLES, FRONTEND, ROLE_ORDER, Node, role_address, role_list
+from legato.roles import ALL_ROLES, FRONTEND, HISTORY, MATCHING, ROLE_ORDER, Node, role_address, role_list
 from legato.status_server import start_status_server, stop_status_server
 from legato.tls import describe_server_security
 
@@ -53,7 +53,9 @@ async def serve_dev(config: Config, db_path: str | None, host: str, port: int,
         try:
             server = await serve(engine.frontend, host, port, config=config)
             try:
-                http = await start_http_server(engine.frontend, config)
+                roles = {FRONTEND: f"{host}:{port}", HISTORY: "in this process", MATCHING: "in this process"}
+                http = await start_http_server(engine.frontend, config,
+                                               cluster=lambda: engine.cluster_view(roles))
             except OSError as e:
                 if not ui_optional:
                     await _stop_servers([server])
@@ -78,7 +80,7 @@ async def serve_dev(config: Config, db_path: str | None, host: str, port: int,
 
 
 def _http_note(http: HttpServer | None) -> str:
-    return f", HTTP API on {http.url}/api/v1/" if http is not None else ""
+    return f", HTTP API on {http.url}/api/v1/ (web UI: {http.url}/)" if http is not None else ""
 
 
 async def serve_roles(config: Config, roles: frozenset[str], db_path: str | None, identity: str,
@@ -98,7 +100,7 @@ async def serve_roles(config: Config, roles: frozenset[str], db_path: str | None
             raise
         try:
             if FRONTEND in roles:
-                http = await start_http_server(node.frontend, config)
+                http = await start_http_server(node.frontend, config, cluster=node.cluster_view)
             await node.join()
             state.serving = True
             where = ", ".join(f"{role} on {role_address(config, role)}" for role in ROLE_ORDER if role in servers)

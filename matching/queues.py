@@ -343,6 +343,13 @@ class TaskQueues:
             yield "legato_matching_pollers", (kind.value, task_queue), float(
                 sum(1 for p in q.polls if not p.future.done()))
 
+    def stats(self) -> list[dict[str, object]]:
+        """Each queue this node holds: its namespace, task queue, kind, backlog and waiting polls
+        (the web UI's cluster page)."""
+        return [{"namespace": ns, "task_queue": task_queue, "kind": kind.value, "backlog": q.size(),
+                 "pollers": sum(1 for p in q.polls if not p.future.done())}
+                for (ns, task_queue, kind), q in sorted(self._queues.items(), key=lambda kv: str(kv[0]))]
+
     def backlog(self, key: Key) -> int:
         q = self._queues.get(key)
         return q.size() if q else 0

@@ -127,8 +127,11 @@ fi
 # 3. Legato: its wheel built from the sources the Dockerfile copies, then installed in the venv.
 src=$dir/src
 rm -rf "$src" && mkdir -p "$src"
-(cd "$repo" && tar -c --exclude=__pycache__ --exclude='*.pyc' pyproject.toml legato history matching frontend worker) \
-  | tar -x -C "$src"
+# The web UI is built here, on the host (scripts/build-ui.sh; the Dockerfile builds it in a stage
+# of its own), and its dist/ goes with the sources into the wheel.
+bash "$repo/scripts/build-ui.sh" "$repo/frontend/ui"
+(cd "$repo" && tar -c --exclude=__pycache__ --exclude='*.pyc' --exclude=node_modules \
+  pyproject.toml legato history matching frontend worker) | tar -x -C "$src"
 deps_key=$( { echo "$base_key"; cat "$src/pyproject.toml"; } | sha)
 src_key=$( { echo "$deps_key"; cd "$src" && find . -type f -print0 | sort -z | xargs -0 sha256sum; } | sha)
 if ! stamp_ok deps "$deps_key"; then

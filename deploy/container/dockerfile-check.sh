@@ -46,7 +46,8 @@ if [ "$(cat "$stamps/dockerfile-base" 2>/dev/null)" != "$base_key" ] \
   echo "$base_key" >"$stamps/dockerfile-base"
 fi
 
-check_key=$( { echo "$base_key"; cat "$stamps/legato" "$repo/Dockerfile" "$repo/.dockerignore"; } | sha)
+check_key=$( { echo "$base_key"; cat "$stamps/legato" "$repo/Dockerfile" "$repo/.dockerignore" \
+  "$repo/scripts/build-ui.sh"; } | sha)
 if [ "$(cat "$stamps/dockerfile-check" 2>/dev/null)" = "$check_key" ] \
     && podman image exists localhost/legato:dockerfile; then
   log "same image (checked before; nothing changed since)"

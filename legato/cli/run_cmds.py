@@ -40,6 +40,19 @@ def ui_address_option(default_help: str) -> Any:
                              f"frontend's limits, tokens and TLS; off: not served (default: {default_help}).")
 
 
+ui_entries_option = click.option(
+    "--ui-entries", default=None, metavar="PATH",
+    help="The registry (YAML file or folder) of the workflows' Lua code, for the web UI's stack view, which "
+         "replays a running workflow against it (default: ui.entries; none: no stack view).")
+
+
+def with_ui_entries(config: Config, entries: str | None) -> None:
+    if entries is not None:
+        if not Path(entries).exists():
+            raise CliError(f"--ui-entries {entries}: no such file or folder")
+        config.ui.entries = entries
+
+
 def with_ui_address(config: Config, address: str | None) -> None:
     """--ui-address over the config's `ui.address` ("off": not served; validated like the file)."""
     from legato.config import UiConfig
@@ -111,17 +124,19 @@ def server() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @ui_address_option("ui.address, else HOST and PORT+1000: 127.0.0.1:8233, Temporal's UI port; "
                    "when that port is taken the server starts without it")
+@ui_entries_option
 @metrics_option
 @store_options
 @queue_options
 @server_security_options
 @config_option
 @run_async
-async def start_dev(db_path: str | None, port: int, host: str, ui_address: str | None, metrics_address: str | None,
+async def start_dev(db_path: str | None, port: int, host: str, ui_address: str | None, ui_entries: str | None,
+                    metrics_address: str | None,
                     store_kind: str | None, cassandra_hosts: str | None, keyspace: str | None,
                     queues_kind: str | None, kafka_bootstrap: str | None, config_path: str | None) -> int:
-    """History, matching and frontend in one process, gRPC on PORT and the HTTP JSON API on
-    --ui-address (PORT+1000 by default).
+    """History, matching and frontend in one process, gRPC on PORT and the web UI with the HTTP
+    JSON API on --ui-address (PORT+1000 by default).
 
     State goes to a SQLite file (--db) or, with --store cassandra, to a Cassandra keyspace made
     by `legato schema setup --store cassandra`. Tasks travel in-process or, with --queues kafka,
@@ -132,6 +147,7 @@ async def start_dev(db_path: str | None, port: int, host: str, ui_address: str |
     config.security = server_security(config.security)
     with_metrics_address(config, metrics_address)
     with_ui_address(config, ui_address)
+    with_ui_entries(config, ui_entries)
     # Neither the flag nor the config chose: Temporal's convention (the UI on the gRPC port + 1000),
     # given up with a warning when that port is taken (a second dev server on this machine).
     ui_default = ui_address is None and not config.ui.address
@@ -158,6 +174,7 @@ async def start_dev(db_path: str | None, port: int, host: str, ui_address: str |
               help="The host other members reach this process at, with each role's port (default: "
                    "cluster.advertise_host; none: each role's address as given). For roles bound to 0.0.0.0.")
 @ui_address_option("ui.address, else off; frontend role only")
+@ui_entries_option
 @metrics_option
 @store_options
 @queue_options
@@ -166,7 +183,8 @@ async def start_dev(db_path: str | None, port: int, host: str, ui_address: str |
 @run_async
 async def start(roles_text: str, db_path: str | None, frontend_address: str | None, history_address: str | None,
                 matching_address: str | None, zookeeper_hosts: str | None, zookeeper_root: str | None,
-                advertise_host: str | None, ui_address: str | None, metrics_address: str | None, store_kind: str | None,
+                advertise_host: str | None, ui_address: str | None, ui_entries: str | None, metrics_address: str | None,
+                store_kind: str | None,
                 cassandra_hosts: str | None, keyspace: str | None, queues_kind: str | None, kafka_bootstrap: str | None,
                 config_path: str | None) -> int:
     """Run some of the services (ROLES) as one process of a cluster.
@@ -191,6 +209,7 @@ async def start(roles_text: str, db_path: str | None, frontend_address: str | No
         ("zookeeper_root", zookeeper_root), ("advertise_host", advertise_host)))
     with_metrics_address(config, metrics_address)
     with_ui_address(config, ui_address)
+    with_ui_entries(config, ui_entries)
     if config.ui.address and "frontend" not in roles and ui_address not in (None, *OFF):
         raise CliError(f"--ui-address serves the frontend's HTTP API; --role {roles_text} has no frontend")
     await serve_roles(config, roles, db_path, new_identity("-".join(sorted(roles))), _stop_on_signals())

@@ -13,63 +13,12 @@ from typing import Any
 
 import click
 
-from legato.api import ExecutionRef, WorkflowStatus
+from legato.api import ExecutionRef
 from legato.cli.common import CliError, client_options_with, run_async
 from legato.cli.output import ExitCode, print_json
 from legato.cli.security import client_security
 from legato.client import GrpcClient
-from legato.events import COMMAND_EVENTS, HistoryEvent
-from legato.events import EventType as E
-from legato.lineage import read_history
-
-
-def completed_prefix(events: list[HistoryEvent]) -> list[HistoryEvent]:
-    """The history up to the command events of its last completed workflow task (what the code
-    has seen); a task in flight and the events after it are left for the code to see later."""
-    end = 0
-    for i in range(len(events) - 1):
-        if events[i].event_type is E.WorkflowTaskStarted and events[i + 1].event_type is E.WorkflowTaskCompleted:
-            j = i + 2
-            while j < len(events) and events[j].event_type in COMMAND_EVENTS:
-                j += 1
-            end = j
-    return events[:end]
-
-
-def stack_report(entries: str, events: list[HistoryEvent]) -> dict[str, Any]:
-    """Replay the completed part of `events` against `entries`; the run's coroutines."""
-    from worker.entries import load_registry
-    from worker.replay import new_execution
-    from worker.runtime import TaskFailure
-
-    registry = load_registry(entries)  # an EntryError is reported by main, in one line
-    seen = completed_prefix(events)
-    start = events[0].attrs if events else {}
-    wtype = str(start.get("workflow_type", ""))
-    out: dict[str, Any] = {"workflow_type": wtype, "events": len(events), "replayed_events": len(seen)}
-    if not seen:
-        out["coroutines"] = []
-        out["note"] = "no workflow task has completed yet: the code has not run"
-        return out
-    try:
-        ex = new_execution(registry, wtype, task_queue=str(start.get("task_queue", "")))
-        ex.process(seen)
-    except TaskFailure as e:
-        raise CliError(f"cannot replay the history against {entries} ({e.cause}): {e.failure.message}"
-                       + (f" (at {e.failure.source})" if e.failure.source else "")) from None
-    run = ex.run
-    out["coroutines"] = [] if run is None or ex.closed else [_coroutine(t) for t in run.stacks()]
-    if run is not None:
-        run.dispose()
-    return out
-
-
-def _coroutine(t: dict[str, Any]) -> dict[str, Any]:
-    frames = t.get("frames") or []
-    if isinstance(frames, dict):  # an empty Lua table
-        frames = list(frames.values())
-    return {"id": t.get("id"), "main": bool(t.get("main")), "status": t.get("status"),
-            "frames": [{"source": f.get("source"), "line": f.get("line"), "function": f.get("name")} for f in frames]}
+from legato.stack import StackError, workflow_stack
 
 
 def _show(report: dict[str, Any], who: str) -> None:
@@ -102,22 +51,16 @@ async def stack(workflow_id: str, run_id: str, entries: str, address: str, outpu
     The history is replayed here against --entries up to the last completed workflow task.
     """
     async with GrpcClient(address, security=client_security()) as client:
-        ref = ExecutionRef(workflow_id, run_id, namespace)
-        events = await read_history(client, ref)
-        info = (await client.describe_workflow(ref)).info
-    if not events:
-        raise CliError(f"workflow {workflow_id} has no history")
-    if info.status is WorkflowStatus.RUNNING:
-        report = stack_report(entries, events)
-    else:
-        report = {"workflow_type": info.workflow_type, "events": len(events), "replayed_events": 0,
-                  "coroutines": [], "note": f"the run is closed ({info.status.value}): it has no coroutines"}
-    report.update(workflow_id=workflow_id, run_id=info.run_id, status=info.status.value)
+        try:
+            report = await workflow_stack(client, ExecutionRef(workflow_id, run_id, namespace), entries)
+        except StackError as e:
+            raise CliError(str(e)) from None
+    info_run_id = report["run_id"]
     if output == "json":
         print_json(report)
     elif output == "jsonl":
         for c in report["coroutines"]:
-            click.echo(json.dumps({"workflow_id": workflow_id, "run_id": info.run_id, **c}))
+            click.echo(json.dumps({"workflow_id": workflow_id, "run_id": info_run_id, **c}))
     else:
-        _show(report, f"workflow {workflow_id} (run {info.run_id}, {info.status.value})")
+        _show(report, f"workflow {workflow_id} (run {info_run_id}, {report['status']})")
     return ExitCode.OK

@@ -178,7 +178,10 @@ async def test_openapi_document_is_valid_and_matches_the_routes(env: Env) -> Non
     app = HttpApi(env.watch, Config()).app()
     routed = {(r.method.lower(), r.resource.canonical) for r in app.router.routes()
               if r.resource is not None and r.method != "HEAD"}
-    assert routed == set(served)
+    assert {r for r in routed if r[1].startswith(PREFIX + "/")} == set(served)
+    # beside the API, only the web UI's pages (frontend/web_ui.py)
+    assert {r for r in routed if not r[1].startswith(PREFIX + "/")} == {
+        ("get", "/"), ("get", "/index.html"), ("get", "/assets/{name}")}
     assert await ok(env, "GET", f"{env.base}{PREFIX}/openapi.json") == document
     async with env.http.get(f"{env.base}{PREFIX}/openapi.yaml") as resp:
         assert resp.status == 200 and yaml.safe_load(await resp.text()) == document
@@ -438,7 +441,8 @@ def test_start_dev_serves_it_on_ui_address_and_starts_without_it_when_the_defaul
     proc = Proc(["server", "start-dev", "--port", str(port), "--ui-address", f"127.0.0.1:{ui}"]).start()
     try:
         line = proc.wait_for("listening")
-        assert f"listening on 127.0.0.1:{port}, HTTP API on http://127.0.0.1:{ui}/api/v1/ (" in line
+        assert (f"listening on 127.0.0.1:{port}, HTTP API on http://127.0.0.1:{ui}/api/v1/ "
+                f"(web UI: http://127.0.0.1:{ui}/) (") in line
         with urllib.request.urlopen(f"http://127.0.0.1:{ui}{PREFIX}/namespaces/default/workflow-count") as resp:
             assert json.load(resp) == {"count": 0, "groups": []}
     finally:
@@ -484,3 +488,89 @@ def test_a_frontend_role_serves_it_with_ui_address(tmp_path: Path) -> None:
         assert got["error"]["code"] == "UNAVAILABLE" and f"127.0.0.1:{history}" in got["error"]["message"]
     finally:
         proc.stop()
+
+
+# ---------------------------------------------------------------- the web UI's routes
+
+async def test_stack_replays_a_running_workflow_against_ui_entries(env: Env) -> None:
+    await start(env, "http-stack", "pr:counter", {"initial": 0})
+    await env.h.wait_idle("http-stack")
+    # the default server was not given the Lua code: a 400 saying how to give it
+    status, got = await call(env, "GET", env.ns("/workflows/http-stack/stack"))
+    assert status == 400
+    error(got, "NoEntries", "--ui-entries")
+    config = Config()
+    config.ui.entries = str(APPS / "processes")
+    server = HttpServer(HttpApi(env.watch, config), "127.0.0.1:0")
+    await server.start()
+    try:
+        got = await ok(env, "GET", env.ns("/workflows/http-stack/stack", server.url))
+        assert got["workflow_id"] == "http-stack" and got["status"] == "RUNNING"
+        [main] = got["coroutines"]
+        assert main["main"] is True and main["frames"][0]["source"] == "children.lua", main
+        status, got = await call(env, "GET", env.ns("/workflows/no-such-run/stack", server.url))
+        assert status == 404
+        status, got = await call(env, "GET", env.ns("/workflows/http-stack/stack", server.url) + "?bad=1")
+        assert status == 400
+        error(got, "BadRequest", "bad")
+        await ok(env, "POST", env.ns("/workflows/http-stack/terminate"), {})
+        got = await ok(env, "GET", env.ns("/workflows/http-stack/stack", server.url))
+        assert got["coroutines"] == [] and "closed" in got["note"]
+    finally:
+        await server.stop()
+
+
+async def test_cluster_route_of_the_one_process_engine_and_its_token_rule(env: Env) -> None:
+    engine = env.h.engine
+    assert engine is not None
+    server = HttpServer(HttpApi(env.watch, Config(), cluster=engine.cluster_view), "127.0.0.1:0")
+    await server.start()
+    try:
+        got = await ok(env, "GET", f"{server.url}{PREFIX}/cluster")
+    finally:
+        await server.stop()
+    assert got["mode"] == "single process" and len(got["members"]) == 1 and got["members"][0]["self"]
+    assert len(got["shards"]) == got["num_shards"] and None not in got["shards"].values()
+    assert any(q["task_queue"] == TASK_QUEUE and q["kind"] == "workflow" for q in got["queues"]), got["queues"]
+    # not a namespace's: a token for all namespaces only
+    url = f"{env.secured}{PREFIX}/cluster"
+    status, got = await call(env, "GET", url)
+    assert status == 401
+    narrow = issue(env.secret, [NS], subject="pr-user", ttl_s=600)
+    status, got = await call(env, "GET", url, headers={"Authorization": f"Bearer {narrow}"})
+    assert status == 403 and "all namespaces" in got["error"]["message"]
+    admin = issue(env.secret, ["*"], subject="admin", ttl_s=600)
+    status, got = await call(env, "GET", url, headers={"Authorization": f"Bearer {admin}"})
+    assert status == 200 and "members" in got
+
+
+async def test_the_port_serves_the_web_ui_and_says_how_to_build_it_when_it_is_not(env: Env, tmp_path: Path) -> None:
+    built = tmp_path / "built"
+    (built / "assets").mkdir(parents=True)
+    (built / "index.html").write_text('<!doctype html><script src="/assets/app-1.js"></script>')
+    (built / "assets" / "app-1.js").write_text("console.log(1)")
+    (tmp_path / "secret.txt").write_text("not an asset")
+    servers = [HttpServer(HttpApi(env.watch, Config(), ui_dir=d), "127.0.0.1:0") for d in (built, tmp_path / "none")]
+    for s in servers:
+        await s.start()
+    try:
+        ui, unbuilt = (s.url for s in servers)
+        async with env.http.get(ui + "/") as resp:
+            assert resp.status == 200 and resp.content_type == "text/html"
+            assert "app-1.js" in await resp.text()
+            assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+        async with env.http.get(ui + "/assets/app-1.js") as resp:
+            assert resp.status == 200 and "javascript" in resp.content_type
+            assert "immutable" in resp.headers["Cache-Control"]
+        for bad in ("/assets/nothing.js", "/assets/..%2Fsecret.txt", "/assets/%2E%2E/secret.txt"):
+            async with env.http.get(ui + bad) as resp:
+                assert resp.status == 404, bad
+                assert "not an asset" not in await resp.text()
+        async with env.http.get(unbuilt + "/") as resp:
+            assert resp.status == 503
+            assert "make install" in await resp.text()
+        # the API beside it is unchanged
+        assert "count" in await ok(env, "GET", env.ns("/workflow-count", ui))
+    finally:
+        for s in servers:
+            await s.stop()
