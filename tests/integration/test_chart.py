@@ -217,6 +217,13 @@ def test_worker_app_sources(helm: str, tmp_path: Path) -> None:
 
     entries = pod.args[pod.args.index("--entries") + 1]
     assert {e.id for e in load_registry(entries).workflows()} == {"cluster:order", "cluster:part"}
+    # the frontends read the same application for the web UI's call stacks (--ui-entries)
+    front = kubelet.pod(one(objs, "Deployment", "frontend"), 0)
+    ui_entries = front.args[front.args.index("--ui-entries") + 1]
+    assert {e.id for e in load_registry(ui_entries).workflows()} == {"cluster:order", "cluster:part"}
+    off = one(render(helm, *files, "--set", "frontend.uiStack=false"), "Deployment", "frontend")
+    assert "--ui-entries" not in off["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "app" not in {v["name"] for v in off["spec"]["template"]["spec"]["volumes"]}
 
     existing = one(render(helm, "-f", str(CASES / "app-existing-configmap.yaml")), "Deployment", "worker")
     volumes = {v["name"]: v for v in existing["spec"]["template"]["spec"]["volumes"]}
@@ -225,6 +232,9 @@ def test_worker_app_sources(helm: str, tmp_path: Path) -> None:
     args = baked["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--entries") + 1] == "/srv/app"
     assert "app" not in {v["name"] for v in baked["spec"]["template"]["spec"]["volumes"]}
+    baked_front = one(render(helm, "-f", str(CASES / "app-image.yaml")), "Deployment", "frontend")
+    args = baked_front["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--ui-entries") + 1] == "/srv/app"
 
 
 # ---------------------------------------------------------------------- numHistoryShards on upgrade
