@@ -271,6 +271,10 @@ class ShardContext:
         self._next_id = info.range_id << self._bits
         self._end_id = (info.range_id + 1) << self._bits
         self._persisted_ack = info.transfer_ack_level
+        self._persisted_timer_ack = info.timer_ack_level
+        # Timers are written due no earlier than this (ms): at least every timer ack level this
+        # shard persisted or is persisting, so none lands below the range delete of fired timers.
+        self._timer_floor = info.timer_ack_level
         self._on_lost = on_lost
         self.lost = False
         self.closed = False
@@ -289,7 +293,8 @@ class ShardContext:
         self.transfer = TransferQueueProcessor(self.shard_id, store, info.transfer_ack_level, dispatch)
         self.timers: TimerQueue = (
             timer_queues(self.shard_id, store, clock, fire) if timer_queues is not None
-            else TimerQueueProcessor(self.shard_id, store, clock, config.history.timer_lookahead_ms, fire))
+            else TimerQueueProcessor(self.shard_id, store, clock, config.history.timer_lookahead_ms, fire,
+                                     ack_level_ms=info.timer_ack_level))
         self.commits = 0  # store writes made (for tests and metrics)
         # Group commit cuts batches at this estimated size (None: no bound; SQLite has none).
         self._max_batch_bytes: int | None = getattr(store, "max_batch_bytes", None)
@@ -544,7 +549,10 @@ class ShardContext:
                 p.transfer.append(TransferTask(tid, data))
                 p.transfer_rows.append(TransferTaskRow(tid, p.payloads[pos]))
                 pos += 1
-            for fire, data in m.timers:
+            for due, data in m.timers:
+                # A timer due before the timer ack level (already due when written) fires at the
+                # level instead: late by what the clock moved since the last ack flush, never early.
+                fire = max(due, self._timer_floor)
                 tid = ids[pos]
                 p.timers.append(TimerTask(fire, tid, data))
                 p.timer_rows.append(TimerTaskRow(fire, tid, p.payloads[pos]))
@@ -735,8 +743,9 @@ class ShardContext:
     # ------------------------------------------------------------------ ack flush
 
     async def flush(self) -> None:
-        """Persist the transfer ack level (range-deleting acknowledged tasks) and delete fired
-        timers, conditioned on range_id."""
+        """Persist the transfer and timer ack levels (range-deleting the acknowledged tasks and
+        the fired timers below them) and point-delete timers that fired above the timer ack level,
+        conditioned on range_id."""
         self.check()
         await self._flush()
 
@@ -753,12 +762,19 @@ class ShardContext:
         except ShardOwnershipLost as e:
             self.lose(e)
             raise
-        ack = self.transfer.ack_level()
+        ack = max(self.transfer.ack_level(), self._persisted_ack)
+        timer_ack = max(self.timers.ack_level() or 0, self._persisted_timer_ack)
         deletes = self.timers.take_deletes()
-        if ack <= self._persisted_ack and not deletes:
+        if ack <= self._persisted_ack and timer_ack <= self._persisted_timer_ack and not deletes:
             return
+        # Raised before the write (under the write lock, so no commit is being prepared): from
+        # now on no timer is written below the level about to be range-deleted.
+        self._timer_floor = max(self._timer_floor, timer_ack)
+        # Fired timers below the level go with its range delete; only those above it, fired
+        # before an earlier one, are deleted one by one.
+        point = [d for d in deletes if d[0] >= timer_ack]
         try:
-            await self._store.update_shard(self.shard_id, self.range_id, max(ack, self._persisted_ack), deletes)
+            await self._store.update_shard(self.shard_id, self.range_id, ack, point, timer_ack)
         except ShardOwnershipLost as e:
             self.lose(e)
             raise
@@ -767,7 +783,8 @@ class ShardContext:
                 self._must_renew = True
             self.timers.restore_deletes(deletes)
             raise
-        self._persisted_ack = max(ack, self._persisted_ack)
+        self._persisted_ack = ack
+        self._persisted_timer_ack = timer_ack
         self.timers.deleted(deletes)
 
     async def _flush_loop(self) -> None:
@@ -784,6 +801,10 @@ class ShardContext:
     @property
     def persisted_ack_level(self) -> int:
         return self._persisted_ack
+
+    @property
+    def persisted_timer_ack_level(self) -> int:
+        return self._persisted_timer_ack
 
 
 def _fail(p: _Prepared, err: BaseException) -> None:
