@@ -200,9 +200,11 @@ class ExecutionStore(Protocol):
 
     async def update_shard(self, shard_id: int, range_id: int, transfer_ack_level: int,
                            timer_deletes: Sequence[tuple[int, int]], timer_ack_level: int = 0) -> None:
-        """Conditioned on range_id: persist the ack levels (neither ever moves back), range-delete
-        transfer tasks with task_id <= transfer_ack_level and timers with fire_time_ms <
-        timer_ack_level (0: none), delete the given (fire_time_ms, task_id) timers."""
+        """Conditioned on range_id: persist the ack levels, range-delete transfer tasks with
+        task_id <= transfer_ack_level and timers with fire_time_ms < timer_ack_level, delete the
+        given (fire_time_ms, task_id) timers. timer_ack_level 0 leaves the timer level as it is;
+        callers never pass a level below one they persisted (Cassandra would store it: it writes
+        without reading)."""
         ...
 
     # -------------------------------------------------------------- runs

@@ -123,6 +123,7 @@ _STATEMENTS: dict[str, tuple[str, bool]] = {
     "fence": (f"UPDATE {_EXEC} SET range_id = ? WHERE shard_id = ? IF range_id = ?", True),
     "ack": (f"UPDATE {_EXEC} SET transfer_ack_level = ?, timer_ack_level = ? WHERE shard_id = ? IF range_id = ?",
             True),
+    "ack_transfer": (f"UPDATE {_EXEC} SET transfer_ack_level = ? WHERE shard_id = ? IF range_id = ?", True),
     "transfer_ack_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=3)} AND fire_time_ms = 0 "
                             "AND task_id <= ?", False),
     "timer_ack_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=4)} AND fire_time_ms < ?", False),
@@ -171,6 +172,7 @@ class _Prepared:
     shard_marker: PreparedStatement
     fence: PreparedStatement
     ack: PreparedStatement
+    ack_transfer: PreparedStatement
     transfer_ack_delete: PreparedStatement
     timer_ack_delete: PreparedStatement
     timer_delete: PreparedStatement
@@ -339,10 +341,12 @@ class CassandraStore:
             chunk, deletes = deletes[:TIMER_DELETES_PER_BATCH], deletes[TIMER_DELETES_PER_BATCH:]
             batch = self._batch()
             if first:
-                batch.add(ps.ack, (transfer_ack_level, timer_ack_level, shard_id, range_id))
-                batch.add(ps.transfer_ack_delete, (shard_id, transfer_ack_level))
                 if timer_ack_level > 0:
+                    batch.add(ps.ack, (transfer_ack_level, timer_ack_level, shard_id, range_id))
                     batch.add(ps.timer_ack_delete, (shard_id, timer_ack_level))
+                else:  # 0: the timer level stays as it is
+                    batch.add(ps.ack_transfer, (transfer_ack_level, shard_id, range_id))
+                batch.add(ps.transfer_ack_delete, (shard_id, transfer_ack_level))
             else:
                 batch.add(ps.fence, (range_id, shard_id, range_id))
             for fire, task_id in chunk:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -352,3 +353,26 @@ async def test_the_timers_of_a_deleted_run_fire_once_and_are_passed_by_the_level
         assert await env.store.read_timer_tasks(sid, (-1, 0), 1 << 62, 100) == []
     finally:
         await close_env(env)
+
+
+async def test_a_sqlite_database_of_an_older_build_gets_the_timer_ack_level_on_open(tmp_path: Any) -> None:
+    path = str(tmp_path / "old.db")
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE shards (shard_id INTEGER PRIMARY KEY, range_id INTEGER NOT NULL, owner TEXT NOT NULL,
+                             transfer_ack_level INTEGER NOT NULL DEFAULT 0, updated_ms INTEGER NOT NULL DEFAULT 0);
+        INSERT INTO shards (shard_id, range_id, owner, transfer_ack_level) VALUES (0, 4, 'old', 9);
+    """)
+    conn.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        info = await store.acquire_shard(0, "new")
+        assert (info.range_id, info.transfer_ack_level, info.timer_ack_level) == (5, 9, 0)
+        await store.update_shard(0, info.range_id, 9, [], timer_ack_level=T0)
+        assert (await store.acquire_shard(0, "newer")).timer_ack_level == T0
+    finally:
+        await store.close()
+    again = SqliteStore(path)  # opening again adds nothing twice
+    await again.open()
+    await again.close()
