@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,11 @@ MAX_CACHED_EVENTS = 5000  # a run's events are kept in memory (with its state) u
 EVENT_CACHE_BYTES = 256 * 1024 * 1024  # ... and all cached events of all shards up to about this many bytes
 DRAIN_POLL_S = 0.01  # a shard being handed over looks again this often while commits are queued
 ROW_OVERHEAD_BYTES = 64  # what a row adds to a store batch beyond its payload (keys, headers), roughly
+# Timer rows point-deleted above the timer ack level (fired while an earlier timer had not), at
+# most, until the level passes them: the tombstones a timer scan from the level may cross
+# (Cassandra warns at 1,000 in one read). Beyond that a fired row stays until the range delete
+# takes it; a next owner may fire it again meanwhile, which history drops as stale.
+MAX_TIMER_TOMBSTONES_ABOVE_ACK = 500
 
 RunKey = tuple[str, str, str]
 _K = TypeVar("_K")
@@ -275,6 +281,7 @@ class ShardContext:
         # Timers are written due no earlier than this (ms): at least every timer ack level this
         # shard persisted or is persisting, so none lands below the range delete of fired timers.
         self._timer_floor = info.timer_ack_level
+        self._tombstones_above_ack: list[int] = []  # heap: fire times of timers point-deleted above the level
         self._on_lost = on_lost
         self.lost = False
         self.closed = False
@@ -763,16 +770,15 @@ class ShardContext:
             self.lose(e)
             raise
         ack = max(self.transfer.ack_level(), self._persisted_ack)
-        timer_ack = max(self.timers.ack_level() or 0, self._persisted_timer_ack)
+        queue_level = self.timers.ack_level()
+        timer_ack = max(queue_level or 0, self._persisted_timer_ack)
         deletes = self.timers.take_deletes()
         if ack <= self._persisted_ack and timer_ack <= self._persisted_timer_ack and not deletes:
             return
         # Raised before the write (under the write lock, so no commit is being prepared): from
         # now on no timer is written below the level about to be range-deleted.
         self._timer_floor = max(self._timer_floor, timer_ack)
-        # Fired timers below the level go with its range delete; only those above it, fired
-        # before an earlier one, are deleted one by one.
-        point = [d for d in deletes if d[0] >= timer_ack]
+        point = deletes if queue_level is None else self._point_deletes(deletes, timer_ack)
         try:
             await self._store.update_shard(self.shard_id, self.range_id, ack, point, timer_ack)
         except ShardOwnershipLost as e:
@@ -785,7 +791,21 @@ class ShardContext:
             raise
         self._persisted_ack = ack
         self._persisted_timer_ack = timer_ack
+        if queue_level is not None:
+            heap = self._tombstones_above_ack
+            while heap and heap[0] < timer_ack:  # the level passed them: a scan from it skips them
+                heapq.heappop(heap)
+            for fire, _ in point:
+                heapq.heappush(heap, fire)
         self.timers.deleted(deletes)
+
+    def _point_deletes(self, deletes: list[tuple[int, int]], timer_ack: int) -> list[tuple[int, int]]:
+        """Of the fired timers `deletes`, those to delete one by one: none below the level (its
+        range delete takes them), and above it no more than the tombstone budget leaves room for
+        (the earliest first: the level passes them soonest)."""
+        left = sum(1 for fire in self._tombstones_above_ack if fire >= timer_ack)  # at most the budget
+        above = sorted(d for d in deletes if d[0] >= timer_ack)
+        return above[:max(0, MAX_TIMER_TOMBSTONES_ABOVE_ACK - left)]
 
     async def _flush_loop(self) -> None:
         interval = self._config.history.ack_flush_interval_ms / 1000.0

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from history import shard as shard_module
 from history.queues import TimerQueueProcessor, TimerTask, TransferTask
 from history.shard import ShardContext, Update
 from history.state import MutableState, Mutation
@@ -227,6 +228,42 @@ async def test_a_timer_that_fired_out_of_order_is_deleted_alone_and_the_level_wa
     await a.shard.flush()
     assert a.shard.persisted_timer_ack_level == T0 + 200
     assert await _stored(store) == [] and len(a.fired) == TIMERS_PER_RUN
+    await a.shard.stop()
+
+
+async def test_point_deletes_above_the_level_stay_within_the_tombstone_budget(
+        store: ExecutionStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timer stuck for long holds the level; of the timers fired after it, only the budget's
+    worth are point-deleted (tombstones a scan from the level crosses), the rest stay as rows
+    until the level passes them, when one range delete takes them all."""
+    monkeypatch.setattr(shard_module, "MAX_TIMER_TOMBSTONES_ABOVE_ACK", 10)
+    release = asyncio.Event()
+    others_done = asyncio.Event()
+    done: list[int] = []
+
+    async def effect(t: TimerTask) -> None:
+        if t.data["i"] == 0:
+            await release.wait()
+            return
+        done.append(t.task_id)
+        if len(done) == 2 * TIMERS_PER_RUN - 1:
+            others_done.set()
+
+    a = await _owner(store, "a", T0, effect)
+    await _commit_timers(a, 0, 1, lambda i: T0 + 10 + i)
+    await _commit_timers(a, 1, 1, lambda i: T0 + 10 + i)  # 200 timers due T0+10 .. T0+209
+    a.clock[0] = T0 + 300
+    a.shard.timers.poke()
+    await asyncio.wait_for(others_done.wait(), 5)
+    await a.shard.flush()
+    stored = await _stored(store)
+    assert a.shard.persisted_timer_ack_level == T0 + 10
+    # the stuck one, and all fired after it but the earliest 10 (T0+11 .. T0+20), deleted one by one
+    assert [f for f, _ in stored] == [T0 + 10] + [T0 + 10 + i for i in range(11, 200)]
+    release.set()
+    await a.shard.timers.fire_due()
+    await a.shard.flush()
+    assert a.shard.persisted_timer_ack_level == T0 + 300 and await _stored(store) == []
     await a.shard.stop()
 
 
