@@ -779,8 +779,9 @@ class ShardContext:
         # now on no timer is written below the level about to be range-deleted.
         self._timer_floor = max(self._timer_floor, timer_ack)
         point = deletes if queue_level is None else self._point_deletes(deletes, timer_ack)
+        moved = timer_ack if timer_ack > self._persisted_timer_ack else 0  # 0: no new range delete to write
         try:
-            await self._store.update_shard(self.shard_id, self.range_id, ack, point, timer_ack)
+            await self._store.update_shard(self.shard_id, self.range_id, ack, point, moved)
         except ShardOwnershipLost as e:
             self.lose(e)
             raise
