@@ -110,14 +110,14 @@ _STATEMENTS: dict[str, tuple[str, bool]] = {
     "meta_get": ("SELECT value FROM {ks}.cluster_metadata WHERE key = ?", False),
     "meta_create": ("INSERT INTO {ks}.cluster_metadata (key, value) VALUES (?, ?) IF NOT EXISTS", True),
     # LIMIT 1: the static row and the first clustering row, the kind-0 marker (see the module doc)
-    "shard_get": (f"SELECT range_id, owner, transfer_ack_level, timer_ack_level, updated_ms FROM {_EXEC} "
+    "shard_get": (f"SELECT range_id, owner, transfer_ack_level, timer_ack_level, level_range, updated_ms FROM {_EXEC} "
                   "WHERE shard_id = ? LIMIT 1", False),
     # IF NOT EXISTS on the marker row: only a new partition has none (see acquire_shard)
     "shard_create": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id, "
-                     "range_id, owner, transfer_ack_level, timer_ack_level, updated_ms) "
-                     "VALUES (?, 0, '', '', '', 0, 0, 1, ?, 0, 0, ?) IF NOT EXISTS", True),
-    "shard_take": (f"UPDATE {_EXEC} SET range_id = ?, owner = ?, updated_ms = ? WHERE shard_id = ? IF range_id = ?",
-                   True),
+                     "range_id, owner, transfer_ack_level, timer_ack_level, level_range, updated_ms) "
+                     "VALUES (?, 0, '', '', '', 0, 0, 1, ?, 0, 0, 1, ?) IF NOT EXISTS", True),
+    "shard_take": (f"UPDATE {_EXEC} SET range_id = ?, level_range = ?, owner = ?, updated_ms = ? WHERE shard_id = ? "
+                   "IF range_id = ?", True),
     "shard_marker": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id) "
                      "VALUES (?, 0, '', '', '', 0, 0)", False),
     "fence": (f"UPDATE {_EXEC} SET range_id = ? WHERE shard_id = ? IF range_id = ?", True),
@@ -312,7 +312,8 @@ class CassandraStore:
         """range_id + 1 if it is still `expected_range_id`, with the kind-0 marker row (which a
         partition made by an older build lacks) in the same conditional batch."""
         batch = self._batch()
-        batch.add(self._ps.shard_take, (expected_range_id + 1, owner, now, shard_id, expected_range_id))
+        new = expected_range_id + 1
+        batch.add(self._ps.shard_take, (new, new, owner, now, shard_id, expected_range_id))
         batch.add(self._ps.shard_marker, (shard_id,))
         return batch
 
@@ -536,10 +537,14 @@ def _rejection(w: ShardWrite, rows: list[Row]) -> ServiceError:
 
 def _shard_info(shard_id: int, range_id: int, owner: str, row: Row | None, now: int) -> ShardInfo:
     """The ShardInfo of a shard just taken or renewed, with the ack levels its row (read by
-    shard_get) holds; a level a keyspace of an older schema never wrote is 0."""
-    transfer = int(row.transfer_ack_level or 0) if row is not None else 0
-    timer = int(row.timer_ack_level or 0) if row is not None else 0
-    return ShardInfo(shard_id, range_id, owner, transfer, now, timer_ack_level=timer)
+    shard_get) holds. The timer level counts only if the owner that held the row's range_id took
+    it with a build that keeps the level (level_range = range_id): an older build, during a
+    rolling upgrade, may have written timers due before the level (it does not move them up), so
+    after it the timers are read from the start once."""
+    if row is None:
+        return ShardInfo(shard_id, range_id, owner, 0, now)
+    timer = int(row.timer_ack_level or 0) if row.level_range == row.range_id else 0
+    return ShardInfo(shard_id, range_id, owner, int(row.transfer_ack_level or 0), now, timer_ack_level=timer)
 
 
 def _range_of(rows: list[Row]) -> int | None:

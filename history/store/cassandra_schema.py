@@ -79,8 +79,12 @@ _V1 = [
 # their data, the key's namespace/workflow_id/run_id are ''), so no row moves: a version-1 shard
 # has no level yet (null: 0), its first owner under version 2 reads its timers from the start once
 # and the first ack flush range-deletes everything that fired below the level.
+# level_range: the range_id with which a build that keeps the level last took the shard; while it
+# equals range_id, no older build (during a rolling upgrade) has owned the shard since, so no timer
+# was written below the level (see cassandra.py, _shard_info).
 _V2 = [
     "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS timer_ack_level bigint STATIC",
+    "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS level_range bigint STATIC",
 ]
 
 # version -> the statements that move a keyspace from version - 1 to it (version 1 also applies
