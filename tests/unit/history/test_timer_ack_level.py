@@ -175,6 +175,29 @@ async def test_thousands_of_fired_timers_leave_nothing_for_the_next_scan_to_cros
         assert all(c is not None and c <= MAX_TOMBSTONES for c in crossed), crossed
 
 
+async def test_acknowledged_transfer_tasks_leave_nothing_for_the_next_scan_to_cross(store: ExecutionStore) -> None:
+    """The transfer outbox the same way: 1,500 tasks dispatched and acknowledged over three flushes;
+    the next owner's read above the ack level, and a read from 0, cross a bounded number."""
+    a = await _owner(store, "a", T0)
+    for r in range(3):
+        updates = []
+        for w in range(5):
+            st = MutableState(NS, f"wf{r}-{w}", "r1", "t", "q", 0)
+            st.next_event_id = 2
+            updates.append(Update([Mutation(st, 0, None, encoded=[(1, "e1")], transfer=[{"k": "test"}] * 100)],
+                                  CurrentRunWrite(CurrentRunRow(NS, f"wf{r}-{w}", "r1", "running"), None)))
+        await asyncio.gather(*(a.shard.commit(u) for u in updates))
+        await a.shard.transfer.wait_idle()
+        await a.shard.flush()
+    await a.shard.stop()
+    ack = (await store.acquire_shard(SHARD, "b")).transfer_ack_level
+    assert ack == a.shard.persisted_ack_level > 0 and await store.read_transfer_tasks(SHARD, 0, 10) == []
+    if isinstance(store, CassandraStore):
+        crossed = [await _traced_tombstones(store, store._ps.transfer_read.bind((SHARD, after, 1000)))
+                   for after in (ack, 0)]
+        assert all(c <= MAX_TOMBSTONES for c in crossed), crossed
+
+
 async def test_a_new_owner_fires_what_was_pending_and_nothing_already_acked(store: ExecutionStore) -> None:
     due = lambda i: T0 + 10 * i  # noqa: E731
     a = await _owner(store, "a", T0)
