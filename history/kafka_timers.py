@@ -239,6 +239,11 @@ class KafkaTimerQueue:
     def add(self, timers: list[TimerTask]) -> None:
         self.publisher.publish_rows(timers)
 
+    def ack_level(self) -> int | None:
+        """None: the store's rows are only an outbox here, published (and deleted) in commit
+        order whatever their due times, so no due time bounds what is gone."""
+        return None
+
     def take_deletes(self) -> list[tuple[int, int]]:
         return self.publisher.take_deletes()
 

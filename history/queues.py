@@ -166,10 +166,14 @@ class TransferQueueProcessor:
 
 class TimerQueueProcessor(TimerDeletes):
     """Timers due within the look-ahead window live in a heap; they fire when the clock reaches
-    them. A fired timer's row is deleted (by the shard's flush) only after its effect is durable."""
+    them. A fired timer's row is deleted (by the shard's flush) only after its effect is durable:
+    with the range delete below `ack_level()` if every earlier timer fired too, else by itself.
+
+    `ack_level_ms` is the shard's persisted timer ack level: every stored timer due earlier is
+    gone, so the first read starts there and never crosses the tombstones of those deleted."""
 
     def __init__(self, shard_id: int, store: ExecutionStore, clock: Callable[[], int], lookahead_ms: int,
-                 fire: Callable[[TimerTask], Awaitable[None]]) -> None:
+                 fire: Callable[[TimerTask], Awaitable[None]], ack_level_ms: int = 0) -> None:
         super().__init__()  # _held: timers in the heap, firing, or fired and awaiting delete
         self.shard_id = shard_id
         self._store = store
@@ -177,7 +181,13 @@ class TimerQueueProcessor(TimerDeletes):
         self._lookahead = lookahead_ms
         self._fire = fire
         self._heap: list[tuple[int, int, TimerTask]] = []
-        self._horizon = -1  # every stored timer with fire_time_ms <= horizon is known in memory
+        # Every stored timer with fire_time_ms <= horizon is in memory, or on its way: `_known` is
+        # the horizon of the last read that completed (the bound the ack level may rely on).
+        self._horizon = self._known = max(ack_level_ms, 0) - 1
+        # The timers in memory whose effect is not durable yet (task id -> fire_time_ms), and a
+        # heap of their (fire_time_ms, task_id) with stale entries dropped lazily: the ack level.
+        self._unacked: dict[int, int] = {}
+        self._unacked_heap: list[tuple[int, int]] = []
         self._firing: dict[int, asyncio.Task[None]] = {}
         self._retries: dict[int, int] = {}
         self._wake = asyncio.Event()
@@ -208,11 +218,27 @@ class TimerQueueProcessor(TimerDeletes):
         for t in timers:
             if t.fire_time_ms <= self._horizon and t.task_id not in self._held:
                 self._held.add(t.task_id)
+                self._unacked[t.task_id] = t.fire_time_ms
+                heapq.heappush(self._unacked_heap, (t.fire_time_ms, t.task_id))
                 if not self._heap or t.fire_time_ms < self._heap[0][0]:
                     wake = True
                 heapq.heappush(self._heap, (t.fire_time_ms, t.task_id, t))
         if wake:
             self._wake.set()
+
+    def ack_level(self) -> int:
+        """The fire time (ms) below which every stored timer of the shard has fired with a durable
+        effect: the earliest timer in memory not fired yet, and no later than the first one not
+        read yet (past the completed read's horizon) or than now. The shard writes no timer due
+        before the level it persists (it moves such a timer up to it), so keeping the level at
+        or below the clock delays no timer that is not already due."""
+        heap = self._unacked_heap
+        while heap and heap[0][1] not in self._unacked:
+            heapq.heappop(heap)
+        level = min(self._known + 1, self._clock())
+        if heap:
+            level = min(level, heap[0][0])
+        return level
 
     def poke(self) -> None:
         """The clock may have moved (tests with a controllable clock): look again."""
@@ -246,16 +272,23 @@ class TimerQueueProcessor(TimerDeletes):
             new_horizon = self._clock() + self._lookahead
             if new_horizon <= self._horizon:
                 return
-            after = (self._horizon, 1 << 62)
+            after = (self._known, 1 << 62)
             # Commits from now on push their timers up to new_horizon themselves; the read below
             # may also return some of them, `_held` removes the duplicates.
             self._horizon = new_horizon
-            while not self._stopped:
-                rows = await self._store.read_timer_tasks(self.shard_id, after, new_horizon, READ_PAGE)
-                self.add([TimerTask(r.fire_time_ms, r.task_id, codec.loads(r.data)) for r in rows])
-                if len(rows) < READ_PAGE:
-                    break
-                after = (rows[-1].fire_time_ms, rows[-1].task_id)
+            try:
+                while not self._stopped:
+                    rows = await self._store.read_timer_tasks(self.shard_id, after, new_horizon, READ_PAGE)
+                    self.add([TimerTask(r.fire_time_ms, r.task_id, codec.loads(r.data)) for r in rows])
+                    if len(rows) < READ_PAGE:
+                        self._known = new_horizon
+                        break
+                    after = (rows[-1].fire_time_ms, rows[-1].task_id)
+            except BaseException:
+                # The next load reads again from what is known (a read cut short must not leave
+                # stored timers behind the horizon, unread until the shard moves).
+                self._horizon = self._known
+                raise
 
     def _start_due(self) -> int:
         now = self._clock()
@@ -284,6 +317,7 @@ class TimerQueueProcessor(TimerDeletes):
             self._wake.set()
         else:
             self._retries.pop(t.task_id, None)
+            self._unacked.pop(t.task_id, None)
             self.lags.record(started - t.fire_time_ms)
             self._deletable(t)
         finally:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,11 @@ MAX_CACHED_EVENTS = 5000  # a run's events are kept in memory (with its state) u
 EVENT_CACHE_BYTES = 256 * 1024 * 1024  # ... and all cached events of all shards up to about this many bytes
 DRAIN_POLL_S = 0.01  # a shard being handed over looks again this often while commits are queued
 ROW_OVERHEAD_BYTES = 64  # what a row adds to a store batch beyond its payload (keys, headers), roughly
+# Timer rows point-deleted above the timer ack level (fired while an earlier timer had not), at
+# most, until the level passes them: the tombstones a timer scan from the level may cross
+# (Cassandra warns at 1,000 in one read). Beyond that a fired row stays until the range delete
+# takes it; a next owner may fire it again meanwhile, which history drops as stale.
+MAX_TIMER_TOMBSTONES_ABOVE_ACK = 500
 
 RunKey = tuple[str, str, str]
 _K = TypeVar("_K")
@@ -271,6 +277,11 @@ class ShardContext:
         self._next_id = info.range_id << self._bits
         self._end_id = (info.range_id + 1) << self._bits
         self._persisted_ack = info.transfer_ack_level
+        self._persisted_timer_ack = info.timer_ack_level
+        # Timers are written due no earlier than this (ms): at least every timer ack level this
+        # shard persisted or is persisting, so none lands below the range delete of fired timers.
+        self._timer_floor = info.timer_ack_level
+        self._tombstones_above_ack: list[int] = []  # heap: fire times of timers point-deleted above the level
         self._on_lost = on_lost
         self.lost = False
         self.closed = False
@@ -289,7 +300,8 @@ class ShardContext:
         self.transfer = TransferQueueProcessor(self.shard_id, store, info.transfer_ack_level, dispatch)
         self.timers: TimerQueue = (
             timer_queues(self.shard_id, store, clock, fire) if timer_queues is not None
-            else TimerQueueProcessor(self.shard_id, store, clock, config.history.timer_lookahead_ms, fire))
+            else TimerQueueProcessor(self.shard_id, store, clock, config.history.timer_lookahead_ms, fire,
+                                     ack_level_ms=info.timer_ack_level))
         self.commits = 0  # store writes made (for tests and metrics)
         # Group commit cuts batches at this estimated size (None: no bound; SQLite has none).
         self._max_batch_bytes: int | None = getattr(store, "max_batch_bytes", None)
@@ -544,7 +556,10 @@ class ShardContext:
                 p.transfer.append(TransferTask(tid, data))
                 p.transfer_rows.append(TransferTaskRow(tid, p.payloads[pos]))
                 pos += 1
-            for fire, data in m.timers:
+            for due, data in m.timers:
+                # A timer due before the timer ack level (already due when written) fires at the
+                # level instead: late by what the clock moved since the last ack flush, never early.
+                fire = max(due, self._timer_floor)
                 tid = ids[pos]
                 p.timers.append(TimerTask(fire, tid, data))
                 p.timer_rows.append(TimerTaskRow(fire, tid, p.payloads[pos]))
@@ -735,8 +750,9 @@ class ShardContext:
     # ------------------------------------------------------------------ ack flush
 
     async def flush(self) -> None:
-        """Persist the transfer ack level (range-deleting acknowledged tasks) and delete fired
-        timers, conditioned on range_id."""
+        """Persist the transfer and timer ack levels (range-deleting the acknowledged tasks and
+        the fired timers below them) and point-delete timers that fired above the timer ack level,
+        conditioned on range_id."""
         self.check()
         await self._flush()
 
@@ -753,12 +769,19 @@ class ShardContext:
         except ShardOwnershipLost as e:
             self.lose(e)
             raise
-        ack = self.transfer.ack_level()
+        ack = max(self.transfer.ack_level(), self._persisted_ack)
+        queue_level = self.timers.ack_level()
+        timer_ack = max(queue_level or 0, self._persisted_timer_ack)
         deletes = self.timers.take_deletes()
-        if ack <= self._persisted_ack and not deletes:
+        if ack <= self._persisted_ack and timer_ack <= self._persisted_timer_ack and not deletes:
             return
+        # Raised before the write (under the write lock, so no commit is being prepared): from
+        # now on no timer is written below the level about to be range-deleted.
+        self._timer_floor = max(self._timer_floor, timer_ack)
+        point = deletes if queue_level is None else self._point_deletes(deletes, timer_ack)
+        moved = timer_ack if timer_ack > self._persisted_timer_ack else 0  # 0: no new range delete to write
         try:
-            await self._store.update_shard(self.shard_id, self.range_id, max(ack, self._persisted_ack), deletes)
+            await self._store.update_shard(self.shard_id, self.range_id, ack, point, moved)
         except ShardOwnershipLost as e:
             self.lose(e)
             raise
@@ -767,8 +790,23 @@ class ShardContext:
                 self._must_renew = True
             self.timers.restore_deletes(deletes)
             raise
-        self._persisted_ack = max(ack, self._persisted_ack)
+        self._persisted_ack = ack
+        self._persisted_timer_ack = timer_ack
+        if queue_level is not None:
+            heap = self._tombstones_above_ack
+            while heap and heap[0] < timer_ack:  # the level passed them: a scan from it skips them
+                heapq.heappop(heap)
+            for fire, _ in point:
+                heapq.heappush(heap, fire)
         self.timers.deleted(deletes)
+
+    def _point_deletes(self, deletes: list[tuple[int, int]], timer_ack: int) -> list[tuple[int, int]]:
+        """Of the fired timers `deletes`, those to delete one by one: none below the level (its
+        range delete takes them), and above it no more than the tombstone budget leaves room for
+        (the earliest first: the level passes them soonest)."""
+        left = sum(1 for fire in self._tombstones_above_ack if fire >= timer_ack)  # at most the budget
+        above = sorted(d for d in deletes if d[0] >= timer_ack)
+        return above[:max(0, MAX_TIMER_TOMBSTONES_ABOVE_ACK - left)]
 
     async def _flush_loop(self) -> None:
         interval = self._config.history.ack_flush_interval_ms / 1000.0
@@ -784,6 +822,10 @@ class ShardContext:
     @property
     def persisted_ack_level(self) -> int:
         return self._persisted_ack
+
+    @property
+    def persisted_timer_ack_level(self) -> int:
+        return self._persisted_timer_ack
 
 
 def _fail(p: _Prepared, err: BaseException) -> None:

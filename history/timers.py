@@ -41,6 +41,11 @@ class TimerQueue(Protocol):
     async def fire_due(self) -> int:
         """Fire every timer due now and wait for the effects (tests)."""
 
+    def ack_level(self) -> int | None:
+        """The fire time (ms) below which every stored timer of the shard has fired with a durable
+        effect (the shard persists it and range-deletes below it), or None if this queue keeps no
+        such level (its rows leave the store by the point deletes of `take_deletes` alone)."""
+
     def take_deletes(self) -> list[tuple[int, int]]: ...
 
     def restore_deletes(self, deletes: list[tuple[int, int]]) -> None: ...

@@ -133,12 +133,15 @@ def cassandra_node() -> Iterator[StoreConfig]:
 async def cassandra_admin(cassandra_node: StoreConfig) -> AsyncIterator[Cql]:
     """One driver session for the whole run (schema set up on first use), for fixtures and for
     tests that inspect the keyspace directly."""
-    from history.store.cassandra_schema import setup_schema
+    from history.store.cassandra_schema import SCHEMA_VERSION, read_schema_version, setup_schema, upgrade_schema
     from history.store.cql import Cql, connect
 
     cluster, session = await asyncio.to_thread(connect, cassandra_node)
     try:
         cql = Cql(session)
+        found = await read_schema_version(cql, TEST_KEYSPACE)
+        if found is not None and found < SCHEMA_VERSION:  # a node kept from a run of an older build
+            await upgrade_schema(cql, TEST_KEYSPACE)
         await setup_schema(cql, TEST_KEYSPACE, replication_factor=1)
         yield cql
     finally:

@@ -3,7 +3,7 @@
 Logical tables (Cassandra: the first five share one partition per shard, so one conditional
 batch covers them; history events have their own table; visibility its own):
 
-* ``shards``          (shard_id) -> range_id, owner, transfer_ack_level
+* ``shards``          (shard_id) -> range_id, owner, transfer_ack_level, timer_ack_level
 * ``current_runs``    (shard_id, namespace, workflow_id) -> run_id, status, start_request_id
 * ``runs``            (shard_id, namespace, workflow_id, run_id) -> next_event_id, state blob
 * ``transfer_tasks``  (shard_id, task_id) -> task
@@ -28,6 +28,12 @@ Rules every implementation keeps:
   is unknown therefore makes the owner renew its range and reload before writing again
   (``WriteOutcomeUnknown``), and SQLite, which can, checks the conditions before appending.
 * Everything is addressed by partition key plus a clustering range; no cross-shard transaction.
+* Queues are read from their ack levels upward and what lies below an ack level is dropped with
+  ONE range delete: transfer tasks with task_id <= transfer_ack_level, timers with
+  fire_time_ms < timer_ack_level. A scan then never starts below what was deleted (on Cassandra a
+  deleted row is a tombstone that every read crossing it pays for until compaction purges it, and
+  too many fail the read). Point deletes remain only for timers that fired out of order above the
+  timer ack level, which it soon passes (a bounded number).
 * :meth:`ExecutionStore.delete_run` (retention) deletes a closed run's history events first and
   its run row (and the current-run pointer, if that still names the run) last, conditioned on
   the shard's range_id; it is idempotent, so a deletion cut short is finished by running it again.
@@ -51,6 +57,10 @@ class ShardInfo:
     owner: str
     transfer_ack_level: int = 0
     updated_ms: int = 0
+    # Every timer with fire_time_ms below this (ms since the epoch) has fired with a durable
+    # effect and its row is gone: the timer queue reads from here, and the shard never writes a
+    # timer due earlier (it moves such a timer's due time up to this level: fired late, never early).
+    timer_ack_level: int = 0
 
 
 @dataclass(slots=True)
@@ -189,9 +199,12 @@ class ExecutionStore(Protocol):
         ...
 
     async def update_shard(self, shard_id: int, range_id: int, transfer_ack_level: int,
-                           timer_deletes: Sequence[tuple[int, int]]) -> None:
-        """Conditioned on range_id: persist the ack level, range-delete transfer tasks with
-        task_id <= ack level, delete the given (fire_time_ms, task_id) timers."""
+                           timer_deletes: Sequence[tuple[int, int]], timer_ack_level: int = 0) -> None:
+        """Conditioned on range_id: persist the ack levels, range-delete transfer tasks with
+        task_id <= transfer_ack_level and timers with fire_time_ms < timer_ack_level, delete the
+        given (fire_time_ms, task_id) timers. timer_ack_level 0 leaves the timer level as it is;
+        callers never pass a level below one they persisted (Cassandra would store it: it writes
+        without reading)."""
         ...
 
     # -------------------------------------------------------------- runs

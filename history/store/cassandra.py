@@ -3,10 +3,11 @@
 Layout (history/store/cassandra_schema.py creates it):
 
 * ``executions``, PARTITION KEY = shard_id. The shard row is the partition's STATIC columns
-  (range_id, owner, transfer_ack_level, updated_ms); the clustering rows, keyed
-  (kind, namespace, workflow_id, run_id, fire_time_ms, task_id) as in Temporal's schema, are the
-  current-run pointers (kind 1), the runs' mutable state (kind 2), transfer tasks (kind 3) and timer
-  tasks (kind 4); key columns a kind does not use hold '' or 0. Because everything a state change
+  (range_id, owner, transfer_ack_level, timer_ack_level, updated_ms); the clustering rows, keyed
+  (kind, namespace, workflow_id, run_id, fire_time_ms, task_id) as in Temporal's schema, are a
+  marker row (kind 0, see "Tombstones" below), the current-run pointers (kind 1), the runs' mutable
+  state (kind 2), transfer tasks (kind 3) and timer tasks (kind 4); key columns a kind does not use
+  hold '' or 0, so each queue is one clustering slice in due order. Because everything a state change
   touches lives in ONE partition, `write` is ONE conditional ``BATCH`` (one LWT):
   ``UPDATE .. SET range_id = ? .. IF range_id = ?`` (the fence) + per run ``IF next_event_id = ?``
   or ``IF NOT EXISTS`` + per current-run pointer ``IF current_run_id = ?`` or ``IF NOT EXISTS`` +
@@ -29,6 +30,18 @@ What Cassandra 5.0 allows in a conditional batch, found by experiment (and relie
   expectations to tell ShardOwnershipLost (range_id differs) from RunConditionFailed (naming rows).
 * multi-column slices mix with a single-column bound: ``(fire_time_ms, task_id) > (?, ?) AND
   fire_time_ms <= ?`` reads the timer queue in order.
+
+Tombstones. A deleted row stays in the partition as a tombstone until compaction purges it
+(gc_grace_seconds later, 10 days by default), and every read whose slice crosses it pays for it;
+Cassandra warns at 1,000 per read and fails the read at 100,000. So no read here starts below what
+was deleted: the transfer queue is read above transfer_ack_level and the timer queue from
+timer_ack_level (the shard's queues start there), and what lies below each level goes with ONE
+range delete in the ack flush (a range tombstone is one marker, skipped by slices that start past
+it) instead of a tombstone per task. Only timers that fired out of order above the timer ack level
+are point-deleted; the level passes them soon. The shard row itself is read with LIMIT 1, which
+reads the static row and the partition's first clustering row: the kind-0 marker row, written with
+every acquisition, sorts before the run rows that retention deletes, so that read never crosses
+their tombstones either.
 
 Everything in `executions` is written through Paxos (LWTs only), never mixed with plain writes of
 the same cells, so LWT timestamps and client timestamps never compete. Conditional statements
@@ -96,16 +109,24 @@ _QUEUE = "shard_id = ? AND kind = {kind} AND namespace = '' AND workflow_id = ''
 _STATEMENTS: dict[str, tuple[str, bool]] = {
     "meta_get": ("SELECT value FROM {ks}.cluster_metadata WHERE key = ?", False),
     "meta_create": ("INSERT INTO {ks}.cluster_metadata (key, value) VALUES (?, ?) IF NOT EXISTS", True),
-    "shard_get": (f"SELECT range_id, owner, transfer_ack_level, updated_ms FROM {_EXEC} WHERE shard_id = ? LIMIT 1",
-                  False),
-    "shard_create": (f"INSERT INTO {_EXEC} (shard_id, range_id, owner, transfer_ack_level, updated_ms) "
-                     "VALUES (?, 1, ?, 0, ?) IF NOT EXISTS", True),
-    "shard_take": (f"UPDATE {_EXEC} SET range_id = ?, owner = ?, updated_ms = ? WHERE shard_id = ? IF range_id = ?",
-                   True),
+    # LIMIT 1: the static row and the first clustering row, the kind-0 marker (see the module doc)
+    "shard_get": (f"SELECT range_id, owner, transfer_ack_level, timer_ack_level, level_range, updated_ms FROM {_EXEC} "
+                  "WHERE shard_id = ? LIMIT 1", False),
+    # IF NOT EXISTS on the marker row: only a new partition has none (see acquire_shard)
+    "shard_create": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id, "
+                     "range_id, owner, transfer_ack_level, timer_ack_level, level_range, updated_ms) "
+                     "VALUES (?, 0, '', '', '', 0, 0, 1, ?, 0, 0, 1, ?) IF NOT EXISTS", True),
+    "shard_take": (f"UPDATE {_EXEC} SET range_id = ?, level_range = ?, owner = ?, updated_ms = ? WHERE shard_id = ? "
+                   "IF range_id = ?", True),
+    "shard_marker": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id) "
+                     "VALUES (?, 0, '', '', '', 0, 0)", False),
     "fence": (f"UPDATE {_EXEC} SET range_id = ? WHERE shard_id = ? IF range_id = ?", True),
-    "ack": (f"UPDATE {_EXEC} SET transfer_ack_level = ? WHERE shard_id = ? IF range_id = ?", True),
+    "ack": (f"UPDATE {_EXEC} SET transfer_ack_level = ?, timer_ack_level = ? WHERE shard_id = ? IF range_id = ?",
+            True),
+    "ack_transfer": (f"UPDATE {_EXEC} SET transfer_ack_level = ? WHERE shard_id = ? IF range_id = ?", True),
     "transfer_ack_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=3)} AND fire_time_ms = 0 "
                             "AND task_id <= ?", False),
+    "timer_ack_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=4)} AND fire_time_ms < ?", False),
     "timer_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=4)} AND fire_time_ms = ? AND task_id = ?",
                      False),
     "current_get": (f"SELECT current_run_id, status, start_request_id, start_time_ms FROM {_EXEC} "
@@ -148,9 +169,12 @@ class _Prepared:
     shard_get: PreparedStatement
     shard_create: PreparedStatement
     shard_take: PreparedStatement
+    shard_marker: PreparedStatement
     fence: PreparedStatement
     ack: PreparedStatement
+    ack_transfer: PreparedStatement
     transfer_ack_delete: PreparedStatement
+    timer_ack_delete: PreparedStatement
     timer_delete: PreparedStatement
     current_get: PreparedStatement
     current_create: PreparedStatement
@@ -278,15 +302,24 @@ class CassandraStore:
                                          reason="ShardOwnershipLost")
             return ShardInfo(shard_id, 1, owner, 0, now)
         old = int(rows[0].range_id)
-        res = await self._lwt(self._ps.shard_take, (old + 1, owner, now, shard_id, old), f"acquiring shard {shard_id}")
+        res = await self._lwt(self._take(shard_id, old, owner, now), None, f"acquiring shard {shard_id}")
         if not res[0][0]:
             raise ShardOwnershipLost(f"shard {shard_id}: lost the race to acquire it (range_id {old} became "
                                      f"{_show(getattr(res[0], 'range_id', None))})", reason="ShardOwnershipLost")
-        return ShardInfo(shard_id, old + 1, owner, int(rows[0].transfer_ack_level or 0), now)
+        return _shard_info(shard_id, old + 1, owner, rows[0], now)
+
+    def _take(self, shard_id: int, expected_range_id: int, owner: str, now: int) -> BatchStatement:
+        """range_id + 1 if it is still `expected_range_id`, with the kind-0 marker row (which a
+        partition made by an older build lacks) in the same conditional batch."""
+        batch = self._batch()
+        new = expected_range_id + 1
+        batch.add(self._ps.shard_take, (new, new, owner, now, shard_id, expected_range_id))
+        batch.add(self._ps.shard_marker, (shard_id,))
+        return batch
 
     async def renew_range(self, shard_id: int, expected_range_id: int, owner: str) -> ShardInfo:
         now = _now_ms()
-        res = await self._lwt(self._ps.shard_take, (expected_range_id + 1, owner, now, shard_id, expected_range_id),
+        res = await self._lwt(self._take(shard_id, expected_range_id, owner, now), None,
                               f"renewing the range of shard {shard_id}")
         rows = await self._read(self._ps.shard_get, (shard_id,), f"reading shard {shard_id}")
         if not res[0][0]:
@@ -294,15 +327,14 @@ class CassandraStore:
             # shard then holds exactly the next range_id with our (per-start unique) owner.
             mine = rows and rows[0].owner == owner and rows[0].range_id == expected_range_id + 1
             if not mine:
-                raise _lost(shard_id, expected_range_id, getattr(res[0], "range_id", None))
-        ack = int(rows[0].transfer_ack_level or 0) if rows else 0
-        return ShardInfo(shard_id, expected_range_id + 1, owner, ack, now)
+                raise _lost(shard_id, expected_range_id, _range_of(res))
+        return _shard_info(shard_id, expected_range_id + 1, owner, rows[0] if rows else None, now)
 
     async def update_shard(self, shard_id: int, range_id: int, transfer_ack_level: int,
-                           timer_deletes: Sequence[tuple[int, int]]) -> None:
-        """The ack level, the range delete of acknowledged transfer tasks and the first timer
-        deletes in one conditional batch; many timer deletes take more batches (each fenced,
-        each idempotent)."""
+                           timer_deletes: Sequence[tuple[int, int]], timer_ack_level: int = 0) -> None:
+        """The ack levels, the range deletes below them (acknowledged transfer tasks, fired timers)
+        and the first point timer deletes in one conditional batch; many point deletes take more
+        batches (each fenced, each idempotent)."""
         ps = self._ps
         deletes = list(timer_deletes)
         first = True
@@ -310,7 +342,11 @@ class CassandraStore:
             chunk, deletes = deletes[:TIMER_DELETES_PER_BATCH], deletes[TIMER_DELETES_PER_BATCH:]
             batch = self._batch()
             if first:
-                batch.add(ps.ack, (transfer_ack_level, shard_id, range_id))
+                if timer_ack_level > 0:
+                    batch.add(ps.ack, (transfer_ack_level, timer_ack_level, shard_id, range_id))
+                    batch.add(ps.timer_ack_delete, (shard_id, timer_ack_level))
+                else:  # 0: the timer level stays as it is
+                    batch.add(ps.ack_transfer, (transfer_ack_level, shard_id, range_id))
                 batch.add(ps.transfer_ack_delete, (shard_id, transfer_ack_level))
             else:
                 batch.add(ps.fence, (range_id, shard_id, range_id))
@@ -497,6 +533,18 @@ def _rejection(w: ShardWrite, rows: list[Row]) -> ServiceError:
         failed = [rw.key for rw in w.runs]
         reasons.append("Cassandra rejected the batch although the values it returned match the expectations")
     return RunConditionFailed("conditional write rejected: " + "; ".join(reasons), failed)
+
+
+def _shard_info(shard_id: int, range_id: int, owner: str, row: Row | None, now: int) -> ShardInfo:
+    """The ShardInfo of a shard just taken or renewed, with the ack levels its row (read by
+    shard_get) holds. The timer level counts only if the owner that held the row's range_id took
+    it with a build that keeps the level (level_range = range_id): an older build, during a
+    rolling upgrade, may have written timers due before the level (it does not move them up), so
+    after it the timers are read from the start once."""
+    if row is None:
+        return ShardInfo(shard_id, range_id, owner, 0, now)
+    timer = int(row.timer_ack_level or 0) if row.level_range == row.range_id else 0
+    return ShardInfo(shard_id, range_id, owner, int(row.transfer_ack_level or 0), now, timer_ack_level=timer)
 
 
 def _range_of(rows: list[Row]) -> int | None:

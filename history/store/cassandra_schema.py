@@ -8,9 +8,11 @@ each version's statements have all been applied and the cluster agrees on the sc
 
 Layout (see history/store/cassandra.py for why):
 
-* ``executions``: partition = shard. The shard row (range_id, owner, transfer_ack_level) is
-  static; clustering rows are current-run pointers (kind 1), runs' mutable state (kind 2),
-  transfer tasks (kind 3) and timer tasks (kind 4). Unused key columns hold '' / 0.
+* ``executions``: partition = shard. The shard row (range_id, owner, transfer_ack_level,
+  timer_ack_level) is static; clustering rows are current-run pointers (kind 1), runs' mutable
+  state (kind 2), transfer tasks (kind 3, keyed by task_id) and timer tasks (kind 4, keyed by
+  (fire_time_ms, task_id)). Unused key columns hold '' / 0, so each queue is one clustering slice
+  in due order.
 * ``history_events``: partition = run; one row per (event_id, txn_id), greatest txn_id first.
 * ``cluster_metadata``: num_shards, schema_version.
 * the visibility tables of history/visibility_cassandra.py (part of version 1).
@@ -27,7 +29,7 @@ from cassandra.query import SimpleStatement
 from history.store.cql import Cql
 from legato.errors import FailedPrecondition, InvalidArgument, Unavailable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DDL_TIMEOUT_S = 60.0  # creating a table waits for the whole cluster to agree on the schema
 KEYSPACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
@@ -72,9 +74,22 @@ _V1 = [
         WITH CLUSTERING ORDER BY (event_id ASC, txn_id DESC)""",
 ]
 
+# Version 2: the timer ack level in the shard's static row. Timer rows keep the layout of version
+# 1, which already clusters them by (fire_time_ms, task_id) under kind 4 (the run's identity is in
+# their data, the key's namespace/workflow_id/run_id are ''), so no row moves: a version-1 shard
+# has no level yet (null: 0), its first owner under version 2 reads its timers from the start once
+# and the first ack flush range-deletes everything that fired below the level.
+# level_range: the range_id with which a build that keeps the level last took the shard; while it
+# equals range_id, no older build (during a rolling upgrade) has owned the shard since, so no timer
+# was written below the level (see cassandra.py, _shard_info).
+_V2 = [
+    "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS timer_ack_level bigint STATIC",
+    "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS level_range bigint STATIC",
+]
+
 # version -> the statements that move a keyspace from version - 1 to it (version 1 also applies
 # the visibility store's VISIBILITY_SCHEMA, read when it runs). Tests add versions.
-MIGRATIONS: dict[int, list[str]] = {1: _V1}
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2}
 
 TABLES = ["cluster_metadata", "executions", "history_events"]
 

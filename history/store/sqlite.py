@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS shards (
     range_id INTEGER NOT NULL,
     owner TEXT NOT NULL,
     transfer_ack_level INTEGER NOT NULL DEFAULT 0,
-    updated_ms INTEGER NOT NULL DEFAULT 0
+    updated_ms INTEGER NOT NULL DEFAULT 0,
+    timer_ack_level INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS current_runs (
     shard_id INTEGER NOT NULL,
@@ -183,6 +184,7 @@ class SqliteStore:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
+            _add_missing_columns(conn)
             row = conn.execute("SELECT value FROM cluster_metadata WHERE key = 'schema_version'").fetchone()
             if row is None:
                 conn.execute("INSERT INTO cluster_metadata (key, value) VALUES ('schema_version', ?)",
@@ -262,14 +264,14 @@ class SqliteStore:
         c = self._c()
         c.execute("BEGIN IMMEDIATE")
         try:
-            row = c.execute("SELECT range_id, transfer_ack_level FROM shards WHERE shard_id = ?",
+            row = c.execute("SELECT range_id, transfer_ack_level, timer_ack_level FROM shards WHERE shard_id = ?",
                             (shard_id,)).fetchone()
             if row is None:
                 info = ShardInfo(shard_id, 1, owner, 0)
                 c.execute("INSERT INTO shards (shard_id, range_id, owner, transfer_ack_level) VALUES (?, ?, ?, 0)",
                           (shard_id, 1, owner))
             else:
-                info = ShardInfo(shard_id, int(row[0]) + 1, owner, int(row[1]))
+                info = ShardInfo(shard_id, int(row[0]) + 1, owner, int(row[1]), timer_ack_level=int(row[2]))
                 cur = c.execute("UPDATE shards SET range_id = ?, owner = ? WHERE shard_id = ? AND range_id = ?",
                                 (info.range_id, owner, shard_id, int(row[0])))
                 if cur.rowcount != 1:  # cannot happen inside one IMMEDIATE transaction; kept for clarity
@@ -287,11 +289,11 @@ class SqliteStore:
         c = self._c()
         c.execute("BEGIN IMMEDIATE")
         try:
-            row = c.execute("SELECT range_id, transfer_ack_level, owner FROM shards WHERE shard_id = ?",
-                            (shard_id,)).fetchone()
+            row = c.execute("SELECT range_id, transfer_ack_level, owner, timer_ack_level FROM shards "
+                            "WHERE shard_id = ?", (shard_id,)).fetchone()
             if row is not None and int(row[0]) == expected_range_id + 1 and row[2] == owner:
                 c.execute("COMMIT")  # this owner's renewal already took effect (see base.py)
-                return ShardInfo(shard_id, expected_range_id + 1, owner, int(row[1]))
+                return ShardInfo(shard_id, expected_range_id + 1, owner, int(row[1]), timer_ack_level=int(row[3]))
             if row is None or int(row[0]) != expected_range_id:
                 raise _lost(shard_id, expected_range_id, None if row is None else int(row[0]))
             c.execute("UPDATE shards SET range_id = ?, owner = ? WHERE shard_id = ?",
@@ -300,20 +302,24 @@ class SqliteStore:
         except BaseException:
             c.execute("ROLLBACK")
             raise
-        return ShardInfo(shard_id, expected_range_id + 1, owner, int(row[1]))
+        return ShardInfo(shard_id, expected_range_id + 1, owner, int(row[1]), timer_ack_level=int(row[3]))
 
     async def update_shard(self, shard_id: int, range_id: int, transfer_ack_level: int,
-                           timer_deletes: Sequence[tuple[int, int]]) -> None:
-        await self._run(self._update_shard, shard_id, range_id, transfer_ack_level, list(timer_deletes))
+                           timer_deletes: Sequence[tuple[int, int]], timer_ack_level: int = 0) -> None:
+        await self._run(self._update_shard, shard_id, range_id, transfer_ack_level, list(timer_deletes),
+                        timer_ack_level)
 
-    def _update_shard(self, shard_id: int, range_id: int, ack: int, timer_deletes: list[tuple[int, int]]) -> None:
+    def _update_shard(self, shard_id: int, range_id: int, ack: int, timer_deletes: list[tuple[int, int]],
+                      timer_ack: int) -> None:
         c = self._c()
         c.execute("BEGIN IMMEDIATE")
         try:
             self._check_range(c, shard_id, range_id)
-            c.execute("UPDATE shards SET transfer_ack_level = MAX(transfer_ack_level, ?) WHERE shard_id = ?",
-                      (ack, shard_id))
+            c.execute("UPDATE shards SET transfer_ack_level = MAX(transfer_ack_level, ?), "
+                      "timer_ack_level = MAX(timer_ack_level, ?) WHERE shard_id = ?", (ack, timer_ack, shard_id))
             c.execute("DELETE FROM transfer_tasks WHERE shard_id = ? AND task_id <= ?", (shard_id, ack))
+            if timer_ack > 0:
+                c.execute("DELETE FROM timer_tasks WHERE shard_id = ? AND fire_time_ms < ?", (shard_id, timer_ack))
             if timer_deletes:
                 c.executemany("DELETE FROM timer_tasks WHERE shard_id = ? AND fire_time_ms = ? AND task_id = ?",
                               [(shard_id, f, t) for f, t in timer_deletes])
@@ -613,6 +619,24 @@ class SqliteStore:
             "ORDER BY fire_time_ms, task_id LIMIT ?",
             (shard_id, after[0], after[0], after[1], until, limit)).fetchall()
         return [TimerTaskRow(int(r[0]), int(r[1]), r[2]) for r in rows]
+
+
+# Columns added to existing tables after version 1, with their definitions. Adding a column with a
+# default is all a newer build needs from an older database, and an older build reading a newer
+# database ignores the column (its timer scan merely starts at the beginning), so these do not
+# bump SCHEMA_VERSION.
+_ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "shards": [("timer_ack_level", "INTEGER NOT NULL DEFAULT 0")],
+}
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Add the columns of `_ADDED_COLUMNS` a database made by an older build lacks (idempotent)."""
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        for name, definition in columns:
+            if name not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
 
 
 def _fail(fut: asyncio.Future[None], err: BaseException) -> None:

@@ -165,6 +165,43 @@ async def test_an_upgrade_cut_short_resumes_after_the_last_recorded_version(
     assert await cs.upgrade_schema(cassandra_admin, at_current) == (old + 1, old + 2)
 
 
+async def test_upgrade_to_version_2_keeps_the_timers_of_a_version_1_keyspace(
+        cassandra_admin: Cql, cassandra_node: StoreConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Version 2 adds the timer ack level; the timer rows of version 1 are already clustered by
+    (fire_time_ms, task_id), so the upgrade keeps them where they are and the store reads them,
+    from level 0, then range-deletes what fired."""
+    ks = "legato_schema_v1"
+    await _drop(cassandra_admin, ks)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(cs, "SCHEMA_VERSION", 1)
+            assert await cs.setup_schema(cassandra_admin, ks, replication_factor=1) == 1
+        # A shard of version 1 with three timers, written as a version-1 build writes them.
+        await cassandra_admin.execute(SimpleStatement(
+            f"INSERT INTO {ks}.executions (shard_id, range_id, owner, transfer_ack_level, updated_ms) "
+            "VALUES (0, 7, 'old', 0, 0)"))
+        for fire, task in ((300, 11), (100, 12), (200, 10)):
+            await cassandra_admin.execute(SimpleStatement(
+                f"INSERT INTO {ks}.executions (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, "
+                "task_id, data) VALUES (0, 4, '', '', '', %s, %s, 'x')"), [fire, task])
+        assert "needs version 2" in await _open_error(cassandra_node, ks)
+        assert await cs.upgrade_schema(cassandra_admin, ks) == (1, 2)
+        store = CassandraStore(_cfg(cassandra_node, ks))
+        await store.open()
+        try:
+            info = await store.acquire_shard(0, "new")
+            assert (info.range_id, info.timer_ack_level) == (8, 0)
+            rows = await store.read_timer_tasks(0, (-1, 0), 1000, 100)
+            assert [(t.fire_time_ms, t.task_id) for t in rows] == [(100, 12), (200, 10), (300, 11)]
+            await store.update_shard(0, info.range_id, 0, [], timer_ack_level=201)
+            assert [t.task_id for t in await store.read_timer_tasks(0, (-1, 0), 1000, 100)] == [11]
+            assert (await store.acquire_shard(0, "newer")).timer_ack_level == 201
+        finally:
+            await store.close()
+    finally:
+        await _drop(cassandra_admin, ks)
+
+
 async def test_upgrade_of_a_keyspace_without_schema_says_to_set_it_up(cassandra_admin: Cql) -> None:
     with pytest.raises(FailedPrecondition, match="legato schema setup"):
         await cs.upgrade_schema(cassandra_admin, "legato_absent")

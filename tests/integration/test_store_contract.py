@@ -286,6 +286,24 @@ async def test_timer_tasks_in_order_with_limits_and_deletes(store: ExecutionStor
     assert left == [(100, 9), (200, 6), (900, 5)]
 
 
+async def test_the_timer_ack_level_range_deletes_below_it_and_is_kept_by_the_shard(store: ExecutionStore) -> None:
+    s = await store.acquire_shard(0, "n")
+    assert s.timer_ack_level == 0
+    timers = [TimerTaskRow(100, 9, "a"), TimerTaskRow(199, 8, "b"), TimerTaskRow(200, 7, "c"),
+              TimerTaskRow(900, 5, "d")]
+    await store.write(ShardWrite(0, s.range_id, timer_tasks=timers))
+    await store.update_shard(0, s.range_id, 0, [(900, 5)], timer_ack_level=200)  # plus one point delete
+    assert [(t.fire_time_ms, t.task_id) for t in await store.read_timer_tasks(0, (0, 0), 1000, 100)] == [(200, 7)]
+    renewed = await store.renew_range(0, s.range_id, "n")
+    assert renewed.timer_ack_level == 200
+    await store.update_shard(0, renewed.range_id, 0, [])  # 0: the level stays, nothing more is deleted
+    assert len(await store.read_timer_tasks(0, (0, 0), 1000, 100)) == 1
+    assert (await store.acquire_shard(0, "other")).timer_ack_level == 200
+    with pytest.raises(ShardOwnershipLost):
+        await store.update_shard(0, renewed.range_id, 0, [], timer_ack_level=1000)  # fenced: nothing deleted
+    assert len(await store.read_timer_tasks(0, (0, 0), 1000, 100)) == 1
+
+
 async def test_many_timer_deletes_in_one_update(store: ExecutionStore) -> None:
     s = await store.acquire_shard(0, "n")
     timers = [TimerTaskRow(10 + i % 7, i, "t") for i in range(1, 1201)]
