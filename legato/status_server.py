@@ -3,6 +3,7 @@ metrics and the probes of Kubernetes (README, "Metrics").
 
 * `GET /metrics`: every metric of legato/metrics.py and prometheus-client's process collectors;
 * `GET /healthz`: 200 while the process's event loop answers (liveness: restart it otherwise);
+* `GET /processes` on a worker: its live processes and services as JSON (`legato process list`);
 * `GET /readyz`: 200 when every readiness check of the process passes, else 503 and one line per
   failing check (readiness: send it no traffic meanwhile).
 
@@ -17,6 +18,7 @@ import inspect
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -64,9 +66,11 @@ class Readiness:
 class StatusServer:
     """Serves /metrics, /healthz and /readyz on `address` ("host:port") until `stop`."""
 
-    def __init__(self, address: str, readiness: Readiness | None = None) -> None:
+    def __init__(self, address: str, readiness: Readiness | None = None,
+                 json_routes: dict[str, Callable[[], Any]] | None = None) -> None:
         self.address = address
         self.readiness = readiness or Readiness()
+        self.json_routes = dict(json_routes or {})  # GET path -> what it answers, as JSON
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -74,6 +78,8 @@ class StatusServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        for path, answer in self.json_routes.items():
+            app.router.add_get(path, self._json_handler(answer))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         host, port = split_address(self.address)
@@ -94,6 +100,12 @@ class StatusServer:
         body = generate_latest(REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    @staticmethod
+    def _json_handler(answer: Callable[[], Any]) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(_request: web.Request) -> web.Response:
+            return web.json_response(answer())
+        return handle
+
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -104,12 +116,13 @@ class StatusServer:
         return web.Response(text="ready\n")
 
 
-async def start_status_server(address: str, readiness: Readiness | None = None) -> StatusServer | None:
+async def start_status_server(address: str, readiness: Readiness | None = None,
+                              json_routes: dict[str, Callable[[], Any]] | None = None) -> StatusServer | None:
     """Start the server when `address` is set (None otherwise). An address that cannot be bound
     is an OSError naming it."""
     if not address:
         return None
-    server = StatusServer(address, readiness)
+    server = StatusServer(address, readiness, json_routes)
     try:
         await server.start()
     except OSError as e:

@@ -20,11 +20,17 @@ replay feeds recorded events:
   LINK_DOWN events to `process.events()`.
 
 Nothing is recorded: a caller that dies is gone, and so are its mailbox and timers.
+
+The same class runs the `process.lua` entries of a `process.host` (worker/processes): a caller
+can spawn processes on a host (`worker.processes.control`: a spawn request to the host's
+mailbox, the pid back in a reply), send to them, monitor, link, terminate and cancel them, and be
+monitored or linked by them; it tells its watchers how it ended (`run`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -62,7 +68,9 @@ from worker.convert import (
     to_lua,
     to_python,
 )
-from worker.entries import ClientEntry, FunctionEntry, Registry, WorkerEntry, WorkflowEntry
+from worker.entries import ClientEntry, CodeEntry, Registry, WorkerEntry, WorkflowEntry
+from worker.processes import control
+from worker.processes.spawning import is_process_host
 from worker.runtime import (
     ActivityOptions,
     activity_context_from_lua,
@@ -124,7 +132,7 @@ class CallerOutcome:
 class Caller:
     """One run of a function entry as a non-durable caller. `run` once."""
 
-    def __init__(self, service: api.WorkflowService, entry: FunctionEntry, registry: Registry, limits: Limits, *,
+    def __init__(self, service: api.WorkflowService, entry: CodeEntry, registry: Registry, limits: Limits, *,
                  namespace: str = DEFAULT_NAMESPACE, pid: str | None = None,
                  context: dict[str, Any] | None = None, watchdog_ms: int = 5_000) -> None:
         self.service = service
@@ -143,6 +151,9 @@ class Caller:
         self._children: dict[str, tuple[int, str]] = {}  # workflow id -> (seq, run id)
         self._early: dict[str, api.ProcessMessage] = {}  # EXIT of a child whose start has not come back yet
         self._context_lua: Any = None
+        self._forced: CallerOutcome | None = None  # terminated (by a pid, a cancel deadline, the host)
+        self._watchers: dict[str, set[str]] = {}  # pid -> {"monitor", "link"}: told how this one ends
+        self._spawning: dict[str, int] = {}  # spawn request ref -> seq of a process spawn in flight
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lua_thread = DaemonThreadPool(1, thread_name_prefix="legato-caller")
         # funcs.call / funcs.async: function entries run here, in threads (as a worker runs activities)
@@ -191,13 +202,27 @@ class Caller:
     # ------------------------------------------------------------ driving
 
     async def run(self, args: list[Any]) -> CallerOutcome:
-        """Run the entry's function with `args` until it returns; its value or its error."""
+        """Run the entry's function with `args` until it returns; its value or its error. Its
+        monitors then get an EXIT with it, its links an EXIT (normal end) or a LINK_DOWN."""
+        outcome = await self._run(args)
+        await self._tell_watchers(outcome)
+        return outcome
+
+    def terminate(self, reason: str) -> None:
+        """End the run at its next step (from the event loop), as process.terminate does."""
+        self._forced = CallerOutcome(failure=Failure(reason, Kind.TERMINATED, False))
+        if self._loop is not None:
+            self._complete(lambda: None)  # wake the run loop
+
+    async def _run(self, args: list[Any]) -> CallerOutcome:
         self._loop = asyncio.get_running_loop()
         await self.service.open_mailbox(self.pid)
         poller = asyncio.create_task(self._poll_mailbox())
         try:
             self.k.start(packed(self.lua, args))
             while True:
+                if self._forced is not None:
+                    return self._forced
                 try:
                     outcome = await self._in_lua(self._step)
                 except TimeoutError:
@@ -211,6 +236,8 @@ class Caller:
                 batch = [await self._queue.get()]
                 while not self._queue.empty():
                     batch.append(self._queue.get_nowait())
+                if self._forced is not None:
+                    return self._forced
                 await self._in_lua(functools.partial(_apply_all, batch))
         finally:
             self._lua_thread.shutdown(wait=False)
@@ -287,7 +314,11 @@ class Caller:
                 log.debug("mailbox of %s: %s", self.pid, e)
                 return
             for m in msgs:
-                self._complete(lambda m=m: self._deliver(m))  # type: ignore[misc]
+                d = control.decode(m)
+                if isinstance(d, control.Control):
+                    self._on_control(d)
+                else:
+                    self._complete(lambda m=d: self._deliver(m))  # type: ignore[misc]
 
     # ------------------------------------------------------------ mailbox messages into the kernel
 
@@ -306,7 +337,7 @@ class Caller:
         err = result.get("error")
         failure = Failure.from_dict(err) if isinstance(err, dict) else None
         value = to_lua(self.lua, result.get("value"))
-        if kind == "EXIT" and pid in self._children:
+        if kind == "EXIT" and pid in self._children and ev.get("link") is not True:
             seq, run_id = self._children.pop(pid)
             self.k.child_closed(seq, pid, run_id, value, *self._failure_args(failure))
         elif kind == "EXIT" and pid in self._starting:
@@ -381,9 +412,14 @@ class Caller:
         return queue, namespace
 
     def _start_child(self, seq: int, workflow_id_or_entry: str, host: Any, packed: Any, spec: Any,
-                     line: Any = None, monitored: bool = True) -> Any:
+                     line: Any = None, monitored: bool = True, linked: bool = False) -> Any:
         if spec is not None and not isinstance(spec, SpawnSpec):
             return "internal: bad spawner"
+        if is_process_host(self.registry, host):
+            return self._spawn_process(seq, workflow_id_or_entry, str(host), packed, monitored, linked)
+        if linked:
+            return ("spawn_linked of a workflow is not supported yet: spawn it, then process.link(pid) "
+                    "(linked spawns are for processes on a process.host)")
         target = self._target(workflow_id_or_entry, host, spec)
         if isinstance(target, str):
             return target
@@ -433,6 +469,10 @@ class Caller:
         return api.ExecutionRef(pid, "", self.namespace)
 
     def _signal_external(self, seq: int, pid: str, topic: str, payload: Any, line: Any = None) -> None:
+        if control.is_control(topic):
+            self._op_failed(seq, Failure(f"process.send({pid}, {topic}): topics starting with "
+                                         f"{control.CONTROL_PREFIX!r} are Legato's own", Kind.INVALID, False))
+            return
         try:
             data = to_python(payload)
         except ConversionError as err:
@@ -444,18 +484,136 @@ class Caller:
         self._op(lambda: self.service.send_message(req), seq)
 
     def _cancel_external(self, seq: int, pid: str, deadline_ms: Any, line: Any = None) -> None:
+        if pid.startswith(api.CALLER_PID_PREFIX):
+            self._send_control(seq, pid, control.CANCEL, {"deadline_ms": int(deadline_ms or 0)})
+            return
         req = api.CancelWorkflowRequest(self._ref(pid), f"canceled by {self.pid}", self.pid, new_request_id(),
                                         int(deadline_ms or 0))
         self._op(lambda: self.service.request_cancel_workflow(req), seq)
 
     def _terminate_external(self, seq: int, pid: str, reason: Any, line: Any = None) -> None:
+        if pid.startswith(api.CALLER_PID_PREFIX):
+            self._send_control(seq, pid, control.TERMINATE, {"reason": reason or f"terminated by {self.pid}"})
+            return
         req = api.TerminateWorkflowRequest(self._ref(pid), reason or f"terminated by {self.pid}", self.pid,
                                            new_request_id())
         self._op(lambda: self.service.terminate_workflow(req), seq)
 
     def _monitor_external(self, seq: int, pid: str, link: Any, remove: Any, line: Any = None) -> None:
+        if pid.startswith(api.CALLER_PID_PREFIX):
+            if link:  # both ways: this end knows it too (K: R.links), and hears of the other's end
+                self._watch(pid, "link", not remove)
+            self._send_control(seq, pid, control.WATCH, {"link": bool(link), "remove": bool(remove)})
+            return
         req = api.MonitorWorkflowRequest(self._ref(pid), self.pid, bool(link), bool(remove))
         self._op(lambda: self.service.monitor_workflow(req), seq)
+
+    # ---- processes: spawns on a process.host, and control messages (worker/processes/control.py)
+
+    def _send_control(self, seq: int | None, pid: str, topic: str, data: dict[str, Any]) -> None:
+        req = api.SendMessageRequest(pid, topic, data, sender=self.pid, namespace=self.namespace,
+                                     request_id=new_request_id())
+        if seq is not None:
+            self._op(lambda: self.service.send_message(req), seq)
+            return
+
+        async def run() -> None:
+            with contextlib.suppress(ServiceError):  # the other end is gone: nothing to tell
+                await self.service.send_message(req)
+        self._ops.append(run)
+
+    def _spawn_process(self, seq: int, entry_id: str, host: str, packed: Any, monitored: bool, linked: bool) -> Any:
+        from worker.processes.kinds import ProcessEntry
+        if not isinstance(self.registry.find(entry_id), ProcessEntry):
+            found = self.registry.find(entry_id)
+            why = "is not in the registry" if found is None else f"is a {found.kind} entry"
+            return f"{entry_id!r} {why}: a process.host runs process.lua entries"
+        try:
+            args = args_to_python(packed)
+        except ConversionError as err:
+            return f"an argument cannot be sent: {err}"
+        ref = f"{self.pid}/{seq}"
+        self._spawning[ref] = seq
+        data = {"ref": ref, "entry": entry_id, "args": args, "reply_to": self.pid, "monitor": monitored,
+                "link": linked, "context": self.context}
+        req = api.SendMessageRequest(control.host_pid(host), control.SPAWN, data, sender=self.pid,
+                                     namespace=self.namespace, request_id=new_request_id())
+
+        async def run() -> None:
+            try:
+                await self.service.send_message(req)
+            except ServiceError as e:
+                f = failure_of(e)
+                if isinstance(e, NotFound):
+                    f = Failure(f"no worker serves process.host {host} (its spawn mailbox is not open: start "
+                                "`legato worker` with a registry that has it)", Kind.NOT_FOUND, False)
+                self._complete(lambda: self._spawn_failed(ref, f))
+        self._ops.append(run)
+        return None, False
+
+    def _spawn_failed(self, ref: str, f: Failure) -> None:
+        seq = self._spawning.pop(ref, None)
+        if seq is not None:
+            self.k.child_start_failed(seq, *self._failure_args(f))
+
+    def _spawned(self, data: dict[str, Any]) -> None:
+        ref = str(data.get("ref", ""))
+        err = data.get("error")
+        if isinstance(err, dict):
+            self._spawn_failed(ref, Failure.from_dict(err))
+            return
+        seq = self._spawning.pop(ref, None)
+        pid = str(data.get("pid", ""))
+        if seq is None or not pid:
+            return
+        if data.get("link"):
+            self._watch(pid, "link", True)
+        if data.get("monitor"):
+            self._children[pid] = (seq, "")
+        self.k.child_started(seq, pid, "")
+
+    def _watch(self, pid: str, how: str, on: bool) -> None:
+        ways = self._watchers.setdefault(pid, set())
+        if on:
+            ways.add(how)
+        else:
+            ways.discard(how)
+            if not ways:
+                del self._watchers[pid]
+
+    def _on_control(self, c: control.Control) -> None:
+        """A control message from the mailbox (called on the event loop)."""
+        if c.topic == control.SPAWNED:
+            self._complete(lambda: self._spawned(c.data))
+        elif c.topic == control.WATCH:
+            link, on = bool(c.data.get("link")), not c.data.get("remove")
+            self._watch(c.sender, "link" if link else "monitor", on)
+            if link:
+                self._complete(lambda: self.k.linked_by(c.sender, on))
+        elif c.topic == control.TERMINATE:
+            self.terminate(str(c.data.get("reason") or f"terminated by {c.sender}"))
+        elif c.topic == control.CANCEL:
+            self._complete(lambda: self.k.cancel_requested(f"canceled by {c.sender}"))
+            deadline = int(c.data.get("deadline_ms") or 0)
+            if deadline > 0 and self._loop is not None:
+                self._loop.call_later(deadline / 1000, self.terminate,
+                                      f"canceled by {c.sender} and still running after its deadline ({deadline} ms)")
+        else:
+            log.warning("%s: unknown control message %s from %s", self.pid, c.topic, c.sender)
+
+    async def _tell_watchers(self, outcome: CallerOutcome) -> None:
+        """Monitors get an EXIT with the outcome; links an EXIT (normal end) or LINK_DOWN."""
+        sends = []
+        for pid, ways in list(self._watchers.items()):
+            for how in sorted(ways):
+                data = control.exit_payload(how == "link", outcome.value, outcome.failure)
+                sends.append(self.service.send_message(api.SendMessageRequest(
+                    pid, control.EXIT, data, sender=self.pid, namespace=self.namespace,
+                    request_id=new_request_id())))
+        self._watchers.clear()
+        for r in await asyncio.gather(*sends, return_exceptions=True):
+            if isinstance(r, BaseException):
+                log.debug("%s: telling a watcher how it ended: %s", self.pid, r)
 
     # ---- funcs: function entries run directly, in this process, once (nothing is durable here)
 

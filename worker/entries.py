@@ -7,6 +7,7 @@ Kinds understood here:
   ``meta.temporal.workflow.worker`` / ``meta.temporal.activity.worker``.
 * ``temporal.worker``: ``client``, ``task_queue`` (plus ``lifecycle`` etc., ignored).
 * ``temporal.client``: ``address``, ``namespace`` (both optional).
+* ``process.lua``, ``process.host``, ``process.service``: Wippy's processes (`worker.processes.kinds`).
 
 Every problem raises `EntryError` whose message starts with ``file:line:``.  Lua sources are
 compiled once here (syntax errors are reported with the Lua file and line) and kept as bytecode,
@@ -30,7 +31,8 @@ WORKFLOW_KIND = "workflow.lua"
 FUNCTION_KIND = "function.lua"
 WORKER_KIND = "temporal.worker"
 CLIENT_KIND = "temporal.client"
-KINDS = (WORKFLOW_KIND, FUNCTION_KIND, WORKER_KIND, CLIENT_KIND)
+PROCESS_KINDS = ("process.lua", "process.host", "process.service")  # worker/processes/kinds.py
+KINDS = (WORKFLOW_KIND, FUNCTION_KIND, WORKER_KIND, CLIENT_KIND, *PROCESS_KINDS)
 
 # Modules a workflow / an activity may list (and then `require`). The always-available ones
 # (`process`, `channel`, ... and Lua's own libraries) may be listed by any entry, as Wippy code
@@ -39,6 +41,7 @@ ALWAYS_AVAILABLE = frozenset({"process", "channel", "coroutine", "errors", "stri
 _SHARED_MODULES = frozenset({"funcs", "time", "uuid", "crypto", "json", "ctx", "hash", "base64"})
 WORKFLOW_MODULES = _SHARED_MODULES | {"workflow"} | ALWAYS_AVAILABLE
 FUNCTION_MODULES = _SHARED_MODULES | {"activity"} | ALWAYS_AVAILABLE
+PROCESS_MODULES = _SHARED_MODULES | ALWAYS_AVAILABLE
 # Wippy modules that need Wippy's own infrastructure (its HTTP server, databases, file systems,
 # registry, security): Legato does not provide them, and says so instead of "unknown module".
 WIPPY_ONLY_MODULES = frozenset({"http", "http_client", "sql", "fs", "registry", "security", "store", "env",
@@ -361,6 +364,10 @@ def _entry(path: Path, ns: str, item: Any, index: int) -> Entry:
         return WorkerEntry(eid, ns, name, kind, path, line, dict(meta),
                            client=_ref(ns, _opt_str(path, item, "client", what)),
                            task_queue=_req_str(path, item, "task_queue", what))
+    if kind in ("process.host", "process.service"):
+        from worker.processes import kinds
+        parse = kinds.parse_host if kind == "process.host" else kinds.parse_service
+        return parse(path, ns, name, item, meta, line)
     if kind == CLIENT_KIND:
         return ClientEntry(eid, ns, name, kind, path, line, dict(meta),
                            address=_opt_str(path, item, "address", what),
@@ -394,7 +401,8 @@ def _code_entry(path: Path, ns: str, name: str, eid: str, kind: str, item: dict[
     modules_raw = item.get("modules") or []
     if not isinstance(modules_raw, list) or not all(isinstance(x, str) for x in modules_raw):
         raise EntryError(f"{path}:{_line(item, 'modules')}: {what}: `modules` must be a list of module names")
-    known = WORKFLOW_MODULES if kind == WORKFLOW_KIND else FUNCTION_MODULES
+    known = (WORKFLOW_MODULES if kind == WORKFLOW_KIND else PROCESS_MODULES if kind == "process.lua"
+             else FUNCTION_MODULES)
     for mod in modules_raw:
         if mod in WIPPY_ONLY_MODULES:
             raise EntryError(f"{path}:{_line(item, 'modules')}: {what}: module {mod!r} is Wippy's and needs its "
@@ -421,6 +429,9 @@ def _code_entry(path: Path, ns: str, name: str, eid: str, kind: str, item: dict[
         if wf_name is not None and (not isinstance(wf_name, str) or not wf_name):
             raise EntryError(f"{path}:{_line(item, 'meta')}: {what}: meta.temporal.workflow.name must be a string")
         return WorkflowEntry(eid, ns, name, kind, path, line, dict(meta), workflow_type=wf_name or eid, **common)
+    if kind == "process.lua":
+        from worker.processes.kinds import ProcessEntry
+        return ProcessEntry(eid, ns, name, kind, path, line, dict(meta), **common)
     return FunctionEntry(eid, ns, name, kind, path, line, dict(meta), **common)
 
 
@@ -450,4 +461,6 @@ def _link(entries: list[Entry]) -> Registry:
                 raise EntryError(f"{e.where}: entry {e.id}: workflow type {e.workflow_type!r} is also the type of "
                                  f"{other.id} ({other.where})")
             types[e.workflow_type] = e
+    from worker.processes.kinds import check_links
+    check_links(seen)
     return Registry(entries)

@@ -1133,7 +1133,8 @@ end
 -- spec: a host spawner spec or nil; mode: "spawn" (pid, err) or "exec" (result, err)
 -- monitored: the starter wants the child's EXIT (spawn_monitored, exec); a workflow's R.children
 -- always report to it, so only a non-durable caller tells the two apart.
-local function start_child(fname, spec, mode, id, host, args, monitored)
+-- linked: spawn_linked*; the host links the two ends and the child's pid joins R.links
+local function start_child(fname, spec, mode, id, host, args, monitored, linked)
     if type(id) ~= "string" or id == "" then invalid(fname .. ": the workflow (entry id) must be a non-empty string", 3) end
     if host ~= nil and (type(host) ~= "string" or host == "") then
         invalid(fname .. ": the host must be a temporal.worker entry id (a string)", 3)
@@ -1141,11 +1142,12 @@ local function start_child(fname, spec, mode, id, host, args, monitored)
     local t = this_thread(fname)
     local seq = R.proc_seq + 1
     -- waits: started with temporal.workflow.wait_for_cancellation = true (see process.cancel)
-    local err, waits = H.start_child(seq, id, host, args, spec, user_frame(3), monitored == true or mode == "exec")
+    local err, waits = H.start_child(seq, id, host, args, spec, user_frame(3), monitored == true or mode == "exec",
+        linked == true)
     if err ~= nil then return nil, make_error(fname .. ": " .. err, KIND.INVALID, false) end
     count_command()
     R.proc_seq = seq
-    R.children[seq] = { t = t, mode = mode, waits = waits == true }
+    R.children[seq] = { t = t, mode = mode, waits = waits == true, linked = linked == true }
     return block()
 end
 
@@ -1155,6 +1157,7 @@ function K.child_started(seq, pid, run_id)
         c.started = true
         c.pid = pid
         R.child_pids[pid] = c
+        if c.linked then R.links[pid] = true end
         if c.mode == "spawn" then wake(c.t, pid) end
     end
 end
@@ -1226,6 +1229,11 @@ function K.monitored_closed(pid, run_id, link, value, message, kind, retryable, 
         R.monitors[pid] = nil
         emit_exit(pid, run_id, value, err)
     end
+end
+
+-- Another process linked itself to this one (links are both ways), or unlinked (on = false).
+function K.linked_by(pid, on)
+    if on then R.links[pid] = true else R.links[pid] = nil end
 end
 
 function process.send(pid, topic, payload)
@@ -1350,6 +1358,13 @@ end
 function SPAWNER:spawn_monitored(id, host, ...)
     return start_child("spawner:spawn_monitored", spec_of(self, "spawn_monitored"), "spawn", id, host, pack(...), true)
 end
+function SPAWNER:spawn_linked(id, host, ...)
+    return start_child("spawner:spawn_linked", spec_of(self, "spawn_linked"), "spawn", id, host, pack(...), false, true)
+end
+function SPAWNER:spawn_linked_monitored(id, host, ...)
+    return start_child("spawner:spawn_linked_monitored", spec_of(self, "spawn_linked_monitored"), "spawn", id, host,
+        pack(...), true, true)
+end
 function SPAWNER:exec(id, host, ...)
     return start_child("spawner:exec", spec_of(self, "exec"), "exec", id, host, pack(...))
 end
@@ -1366,6 +1381,12 @@ function process.with_message(topic, payload) dot("with_message", topic) return 
 function process.spawn(id, host, ...) return start_child("process.spawn", nil, "spawn", id, host, pack(...)) end
 function process.spawn_monitored(id, host, ...)
     return start_child("process.spawn_monitored", nil, "spawn", id, host, pack(...), true)
+end
+function process.spawn_linked(id, host, ...)
+    return start_child("process.spawn_linked", nil, "spawn", id, host, pack(...), false, true)
+end
+function process.spawn_linked_monitored(id, host, ...)
+    return start_child("process.spawn_linked_monitored", nil, "spawn", id, host, pack(...), true, true)
 end
 function process.exec(id, host, ...) return start_child("process.exec", nil, "exec", id, host, pack(...)) end
 

@@ -62,6 +62,7 @@ from worker.convert import (
 from worker.entries import ClientEntry, Registry, WorkerEntry, WorkflowEntry, compile_lua
 from worker.go_time import LAYOUTS
 from worker.lua_anchor import anchor_host
+from worker.processes.spawning import workflow_spawn_refusal
 from worker.start_options import SpawnSpec, apply_spawner_call, child_command_attrs, start_request
 
 log = logging.getLogger("legato.worker.lua")
@@ -753,11 +754,14 @@ class WorkflowRun:
     # ---- processes (docs/processes.md)
 
     def _start_child(self, seq: int, workflow_type: str, host: Any, packed: Any, spec: Any, line: Any,
-                     monitored: bool = True) -> Any:
+                     monitored: bool = True, linked: bool = False) -> Any:
         """Issue StartChildWorkflowExecution; return (None, whether process.cancel of the child waits for
         it to close: wait_for_cancellation), or a message when host is unusable."""
         if spec is not None and not isinstance(spec, SpawnSpec):
             return "internal: bad spawner"
+        refusal = workflow_spawn_refusal(self.registry, host, linked)
+        if refusal is not None:
+            return refusal
         namespace: str | None = None
         queue: str | None = spec.options.task_queue if spec is not None else None
         if host is not None:

@@ -44,6 +44,8 @@ from worker.activity import ActivityRunner, CallContext
 from worker.cache import WorkflowCache
 from worker.entries import Registry
 from worker.lua_isolation import CachedRuns, workflow_tasks
+from worker.processes.host import ProcessHosts
+from worker.processes.supervisor import Supervisor
 from worker.task_runner import is_partial, shortened
 from worker.threads import DaemonThreadPool
 
@@ -128,6 +130,8 @@ class Worker:
         self.activities = ActivityRunner(registry, self._heartbeat_from_thread, config.worker.heartbeat_throttle_ms,
                                          config.limits.activity_lua_memory_bytes)
         self.task_queues = registry.task_queues()
+        self.processes = ProcessHosts(client, registry, config)  # process.host entries (worker/processes)
+        self.supervisor = Supervisor(self.processes)  # their process.service entries
         self._loop: asyncio.AbstractEventLoop | None = None
         self._act_pool: DaemonThreadPool | None = None
         self._wf_slots: asyncio.Semaphore | None = None
@@ -161,6 +165,12 @@ class Worker:
             yield "legato_worker_task_slots", (kind,), float(size)
             yield "legato_worker_task_slots_used", (kind,), float(self._running[kind])
 
+    def process_listing(self) -> dict[str, Any]:
+        """The live processes of this worker's process hosts and its services' states
+        (`GET /processes` on the status port, `legato process list`)."""
+        return {"identity": self.identity, "processes": self.processes.listing(),
+                "services": self.supervisor.listing()}
+
     @property
     def cache(self) -> WorkflowCache | CachedRuns:
         """The runs cached for their next workflow task (in this process, or in the Lua hosts)."""
@@ -190,6 +200,8 @@ class Worker:
                     self._poll_loop("activity", namespace, queue, self._act_slots, self._poll_activity,
                                     self._run_activity_task), name=f"act-poller-{queue}-{i}"))
         self._unregister_gauges = metrics.sources.add(self.gauges)
+        await self.processes.start()
+        await self.supervisor.start()
         log.info("worker polling %s as %s",
                  ", ".join(f"{ns}/{q}" for ns, q in self.task_queues) or "(no task queues)", self.identity)
 
@@ -200,6 +212,8 @@ class Worker:
         self._started = False
         self._unregister_gauges()
         self._stopping.set()
+        await self.supervisor.stop()
+        await self.processes.stop()
         for t in self._pollers:
             t.cancel()
         await asyncio.gather(*self._pollers, return_exceptions=True)

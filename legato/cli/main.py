@@ -15,6 +15,7 @@ from legato.cli.cluster_cmds import cluster
 from legato.cli.common import CliError
 from legato.cli.kafka_cmds import kafka
 from legato.cli.output import ExitCode, error
+from legato.cli.process_cmds import process
 from legato.cli.run_cmds import bench, run, server, worker
 from legato.cli.schema_cmds import schema
 from legato.cli.token_cmds import token
@@ -42,6 +43,7 @@ cli.add_command(kafka)
 cli.add_command(cluster)
 cli.add_command(token)
 cli.add_command(load)
+cli.add_command(process)
 
 
 def _entry_error_type() -> tuple[type[BaseException], ...]:

@@ -248,7 +248,7 @@ async def worker(entries: str, address: str, metrics_address: str | None, config
         w = Worker(client, registry, config, identity=_identity("worker"))
         readiness = Readiness()
         readiness.add("polling", w.unready)
-        status = await start_status_server(config.metrics.address, readiness)
+        status = await start_status_server(config.metrics.address, readiness, {"/processes": w.process_listing})
         await w.start()
         click.echo(f"legato: worker polling {address} ({entries})", err=True)
         try:

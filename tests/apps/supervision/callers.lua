@@ -1,0 +1,85 @@
+-- Callers of tests/apps/supervision (function.lua entries run as non-durable callers)
+local HOST = "pr:host"
+
+local function send_reply()
+    local pid = process.spawn_monitored("pr:echo", HOST, "hi")
+    local pong = process.listen("pong")
+    process.send(pid, "ping", {x = 1})
+    local a = pong:receive()
+    process.send(pid, "ping", {x = 2})
+    local b = pong:receive()
+    process.send(pid, "stop")
+    local ev = process.events():receive()
+    return {a = a, b = b, pid_ok = a.me == pid and pid:sub(1, 1) == "@", exit = ev.kind, from_ok = ev.from == pid,
+            value = ev.result.value, err = ev.result.error}
+end
+
+local function monitor_result(x)
+    local pid = process.spawn_monitored("pr:doubler", HOST, x)
+    local ev = process.events():receive()
+    return {kind = ev.kind, from_ok = ev.from == pid, value = ev.result.value, err = ev.result.error == nil}
+end
+
+local function monitor_error()
+    local pid = process.spawn_monitored("pr:raises", HOST)
+    local ev = process.events():receive()
+    local e = ev.result.error
+    return {kind = ev.kind, from_ok = ev.from == pid, message = e:message(), err_kind = e:kind()}
+end
+
+local function link_trapped()
+    process.set_options({trap_links = true})
+    local pid = process.spawn_linked("pr:raises", HOST)
+    local ev = process.events():receive()
+    return {kind = ev.kind, from_ok = ev.from == pid, message = ev.result.error:message()}
+end
+
+local function link_kills()
+    process.spawn_linked("pr:raises", HOST)
+    process.inbox():receive()  -- never comes: the link takes this caller down
+    return "not reached"
+end
+
+local function terminate()
+    local pid = process.spawn_monitored("pr:sleeper", HOST)
+    local ok = process.terminate(pid, "enough")
+    local ev = process.events():receive()
+    return {ok = ok, kind = ev.kind, err_kind = ev.result.error:kind(), message = ev.result.error:message()}
+end
+
+local function cancel()
+    local pid = process.spawn_monitored("pr:cancelable", HOST)
+    process.cancel(pid)
+    local ev = process.events():receive()
+    return {kind = ev.kind, value = ev.result.value}
+end
+
+local function via_process()
+    local relayed = process.listen("relayed")
+    local pid = process.spawn_monitored("pr:relay", HOST, process.pid())
+    local got = relayed:receive()
+    local ev = process.events():receive()
+    return {got = got, exit = ev.kind, value = ev.result.value}
+end
+
+-- a stuck process (an endless loop) does not stop another from answering
+local function isolated()
+    local stuck = process.spawn_monitored("pr:spin", HOST)
+    local pid = process.spawn("pr:echo", HOST, "alive")
+    local pong = process.listen("pong")
+    process.send(pid, "ping", 1)
+    local a = pong:receive()
+    process.send(pid, "stop")
+    local ev = process.events():receive()
+    return {answered = a.greeting, stuck_kind = ev.kind, stuck_ok = ev.from == stuck,
+            stuck_err = ev.result.error:kind(), message = ev.result.error:message()}
+end
+
+local function from_workflow()
+    local v, err = process.exec("pr:spawn_workflow_child", "pr:worker")
+    return {v = v, message = err and err:message()}
+end
+
+return {send_reply = send_reply, monitor_result = monitor_result, monitor_error = monitor_error,
+        link_trapped = link_trapped, link_kills = link_kills, terminate = terminate, cancel = cancel,
+        via_process = via_process, isolated = isolated, from_workflow = from_workflow}

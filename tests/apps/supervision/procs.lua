@@ -1,0 +1,56 @@
+-- Processes of tests/apps/supervision (process.lua entries)
+
+-- ping -> pong to the sender; crash -> raise; stop -> return how many pings it answered
+local function echo(greeting)
+    local inbox = process.inbox()
+    local n = 0
+    while true do
+        local msg = inbox:receive()
+        local topic = msg:topic()
+        if topic == "ping" then
+            n = n + 1
+            process.send(msg:from(), "pong", {n = n, echo = msg:payload():data(), greeting = greeting,
+                                              me = process.pid()})
+        elseif topic == "crash" then
+            error("crash requested")
+        elseif topic == "stop" then
+            return {stopped = true, count = n}
+        end
+    end
+end
+
+local function doubler(x) return {doubled = x * 2} end
+
+local function raises() error("boom from a process") end
+
+local function sleeper()
+    process.inbox():receive()
+    return "woke"
+end
+
+local function cancelable()
+    local ev = process.events():receive()
+    return {got = ev.kind}
+end
+
+-- spawns an echo on the host (a process spawning a process), pings it, reports to `to`
+local function relay(to)
+    local pid, err = process.spawn_monitored("pr:echo", "pr:host", "relayed")
+    if not pid then return nil, err end
+    local pong = process.listen("pong")
+    process.send(pid, "ping", "via relay")
+    local answer = pong:receive()
+    process.send(pid, "stop")
+    local ev = process.events():receive()
+    process.send(to, "relayed", {answer = answer, exit = ev.kind, value = ev.result.value})
+    return true
+end
+
+local function spin()
+    while true do end
+end
+
+local function crasher() error("crashing at start") end
+
+return {echo = echo, doubler = doubler, raises = raises, sleeper = sleeper, cancelable = cancelable,
+        relay = relay, spin = spin, crasher = crasher}

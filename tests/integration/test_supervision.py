@@ -1,0 +1,204 @@
+"""Wippy processes and supervision (issue 15, points 1, 2 and 5): `process.lua` entries on a
+`process.host` inside a real worker, driven by non-durable callers against a real engine; and
+`process.service` entries restarted with backoff. The app: tests/apps/supervision."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from legato import api
+from legato.server import Engine
+from tests.integration.engine_harness import APPS, engine_config
+from tests.integration.procs import Cluster, free_port, legato
+from worker.caller import Caller, CallerOutcome
+from worker.entries import FunctionEntry, Registry, load_registry
+from worker.processes.supervisor import ServiceState
+from worker.worker import Worker
+
+APP = APPS / "supervision"
+
+
+class Env:
+    def __init__(self, service: api.WorkflowService, registry: Registry, worker: Worker) -> None:
+        self.service = service
+        self.registry = registry
+        self.worker = worker
+
+    async def call(self, name: str, *args: Any, timeout_s: float = 30) -> CallerOutcome:
+        entry = self.registry.get(f"pr:{name}")
+        assert isinstance(entry, FunctionEntry)
+        caller = Caller(self.service, entry, self.registry, engine_config().limits)
+        return await asyncio.wait_for(caller.run(list(args)), timeout_s)
+
+    def service_state(self, name: str) -> ServiceState:
+        return self.worker.supervisor.states[f"pr:{name}"]
+
+    async def until(self, check: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
+        """Wait for a condition of the services' states (looked at after each change)."""
+        try:
+            await self.worker.supervisor.wait_until(check, timeout_s)
+        except TimeoutError:
+            raise AssertionError(f"{what}: not within {timeout_s}s ({self.worker.supervisor.listing()})") from None
+
+
+@pytest.fixture
+async def env(tmp_path: Any) -> AsyncIterator[Env]:
+    config = engine_config()
+    config.limits.lua_instructions_per_task = 2_000_000  # the spinning process is stopped quickly
+    registry = load_registry(APP)
+    async with Engine(config, str(tmp_path / "db.sqlite")) as engine:
+        worker = Worker(engine.frontend, registry, config, identity="test-procs")
+        await worker.start()
+        try:
+            yield Env(engine.frontend, registry, worker)
+        finally:
+            await worker.stop()
+
+
+def ok(o: CallerOutcome) -> Any:
+    assert o.failure is None, o.failure
+    return o.value
+
+
+async def test_spawn_send_and_reply_between_a_caller_and_a_process(env: Env) -> None:
+    r = ok(await env.call("send_reply"))
+    assert r["a"]["echo"] == {"x": 1} and r["a"]["n"] == 1 and r["a"]["greeting"] == "hi"
+    assert r["b"]["echo"] == {"x": 2} and r["b"]["n"] == 2
+    assert r["pid_ok"] is True and r["exit"] == "EXIT" and r["from_ok"] is True
+    assert r["value"] == {"stopped": True, "count": 2} and "err" not in r
+
+
+async def test_monitor_gets_exit_with_the_result(env: Env) -> None:
+    assert ok(await env.call("monitor_result", 21)) == {"kind": "EXIT", "from_ok": True, "value": {"doubled": 42},
+                                                        "err": True}
+
+
+async def test_monitor_gets_exit_with_the_error(env: Env) -> None:
+    r = ok(await env.call("monitor_error"))
+    assert r["kind"] == "EXIT" and r["from_ok"] is True
+    assert "boom from a process" in r["message"]
+
+
+async def test_link_down_is_trapped_as_an_event(env: Env) -> None:
+    r = ok(await env.call("link_trapped"))
+    assert r["kind"] == "LINK_DOWN" and r["from_ok"] is True and "boom from a process" in r["message"]
+
+
+async def test_link_down_takes_an_untrapping_caller_down(env: Env) -> None:
+    o = await env.call("link_kills")
+    assert o.failure is not None and "linked process @" in o.failure.message
+    assert "boom from a process" in o.failure.message
+
+
+async def test_terminate_gives_exit_with_a_terminated_error(env: Env) -> None:
+    r = ok(await env.call("terminate"))
+    assert r == {"ok": True, "kind": "EXIT", "err_kind": "Terminated", "message": "enough"}
+
+
+async def test_cancel_is_a_cancel_event_in_the_process(env: Env) -> None:
+    assert ok(await env.call("cancel")) == {"kind": "EXIT", "value": {"got": "CANCEL"}}
+
+
+async def test_a_process_spawns_and_talks_to_a_process(env: Env) -> None:
+    r = ok(await env.call("via_process"))
+    assert r["got"]["answer"]["echo"] == "via relay" and r["got"]["answer"]["greeting"] == "relayed"
+    assert r["got"]["exit"] == "EXIT" and r["got"]["value"] == {"stopped": True, "count": 1}
+    assert r["exit"] == "EXIT" and r["value"] is True
+
+
+async def test_a_spinning_process_is_stopped_and_does_not_block_others(env: Env) -> None:
+    r = ok(await env.call("isolated"))
+    assert r["answered"] == "alive" and r["stuck_ok"] is True and r["stuck_kind"] == "EXIT"
+    assert r["stuck_err"] == "LimitExceeded", r
+
+
+async def test_a_workflow_spawning_a_process_is_refused_clearly(env: Env) -> None:
+    o = await env.call("from_workflow")
+    r = ok(o)
+    assert r["message"] and "not supported yet" in r["message"] and "process.host" in r["message"]
+
+
+async def test_a_service_that_keeps_crashing_is_restarted_with_backoff_then_given_up(env: Env) -> None:
+    st = env.service_state("flaky")
+    await env.until(lambda: st.state == "failed", "flaky gives up")
+    assert st.restarts == 2 and "crashing at start" in st.last_error
+    assert len(st.starts) == 3
+    gaps = [b - a for a, b in zip(st.starts, st.starts[1:], strict=False)]
+    assert gaps[0] >= 0.1 and gaps[1] >= 0.3, gaps  # initial_delay 100ms, backoff 3
+    listed = {s["service"]: s for s in env.worker.process_listing()["services"]}
+    assert listed["pr:flaky"]["state"] == "failed" and listed["pr:flaky"]["pid"] is None
+
+
+async def test_auto_start_service_is_restarted_after_a_crash(env: Env) -> None:
+    st = env.service_state("session")
+    await env.until(lambda: st.state == "running", "session runs")
+    first = st.pid
+    listing = env.worker.process_listing()
+    mine = [p for p in listing["processes"] if p["pid"] == first]
+    assert mine and mine[0]["entry"] == "pr:echo" and mine[0]["service"] == "pr:session"
+    assert mine[0]["restarts"] == 0 and mine[0]["state"] == "running"
+    assert "pr:manual" not in env.worker.supervisor.states  # no auto_start: not started
+    await env.service.send_message(api.SendMessageRequest(first, "crash", None, sender="test"))
+    await env.until(lambda: st.restarts == 1 and st.state == "running" and st.pid != first, "session restarted")
+    assert "crash requested" in st.last_error
+    listed = [p for p in env.worker.process_listing()["processes"] if p["service"] == "pr:session"]
+    assert [p["restarts"] for p in listed] == [1] and listed[0]["pid"] == st.pid
+
+
+async def test_stopping_the_worker_stops_its_processes(env: Env) -> None:
+    st = env.service_state("session")
+    await env.until(lambda: st.state == "running", "session runs")
+    assert env.worker.processes.live
+    await env.worker.stop()
+    assert not env.worker.processes.live and st.state == "stopped"
+
+
+def test_registry_errors_name_file_and_line(tmp_path: Any) -> None:
+    from worker.entries import EntryError
+    cases = {
+        "host: pr:nothere": "`host` refers to pr:nothere, which does not exist",
+        "host: pr:code": "`host` refers to pr:code, which is a process.lua, not a process.host",
+        "lifecycle: {restart: {max_attempts: -1}}": "`max_attempts` must be a whole number >= 0",
+        "lifecycle: {restart: {initial_delay: soon}}": "'soon' is not a duration",
+        "lifecycle: {auto_start: yes please}": "`auto_start` must be true or false",
+        "lifecycle: {restart: {backof: 2}}": "unknown field `backof`",
+    }
+    (tmp_path / "p.lua").write_text("return {main = function() end}")
+    for extra, message in cases.items():
+        field = "" if extra.startswith("host") else "host: pr:h\n    "
+        (tmp_path / "app.yaml").write_text(
+            "version: '1.0'\nnamespace: pr\nentries:\n"
+            "  - {name: h, kind: process.host}\n"
+            "  - {name: code, kind: process.lua, source: file://p.lua}\n"
+            f"  - name: svc\n    kind: process.service\n    process: pr:code\n    {field}{extra}\n")
+        with pytest.raises(EntryError) as e:
+            load_registry(tmp_path / "app.yaml")
+        assert message in str(e.value) and str(tmp_path / "app.yaml") + ":" in str(e.value), (extra, str(e.value))
+
+
+def test_legato_worker_runs_services_and_lists_processes(tmp_path: Any) -> None:
+    """Real `legato server start-dev` and `legato worker` processes; `legato process list`."""
+    cluster = Cluster(tmp_path, APP)
+    status = f"127.0.0.1:{free_port()}"
+    cluster.worker.args += ["--metrics-address", status]
+    cluster.worker.env["LEGATO_LOG_LEVEL"] = "INFO"
+    try:
+        cluster.start()
+        cluster.worker.wait_for(r"service pr:session: running as @")
+        cluster.worker.wait_for(r"service pr:flaky: .*gave up after 2 restart")
+        p = legato("process", "list", "--worker", status, "--output", "json")
+        assert p.returncode == 0, p.stderr
+        data = json.loads(p.stdout)
+        session = [x for x in data["processes"] if x["service"] == "pr:session"]
+        assert len(session) == 1 and session[0]["entry"] == "pr:echo" and session[0]["pid"].startswith("@")
+        states = {s["service"]: s["state"] for s in data["services"]}
+        assert states == {"pr:flaky": "failed", "pr:session": "running"}
+        text = legato("process", "list", "--worker", status)
+        assert text.returncode == 0 and session[0]["pid"] in text.stdout and "pr:flaky" in text.stdout
+    finally:
+        cluster.stop()
