@@ -100,3 +100,16 @@ def test_typed_lua_quote_runs_with_its_types_erased() -> None:
     p = legato("run", "--entries", str(EXAMPLES / "typed"), "typed:quote", "--input",
                json.dumps({"lines": [{"sku": "book", "qty": 1.5}]}), "--timeout", "60s")
     assert p.returncode == 2 and "quote.lua:26: cannot cast float to integer" in p.stderr, p.stderr
+
+
+def test_sessions_service_restarted_after_a_crash_keeps_talking_to_the_workflow() -> None:
+    """examples/sessions: a supervised session handler (process.service) crashed on purpose is
+    started again; its memory is new, the ledger workflow's counts are not."""
+    p = legato("run", "--entries", str(EXAMPLES / "sessions"), "sessions:demo", "--timeout", "60s")
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    r = json.loads(p.stdout)
+    assert r["restarted"] is True
+    assert r["before_crash"] == [1, 1, 2]  # ann's first login, bob's first, two users in memory
+    assert r["after_crash"] == [2, 1, True]  # ann's second login (durable), one user in the new memory
+    assert r["ledger"] == {"handler_starts": 2, "logins": {"ann": 2, "bob": 1}}
+    assert "service sessions:session_manager: ended with an error" in p.stderr and "restart 1 of 10" in p.stderr

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from frontend.grpc_server import bound_port, serve
 from legato import api
+from legato.client import GrpcClient
 from legato.server import Engine
 from tests.integration.engine_harness import APPS, engine_config
 from tests.integration.procs import Cluster, free_port, legato
@@ -46,18 +48,30 @@ class Env:
             raise AssertionError(f"{what}: not within {timeout_s}s ({self.worker.supervisor.listing()})") from None
 
 
-@pytest.fixture
-async def env(tmp_path: Any) -> AsyncIterator[Env]:
+@pytest.fixture(params=["in-process", "grpc"])
+async def env(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Env]:
+    """The engine, and a worker with the app's process host; callers and the worker reach the
+    engine directly or over gRPC (as `legato worker` does)."""
     config = engine_config()
     config.limits.lua_instructions_per_task = 2_000_000  # the spinning process is stopped quickly
     registry = load_registry(APP)
     async with Engine(config, str(tmp_path / "db.sqlite")) as engine:
-        worker = Worker(engine.frontend, registry, config, identity="test-procs")
+        server = client = None
+        service: api.WorkflowService = engine.frontend
+        if request.param == "grpc":
+            server = await serve(engine.frontend, "127.0.0.1", 0, config=config)
+            client = GrpcClient(f"127.0.0.1:{bound_port(server)}")
+            service = client  # type: ignore[assignment]
+        worker = Worker(service, registry, config, identity="test-procs")
         await worker.start()
         try:
-            yield Env(engine.frontend, registry, worker)
+            yield Env(service, registry, worker)
         finally:
             await worker.stop()
+            if client is not None:
+                await client.close()
+            if server is not None:
+                await server.stop(None)
 
 
 def ok(o: CallerOutcome) -> Any:

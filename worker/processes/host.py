@@ -155,6 +155,8 @@ class ProcessHosts:
         f = outcome.failure
         if f is None:
             log.info("process %s (%s) ended normally", p.pid, p.entry)
+        elif p.state == "stopping":
+            log.info("process %s (%s) stopped with the worker", p.pid, p.entry)
         else:
             log.warning("process %s (%s) ended with an error: %s: %s", p.pid, p.entry, f.kind, f.message)
         if not p.done.done():

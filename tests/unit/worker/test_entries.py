@@ -119,8 +119,8 @@ def test_invalid_yaml(tmp_path: Path) -> None:
 
 
 def test_unknown_kind(tmp_path: Path) -> None:
-    f = write(tmp_path, "namespace: x\nentries:\n  - name: a\n    kind: process.lua\n")
-    assert error_of(f).startswith(f"{f}:4: entry x:a: unknown kind 'process.lua'")
+    f = write(tmp_path, "namespace: x\nentries:\n  - name: a\n    kind: http.service\n")
+    assert error_of(f).startswith(f"{f}:4: entry x:a: unknown kind 'http.service'")
 
 
 @pytest.mark.parametrize(("text", "line", "field"), [
