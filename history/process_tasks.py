@@ -62,6 +62,7 @@ from legato.errors import (
     ServiceError,
     Unavailable,
 )
+from legato.process_control import CANCEL, TERMINATE, WATCH
 
 log = logging.getLogger("legato.history")
 
@@ -217,9 +218,14 @@ class ProcessTasks:
             call.close()
             return
         if is_caller(target):
+            # a process or caller (non-durable): a control message to its mailbox (docs/processes.md)
             call.close()
-            failure = Failure(f"cannot {verb} {target}: it is a caller, not a workflow", kind=Kind.INVALID,
-                              retryable=False).to_dict()
+            a = d["attrs"]
+            if verb == "terminate":
+                topic, data = TERMINATE, {"reason": a.get("reason") or f"terminated by workflow {d['wf']}"}
+            else:
+                topic, data = CANCEL, {"deadline_ms": int(a.get("deadline_ms") or 0)}
+            failure = await self._to_process(target, topic, data, d, verb)
         else:
             try:
                 await call
@@ -235,9 +241,12 @@ class ProcessTasks:
             return
         target = a["workflow_id"]
         if is_caller(target):
+            # a process or caller: it registers the workflow as its watcher and, when it ends, sends
+            # the EXIT as a signal the worker turns into the monitored close (worker/replay.py)
             what = "link to" if a["link"] else "monitor"
-            await self._record(d, "", Failure(f"cannot {what} {target}: it is a caller, not a workflow",
-                                              kind=Kind.INVALID, retryable=False).to_dict())
+            failure = await self._to_process(target, WATCH, {"link": bool(a["link"]), "remove": bool(a["remove"]),
+                                                              "namespace": d["ns"]}, d, what)
+            await self._record(d, "", failure)
             return
         try:
             resp = await self.peer.register_monitor(RegisterMonitorRequest(
@@ -263,6 +272,19 @@ class ProcessTasks:
             else:
                 calls.append(self._tell_workflow(d, r, closed))
         await _all(calls)
+
+    async def _to_process(self, pid: str, topic: str, data: dict[str, Any], d: dict[str, Any],
+                          verb: str) -> dict[str, Any] | None:
+        """A control message from the workflow to process `pid`: None, or the failure to record."""
+        matching = await self._matching()
+        try:
+            delivered = await matching.deliver_message(pid, ProcessMessage("message", topic=topic, payload=data,
+                                                                            sender=d["wf"]))
+        except ResourceExhausted as e:
+            return _failure(e)
+        if delivered:
+            return None
+        return not_found(f"cannot {verb} {pid}: no such process (it ended, or never ran)")
 
     async def _tell_caller(self, pid: str, closed: ExecutionClosed, link: bool) -> None:
         matching = await self._matching()

@@ -153,6 +153,7 @@ class Caller:
         self._context_lua: Any = None
         self._forced: CallerOutcome | None = None  # terminated (by a pid, a cancel deadline, the host)
         self._watchers: dict[str, set[str]] = {}  # pid -> {"monitor", "link"}: told how this one ends
+        self._watcher_ns: dict[str, str] = {}  # the namespace of a workflow watcher
         self._spawning: dict[str, int] = {}  # spawn request ref -> seq of a process spawn in flight
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lua_thread = DaemonThreadPool(1, thread_name_prefix="legato-caller")
@@ -572,7 +573,9 @@ class Caller:
             self._children[pid] = (seq, "")
         self.k.child_started(seq, pid, "")
 
-    def _watch(self, pid: str, how: str, on: bool) -> None:
+    def _watch(self, pid: str, how: str, on: bool, namespace: str = "") -> None:
+        if namespace:
+            self._watcher_ns[pid] = namespace
         ways = self._watchers.setdefault(pid, set())
         if on:
             ways.add(how)
@@ -587,7 +590,7 @@ class Caller:
             self._complete(lambda: self._spawned(c.data))
         elif c.topic == control.WATCH:
             link, on = bool(c.data.get("link")), not c.data.get("remove")
-            self._watch(c.sender, "link" if link else "monitor", on)
+            self._watch(c.sender, "link" if link else "monitor", on, str(c.data.get("namespace") or ""))
             if link:
                 self._complete(lambda: self.k.linked_by(c.sender, on))
         elif c.topic == control.TERMINATE:
@@ -607,8 +610,9 @@ class Caller:
         for pid, ways in list(self._watchers.items()):
             for how in sorted(ways):
                 data = control.exit_payload(how == "link", outcome.value, outcome.failure)
+                # a workflow watcher gets it as a signal its worker turns into the close (replay.py)
                 sends.append(self.service.send_message(api.SendMessageRequest(
-                    pid, control.EXIT, data, sender=self.pid, namespace=self.namespace,
+                    pid, control.EXIT, data, sender=self.pid, namespace=self._watcher_ns.get(pid, self.namespace),
                     request_id=new_request_id())))
         self._watchers.clear()
         for r in await asyncio.gather(*sends, return_exceptions=True):

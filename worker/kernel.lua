@@ -1239,6 +1239,7 @@ end
 function process.send(pid, topic, payload)
     check_pid("process.send", pid, 2)
     if type(topic) ~= "string" or topic == "" then invalid("process.send: the topic must be a non-empty string", 2) end
+    if ssub(topic, 1, 8) == "@legato." then invalid("process.send: topics starting with \"@legato.\" are Legato's own", 2) end
     if sbyte(pid, 1) == 64 and not H.caller then
         -- "@...": a non-durable process (a Lua caller). As in Wippy, the send is a recorded side
         -- effect carried out once the task commits, and the sender goes on in the same task (its

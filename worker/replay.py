@@ -24,6 +24,8 @@ from legato.commands import CLOSE_COMMANDS, EVENT_OF, Command, CommandType
 from legato.config import Config, Limits
 from legato.errors import Failure, Kind
 from legato.events import COMMAND_EVENTS, EventType, HistoryEvent
+from legato.process_control import EXIT as PROCESS_EXIT
+from legato.process_control import exit_of as process_exit_of
 from worker.entries import Registry, WorkflowEntry
 from worker.runtime import (
     VERSION_MARKER,
@@ -385,7 +387,12 @@ class WorkflowExecution:
         elif t is E.TimerFired:
             run.fire_timer(str(a.get("timer_id")))
         elif t is E.WorkflowExecutionSignaled:
-            run.signal(str(a.get("signal_name", "")), a.get("input"), a.get("sender") or None)
+            name = str(a.get("signal_name", ""))
+            if name == PROCESS_EXIT:  # a process this workflow monitors or links to ended (docs/processes.md)
+                link, value, failure = process_exit_of(a.get("input"))
+                run.monitored_closed(str(a.get("sender") or ""), "", link, value, failure)
+            else:
+                run.signal(name, a.get("input"), a.get("sender") or None)
         elif t is E.WorkflowExecutionCancelRequested:
             run.cancel_requested(str(a.get("reason") or ""))
         elif t is E.ChildWorkflowExecutionStarted:

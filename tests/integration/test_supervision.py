@@ -137,6 +137,23 @@ async def test_a_workflow_spawning_a_process_is_refused_clearly(env: Env) -> Non
     assert r["message"] and "not supported yet" in r["message"] and "process.host" in r["message"]
 
 
+async def test_a_workflow_monitors_a_process_and_talks_to_it(env: Env) -> None:
+    r = ok(await env.call("workflow_watches", "monitor"))
+    assert r["kind"] == "EXIT" and r["from_ok"] is True and r.get("message") is None
+    assert r["value"] == {"answer": "from a workflow", "kind": "EXIT", "value": {"stopped": True, "count": 1}}
+
+
+async def test_a_workflow_linked_to_a_crashing_process_is_taken_down(env: Env) -> None:
+    r = ok(await env.call("workflow_watches", "link"))
+    assert r["kind"] == "EXIT" and r["from_ok"] is True and r.get("value") is None
+    assert "linked process @" in r["message"] and "crash requested" in r["message"]
+
+
+async def test_a_workflow_terminates_a_process(env: Env) -> None:
+    r = ok(await env.call("workflow_terminates"))
+    assert r == {"r": {"ok": True}, "kind": "EXIT", "err_kind": "Terminated", "message": "the workflow said so"}
+
+
 async def test_a_service_that_keeps_crashing_is_restarted_with_backoff_then_given_up(env: Env) -> None:
     st = env.service_state("flaky")
     await env.until(lambda: st.state == "failed", "flaky gives up")

@@ -15,24 +15,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from legato import api
-from legato.errors import Failure
-
-CONTROL_PREFIX = "@legato."
-SPAWN = CONTROL_PREFIX + "spawn"  # to a host: {ref, entry, args, reply_to, monitor, link, context}
-SPAWNED = CONTROL_PREFIX + "spawned"  # to the spawner: {ref, pid} or {ref, error}
-EXIT = CONTROL_PREFIX + "exit"  # to a watcher: {kind: EXIT|LINK_DOWN, from, link, result}
-WATCH = CONTROL_PREFIX + "watch"  # to a process: {link, remove} (sender: the watcher)
-TERMINATE = CONTROL_PREFIX + "terminate"  # to a process: {reason}
-CANCEL = CONTROL_PREFIX + "cancel"  # to a process: {deadline_ms}
+from legato.process_control import (  # noqa: F401  (re-exported: the worker's names for them)
+    CANCEL,
+    CONTROL_PREFIX,
+    EXIT,
+    SPAWN,
+    SPAWNED,
+    TERMINATE,
+    WATCH,
+    exit_payload,
+    is_control,
+)
 
 
 def host_pid(host_id: str) -> str:
     """The mailbox a worker serving `host_id` spawns from (every such worker polls it)."""
     return f"@host/{host_id}"
-
-
-def is_control(topic: str) -> bool:
-    return topic.startswith(CONTROL_PREFIX)
 
 
 @dataclass(slots=True)
@@ -55,9 +53,3 @@ def decode(m: api.ProcessMessage) -> api.ProcessMessage | Control:
             "kind": data.get("kind", "EXIT"), "from": m.sender, "link": bool(data.get("link")),
             "result": data.get("result") or {}})
     return Control(m.topic, m.sender, data)
-
-
-def exit_payload(link: bool, value: Any, failure: Failure | None) -> dict[str, Any]:
-    kind = "LINK_DOWN" if link and failure is not None else "EXIT"
-    return {"kind": kind, "link": link,
-            "result": {"value": value, "error": failure.to_dict() if failure is not None else None}}

@@ -80,6 +80,23 @@ local function from_workflow()
     return {v = v, message = err and err:message()}
 end
 
-return {send_reply = send_reply, monitor_result = monitor_result, monitor_error = monitor_error,
+-- a workflow monitors (or links to) a process: EXIT (or LINK_DOWN taking the workflow down)
+local function workflow_watches(mode)
+    local pid = process.spawn("pr:echo", HOST, "hello workflow")
+    local wf = process.spawn_monitored("pr:watch_process", "pr:worker", pid, mode)
+    local ev = process.events():receive()
+    local e = ev.result.error
+    return {kind = ev.kind, from_ok = ev.from == wf, value = ev.result.value, message = e and e:message()}
+end
+
+local function workflow_terminates()
+    local pid = process.spawn_monitored("pr:sleeper", HOST)
+    local r = process.exec("pr:terminate_process", "pr:worker", pid)
+    local ev = process.events():receive()
+    return {r = r, kind = ev.kind, err_kind = ev.result.error:kind(), message = ev.result.error:message()}
+end
+
+return {workflow_watches = workflow_watches, workflow_terminates = workflow_terminates,
+        send_reply = send_reply, monitor_result = monitor_result, monitor_error = monitor_error,
         link_trapped = link_trapped, link_kills = link_kills, terminate = terminate, cancel = cancel,
         via_process = via_process, isolated = isolated, from_workflow = from_workflow}

@@ -1,0 +1,37 @@
+"""The control messages of non-durable processes (docs/processes.md, "Processes on a
+process.host"): mailbox messages and workflow signals on topics starting with `CONTROL_PREFIX`,
+which user code cannot send. Shared by the worker (processes, callers) and history (a workflow's
+terminate, cancel, monitor and link of a process pid)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from legato.errors import Failure
+
+CONTROL_PREFIX = "@legato."
+SPAWN = CONTROL_PREFIX + "spawn"  # to a host: {ref, entry, args, reply_to, monitor, link, context}
+SPAWNED = CONTROL_PREFIX + "spawned"  # to the spawner: {ref, pid, monitor, link} or {ref, error}
+EXIT = CONTROL_PREFIX + "exit"  # to a watcher: {kind: EXIT|LINK_DOWN, link, result: {value, error}}
+WATCH = CONTROL_PREFIX + "watch"  # to a process: {link, remove, namespace} (sender: the watcher)
+TERMINATE = CONTROL_PREFIX + "terminate"  # to a process: {reason}
+CANCEL = CONTROL_PREFIX + "cancel"  # to a process: {deadline_ms}
+
+
+def is_control(topic: str) -> bool:
+    return topic.startswith(CONTROL_PREFIX)
+
+
+def exit_payload(link: bool, value: Any, failure: Failure | None) -> dict[str, Any]:
+    kind = "LINK_DOWN" if link and failure is not None else "EXIT"
+    return {"kind": kind, "link": link,
+            "result": {"value": value, "error": failure.to_dict() if failure is not None else None}}
+
+
+def exit_of(payload: Any) -> tuple[bool, Any, Failure | None]:
+    """(link, value, failure) of an EXIT payload."""
+    data = payload if isinstance(payload, dict) else {}
+    raw = data.get("result")
+    result: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    err = result.get("error")
+    return bool(data.get("link")), result.get("value"), Failure.from_dict(err) if isinstance(err, dict) else None
