@@ -1142,12 +1142,14 @@ local function start_child(fname, spec, mode, id, host, args, monitored, linked)
     local t = this_thread(fname)
     local seq = R.proc_seq + 1
     -- waits: started with temporal.workflow.wait_for_cancellation = true (see process.cancel)
-    local err, waits = H.start_child(seq, id, host, args, spec, user_frame(3), monitored == true or mode == "exec",
-        linked == true)
+    -- ppid: a process spawned by a workflow (a recorded message to its host), its pid chosen there
+    local err, waits, ppid = H.start_child(seq, id, host, args, spec, user_frame(3),
+        monitored == true or mode == "exec", linked == true)
     if err ~= nil then return nil, make_error(fname .. ": " .. err, KIND.INVALID, false) end
     count_command()
     R.proc_seq = seq
-    R.children[seq] = { t = t, mode = mode, waits = waits == true, linked = linked == true }
+    R.children[seq] = { t = t, mode = mode, waits = waits == true, linked = linked == true, seq = seq,
+        process_pid = ppid }
     return block()
 end
 
@@ -1198,7 +1200,14 @@ end
 
 function K.op_done(seq, message, kind, retryable, details)
     local p = R.pending_proc[seq]
-    if not p then return end
+    if not p then
+        local c = R.children[seq]  -- a workflow's spawn of a process: its host's mailbox took it, or not
+        if c and c.process_pid and not c.started then
+            if message == nil then K.child_started(seq, c.process_pid, "")
+            else K.child_start_failed(seq, message, kind, retryable, details) end
+        end
+        return
+    end
     R.pending_proc[seq] = nil
     if message == nil then
         wake(p.t, true)
@@ -1210,6 +1219,10 @@ end
 
 -- A monitored or linked workflow closed (not a child: R.children close through K.child_closed).
 function K.monitored_closed(pid, run_id, link, value, message, kind, retryable, details)
+    local child = R.child_pids[pid]
+    if child ~= nil and child.process_pid == pid and not link then  -- a process this workflow spawned
+        return K.child_closed(child.seq, pid, run_id, value, message, kind, retryable, details)
+    end
     local err = failure_error(message, kind, retryable, details)
     if link then
         if not R.links[pid] then return end -- unlinked since: dropped, whatever the timing

@@ -62,7 +62,15 @@ from worker.convert import (
 from worker.entries import ClientEntry, Registry, WorkerEntry, WorkflowEntry, compile_lua
 from worker.go_time import LAYOUTS
 from worker.lua_anchor import anchor_host
-from worker.processes.spawning import workflow_spawn_refusal
+from worker.processes.control import SPAWN as SPAWN_TOPIC
+from worker.processes.control import host_pid
+from worker.processes.kinds import ProcessEntry
+from worker.processes.spawning import (
+    ProcessSpawn,
+    is_process_host,
+    workflow_process_pid,
+    workflow_spawn_refusal,
+)
 from worker.start_options import SpawnSpec, apply_spawner_call, child_command_attrs, start_request
 
 log = logging.getLogger("legato.worker.lua")
@@ -574,6 +582,11 @@ class WorkflowRun:
             return Command(t, child_command_attrs(req, seq))
         if t is C.SignalExternalWorkflowExecution:
             seq, pid, payload = cmd.data
+            if isinstance(payload, ProcessSpawn):  # a spawn of a process (_spawn_process)
+                data = {**payload.fields, "args": self._args(payload.packed, f"spawn of {payload.fields['entry']}",
+                                                            cmd.line)}
+                return Command(t, {"seq": seq, "namespace": self.info.namespace, "workflow_id": pid, "run_id": "",
+                                   "signal_name": cmd.key, "input": data, "sender": self.info.workflow_id})
             try:
                 data = to_python(payload)
             except ConversionError as err:
@@ -759,6 +772,8 @@ class WorkflowRun:
         it to close: wait_for_cancellation), or a message when host is unusable."""
         if spec is not None and not isinstance(spec, SpawnSpec):
             return "internal: bad spawner"
+        if is_process_host(self.registry, host):
+            return self._spawn_process(seq, workflow_type, str(host), packed, line, linked)
         refusal = workflow_spawn_refusal(self.registry, host, linked)
         if refusal is not None:
             return refusal
@@ -782,6 +797,21 @@ class WorkflowRun:
             C.StartChildWorkflowExecution, workflow_type, line,
             (seq, packed, spec, queue or self.info.task_queue, namespace or self.info.namespace)))
         return None, bool(spec is not None and spec.options.wait_for_cancellation)
+
+    def _spawn_process(self, seq: int, entry_id: str, host: str, packed: Any, line: Any, linked: bool) -> Any:
+        """A process on a process.host (docs/processes.md): a recorded message to the host's
+        mailbox, with the pid chosen here; the spawn returns it once the host's mailbox took it."""
+        found = self.registry.find(entry_id)
+        if not isinstance(found, ProcessEntry):
+            why = "is not in the registry" if found is None else f"is a {found.kind} entry"
+            return f"{entry_id!r} {why}: a process.host runs process.lua entries"
+        i = self.info
+        pid = workflow_process_pid(self._seed, seq)
+        spawn = ProcessSpawn(packed, {"entry": entry_id, "reply_to": i.workflow_id, "monitor": True,
+                                      "link": linked, "pid": pid, "namespace": i.namespace, "context": i.context})
+        self._commands.append(PendingCommand(C.SignalExternalWorkflowExecution, SPAWN_TOPIC, line,
+                                             (seq, host_pid(host), spawn)))
+        return None, False, pid
 
     def _spawn_spec(self, op: str, base: Any, a: Any, b: Any) -> tuple[Any, Any]:
         return apply_spawner_call(op, base, a, b)

@@ -14,12 +14,14 @@ import pytest
 from frontend.grpc_server import bound_port, serve
 from legato import api
 from legato.client import GrpcClient
+from legato.events import EventType
 from legato.server import Engine
 from tests.integration.engine_harness import APPS, engine_config
 from tests.integration.procs import Cluster, free_port, legato
 from worker.caller import Caller, CallerOutcome
 from worker.entries import FunctionEntry, Registry, load_registry
 from worker.processes.supervisor import ServiceState
+from worker.replay import replay
 from worker.worker import Worker
 
 APP = APPS / "supervision"
@@ -131,10 +133,26 @@ async def test_a_spinning_process_is_stopped_and_does_not_block_others(env: Env)
     assert r["stuck_err"] == "LimitExceeded", r
 
 
-async def test_a_workflow_spawning_a_process_is_refused_clearly(env: Env) -> None:
-    o = await env.call("from_workflow")
-    r = ok(o)
-    assert r["message"] and "not supported yet" in r["message"] and "process.host" in r["message"]
+async def test_a_workflow_spawns_processes_talks_to_them_and_gets_their_exits(env: Env) -> None:
+    r = ok(await env.call("from_workflow", "pr:spawn_workflow_child", "wf-spawns"))
+    assert r.get("message") is None, r
+    v = r["v"]
+    assert v["same_pid"] is True and v["answer"] == 7 and v["greeting"] == "from a workflow"
+    assert v["exit"] == "EXIT" and v["value"] == {"stopped": True, "count": 1}
+    assert v["doubled"] == {"doubled": 42}  # process.exec: the process's result
+    assert "'pr:nothing' is not in the registry" in v["bad"]
+    assert "boom from a process" in v["failing"]
+    # the spawns are recorded: the whole history replays against the code (same pids, same order)
+    hist = await env.service.get_workflow_history(api.GetHistoryRequest(api.ExecutionRef("wf-spawns"),
+                                                                        page_size=1000))
+    replay(env.registry, hist.events)
+    spawns = [e for e in hist.events if e.event_type is EventType.SignalExternalWorkflowExecutionInitiated]
+    assert [e.attrs["signal_name"] for e in spawns][:1] == ["@legato.spawn"]
+
+
+async def test_a_workflow_linked_to_a_process_it_spawned_fails_with_it(env: Env) -> None:
+    r = ok(await env.call("from_workflow", "pr:linked_process", "wf-linked"))
+    assert r.get("v") is None and "linked process @" in r["message"] and "boom from a process" in r["message"]
 
 
 async def test_a_workflow_monitors_a_process_and_talks_to_it(env: Env) -> None:

@@ -101,7 +101,8 @@ class ProcessHosts:
 
     async def spawn(self, host_id: str, entry_id: str, args: list[Any], *, watcher: str = "", monitor: bool = False,
               link: bool = False, context: dict[str, Any] | None = None, service: str = "",
-              restarts: int = 0, announce: tuple[str, dict[str, Any]] | None = None) -> LiveProcess:
+              restarts: int = 0, announce: tuple[str, dict[str, Any]] | None = None, pid: str | None = None,
+              watcher_namespace: str = "") -> LiveProcess:
         """Start a process of `entry_id` on `host_id` (a host of this worker); SpawnError if not."""
         host = self.hosts.get(host_id)
         if host is None:
@@ -115,12 +116,12 @@ class ProcessHosts:
             raise SpawnError(Failure(f"process.host {host_id} runs {running} processes, its max_processes",
                                      Kind.LIMIT_EXCEEDED, True))
         caller = Caller(self.service, entry, self.registry, self.config.limits, namespace=DEFAULT_NAMESPACE,
-                        context=context, watchdog_ms=self.config.worker.lua_watchdog_ms)
+                        context=context, watchdog_ms=self.config.worker.lua_watchdog_ms, pid=pid)
         if watcher:  # registered before the process runs: it cannot end unseen
             if monitor:
-                caller._watch(watcher, "monitor", True)
+                caller._watch(watcher, "monitor", True, watcher_namespace)
             if link:
-                caller._watch(watcher, "link", True)
+                caller._watch(watcher, "link", True, watcher_namespace)
                 caller.k.linked_by(watcher, True)
         # open before the pid is handed out: the spawner's first message must find the mailbox
         try:
@@ -185,6 +186,9 @@ class ProcessHosts:
     async def _spawn_request(self, host: HostEntry, c: control.Control) -> None:
         d = c.data
         reply_to = str(d.get("reply_to") or c.sender)
+        if d.get("pid"):
+            await self._spawn_for_workflow(host, d, reply_to)
+            return
         reply: dict[str, Any] = {"ref": d.get("ref"), "monitor": bool(d.get("monitor")), "link": bool(d.get("link"))}
         args = d.get("args")
         ctx = d.get("context")
@@ -203,6 +207,24 @@ class ProcessHosts:
                 reply_to, control.SPAWNED, reply, sender=control.host_pid(host.id), request_id=new_request_id()))
         except ServiceError as e:
             log.info("process.host %s: the spawner %s did not get its reply (%s)", host.id, reply_to, e)
+
+    async def _spawn_for_workflow(self, host: HostEntry, d: dict[str, Any], workflow_id: str) -> None:
+        """A workflow's spawn: the pid is the workflow's choice (it has it already); a refused spawn
+        is the process's EXIT with the error, sent from that pid."""
+        pid, ns = str(d["pid"]), str(d.get("namespace") or DEFAULT_NAMESPACE)
+        if pid in self.live:
+            return  # delivered twice (history carries a message out at least once)
+        args, ctx = d.get("args"), d.get("context")
+        try:
+            await self.spawn(host.id, str(d.get("entry", "")), args if isinstance(args, list) else [],
+                             watcher=workflow_id, monitor=True, link=bool(d.get("link")),
+                             context=ctx if isinstance(ctx, dict) else None, pid=pid, watcher_namespace=ns)
+        except SpawnError as e:
+            for link in (False, True) if d.get("link") else (False,):
+                with contextlib.suppress(ServiceError):
+                    await self.service.send_message(api.SendMessageRequest(
+                        workflow_id, control.EXIT, control.exit_payload(link, None, e.failure), sender=pid,
+                        namespace=ns, request_id=new_request_id()))
 
     # ------------------------------------------------------------ listing
 

@@ -1,10 +1,30 @@
-"""Which spawns go to a process host, and what workflows may not spawn (yet)."""
+"""Which spawns go to a process host; a workflow's spawn of a process; what workflows may not spawn."""
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from worker.entries import Registry
+
+
+@dataclass(slots=True)
+class ProcessSpawn:
+    """The payload of a workflow's spawn of a process, a recorded side effect: a
+    SignalExternalWorkflowExecution to the host's mailbox (`control.SPAWN`), whose arguments
+    (`packed`, Lua) are converted when the command is built. The pid is chosen by the workflow,
+    deterministically (`workflow_process_pid`), so replay gives the same one."""
+
+    packed: Any
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def workflow_process_pid(run_seed: int, seq: int) -> str:
+    """From the run's recorded random seed (WorkflowExecutionStarted.random_seed): the same in a
+    replay without the run's ids (`legato workflow replay`), different for every run."""
+    digest = hashlib.sha256(f"{run_seed}/{seq}".encode()).hexdigest()
+    return "@" + digest[:32]
 
 
 def is_process_host(registry: Registry, host: Any) -> bool:
@@ -13,11 +33,7 @@ def is_process_host(registry: Registry, host: Any) -> bool:
 
 
 def workflow_spawn_refusal(registry: Registry, host: Any, linked: bool) -> str | None:
-    """A workflow's spawn that Legato does not do: a message saying so (None: go ahead)."""
-    if is_process_host(registry, host):
-        return (f"host {host!r} is a process.host: spawning a non-durable process from a workflow is not "
-                "supported yet (spawn it from a caller, a process or a process.service, and send its pid to the "
-                "workflow)")
+    """A workflow's spawn of a workflow that Legato does not do: a message saying so (None: go ahead)."""
     if linked:
         return ("spawn_linked from a workflow is not supported yet: spawn the child, then process.link(pid) "
                 "(or spawn_monitored to get its EXIT)")

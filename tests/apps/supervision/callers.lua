@@ -75,8 +75,8 @@ local function isolated()
             stuck_err = ev.result.error:kind(), message = ev.result.error:message()}
 end
 
-local function from_workflow()
-    local v, err = process.exec("pr:spawn_workflow_child", "pr:worker")
+local function from_workflow(name, id)
+    local v, err = process.with_options({["temporal.workflow.id"] = id}):exec(name, "pr:worker")
     return {v = v, message = err and err:message()}
 end
 

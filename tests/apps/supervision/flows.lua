@@ -1,8 +1,26 @@
--- a workflow that tries to spawn a process: refused with a clear error (not supported yet)
+-- a workflow spawns processes (recorded: replay gives the same pids), talks to one, gets EXITs
 local function spawn_process()
-    local pid, err = process.spawn("pr:echo", "pr:host")
-    if pid then return "spawned" end
-    return nil, err
+    local pid, err = process.spawn_monitored("pr:echo", "pr:host", "from a workflow")
+    if not pid then return nil, err end
+    local pong = process.listen("pong")
+    process.send(pid, "ping", 7)
+    local answer = pong:receive()
+    process.send(pid, "stop")
+    local ev = process.events():receive()
+    local doubled = process.exec("pr:doubler", "pr:host", 21)
+    local _, bad = process.spawn("pr:nothing", "pr:host")
+    local failing = process.spawn("pr:raises", "pr:host")
+    local ev2 = process.events():receive()
+    return {same_pid = answer.me == pid, answer = answer.echo, greeting = answer.greeting, exit = ev.kind,
+            value = ev.result.value, doubled = doubled, bad = bad and bad:message(),
+            failing = ev2.from == failing and ev2.result.error:message()}
+end
+
+-- linked to a process that raises, without trap_links: the workflow fails
+local function linked_process()
+    process.spawn_linked("pr:raises", "pr:host")
+    process.inbox():receive()
+    return "not reached"
 end
 
 -- a workflow that monitors (or links to) a process, talks to it, and reports how it ended
@@ -25,4 +43,4 @@ local function terminate_process(pid)
     return {ok = ok, err = err and err:message()}
 end
 
-return {spawn_process = spawn_process, watch_process = watch_process, terminate_process = terminate_process}
+return {spawn_process = spawn_process, linked_process = linked_process, watch_process = watch_process, terminate_process = terminate_process}
