@@ -35,3 +35,12 @@ def exit_of(payload: Any) -> tuple[bool, Any, Failure | None]:
     result: dict[str, Any] = raw if isinstance(raw, dict) else {}
     err = result.get("error")
     return bool(data.get("link")), result.get("value"), Failure.from_dict(err) if isinstance(err, dict) else None
+
+
+def spawned_of(payload: Any) -> tuple[int | None, Failure | None]:
+    """(ref as a workflow's spawn seq, failure) of a SPAWNED payload sent to a workflow."""
+    data = payload if isinstance(payload, dict) else {}
+    ref = data.get("ref")
+    seq = ref if isinstance(ref, int) and not isinstance(ref, bool) else None
+    err = data.get("error")
+    return seq, Failure.from_dict(err) if isinstance(err, dict) else None

@@ -1201,10 +1201,11 @@ end
 function K.op_done(seq, message, kind, retryable, details)
     local p = R.pending_proc[seq]
     if not p then
-        local c = R.children[seq]  -- a workflow's spawn of a process: its host's mailbox took it, or not
-        if c and c.process_pid and not c.started then
-            if message == nil then K.child_started(seq, c.process_pid, "")
-            else K.child_start_failed(seq, message, kind, retryable, details) end
+        -- a workflow's spawn of a process: its host did not take it (it did: the process's
+        -- `@legato.spawned` signal starts it, K.child_started)
+        local c = R.children[seq]
+        if c and c.process_pid and not c.started and message ~= nil then
+            K.child_start_failed(seq, message, kind, retryable, details)
         end
         return
     end

@@ -25,7 +25,9 @@ from legato.config import Config, Limits
 from legato.errors import Failure, Kind
 from legato.events import COMMAND_EVENTS, EventType, HistoryEvent
 from legato.process_control import EXIT as PROCESS_EXIT
+from legato.process_control import SPAWNED as PROCESS_SPAWNED
 from legato.process_control import exit_of as process_exit_of
+from legato.process_control import spawned_of as process_spawned_of
 from worker.entries import Registry, WorkflowEntry
 from worker.runtime import (
     VERSION_MARKER,
@@ -391,6 +393,12 @@ class WorkflowExecution:
             if name == PROCESS_EXIT:  # a process this workflow monitors or links to ended (docs/processes.md)
                 link, value, failure = process_exit_of(a.get("input"))
                 run.monitored_closed(str(a.get("sender") or ""), "", link, value, failure)
+            elif name == PROCESS_SPAWNED:  # a process this workflow spawned runs, or was refused
+                seq, failure = process_spawned_of(a.get("input"))
+                if seq is not None and failure is None:
+                    run.child_started(seq, str(a.get("sender") or ""), "")
+                elif seq is not None and failure is not None:
+                    run.child_start_failed(seq, failure)
             else:
                 run.signal(name, a.get("input"), a.get("sender") or None)
         elif t is E.WorkflowExecutionCancelRequested:

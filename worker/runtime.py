@@ -800,14 +800,15 @@ class WorkflowRun:
 
     def _spawn_process(self, seq: int, entry_id: str, host: str, packed: Any, line: Any, linked: bool) -> Any:
         """A process on a process.host (docs/processes.md): a recorded message to the host's
-        mailbox, with the pid chosen here; the spawn returns it once the host's mailbox took it."""
+        mailbox, with the pid chosen here; the spawn returns when the process says it runs (a
+        recorded `@legato.spawned` signal from it), or fails when the host did not take it."""
         found = self.registry.find(entry_id)
         if not isinstance(found, ProcessEntry):
             why = "is not in the registry" if found is None else f"is a {found.kind} entry"
             return f"{entry_id!r} {why}: a process.host runs process.lua entries"
         i = self.info
         pid = workflow_process_pid(self._seed, seq)
-        spawn = ProcessSpawn(packed, {"entry": entry_id, "reply_to": i.workflow_id, "monitor": True,
+        spawn = ProcessSpawn(packed, {"ref": seq, "entry": entry_id, "reply_to": i.workflow_id, "monitor": True,
                                       "link": linked, "pid": pid, "namespace": i.namespace, "context": i.context})
         self._commands.append(PendingCommand(C.SignalExternalWorkflowExecution, SPAWN_TOPIC, line,
                                              (seq, host_pid(host), spawn)))

@@ -167,6 +167,18 @@ async def test_a_workflow_linked_to_a_crashing_process_is_taken_down(env: Env) -
     assert "linked process @" in r["message"] and "crash requested" in r["message"]
 
 
+async def test_a_process_linked_by_a_failing_workflow_is_taken_down(env: Env) -> None:
+    r = ok(await env.call("workflow_link_down"))
+    assert "the workflow gives up" in r["workflow"] and r["kind"] == "EXIT"
+    assert "linked process" in r["message"] and "the workflow gives up" in r["message"]
+
+
+async def test_a_process_a_workflow_spawned_linked_goes_down_with_it(env: Env) -> None:
+    r = ok(await env.call("workflow_spawned_link_down"))
+    assert "the parent gives up" in r["workflow"]
+    assert "linked process" in r["process"] and "the parent gives up" in r["process"]
+
+
 async def test_a_workflow_terminates_a_process(env: Env) -> None:
     r = ok(await env.call("workflow_terminates"))
     assert r == {"r": {"ok": True}, "kind": "EXIT", "err_kind": "Terminated", "message": "the workflow said so"}

@@ -101,7 +101,7 @@ class ProcessHosts:
 
     async def spawn(self, host_id: str, entry_id: str, args: list[Any], *, watcher: str = "", monitor: bool = False,
               link: bool = False, context: dict[str, Any] | None = None, service: str = "",
-              restarts: int = 0, announce: tuple[str, dict[str, Any]] | None = None, pid: str | None = None,
+              restarts: int = 0, announce: tuple[str, dict[str, Any], str] | None = None, pid: str | None = None,
               watcher_namespace: str = "") -> LiveProcess:
         """Start a process of `entry_id` on `host_id` (a host of this worker); SpawnError if not."""
         host = self.hosts.get(host_id)
@@ -137,16 +137,17 @@ class ProcessHosts:
                  f" for service {service}" if service else "")
         return p
 
-    async def _run(self, p: LiveProcess, args: list[Any], announce: tuple[str, dict[str, Any]] | None) -> None:
+    async def _run(self, p: LiveProcess, args: list[Any], announce: tuple[str, dict[str, Any], str] | None) -> None:
         try:
             if announce is not None:
                 # The pid goes to the spawner from the process's own pid, before its code runs:
                 # one sender's messages arrive in order, so the spawner knows the pid before it
                 # can hear anything else from the process (its messages, its EXIT).
-                to, reply = announce
+                to, reply, ns = announce
                 with contextlib.suppress(ServiceError):
                     await self.service.send_message(api.SendMessageRequest(
-                        to, control.SPAWNED, {**reply, "pid": p.pid}, sender=p.pid, request_id=new_request_id()))
+                        to, control.SPAWNED, {**reply, "pid": p.pid}, sender=p.pid, namespace=ns,
+                        request_id=new_request_id()))
             outcome = await p.caller.run(args)
         except Exception as e:  # a bug here must not leave the process listed forever
             log.exception("process %s", p.pid)
@@ -195,7 +196,8 @@ class ProcessHosts:
         try:
             await self.spawn(host.id, str(d.get("entry", "")), args if isinstance(args, list) else [],
                              watcher=reply_to, monitor=bool(d.get("monitor")), link=bool(d.get("link")),
-                             context=ctx if isinstance(ctx, dict) else None, announce=(reply_to, reply))
+                             context=ctx if isinstance(ctx, dict) else None,
+                             announce=(reply_to, reply, DEFAULT_NAMESPACE))
             return  # the process tells the spawner its pid itself (`_run`)
         except SpawnError as e:
             reply["error"] = e.failure.to_dict()
@@ -209,8 +211,8 @@ class ProcessHosts:
             log.info("process.host %s: the spawner %s did not get its reply (%s)", host.id, reply_to, e)
 
     async def _spawn_for_workflow(self, host: HostEntry, d: dict[str, Any], workflow_id: str) -> None:
-        """A workflow's spawn: the pid is the workflow's choice (it has it already); a refused spawn
-        is the process's EXIT with the error, sent from that pid."""
+        """A workflow's spawn: the pid is the workflow's choice; the process tells the workflow it
+        runs (a `@legato.spawned` signal, before its code runs), or the host that it was refused."""
         pid, ns = str(d["pid"]), str(d.get("namespace") or DEFAULT_NAMESPACE)
         if pid in self.live:
             return  # delivered twice (history carries a message out at least once)
@@ -218,13 +220,21 @@ class ProcessHosts:
         try:
             await self.spawn(host.id, str(d.get("entry", "")), args if isinstance(args, list) else [],
                              watcher=workflow_id, monitor=True, link=bool(d.get("link")),
-                             context=ctx if isinstance(ctx, dict) else None, pid=pid, watcher_namespace=ns)
+                             context=ctx if isinstance(ctx, dict) else None, pid=pid, watcher_namespace=ns,
+                             announce=(workflow_id, {"ref": d.get("ref")}, ns))
+            if d.get("link"):
+                # the other way: the workflow's abnormal end takes the process down (as process.link
+                # of a workflow from a caller: history keeps the pid as a link of the run)
+                try:
+                    await self.service.monitor_workflow(api.MonitorWorkflowRequest(
+                        api.ExecutionRef(workflow_id, "", ns), pid, True, False))
+                except ServiceError as e:
+                    log.info("process %s: linking back to workflow %s: %s", pid, workflow_id, e)
         except SpawnError as e:
-            for link in (False, True) if d.get("link") else (False,):
-                with contextlib.suppress(ServiceError):
-                    await self.service.send_message(api.SendMessageRequest(
-                        workflow_id, control.EXIT, control.exit_payload(link, None, e.failure), sender=pid,
-                        namespace=ns, request_id=new_request_id()))
+            with contextlib.suppress(ServiceError):
+                await self.service.send_message(api.SendMessageRequest(
+                    workflow_id, control.SPAWNED, {"ref": d.get("ref"), "error": e.failure.to_dict()},
+                    sender=pid, namespace=ns, request_id=new_request_id()))
 
     # ------------------------------------------------------------ listing
 

@@ -89,6 +89,30 @@ local function workflow_watches(mode)
     return {kind = ev.kind, from_ok = ev.from == wf, value = ev.result.value, message = e and e:message()}
 end
 
+-- a workflow links to a process and fails: the process is taken down (LINK_DOWN, not trapped)
+local function workflow_link_down()
+    local pid = process.spawn_monitored("pr:sleeper", HOST)
+    local _, werr = process.exec("pr:link_then_fail", "pr:worker", pid)
+    local ev = process.events():receive()
+    return {workflow = werr:message(), kind = ev.kind, message = ev.result.error:message()}
+end
+
+-- a workflow's spawn_linked is two-way: the workflow failing takes the process down
+local function workflow_spawned_link_down()
+    local pids = process.listen("pid")
+    local wf = process.spawn_monitored("pr:spawn_linked_then_fail", "pr:worker", process.pid())
+    local pid = pids:receive()
+    assert(process.monitor(pid))
+    process.send(wf, "go", pid)
+    local got = {}
+    local events = process.events()
+    for _ = 1, 2 do
+        local ev = events:receive()
+        got[ev.from == wf and "workflow" or ev.from == pid and "process" or "other"] = ev.result.error:message()
+    end
+    return got
+end
+
 local function workflow_terminates()
     local pid = process.spawn_monitored("pr:sleeper", HOST)
     local r = process.exec("pr:terminate_process", "pr:worker", pid)
@@ -96,7 +120,7 @@ local function workflow_terminates()
     return {r = r, kind = ev.kind, err_kind = ev.result.error:kind(), message = ev.result.error:message()}
 end
 
-return {workflow_watches = workflow_watches, workflow_terminates = workflow_terminates,
+return {workflow_spawned_link_down = workflow_spawned_link_down, workflow_link_down = workflow_link_down, workflow_watches = workflow_watches, workflow_terminates = workflow_terminates,
         send_reply = send_reply, monitor_result = monitor_result, monitor_error = monitor_error,
         link_trapped = link_trapped, link_kills = link_kills, terminate = terminate, cancel = cancel,
         via_process = via_process, isolated = isolated, from_workflow = from_workflow}

@@ -38,9 +38,23 @@ local function watch_process(pid, mode)
     return {answer = answer.echo, kind = ev.kind, value = ev.result.value}
 end
 
+-- links itself to a process, then fails: the process (not trapping links) goes down with it
+local function link_then_fail(pid)
+    assert(process.link(pid))
+    return nil, errors.new({message = "the workflow gives up", kind = errors.INVALID, retryable = false})
+end
+
+-- spawns a linked process (which tells `caller` its pid), waits for "go", then fails: the process goes down
+local function spawn_linked_then_fail(caller)
+    local pid = process.spawn_linked("pr:announcer", "pr:host", caller)  -- it sends the caller its pid
+    local go = process.listen("go"):receive()
+    assert(go == pid)
+    return nil, errors.new({message = "the parent gives up", kind = errors.INVALID, retryable = false})
+end
+
 local function terminate_process(pid)
     local ok, err = process.terminate(pid, "the workflow said so")
     return {ok = ok, err = err and err:message()}
 end
 
-return {spawn_process = spawn_process, linked_process = linked_process, watch_process = watch_process, terminate_process = terminate_process}
+return {link_then_fail = link_then_fail, spawn_linked_then_fail = spawn_linked_then_fail, spawn_process = spawn_process, linked_process = linked_process, watch_process = watch_process, terminate_process = terminate_process}

@@ -28,6 +28,13 @@ local function sleeper()
     return "woke"
 end
 
+-- tells `to` its pid once it runs (its mailbox is open then), then waits
+local function announcer(to)
+    process.send(to, "pid", process.pid())
+    process.inbox():receive()
+    return "woke"
+end
+
 local function cancelable()
     local ev = process.events():receive()
     return {got = ev.kind}
@@ -52,5 +59,5 @@ end
 
 local function crasher() error("crashing at start") end
 
-return {echo = echo, doubler = doubler, raises = raises, sleeper = sleeper, cancelable = cancelable,
+return {announcer = announcer, echo = echo, doubler = doubler, raises = raises, sleeper = sleeper, cancelable = cancelable,
         relay = relay, spin = spin, crasher = crasher}
