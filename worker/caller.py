@@ -70,7 +70,7 @@ from worker.convert import (
 )
 from worker.entries import ClientEntry, CodeEntry, Registry, WorkerEntry, WorkflowEntry
 from worker.processes import control
-from worker.processes.spawning import is_process_host
+from worker.processes.spawning import is_process_entry, is_process_host, process_without_host
 from worker.runtime import (
     ActivityOptions,
     activity_context_from_lua,
@@ -227,8 +227,9 @@ class Caller:
                 try:
                     outcome = await self._in_lua(self._step)
                 except TimeoutError:
+                    what = "process" if is_process_entry(self.entry) else "caller"
                     return CallerOutcome(failure=Failure(
-                        f"the caller's Lua code ran longer than worker.lua_watchdog_ms ({int(self.watchdog_s * 1000)} "
+                        f"the {what}'s Lua code ran longer than worker.lua_watchdog_ms ({int(self.watchdog_s * 1000)} "
                         "ms) without returning (stuck where the instruction limit cannot stop it); it was abandoned",
                         Kind.LIMIT_EXCEEDED, False))
                 self._launch()
@@ -271,7 +272,8 @@ class Caller:
         try:
             status, a, b, c, d, e = pad6(self.k.run(self.limits.lua_instructions_per_task))
         except lua54.LuaMemoryError:
-            return CallerOutcome(failure=Failure("the caller ran out of Lua memory (limits.lua_memory_bytes)",
+            what = "process" if is_process_entry(self.entry) else "caller"
+            return CallerOutcome(failure=Failure(f"the {what} ran out of Lua memory (limits.lua_memory_bytes)",
                                                  Kind.LIMIT_EXCEEDED, False))
         if status == "blocked":
             return None
@@ -418,6 +420,9 @@ class Caller:
             return "internal: bad spawner"
         if is_process_host(self.registry, host):
             return self._spawn_process(seq, workflow_id_or_entry, str(host), packed, monitored, linked)
+        refusal = process_without_host(self.registry, workflow_id_or_entry, host)
+        if refusal is not None:
+            return refusal
         if linked:
             return ("spawn_linked of a workflow is not supported yet: spawn it, then process.link(pid) "
                     "(linked spawns are for processes on a process.host)")

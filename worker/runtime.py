@@ -68,6 +68,7 @@ from worker.processes.kinds import ProcessEntry
 from worker.processes.spawning import (
     ProcessSpawn,
     is_process_host,
+    process_without_host,
     workflow_process_pid,
     workflow_spawn_refusal,
 )
@@ -774,7 +775,8 @@ class WorkflowRun:
             return "internal: bad spawner"
         if is_process_host(self.registry, host):
             return self._spawn_process(seq, workflow_type, str(host), packed, line, linked)
-        refusal = workflow_spawn_refusal(self.registry, host, linked)
+        refusal = process_without_host(self.registry, workflow_type, host) or \
+            workflow_spawn_refusal(self.registry, host, linked)
         if refusal is not None:
             return refusal
         namespace: str | None = None

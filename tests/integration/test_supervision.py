@@ -127,6 +127,17 @@ async def test_a_process_spawns_and_talks_to_a_process(env: Env) -> None:
     assert r["exit"] == "EXIT" and r["value"] is True
 
 
+async def test_bad_spawns_say_what_is_wrong(env: Env) -> None:
+    r = ok(await env.call("bad_spawns"))
+    assert "pr:echo is a process.lua entry: it runs on a process.host" in r["unknown_host"]
+    assert "host 'pr:nohost', which is not in the registry" in r["unknown_host"]
+    assert "host 'pr:worker', a temporal.worker entry" in r["worker_host"]
+    assert "'pr:nothing' is not in the registry" in r["unknown_entry"]
+    assert r["no_process"] == "NotFound"
+    assert "@legato." in r["control_topic"] and "Legato's own" in r["control_topic"]
+    assert r["hog"].startswith("LimitExceeded: ") and "Lua memory (limits.lua_memory_bytes)" in r["hog"]
+
+
 async def test_a_spinning_process_is_stopped_and_does_not_block_others(env: Env) -> None:
     r = ok(await env.call("isolated"))
     assert r["answered"] == "alive" and r["stuck_ok"] is True and r["stuck_kind"] == "EXIT"
@@ -239,7 +250,10 @@ def test_registry_errors_name_file_and_line(tmp_path: Any) -> None:
             f"  - name: svc\n    kind: process.service\n    process: pr:code\n    {field}{extra}\n")
         with pytest.raises(EntryError) as e:
             load_registry(tmp_path / "app.yaml")
-        assert message in str(e.value) and str(tmp_path / "app.yaml") + ":" in str(e.value), (extra, str(e.value))
+        assert message in str(e.value), (extra, str(e.value))
+        # file:line of the field at fault (the service starts on line 6: process on 8, host on 9, lifecycle on 10)
+        line = 9 if extra.startswith("host") else 10
+        assert str(e.value).startswith(f"{tmp_path / 'app.yaml'}:{line}: "), str(e.value)
 
 
 def test_legato_worker_runs_services_and_lists_processes(tmp_path: Any) -> None:

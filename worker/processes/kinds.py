@@ -81,6 +81,7 @@ class ServiceEntry(Entry):
     host: str = ""
     input: list[Any] = field(default_factory=list)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    key_lines: dict[str, int] = field(default_factory=dict)  # line of `process` / `host` in the file
 
 
 def _where(path: Path, m: Any, key: str | None = None) -> str:
@@ -166,7 +167,8 @@ def parse_service(path: Path, ns: str, name: str, item: dict[str, Any], meta: di
     if not isinstance(inp, list):
         inp = [inp]
     return ServiceEntry(eid, ns, name, SERVICE_KIND, path, line, dict(meta), process=refs["process"],
-                        host=refs["host"], input=list(inp), lifecycle=_lifecycle(path, item, what))
+                        host=refs["host"], input=list(inp), lifecycle=_lifecycle(path, item, what),
+                        key_lines={k: _line(item, k) for k in ("process", "host")})
 
 
 def check_links(entries: dict[str, Entry]) -> None:
@@ -179,5 +181,5 @@ def check_links(entries: dict[str, Entry]) -> None:
             target = entries.get(ref)
             if not isinstance(target, cls):
                 why = "does not exist" if target is None else f"is a {target.kind}, not a {want}"
-                raise EntryError(f"{e.where}: entry {e.id}: `{key}` refers to "
+                raise EntryError(f"{e.file}:{e.key_lines.get(key, e.line)}: entry {e.id}: `{key}` refers to "
                                  f"{ref}, which {why}")

@@ -32,6 +32,22 @@ def is_process_host(registry: Registry, host: Any) -> bool:
     return isinstance(host, str) and isinstance(registry.find(host), HostEntry)
 
 
+def is_process_entry(entry: Any) -> bool:
+    from worker.processes.kinds import ProcessEntry
+    return isinstance(entry, ProcessEntry)
+
+
+def process_without_host(registry: Registry, entry_id: Any, host: Any) -> str | None:
+    """A spawn of a process.lua entry whose host is not a process.host: why it cannot run."""
+    if not isinstance(entry_id, str) or not is_process_entry(registry.find(entry_id)):
+        return None
+    found = registry.find(host) if isinstance(host, str) else None
+    what = "no host" if host is None else (f"host {host!r}, which is not in the registry" if found is None
+                                           else f"host {host!r}, a {found.kind} entry")
+    return (f"{entry_id} is a process.lua entry: it runs on a process.host, but the spawn names {what} "
+            "(name a process.host entry)")
+
+
 def workflow_spawn_refusal(registry: Registry, host: Any, linked: bool) -> str | None:
     """A workflow's spawn of a workflow that Legato does not do: a message saying so (None: go ahead)."""
     if linked:

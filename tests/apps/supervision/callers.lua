@@ -113,6 +113,25 @@ local function workflow_spawned_link_down()
     return got
 end
 
+-- spawns that cannot work: each says why
+local function bad_spawns()
+    local out = {}
+    local _, e1 = process.spawn("pr:echo", "pr:nohost")
+    out.unknown_host = e1:message()
+    local _, e2 = process.spawn("pr:echo", "pr:worker")
+    out.worker_host = e2:message()
+    local _, e3 = process.spawn("pr:nothing", HOST)
+    out.unknown_entry = e3:message()
+    local _, e4 = process.send("@nobody", "ping")
+    out.no_process = e4:kind()
+    local ok, e5 = pcall(process.send, "@nobody", "@legato.terminate", {})
+    out.control_topic = not ok and tostring(e5)
+    local hog = process.spawn_monitored("pr:hog", HOST)
+    local ev = process.events():receive()
+    out.hog = ev.from == hog and ev.result.error:kind() .. ": " .. ev.result.error:message()
+    return out
+end
+
 local function workflow_terminates()
     local pid = process.spawn_monitored("pr:sleeper", HOST)
     local r = process.exec("pr:terminate_process", "pr:worker", pid)
@@ -120,7 +139,7 @@ local function workflow_terminates()
     return {r = r, kind = ev.kind, err_kind = ev.result.error:kind(), message = ev.result.error:message()}
 end
 
-return {workflow_spawned_link_down = workflow_spawned_link_down, workflow_link_down = workflow_link_down, workflow_watches = workflow_watches, workflow_terminates = workflow_terminates,
+return {bad_spawns = bad_spawns, workflow_spawned_link_down = workflow_spawned_link_down, workflow_link_down = workflow_link_down, workflow_watches = workflow_watches, workflow_terminates = workflow_terminates,
         send_reply = send_reply, monitor_result = monitor_result, monitor_error = monitor_error,
         link_trapped = link_trapped, link_kills = link_kills, terminate = terminate, cancel = cancel,
         via_process = via_process, isolated = isolated, from_workflow = from_workflow}

@@ -53,11 +53,17 @@ local function relay(to)
     return true
 end
 
+local function hog()
+    local parts = {}
+    for i = 1, 64 do parts[i] = string.rep("x", 1024 * 1024) .. i end  -- 64 MB and more
+    return #parts
+end
+
 local function spin()
     while true do end
 end
 
 local function crasher() error("crashing at start") end
 
-return {announcer = announcer, echo = echo, doubler = doubler, raises = raises, sleeper = sleeper, cancelable = cancelable,
+return {hog = hog, announcer = announcer, echo = echo, doubler = doubler, raises = raises, sleeper = sleeper, cancelable = cancelable,
         relay = relay, spin = spin, crasher = crasher}
