@@ -168,6 +168,9 @@ GAUGES: dict[str, GaugeDef] = {g.name: g for g in (
              "waiting for a task hold a slot too, and are not counted.", ("kind",)),
     GaugeDef("legato_worker_task_slots", "Task slots configured, by kind.", ("kind",)),
     GaugeDef("legato_worker_lua_memory_bytes", "Memory the worker's workflow Lua states use."),
+    GaugeDef("legato_worker_processes", "Live processes of the worker's process hosts, by host.", ("host",)),
+    GaugeDef("legato_worker_service_restarts", "Restarts of each process.service of the worker so far.",
+             ("service",)),
     GaugeDef("legato_kafka_consumer_lag", "Messages not yet consumed, by topic and partition (from the "
              "consumer's statistics).", ("topic", "partition")),
 )}

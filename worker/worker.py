@@ -161,6 +161,11 @@ class Worker:
         yield "legato_up", ("worker",), 1.0
         yield "legato_worker_cached_workflows", (), float(len(self.cache))
         yield "legato_worker_lua_memory_bytes", (), float(self.cache.bytes_used)
+        for host in self.processes.hosts:
+            yield "legato_worker_processes", (host,), float(sum(1 for p in self.processes.live.values()
+                                                                  if p.host == host))
+        for service, st in self.supervisor.states.items():
+            yield "legato_worker_service_restarts", (service,), float(st.restarts)
         for kind, size in (("workflow", wc.max_concurrent_workflow_tasks), ("activity", wc.max_concurrent_activities)):
             yield "legato_worker_task_slots", (kind,), float(size)
             yield "legato_worker_task_slots_used", (kind,), float(self._running[kind])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -273,6 +274,10 @@ def test_legato_worker_runs_services_and_lists_processes(tmp_path: Any) -> None:
         assert len(session) == 1 and session[0]["entry"] == "pr:echo" and session[0]["pid"].startswith("@")
         states = {s["service"]: s["state"] for s in data["services"]}
         assert states == {"pr:flaky": "failed", "pr:session": "running"}
+        with urllib.request.urlopen(f"http://{status}/metrics", timeout=10) as resp:
+            scraped = resp.read().decode()
+        assert 'legato_worker_processes{host="pr:host"} 1.0' in scraped
+        assert 'legato_worker_service_restarts{service="pr:flaky"} 2.0' in scraped
         text = legato("process", "list", "--worker", status)
         assert text.returncode == 0 and session[0]["pid"] in text.stdout and "pr:flaky" in text.stdout
     finally:
