@@ -12,6 +12,12 @@ mailbox refuses the delivery with ResourceExhausted naming the pid and the limit
 payload, topic and sender take), and so do all the mailboxes of the node together
 (`matching.max_mailboxes_total_bytes`); the number of open mailboxes is bounded too
 (`matching.max_mailboxes`). Messages are not persisted: a caller is not durable.
+
+Closing a mailbox refuses later deliveries at once; the messages delivered before go to the polls
+waiting then, and what they leave to the next poll of that pid (once; then it is NotFound). So a
+process that closes its mailbox as it ends and polls until NotFound sees every message that was
+accepted for it (a monitor sent just before its end is answered, not lost). At most
+`CLOSING_KEPT` closed mailboxes keep messages for such a last poll.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 # What a message costs beyond its text (the Python objects that hold it), so that even empty
 # messages count against the byte limits.
 MESSAGE_OVERHEAD_BYTES = 200
+CLOSING_KEPT = 10_000  # closed mailboxes whose messages wait for their owner's last poll
 
 
 def message_bytes(msg: api.ProcessMessage) -> int:
@@ -84,6 +91,7 @@ class Mailboxes:
     def __init__(self, config: MatchingConfig) -> None:
         self._config = config
         self._boxes: dict[str, _Mailbox] = {}
+        self._closing: dict[str, _Mailbox] = {}  # closed, with messages for the last poll (see above)
         self.bytes = 0  # of the messages waiting in every mailbox
 
     def __len__(self) -> int:
@@ -105,18 +113,30 @@ class Mailboxes:
             raise ResourceExhausted(f"cannot open a mailbox for {pid}: {len(self._boxes)} mailboxes are open, "
                                     f"the limit (matching.max_mailboxes) is {self._config.max_mailboxes}",
                                     reason="TooManyMailboxes")
-        self._boxes[pid] = _Mailbox()
+        box = self._closing.pop(pid, None)  # opened again before its last poll: it keeps its messages
+        if box is None:
+            box = _Mailbox()
+        box.closed = False
+        self._boxes[pid] = box
 
     def close(self, pid: str) -> None:
-        """Drop the mailbox and whatever waits in it; polls waiting on it return empty."""
+        """Refuse later deliveries; the polls waiting now, then the next one, get what waits in it."""
         box = self._boxes.pop(pid, None)
         if box is not None:
             box.closed = True
+            if box.messages:
+                self._closing[pid] = box
+                while len(self._closing) > CLOSING_KEPT:
+                    self._drop(next(iter(self._closing)))
+            box.wake_all()
+
+    def _drop(self, pid: str) -> None:
+        box = self._closing.pop(pid, None)
+        if box is not None:
             box.messages.clear()
             box.sizes.clear()
             self.bytes -= box.bytes
             box.bytes = 0
-            box.wake_all()
 
     def deliver(self, pid: str, msg: api.ProcessMessage) -> bool:
         box = self._boxes.get(pid)
@@ -151,10 +171,10 @@ class Mailboxes:
     async def poll(self, req: api.PollMailboxRequest) -> list[api.ProcessMessage]:
         """Up to `max_messages` messages, waiting up to `timeout_ms` for the first one
         (capped at `long_poll_timeout_ms`). NotFound when the mailbox is not open."""
-        box = self._boxes.get(req.pid)
+        box = self._boxes.get(req.pid) or self._closing.get(req.pid)
         if box is None:
             raise NotFound(f"no mailbox for {req.pid}: open it first (or its caller is gone)", reason="NoMailbox")
-        if not box.messages and req.timeout_ms > 0:
+        if not box.messages and req.timeout_ms > 0 and not box.closed:
             loop = asyncio.get_running_loop()
             timeout_ms = min(req.timeout_ms, self._config.long_poll_timeout_ms)
             waiter: asyncio.Future[None] = loop.create_future()
@@ -178,8 +198,12 @@ class Mailboxes:
             out.append(msg)
         if box.messages:  # more left: let the next waiting poll have them
             box.wake_one()
+        if box.closed and not box.messages and self._closing.get(req.pid) is box:
+            del self._closing[req.pid]
         return out
 
     def stop(self) -> None:
         for pid in list(self._boxes):
             self.close(pid)
+        for pid in list(self._closing):
+            self._drop(pid)

@@ -98,6 +98,7 @@ def _apply_all(batch: list[Completion]) -> None:
 log = logging.getLogger("legato.worker.caller")
 
 MAILBOX_POLL_MS = 30_000
+LAST_POLL_S = 10.0  # after its mailbox is closed, how long a caller's poller may take to finish
 
 Completion = Callable[[], None]
 
@@ -245,17 +246,23 @@ class Caller:
             self._lua_thread.shutdown(wait=False)
             self._activities.stopping.set()  # functions still running stop at their next hook
             self._activity_pool.shutdown(wait=False, cancel_futures=True)
-            poller.cancel()
             for t in list(self._tasks):
                 t.cancel()
             for h in self._timers.values():
                 h.cancel()
             self._timers.clear()
-            await asyncio.gather(poller, *self._tasks, return_exceptions=True)
+            # Close first (later messages are refused: NotFound for their senders), then let the
+            # poller take what was accepted before (its last polls end with NotFound): a monitor
+            # or link that reached the mailbox is answered with how this run ended, never lost.
             try:
                 await self.service.close_mailbox(self.pid)
             except ServiceError as e:  # the engine is stopping: the mailbox goes with it
                 log.debug("closing the mailbox of %s: %s", self.pid, e)
+            try:
+                await asyncio.wait_for(poller, LAST_POLL_S)
+            except Exception as e:  # a poller that cannot finish is abandoned
+                log.debug("last poll of %s: %s", self.pid, e)
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _in_lua(self, fn: Callable[[], T]) -> T:
         """Run Lua in a thread of its own (a caller is one program, not a hot path): the event

@@ -101,6 +101,10 @@ async def test_monitor_gets_exit_with_the_error(env: Env) -> None:
     assert "boom from a process" in r["message"]
 
 
+async def test_a_monitor_made_as_the_process_ends_gets_exit_or_not_found(env: Env) -> None:
+    assert ok(await env.call("monitor_at_the_end", 20)) == {"total": 20}
+
+
 async def test_link_down_is_trapped_as_an_event(env: Env) -> None:
     r = ok(await env.call("link_trapped"))
     assert r["kind"] == "LINK_DOWN" and r["from_ok"] is True and "boom from a process" in r["message"]

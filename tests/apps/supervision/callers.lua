@@ -132,6 +132,24 @@ local function bad_spawns()
     return out
 end
 
+-- a monitor made as the process ends: an EXIT, or NotFound (the process is gone), never silence
+local function monitor_at_the_end(n)
+    local exits, gone = 0, 0
+    local events = process.events()
+    for _ = 1, n do
+        local pid = process.spawn("pr:echo", HOST)
+        process.send(pid, "stop")
+        local ok, err = process.monitor(pid)
+        if ok then
+            local ev = events:receive()
+            if ev.from == pid and ev.kind == "EXIT" then exits = exits + 1 end
+        elseif err:kind() == "NotFound" then
+            gone = gone + 1
+        end
+    end
+    return {total = exits + gone}
+end
+
 local function workflow_terminates()
     local pid = process.spawn_monitored("pr:sleeper", HOST)
     local r = process.exec("pr:terminate_process", "pr:worker", pid)
@@ -139,7 +157,7 @@ local function workflow_terminates()
     return {r = r, kind = ev.kind, err_kind = ev.result.error:kind(), message = ev.result.error:message()}
 end
 
-return {bad_spawns = bad_spawns, workflow_spawned_link_down = workflow_spawned_link_down, workflow_link_down = workflow_link_down, workflow_watches = workflow_watches, workflow_terminates = workflow_terminates,
+return {monitor_at_the_end = monitor_at_the_end, bad_spawns = bad_spawns, workflow_spawned_link_down = workflow_spawned_link_down, workflow_link_down = workflow_link_down, workflow_watches = workflow_watches, workflow_terminates = workflow_terminates,
         send_reply = send_reply, monitor_result = monitor_result, monitor_error = monitor_error,
         link_trapped = link_trapped, link_kills = link_kills, terminate = terminate, cancel = cancel,
         via_process = via_process, isolated = isolated, from_workflow = from_workflow}

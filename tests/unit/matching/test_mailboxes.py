@@ -107,6 +107,27 @@ async def test_close_ends_waiting_polls_and_later_deliveries_fail() -> None:
     assert mb.deliver(PID, msg(1)) is False
 
 
+async def test_messages_delivered_before_a_close_go_to_the_last_poll_once() -> None:
+    mb = boxes()
+    mb.open(PID)
+    assert mb.deliver(PID, msg(1)) and mb.deliver(PID, msg(2))
+    mb.close(PID)
+    assert mb.deliver(PID, msg(3)) is False  # refused from the close on
+    got = await asyncio.wait_for(mb.poll(api.PollMailboxRequest(PID, timeout_ms=60_000)), 5)
+    assert [m.payload for m in got] == [msg(1).payload, msg(2).payload] and mb.bytes == 0
+    with pytest.raises(NotFound):
+        await mb.poll(api.PollMailboxRequest(PID, timeout_ms=0))
+
+
+async def test_a_mailbox_opened_again_before_its_last_poll_keeps_its_messages() -> None:
+    mb = boxes()
+    mb.open(PID)
+    mb.deliver(PID, msg(1))
+    mb.close(PID)
+    mb.open(PID)
+    assert [m.payload for m in await mb.poll(api.PollMailboxRequest(PID, timeout_ms=0))] == [msg(1).payload]
+
+
 async def test_cancelled_poll_leaves_no_waiter() -> None:
     mb = boxes()
     mb.open(PID)
