@@ -14,10 +14,11 @@ payload, topic and sender take), and so do all the mailboxes of the node togethe
 (`matching.max_mailboxes`). Messages are not persisted: a caller is not durable.
 
 Closing a mailbox refuses later deliveries at once; the messages delivered before go to the polls
-waiting then, and what they leave to the next poll of that pid (once; then it is NotFound). So a
-process that closes its mailbox as it ends and polls until NotFound sees every message that was
-accepted for it (a monitor sent just before its end is answered, not lost). At most
-`CLOSING_KEPT` closed mailboxes keep messages for such a last poll.
+waiting then, and what they leave to the next poll of that pid within `CLOSING_KEEP_S` (once;
+then it is NotFound). So a process that closes its mailbox as it ends and polls until NotFound
+sees every message that was accepted for it (a monitor sent just before its end is answered, not
+lost). Those leftovers no longer count against the byte limits, and at most `CLOSING_KEPT`
+closed mailboxes keep them.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 # What a message costs beyond its text (the Python objects that hold it), so that even empty
 # messages count against the byte limits.
 MESSAGE_OVERHEAD_BYTES = 200
-CLOSING_KEPT = 10_000  # closed mailboxes whose messages wait for their owner's last poll
+CLOSING_KEPT = 1_000  # closed mailboxes whose messages wait for their owner's last poll ...
+CLOSING_KEEP_S = 10.0  # ... for this long
 
 
 def message_bytes(msg: api.ProcessMessage) -> int:
@@ -51,7 +53,7 @@ def message_bytes(msg: api.ProcessMessage) -> int:
 
 
 class _Mailbox:
-    __slots__ = ("bytes", "closed", "messages", "sizes", "waiters")
+    __slots__ = ("bytes", "closed", "drop_timer", "messages", "sizes", "waiters")
 
     def __init__(self) -> None:
         self.messages: deque[api.ProcessMessage] = deque()
@@ -59,6 +61,7 @@ class _Mailbox:
         self.bytes = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
         self.closed = False
+        self.drop_timer: asyncio.TimerHandle | None = None
 
     def pop(self) -> tuple[api.ProcessMessage, int]:
         size = self.sizes.popleft()
@@ -116,6 +119,10 @@ class Mailboxes:
         box = self._closing.pop(pid, None)  # opened again before its last poll: it keeps its messages
         if box is None:
             box = _Mailbox()
+        else:
+            if box.drop_timer is not None:
+                box.drop_timer.cancel()
+            self.bytes += box.bytes
         box.closed = False
         self._boxes[pid] = box
 
@@ -124,18 +131,26 @@ class Mailboxes:
         box = self._boxes.pop(pid, None)
         if box is not None:
             box.closed = True
+            self.bytes -= box.bytes  # what is left is not this node's to bound any more
             if box.messages:
                 self._closing[pid] = box
+                try:
+                    box.drop_timer = asyncio.get_running_loop().call_later(CLOSING_KEEP_S, self._drop, pid, box)
+                except RuntimeError:  # no event loop (stopping): nobody will poll
+                    self._drop(pid, box)
                 while len(self._closing) > CLOSING_KEPT:
                     self._drop(next(iter(self._closing)))
             box.wake_all()
 
-    def _drop(self, pid: str) -> None:
+    def _drop(self, pid: str, box: _Mailbox | None = None) -> None:
+        if box is not None and self._closing.get(pid) is not box:
+            return  # opened again, or polled empty, since
         box = self._closing.pop(pid, None)
         if box is not None:
+            if box.drop_timer is not None:
+                box.drop_timer.cancel()
             box.messages.clear()
             box.sizes.clear()
-            self.bytes -= box.bytes
             box.bytes = 0
 
     def deliver(self, pid: str, msg: api.ProcessMessage) -> bool:
@@ -194,12 +209,13 @@ class Mailboxes:
         n = max(1, req.max_messages)
         while box.messages and len(out) < n:
             msg, size = box.pop()
-            self.bytes -= size
+            if not box.closed:
+                self.bytes -= size
             out.append(msg)
         if box.messages:  # more left: let the next waiting poll have them
             box.wake_one()
         if box.closed and not box.messages and self._closing.get(req.pid) is box:
-            del self._closing[req.pid]
+            self._drop(req.pid, box)
         return out
 
     def stop(self) -> None:
