@@ -75,8 +75,13 @@ class ProcessHosts:
     async def start(self) -> None:
         self._stopping = False
         for host in self.hosts.values():
-            await self.service.open_mailbox(control.host_pid(host.id))
-            self._pollers.append(asyncio.create_task(self._poll(host), name=f"process-host-{host.id}"))
+            try:  # open now, so spawns work once the worker has started; the poller retries if not
+                await self.service.open_mailbox(control.host_pid(host.id))
+                opened = True
+            except ServiceError as e:
+                log.warning("process.host %s: cannot open its spawn mailbox yet (%s); retrying", host.id, e)
+                opened = False
+            self._pollers.append(asyncio.create_task(self._poll(host, opened), name=f"process-host-{host.id}"))
         if self.hosts:
             log.info("process hosts: %s", ", ".join(self.hosts))
 
@@ -164,17 +169,21 @@ class ProcessHosts:
         if not p.done.done():
             p.done.set_result(outcome)
 
-    async def _poll(self, host: HostEntry) -> None:
+    async def _poll(self, host: HostEntry, opened: bool) -> None:
         pid = control.host_pid(host.id)
         while not self._stopping:
             try:
+                if not opened:  # here, not in start: a worker starts while the server is away too
+                    await self.service.open_mailbox(pid)
+                    opened = True
                 msgs = await self.service.poll_mailbox(api.PollMailboxRequest(pid, MAILBOX_POLL_MS))
             except NotFound:  # another worker serving this host closed it as it stopped: open it again
                 with contextlib.suppress(ServiceError):
                     await self.service.open_mailbox(pid)
                 continue
-            except Unavailable as e:
-                log.debug("spawn mailbox of %s: %s", host.id, e)
+            except (Unavailable, ServiceError) as e:  # the server is away (or refuses): try again soon
+                level = logging.DEBUG if isinstance(e, Unavailable) else logging.WARNING
+                log.log(level, "spawn mailbox of %s: %s: %s", host.id, type(e).__name__, e)
                 await asyncio.sleep(1.0)
                 continue
             for m in msgs:
