@@ -244,6 +244,7 @@ def test_registry_errors_name_file_and_line(tmp_path: Any) -> None:
         "lifecycle: {restart: {initial_delay: soon}}": "'soon' is not a duration",
         "lifecycle: {auto_start: yes please}": "`auto_start` must be true or false",
         "lifecycle: {restart: {backof: 2}}": "unknown field `backof`",
+        "lifecycle: {restart: {max_delay: 5000}}": "`max_delay` must be a duration string such as",
     }
     (tmp_path / "p.lua").write_text("return {main = function() end}")
     for extra, message in cases.items():

@@ -19,7 +19,7 @@
         auto_start: true             # start with the worker (default false)
         restart:                     # restart after an abnormal end (default: 5 attempts)
           max_attempts: 10           # 0: never restart
-          initial_delay: 1s          # duration string or milliseconds (default 1s)
+          initial_delay: 1s          # a duration string (default 1s)
           max_delay: 1m              # (default 30s)
           backoff: 2.0               # multiplier per attempt (default 2.0)
 
@@ -111,6 +111,9 @@ def parse_host(path: Path, ns: str, name: str, item: dict[str, Any], meta: dict[
 def _duration(path: Path, m: dict[str, Any], key: str, what: str, default: int) -> int:
     if key not in m:
         return default
+    if not isinstance(m[key], str):  # a bare number: milliseconds or nanoseconds? say it in words
+        raise EntryError(f"{_where(path, m, key)}: {what}: `{key}` must be a duration string such as \"500ms\", "
+                         f"\"1s\" or \"1m\", got {m[key]!r}")
     try:
         return parse_duration_ms(m[key], f"{what}: `{key}`")
     except ValueError as e:
