@@ -10,8 +10,9 @@ request is still pending, a close is delivered only while its registration still
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from history.engine_context import EngineContext
 from history.state import (
     INITIATED,
     STARTED,
@@ -49,9 +50,6 @@ from legato.errors import Failure, InvalidArgument, Kind, ResourceExhausted
 from legato.events import EventType
 from legato.ids import check_id
 from legato.query import check_search_attributes
-
-if TYPE_CHECKING:
-    from history.engine import Engine
 
 E = EventType
 C = CommandType
@@ -151,7 +149,7 @@ def child_request(attrs: dict[str, Any], parent: ParentInfo | None, parent_conte
 
 
 class Processes:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EngineContext) -> None:
         self.engine = engine
         self.limits = engine.config.limits
 

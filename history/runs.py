@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from history.engine_context import EngineContext
 from history.state import TM_WORKFLOW_TIMEOUT, MutableState, Mutation, Registration
 from legato import cron
 from legato.api import (
@@ -29,9 +30,6 @@ from legato.errors import InvalidArgument, Kind
 from legato.events import EventType
 from legato.ids import new_run_id
 from legato.retry import RetryPolicy
-
-if TYPE_CHECKING:
-    from history.engine import Engine
 
 E = EventType
 
@@ -92,7 +90,7 @@ class NextRun:
 
 
 class Runs:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EngineContext) -> None:
         self.engine = engine
         self.hcfg = engine.config.history
         self.limits = engine.config.limits

@@ -513,9 +513,9 @@ class ShardContext:
             p.runs.append(rw)
             size += len(rw.state) + ROW_OVERHEAD_BYTES
             for data in m.transfer:
-                p.payloads.append(codec.dumps(data))
+                p.payloads.append(codec.dump_record(data))
             for _, data in m.timers:
-                p.payloads.append(codec.dumps(data))
+                p.payloads.append(codec.dump_record(data))
         size += sum(len(x) + ROW_OVERHEAD_BYTES for x in p.payloads)
         p.size = size
         return size

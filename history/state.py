@@ -255,7 +255,7 @@ class MutableState:
             d["monitors"] = [_flat(r, _REG_FIELDS) for r in self.monitors]
         if self.watching:
             d["watching"] = [_flat(r, _REG_FIELDS) for r in self.watching]
-        return codec.dumps(d)
+        return codec.dump_record(d)
 
     @classmethod
     def decode(cls, text: str) -> MutableState:

@@ -15,6 +15,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 from legato.errors import InvalidArgument
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -37,7 +39,25 @@ _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 def dumps(value: Any) -> str:
+    """Compact JSON; NaN and infinities are refused (ValueError): what comes from outside is
+    checked with it."""
     return _ENCODER.encode(value)
+
+
+# Keys that are not strings (ints, bools, None) become strings, as the standard library does.
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def dump_record(value: Any) -> str:
+    """Compact JSON of a record the engine writes (events, mutable state, shard rows), whose
+    payloads `encode_payload` checked on their way in: orjson, some 10x faster than `dumps` (the
+    encoding was a tenth of the engine's CPU per child workflow). Unlike `dumps` it does not
+    refuse NaN (orjson writes null), which such records do not hold. What orjson refuses
+    (integers beyond 64 bits, lone surrogates, unknown types) goes through `dumps`."""
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return dumps(value)
 
 
 def loads(text: str | bytes) -> Any:

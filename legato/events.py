@@ -176,7 +176,7 @@ class HistoryEvent:
         return cls(int(d["event_id"]), EventType(d["event_type"]), int(d["timestamp_ms"]), d.get("attrs") or {})
 
     def encode(self) -> str:
-        return codec.dumps(self.to_dict())
+        return codec.dump_record(self.to_dict())
 
     @classmethod
     def decode(cls, text: str | bytes) -> HistoryEvent:

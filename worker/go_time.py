@@ -93,7 +93,11 @@ def _format_token(t: str, dt: datetime) -> str:
 
 
 def format_ms(ms: int, layout: str) -> str:
-    dt = datetime.fromtimestamp(0, UTC) + timedelta(milliseconds=ms)
+    try:
+        dt = datetime.fromtimestamp(0, UTC) + timedelta(milliseconds=ms)
+    except (OverflowError, ValueError):
+        raise OpError(f"time:format: the time {ms} ms from 1970 is outside the years 1 to 9999 that a "
+                      "layout can write") from None
     out = []
     for kind, piece in _chunks(layout):
         if kind == "text":

@@ -247,6 +247,7 @@ class Runner:
             for k, v in s.rss_bytes.items():
                 peaks[k] = max(peaks.get(k, 0), v)
         r.peak_rss_bytes = peaks
+        r.cpu_seconds = {k: round(v, 2) for k, v in self.watch.cpu_seconds().items()}
         r.store_bytes = store_bytes(self.t.db_path)
         r.stopped = "" if r.finished else self.stop_reason
         if self.state_file is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ class Progress:
 
 
 class ProcessWatch:
-    """RSS of this process and its descendants (the Lua host processes, and with --processes the
-    server and worker and theirs), labelled by role."""
+    """RSS and CPU time of this process and its descendants (the Lua host processes, and with
+    --processes the server and worker and theirs), labelled by role."""
 
     def __init__(self) -> None:
         import psutil
@@ -48,20 +49,28 @@ class ProcessWatch:
         self.names[pid] = label
 
     def rss(self) -> dict[str, int]:
+        return self._each(lambda p: int(p.memory_info().rss), 0)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU seconds each process has used so far (a Lua host that was replaced
+        took its own with it)."""
+        return self._each(lambda p: sum(p.cpu_times()[:2]), 0.0)
+
+    def _each(self, measure: Callable[[Any], Any], zero: Any) -> dict[str, Any]:
         ps = self._psutil
-        out: dict[str, int] = {}
+        out: dict[str, Any] = {}
         try:
-            out["load"] = int(self._me.memory_info().rss)
+            out["load"] = measure(self._me)
             procs = self._me.children(recursive=True)
         except ps.Error:
             return out
         for p in procs:
             try:
-                rss = int(p.memory_info().rss)
+                value = measure(p)
                 label = self.names.get(p.pid) or self._label(p)
             except ps.Error:
                 continue
-            out[label] = out.get(label, 0) + rss
+            out[label] = out.get(label, zero) + value
         return out
 
     def _label(self, p: Any) -> str:

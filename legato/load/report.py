@@ -47,6 +47,9 @@ class LoadReport:
     p50_ms: float | None = None
     p99_ms: float | None = None
     peak_rss_bytes: dict[str, int] = field(default_factory=dict)
+    # CPU seconds each process used, from its start to the end of this invocation ("load" is this
+    # process: in --embedded, the engine, the worker's activities and the generator itself)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
     store_bytes: int | None = None
     failures: list[dict[str, str]] = field(default_factory=list)  # the first ones: {"id", "message"}
     finished: bool = False  # everything asked for is done
@@ -74,6 +77,10 @@ class LoadReport:
         if self.peak_rss_bytes:
             lines.append("peak RSS: " + ", ".join(f"{k} {v / 2**20:.0f} MB"
                                                   for k, v in sorted(self.peak_rss_bytes.items())))
+        if self.cpu_seconds:
+            per = max(self.completed, 1)
+            lines.append("CPU: " + ", ".join(f"{k} {v:.1f} s ({1000 * v / per:.2f} ms per workflow)"
+                                             for k, v in sorted(self.cpu_seconds.items())))
         if self.store_bytes is not None:
             lines.append(f"store on disk: {self.store_bytes / 2**20:.1f} MB")
         for f in self.failures[:LISTED_FAILURES]:

@@ -81,6 +81,7 @@ def test_idle_holds_them_open_then_wakes_them(tmp_path: Path) -> None:
     assert data["started"] == 20 and data["completed"] == 20 and data["failed"] == 0, data
     assert max(s["open"] for s in data["series"]) == 20  # sampled while all were open
     assert data["peak_rss_bytes"]["load"] > 0
+    assert data["cpu_seconds"]["load"] > 0
 
 
 def test_children_stop_and_resume_finish_exactly_the_total(tmp_path: Path) -> None:
@@ -156,3 +157,4 @@ def test_children_with_processes(tmp_path: Path) -> None:
     assert data["completed"] == 12 and data["failed"] == 0 and data["finished"], data
     assert data["mode"].startswith("server + worker processes")
     assert data["peak_rss_bytes"]["server"] > 0 and data["peak_rss_bytes"]["worker"] > 0, data["peak_rss_bytes"]
+    assert data["cpu_seconds"]["server"] > 0 and data["cpu_seconds"]["worker"] > 0, data["cpu_seconds"]

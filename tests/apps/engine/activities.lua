@@ -27,7 +27,7 @@ local function sleep(ms, from_attempt)
     if from_attempt and attempt < from_attempt then
         error("failing fast on attempt " .. attempt)
     end
-    time.sleep(ms)
+    time.sleep(ms * time.MILLISECOND)
     return { slept = ms, attempt = attempt }
 end
 
@@ -38,7 +38,7 @@ local function heartbeating(total, every)
     while time.now():sub(start):milliseconds() < total do
         activity.heartbeat({ beats = beats })
         beats = beats + 1
-        time.sleep(every)
+        time.sleep(every * time.MILLISECOND)
     end
     return beats
 end

@@ -11,6 +11,7 @@ from legato.commands import EVENT_OF, Command, CommandType
 from legato.config import Limits
 from legato.events import EventType as E
 from legato.events import HistoryEvent
+from worker.activity import ActivityRunner, CallContext
 from worker.entries import Registry, load_registry
 from worker.replay import WorkflowExecution, new_execution
 
@@ -231,3 +232,22 @@ class Sim:
 
 def types(cmds: list[Command]) -> list[str]:
     return [c.command_type.value for c in cmds]
+
+
+def probe_in(mode: str, reg: Registry, runner: ActivityRunner, input: list[Any], start_ms: int | None = None) -> Any:
+    """Run a probe program (its code ends with `time.sleep(1)` before returning) as the activity
+    app:probe (mode "activity") or as the workflow app:wprobe, whose result then comes in a second
+    task: that task's cached run and a full replay of the history must agree (Sim checks)."""
+    if mode == "activity":
+        out = runner.call("app:probe", input, CallContext(activity_type="app:probe"))
+        assert out.ok, out.failure
+        return out.result
+    sim = Sim(reg, "app:wprobe", input, check_replay=False, **({} if start_ms is None else {"start_ms": start_ms}))
+    cmds = sim.step()
+    assert types(cmds)[-1] == "StartTimer", cmds
+    sim.complete(cmds)
+    sim.h.tick(1).timer_fired(cmds[-1].attrs["timer_id"]).next_task()
+    sim.check_replay = True
+    cmds = sim.step()
+    assert types(cmds) == ["CompleteWorkflowExecution"], cmds
+    return cmds[0].attrs["result"]

@@ -56,7 +56,7 @@ FUNCS = {
         return function()
             for i = 1, 3 do
                 activity.heartbeat(i)
-                time.sleep(3)
+                time.sleep(3 * time.MILLISECOND)
             end
             return true
         end

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from legato.errors import Kind
-from tests.unit.worker.helpers import Sim, make_app, types
+from tests.unit.worker.helpers import Sim, make_app, probe_in, types
 from worker import crypto_host
-from worker.activity import ActivityRunner, CallContext
+from worker.activity import ActivityRunner
 from worker.entries import Registry
 from worker.replay import replay
 from worker.runtime import TaskFailure
@@ -95,19 +95,7 @@ def runner(reg: Registry) -> ActivityRunner:
 
 
 def probe(mode: str, reg: Registry, runner: ActivityRunner, case: str, args: dict[str, Any]) -> Any:
-    if mode == "activity":
-        out = runner.call("app:probe", [case, args], CallContext(activity_type="app:probe"))
-        assert out.ok, out.failure
-        return out.result
-    sim = Sim(reg, "app:wprobe", [case, args], check_replay=False)
-    cmds = sim.step()
-    assert types(cmds)[-1] == "StartTimer", cmds
-    sim.complete(cmds)
-    sim.h.tick(1).timer_fired(cmds[-1].attrs["timer_id"]).next_task()
-    sim.check_replay = True  # the cached run and a full replay (of the recorded draws) agree
-    cmds = sim.step()
-    assert types(cmds) == ["CompleteWorkflowExecution"], cmds
-    return cmds[0].attrs["result"]
+    return probe_in(mode, reg, runner, [case, args])
 
 
 def value(r: dict[str, Any]) -> bytes:

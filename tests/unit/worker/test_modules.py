@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.unit.worker.helpers import Sim, make_app, types
-from worker.activity import ActivityRunner, CallContext
+from tests.unit.worker.helpers import Sim, make_app, probe_in
+from worker.activity import ActivityRunner
 from worker.entries import EntryError, Registry
 
 MODULES = "[funcs, time, uuid, crypto, json, ctx, hash, base64]"
@@ -104,18 +104,7 @@ def runner(reg: Registry) -> ActivityRunner:
 
 
 def probe(mode: str, reg: Registry, runner: ActivityRunner, case: str, args: dict[str, Any] | None = None) -> Any:
-    if mode == "activity":
-        out = runner.call("app:probe", [case, args or {}], CallContext(activity_type="app:probe"))
-        assert out.ok, out.failure
-        return out.result
-    sim = Sim(reg, "app:wprobe", [case, args or {}], start_ms=START_MS)
-    cmds = sim.step()
-    assert types(cmds)[-1] == "StartTimer", cmds
-    sim.complete(cmds)
-    sim.h.tick(1).timer_fired(cmds[-1].attrs["timer_id"]).next_task()
-    cmds = sim.step()
-    assert types(cmds) == ["CompleteWorkflowExecution"], cmds
-    return cmds[0].attrs["result"]
+    return probe_in(mode, reg, runner, [case, args or {}], start_ms=START_MS)
 
 
 def fnv(data: bytes, bits: int, alternate: bool) -> int:

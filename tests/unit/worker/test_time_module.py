@@ -159,3 +159,13 @@ def test_bad_durations_name_the_unit(tmp_path: Path) -> None:
     with pytest.raises(Exception) as e:
         Sim(reg, "app:w").step()
     assert "a number of nanoseconds" in str(e.value)
+
+
+def test_a_time_no_layout_can_write_is_a_clear_error(tmp_path: Path) -> None:
+    reg = make_app(tmp_path, {"w": """return function()
+        local s = time.unix(1e12):format(time.RFC3339)
+        return s
+    end"""}, modules="[time]")
+    with pytest.raises(Exception) as e:
+        Sim(reg, "app:w").step()
+    assert "outside the years 1 to 9999 that a layout can write" in str(e.value)
