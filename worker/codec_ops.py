@@ -30,8 +30,10 @@ _INT63 = 1 << 63
 _GREGORIAN_OFFSET_100NS = 0x01B21DD213814000
 NAMESPACES = {"dns": uuid.NAMESPACE_DNS, "url": uuid.NAMESPACE_URL, "oid": uuid.NAMESPACE_OID,
               "x500": uuid.NAMESPACE_X500}
-VARIANTS = {uuid.RESERVED_NCS: "NCS", uuid.RFC_4122: "RFC4122", uuid.RESERVED_MICROSOFT: "Microsoft",
+# As Wippy (Go's google/uuid) names them: the NCS-reserved variant is "Reserved".
+VARIANTS = {uuid.RESERVED_NCS: "Reserved", uuid.RFC_4122: "RFC4122", uuid.RESERVED_MICROSOFT: "Microsoft",
             uuid.RESERVED_FUTURE: "Future"}
+UUID_STYLES = ("standard", "simple", "urn")
 
 
 # ---------------------------------------------------------------- hash
@@ -124,8 +126,25 @@ def _validate(value: Any) -> bool:
     return True
 
 
-def _canonical(value: Any) -> str:
-    return str(_parse(value, "uuid.parse"))
+def _parsed(value: Any) -> dict[str, Any]:
+    """uuid.parse: {version, variant}, and for v1 and v7 `timestamp` (Unix seconds), for v1 `node`."""
+    u = _parse(value, "uuid.parse")
+    version = (u.int >> 76) & 0xF
+    out: dict[str, Any] = {"version": version, "variant": VARIANTS[u.variant]}
+    if version == 1:
+        out["timestamp"] = (u.time - _GREGORIAN_OFFSET_100NS) // 10_000_000
+        out["node"] = f"{u.node:012x}"
+    elif version == 7:
+        out["timestamp"] = (u.int >> 80) // 1000
+    return out
+
+
+def _format(value: Any, style: Any = None) -> str:
+    u = _parse(value, "uuid.format")
+    s = "standard" if style is None else text(style, "uuid.format style")
+    if s not in UUID_STYLES:
+        raise OpError(f"uuid.format: style {s!r} is not one of {', '.join(UUID_STYLES)}")
+    return {"standard": str(u), "simple": u.hex, "urn": u.urn}[s]
 
 
 def _version(value: Any) -> int:
@@ -173,7 +192,8 @@ OPS: dict[str, Callable[..., Any]] = {
     "uuid.v3": _name_based(3),
     "uuid.v5": _name_based(5),
     "uuid.validate": _validate,
-    "uuid.parse": _canonical,
+    "uuid.parse": _parsed,
+    "uuid.format": _format,
     "uuid.version": _version,
     "uuid.variant": _variant,
     "time.format": _time_format,

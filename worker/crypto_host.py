@@ -37,7 +37,7 @@ from jwt.exceptions import PyJWTError
 from lupa import lua54
 
 from legato.errors import Kind
-from worker import codec_ops
+from worker import codec_ops, data_ops
 from worker.convert import ConversionError, map_or_value, to_lua, to_python
 from worker.host_args import OpError as CryptoError
 from worker.host_args import binary as _binary
@@ -305,6 +305,26 @@ def _pbkdf2_op(password: Any, salt: Any, iterations: Any, key_length: Any, hash_
                   _whole(key_length, what), _choice(hash_name, what, PBKDF2_HASHES, "sha256"))
 
 
+def _hash_pbkdf2_op(password: Any, salt: Any, iterations: Any, key_length: Any, hash_name: Any = None) -> bytes:
+    """hash.pbkdf2: as crypto.pbkdf2, and Wippy's hash module also refuses an empty password or salt."""
+    what = "hash.pbkdf2"
+    pw, sa = _binary(password, what), _binary(salt, what)
+    if not pw or not sa:
+        raise CryptoError(f"{what}: the password and the salt must not be empty")
+    return pbkdf2(pw, sa, _whole(iterations, what), _whole(key_length, what),
+                  _choice(hash_name, what, PBKDF2_HASHES, "sha256"))
+
+
+def _hash_hmac_op(hash_name: str) -> Callable[..., Any]:
+    """hash.hmac_<name>(data, secret [, raw]): hex, or the raw bytes."""
+    what = f"hash.hmac_{hash_name}"
+
+    def op(data: Any, secret: Any, raw: Any = None) -> str | bytes:
+        mac = hmac.new(_binary(secret, what), _binary(data, what), hash_name)
+        return mac.digest() if raw else mac.hexdigest()
+    return op
+
+
 def _compare_op(a: Any, b: Any) -> bool:
     what = "crypto.constant_time_compare"
     return constant_time_compare(_binary(a, what), _binary(b, what))
@@ -320,6 +340,8 @@ OPS: dict[str, Callable[..., Any]] = {
     "jwt.verify": _jwt_verify_op,
     "pbkdf2": _pbkdf2_op,
     "constant_time_compare": _compare_op,
+    "hash.pbkdf2": _hash_pbkdf2_op,
+    **{f"hash.hmac_{h}": _hash_hmac_op(h) for h in ("md5", "sha1", "sha256", "sha512")},
 }
 
 
@@ -398,7 +420,7 @@ def prepare_draw(op: str, args: tuple[Any, ...]) -> Draw:
 
 def call(op: str, args: tuple[Any, ...]) -> Any:
     """Run an operation (raises CryptoError); draws are not recorded."""
-    fn = OPS.get(op) or codec_ops.OPS.get(op)
+    fn = OPS.get(op) or codec_ops.OPS.get(op) or data_ops.OPS.get(op)
     if fn is not None:
         try:
             return fn(*args)

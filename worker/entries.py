@@ -37,7 +37,8 @@ KINDS = (WORKFLOW_KIND, FUNCTION_KIND, WORKER_KIND, CLIENT_KIND, *PROCESS_KINDS)
 # Modules a workflow / an activity may list (and then `require`). The always-available ones
 # (`process`, `channel`, ... and Lua's own libraries) may be listed by any entry, as Wippy code
 # does: listing one is harmless.
-ALWAYS_AVAILABLE = frozenset({"process", "channel", "coroutine", "errors", "string", "table", "math", "utf8"})
+ALWAYS_AVAILABLE = frozenset({"process", "channel", "coroutine", "errors", "payload", "string", "table", "math",
+                              "utf8"})
 _SHARED_MODULES = frozenset({"funcs", "time", "uuid", "crypto", "json", "ctx", "hash", "base64"})
 WORKFLOW_MODULES = _SHARED_MODULES | {"workflow"} | ALWAYS_AVAILABLE
 FUNCTION_MODULES = _SHARED_MODULES | {"activity"} | ALWAYS_AVAILABLE

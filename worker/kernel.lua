@@ -81,19 +81,22 @@ local function is_error(v) return type(v) == "table" and getmetatable(v) == ERR 
 -- err:stack(): where errors.new was called, "file:line in function name" per frame of the code
 -- (Legato's own frames left out), innermost first; at most STACK_FRAMES frames.
 local STACK_FRAMES = 16
+-- (text, frames): frames as errors.call_stack gives them, {source, line, name}
 local function code_stack(level)
-    local lines = {}
+    local lines, frames = {}, {}
     for l = level, level + 64 do
         local info = getinfo(l, "Sln")
         if not info or #lines >= STACK_FRAMES then break end
         local src = info.source
         if info.what ~= "C" and src ~= KERNEL_SOURCE and src ~= "=legato/patterns.lua" then
-            lines[#lines + 1] = sformat("%s:%d in %s", info.short_src, info.currentline or 0,
-                info.name and ("function " .. info.name) or "main chunk")
+            local line, name = info.currentline or 0, info.name or ""
+            lines[#lines + 1] = sformat("%s:%d in %s", info.short_src, line,
+                name ~= "" and ("function " .. name) or "main chunk")
+            frames[#frames + 1] = { source = info.short_src, line = line, name = name }
         end
     end
-    if #lines == 0 then return nil end
-    return concat(lines, "\n")
+    if #lines == 0 then return nil, nil end
+    return concat(lines, "\n"), frames
 end
 
 local errors = {}
@@ -115,17 +118,25 @@ local function errors_new(spec, kind)  -- errors.new without the stack (levels: 
 end
 function errors.new(spec, kind)
     local e = errors_new(spec, kind)
-    e._stack = code_stack(3)
+    e._stack, e._frames = code_stack(3)
     return e
 end
 function errors.is(err, kind)
     return is_error(err) and err._kind == kind
 end
 function errors.kind(err) if is_error(err) then return err._kind end return nil end
+-- errors.call_stack(err): {thread, frames = {{source, line, name}, ...}} where errors.new was
+-- called (innermost first), or nil when the error does not know it
+function errors.call_stack(err)
+    if not is_error(err) or err._frames == nil then return nil end
+    local frames = {}
+    for i, f in ipairs(err._frames) do frames[i] = { source = f.source, line = f.line, name = f.name } end
+    return { thread = "main", frames = frames }
+end
 function errors.wrap(err, message)
     if is_error(err) then
         local e = make_error(message .. ": " .. tostring(err._message), err._kind, err._retryable, err._details)
-        e._stack = err._stack
+        e._stack, e._frames = err._stack, err._frames
         return e
     end
     return make_error(message .. ": " .. tostring(err), KIND.UNKNOWN, nil, nil)
@@ -194,6 +205,7 @@ end
 
 local TIME = { __name = "time" }
 TIME.__index = TIME
+local UTC_LOCATION  -- time.utc, made below
 local function new_time(ms) return setmetatable({ _ms = ms }, TIME) end
 local function check_time(o, what, level)
     if getmetatable(o) ~= TIME then error(what .. ": expected a time value", level + 1) end
@@ -218,6 +230,52 @@ function TIME:second() return fields(self).sec end
 function TIME:nanosecond() return self._ms % 1000 * NS_PER_MS end
 function TIME:weekday() return fields(self).wday - 1 end  -- as Go: 0 is Sunday
 function TIME:year_day() return fields(self).yday end
+function TIME:date() local f = fields(self) return f.year, f.month, f.day end
+function TIME:clock() local f = fields(self) return f.hour, f.min, f.sec end
+-- Calendar arithmetic (one local: the kernel's main chunk is near Lua's 200 locals).
+-- ZERO_MS: Go's zero time (January 1, year 1, UTC), what is_zero means and round/truncate count from.
+local CAL = { ZERO_MS = -62135596800000, DAY_MS = 86400000 }
+function TIME:is_zero() return self._ms == CAL.ZERO_MS end
+function TIME:location() return UTC_LOCATION end
+function TIME:format_rfc3339() return self:format("2006-01-02T15:04:05Z07:00") end
+do
+    local function whole_duration_ms(d, what)
+        if getmetatable(d) ~= DUR then error(what .. ": expected a duration (time.parse_duration)", 3) end
+        local ms = d._ns // NS_PER_MS
+        return ms > 0 and ms or nil
+    end
+    function TIME:truncate(d)
+        local ms = whole_duration_ms(d, "time:truncate")
+        if ms == nil then return self end
+        return new_time(self._ms - (self._ms - CAL.ZERO_MS) % ms)
+    end
+    function TIME:round(d)
+        local ms = whole_duration_ms(d, "time:round")
+        if ms == nil then return self end
+        local r = (self._ms - CAL.ZERO_MS) % ms
+        return new_time(self._ms - r + (r + r >= ms and ms or 0))
+    end
+end
+-- Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's days_from_civil); months and
+-- days out of range carry over, as Go's time.Date normalises them.
+function CAL.days_from_civil(y, m, d)
+    y = y + (m - 1) // 12
+    m = (m - 1) % 12 + 1
+    if m <= 2 then y = y - 1 end
+    local era = y // 400
+    local yoe = y - era * 400
+    local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
+    local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+end
+function TIME:add_date(years, months, days)
+    for _, v in ipairs({ years, months, days }) do
+        if mtype(v) ~= "integer" then error("time:add_date: expected whole numbers of years, months and days", 2) end
+    end
+    local f = fields(self)
+    local day_ms = self._ms % CAL.DAY_MS
+    return new_time(CAL.days_from_civil(f.year + years, f.month + months, f.day + days) * CAL.DAY_MS + day_ms)
+end
 -- A Go layout ("2006-01-02T15:04:05Z07:00", time.RFC3339, ...); a strftime layout ("%Y-%m-%d",
 -- Legato's older form) when it has a "%".
 function TIME:format(layout)
@@ -238,7 +296,23 @@ TIME.__eq = function(a, b) return a._ms == b._ms end
 TIME.__lt = function(a, b) return a._ms < b._ms end
 TIME.__le = function(a, b) return a._ms <= b._ms end
 
+-- Legato's times are UTC instants: time.utc is the one location.
+do
+    local LOCATION = { __name = "location" }
+    LOCATION.__index = LOCATION
+    function LOCATION:string() return "UTC" end
+    UTC_LOCATION = setmetatable({}, LOCATION)
+end
+
 local function time_constants(t)
+    local MONTHS = { "JANUARY", "FEBRUARY", "MARCH", "APRIL", "MAY", "JUNE", "JULY", "AUGUST", "SEPTEMBER",
+        "OCTOBER", "NOVEMBER", "DECEMBER" }
+    local WEEKDAYS = { "SUNDAY", "MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY" }
+    local function utc_only(loc, what)
+        if loc ~= nil and loc ~= UTC_LOCATION then
+            error(what .. ": Legato's times are UTC; time zones other than time.utc are not provided", 3)
+        end
+    end
     t.NANOSECOND = 1
     t.MICROSECOND = 1000
     t.MILLISECOND = NS_PER_MS
@@ -246,12 +320,47 @@ local function time_constants(t)
     t.MINUTE = 60 * t.SECOND
     t.HOUR = 60 * t.MINUTE
     for name, layout in pairs(H.time_layouts) do t[name] = layout end
-    t.parse_duration = function(s) return new_duration(duration_ns(s, "time.parse_duration", 2)) end
+    for i, name in ipairs(MONTHS) do t[name] = i end
+    for i, name in ipairs(WEEKDAYS) do t[name] = i - 1 end
+    t.utc = UTC_LOCATION
+    t.load_location = function(name)
+        if name == "UTC" then return UTC_LOCATION end
+        return nil, make_error(sformat("time.load_location(%q): Legato's times are UTC; other time zones are not "
+            .. "provided", tostring(name)), KIND.NOT_FOUND, false)
+    end
+    -- time.date(year, month, day, hour, min, sec, nsec [, time.utc]): out-of-range parts carry over
+    t.date = function(year, month, day, hour, min, sec, nsec, loc)
+        utc_only(loc, "time.date")
+        for _, v in ipairs({ year, month, day, hour or 0, min or 0, sec or 0, nsec or 0 }) do
+            if mtype(v) ~= "integer" then error("time.date: expected whole numbers", 2) end
+        end
+        return new_time(CAL.days_from_civil(year, month, day) * CAL.DAY_MS + (hour or 0) * 3600000 + (min or 0) * 60000
+            + (sec or 0) * 1000 + (nsec or 0) // NS_PER_MS)
+    end
+    -- time.parse_duration(d): the duration, or nil, err (a string such as "1h30m", nanoseconds, a duration)
+    t.parse_duration = function(d)
+        if getmetatable(d) == DUR then return d end
+        if type(d) == "number" then
+            if d ~= d or d < 0 or d > MAX_DURATION_NS then
+                return nil, make_error(sformat("time.parse_duration: %s ns is not a duration Legato keeps (0 to 100 "
+                    .. "years)", tostring(d)), KIND.INVALID, false)
+            end
+            return new_duration(d)
+        end
+        if type(d) ~= "string" then
+            return nil, make_error("time.parse_duration: expected a string such as \"1h30m\", a number of "
+                .. "nanoseconds or a duration", KIND.INVALID, false)
+        end
+        local ms, err = H.duration_ms(d)
+        if ms == nil then return nil, make_error("time.parse_duration: " .. tostring(err), KIND.INVALID, false) end
+        return new_duration(ms * NS_PER_MS)
+    end
     t.duration = function(ns) return new_duration(duration_ns(ns, "time.duration", 2)) end
     t.unix = function(sec, nsec) return new_time(floor((sec or 0) * 1000 + (nsec or 0) / NS_PER_MS)) end
     t.unix_milli = function(ms) return new_time(floor(ms)) end
-    -- time.parse(layout, text): the time, or nil, err (kind Invalid)
-    t.parse = function(layout, text)
+    -- time.parse(layout, text [, time.utc]): the time, or nil, err (kind Invalid)
+    t.parse = function(layout, text, loc)
+        utc_only(loc, "time.parse")
         if type(layout) ~= "string" or type(text) ~= "string" then
             return nil, make_error("time.parse: expected a layout and a text (strings)", KIND.INVALID, false)
         end
@@ -351,6 +460,14 @@ local function new_hash()
     for _, name in ipairs({ "fnv32", "fnv32a", "fnv64", "fnv64a", "crc32" }) do
         m[name] = function(data) return pure_op("hash." .. name, A(data)) end
     end
+    for _, name in ipairs({ "md5", "sha1", "sha256", "sha512" }) do
+        m["hmac_" .. name] = function(data, secret, raw)
+            return pure_op("hash.hmac_" .. name, A(data), A(secret), raw == true)
+        end
+    end
+    m.pbkdf2 = function(password, salt, iterations, key_length, h)
+        return pure_op("hash.pbkdf2", A(password), A(salt), iterations, key_length, A(h))
+    end
     return m
 end
 
@@ -372,6 +489,7 @@ local function new_uuid(make)
         v5 = function(namespace, name) return pure_op("uuid.v5", A(namespace), A(name)) end,
         validate = function(s) return (pure_op("uuid.validate", A(s))) == true end,
         parse = function(s) return pure_op("uuid.parse", A(s)) end,
+        format = function(s, style) return pure_op("uuid.format", A(s), A(style)) end,
         version = function(s) return pure_op("uuid.version", A(s)) end,
         variant = function(s) return pure_op("uuid.variant", A(s)) end,
         NAMESPACE_DNS = "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
@@ -384,16 +502,33 @@ end
 -- ------------------------------------------------------------------ json (host implementation)
 
 local json = {}
+-- Error kinds as Wippy's: what cannot be encoded or parsed is Internal, a wrong argument Invalid.
 function json.encode(v)
     local s, err = H.json_encode(v)
-    if s == nil then return nil, make_error(err, KIND.INVALID, false) end
+    if s == nil then return nil, make_error(err, KIND.INTERNAL, false) end
     return s
 end
 function json.decode(s)
-    if type(s) ~= "string" then return nil, make_error("json.decode: expected a string", KIND.INVALID, false) end
+    if type(s) ~= "string" or s == "" then
+        return nil, make_error("json.decode: expected a non-empty string", KIND.INVALID, false)
+    end
     local v, err = H.json_decode(s)
-    if err ~= nil then return nil, make_error(err, KIND.INVALID, false) end
+    if err ~= nil then return nil, make_error(err, KIND.INTERNAL, false) end
     return v
+end
+-- json.validate(schema, data): true, or false and an Invalid error saying where and why (JSON
+-- Schema, worker/data_ops.py); the schema is a table or a JSON string.
+function json.validate(schema, data)
+    local schema_arg = type(schema) == "string" and crypto_arg(schema) or schema
+    local r, msg, kind = H.crypto("json.validate", schema_arg, data)
+    if r == nil then return false, make_error(msg, kind, false) end
+    return true
+end
+function json.validate_string(schema, s)
+    local schema_arg = type(schema) == "string" and crypto_arg(schema) or schema
+    local r, msg, kind = H.crypto("json.validate_string", schema_arg, crypto_arg(s))
+    if r == nil then return false, make_error(msg, kind, false) end
+    return true
 end
 
 -- ctx.get(key): the value, or nil and a NotFound error (as Wippy) when the context lacks it.
@@ -408,11 +543,47 @@ local MSG = { __name = "message" }
 MSG.__index = MSG
 local PAYLOAD = { __name = "payload" }
 PAYLOAD.__index = PAYLOAD
-function PAYLOAD:data() return self._data end
 function MSG:topic() return self._topic end
 function MSG:payload() return setmetatable({ _data = self._data }, PAYLOAD) end
 function MSG:from() return self._from end
 function MSG:data() return self._data end
+-- ------------------------------------------------------------------ payload (global, as Wippy's)
+-- A payload holds a Lua value (format lua/any; an error: golang/error), or that value encoded in
+-- one of payload.format's formats (worker/data_ops.py). Pure: nothing is recorded in workflows.
+local payload = {}
+do
+local PAYLOAD_FORMAT = { JSON = "json/plain", YAML = "yaml/plain", STRING = "text/plain",
+    BYTES = "application/octet-stream", MSGPACK = "application/msgpack", LUA = "lua/any",
+    GOLANG = "golang/any", ERROR = "golang/error" }
+local HELD = { ["lua/any"] = true, ["golang/any"] = true, ["golang/error"] = true }
+local function new_payload(data, format) return setmetatable({ _data = data, _format = format }, PAYLOAD) end
+function PAYLOAD:get_format() return self._format or PAYLOAD_FORMAT.LUA end
+-- the Lua value: as held, or decoded: value, or nil, err
+local function payload_value(p)
+    local f = p._format
+    if f == nil or HELD[f] then return p._data end
+    local r, msg, kind = H.crypto("payload.decode", "u" .. f, crypto_arg(p._data))
+    if r == nil then return nil, make_error(msg, kind, false) end
+    return r.v
+end
+function PAYLOAD:data() return payload_value(self) end
+function PAYLOAD:unmarshal() return payload_value(self) end
+function PAYLOAD:transcode(format)
+    if type(format) ~= "string" then
+        return nil, make_error("payload:transcode: expected a format such as payload.format.JSON", KIND.INVALID, false)
+    end
+    if format == self:get_format() then return self end
+    local v, err = payload_value(self)
+    if err ~= nil then return nil, err end
+    if format == PAYLOAD_FORMAT.LUA then return new_payload(v, format) end
+    local r, msg, kind = H.crypto("payload.encode", "u" .. format, type(v) == "string" and crypto_arg(v) or v)
+    if r == nil then return nil, make_error(msg, kind, false) end
+    return new_payload(r.v, format)
+end
+payload.format = PAYLOAD_FORMAT
+function payload.new(v) return new_payload(v, is_error(v) and PAYLOAD_FORMAT.ERROR or PAYLOAD_FORMAT.LUA) end
+end
+
 -- A load() chunk given as a reader function, as one string (so that the binary check applies).
 local function read_chunk(chunk)
     if type(chunk) ~= "function" then return chunk end
@@ -674,6 +845,7 @@ if MODE == "activity" then
         end
         for name in pairs(MODULES) do env[name] = mods[name] end
         env.errors = errors
+        env.payload = { new = payload.new, format = copy_of(payload.format) }
         env._G = env
         return env
     end
@@ -1429,6 +1601,7 @@ end
 local TIMER = { __name = "timer" }
 TIMER.__index = TIMER
 function TIMER:channel() return self._ch end
+TIMER.response = TIMER.channel
 function TIMER:stop()
     if R.pending_timer[self._tid] then
         R.pending_timer[self._tid] = nil
@@ -1480,6 +1653,7 @@ end
 local TICKER = { __name = "ticker" }
 TICKER.__index = TICKER
 function TICKER:channel() return self._ch end
+TICKER.response = TICKER.channel
 function TICKER:stop()
     self._stopped = true
     if R.pending_timer[self._tid] then
@@ -1797,9 +1971,9 @@ end
 local modules = {
     funcs = funcs, time = time, uuid = uuid, crypto = crypto, workflow = workflow, json = json,
     process = process, channel = channel, coroutine = ucoroutine, errors = errors, ctx = ctx,
-    hash = hash, base64 = base64,
+    hash = hash, base64 = base64, payload = payload,
 }
-local ALWAYS = { "process", "channel", "coroutine", "errors" }
+local ALWAYS = { "process", "channel", "coroutine", "errors", "payload" }
 local STD = { string = true, table = true, math = true, utf8 = true }
 
 -- Lua seeds its string hash per state, so `pairs` over string keys visits them in a different
