@@ -68,6 +68,7 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from history.store import cassandra_schema as schema
 from history.store.base import (
+    TIMER_QUEUE_STORE,
     CurrentRunRow,
     HistoryAppend,
     RunConditionFailed,
@@ -77,6 +78,7 @@ from history.store.base import (
     TimerTaskRow,
     TransferTaskRow,
     WriteOutcomeUnknown,
+    check_timer_queue,
     history_read_end,
     one_event_per_id,
 )
@@ -110,14 +112,17 @@ _STATEMENTS: dict[str, tuple[str, bool]] = {
     "meta_get": ("SELECT value FROM {ks}.cluster_metadata WHERE key = ?", False),
     "meta_create": ("INSERT INTO {ks}.cluster_metadata (key, value) VALUES (?, ?) IF NOT EXISTS", True),
     # LIMIT 1: the static row and the first clustering row, the kind-0 marker (see the module doc)
-    "shard_get": (f"SELECT range_id, owner, transfer_ack_level, timer_ack_level, level_range, updated_ms FROM {_EXEC} "
-                  "WHERE shard_id = ? LIMIT 1", False),
+    "shard_get": (f"SELECT range_id, owner, transfer_ack_level, timer_ack_level, level_range, updated_ms, "
+                  f"timer_outbox_ack_level, timer_queue FROM {_EXEC} WHERE shard_id = ? LIMIT 1", False),
     # IF NOT EXISTS on the marker row: only a new partition has none (see acquire_shard)
     "shard_create": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id, "
-                     "range_id, owner, transfer_ack_level, timer_ack_level, level_range, updated_ms) "
-                     "VALUES (?, 0, '', '', '', 0, 0, 1, ?, 0, 0, 1, ?) IF NOT EXISTS", True),
+                     "range_id, owner, transfer_ack_level, timer_ack_level, level_range, updated_ms, "
+                     "timer_outbox_ack_level, timer_queue) "
+                     "VALUES (?, 0, '', '', '', 0, 0, 1, ?, 0, 0, 1, ?, 0, ?) IF NOT EXISTS", True),
     "shard_take": (f"UPDATE {_EXEC} SET range_id = ?, level_range = ?, owner = ?, updated_ms = ? WHERE shard_id = ? "
                    "IF range_id = ?", True),
+    # in acquire_shard's batch only (renew_range keeps the queue): the queue this owner keeps
+    "shard_queue": (f"UPDATE {_EXEC} SET timer_queue = ? WHERE shard_id = ?", False),
     "shard_marker": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id) "
                      "VALUES (?, 0, '', '', '', 0, 0)", False),
     "fence": (f"UPDATE {_EXEC} SET range_id = ? WHERE shard_id = ? IF range_id = ?", True),
@@ -127,6 +132,10 @@ _STATEMENTS: dict[str, tuple[str, bool]] = {
     "transfer_ack_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=3)} AND fire_time_ms = 0 "
                             "AND task_id <= ?", False),
     "timer_ack_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=4)} AND fire_time_ms < ?", False),
+    # the timer outbox level: a plain update inside update_shard's conditional batch (so through Paxos)
+    "outbox_ack": (f"UPDATE {_EXEC} SET timer_outbox_ack_level = ? WHERE shard_id = ?", False),
+    "outbox_ack_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=5)} AND fire_time_ms = 0 "
+                          "AND task_id <= ?", False),
     "timer_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=4)} AND fire_time_ms = ? AND task_id = ?",
                      False),
     "current_get": (f"SELECT current_run_id, status, start_request_id, start_time_ms FROM {_EXEC} "
@@ -144,6 +153,10 @@ _STATEMENTS: dict[str, tuple[str, bool]] = {
                         "task_id, data) VALUES (?, 3, '', '', '', 0, ?, ?)", False),
     "timer_insert": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, "
                      "task_id, data) VALUES (?, 4, '', '', '', ?, ?, ?)", False),
+    "outbox_insert": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, "
+                      "task_id, due_ms, data) VALUES (?, 5, '', '', '', 0, ?, ?, ?)", False),
+    "outbox_read": (f"SELECT due_ms, task_id, data FROM {_EXEC} WHERE {_QUEUE.format(kind=5)} AND fire_time_ms = 0 "
+                    "AND task_id > ? LIMIT ?", False),
     "transfer_read": (f"SELECT task_id, data FROM {_EXEC} WHERE {_QUEUE.format(kind=3)} AND fire_time_ms = 0 "
                       "AND task_id > ? LIMIT ?", False),
     "timer_read": (f"SELECT fire_time_ms, task_id, data FROM {_EXEC} WHERE {_QUEUE.format(kind=4)} "
@@ -170,6 +183,11 @@ class _Prepared:
     shard_create: PreparedStatement
     shard_take: PreparedStatement
     shard_marker: PreparedStatement
+    shard_queue: PreparedStatement
+    outbox_ack: PreparedStatement
+    outbox_ack_delete: PreparedStatement
+    outbox_insert: PreparedStatement
+    outbox_read: PreparedStatement
     fence: PreparedStatement
     ack: PreparedStatement
     ack_transfer: PreparedStatement
@@ -288,7 +306,7 @@ class CassandraStore:
 
     # ------------------------------------------------------------------ shards
 
-    async def acquire_shard(self, shard_id: int, owner: str) -> ShardInfo:
+    async def acquire_shard(self, shard_id: int, owner: str, timer_queue: str = TIMER_QUEUE_STORE) -> ShardInfo:
         """Read the shard row at serial consistency (finishing any Paxos round in flight), then
         take it with range_id + 1 on the condition that nobody else did in between."""
         bound = self._ps.shard_get.bind((shard_id,))
@@ -296,13 +314,17 @@ class CassandraStore:
         rows = await self._read(bound, None, f"reading shard {shard_id}")
         now = _now_ms()
         if not rows or rows[0].range_id is None:
-            res = await self._lwt(self._ps.shard_create, (shard_id, owner, now), f"creating shard {shard_id}")
+            res = await self._lwt(self._ps.shard_create, (shard_id, owner, now, timer_queue),
+                                  f"creating shard {shard_id}")
             if not res[0][0]:
                 raise ShardOwnershipLost(f"shard {shard_id}: another history node created it first",
                                          reason="ShardOwnershipLost")
             return ShardInfo(shard_id, 1, owner, 0, now)
         old = int(rows[0].range_id)
-        res = await self._lwt(self._take(shard_id, old, owner, now), None, f"acquiring shard {shard_id}")
+        check_timer_queue(shard_id, rows[0].timer_queue, timer_queue)
+        take = self._take(shard_id, old, owner, now)
+        take.add(self._ps.shard_queue, (timer_queue, shard_id))
+        res = await self._lwt(take, None, f"acquiring shard {shard_id}")
         if not res[0][0]:
             raise ShardOwnershipLost(f"shard {shard_id}: lost the race to acquire it (range_id {old} became "
                                      f"{_show(getattr(res[0], 'range_id', None))})", reason="ShardOwnershipLost")
@@ -331,10 +353,11 @@ class CassandraStore:
         return _shard_info(shard_id, expected_range_id + 1, owner, rows[0] if rows else None, now)
 
     async def update_shard(self, shard_id: int, range_id: int, transfer_ack_level: int,
-                           timer_deletes: Sequence[tuple[int, int]], timer_ack_level: int = 0) -> None:
-        """The ack levels, the range deletes below them (acknowledged transfer tasks, fired timers)
-        and the first point timer deletes in one conditional batch; many point deletes take more
-        batches (each fenced, each idempotent)."""
+                           timer_deletes: Sequence[tuple[int, int]], timer_ack_level: int = 0,
+                           outbox_ack_level: int = 0, drop_timers_before: int = 0) -> None:
+        """The ack levels, the range deletes below them (acknowledged transfer tasks, fired timers,
+        published timer outbox rows) and the first point timer deletes in one conditional batch;
+        many point deletes take more batches (each fenced, each idempotent)."""
         ps = self._ps
         deletes = list(timer_deletes)
         first = True
@@ -348,6 +371,11 @@ class CassandraStore:
                 else:  # 0: the timer level stays as it is
                     batch.add(ps.ack_transfer, (transfer_ack_level, shard_id, range_id))
                 batch.add(ps.transfer_ack_delete, (shard_id, transfer_ack_level))
+                if outbox_ack_level > 0:
+                    batch.add(ps.outbox_ack, (outbox_ack_level, shard_id))
+                    batch.add(ps.outbox_ack_delete, (shard_id, outbox_ack_level))
+                if drop_timers_before > 0:
+                    batch.add(ps.timer_ack_delete, (shard_id, drop_timers_before))
             else:
                 batch.add(ps.fence, (range_id, shard_id, range_id))
             for fire, task_id in chunk:
@@ -441,6 +469,8 @@ class CassandraStore:
             batch.add(ps.transfer_insert, (s, t.task_id, t.data))
         for tm in w.timer_tasks:
             batch.add(ps.timer_insert, (s, tm.fire_time_ms, tm.task_id, tm.data))
+        for tm in w.timer_outbox:
+            batch.add(ps.outbox_insert, (s, tm.task_id, tm.fire_time_ms, tm.data))
         return batch
 
     async def commit(self, appends: Sequence[HistoryAppend], write: ShardWrite) -> None:
@@ -496,6 +526,11 @@ class CassandraStore:
                                 f"reading the timers of shard {shard_id}")
         return [TimerTaskRow(r[0], r[1], r[2]) for r in rows]
 
+    async def read_timer_outbox(self, shard_id: int, after_task_id: int, limit: int) -> list[TimerTaskRow]:
+        rows = await self._read(self._ps.outbox_read, (shard_id, after_task_id, limit),
+                                f"reading the timer outbox of shard {shard_id}")
+        return [TimerTaskRow(int(r[0] or 0), r[1], r[2]) for r in rows]
+
 
 # ---------------------------------------------------------------------- rejected writes
 
@@ -544,7 +579,8 @@ def _shard_info(shard_id: int, range_id: int, owner: str, row: Row | None, now: 
     if row is None:
         return ShardInfo(shard_id, range_id, owner, 0, now)
     timer = int(row.timer_ack_level or 0) if row.level_range == row.range_id else 0
-    return ShardInfo(shard_id, range_id, owner, int(row.transfer_ack_level or 0), now, timer_ack_level=timer)
+    return ShardInfo(shard_id, range_id, owner, int(row.transfer_ack_level or 0), now, timer_ack_level=timer,
+                     timer_outbox_ack_level=int(row.timer_outbox_ack_level or 0), timer_queue=row.timer_queue or "")
 
 
 def _range_of(rows: list[Row]) -> int | None:
