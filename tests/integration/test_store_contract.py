@@ -350,7 +350,7 @@ async def test_a_shard_whose_timers_went_to_kafka_is_refused_to_a_store_backed_o
     assert a.timer_queue == ""  # a new shard: no previous owner
     b = await store.acquire_shard(0, "b", TIMER_QUEUE_KAFKA)  # store -> Kafka: the Kafka owner publishes the rows
     assert b.timer_queue == TIMER_QUEUE_STORE
-    with pytest.raises(FailedPrecondition, match="queues.kind: kafka") as e:
+    with pytest.raises(FailedPrecondition, match=r"queues\.kind: kafka") as e:
         await store.acquire_shard(0, "c", TIMER_QUEUE_STORE)
     assert e.value.reason == "TimerQueueMismatch"
     # Refused before anything was written: b still owns the shard, and it stays a Kafka shard.
