@@ -3,11 +3,13 @@
 Layout (history/store/cassandra_schema.py creates it):
 
 * ``executions``, PARTITION KEY = shard_id. The shard row is the partition's STATIC columns
-  (range_id, owner, transfer_ack_level, timer_ack_level, updated_ms); the clustering rows, keyed
+  (range_id, owner, transfer_ack_level, timer_ack_level, timer_outbox_ack_level, timer_queue,
+  updated_ms); the clustering rows, keyed
   (kind, namespace, workflow_id, run_id, fire_time_ms, task_id) as in Temporal's schema, are a
   marker row (kind 0, see "Tombstones" below), the current-run pointers (kind 1), the runs' mutable
-  state (kind 2), transfer tasks (kind 3) and timer tasks (kind 4); key columns a kind does not use
-  hold '' or 0, so each queue is one clustering slice in due order. Because everything a state change
+  state (kind 2), transfer tasks (kind 3), timer tasks (kind 4) and the Kafka mode's timer outbox
+  (kind 5: keyed by task_id, the due time in due_ms); key columns a kind does not use hold '' or
+  0, so each queue is one clustering slice in the order it is read. Because everything a state change
   touches lives in ONE partition, `write` is ONE conditional ``BATCH`` (one LWT):
   ``UPDATE .. SET range_id = ? .. IF range_id = ?`` (the fence) + per run ``IF next_event_id = ?``
   or ``IF NOT EXISTS`` + per current-run pointer ``IF current_run_id = ?`` or ``IF NOT EXISTS`` +
@@ -38,10 +40,11 @@ was deleted: the transfer queue is read above transfer_ack_level and the timer q
 timer_ack_level (the shard's queues start there), and what lies below each level goes with ONE
 range delete in the ack flush (a range tombstone is one marker, skipped by slices that start past
 it) instead of a tombstone per task. Only timers that fired out of order above the timer ack level
-are point-deleted; the level passes them soon. The shard row itself is read with LIMIT 1, which
-reads the static row and the partition's first clustering row: the kind-0 marker row, written with
-every acquisition, sorts before the run rows that retention deletes, so that read never crosses
-their tombstones either.
+are point-deleted; the level passes them soon. The timer outbox is read above
+timer_outbox_ack_level and range-deleted at or below it, as the transfer queue is. The shard row
+itself is read with LIMIT 1, which reads the static row and the partition's first clustering row:
+the kind-0 marker row, written with every acquisition, sorts before the run rows that retention
+deletes, so that read never crosses their tombstones either.
 
 Everything in `executions` is written through Paxos (LWTs only), never mixed with plain writes of
 the same cells, so LWT timestamps and client timestamps never compete. Conditional statements
