@@ -24,15 +24,18 @@ import pytest
 from history.kafka_resources import KafkaResources
 from history.kafka_timers import KafkaTimerQueue, kafka_timer_queues
 from history.queues import TimerTask, TransferTask
+from history.service import HistoryServiceImpl
 from history.shard import ShardContext, Update
 from history.state import MutableState, Mutation
 from history.store.base import TIMER_QUEUE_KAFKA, TIMER_QUEUE_STORE, CurrentRunRow, CurrentRunWrite, ExecutionStore
 from history.store.cassandra import CassandraStore
+from history.store.factory import open_stores
 from history.store.sqlite import SqliteStore
 from legato.config import Config, QueuesConfig
 from legato.errors import FailedPrecondition, ShardOwnershipLost
 from tests.conftest import store_config_from_env
-from tests.integration.test_kafka_timers import WAIT_S, GatedKafka
+from tests.integration.test_kafka_timers import WAIT_S, GatedKafka, kafka_config, kafka_env, stop_env
+from tests.unit.history.conftest import FakeClock, make_config
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -308,3 +311,22 @@ async def test_a_shard_moves_from_the_store_backed_timer_queue_to_kafka_but_not_
     assert crossed is None or crossed <= MAX_TOMBSTONES
     with pytest.raises(FailedPrecondition, match=r"queues\.kind: kafka"):
         await store.acquire_shard(SHARD, "s again", TIMER_QUEUE_STORE)
+
+
+async def test_a_history_node_without_kafka_refuses_a_store_whose_timers_went_to_kafka(
+        kafka_queues: QueuesConfig, tmp_path: Path) -> None:
+    """The one-process server on a database a Kafka-mode history used: it refuses to start, naming
+    the setting, and takes no shard."""
+    env = await kafka_env(kafka_config(kafka_queues), tmp_path / "h.db")
+    await env.start("wf-1")
+    await env.run_wf("wf-1")
+    await stop_env(env)
+    cfg = make_config()
+    stores = await open_stores(cfg, str(tmp_path / "h.db"))
+    try:
+        h = HistoryServiceImpl(stores.execution, stores.visibility, cfg, clock=FakeClock())
+        with pytest.raises(FailedPrecondition, match=r"keeps its timers on Kafka.*queues\.kind: kafka"):
+            await h.start()
+        assert h.owned_shards() == []
+    finally:
+        await stores.execution.close()
