@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from history.kafka_resources import KafkaResources
 from history.queues import READ_PAGE, TimerTask
-from history.store.base import ExecutionStore
+from history.store.base import EVERY_TIMER_ROW, ExecutionStore
 from legato import codec
 from legato.kafka import TimerMessage, encode_timer
 
@@ -130,25 +130,27 @@ class TimerPublisher:
                 break
         return count
 
-    async def publish_stored_timers(self, store: ExecutionStore, timer_ack_level: int) -> int:
-        """Publish the shard's timer rows that are not in the outbox (left by the store-backed
+    async def publish_stored_timers(self, store: ExecutionStore, start_ms: int) -> int:
+        """Publish the shard's due-time timer rows (not the outbox's: left by the store-backed
         timer queue before the shard moved to Kafka, or by an older build's Kafka mode, which wrote
-        there), from the timer ack level up, in due order; once all are acknowledged, offer their
-        range delete (`take_drop_before`). Return how many rows were found."""
-        after, count, last = (timer_ack_level - 1, 1 << 62), 0, -1
+        there) due from `start_ms` up (the timer ack level, or where an earlier Kafka owner dropped
+        them), in due order; once all are acknowledged, offer to drop every such row
+        (`take_drop_before`), so that later scans start past their tombstones. Return how many
+        rows were found."""
+        if start_ms >= EVERY_TIMER_ROW:
+            return 0  # dropped already, and nobody wrote any since
+        after, count = (start_ms - 1, EVERY_TIMER_ROW), 0
         while not self._stopped:
-            rows = await store.read_timer_tasks(self.shard_id, after, 1 << 62, READ_PAGE)
+            rows = await store.read_timer_tasks(self.shard_id, after, EVERY_TIMER_ROW, READ_PAGE)
             count += len(rows)
             await self._publish([TimerTask(r.fire_time_ms, r.task_id, codec.loads(r.data)) for r in rows], rows=False)
-            if rows:
-                last = rows[-1].fire_time_ms
             if len(rows) < READ_PAGE:
                 break
             after = (rows[-1].fire_time_ms, rows[-1].task_id)
         # Nothing writes such rows while this node owns the shard (its writes go to the outbox,
-        # the range_id fences everyone else): every one due up to `last` is on the broker now.
-        if count and not self._stopped:
-            self._drop_before = last + 1
+        # the range_id fences everyone else): every one there was is on the broker now.
+        if not self._stopped:
+            self._drop_before = EVERY_TIMER_ROW
         return count
 
     def take_drop_before(self) -> int:

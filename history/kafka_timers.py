@@ -112,10 +112,11 @@ class KafkaTimerQueue:
     def __init__(self, shard_id: int, store: ExecutionStore, clock: Callable[[], int], fire: FireTimer,
                  cfg: QueuesConfig, kafka: KafkaResources, outbox_ack_level: int = 0,
                  timer_ack_level: int = 0) -> None:
-        """`outbox_ack_level` and `timer_ack_level`: the shard's persisted levels (where the
-        start-up scans of the outbox and of the store's timer rows begin)."""
+        """`outbox_ack_level`: where the start-up scan of the outbox begins (a task id);
+        `timer_ack_level`: where the scan of the store's due-time timer rows begins (ms: the
+        shard's timer ack level, or where an earlier Kafka owner dropped them all)."""
         self.shard_id = shard_id
-        self._timer_ack_level = timer_ack_level
+        self._timer_rows_from = timer_ack_level  # where the scan of the due-time timer rows starts (ms)
         self._store = store
         self._clock = clock
         self._fire = fire
@@ -205,7 +206,7 @@ class KafkaTimerQueue:
         found = await self._retry("publishing the timer outbox", lambda: self.publisher.publish_stored(self._store))
         log.debug("shard %d: %s timer outbox rows found in the store were published", self.shard_id, found)
         rows = await self._retry("publishing the store's timer rows",
-                                 lambda: self.publisher.publish_stored_timers(self._store, self._timer_ack_level))
+                                 lambda: self.publisher.publish_stored_timers(self._store, self._timer_rows_from))
         if rows:
             log.info("shard %d: %d timer rows of the store (not of the outbox: written by the store's timer queue "
                      "or an older build) were published to the timer topic", self.shard_id, rows)
@@ -499,6 +500,6 @@ def kafka_timer_queues(cfg: QueuesConfig, kafka: KafkaResources) -> TimerQueueFa
 
     def make(info: ShardInfo, store: ExecutionStore, clock: Callable[[], int], fire: FireTimer) -> KafkaTimerQueue:
         return KafkaTimerQueue(info.shard_id, store, clock, fire, cfg, kafka, info.timer_outbox_ack_level,
-                               info.timer_ack_level)
+                               max(info.timer_ack_level, info.timer_rows_dropped_before))
 
     return make

@@ -60,6 +60,7 @@ from legato.errors import FailedPrecondition, Unavailable
 # field, which said nothing).
 TIMER_QUEUE_STORE = "store"  # the store's timer rows (queues.kind inprocess)
 TIMER_QUEUE_KAFKA = "kafka"  # the timer topic, fed through the store's timer outbox
+EVERY_TIMER_ROW = 1 << 62  # a due time (ms) past every timer row: drop_timers_before it drops them all
 
 
 @dataclass(slots=True)
@@ -77,6 +78,10 @@ class ShardInfo:
     # (Kafka mode): the outbox is read above it.
     timer_outbox_ack_level: int = 0
     timer_queue: str = ""  # TIMER_QUEUE_*: the queue the shard's previous owner kept its timers in
+    # Every due-time timer row below this (ms) was published to Kafka and range-deleted by a Kafka
+    # owner (0: none; EVERY_TIMER_ROW: all), so its scan of those rows starts here and never
+    # crosses their tombstones again.
+    timer_rows_dropped_before: int = 0
 
 
 def check_timer_queue(shard_id: int, stored: str | None, wanted: str) -> None:
@@ -239,7 +244,7 @@ class ExecutionStore(Protocol):
         below one they persisted (Cassandra would store it: it writes without reading).
         drop_timers_before > 0 range-deletes the timer rows with fire_time_ms below it WITHOUT
         moving the timer ack level (Kafka mode: the rows were published, their due times bound
-        nothing the store-backed queue may rely on)."""
+        nothing the store-backed queue may rely on) and records it as timer_rows_dropped_before."""
         ...
 
     # -------------------------------------------------------------- runs

@@ -116,14 +116,15 @@ _STATEMENTS: dict[str, tuple[str, bool]] = {
     "meta_create": ("INSERT INTO {ks}.cluster_metadata (key, value) VALUES (?, ?) IF NOT EXISTS", True),
     # LIMIT 1: the static row and the first clustering row, the kind-0 marker (see the module doc)
     "shard_get": (f"SELECT range_id, owner, transfer_ack_level, timer_ack_level, level_range, updated_ms, "
-                  f"timer_outbox_ack_level, timer_queue FROM {_EXEC} WHERE shard_id = ? LIMIT 1", False),
+                  f"timer_outbox_ack_level, timer_queue, timer_rows_dropped_before, outbox_range FROM {_EXEC} "
+                  "WHERE shard_id = ? LIMIT 1", False),
     # IF NOT EXISTS on the marker row: only a new partition has none (see acquire_shard)
     "shard_create": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id, "
                      "range_id, owner, transfer_ack_level, timer_ack_level, level_range, updated_ms, "
-                     "timer_outbox_ack_level, timer_queue) "
-                     "VALUES (?, 0, '', '', '', 0, 0, 1, ?, 0, 0, 1, ?, 0, ?) IF NOT EXISTS", True),
-    "shard_take": (f"UPDATE {_EXEC} SET range_id = ?, level_range = ?, owner = ?, updated_ms = ? WHERE shard_id = ? "
-                   "IF range_id = ?", True),
+                     "timer_outbox_ack_level, timer_queue, timer_rows_dropped_before, outbox_range) "
+                     "VALUES (?, 0, '', '', '', 0, 0, 1, ?, 0, 0, 1, ?, 0, ?, 0, 1) IF NOT EXISTS", True),
+    "shard_take": (f"UPDATE {_EXEC} SET range_id = ?, level_range = ?, outbox_range = ?, owner = ?, updated_ms = ? "
+                   "WHERE shard_id = ? IF range_id = ?", True),
     # in acquire_shard's batch only (renew_range keeps the queue): the queue this owner keeps
     "shard_queue": (f"UPDATE {_EXEC} SET timer_queue = ? WHERE shard_id = ?", False),
     "shard_marker": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id) "
@@ -137,6 +138,7 @@ _STATEMENTS: dict[str, tuple[str, bool]] = {
     "timer_ack_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=4)} AND fire_time_ms < ?", False),
     # the timer outbox level: a plain update inside update_shard's conditional batch (so through Paxos)
     "outbox_ack": (f"UPDATE {_EXEC} SET timer_outbox_ack_level = ? WHERE shard_id = ?", False),
+    "timers_dropped": (f"UPDATE {_EXEC} SET timer_rows_dropped_before = ? WHERE shard_id = ?", False),
     "outbox_ack_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=5)} AND fire_time_ms = 0 "
                           "AND task_id <= ?", False),
     "timer_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=4)} AND fire_time_ms = ? AND task_id = ?",
@@ -188,6 +190,7 @@ class _Prepared:
     shard_marker: PreparedStatement
     shard_queue: PreparedStatement
     outbox_ack: PreparedStatement
+    timers_dropped: PreparedStatement
     outbox_ack_delete: PreparedStatement
     outbox_insert: PreparedStatement
     outbox_read: PreparedStatement
@@ -338,7 +341,7 @@ class CassandraStore:
         partition made by an older build lacks) in the same conditional batch."""
         batch = self._batch()
         new = expected_range_id + 1
-        batch.add(self._ps.shard_take, (new, new, owner, now, shard_id, expected_range_id))
+        batch.add(self._ps.shard_take, (new, new, new, owner, now, shard_id, expected_range_id))
         batch.add(self._ps.shard_marker, (shard_id,))
         return batch
 
@@ -378,6 +381,7 @@ class CassandraStore:
                     batch.add(ps.outbox_ack, (outbox_ack_level, shard_id))
                     batch.add(ps.outbox_ack_delete, (shard_id, outbox_ack_level))
                 if drop_timers_before > 0:
+                    batch.add(ps.timers_dropped, (drop_timers_before, shard_id))
                     batch.add(ps.timer_ack_delete, (shard_id, drop_timers_before))
             else:
                 batch.add(ps.fence, (range_id, shard_id, range_id))
@@ -582,8 +586,11 @@ def _shard_info(shard_id: int, range_id: int, owner: str, row: Row | None, now: 
     if row is None:
         return ShardInfo(shard_id, range_id, owner, 0, now)
     timer = int(row.timer_ack_level or 0) if row.level_range == row.range_id else 0
+    # Likewise the due-time rows a Kafka owner dropped: an older build since may have written more.
+    dropped = int(row.timer_rows_dropped_before or 0) if row.outbox_range == row.range_id else 0
     return ShardInfo(shard_id, range_id, owner, int(row.transfer_ack_level or 0), now, timer_ack_level=timer,
-                     timer_outbox_ack_level=int(row.timer_outbox_ack_level or 0), timer_queue=row.timer_queue or "")
+                     timer_outbox_ack_level=int(row.timer_outbox_ack_level or 0), timer_queue=row.timer_queue or "",
+                     timer_rows_dropped_before=dropped)
 
 
 def _range_of(rows: list[Row]) -> int | None:

@@ -94,8 +94,13 @@ _V2 = [
 # range-deleted at or below it, as the transfer outbox is; timer_queue records whether the shard's
 # owner keeps its timers in the store or on Kafka (history/store/base.py, check_timer_queue). No
 # row moves: the kind-4 rows an older build wrote in Kafka mode are published by the next owner
-# (history/kafka_timer_publisher.py) and then range-deleted.
+# (history/kafka_timer_publisher.py) and then range-deleted; timer_rows_dropped_before records
+# that, so later scans of kind 4 start past those rows' tombstones. It counts only while
+# outbox_range equals range_id (the range with which a build of version 3 last took the shard; an
+# older build in between may have written kind-4 rows anywhere: cassandra.py, _shard_info).
 _V3 = [
+    "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS timer_rows_dropped_before bigint STATIC",
+    "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS outbox_range bigint STATIC",
     "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS timer_outbox_ack_level bigint STATIC",
     "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS timer_queue text STATIC",
     "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS due_ms bigint",

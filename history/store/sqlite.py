@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS shards (
     updated_ms INTEGER NOT NULL DEFAULT 0,
     timer_ack_level INTEGER NOT NULL DEFAULT 0,
     timer_outbox_ack_level INTEGER NOT NULL DEFAULT 0,
-    timer_queue TEXT NOT NULL DEFAULT ''
+    timer_queue TEXT NOT NULL DEFAULT '',
+    timer_rows_dropped_before INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS current_runs (
     shard_id INTEGER NOT NULL,
@@ -333,6 +334,8 @@ class SqliteStore:
                 c.execute("DELETE FROM timer_tasks WHERE shard_id = ? AND fire_time_ms < ?", (shard_id, timer_ack))
             if drop_before > 0:
                 c.execute("DELETE FROM timer_tasks WHERE shard_id = ? AND fire_time_ms < ?", (shard_id, drop_before))
+                c.execute("UPDATE shards SET timer_rows_dropped_before = MAX(timer_rows_dropped_before, ?) "
+                          "WHERE shard_id = ?", (drop_before, shard_id))
             if outbox_ack > 0:
                 c.execute("UPDATE shards SET timer_outbox_ack_level = MAX(timer_outbox_ack_level, ?) "
                           "WHERE shard_id = ?", (outbox_ack, shard_id))
@@ -650,13 +653,15 @@ class SqliteStore:
 
 
 # What the shard row reads: range_id, transfer_ack_level, timer_ack_level, timer_outbox_ack_level,
-# timer_queue, owner (see _shard_info).
-_SHARD_COLUMNS = "range_id, transfer_ack_level, timer_ack_level, timer_outbox_ack_level, timer_queue, owner"
+# timer_queue, owner, timer_rows_dropped_before (see _shard_info).
+_SHARD_COLUMNS = ("range_id, transfer_ack_level, timer_ack_level, timer_outbox_ack_level, timer_queue, owner, "
+                  "timer_rows_dropped_before")
 
 
 def _shard_info(shard_id: int, range_id: int, owner: str, row: tuple[Any, ...]) -> ShardInfo:
     return ShardInfo(shard_id, range_id, owner, int(row[1]), timer_ack_level=int(row[2]),
-                     timer_outbox_ack_level=int(row[3]), timer_queue=str(row[4]))
+                     timer_outbox_ack_level=int(row[3]), timer_queue=str(row[4]),
+                     timer_rows_dropped_before=int(row[6]))
 
 
 # Columns added to existing tables after version 1, with their definitions. Adding a column with a
@@ -666,7 +671,8 @@ def _shard_info(shard_id: int, range_id: int, owner: str, row: tuple[Any, ...]) 
 _ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "shards": [("timer_ack_level", "INTEGER NOT NULL DEFAULT 0"),
                ("timer_outbox_ack_level", "INTEGER NOT NULL DEFAULT 0"),
-               ("timer_queue", "TEXT NOT NULL DEFAULT ''")],
+               ("timer_queue", "TEXT NOT NULL DEFAULT ''"),
+               ("timer_rows_dropped_before", "INTEGER NOT NULL DEFAULT 0")],
 }
 
 

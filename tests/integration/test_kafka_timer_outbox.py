@@ -27,7 +27,14 @@ from history.queues import TimerTask, TransferTask
 from history.service import HistoryServiceImpl
 from history.shard import ShardContext, Update
 from history.state import MutableState, Mutation
-from history.store.base import TIMER_QUEUE_KAFKA, TIMER_QUEUE_STORE, CurrentRunRow, CurrentRunWrite, ExecutionStore
+from history.store.base import (
+    EVERY_TIMER_ROW,
+    TIMER_QUEUE_KAFKA,
+    TIMER_QUEUE_STORE,
+    CurrentRunRow,
+    CurrentRunWrite,
+    ExecutionStore,
+)
 from history.store.cassandra import CassandraStore
 from history.store.factory import open_stores
 from history.store.sqlite import SqliteStore
@@ -311,6 +318,8 @@ async def test_a_shard_moves_from_the_store_backed_timer_queue_to_kafka_but_not_
     assert crossed is None or crossed <= MAX_TOMBSTONES
     with pytest.raises(FailedPrecondition, match=r"queues\.kind: kafka"):
         await store.acquire_shard(SHARD, "s again", TIMER_QUEUE_STORE)
+    # The next Kafka owner does not scan those rows again: they were all dropped.
+    assert (await store.acquire_shard(SHARD, "k again", TIMER_QUEUE_KAFKA)).timer_rows_dropped_before == EVERY_TIMER_ROW
 
 
 async def test_a_history_node_without_kafka_refuses_a_store_whose_timers_went_to_kafka(

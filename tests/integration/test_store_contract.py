@@ -21,6 +21,7 @@ from cassandra.cluster import NoHostAvailable
 from history.shard import ShardContext, Update
 from history.state import MutableState, Mutation
 from history.store.base import (
+    EVERY_TIMER_ROW,
     TIMER_QUEUE_KAFKA,
     TIMER_QUEUE_STORE,
     CurrentRunRow,
@@ -340,9 +341,33 @@ async def test_dropping_published_timer_rows_keeps_the_timer_ack_level(store: Ex
     await store.write(ShardWrite(0, s.range_id, timer_tasks=[TimerTaskRow(150, 3, "a"), TimerTaskRow(5000, 4, "b"),
                                                               TimerTaskRow(9000, 5, "c")]))
     k = await store.acquire_shard(0, "k", TIMER_QUEUE_KAFKA)
+    assert k.timer_rows_dropped_before == 0
     await store.update_shard(0, k.range_id, 0, [], drop_timers_before=5001)
     assert [t.task_id for t in await store.read_timer_tasks(0, (-1, 0), 1 << 60, 100)] == [5]
-    assert (await store.renew_range(0, k.range_id, "k")).timer_ack_level == 100
+    renewed = await store.renew_range(0, k.range_id, "k")
+    assert (renewed.timer_ack_level, renewed.timer_rows_dropped_before) == (100, 5001)
+    await store.update_shard(0, renewed.range_id, 0, [], drop_timers_before=EVERY_TIMER_ROW)
+    assert await store.read_timer_tasks(0, (-1, 0), 1 << 60, 100) == []
+    assert (await store.acquire_shard(0, "k2", TIMER_QUEUE_KAFKA)).timer_rows_dropped_before == EVERY_TIMER_ROW
+
+
+async def test_after_an_older_build_owned_the_shard_its_timer_rows_are_scanned_again(store: ExecutionStore) -> None:
+    """During a rolling upgrade a build of schema version 2 may take a Kafka shard and write due-time
+    timer rows (its Kafka mode did): the next owner ignores where the rows were dropped once."""
+    if not isinstance(store, CassandraStore):
+        pytest.skip("one SQLite file has one owner process: no rolling upgrade")
+    s = await store.acquire_shard(0, "new", TIMER_QUEUE_KAFKA)
+    await store.update_shard(0, s.range_id, 0, [], drop_timers_before=EVERY_TIMER_ROW)
+    session = store.cql.session
+    # The older build's take (level_range, no outbox_range) and a timer row it writes.
+    await asyncio.to_thread(session.execute, "UPDATE executions SET range_id = %s, level_range = %s, owner = 'old' "
+                                             "WHERE shard_id = 0 IF range_id = %s", (s.range_id + 1, s.range_id + 1,
+                                                                                    s.range_id))
+    await asyncio.to_thread(session.execute, "INSERT INTO executions (shard_id, kind, namespace, workflow_id, run_id, "
+                                             "fire_time_ms, task_id, data) VALUES (0, 4, '', '', '', 50, 1, '{}')")
+    info = await store.acquire_shard(0, "new again", TIMER_QUEUE_KAFKA)
+    assert info.timer_rows_dropped_before == 0
+    assert [t.task_id for t in await store.read_timer_tasks(0, (info.timer_ack_level - 1, 1 << 62), 1 << 62, 10)] == [1]
 
 
 async def test_a_shard_whose_timers_went_to_kafka_is_refused_to_a_store_backed_owner(store: ExecutionStore) -> None:
