@@ -6,9 +6,12 @@ A timer lives in the store (a row of the shard's atomic write) until the broker 
 message, then in the log until its effect is durable. The invariant that makes every crash safe:
 *every timer not yet fired has a row in the store or a message at or above the committed offset*.
 
-* Rows leave the store (the shard's flush, conditioned on range_id) only after the ack. A crash
-  between commit and publish, or between ack and delete, leaves the row: the next owner publishes
-  every row it finds on start (a duplicate message is harmless, see below).
+* Timers are written to the store's timer outbox, ordered by task id, and published in that order.
+  Rows leave the store (the shard's flush, conditioned on range_id: one range delete at or below
+  the outbox ack level) only after the ack of every row up to them. A crash between commit and
+  publish, or between ack and delete, leaves the row: the next owner publishes every row above the
+  persisted level on start (a duplicate message is harmless, see below), and never reads what was
+  deleted below it.
 * A message counts as done only once its timer fired with a durable effect (history committed
   it), or a copy was acknowledged further on in the log (re-publishing). The committed offset is
   the oldest offset not done (or the next to read), so a new owner re-reads every timer not done.
@@ -34,7 +37,7 @@ from history.fire_lags import FireLags
 from history.kafka_resources import KafkaResources
 from history.kafka_timer_publisher import Backoff, TimerPublisher
 from history.queues import TimerTask
-from history.store.base import ExecutionStore
+from history.store.base import ExecutionStore, ShardInfo
 from history.timers import FireTimer, TimerQueueFactory
 from legato.config import QueuesConfig
 from legato.errors import ShardOwnershipLost
@@ -104,9 +107,16 @@ class KafkaTimerQueue:
     """Implements history.timers.TimerQueue for one shard. `start` runs it; `stop` drops it at
     once (the shard was lost: nothing more is committed); `close` commits what is done first."""
 
+    outbox = True  # the shard writes these timers to the store's timer outbox, by task id
+
     def __init__(self, shard_id: int, store: ExecutionStore, clock: Callable[[], int], fire: FireTimer,
-                 cfg: QueuesConfig, kafka: KafkaResources) -> None:
+                 cfg: QueuesConfig, kafka: KafkaResources, outbox_ack_level: int = 0,
+                 timer_ack_level: int = 0) -> None:
+        """`outbox_ack_level`: where the start-up scan of the outbox begins (a task id);
+        `timer_ack_level`: where the scan of the store's due-time timer rows begins (ms: the
+        shard's timer ack level, or where an earlier Kafka owner dropped them all)."""
         self.shard_id = shard_id
+        self._timer_rows_from = timer_ack_level  # where the scan of the due-time timer rows starts (ms)
         self._store = store
         self._clock = clock
         self._fire = fire
@@ -115,7 +125,8 @@ class KafkaTimerQueue:
         self._commit_interval_s = cfg.commit_interval_ms / 1000.0
         self.group = f"{cfg.topic_prefix}.timers.shard-{shard_id}"
         self.tp = TopicPartition(topics(cfg).timers, timer_partition(cfg, shard_id))
-        self.publisher = TimerPublisher(shard_id, self.tp.topic, self.tp.partition, kafka, self._progressed)
+        self.publisher = TimerPublisher(shard_id, self.tp.topic, self.tp.partition, kafka, self._progressed,
+                                        outbox_ack_level)
         self.lags = FireLags()
         self._consumer: PumpedConsumer | None = None
         self._offsets = OffsetTracker()
@@ -192,8 +203,13 @@ class KafkaTimerQueue:
             return  # stopped first
         self._tasks += [asyncio.create_task(self._fire_loop(), name=f"kafka-timers-fire-{self.shard_id}"),
                         asyncio.create_task(self._commit_loop(), name=f"kafka-timers-commit-{self.shard_id}")]
-        found = await self._retry("publishing the stored timers", lambda: self.publisher.publish_stored(self._store))
-        log.debug("shard %d: %s timer rows found in the store were published", self.shard_id, found)
+        found = await self._retry("publishing the timer outbox", lambda: self.publisher.publish_stored(self._store))
+        log.debug("shard %d: %s timer outbox rows found in the store were published", self.shard_id, found)
+        rows = await self._retry("publishing the store's timer rows",
+                                 lambda: self.publisher.publish_stored_timers(self._store, self._timer_rows_from))
+        if rows:
+            log.info("shard %d: %d timer rows of the store (not of the outbox: written by the store's timer queue "
+                     "or an older build) were published to the timer topic", self.shard_id, rows)
         self._ready = True
         self._progressed()
 
@@ -240,18 +256,26 @@ class KafkaTimerQueue:
         self.publisher.publish_rows(timers)
 
     def ack_level(self) -> int | None:
-        """None: the store's rows are only an outbox here, published (and deleted) in commit
-        order whatever their due times, so no due time bounds what is gone."""
+        """None: the timer rows ordered by due time are not this queue's (see outbox_ack_level)."""
         return None
 
+    def outbox_ack_level(self) -> int:
+        return self.publisher.outbox_ack_level()
+
+    def take_drop_before(self) -> int:
+        return self.publisher.take_drop_before()
+
+    def restore_drop_before(self, before: int) -> None:
+        self.publisher.restore_drop_before(before)
+
     def take_deletes(self) -> list[tuple[int, int]]:
-        return self.publisher.take_deletes()
+        return []  # outbox rows go by the range delete at or below outbox_ack_level, never one by one
 
     def restore_deletes(self, deletes: list[tuple[int, int]]) -> None:
-        self.publisher.restore_deletes(deletes)
+        return None
 
     def deleted(self, deletes: list[tuple[int, int]]) -> None:
-        self.publisher.deleted(deletes)
+        return None
 
     # ================================================================ consuming
 
@@ -474,7 +498,8 @@ def _push(heap: list[tuple[int, TimerKey]], entry: tuple[int, TimerKey], held: d
 def kafka_timer_queues(cfg: QueuesConfig, kafka: KafkaResources) -> TimerQueueFactory:
     """The factory a shard builds its timer queue with when queues.kind is kafka."""
 
-    def make(shard_id: int, store: ExecutionStore, clock: Callable[[], int], fire: FireTimer) -> KafkaTimerQueue:
-        return KafkaTimerQueue(shard_id, store, clock, fire, cfg, kafka)
+    def make(info: ShardInfo, store: ExecutionStore, clock: Callable[[], int], fire: FireTimer) -> KafkaTimerQueue:
+        return KafkaTimerQueue(info.shard_id, store, clock, fire, cfg, kafka, info.timer_outbox_ack_level,
+                               max(info.timer_ack_level, info.timer_rows_dropped_before))
 
     return make

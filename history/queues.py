@@ -172,6 +172,8 @@ class TimerQueueProcessor(TimerDeletes):
     `ack_level_ms` is the shard's persisted timer ack level: every stored timer due earlier is
     gone, so the first read starts there and never crosses the tombstones of those deleted."""
 
+    outbox = False  # the shard writes these timers to the timer rows, by due time
+
     def __init__(self, shard_id: int, store: ExecutionStore, clock: Callable[[], int], lookahead_ms: int,
                  fire: Callable[[TimerTask], Awaitable[None]], ack_level_ms: int = 0) -> None:
         super().__init__()  # _held: timers in the heap, firing, or fired and awaiting delete
@@ -239,6 +241,15 @@ class TimerQueueProcessor(TimerDeletes):
         if heap:
             level = min(level, heap[0][0])
         return level
+
+    def outbox_ack_level(self) -> None:
+        return None  # no outbox: the timer rows are the queue
+
+    def take_drop_before(self) -> int:
+        return 0  # the timer ack level covers the rows below it
+
+    def restore_drop_before(self, before: int) -> None:
+        return None
 
     def poke(self) -> None:
         """The clock may have moved (tests with a controllable clock): look again."""

@@ -42,7 +42,14 @@ from history.state import (
     MutableState,
     Mutation,
 )
-from history.store.base import CurrentRunRow, CurrentRunWrite, ExecutionStore, RunConditionFailed
+from history.store.base import (
+    TIMER_QUEUE_KAFKA,
+    TIMER_QUEUE_STORE,
+    CurrentRunRow,
+    CurrentRunWrite,
+    ExecutionStore,
+    RunConditionFailed,
+)
 from history.update_queue import PendingUpdate, UpdateQueue
 from legato import api, metrics
 from legato.api import (
@@ -269,7 +276,8 @@ class HistoryServiceImpl:
         try:
             if old is not None:  # lost earlier (fenced by another node): stop what is left of it
                 await old.stop()
-            info = await self._store.acquire_shard(shard_id, self._owner)
+            info = await self._store.acquire_shard(shard_id, self._owner,
+                                                   TIMER_QUEUE_KAFKA if self.kafka else TIMER_QUEUE_STORE)
             shard = ShardContext(info, self._store, self._config, self._clock,
                                  functools.partial(self._dispatch, shard_id), self._fire_timer, self._shard_lost,
                                  kafka_timer_queues(self._config.queues, self.kafka) if self.kafka else None,

@@ -229,6 +229,7 @@ class _Prepared:
     runs: list[RunWrite] = field(default_factory=list)
     transfer_rows: list[TransferTaskRow] = field(default_factory=list)
     timer_rows: list[TimerTaskRow] = field(default_factory=list)
+    outbox_rows: list[TimerTaskRow] = field(default_factory=list)  # timers, when the queue keeps an outbox
     transfer: list[TransferTask] = field(default_factory=list)
     timers: list[TimerTask] = field(default_factory=list)
     settled: bool = False  # written, or failed
@@ -278,6 +279,7 @@ class ShardContext:
         self._end_id = (info.range_id + 1) << self._bits
         self._persisted_ack = info.transfer_ack_level
         self._persisted_timer_ack = info.timer_ack_level
+        self._persisted_outbox_ack = info.timer_outbox_ack_level
         # Timers are written due no earlier than this (ms): at least every timer ack level this
         # shard persisted or is persisting, so none lands below the range delete of fired timers.
         self._timer_floor = info.timer_ack_level
@@ -299,7 +301,7 @@ class ShardContext:
         self._flush_task: asyncio.Task[None] | None = None
         self.transfer = TransferQueueProcessor(self.shard_id, store, info.transfer_ack_level, dispatch)
         self.timers: TimerQueue = (
-            timer_queues(self.shard_id, store, clock, fire) if timer_queues is not None
+            timer_queues(info, store, clock, fire) if timer_queues is not None
             else TimerQueueProcessor(self.shard_id, store, clock, config.history.timer_lookahead_ms, fire,
                                      ack_level_ms=info.timer_ack_level))
         self.commits = 0  # store writes made (for tests and metrics)
@@ -557,12 +559,17 @@ class ShardContext:
                 p.transfer_rows.append(TransferTaskRow(tid, p.payloads[pos]))
                 pos += 1
             for due, data in m.timers:
-                # A timer due before the timer ack level (already due when written) fires at the
-                # level instead: late by what the clock moved since the last ack flush, never early.
-                fire = max(due, self._timer_floor)
                 tid = ids[pos]
-                p.timers.append(TimerTask(fire, tid, data))
-                p.timer_rows.append(TimerTaskRow(fire, tid, p.payloads[pos]))
+                if self.timers.outbox:  # ordered by task id: no due time bounds what is deleted
+                    p.timers.append(TimerTask(due, tid, data))
+                    p.outbox_rows.append(TimerTaskRow(due, tid, p.payloads[pos]))
+                else:
+                    # A timer due before the timer ack level (already due when written) fires at
+                    # the level instead: late by what the clock moved since the last ack flush,
+                    # never early.
+                    fire = max(due, self._timer_floor)
+                    p.timers.append(TimerTask(fire, tid, data))
+                    p.timer_rows.append(TimerTaskRow(fire, tid, p.payloads[pos]))
                 pos += 1
 
     def _shard_write(self, items: list[_Prepared]) -> tuple[list[HistoryAppend], ShardWrite]:
@@ -575,6 +582,7 @@ class ShardContext:
                 w.current_runs.append(p.update.current)
             w.transfer_tasks.extend(p.transfer_rows)
             w.timer_tasks.extend(p.timer_rows)
+            w.timer_outbox.extend(p.outbox_rows)
         return appends, w
 
     async def _write_batch(self, batch: list[_Prepared]) -> None:
@@ -709,6 +717,10 @@ class ShardContext:
             tid = p.transfer[0].task_id
             rows = await self._store.read_transfer_tasks(self.shard_id, tid - 1, 1)
             return bool(rows) and rows[0].task_id == tid
+        if p.timers and self.timers.outbox:
+            tid = p.timers[0].task_id
+            outbox = await self._store.read_timer_outbox(self.shard_id, tid - 1, 1)
+            return bool(outbox) and outbox[0].task_id == tid
         if p.timers:
             t = p.timers[0]
             found = await self._store.read_timer_tasks(self.shard_id, (t.fire_time_ms, t.task_id - 1),
@@ -750,9 +762,9 @@ class ShardContext:
     # ------------------------------------------------------------------ ack flush
 
     async def flush(self) -> None:
-        """Persist the transfer and timer ack levels (range-deleting the acknowledged tasks and
-        the fired timers below them) and point-delete timers that fired above the timer ack level,
-        conditioned on range_id."""
+        """Persist the transfer, timer and timer outbox ack levels (range-deleting the acknowledged
+        tasks, the fired timers and the published outbox rows below them) and point-delete timers
+        that fired above the timer ack level, conditioned on range_id."""
         self.check()
         await self._flush()
 
@@ -772,16 +784,21 @@ class ShardContext:
         ack = max(self.transfer.ack_level(), self._persisted_ack)
         queue_level = self.timers.ack_level()
         timer_ack = max(queue_level or 0, self._persisted_timer_ack)
+        outbox_ack = max(self.timers.outbox_ack_level() or 0, self._persisted_outbox_ack)
         deletes = self.timers.take_deletes()
-        if ack <= self._persisted_ack and timer_ack <= self._persisted_timer_ack and not deletes:
+        drop_before = self.timers.take_drop_before()
+        if (ack <= self._persisted_ack and timer_ack <= self._persisted_timer_ack
+                and outbox_ack <= self._persisted_outbox_ack and not deletes and not drop_before):
             return
         # Raised before the write (under the write lock, so no commit is being prepared): from
         # now on no timer is written below the level about to be range-deleted.
         self._timer_floor = max(self._timer_floor, timer_ack)
         point = deletes if queue_level is None else self._point_deletes(deletes, timer_ack)
         moved = timer_ack if timer_ack > self._persisted_timer_ack else 0  # 0: no new range delete to write
+        outbox_moved = outbox_ack if outbox_ack > self._persisted_outbox_ack else 0
         try:
-            await self._store.update_shard(self.shard_id, self.range_id, ack, point, moved)
+            await self._store.update_shard(self.shard_id, self.range_id, ack, point, moved,
+                                           outbox_ack_level=outbox_moved, drop_timers_before=drop_before)
         except ShardOwnershipLost as e:
             self.lose(e)
             raise
@@ -789,9 +806,11 @@ class ShardContext:
             if isinstance(e, WriteOutcomeUnknown):
                 self._must_renew = True
             self.timers.restore_deletes(deletes)
+            self.timers.restore_drop_before(drop_before)
             raise
         self._persisted_ack = ack
         self._persisted_timer_ack = timer_ack
+        self._persisted_outbox_ack = outbox_ack
         if queue_level is not None:
             heap = self._tombstones_above_ack
             while heap and heap[0] < timer_ack:  # the level passed them: a scan from it skips them
@@ -826,6 +845,10 @@ class ShardContext:
     @property
     def persisted_timer_ack_level(self) -> int:
         return self._persisted_timer_ack
+
+    @property
+    def persisted_outbox_ack_level(self) -> int:
+        return self._persisted_outbox_ack
 
 
 def _fail(p: _Prepared, err: BaseException) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from history.fire_lags import FireLags
-from history.store.base import ExecutionStore
+from history.store.base import ExecutionStore, ShardInfo
 
 if TYPE_CHECKING:  # history.queues imports this module (TimerDeletes)
     from history.queues import TimerTask
@@ -24,6 +24,9 @@ class TimerQueue(Protocol):
     timer its run no longer expects, so a queue may fire a timer twice, but never early."""
 
     lags: FireLags
+    # True: the shard writes this queue's timers to the store's timer outbox (ordered by task id),
+    # not to the timer rows ordered by due time.
+    outbox: bool
 
     def start(self) -> None: ...
 
@@ -45,6 +48,17 @@ class TimerQueue(Protocol):
         """The fire time (ms) below which every stored timer of the shard has fired with a durable
         effect (the shard persists it and range-deletes below it), or None if this queue keeps no
         such level (its rows leave the store by the point deletes of `take_deletes` alone)."""
+
+    def outbox_ack_level(self) -> int | None:
+        """The task id at or below which every timer outbox row was handed on for good (the shard
+        persists it and range-deletes at or below it), or None if this queue uses no outbox."""
+
+    def take_drop_before(self) -> int:
+        """A due time (ms) below which every timer row of the store (not the outbox) was handed on
+        for good, for the shard's flush to range-delete without moving the timer ack level; 0: none.
+        Taken once; `restore_drop_before` gives it back if the flush failed."""
+
+    def restore_drop_before(self, before: int) -> None: ...
 
     def take_deletes(self) -> list[tuple[int, int]]: ...
 
@@ -84,5 +98,5 @@ class TimerDeletes:
             self._held.discard(task_id)
 
 
-# (shard_id, store, clock, fire) -> that shard's timer queue
-TimerQueueFactory = Callable[[int, ExecutionStore, Callable[[], int], FireTimer], TimerQueue]
+# (the shard as acquired, store, clock, fire) -> that shard's timer queue
+TimerQueueFactory = Callable[[ShardInfo, ExecutionStore, Callable[[], int], FireTimer], TimerQueue]

@@ -3,11 +3,14 @@
 Logical tables (Cassandra: the first five share one partition per shard, so one conditional
 batch covers them; history events have their own table; visibility its own):
 
-* ``shards``          (shard_id) -> range_id, owner, transfer_ack_level, timer_ack_level
+* ``shards``          (shard_id) -> range_id, owner, transfer_ack_level, timer_ack_level,
+                      timer_outbox_ack_level, timer_queue
 * ``current_runs``    (shard_id, namespace, workflow_id) -> run_id, status, start_request_id
 * ``runs``            (shard_id, namespace, workflow_id, run_id) -> next_event_id, state blob
 * ``transfer_tasks``  (shard_id, task_id) -> task
-* ``timer_tasks``     (shard_id, fire_time_ms, task_id) -> task
+* ``timer_tasks``     (shard_id, fire_time_ms, task_id) -> task (queues.kind inprocess: the timer queue)
+* ``timer_outbox``    (shard_id, task_id) -> fire_time_ms, task (queues.kind kafka: timers not yet
+                      acknowledged by the timer topic, in task-id order)
 * ``history_events``  ((namespace, workflow_id, run_id), event_id, txn_id) -> event
 * ``cluster_metadata`` (key) -> value (num_shards, schema version)
 
@@ -33,7 +36,11 @@ Rules every implementation keeps:
   fire_time_ms < timer_ack_level. A scan then never starts below what was deleted (on Cassandra a
   deleted row is a tombstone that every read crossing it pays for until compaction purges it, and
   too many fail the read). Point deletes remain only for timers that fired out of order above the
-  timer ack level, which it soon passes (a bounded number).
+  timer ack level, which it soon passes (a bounded number). The timer outbox (Kafka mode) is read
+  above timer_outbox_ack_level and range-deleted at or below it, as the transfer outbox is.
+* A shard records which timer queue its owner keeps (``timer_queue``): a shard whose timers went
+  to Kafka is refused to an owner that keeps them in the store (`check_timer_queue`), since the
+  timers pending in the topic would never fire.
 * :meth:`ExecutionStore.delete_run` (retention) deletes a closed run's history events first and
   its run row (and the current-run pointer, if that still names the run) last, conditioned on
   the shard's range_id; it is idempotent, so a deletion cut short is finished by running it again.
@@ -47,7 +54,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from legato.errors import Unavailable
+from legato.errors import FailedPrecondition, Unavailable
+
+# ShardInfo.timer_queue: where the shard's owner keeps its timers ('' : a build from before the
+# field, which said nothing).
+TIMER_QUEUE_STORE = "store"  # the store's timer rows (queues.kind inprocess)
+TIMER_QUEUE_KAFKA = "kafka"  # the timer topic, fed through the store's timer outbox
+EVERY_TIMER_ROW = 1 << 62  # a due time (ms) past every timer row: drop_timers_before it drops them all
 
 
 @dataclass(slots=True)
@@ -61,6 +74,26 @@ class ShardInfo:
     # effect and its row is gone: the timer queue reads from here, and the shard never writes a
     # timer due earlier (it moves such a timer's due time up to this level: fired late, never early).
     timer_ack_level: int = 0
+    # Every timer outbox row with task_id <= this was acknowledged by the timer topic and is gone
+    # (Kafka mode): the outbox is read above it.
+    timer_outbox_ack_level: int = 0
+    timer_queue: str = ""  # TIMER_QUEUE_*: the queue the shard's previous owner kept its timers in
+    # Every due-time timer row below this (ms) was published to Kafka and range-deleted by a Kafka
+    # owner (0: none; EVERY_TIMER_ROW: all), so its scan of those rows starts here and never
+    # crosses their tombstones again.
+    timer_rows_dropped_before: int = 0
+
+
+def check_timer_queue(shard_id: int, stored: str | None, wanted: str) -> None:
+    """Refuse to hand a shard whose timers are on Kafka to an owner that keeps them in the store:
+    the timers pending in the topic (and those still in the outbox) would never fire. The other way
+    round is safe: a Kafka owner publishes the store's timer rows too."""
+    if stored == TIMER_QUEUE_KAFKA and wanted == TIMER_QUEUE_STORE:
+        raise FailedPrecondition(
+            f"shard {shard_id} keeps its timers on Kafka (it was last owned with queues.kind: kafka); a history "
+            "node with another queues.kind cannot take it, because the timers pending in the timer topic would "
+            "never fire. Run history with queues.kind: kafka (moving a cluster's timers from Kafka back to "
+            "the store is not supported)", reason="TimerQueueMismatch")
 
 
 @dataclass(slots=True)
@@ -125,6 +158,7 @@ class ShardWrite:
     current_runs: list[CurrentRunWrite] = field(default_factory=list)
     transfer_tasks: list[TransferTaskRow] = field(default_factory=list)
     timer_tasks: list[TimerTaskRow] = field(default_factory=list)
+    timer_outbox: list[TimerTaskRow] = field(default_factory=list)  # Kafka mode: timers to publish
 
 
 @dataclass(slots=True)
@@ -187,8 +221,10 @@ class ExecutionStore(Protocol):
 
     # -------------------------------------------------------------- shards
 
-    async def acquire_shard(self, shard_id: int, owner: str) -> ShardInfo:
-        """Conditionally increment the shard's range_id (creating the row at 1) and record owner."""
+    async def acquire_shard(self, shard_id: int, owner: str, timer_queue: str = TIMER_QUEUE_STORE) -> ShardInfo:
+        """Conditionally increment the shard's range_id (creating the row at 1) and record owner and
+        timer_queue; FailedPrecondition (nothing written) if `check_timer_queue` refuses. The
+        returned ShardInfo.timer_queue is the one recorded before."""
         ...
 
     async def renew_range(self, shard_id: int, expected_range_id: int, owner: str) -> ShardInfo:
@@ -199,12 +235,16 @@ class ExecutionStore(Protocol):
         ...
 
     async def update_shard(self, shard_id: int, range_id: int, transfer_ack_level: int,
-                           timer_deletes: Sequence[tuple[int, int]], timer_ack_level: int = 0) -> None:
+                           timer_deletes: Sequence[tuple[int, int]], timer_ack_level: int = 0,
+                           outbox_ack_level: int = 0, drop_timers_before: int = 0) -> None:
         """Conditioned on range_id: persist the ack levels, range-delete transfer tasks with
-        task_id <= transfer_ack_level and timers with fire_time_ms < timer_ack_level, delete the
-        given (fire_time_ms, task_id) timers. timer_ack_level 0 leaves the timer level as it is;
-        callers never pass a level below one they persisted (Cassandra would store it: it writes
-        without reading)."""
+        task_id <= transfer_ack_level, timers with fire_time_ms < timer_ack_level and timer outbox
+        rows with task_id <= outbox_ack_level, delete the given (fire_time_ms, task_id) timers.
+        timer_ack_level / outbox_ack_level 0 leave that level as it is; callers never pass a level
+        below one they persisted (Cassandra would store it: it writes without reading).
+        drop_timers_before > 0 range-deletes the timer rows with fire_time_ms below it WITHOUT
+        moving the timer ack level (Kafka mode: the rows were published, their due times bound
+        nothing the store-backed queue may rely on) and records it as timer_rows_dropped_before."""
         ...
 
     # -------------------------------------------------------------- runs
@@ -246,4 +286,8 @@ class ExecutionStore(Protocol):
     async def read_timer_tasks(self, shard_id: int, after: tuple[int, int], until_fire_ms: int,
                                limit: int) -> list[TimerTaskRow]:
         """Timers with (fire_time_ms, task_id) > after and fire_time_ms <= until_fire_ms, in order."""
+        ...
+
+    async def read_timer_outbox(self, shard_id: int, after_task_id: int, limit: int) -> list[TimerTaskRow]:
+        """Timer outbox rows with task_id > after_task_id, in task-id order, at most `limit`."""
         ...

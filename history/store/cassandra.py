@@ -3,11 +3,13 @@
 Layout (history/store/cassandra_schema.py creates it):
 
 * ``executions``, PARTITION KEY = shard_id. The shard row is the partition's STATIC columns
-  (range_id, owner, transfer_ack_level, timer_ack_level, updated_ms); the clustering rows, keyed
+  (range_id, owner, transfer_ack_level, timer_ack_level, timer_outbox_ack_level, timer_queue,
+  updated_ms); the clustering rows, keyed
   (kind, namespace, workflow_id, run_id, fire_time_ms, task_id) as in Temporal's schema, are a
   marker row (kind 0, see "Tombstones" below), the current-run pointers (kind 1), the runs' mutable
-  state (kind 2), transfer tasks (kind 3) and timer tasks (kind 4); key columns a kind does not use
-  hold '' or 0, so each queue is one clustering slice in due order. Because everything a state change
+  state (kind 2), transfer tasks (kind 3), timer tasks (kind 4) and the Kafka mode's timer outbox
+  (kind 5: keyed by task_id, the due time in due_ms); key columns a kind does not use hold '' or
+  0, so each queue is one clustering slice in the order it is read. Because everything a state change
   touches lives in ONE partition, `write` is ONE conditional ``BATCH`` (one LWT):
   ``UPDATE .. SET range_id = ? .. IF range_id = ?`` (the fence) + per run ``IF next_event_id = ?``
   or ``IF NOT EXISTS`` + per current-run pointer ``IF current_run_id = ?`` or ``IF NOT EXISTS`` +
@@ -38,10 +40,11 @@ was deleted: the transfer queue is read above transfer_ack_level and the timer q
 timer_ack_level (the shard's queues start there), and what lies below each level goes with ONE
 range delete in the ack flush (a range tombstone is one marker, skipped by slices that start past
 it) instead of a tombstone per task. Only timers that fired out of order above the timer ack level
-are point-deleted; the level passes them soon. The shard row itself is read with LIMIT 1, which
-reads the static row and the partition's first clustering row: the kind-0 marker row, written with
-every acquisition, sorts before the run rows that retention deletes, so that read never crosses
-their tombstones either.
+are point-deleted; the level passes them soon. The timer outbox is read above
+timer_outbox_ack_level and range-deleted at or below it, as the transfer queue is. The shard row
+itself is read with LIMIT 1, which reads the static row and the partition's first clustering row:
+the kind-0 marker row, written with every acquisition, sorts before the run rows that retention
+deletes, so that read never crosses their tombstones either.
 
 Everything in `executions` is written through Paxos (LWTs only), never mixed with plain writes of
 the same cells, so LWT timestamps and client timestamps never compete. Conditional statements
@@ -68,6 +71,7 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from history.store import cassandra_schema as schema
 from history.store.base import (
+    TIMER_QUEUE_STORE,
     CurrentRunRow,
     HistoryAppend,
     RunConditionFailed,
@@ -77,6 +81,7 @@ from history.store.base import (
     TimerTaskRow,
     TransferTaskRow,
     WriteOutcomeUnknown,
+    check_timer_queue,
     history_read_end,
     one_event_per_id,
 )
@@ -110,14 +115,18 @@ _STATEMENTS: dict[str, tuple[str, bool]] = {
     "meta_get": ("SELECT value FROM {ks}.cluster_metadata WHERE key = ?", False),
     "meta_create": ("INSERT INTO {ks}.cluster_metadata (key, value) VALUES (?, ?) IF NOT EXISTS", True),
     # LIMIT 1: the static row and the first clustering row, the kind-0 marker (see the module doc)
-    "shard_get": (f"SELECT range_id, owner, transfer_ack_level, timer_ack_level, level_range, updated_ms FROM {_EXEC} "
+    "shard_get": (f"SELECT range_id, owner, transfer_ack_level, timer_ack_level, level_range, updated_ms, "
+                  f"timer_outbox_ack_level, timer_queue, timer_rows_dropped_before, outbox_range FROM {_EXEC} "
                   "WHERE shard_id = ? LIMIT 1", False),
     # IF NOT EXISTS on the marker row: only a new partition has none (see acquire_shard)
     "shard_create": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id, "
-                     "range_id, owner, transfer_ack_level, timer_ack_level, level_range, updated_ms) "
-                     "VALUES (?, 0, '', '', '', 0, 0, 1, ?, 0, 0, 1, ?) IF NOT EXISTS", True),
-    "shard_take": (f"UPDATE {_EXEC} SET range_id = ?, level_range = ?, owner = ?, updated_ms = ? WHERE shard_id = ? "
-                   "IF range_id = ?", True),
+                     "range_id, owner, transfer_ack_level, timer_ack_level, level_range, updated_ms, "
+                     "timer_outbox_ack_level, timer_queue, timer_rows_dropped_before, outbox_range) "
+                     "VALUES (?, 0, '', '', '', 0, 0, 1, ?, 0, 0, 1, ?, 0, ?, 0, 1) IF NOT EXISTS", True),
+    "shard_take": (f"UPDATE {_EXEC} SET range_id = ?, level_range = ?, outbox_range = ?, owner = ?, updated_ms = ? "
+                   "WHERE shard_id = ? IF range_id = ?", True),
+    # in acquire_shard's batch only (renew_range keeps the queue): the queue this owner keeps
+    "shard_queue": (f"UPDATE {_EXEC} SET timer_queue = ? WHERE shard_id = ?", False),
     "shard_marker": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id) "
                      "VALUES (?, 0, '', '', '', 0, 0)", False),
     "fence": (f"UPDATE {_EXEC} SET range_id = ? WHERE shard_id = ? IF range_id = ?", True),
@@ -127,6 +136,11 @@ _STATEMENTS: dict[str, tuple[str, bool]] = {
     "transfer_ack_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=3)} AND fire_time_ms = 0 "
                             "AND task_id <= ?", False),
     "timer_ack_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=4)} AND fire_time_ms < ?", False),
+    # the timer outbox level: a plain update inside update_shard's conditional batch (so through Paxos)
+    "outbox_ack": (f"UPDATE {_EXEC} SET timer_outbox_ack_level = ? WHERE shard_id = ?", False),
+    "timers_dropped": (f"UPDATE {_EXEC} SET timer_rows_dropped_before = ? WHERE shard_id = ?", False),
+    "outbox_ack_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=5)} AND fire_time_ms = 0 "
+                          "AND task_id <= ?", False),
     "timer_delete": (f"DELETE FROM {_EXEC} WHERE {_QUEUE.format(kind=4)} AND fire_time_ms = ? AND task_id = ?",
                      False),
     "current_get": (f"SELECT current_run_id, status, start_request_id, start_time_ms FROM {_EXEC} "
@@ -144,6 +158,10 @@ _STATEMENTS: dict[str, tuple[str, bool]] = {
                         "task_id, data) VALUES (?, 3, '', '', '', 0, ?, ?)", False),
     "timer_insert": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, "
                      "task_id, data) VALUES (?, 4, '', '', '', ?, ?, ?)", False),
+    "outbox_insert": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, "
+                      "task_id, due_ms, data) VALUES (?, 5, '', '', '', 0, ?, ?, ?)", False),
+    "outbox_read": (f"SELECT due_ms, task_id, data FROM {_EXEC} WHERE {_QUEUE.format(kind=5)} AND fire_time_ms = 0 "
+                    "AND task_id > ? LIMIT ?", False),
     "transfer_read": (f"SELECT task_id, data FROM {_EXEC} WHERE {_QUEUE.format(kind=3)} AND fire_time_ms = 0 "
                       "AND task_id > ? LIMIT ?", False),
     "timer_read": (f"SELECT fire_time_ms, task_id, data FROM {_EXEC} WHERE {_QUEUE.format(kind=4)} "
@@ -170,6 +188,12 @@ class _Prepared:
     shard_create: PreparedStatement
     shard_take: PreparedStatement
     shard_marker: PreparedStatement
+    shard_queue: PreparedStatement
+    outbox_ack: PreparedStatement
+    timers_dropped: PreparedStatement
+    outbox_ack_delete: PreparedStatement
+    outbox_insert: PreparedStatement
+    outbox_read: PreparedStatement
     fence: PreparedStatement
     ack: PreparedStatement
     ack_transfer: PreparedStatement
@@ -288,7 +312,7 @@ class CassandraStore:
 
     # ------------------------------------------------------------------ shards
 
-    async def acquire_shard(self, shard_id: int, owner: str) -> ShardInfo:
+    async def acquire_shard(self, shard_id: int, owner: str, timer_queue: str = TIMER_QUEUE_STORE) -> ShardInfo:
         """Read the shard row at serial consistency (finishing any Paxos round in flight), then
         take it with range_id + 1 on the condition that nobody else did in between."""
         bound = self._ps.shard_get.bind((shard_id,))
@@ -296,13 +320,17 @@ class CassandraStore:
         rows = await self._read(bound, None, f"reading shard {shard_id}")
         now = _now_ms()
         if not rows or rows[0].range_id is None:
-            res = await self._lwt(self._ps.shard_create, (shard_id, owner, now), f"creating shard {shard_id}")
+            res = await self._lwt(self._ps.shard_create, (shard_id, owner, now, timer_queue),
+                                  f"creating shard {shard_id}")
             if not res[0][0]:
                 raise ShardOwnershipLost(f"shard {shard_id}: another history node created it first",
                                          reason="ShardOwnershipLost")
             return ShardInfo(shard_id, 1, owner, 0, now)
         old = int(rows[0].range_id)
-        res = await self._lwt(self._take(shard_id, old, owner, now), None, f"acquiring shard {shard_id}")
+        check_timer_queue(shard_id, rows[0].timer_queue, timer_queue)
+        take = self._take(shard_id, old, owner, now)
+        take.add(self._ps.shard_queue, (timer_queue, shard_id))
+        res = await self._lwt(take, None, f"acquiring shard {shard_id}")
         if not res[0][0]:
             raise ShardOwnershipLost(f"shard {shard_id}: lost the race to acquire it (range_id {old} became "
                                      f"{_show(getattr(res[0], 'range_id', None))})", reason="ShardOwnershipLost")
@@ -313,7 +341,7 @@ class CassandraStore:
         partition made by an older build lacks) in the same conditional batch."""
         batch = self._batch()
         new = expected_range_id + 1
-        batch.add(self._ps.shard_take, (new, new, owner, now, shard_id, expected_range_id))
+        batch.add(self._ps.shard_take, (new, new, new, owner, now, shard_id, expected_range_id))
         batch.add(self._ps.shard_marker, (shard_id,))
         return batch
 
@@ -331,10 +359,11 @@ class CassandraStore:
         return _shard_info(shard_id, expected_range_id + 1, owner, rows[0] if rows else None, now)
 
     async def update_shard(self, shard_id: int, range_id: int, transfer_ack_level: int,
-                           timer_deletes: Sequence[tuple[int, int]], timer_ack_level: int = 0) -> None:
-        """The ack levels, the range deletes below them (acknowledged transfer tasks, fired timers)
-        and the first point timer deletes in one conditional batch; many point deletes take more
-        batches (each fenced, each idempotent)."""
+                           timer_deletes: Sequence[tuple[int, int]], timer_ack_level: int = 0,
+                           outbox_ack_level: int = 0, drop_timers_before: int = 0) -> None:
+        """The ack levels, the range deletes below them (acknowledged transfer tasks, fired timers,
+        published timer outbox rows) and the first point timer deletes in one conditional batch;
+        many point deletes take more batches (each fenced, each idempotent)."""
         ps = self._ps
         deletes = list(timer_deletes)
         first = True
@@ -348,6 +377,12 @@ class CassandraStore:
                 else:  # 0: the timer level stays as it is
                     batch.add(ps.ack_transfer, (transfer_ack_level, shard_id, range_id))
                 batch.add(ps.transfer_ack_delete, (shard_id, transfer_ack_level))
+                if outbox_ack_level > 0:
+                    batch.add(ps.outbox_ack, (outbox_ack_level, shard_id))
+                    batch.add(ps.outbox_ack_delete, (shard_id, outbox_ack_level))
+                if drop_timers_before > 0:
+                    batch.add(ps.timers_dropped, (drop_timers_before, shard_id))
+                    batch.add(ps.timer_ack_delete, (shard_id, drop_timers_before))
             else:
                 batch.add(ps.fence, (range_id, shard_id, range_id))
             for fire, task_id in chunk:
@@ -441,6 +476,8 @@ class CassandraStore:
             batch.add(ps.transfer_insert, (s, t.task_id, t.data))
         for tm in w.timer_tasks:
             batch.add(ps.timer_insert, (s, tm.fire_time_ms, tm.task_id, tm.data))
+        for tm in w.timer_outbox:
+            batch.add(ps.outbox_insert, (s, tm.task_id, tm.fire_time_ms, tm.data))
         return batch
 
     async def commit(self, appends: Sequence[HistoryAppend], write: ShardWrite) -> None:
@@ -496,6 +533,11 @@ class CassandraStore:
                                 f"reading the timers of shard {shard_id}")
         return [TimerTaskRow(r[0], r[1], r[2]) for r in rows]
 
+    async def read_timer_outbox(self, shard_id: int, after_task_id: int, limit: int) -> list[TimerTaskRow]:
+        rows = await self._read(self._ps.outbox_read, (shard_id, after_task_id, limit),
+                                f"reading the timer outbox of shard {shard_id}")
+        return [TimerTaskRow(int(r[0] or 0), r[1], r[2]) for r in rows]
+
 
 # ---------------------------------------------------------------------- rejected writes
 
@@ -544,7 +586,11 @@ def _shard_info(shard_id: int, range_id: int, owner: str, row: Row | None, now: 
     if row is None:
         return ShardInfo(shard_id, range_id, owner, 0, now)
     timer = int(row.timer_ack_level or 0) if row.level_range == row.range_id else 0
-    return ShardInfo(shard_id, range_id, owner, int(row.transfer_ack_level or 0), now, timer_ack_level=timer)
+    # Likewise the due-time rows a Kafka owner dropped: an older build since may have written more.
+    dropped = int(row.timer_rows_dropped_before or 0) if row.outbox_range == row.range_id else 0
+    return ShardInfo(shard_id, range_id, owner, int(row.transfer_ack_level or 0), now, timer_ack_level=timer,
+                     timer_outbox_ack_level=int(row.timer_outbox_ack_level or 0), timer_queue=row.timer_queue or "",
+                     timer_rows_dropped_before=dropped)
 
 
 def _range_of(rows: list[Row]) -> int | None:

@@ -10,9 +10,10 @@ Layout (see history/store/cassandra.py for why):
 
 * ``executions``: partition = shard. The shard row (range_id, owner, transfer_ack_level,
   timer_ack_level) is static; clustering rows are current-run pointers (kind 1), runs' mutable
-  state (kind 2), transfer tasks (kind 3, keyed by task_id) and timer tasks (kind 4, keyed by
-  (fire_time_ms, task_id)). Unused key columns hold '' / 0, so each queue is one clustering slice
-  in due order.
+  state (kind 2), transfer tasks (kind 3, keyed by task_id), timer tasks (kind 4, keyed by
+  (fire_time_ms, task_id)) and the Kafka mode's timer outbox (kind 5, keyed by task_id, the due
+  time in due_ms). Unused key columns hold '' / 0, so each queue is one clustering slice in the
+  order it is read.
 * ``history_events``: partition = run; one row per (event_id, txn_id), greatest txn_id first.
 * ``cluster_metadata``: num_shards, schema_version.
 * the visibility tables of history/visibility_cassandra.py (part of version 1).
@@ -29,7 +30,7 @@ from cassandra.query import SimpleStatement
 from history.store.cql import Cql
 from legato.errors import FailedPrecondition, InvalidArgument, Unavailable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DDL_TIMEOUT_S = 60.0  # creating a table waits for the whole cluster to agree on the schema
 KEYSPACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
@@ -38,6 +39,7 @@ KIND_CURRENT = 1
 KIND_RUN = 2
 KIND_TRANSFER = 3
 KIND_TIMER = 4
+KIND_TIMER_OUTBOX = 5
 
 _V1 = [
     """CREATE TABLE IF NOT EXISTS {keyspace}.cluster_metadata (
@@ -87,9 +89,26 @@ _V2 = [
     "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS level_range bigint STATIC",
 ]
 
+# Version 3: the Kafka mode's timer outbox. Its rows are kind 5, keyed by task_id alone (the due
+# time in the new regular column due_ms), read above the new static timer_outbox_ack_level and
+# range-deleted at or below it, as the transfer outbox is; timer_queue records whether the shard's
+# owner keeps its timers in the store or on Kafka (history/store/base.py, check_timer_queue). No
+# row moves: the kind-4 rows an older build wrote in Kafka mode are published by the next owner
+# (history/kafka_timer_publisher.py) and then range-deleted; timer_rows_dropped_before records
+# that, so later scans of kind 4 start past those rows' tombstones. It counts only while
+# outbox_range equals range_id (the range with which a build of version 3 last took the shard; an
+# older build in between may have written kind-4 rows anywhere: cassandra.py, _shard_info).
+_V3 = [
+    "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS timer_rows_dropped_before bigint STATIC",
+    "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS outbox_range bigint STATIC",
+    "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS timer_outbox_ack_level bigint STATIC",
+    "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS timer_queue text STATIC",
+    "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS due_ms bigint",
+]
+
 # version -> the statements that move a keyspace from version - 1 to it (version 1 also applies
 # the visibility store's VISIBILITY_SCHEMA, read when it runs). Tests add versions.
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2}
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3}
 
 TABLES = ["cluster_metadata", "executions", "history_events"]
 

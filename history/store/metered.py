@@ -15,7 +15,8 @@ T = TypeVar("T")
 
 # The ExecutionStore operations worth a series each (history/store/base.py).
 OPERATIONS = ("acquire_shard", "renew_range", "update_shard", "get_current_run", "get_run", "append_history",
-              "write", "commit", "read_history", "delete_run", "read_transfer_tasks", "read_timer_tasks")
+              "write", "commit", "read_history", "delete_run", "read_transfer_tasks", "read_timer_tasks",
+              "read_timer_outbox")
 
 
 def metered(store: str) -> Callable[[type[T]], type[T]]:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from history.store.base import (
+    TIMER_QUEUE_STORE,
     CurrentRunRow,
     HistoryAppend,
     RunConditionFailed,
@@ -24,6 +25,7 @@ from history.store.base import (
     ShardWrite,
     TimerTaskRow,
     TransferTaskRow,
+    check_timer_queue,
     history_read_end,
     one_event_per_id,
 )
@@ -52,7 +54,10 @@ CREATE TABLE IF NOT EXISTS shards (
     owner TEXT NOT NULL,
     transfer_ack_level INTEGER NOT NULL DEFAULT 0,
     updated_ms INTEGER NOT NULL DEFAULT 0,
-    timer_ack_level INTEGER NOT NULL DEFAULT 0
+    timer_ack_level INTEGER NOT NULL DEFAULT 0,
+    timer_outbox_ack_level INTEGER NOT NULL DEFAULT 0,
+    timer_queue TEXT NOT NULL DEFAULT '',
+    timer_rows_dropped_before INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS current_runs (
     shard_id INTEGER NOT NULL,
@@ -85,6 +90,13 @@ CREATE TABLE IF NOT EXISTS timer_tasks (
     task_id INTEGER NOT NULL,
     data TEXT NOT NULL,
     PRIMARY KEY (shard_id, fire_time_ms, task_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS timer_outbox (
+    shard_id INTEGER NOT NULL,
+    task_id INTEGER NOT NULL,
+    fire_time_ms INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (shard_id, task_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history_events (
     namespace TEXT NOT NULL,
@@ -257,23 +269,23 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ shards
 
-    async def acquire_shard(self, shard_id: int, owner: str) -> ShardInfo:
-        return await self._run(self._acquire_shard, shard_id, owner)
+    async def acquire_shard(self, shard_id: int, owner: str, timer_queue: str = TIMER_QUEUE_STORE) -> ShardInfo:
+        return await self._run(self._acquire_shard, shard_id, owner, timer_queue)
 
-    def _acquire_shard(self, shard_id: int, owner: str) -> ShardInfo:
+    def _acquire_shard(self, shard_id: int, owner: str, timer_queue: str) -> ShardInfo:
         c = self._c()
         c.execute("BEGIN IMMEDIATE")
         try:
-            row = c.execute("SELECT range_id, transfer_ack_level, timer_ack_level FROM shards WHERE shard_id = ?",
-                            (shard_id,)).fetchone()
+            row = c.execute(f"SELECT {_SHARD_COLUMNS} FROM shards WHERE shard_id = ?", (shard_id,)).fetchone()
             if row is None:
                 info = ShardInfo(shard_id, 1, owner, 0)
-                c.execute("INSERT INTO shards (shard_id, range_id, owner, transfer_ack_level) VALUES (?, ?, ?, 0)",
-                          (shard_id, 1, owner))
+                c.execute("INSERT INTO shards (shard_id, range_id, owner, transfer_ack_level, timer_queue) "
+                          "VALUES (?, ?, ?, 0, ?)", (shard_id, 1, owner, timer_queue))
             else:
-                info = ShardInfo(shard_id, int(row[0]) + 1, owner, int(row[1]), timer_ack_level=int(row[2]))
-                cur = c.execute("UPDATE shards SET range_id = ?, owner = ? WHERE shard_id = ? AND range_id = ?",
-                                (info.range_id, owner, shard_id, int(row[0])))
+                check_timer_queue(shard_id, row[4], timer_queue)
+                info = _shard_info(shard_id, int(row[0]) + 1, owner, row)
+                cur = c.execute("UPDATE shards SET range_id = ?, owner = ?, timer_queue = ? WHERE shard_id = ? "
+                                "AND range_id = ?", (info.range_id, owner, timer_queue, shard_id, int(row[0])))
                 if cur.rowcount != 1:  # cannot happen inside one IMMEDIATE transaction; kept for clarity
                     raise ShardOwnershipLost(f"shard {shard_id}: lost the race to acquire it")
             c.execute("COMMIT")
@@ -289,11 +301,10 @@ class SqliteStore:
         c = self._c()
         c.execute("BEGIN IMMEDIATE")
         try:
-            row = c.execute("SELECT range_id, transfer_ack_level, owner, timer_ack_level FROM shards "
-                            "WHERE shard_id = ?", (shard_id,)).fetchone()
-            if row is not None and int(row[0]) == expected_range_id + 1 and row[2] == owner:
+            row = c.execute(f"SELECT {_SHARD_COLUMNS} FROM shards WHERE shard_id = ?", (shard_id,)).fetchone()
+            if row is not None and int(row[0]) == expected_range_id + 1 and row[5] == owner:
                 c.execute("COMMIT")  # this owner's renewal already took effect (see base.py)
-                return ShardInfo(shard_id, expected_range_id + 1, owner, int(row[1]), timer_ack_level=int(row[3]))
+                return _shard_info(shard_id, expected_range_id + 1, owner, row)
             if row is None or int(row[0]) != expected_range_id:
                 raise _lost(shard_id, expected_range_id, None if row is None else int(row[0]))
             c.execute("UPDATE shards SET range_id = ?, owner = ? WHERE shard_id = ?",
@@ -302,15 +313,16 @@ class SqliteStore:
         except BaseException:
             c.execute("ROLLBACK")
             raise
-        return ShardInfo(shard_id, expected_range_id + 1, owner, int(row[1]), timer_ack_level=int(row[3]))
+        return _shard_info(shard_id, expected_range_id + 1, owner, row)
 
     async def update_shard(self, shard_id: int, range_id: int, transfer_ack_level: int,
-                           timer_deletes: Sequence[tuple[int, int]], timer_ack_level: int = 0) -> None:
+                           timer_deletes: Sequence[tuple[int, int]], timer_ack_level: int = 0,
+                           outbox_ack_level: int = 0, drop_timers_before: int = 0) -> None:
         await self._run(self._update_shard, shard_id, range_id, transfer_ack_level, list(timer_deletes),
-                        timer_ack_level)
+                        timer_ack_level, outbox_ack_level, drop_timers_before)
 
     def _update_shard(self, shard_id: int, range_id: int, ack: int, timer_deletes: list[tuple[int, int]],
-                      timer_ack: int) -> None:
+                      timer_ack: int, outbox_ack: int, drop_before: int) -> None:
         c = self._c()
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -320,6 +332,14 @@ class SqliteStore:
             c.execute("DELETE FROM transfer_tasks WHERE shard_id = ? AND task_id <= ?", (shard_id, ack))
             if timer_ack > 0:
                 c.execute("DELETE FROM timer_tasks WHERE shard_id = ? AND fire_time_ms < ?", (shard_id, timer_ack))
+            if drop_before > 0:
+                c.execute("DELETE FROM timer_tasks WHERE shard_id = ? AND fire_time_ms < ?", (shard_id, drop_before))
+                c.execute("UPDATE shards SET timer_rows_dropped_before = MAX(timer_rows_dropped_before, ?) "
+                          "WHERE shard_id = ?", (drop_before, shard_id))
+            if outbox_ack > 0:
+                c.execute("UPDATE shards SET timer_outbox_ack_level = MAX(timer_outbox_ack_level, ?) "
+                          "WHERE shard_id = ?", (outbox_ack, shard_id))
+                c.execute("DELETE FROM timer_outbox WHERE shard_id = ? AND task_id <= ?", (shard_id, outbox_ack))
             if timer_deletes:
                 c.executemany("DELETE FROM timer_tasks WHERE shard_id = ? AND fire_time_ms = ? AND task_id = ?",
                               [(shard_id, f, t) for f, t in timer_deletes])
@@ -561,6 +581,9 @@ class SqliteStore:
         if w.timer_tasks:
             c.executemany("INSERT INTO timer_tasks (shard_id, fire_time_ms, task_id, data) VALUES (?, ?, ?, ?)",
                           [(s, t.fire_time_ms, t.task_id, t.data) for t in w.timer_tasks])
+        if w.timer_outbox:
+            c.executemany("INSERT INTO timer_outbox (shard_id, task_id, fire_time_ms, data) VALUES (?, ?, ?, ?)",
+                          [(s, t.task_id, t.fire_time_ms, t.data) for t in w.timer_outbox])
 
     async def read_history(self, namespace: str, workflow_id: str, run_id: str, first_event_id: int,
                            next_event_id: int, limit: int) -> list[str]:
@@ -620,13 +643,36 @@ class SqliteStore:
             (shard_id, after[0], after[0], after[1], until, limit)).fetchall()
         return [TimerTaskRow(int(r[0]), int(r[1]), r[2]) for r in rows]
 
+    async def read_timer_outbox(self, shard_id: int, after_task_id: int, limit: int) -> list[TimerTaskRow]:
+        return await self._run(self._read_outbox, shard_id, after_task_id, limit)
+
+    def _read_outbox(self, shard_id: int, after: int, limit: int) -> list[TimerTaskRow]:
+        rows = self._c().execute("SELECT fire_time_ms, task_id, data FROM timer_outbox WHERE shard_id = ? "
+                                 "AND task_id > ? ORDER BY task_id LIMIT ?", (shard_id, after, limit)).fetchall()
+        return [TimerTaskRow(int(r[0]), int(r[1]), r[2]) for r in rows]
+
+
+# What the shard row reads: range_id, transfer_ack_level, timer_ack_level, timer_outbox_ack_level,
+# timer_queue, owner, timer_rows_dropped_before (see _shard_info).
+_SHARD_COLUMNS = ("range_id, transfer_ack_level, timer_ack_level, timer_outbox_ack_level, timer_queue, owner, "
+                  "timer_rows_dropped_before")
+
+
+def _shard_info(shard_id: int, range_id: int, owner: str, row: tuple[Any, ...]) -> ShardInfo:
+    return ShardInfo(shard_id, range_id, owner, int(row[1]), timer_ack_level=int(row[2]),
+                     timer_outbox_ack_level=int(row[3]), timer_queue=str(row[4]),
+                     timer_rows_dropped_before=int(row[6]))
+
 
 # Columns added to existing tables after version 1, with their definitions. Adding a column with a
 # default is all a newer build needs from an older database, and an older build reading a newer
 # database ignores the column (its timer scan merely starts at the beginning), so these do not
 # bump SCHEMA_VERSION.
 _ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "shards": [("timer_ack_level", "INTEGER NOT NULL DEFAULT 0")],
+    "shards": [("timer_ack_level", "INTEGER NOT NULL DEFAULT 0"),
+               ("timer_outbox_ack_level", "INTEGER NOT NULL DEFAULT 0"),
+               ("timer_queue", "TEXT NOT NULL DEFAULT ''"),
+               ("timer_rows_dropped_before", "INTEGER NOT NULL DEFAULT 0")],
 }
 
 

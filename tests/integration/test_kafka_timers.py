@@ -125,10 +125,12 @@ def queue(env: Env, workflow_id: str) -> KafkaTimerQueue:
 
 
 async def stored_timers(env: Env, workflow_id: str = "") -> list[int]:
-    """Task ids of the timer rows in the store (of one workflow's shard, or all shards)."""
+    """Task ids of the timer rows in the store, the outbox's and any others (of one workflow's
+    shard, or all shards)."""
     sids = [env.history.shard_for("default", workflow_id)] if workflow_id else env.history.owned_shards()
     out = []
     for sid in sids:
+        out += [r.task_id for r in await env.store.read_timer_outbox(sid, 0, 10_000)]
         out += [r.task_id for r in await env.store.read_timer_tasks(sid, (-1, 1 << 62), 1 << 62, 10_000)]
     return out
 

@@ -184,8 +184,8 @@ async def test_upgrade_to_version_2_keeps_the_timers_of_a_version_1_keyspace(
             await cassandra_admin.execute(SimpleStatement(
                 f"INSERT INTO {ks}.executions (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, "
                 "task_id, data) VALUES (0, 4, '', '', '', %s, %s, 'x')"), [fire, task])
-        assert "needs version 2" in await _open_error(cassandra_node, ks)
-        assert await cs.upgrade_schema(cassandra_admin, ks) == (1, 2)
+        assert f"needs version {cs.SCHEMA_VERSION}" in await _open_error(cassandra_node, ks)
+        assert await cs.upgrade_schema(cassandra_admin, ks) == (1, cs.SCHEMA_VERSION)
         store = CassandraStore(_cfg(cassandra_node, ks))
         await store.open()
         try:
@@ -196,6 +196,41 @@ async def test_upgrade_to_version_2_keeps_the_timers_of_a_version_1_keyspace(
             await store.update_shard(0, info.range_id, 0, [], timer_ack_level=201)
             assert [t.task_id for t in await store.read_timer_tasks(0, (-1, 0), 1000, 100)] == [11]
             assert (await store.acquire_shard(0, "newer")).timer_ack_level == 201
+        finally:
+            await store.close()
+    finally:
+        await _drop(cassandra_admin, ks)
+
+
+async def test_upgrade_to_version_3_adds_the_timer_outbox_and_keeps_the_timer_rows(
+        cassandra_admin: Cql, cassandra_node: StoreConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Version 3 adds the Kafka mode's timer outbox (kind 5, its level, the shard's timer queue);
+    the timer rows a version-2 build wrote in Kafka mode stay where they are, for the next owner
+    to publish, and the statements run again change nothing."""
+    ks = "legato_schema_v2"
+    await _drop(cassandra_admin, ks)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(cs, "SCHEMA_VERSION", 2)
+            assert await cs.setup_schema(cassandra_admin, ks, replication_factor=1) == 2
+        await cassandra_admin.execute(SimpleStatement(
+            f"INSERT INTO {ks}.executions (shard_id, range_id, owner, transfer_ack_level, timer_ack_level, "
+            "level_range, updated_ms) VALUES (0, 7, 'old', 0, 0, 7, 0)"))
+        await cassandra_admin.execute(SimpleStatement(
+            f"INSERT INTO {ks}.executions (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id, "
+            "data) VALUES (0, 4, '', '', '', 300, 11, 'x')"))
+        assert "needs version 3" in await _open_error(cassandra_node, ks)
+        assert await cs.upgrade_schema(cassandra_admin, ks) == (2, 3)
+        for text in cs.MIGRATIONS[3]:  # idempotent: an upgrade cut short runs them again
+            await cassandra_admin.execute(SimpleStatement(text.format(keyspace=ks)))
+        store = CassandraStore(_cfg(cassandra_node, ks))
+        await store.open()
+        try:
+            info = await store.acquire_shard(0, "new", "kafka")
+            assert (info.range_id, info.timer_outbox_ack_level, info.timer_queue) == (8, 0, "")
+            assert [t.task_id for t in await store.read_timer_tasks(0, (-1, 0), 1 << 62, 100)] == [11]
+            assert await store.read_timer_outbox(0, 0, 100) == []
+            assert (await store.acquire_shard(0, "newer", "kafka")).timer_queue == "kafka"
         finally:
             await store.close()
     finally:

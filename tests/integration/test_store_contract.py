@@ -21,6 +21,9 @@ from cassandra.cluster import NoHostAvailable
 from history.shard import ShardContext, Update
 from history.state import MutableState, Mutation
 from history.store.base import (
+    EVERY_TIMER_ROW,
+    TIMER_QUEUE_KAFKA,
+    TIMER_QUEUE_STORE,
     CurrentRunRow,
     CurrentRunWrite,
     ExecutionStore,
@@ -35,7 +38,7 @@ from history.store.base import (
 from history.store.cassandra import CassandraStore, _conditional_error
 from history.store.sqlite import SqliteStore
 from legato.config import Config, StoreConfig
-from legato.errors import ShardOwnershipLost, Unavailable
+from legato.errors import FailedPrecondition, ShardOwnershipLost, Unavailable
 
 NS = "ns"
 
@@ -79,6 +82,7 @@ async def _nothing_of(store: ExecutionStore, shard: int, wf: str, run: str = "r1
 async def _no_tasks(store: ExecutionStore, shard: int) -> None:
     assert await store.read_transfer_tasks(shard, 0, 100) == []
     assert await store.read_timer_tasks(shard, (0, 0), 1 << 60, 100) == []
+    assert await store.read_timer_outbox(shard, 0, 100) == []
 
 
 # ---------------------------------------------------------------------- cluster and shards
@@ -124,7 +128,8 @@ async def test_a_write_with_a_stale_range_id_is_rejected_and_writes_nothing(stor
     a = await store.acquire_shard(0, "node-a")
     b = await store.acquire_shard(0, "node-b")
     w = ShardWrite(0, a.range_id, [_run("wf", 3, None)], [_current("wf", "r1", None)],
-                   [TransferTaskRow((1 << 20) + 1, "t")], [TimerTaskRow(500, (1 << 20) + 2, "x")])
+                   [TransferTaskRow((1 << 20) + 1, "t")], [TimerTaskRow(500, (1 << 20) + 2, "x")],
+                   timer_outbox=[TimerTaskRow(600, (1 << 20) + 3, "y")])
     with pytest.raises(ShardOwnershipLost, match=f"range_id {b.range_id}"):
         await store.write(w)
     with pytest.raises(ShardOwnershipLost):
@@ -302,6 +307,82 @@ async def test_the_timer_ack_level_range_deletes_below_it_and_is_kept_by_the_sha
     with pytest.raises(ShardOwnershipLost):
         await store.update_shard(0, renewed.range_id, 0, [], timer_ack_level=1000)  # fenced: nothing deleted
     assert len(await store.read_timer_tasks(0, (0, 0), 1000, 100)) == 1
+
+
+async def test_the_timer_outbox_is_read_by_task_id_and_range_deleted_at_its_level(store: ExecutionStore) -> None:
+    """The Kafka mode's timer outbox: rows keyed by task id (their due times in any order), read
+    above a task id, range-deleted at or below the outbox ack level, which the shard row keeps."""
+    s = await store.acquire_shard(0, "n", TIMER_QUEUE_KAFKA)
+    assert s.timer_outbox_ack_level == 0
+    rows = [TimerTaskRow(900, 5, "a"), TimerTaskRow(100, 6, "b"), TimerTaskRow(500, 7, "c"), TimerTaskRow(50, 9, "d")]
+    await store.write(ShardWrite(0, s.range_id, timer_outbox=rows[:2]))
+    await store.write(ShardWrite(0, s.range_id, timer_outbox=rows[2:]))
+    assert await store.read_timer_outbox(0, 0, 100) == rows  # task-id order, due times kept
+    assert await store.read_timer_outbox(0, 6, 1) == [rows[2]]
+    assert await store.read_timer_tasks(0, (-1, 0), 1 << 60, 100) == []  # not the due-time queue's rows
+    await store.update_shard(0, s.range_id, 0, [], outbox_ack_level=7)
+    assert await store.read_timer_outbox(0, 0, 100) == [rows[3]]
+    renewed = await store.renew_range(0, s.range_id, "n")
+    assert renewed.timer_outbox_ack_level == 7
+    await store.update_shard(0, renewed.range_id, 0, [])  # 0: the level stays, nothing more is deleted
+    assert await store.read_timer_outbox(0, 0, 100) == [rows[3]]
+    b = await store.acquire_shard(0, "other", TIMER_QUEUE_KAFKA)
+    assert (b.timer_outbox_ack_level, b.timer_queue) == (7, TIMER_QUEUE_KAFKA)
+    with pytest.raises(ShardOwnershipLost):
+        await store.update_shard(0, renewed.range_id, 0, [], outbox_ack_level=100)  # fenced: nothing deleted
+    assert await store.read_timer_outbox(0, 0, 100) == [rows[3]]
+
+
+async def test_dropping_published_timer_rows_keeps_the_timer_ack_level(store: ExecutionStore) -> None:
+    """A Kafka owner range-deletes the due-time rows it published without moving the timer ack
+    level (a store-backed owner would otherwise move new timers up to a level far ahead)."""
+    s = await store.acquire_shard(0, "n")
+    await store.update_shard(0, s.range_id, 0, [], timer_ack_level=100)
+    await store.write(ShardWrite(0, s.range_id, timer_tasks=[TimerTaskRow(150, 3, "a"), TimerTaskRow(5000, 4, "b"),
+                                                              TimerTaskRow(9000, 5, "c")]))
+    k = await store.acquire_shard(0, "k", TIMER_QUEUE_KAFKA)
+    assert k.timer_rows_dropped_before == 0
+    await store.update_shard(0, k.range_id, 0, [], drop_timers_before=5001)
+    assert [t.task_id for t in await store.read_timer_tasks(0, (-1, 0), 1 << 60, 100)] == [5]
+    renewed = await store.renew_range(0, k.range_id, "k")
+    assert (renewed.timer_ack_level, renewed.timer_rows_dropped_before) == (100, 5001)
+    await store.update_shard(0, renewed.range_id, 0, [], drop_timers_before=EVERY_TIMER_ROW)
+    assert await store.read_timer_tasks(0, (-1, 0), 1 << 60, 100) == []
+    assert (await store.acquire_shard(0, "k2", TIMER_QUEUE_KAFKA)).timer_rows_dropped_before == EVERY_TIMER_ROW
+
+
+async def test_after_an_older_build_owned_the_shard_its_timer_rows_are_scanned_again(store: ExecutionStore) -> None:
+    """During a rolling upgrade a build of schema version 2 may take a Kafka shard and write due-time
+    timer rows (its Kafka mode did): the next owner ignores where the rows were dropped once."""
+    if not isinstance(store, CassandraStore):
+        pytest.skip("one SQLite file has one owner process: no rolling upgrade")
+    s = await store.acquire_shard(0, "new", TIMER_QUEUE_KAFKA)
+    await store.update_shard(0, s.range_id, 0, [], drop_timers_before=EVERY_TIMER_ROW)
+    session = store.cql.session
+    # The older build's take (level_range, no outbox_range) and a timer row it writes.
+    await asyncio.to_thread(session.execute, "UPDATE executions SET range_id = %s, level_range = %s, owner = 'old' "
+                                             "WHERE shard_id = 0 IF range_id = %s", (s.range_id + 1, s.range_id + 1,
+                                                                                    s.range_id))
+    await asyncio.to_thread(session.execute, "INSERT INTO executions (shard_id, kind, namespace, workflow_id, run_id, "
+                                             "fire_time_ms, task_id, data) VALUES (0, 4, '', '', '', 50, 1, '{}')")
+    info = await store.acquire_shard(0, "new again", TIMER_QUEUE_KAFKA)
+    assert info.timer_rows_dropped_before == 0
+    assert [t.task_id for t in await store.read_timer_tasks(0, (info.timer_ack_level - 1, 1 << 62), 1 << 62, 10)] == [1]
+
+
+async def test_a_shard_whose_timers_went_to_kafka_is_refused_to_a_store_backed_owner(store: ExecutionStore) -> None:
+    a = await store.acquire_shard(0, "a")
+    assert a.timer_queue == ""  # a new shard: no previous owner
+    b = await store.acquire_shard(0, "b", TIMER_QUEUE_KAFKA)  # store -> Kafka: the Kafka owner publishes the rows
+    assert b.timer_queue == TIMER_QUEUE_STORE
+    with pytest.raises(FailedPrecondition, match=r"queues\.kind: kafka") as e:
+        await store.acquire_shard(0, "c", TIMER_QUEUE_STORE)
+    assert e.value.reason == "TimerQueueMismatch"
+    # Refused before anything was written: b still owns the shard, and it stays a Kafka shard.
+    assert (await store.renew_range(0, b.range_id, "b")).range_id == b.range_id + 1
+    with pytest.raises(FailedPrecondition):
+        await store.acquire_shard(0, "c")
+    assert (await store.acquire_shard(0, "d", TIMER_QUEUE_KAFKA)).timer_queue == TIMER_QUEUE_KAFKA
 
 
 async def test_many_timer_deletes_in_one_update(store: ExecutionStore) -> None:

@@ -56,11 +56,13 @@ class FlakyStore(SqliteStore):
         return await super().renew_range(shard_id, expected_range_id, owner)
 
     async def update_shard(self, shard_id: int, range_id: int, transfer_ack_level: int,
-                           timer_deletes: Sequence[tuple[int, int]], timer_ack_level: int = 0) -> None:
+                           timer_deletes: Sequence[tuple[int, int]], timer_ack_level: int = 0,
+                           outbox_ack_level: int = 0, drop_timers_before: int = 0) -> None:
         mode, self.next_update = self.next_update, ""
         if mode == "lost":
             raise WriteOutcomeUnknown("the ack flush timed out")
-        await super().update_shard(shard_id, range_id, transfer_ack_level, timer_deletes, timer_ack_level)
+        await super().update_shard(shard_id, range_id, transfer_ack_level, timer_deletes, timer_ack_level,
+                                   outbox_ack_level, drop_timers_before)
 
 
 @dataclass
