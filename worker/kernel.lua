@@ -205,7 +205,7 @@ end
 
 local TIME = { __name = "time" }
 TIME.__index = TIME
-local UTC_LOCATION  -- time.utc, made below
+local UTC_LOCATION  -- makes time.utc (below)
 local function new_time(ms) return setmetatable({ _ms = ms }, TIME) end
 local function check_time(o, what, level)
     if getmetatable(o) ~= TIME then error(what .. ": expected a time value", level + 1) end
@@ -236,7 +236,7 @@ function TIME:clock() local f = fields(self) return f.hour, f.min, f.sec end
 -- ZERO_MS: Go's zero time (January 1, year 1, UTC), what is_zero means and round/truncate count from.
 local CAL = { ZERO_MS = -62135596800000, DAY_MS = 86400000 }
 function TIME:is_zero() return self._ms == CAL.ZERO_MS end
-function TIME:location() return UTC_LOCATION end
+function TIME:location() return UTC_LOCATION() end
 function TIME:format_rfc3339() return self:format("2006-01-02T15:04:05Z07:00") end
 do
     local function whole_duration_ms(d, what)
@@ -296,20 +296,17 @@ TIME.__eq = function(a, b) return a._ms == b._ms end
 TIME.__lt = function(a, b) return a._ms < b._ms end
 TIME.__le = function(a, b) return a._ms <= b._ms end
 
--- Legato's times are UTC instants: time.utc is the one location.
-do
-    local LOCATION = { __name = "location" }
-    LOCATION.__index = LOCATION
-    function LOCATION:string() return "UTC" end
-    UTC_LOCATION = setmetatable({}, LOCATION)
-end
+-- Legato's times are UTC instants: time.utc is the one location. A plain table (each run's
+-- module copy has its own), known by its _location field.
+local function utc_string() return "UTC" end
+UTC_LOCATION = function() return { _location = "UTC", string = utc_string } end
 
 local function time_constants(t)
     local MONTHS = { "JANUARY", "FEBRUARY", "MARCH", "APRIL", "MAY", "JUNE", "JULY", "AUGUST", "SEPTEMBER",
         "OCTOBER", "NOVEMBER", "DECEMBER" }
     local WEEKDAYS = { "SUNDAY", "MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY" }
     local function utc_only(loc, what)
-        if loc ~= nil and loc ~= UTC_LOCATION then
+        if loc ~= nil and not (type(loc) == "table" and rawget(loc, "_location") == "UTC") then
             error(what .. ": Legato's times are UTC; time zones other than time.utc are not provided", 3)
         end
     end
@@ -322,9 +319,9 @@ local function time_constants(t)
     for name, layout in pairs(H.time_layouts) do t[name] = layout end
     for i, name in ipairs(MONTHS) do t[name] = i end
     for i, name in ipairs(WEEKDAYS) do t[name] = i - 1 end
-    t.utc = UTC_LOCATION
+    t.utc = UTC_LOCATION()
     t.load_location = function(name)
-        if name == "UTC" then return UTC_LOCATION end
+        if name == "UTC" then return UTC_LOCATION() end
         return nil, make_error(sformat("time.load_location(%q): Legato's times are UTC; other time zones are not "
             .. "provided", tostring(name)), KIND.NOT_FOUND, false)
     end
@@ -566,7 +563,9 @@ local function payload_value(p)
     if r == nil then return nil, make_error(msg, kind, false) end
     return r.v
 end
-function PAYLOAD:data() return payload_value(self) end
+-- data(): the value as held (for an encoded payload, its text or bytes); unmarshal(): always the
+-- decoded Lua value (as Wippy's, where data() may give the underlying encoded value)
+function PAYLOAD:data() return self._data end
 function PAYLOAD:unmarshal() return payload_value(self) end
 function PAYLOAD:transcode(format)
     if type(format) ~= "string" then

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import threading
@@ -970,6 +971,20 @@ _SORTED = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=
 
 def json_encode(value: Any) -> tuple[Any, Any]:
     try:
-        return _SORTED.encode(to_python(value, json_arrays=True)), None
+        v = to_python(value, json_arrays=True)
+        try:
+            return _SORTED.encode(v), None
+        except ValueError:  # NaN or an infinity: null, as Wippy writes them
+            return _SORTED.encode(_finite(v)), None
     except (ConversionError, TypeError, ValueError) as err:
         return None, f"json.encode: {err}"
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    return v

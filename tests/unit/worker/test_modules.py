@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
+import json
 import uuid
 import zlib
 from pathlib import Path
@@ -35,6 +37,12 @@ local CASES = {
             r[n .. "_raw"] = hex(hash[n](data, true))
         end
         for _, n in ipairs({"fnv32", "fnv32a", "fnv64", "fnv64a", "crc32"}) do r[n] = hash[n](data) end
+        for _, n in ipairs({"md5", "sha1", "sha256", "sha512"}) do
+            r["hmac_" .. n] = hash["hmac_" .. n](data, "secret")
+            r["hmac_" .. n .. "_raw"] = hex(hash["hmac_" .. n](data, "secret", true))
+        end
+        r.pbkdf2 = hex(hash.pbkdf2("pw", "salt", 1000, 32, "sha512"))
+        r.pbkdf2_empty = select(2, hash.pbkdf2("", "salt", 1000, 32)):kind()
         return r
     end,
     hash_bad = function() return out(hash.sha256(42)) end,
@@ -49,7 +57,9 @@ local CASES = {
         return {v1 = v1, v4 = v4, v7 = v7, v3 = uuid.v3(uuid.NAMESPACE_DNS, a.name), v5 = uuid.v5("url", a.name),
                 versions = {uuid.version(v1), uuid.version(v4), uuid.version(v7)}, variant = uuid.variant(v4),
                 valid = uuid.validate(v4), invalid = uuid.validate(a.bad), not_string = uuid.validate(42),
-                parsed = uuid.parse(string.upper(v4)), other = uuid.v7() ~= v7}
+                parsed = uuid.parse(string.upper(v4)), parsed1 = uuid.parse(v1), parsed7 = uuid.parse(v7),
+                formats = {uuid.format(string.upper(v4)), uuid.format(v4, "simple"), uuid.format(v4, "urn")},
+                bad_style = {uuid.format(v4, "fancy")}, other = uuid.v7() ~= v7}
     end,
     uuid_bad = function(a) return {parse = out(uuid.parse(a.bad)), version = out(uuid.version(a.bad)),
                                     v5 = out(uuid.v5("nonsense", "x"))} end,
@@ -68,11 +78,45 @@ local CASES = {
         local sparse, e1 = json.encode({1, nil, 3})
         local mixed, e2 = json.encode({1, 2, name = "x"})
         local bad, e3 = json.decode("{nope")
-        return {empty = json.encode({}), nested = json.encode({a = {}, b = {1, 2}}), sparse = sparse == nil,
+        return {nan = json.encode({1, 0/0, math.huge}),
+                empty = json.encode({}), nested = json.encode({a = {}, b = {1, 2}}), sparse = sparse == nil,
                 sparse_err = e1 and e1:kind(), sparse_msg = e1 and e1:message(), mixed = mixed == nil and e2 ~= nil,
                 decode_kind = e3 and e3:kind(), decoded = bad == nil}
     end,
     ctx = function() return out(ctx.get("missing")) end,
+    validate = function()
+        local schema = {type = "object", properties = {name = {type = "string", minLength = 1},
+                        age = {type = "integer", minimum = 0}}, required = {"name"}}
+        local ok1, e1 = json.validate(schema, {name = "Ann", age = 3})
+        local ok2, e2 = json.validate(schema, {name = "", age = -1})
+        local ok3, e3 = json.validate('{"type": "number", "minimum": 0}', 42)
+        local ok4, e4 = json.validate_string(schema, '{"age": 1}')
+        local ok5, e5 = json.validate({type = "nonsense"}, 1)
+        return {ok1 = ok1, e1 = e1 == nil, ok2 = ok2, e2 = {e2:kind(), e2:message()}, ok3 = ok3, ok4 = ok4,
+                e4 = e4:message(), ok5 = ok5, e5 = {e5:kind(), e5:message()}}
+    end,
+    payload = function()
+        local p = payload.new({name = "x", items = {1, 2}})
+        local j = p:transcode(payload.format.JSON)
+        local y = p:transcode(payload.format.YAML)
+        local m = p:transcode(payload.format.MSGPACK)
+        local back = m:transcode(payload.format.LUA)
+        local s = payload.new("hello"):transcode(payload.format.STRING)
+        local bad, bad_err = p:transcode(payload.format.STRING)
+        local e = payload.new(errors.new("failed"))
+        local broken = setmetatable({}, {}) -- not used: payloads of tables are plain values
+        return {formats = {p:get_format(), j:get_format(), y:get_format(), m:get_format(), back:get_format(),
+                           e:get_format()},
+                json = j:data(), json_decoded = j:unmarshal().name, yaml_items = y:unmarshal().items,
+                msgpack_name = back:data().name, string = s:data(), decoded_string = s:unmarshal(), bad = bad == nil,
+                bad_kind = bad_err and bad_err:kind(), err_message = e:data():message(),
+                same = p:transcode(payload.format.LUA):data().name, constants = payload.format.BYTES}
+    end,
+    call_stack = function()
+        local e = errors.new("where")
+        local st = errors.call_stack(e)
+        return {thread = st.thread, first = st.frames[1], none = errors.call_stack(errors.wrap("text", "x")) == nil}
+    end,
 }
 return function(case, a)
     local r = CASES[case](a or {})
@@ -127,6 +171,11 @@ def test_hash_matches_python(mode: str, data: bytes, reg: Registry, runner: Acti
     assert r["crc32"] == zlib.crc32(data)
     if data == b"abc":
         assert r["fnv32a"] == 0x1A47E90B  # the published test vector
+    for name in ("md5", "sha1", "sha256", "sha512"):
+        mac = hmac.new(b"secret", data, name)
+        assert r[f"hmac_{name}"] == mac.hexdigest() and r[f"hmac_{name}_raw"] == mac.hexdigest()
+    assert r["pbkdf2"] == hashlib.pbkdf2_hmac("sha512", b"pw", b"salt", 1000, 32).hex()
+    assert r["pbkdf2_empty"] == "Invalid"
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -160,7 +209,12 @@ def test_uuids(mode: str, reg: Registry, runner: ActivityRunner) -> None:
     assert r["v3"] == str(uuid.uuid3(uuid.NAMESPACE_DNS, "example.com"))
     assert r["v5"] == str(uuid.uuid5(uuid.NAMESPACE_URL, "example.com"))
     assert (r["valid"], r["invalid"], r["not_string"]) == (True, False, False)
-    assert r["parsed"] == r["v4"] and r["other"] is True
+    assert r["parsed"] == {"version": 4, "variant": "RFC4122"} and r["other"] is True
+    assert r["parsed1"]["version"] == 1 and r["parsed1"]["node"] == f"{v1.node:012x}"
+    assert r["parsed7"]["timestamp"] == (v7.int >> 80) // 1000
+    assert r["formats"] == [r["v4"], v4.hex, v4.urn]
+    assert r["bad_style"] == {"2": {"kind": "Invalid", "retryable": False,
+                                    "message": "uuid.format: style 'fancy' is not one of standard, simple, urn"}}
     if mode == "workflow":  # the workflow's own clock, not the machine's
         assert v7.int >> 80 == START_MS
         assert (v1.time - 0x01B21DD213814000) // 10_000 == START_MS
@@ -204,10 +258,12 @@ def test_errors_as_wippy_has_them(mode: str, reg: Registry, runner: ActivityRunn
 @pytest.mark.parametrize("mode", MODES)
 def test_json_as_wippy_encodes(mode: str, reg: Registry, runner: ActivityRunner) -> None:
     r = probe(mode, reg, runner, "json")
+    assert r["nan"] == "[1,null,null]"  # as Wippy writes NaN and infinities
     assert r["empty"] == "[]" and r["nested"] == '{"a":[],"b":[1,2]}'
-    assert r["sparse"] is True and r["sparse_err"] == "Invalid" and "no JSON form" in r["sparse_msg"]
+    # as Wippy's: what cannot be encoded or parsed is Internal
+    assert r["sparse"] is True and r["sparse_err"] == "Internal" and "no JSON form" in r["sparse_msg"]
     assert r["mixed"] is True
-    assert r["decode_kind"] == "Invalid" and r["decoded"] is True
+    assert r["decode_kind"] == "Internal" and r["decoded"] is True
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -227,3 +283,29 @@ def test_wippy_infrastructure_modules_are_refused_by_name(tmp_path: Path, module
     with pytest.raises(EntryError) as e:
         make_app(tmp_path, {"w": "return function() end"}, modules=f"[{module}]")
     assert f"module {module!r} is Wippy's" in str(e.value) and "Legato does not provide it" in str(e.value)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_json_validate(mode: str, reg: Registry, runner: ActivityRunner) -> None:
+    r = probe(mode, reg, runner, "validate")
+    assert r["ok1"] is True and r["e1"] is True and r["ok3"] is True
+    assert r["ok2"] is False and r["e2"][0] == "Invalid" and r["e2"][1].startswith("json.validate: at ")
+    assert r["ok4"] is False and "'name' is a required property" in r["e4"]
+    assert r["ok5"] is False and r["e5"][0] == "Invalid" and "the schema is not valid" in r["e5"][1]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_payloads_transcode(mode: str, reg: Registry, runner: ActivityRunner) -> None:
+    r = probe(mode, reg, runner, "payload")
+    assert r["formats"] == ["lua/any", "json/plain", "yaml/plain", "application/msgpack", "lua/any", "golang/error"]
+    assert json.loads(r["json"]) == {"name": "x", "items": [1, 2]} and r["json_decoded"] == "x"
+    assert r["yaml_items"] == [1, 2] and r["msgpack_name"] == "x" and r["string"] == r["decoded_string"] == "hello"
+    assert r["bad"] is True and r["bad_kind"] == "Internal"
+    assert r["err_message"] == "failed" and r["same"] == "x" and r["constants"] == "application/octet-stream"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_errors_call_stack(mode: str, reg: Registry, runner: ActivityRunner) -> None:
+    r = probe(mode, reg, runner, "call_stack")
+    assert r["thread"] == "main" and r["none"] is True
+    assert r["first"]["source"].endswith("probe.lua") and r["first"]["line"] > 0

@@ -57,6 +57,29 @@ return function()
     return {seen = seen, reset = had, fired = fired:unix()}
 end
 """
+EXTRAS = """\
+return function()
+    local t = time.date(2024, time.JANUARY, 31, 22, 30, 15, 500000000, time.utc)
+    local y, mo, d = t:date()
+    local h, mi, se = t:clock()
+    local hour = time.parse_duration("1h")
+    local bad, bad_err = time.parse_duration("soon")
+    local loc, loc_err = time.load_location("Europe/Paris")
+    local tm = time.timer("1s")
+    return {
+        rfc = t:format_rfc3339(), date = {y, mo, d}, clock = {h, mi, se},
+        month_end = t:add_date(0, 1, 0):format(time.DATE_ONLY),  -- Feb 31 carries to Mar 2, as in Go
+        leap = time.date(2024, 2, 29, 0, 0, 0, 0):add_date(1, 0, 0):format(time.DATE_ONLY),
+        back = t:add_date(0, 0, -31):format(time.DATE_ONLY),
+        truncated = t:truncate(hour):format(time.TIME_ONLY), rounded = t:round(hour):format(time.TIME_ONLY),
+        weekday = t:weekday() == time.WEDNESDAY, zero = time.date(1, 1, 1, 0, 0, 0, 0):is_zero(),
+        bad = bad == nil, bad_kind = bad_err:kind(), utc = t:location():string(),
+        utc_loaded = time.load_location("UTC"):string() == "UTC" and time.utc:string() == "UTC",
+        loc = loc == nil, loc_kind = loc_err:kind(),
+        same_channel = tm:response() == tm:channel(), ns = time.parse_duration(5 * time.SECOND):seconds(),
+    }
+end
+"""
 OLD = """\
 return function()
     time.sleep(100)  -- written when a number meant milliseconds
@@ -68,7 +91,7 @@ end
 @pytest.fixture(scope="module")
 def reg(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     tmp = tmp_path_factory.mktemp("time")
-    return make_app(tmp, {"values": VALUES, "sleeps": SLEEPS, "ticker": TICKER, "old": OLD},
+    return make_app(tmp, {"values": VALUES, "sleeps": SLEEPS, "ticker": TICKER, "old": OLD, "extras": EXTRAS},
                     {"fvalues": VALUES}, modules="[time]", function_modules="[time]")
 
 
@@ -169,3 +192,16 @@ def test_a_time_no_layout_can_write_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(Exception) as e:
         Sim(reg, "app:w").step()
     assert "outside the years 1 to 9999 that a layout can write" in str(e.value)
+
+
+def test_calendar_and_durations_as_wippy_has_them(reg: Registry) -> None:
+    sim = Sim(reg, "app:extras")
+    cmds = sim.step()
+    assert types(cmds)[0] == "StartTimer"
+    r = cmds[-1].attrs["result"]
+    assert r["rfc"] == "2024-01-31T22:30:15Z" and r["date"] == [2024, 1, 31] and r["clock"] == [22, 30, 15]
+    assert r["month_end"] == "2024-03-02" and r["leap"] == "2025-03-01" and r["back"] == "2023-12-31"
+    assert r["truncated"] == "22:00:00" and r["rounded"] == "23:00:00"
+    assert r["weekday"] is True and r["zero"] is True
+    assert r["bad"] is True and r["bad_kind"] == "Invalid" and r["utc"] == "UTC" and r["utc_loaded"] is True
+    assert r["loc"] is True and r["loc_kind"] == "NotFound" and r["same_channel"] is True and r["ns"] == 5.0
