@@ -18,7 +18,7 @@ from typing import Any
 
 from history.fire_lags import FireLags
 from history.store.base import ExecutionStore
-from history.timers import TimerDeletes
+from history.timers import TimerDeletes, TimerTask
 from legato import codec, metrics
 from legato.errors import ShardOwnershipLost
 
@@ -31,13 +31,6 @@ _MAX_RETRY_DELAY_S = 10.0
 
 @dataclass(slots=True)
 class TransferTask:
-    task_id: int
-    data: dict[str, Any]
-
-
-@dataclass(slots=True)
-class TimerTask:
-    fire_time_ms: int
     task_id: int
     data: dict[str, Any]
 

@@ -5,15 +5,23 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from history.fire_lags import FireLags
 from history.store.base import ExecutionStore, ShardInfo
 
-if TYPE_CHECKING:  # history.queues imports this module (TimerDeletes)
-    from history.queues import TimerTask
 
-FireTimer = Callable[["TimerTask"], Awaitable[None]]
+@dataclass(slots=True)
+class TimerTask:
+    """A timer as the queues hold it: when it fires, its row's task id, what it does."""
+
+    fire_time_ms: int
+    task_id: int
+    data: dict[str, Any]
+
+
+FireTimer = Callable[[TimerTask], Awaitable[None]]
 
 
 class TimerQueue(Protocol):

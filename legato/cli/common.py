@@ -12,6 +12,8 @@ import click
 from pydantic import BaseModel, ValidationError
 
 from legato import DEFAULT_NAMESPACE
+from legato.cli.cli_error import CliError
+from legato.cli.security import client_security_options
 from legato.codec import parse_json_input
 from legato.durations import parse_duration_ms
 
@@ -20,14 +22,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
-
-
-class CliError(Exception):
-    """A one-paragraph error for the user, with the exit code to leave with."""
-
-    def __init__(self, message: str, exit_code: int = 3) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def client_options(fn: F) -> F:
@@ -42,8 +36,6 @@ def client_options_with(*outputs: str, output_help: str = "Output format.") -> C
 
 
 def _client_options(fn: F, outputs: list[str], output_help: str) -> F:
-    from legato.cli.security import client_security_options  # it builds on this module
-
     fn = client_security_options(fn)
     fn = click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True, help="Namespace.")(fn)
     fn = click.option("--output", "output", type=click.Choice(outputs), default="text",

@@ -18,7 +18,7 @@ import click
 from pydantic import ValidationError
 
 from legato.api import ExecutionRef
-from legato.cli.common import CliError
+from legato.cli.cli_error import CliError
 from legato.client import GrpcClient
 from legato.config import ConfigError, SecurityConfig
 from legato.errors import NotFound, PermissionDenied, ServiceError, Unauthenticated, Unavailable
