@@ -44,6 +44,8 @@ local CASES = {
             num = re:num_subexp(), names = named:subexp_names(), pattern = named:string(),
             email = named:find_string_submatch("mail user@example.com now"),
             utf8 = text.regexp.compile("."):find_all_string("añ€"),
+            binary = digits:find_all_string("\\255\\0011\\254 22"),
+            binary_index = digits:find_string_index("\\255\\254 7"),
         }
     end,
     regexp_bad = function(a)
@@ -182,6 +184,7 @@ def test_regexp_known_answers(mode: str, reg: Registry, runner: ActivityRunner) 
     assert r["num"] == 2 and r["names"] == ["", "key", "host"] and r["pattern"] == "(?P<key>\\w+)@(?P<host>[\\w.]+)"
     assert r["email"] == ["user@example.com", "user", "example.com"]
     assert r["utf8"] == ["a", "ñ", "€"]
+    assert r["binary"] == ["1", "22"] and r["binary_index"] == [4, 4]  # bytes: Lua's string indexes
 
 
 @pytest.mark.parametrize("mode", MODES)
