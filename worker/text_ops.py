@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections import deque
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
@@ -52,6 +53,7 @@ MAX_DIFF_STEPS = 1_000
 MAX_CHUNK_SIZE = 1_000_000  # a splitter's chunk_size
 MAX_SPLIT_CHARS = 8 * 1024 * 1024  # a text given to a splitter
 MAX_SEPARATORS = 64
+MAX_SPLIT_OUTPUT = 64 * 1024 * 1024  # characters of chunks one split may make (overlap repeats text)
 
 
 def _subject(value: Any, what: str, limit: int = MAX_SUBJECT_BYTES) -> bytes:
@@ -118,8 +120,9 @@ def _rune_width(s: bytes, pos: int) -> int:
 
 def _all(c: _Compiled, s: bytes, n: int = -1) -> Iterator[list[tuple[int, int]]]:
     """Successive matches as Go's regexp finds them: an empty match right after the previous
-    match does not count; at most n (n < 0: all), and never more than MAX_MATCHES."""
-    limit = MAX_MATCHES if n < 0 else min(n, MAX_MATCHES)
+    match does not count; at most n (n < 0: all). More than MAX_MATCHES is an error (not a
+    silently short answer)."""
+    limit = n if 0 <= n <= MAX_MATCHES else MAX_MATCHES + 1
     pos, prev_end, found = 0, -1, 0
     while found < limit and pos <= len(s):
         spans = _search(c, s, pos)
@@ -135,6 +138,8 @@ def _all(c: _Compiled, s: bytes, n: int = -1) -> Iterator[list[tuple[int, int]]]
         prev_end = end
         if accept:
             found += 1
+            if found > MAX_MATCHES:
+                raise OpError(f"text.regexp: more than {MAX_MATCHES} matches")
             yield spans
 
 
@@ -508,21 +513,37 @@ def _splitter_options(kind: Any, options: Any) -> dict[str, Any]:
     return out
 
 
-def _merge(splits: list[str], sep: str, size: int, overlap: int) -> list[str]:
+class _Output:
+    """What a split has made so far, in characters: a large overlap repeats text, so it is bounded."""
+
+    __slots__ = ("made",)
+
+    def __init__(self) -> None:
+        self.made = 0
+
+    def spend(self, n: int) -> None:
+        self.made += n
+        if self.made > MAX_SPLIT_OUTPUT:
+            raise OpError(f"splitter:split_text: the chunks would be more than {MAX_SPLIT_OUTPUT} characters"
+                          " (a smaller chunk_overlap repeats less)")
+
+
+def _merge(splits: list[str], sep: str, size: int, overlap: int, budget: _Output) -> list[str]:
     """Pieces joined with sep into chunks of at most size characters, each chunk starting with
     the last pieces (at most overlap characters of them) of the one before."""
     docs: list[str] = []
-    current: list[str] = []
+    current: deque[str] = deque()
     total = 0
     for piece in splits:
         n = len(piece)
         if current and total + n + len(sep) > size:
+            budget.spend(total)
             doc = sep.join(current).strip()
             if doc:
                 docs.append(doc)
             while current and (total > overlap or total + n + (len(sep) if current else 0) > size):
                 total -= len(current[0]) + (len(sep) if len(current) > 1 else 0)
-                current.pop(0)
+                current.popleft()
         current.append(piece)
         total += n + (len(sep) if len(current) > 1 else 0)
     doc = sep.join(current).strip()
@@ -531,7 +552,20 @@ def _merge(splits: list[str], sep: str, size: int, overlap: int) -> list[str]:
     return docs
 
 
-def _recursive(s: str, separators: list[str], size: int, overlap: int, keep: bool) -> list[str]:
+def _windows(s: str, size: int, overlap: int, budget: _Output) -> list[str]:
+    """Cut at any character (no separator left): what merging single characters gives, in slices."""
+    out, start, step = [], 0, max(1, size - overlap)
+    while True:
+        budget.spend(min(size, len(s) - start))
+        piece = s[start:start + size].strip()
+        if piece:
+            out.append(piece)
+        if start + size >= len(s):
+            return out
+        start += step
+
+
+def _recursive(s: str, separators: list[str], size: int, overlap: int, keep: bool, budget: _Output) -> list[str]:
     sep, rest = separators[-1], list[str]()
     for i, candidate in enumerate(separators):
         if candidate == "":
@@ -541,8 +575,8 @@ def _recursive(s: str, separators: list[str], size: int, overlap: int, keep: boo
             sep, rest = candidate, separators[i + 1:]
             break
     if sep == "":
-        pieces = list(s)
-    elif keep:
+        return _windows(s, size, overlap, budget)
+    if keep:
         raw = s.split(sep)
         pieces = [raw[0]] + [sep + p for p in raw[1:]]
     else:
@@ -556,27 +590,28 @@ def _recursive(s: str, separators: list[str], size: int, overlap: int, keep: boo
             good.append(piece)
             continue
         if good:
-            out.extend(_merge(good, join, size, overlap))
+            out.extend(_merge(good, join, size, overlap, budget))
             good = []
-        out.extend(_recursive(piece, rest, size, overlap, keep) if rest else [piece])
+        out.extend(_recursive(piece, rest, size, overlap, keep, budget) if rest else [piece])
     if good:
-        out.extend(_merge(good, join, size, overlap))
+        out.extend(_merge(good, join, size, overlap, budget))
     return out
 
 
 def _split_recursive(opts: Any, s: str) -> list[str]:
     given = opts["separators"]
     seps = [str(x) for x in _lua_list(given, "splitter")] if given is not None else list(DEFAULT_SEPARATORS)
-    return _recursive(s, seps, opts["chunk_size"], opts["chunk_overlap"], bool(opts["keep_separator"]))
+    return _recursive(s, seps, opts["chunk_size"], opts["chunk_overlap"], bool(opts["keep_separator"]), _Output())
 
 
 # -- markdown: the text as blocks (headings, fenced code, tables, reference definitions, paragraphs)
 
-_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t#]*$")
+_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]|$)")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _TABLE_ROW = re.compile(r"^\s*\|")
 _REF_DEF = re.compile(r"^ {0,3}\[([^\]]+)\]:\s*\S")
-_REF_USE = re.compile(r"\[([^\]]*)\]\[([^\]]*)\]|\[([^\]]+)\](?![(\[:])")
+# a bracketed label (CommonMark: at most 999 characters); no "[" inside, so a scan is linear
+_LABEL = re.compile(r"\[([^\[\]\n]{1,999})\]")
 
 
 def _blocks(s: str) -> Iterator[tuple[str, str, int]]:
@@ -638,21 +673,29 @@ def _split_markdown(opts: Any, s: str) -> list[str]:
     chunks: list[str] = []
     path: list[tuple[int, str]] = []  # the headings above the current block
     current: list[str] = []
+    length = [0]  # of "\n\n".join(current)
+    budget = _Output()
 
-    def prefix() -> str:
-        return "\n".join(h for _, h in path) if hierarchy else ""
+    def prefix() -> str:  # at most half a chunk (a huge heading is cut, not repeated whole)
+        return "\n".join(h for _, h in path)[:size // 2] if hierarchy else ""
 
     def close() -> None:
         if current:
+            budget.spend(length[0])
             chunks.append("\n\n".join(current).strip())
             current.clear()
+            length[0] = 0
+
+    def push(piece: str) -> None:
+        length[0] += len(piece) + (2 if current else 0)
+        current.append(piece)
 
     def add(piece: str) -> None:
-        if current and len("\n\n".join([*current, piece])) > size:
+        if current and length[0] + 2 + len(piece) > size:
             close()
         if not current and hierarchy and path:
-            current.append(prefix())
-        current.append(piece)
+            push(prefix())
+        push(piece)
 
     for kind, body, level in blocks:
         if kind == "heading":
@@ -673,31 +716,33 @@ def _split_markdown(opts: Any, s: str) -> list[str]:
             close()
             rows = body.split("\n")
             keep = rows[:1] if kind == "code" else rows[:2]  # the opening fence, or the header row and rule
-            tail = rows[-1:] if kind == "code" and len(rows) > 1 else []
+            tail = rows[-1:] if kind == "code" and len(rows) > 1 and _FENCE.match(rows[-1]) else []
             middle = rows[len(keep):len(rows) - len(tail)]
+            fixed = len("\n".join(keep + tail)) + 1  # what every part has, and a newline
             part: list[str] = []
+            part_len = fixed
             for row in middle:
-                if part and len("\n".join(keep + part + [row] + tail)) > room:
+                if part and part_len + len(row) + 1 > room:
                     add("\n".join(keep + part + tail))
                     close()
-                    part = []
+                    part, part_len = [], fixed
                 part.append(row)
+                part_len += len(row) + 1
             add("\n".join(keep + part + tail))
             continue
         close()
-        for piece in _recursive(body, list(DEFAULT_SEPARATORS[1:]), room, min(overlap, room - 1), False):
+        for piece in _recursive(body, list(DEFAULT_SEPARATORS[1:]), room, min(overlap, room - 1), False, budget):
             add(piece)
             close()
     close()
     if refs and definitions:  # each chunk carries the definitions of the reference links it uses
         out = []
         for chunk in chunks:
-            used = []
-            for m in _REF_USE.finditer(chunk):
-                label = (m.group(2) or m.group(1) or m.group(3) or "").lower()
-                d = definitions.get(label)
-                if d and d not in used and d not in chunk:
-                    used.append(d)
+            used: dict[str, None] = {}  # in the order the chunk uses them
+            for m in _LABEL.finditer(chunk):
+                d = definitions.get(m.group(1).lower())
+                if d:
+                    used[d] = None
             out.append(chunk + ("\n\n" + "\n".join(used) if used else ""))
         chunks = out
     return [c for c in chunks if c]

@@ -68,6 +68,14 @@ local CASES = {
         local evil = text.regexp.compile("(x+x+)+y")
         return {re:match_string(s), evil:match_string(string.rep("x", a.n))}
     end,
+    bounds = function(a)
+        local many = out(text.regexp.compile(""):find_all_string(string.rep("a", a.n)))
+        local s = text.splitter.recursive({chunk_size = 100000, chunk_overlap = 99999})
+        local cut = text.splitter.recursive({chunk_size = 1000, chunk_overlap = 0})
+        local blob = cut:split_text(string.rep("x", a.n * 10))
+        return {many = many, overlap = out(s:split_text(string.rep("x", a.n * 10))), blob = #blob,
+                blob_size = #blob[1]}
+    end,
     diff = function()
         local d = text.diff.new()
         local diffs = d:compare("hello world", "hello there")
@@ -214,6 +222,16 @@ def test_pathological_pattern_is_linear(mode: str, reg: Registry, runner: Activi
     r = probe(mode, reg, runner, "pathological", {"n": 100_000})
     assert r == [False, False]
     assert time.monotonic() - started < 5  # a backtracking engine would not end
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bounds_are_errors_not_short_answers(mode: str, reg: Registry, runner: ActivityRunner) -> None:
+    started = time.monotonic()
+    r = probe(mode, reg, runner, "bounds", {"n": 200_000})
+    assert r["many"]["err"] == {"kind": "Invalid", "message": f"text.regexp: more than {text_ops.MAX_MATCHES} matches"}
+    assert r["overlap"]["err"]["message"].startswith("splitter:split_text: the chunks would be more than")
+    assert r["blob"] == 2000 and r["blob_size"] == 1000  # no separator in 2,000,000 characters: cut at 1000
+    assert time.monotonic() - started < 10
 
 
 @pytest.mark.parametrize("mode", MODES)
