@@ -355,7 +355,7 @@ def _diff_new(options: Any) -> dict[str, float]:
 def _differ(options: Any) -> _Differ:
     opts = _diff_new(options)
     timeout = opts["diff_timeout"]
-    steps = MAX_DIFF_STEPS if timeout <= 0 else min(MAX_DIFF_STEPS, max(1, int(timeout * DIFF_STEPS_PER_SECOND)))
+    steps = MAX_DIFF_STEPS if timeout <= 0 else max(1, int(min(MAX_DIFF_STEPS, timeout * DIFF_STEPS_PER_SECOND)))
     d = _Differ(steps)
     for name, spec in _DIFF_OPTIONS.items():
         setattr(d, spec[0], opts[name])

@@ -95,7 +95,8 @@ local CASES = {
     diff_options = function()
         local d = text.diff.new({diff_timeout = 0, diff_edit_cost = 6, match_threshold = 0.3, match_distance = 100,
                                  patch_delete_threshold = 0.4, patch_margin = 2})
-        return {diffs = d:compare("abc", "abd")}
+        local huge = text.diff.new({diff_timeout = math.huge})
+        return {diffs = d:compare("abc", "abd"), huge = #huge:compare("abc", "abd")}
     end,
     diff_bad = function()
         local d = text.diff.new()
@@ -255,6 +256,7 @@ def test_diff_compare_summarize_pretty_and_patches(mode: str, reg: Registry, run
 def test_diff_options(mode: str, reg: Registry, runner: ActivityRunner) -> None:
     r = probe(mode, reg, runner, "diff_options")
     assert [d["operation"] for d in r["diffs"]] == ["equal", "delete", "insert"]
+    assert r["huge"] == 3  # a timeout of math.huge is the step budget's maximum
 
 
 @pytest.mark.parametrize("mode", MODES)
