@@ -316,14 +316,16 @@ class _Differ(diff_match_patch):
         return super().diff_main(text1, text2, checklines, deadline)
 
 
-# option -> (dmp attribute, Wippy's default, whole number?, lowest allowed)
-_DIFF_OPTIONS: dict[str, tuple[str, float, bool, float]] = {
-    "diff_timeout": ("Diff_Timeout", 1.0, False, 0),
-    "diff_edit_cost": ("Diff_EditCost", 4, True, 0),
-    "match_threshold": ("Match_Threshold", 0.5, False, 0),
-    "match_distance": ("Match_Distance", 1000, True, 0),
-    "patch_delete_threshold": ("Patch_DeleteThreshold", 0.5, False, 0),
-    "patch_margin": ("Patch_Margin", 4, True, 0),
+# option -> (dmp attribute, Wippy's default, whole number?, lowest, highest allowed). A patch's
+# margin is context on each side and its padding made of that many characters: it stays small.
+MAX_PATCH_MARGIN = 64
+_DIFF_OPTIONS: dict[str, tuple[str, float, bool, float, float]] = {
+    "diff_timeout": ("Diff_Timeout", 1.0, False, 0, float("inf")),
+    "diff_edit_cost": ("Diff_EditCost", 4, True, 0, 1_000_000),
+    "match_threshold": ("Match_Threshold", 0.5, False, 0, 1),
+    "match_distance": ("Match_Distance", 1000, True, 0, 1_000_000_000),
+    "patch_delete_threshold": ("Patch_DeleteThreshold", 0.5, False, 0, 1),
+    "patch_margin": ("Patch_Margin", 4, True, 0, MAX_PATCH_MARGIN),
 }
 
 
@@ -344,10 +346,10 @@ def _diff_new(options: Any) -> dict[str, float]:
             raise OpError(f"text.diff.new: unknown option {key!r} (options: {', '.join(_DIFF_OPTIONS)})")
         if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
             raise OpError(f"text.diff.new: {key} must be a number, got {type_name(value)}")
+        if not spec[3] <= value <= spec[4]:
+            raise OpError(f"text.diff.new: {key} must be between {spec[3]:g} and {spec[4]:g}, got {value:g}")
         if spec[2] and not float(value).is_integer():
             raise OpError(f"text.diff.new: {key} must be a whole number")
-        if value < spec[3] or (key.endswith("threshold") and value > 1):
-            raise OpError(f"text.diff.new: {key} is out of range ({value})")
         out[key] = int(value) if spec[2] else float(value)
     return out
 

@@ -103,6 +103,7 @@ local CASES = {
         return {
             opts = out(text.diff.new(5)), unknown = out(text.diff.new({bogus = 1})),
             range = out(text.diff.new({match_threshold = 2})), kind = out(text.diff.new({patch_margin = "x"})),
+            margin = out(text.diff.new({patch_margin = 1e12})), whole = out(text.diff.new({match_distance = 1.5})),
             compare = out(d:compare("a", nil)), summarize = out(d:summarize("x")),
             op = out(d:pretty_html({{operation = "swap", text = "x"}})),
             patch = out(d:patch_apply({{text = "not a patch"}}, "abc")),
@@ -267,6 +268,9 @@ def test_diff_bad_arguments(mode: str, reg: Registry, runner: ActivityRunner) ->
     assert r["opts"]["err"]["message"] == "text.diff.new: options must be a table, got number"
     assert r["unknown"]["err"]["message"].startswith("text.diff.new: unknown option 'bogus'")
     assert r["compare"]["err"]["message"] == "diff:compare text2: expected a string, got nil"
+    assert r["margin"]["err"]["message"] == "text.diff.new: patch_margin must be between 0 and 64, got 1e+12"
+    assert r["range"]["err"]["message"] == "text.diff.new: match_threshold must be between 0 and 1, got 2"
+    assert r["whole"]["err"]["message"] == "text.diff.new: match_distance must be a whole number"
     assert r["op"]["err"]["message"].startswith("diff:pretty_html: operation must be equal, delete or insert")
     assert r["patch"]["err"]["message"].startswith("diff:patch_apply: not a patch")
 
