@@ -50,6 +50,9 @@ MAX_DIFF_ITEMS = 1_000_000  # entries of a diff or patch list given back
 # grows with its number), far inside worker.lua_watchdog_ms (5 s by default).
 DIFF_STEPS_PER_SECOND = 1_000
 MAX_DIFF_STEPS = 1_000
+# Cells of fuzzy matching (Bitap) one patch_apply may search, some 1 s at most: a fuzzy patch
+# under the default options costs about 34,000.
+MAX_MATCH_CELLS = 4_000_000
 MAX_CHUNK_SIZE = 1_000_000  # a splitter's chunk_size
 MAX_SPLIT_CHARS = 8 * 1024 * 1024  # a text given to a splitter
 MAX_SEPARATORS = 64
@@ -309,6 +312,18 @@ class _Differ(diff_match_patch):
     def __init__(self, steps: int) -> None:
         super().__init__()
         self.steps = steps
+        self.match_cells = MAX_MATCH_CELLS
+
+    def match_bitap(self, text: str, pattern: str, loc: int) -> int:
+        """The fuzzy search a patch does when its text is not where it was: within a budget of
+        cells (its worst case: each error level scans the reach match_threshold x match_distance
+        on either side of loc). Past the budget, a patch that does not apply exactly is reported
+        not applied, the same on every machine."""
+        reach = 2 * self.Match_Threshold * self.Match_Distance + 2 * len(pattern) + 1
+        self.match_cells -= len(pattern) * int(min(len(text) + len(pattern), reach))
+        if self.match_cells < 0:
+            return -1
+        return int(super().match_bitap(text, pattern, loc))
 
     def diff_main(self, text1: str, text2: str, checklines: bool = True, deadline: Any = None) -> Any:
         if deadline is None:

@@ -402,3 +402,19 @@ def test_splitter_bad_arguments(mode: str, reg: Registry, runner: ActivityRunner
     assert r["overlap"]["err"]["message"] == "text.splitter.recursive: chunk_overlap must be between 0 and 9, got 10"
     assert r["unknown"]["err"]["message"].startswith("text.splitter.markdown: unknown option 'separators'")
     assert r["text"]["err"]["message"] == "splitter:split_text: expected a string, got number"
+
+
+def test_fuzzy_patch_matching_is_bounded() -> None:
+    """A patch whose text is not where it was is searched for (Bitap) within a budget of cells:
+    with options that would scan a whole 1,000,000-character text per patch, it ends at once."""
+    d = text_ops._differ(None)
+    d.Match_Distance, d.Match_Threshold = 10**9, 1.0
+    patches = d.patch_make("x" * 20 + "1" + "y" * 20, "x" * 20 + "2" + "y" * 20) * 50
+    started = time.monotonic()
+    result, applied = d.patch_apply(patches, "ab" * 500_000)
+    assert not any(applied) and result == "ab" * 500_000
+    assert time.monotonic() - started < 2
+    # under the default options, fuzzy patches still apply
+    d = text_ops._differ(None)
+    patches = d.patch_make("the quick brown fox", "the quick red fox")
+    assert d.patch_apply(patches, "so the quick brown fox") == ("so the quick red fox", [True])
