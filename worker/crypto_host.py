@@ -37,7 +37,7 @@ from jwt.exceptions import PyJWTError
 from lupa import lua54
 
 from legato.errors import Kind
-from worker import codec_ops, data_ops
+from worker import codec_ops, data_ops, text_ops
 from worker.convert import ConversionError, map_or_value, to_lua, to_python
 from worker.host_args import OpError as CryptoError
 from worker.host_args import binary as _binary
@@ -420,7 +420,7 @@ def prepare_draw(op: str, args: tuple[Any, ...]) -> Draw:
 
 def call(op: str, args: tuple[Any, ...]) -> Any:
     """Run an operation (raises CryptoError); draws are not recorded."""
-    fn = OPS.get(op) or codec_ops.OPS.get(op) or data_ops.OPS.get(op)
+    fn = OPS.get(op) or codec_ops.OPS.get(op) or data_ops.OPS.get(op) or text_ops.OPS.get(op)
     if fn is not None:
         try:
             return fn(*args)
@@ -435,12 +435,12 @@ Result = tuple[Any, str | None, str | None]
 
 
 def lua_result(lua: Any, fn: Callable[[], Any]) -> Result:
-    """(value, nil, nil) or (nil, message, kind), the value converted for `lua` (claims to a table)."""
+    """(value, nil, nil) or (nil, message, kind), the value converted for `lua` (claims, lists: tables)."""
     try:
         value = fn()
     except CryptoError as err:
         return None, str(err), err.kind
-    return (to_lua(lua, value) if isinstance(value, dict) else value), None, None
+    return (to_lua(lua, value) if isinstance(value, dict | list) else value), None, None
 
 
 def host_functions(lua: Any) -> dict[str, Callable[..., Result]]:

@@ -39,7 +39,7 @@ KINDS = (WORKFLOW_KIND, FUNCTION_KIND, WORKER_KIND, CLIENT_KIND, *PROCESS_KINDS)
 # does: listing one is harmless.
 ALWAYS_AVAILABLE = frozenset({"process", "channel", "coroutine", "errors", "payload", "string", "table", "math",
                               "utf8"})
-_SHARED_MODULES = frozenset({"funcs", "time", "uuid", "crypto", "json", "ctx", "hash", "base64"})
+_SHARED_MODULES = frozenset({"funcs", "time", "uuid", "crypto", "json", "ctx", "hash", "base64", "text"})
 WORKFLOW_MODULES = _SHARED_MODULES | {"workflow"} | ALWAYS_AVAILABLE
 FUNCTION_MODULES = _SHARED_MODULES | {"activity"} | ALWAYS_AVAILABLE
 PROCESS_MODULES = _SHARED_MODULES | ALWAYS_AVAILABLE
