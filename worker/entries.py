@@ -17,7 +17,7 @@ which each workflow run loads without parsing the text again.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,10 @@ from lupa import lua54
 
 from legato import DEFAULT_NAMESPACE
 from worker import typed_lua
+from worker.entry_base import CodeEntry, Entry, EntryError, _Loader
+from worker.entry_base import entry_ref as _ref
+from worker.entry_base import line_of as _line
+from worker.processes import kinds
 
 WORKFLOW_KIND = "workflow.lua"
 FUNCTION_KIND = "function.lua"
@@ -49,38 +53,7 @@ WIPPY_ONLY_MODULES = frozenset({"http", "http_client", "sql", "fs", "registry", 
                                 "exec", "events", "websocket", "cloudstorage"})
 
 
-class EntryError(Exception):
-    """A registry file is wrong. The message names the file and line."""
-
-
 # ---------------------------------------------------------------- entries
-
-@dataclass(slots=True)
-class Entry:
-    id: str
-    namespace: str
-    name: str
-    kind: str
-    file: Path  # the YAML file that defines it
-    line: int  # 1-based line of the entry in that file
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}"
-
-
-@dataclass(slots=True)
-class CodeEntry(Entry):
-    source_path: Path = Path()
-    chunk_name: str = ""  # what Lua messages call the file ("order.lua", "flows/order.lua")
-    method: str = "main"
-    modules: tuple[str, ...] = ()
-    worker: str | None = None  # id of the temporal.worker entry it is bound to
-    bytecode: bytes = field(default=b"", repr=False)
-    # the bytecode starts with WORKFLOW_PRELUDE (a workflow entry's: one chunk shared by its runs)
-    prelude: bool = False
-
 
 @dataclass(slots=True)
 class WorkflowEntry(CodeEntry):
@@ -196,41 +169,6 @@ class Registry:
 
 
 # ---------------------------------------------------------------- YAML with line numbers
-
-class _Map(dict):
-    """A YAML mapping that remembers its line and the line of each key."""
-
-    line: int = 0
-    key_lines: dict[str, int]
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
-    loader.flatten_mapping(node)
-    m = _Map()
-    m.line = node.start_mark.line + 1
-    m.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        m[key] = loader.construct_object(value_node, deep=True)
-        if isinstance(key, str):
-            m.key_lines[key] = key_node.start_mark.line + 1
-    return m
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
-
-
-def _line(m: Any, key: str | None = None) -> int:
-    if isinstance(m, _Map):
-        if key is not None and key in m.key_lines:
-            return m.key_lines[key]
-        return m.line
-    return 0
-
 
 # ---------------------------------------------------------------- Lua compilation
 
@@ -366,7 +304,6 @@ def _entry(path: Path, ns: str, item: Any, index: int) -> Entry:
                            client=_ref(ns, _opt_str(path, item, "client", what)),
                            task_queue=_req_str(path, item, "task_queue", what))
     if kind in ("process.host", "process.service"):
-        from worker.processes import kinds
         parse = kinds.parse_host if kind == "process.host" else kinds.parse_service
         return parse(path, ns, name, item, meta, line)
     if kind == CLIENT_KIND:
@@ -374,12 +311,6 @@ def _entry(path: Path, ns: str, item: Any, index: int) -> Entry:
                            address=_opt_str(path, item, "address", what),
                            client_namespace=_opt_str(path, item, "namespace", what))
     return _code_entry(path, ns, name, eid, kind, item, meta, line)
-
-
-def _ref(ns: str, ref: str | None) -> str | None:
-    if ref is None or ":" in ref:
-        return ref
-    return f"{ns}:{ref}"
 
 
 def _code_entry(path: Path, ns: str, name: str, eid: str, kind: str, item: dict[str, Any],
@@ -431,8 +362,7 @@ def _code_entry(path: Path, ns: str, name: str, eid: str, kind: str, item: dict[
             raise EntryError(f"{path}:{_line(item, 'meta')}: {what}: meta.temporal.workflow.name must be a string")
         return WorkflowEntry(eid, ns, name, kind, path, line, dict(meta), workflow_type=wf_name or eid, **common)
     if kind == "process.lua":
-        from worker.processes.kinds import ProcessEntry
-        return ProcessEntry(eid, ns, name, kind, path, line, dict(meta), **common)
+        return kinds.ProcessEntry(eid, ns, name, kind, path, line, dict(meta), **common)
     return FunctionEntry(eid, ns, name, kind, path, line, dict(meta), **common)
 
 
@@ -462,6 +392,5 @@ def _link(entries: list[Entry]) -> Registry:
                 raise EntryError(f"{e.where}: entry {e.id}: workflow type {e.workflow_type!r} is also the type of "
                                  f"{other.id} ({other.where})")
             types[e.workflow_type] = e
-    from worker.processes.kinds import check_links
-    check_links(seen)
+    kinds.check_links(seen)
     return Registry(entries)

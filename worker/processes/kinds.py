@@ -33,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from legato.durations import parse_duration_ms
+from worker.entry_base import CodeEntry, Entry, EntryError
+from worker.entry_base import entry_ref as _ref
+from worker.entry_base import line_of as _line
 
 PROCESS_KIND = "process.lua"
 HOST_KIND = "process.host"
@@ -60,9 +63,7 @@ class Lifecycle:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
 
 
-# ---------------------------------------------------------------- entries (imported lazily by worker.entries)
-
-from worker.entries import CodeEntry, Entry, EntryError, _line, _ref  # noqa: E402
+# ---------------------------------------------------------------- entries
 
 
 @dataclass(slots=True)
