@@ -10,9 +10,10 @@ history or on those recorded calls, never sleeps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,28 @@ def types(events: list[HistoryEvent]) -> list[str]:
 
 def of_type(events: list[HistoryEvent], etype: E) -> list[HistoryEvent]:
     return [e for e in events if e.event_type is etype]
+
+
+@contextlib.asynccontextmanager
+async def engine_with_worker(config: Config, registry: Registry, db_path: str, via: str,
+                             identity: str) -> AsyncIterator[tuple[Any, Engine, Worker]]:
+    """An in-process engine on a SQLite file and a started worker for `registry`; the worker (and
+    the returned service, for callers) reach the engine directly (via "in-process") or over gRPC
+    (via "grpc"), as `legato worker` does."""
+    async with Engine(config, db_path) as engine:
+        server = client = None
+        service: Any = engine.frontend
+        if via == "grpc":
+            server = await serve(engine.frontend, "127.0.0.1", 0, config=config)
+            client = GrpcClient(f"127.0.0.1:{bound_port(server)}")
+            service = client
+        worker = Worker(service, registry, config, identity=identity)
+        await worker.start()
+        try:
+            yield service, engine, worker
+        finally:
+            await worker.stop()
+            if client is not None:
+                await client.close()
+            if server is not None:
+                await server.stop(None)

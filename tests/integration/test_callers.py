@@ -11,15 +11,12 @@ from typing import Any
 
 import pytest
 
-from frontend.grpc_server import bound_port, serve
 from legato import api
-from legato.client import GrpcClient
 from legato.server import Engine
-from tests.integration.engine_harness import APPS, engine_config
+from tests.integration.engine_harness import APPS, engine_config, engine_with_worker
 from tests.integration.procs import legato
 from worker.caller import Caller, CallerOutcome
 from worker.entries import FunctionEntry, Registry, load_registry
-from worker.worker import Worker
 
 APP = APPS / "callers"
 NS = "default"
@@ -40,25 +37,10 @@ class Env:
 
 @pytest.fixture(params=["in-process", "grpc"])
 async def env(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Env]:
-    config = engine_config()
     registry = load_registry(APP)
-    async with Engine(config, str(tmp_path / "db.sqlite")) as engine:
-        server = client = None
-        service: api.WorkflowService = engine.frontend
-        if request.param == "grpc":
-            server = await serve(engine.frontend, "127.0.0.1", 0, config=config)
-            client = GrpcClient(f"127.0.0.1:{bound_port(server)}")
-            service = client  # type: ignore[assignment]
-        worker = Worker(service, registry, config, identity="test-callers")
-        await worker.start()
-        try:
-            yield Env(service, registry, engine)
-        finally:
-            await worker.stop()
-            if client is not None:
-                await client.close()
-            if server is not None:
-                await server.stop(None)
+    async with engine_with_worker(engine_config(), registry, str(tmp_path / "db.sqlite"), request.param,
+                                  "test-callers") as (service, engine, _):
+        yield Env(service, registry, engine)
 
 
 def ok(o: CallerOutcome) -> Any:

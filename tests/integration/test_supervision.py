@@ -12,12 +12,9 @@ from typing import Any
 
 import pytest
 
-from frontend.grpc_server import bound_port, serve
 from legato import api
-from legato.client import GrpcClient
 from legato.events import EventType
-from legato.server import Engine
-from tests.integration.engine_harness import APPS, engine_config
+from tests.integration.engine_harness import APPS, engine_config, engine_with_worker
 from tests.integration.procs import Cluster, free_port, legato
 from worker.caller import Caller, CallerOutcome
 from worker.entries import FunctionEntry, Registry, load_registry
@@ -58,23 +55,9 @@ async def env(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[En
     config = engine_config()
     config.limits.lua_instructions_per_task = 2_000_000  # the spinning process is stopped quickly
     registry = load_registry(APP)
-    async with Engine(config, str(tmp_path / "db.sqlite")) as engine:
-        server = client = None
-        service: api.WorkflowService = engine.frontend
-        if request.param == "grpc":
-            server = await serve(engine.frontend, "127.0.0.1", 0, config=config)
-            client = GrpcClient(f"127.0.0.1:{bound_port(server)}")
-            service = client  # type: ignore[assignment]
-        worker = Worker(service, registry, config, identity="test-procs")
-        await worker.start()
-        try:
-            yield Env(service, registry, worker)
-        finally:
-            await worker.stop()
-            if client is not None:
-                await client.close()
-            if server is not None:
-                await server.stop(None)
+    async with engine_with_worker(config, registry, str(tmp_path / "db.sqlite"), request.param,
+                                  "test-procs") as (service, _, worker):
+        yield Env(service, registry, worker)
 
 
 def ok(o: CallerOutcome) -> Any:
