@@ -7,14 +7,22 @@ from pathlib import Path
 from legato.config import Limits
 from tests.unit.worker.helpers import History, make_app
 from worker.cache import WorkflowCache
-from worker.replay import WorkflowExecution, new_execution
+from worker.replay import WorkflowExecution
+from worker.runtime import LuaVM
 
 
 def running(tmp_path: Path, n: int) -> list[WorkflowExecution]:
+    """n runs, each after its first task, in a Lua state of their own whose collector is stopped:
+    the memory each is measured to hold (around its task) is then its own, whatever other tests
+    left in the thread's shared state for a collection to free meanwhile."""
     reg = make_app(tmp_path, {"w": "return function() time.sleep('1s') end"})
+    vm = LuaVM()
+    vm.lua.execute("collectgarbage('stop')")
     out = []
     for i in range(n):
-        ex = new_execution(reg, "app:w", Limits(), workflow_id=f"w{i}", run_id=f"r{i}")
+        entry = reg.workflow_for_type("app:w")
+        assert entry is not None
+        ex = WorkflowExecution(entry, reg, Limits(), workflow_id=f"w{i}", run_id=f"r{i}", vm=vm)
         ex.process(History("app:w").events)
         out.append(ex)
     return out
