@@ -234,6 +234,18 @@ def types(cmds: list[Command]) -> list[str]:
     return [c.command_type.value for c in cmds]
 
 
+# The end of a probe program: run case `case` of its CASES table on `a`; in a workflow the
+# result comes in a second task, which replays the first (its recorded draws too).
+PROBE_MAIN = """\
+return function(case, a)
+    local r = CASES[case](a or {})
+    time.sleep(1)
+    return r
+end
+"""
+PROBE_MODES = ["activity", "workflow"]
+
+
 def probe_in(mode: str, reg: Registry, runner: ActivityRunner, input: list[Any], start_ms: int | None = None) -> Any:
     """Run a probe program (its code ends with `time.sleep(1)` before returning) as the activity
     app:probe (mode "activity") or as the workflow app:wprobe, whose result then comes in a second

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from legato.errors import Kind
-from tests.unit.worker.helpers import Sim, make_app, probe_in, types
+from tests.unit.worker.helpers import PROBE_MAIN, PROBE_MODES, Sim, make_app, probe_in, types
 from worker import crypto_host
 from worker.activity import ActivityRunner
 from worker.entries import Registry
@@ -72,14 +72,9 @@ local CASES = {
                 bin = crypto.constant_time_compare(unhex("00ff"), unhex("00ff"))}
     end,
 }
-return function(case, a)
-    local r = CASES[case](a or {})
-    time.sleep(1)  -- in a workflow: the result comes in a second task, replaying the first one's draws
-    return r
-end
-"""
+""" + PROBE_MAIN
 
-MODES = ["activity", "workflow"]
+MODES = PROBE_MODES
 START_MS = 1_700_000_000_000
 
 
@@ -88,10 +83,6 @@ def reg(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     tmp = tmp_path_factory.mktemp("crypto")
     return make_app(tmp, workflows={"wprobe": PROBE}, functions={"probe": PROBE})
 
-
-@pytest.fixture(scope="module")
-def runner(reg: Registry) -> ActivityRunner:
-    return ActivityRunner(reg, lambda ctx, details: False)
 
 
 def probe(mode: str, reg: Registry, runner: ActivityRunner, case: str, args: dict[str, Any]) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.worker.helpers import Sim, make_app, probe_in
+from tests.unit.worker.helpers import PROBE_MAIN, PROBE_MODES, Sim, make_app, probe_in
 from worker.activity import ActivityRunner
 from worker.entries import EntryError, Registry
 
@@ -110,7 +110,9 @@ local CASES = {
                 json = j:data(), json_decoded = j:unmarshal().name, yaml_items = y:unmarshal().items,
                 msgpack_name = back:data().name, string = s:data(), decoded_string = s:unmarshal(), bad = bad == nil,
                 bad_kind = bad_err and bad_err:kind(), err_message = e:data():message(),
-                same = p:transcode(payload.format.LUA):data().name, constants = payload.format.BYTES}
+                same = p:transcode(payload.format.LUA):data().name, constants = payload.format.BYTES,
+                unknown = select(2, p:transcode("nope/format")):message(),
+                not_a_format = select(2, p:transcode(42)):kind()}
     end,
     call_stack = function()
         local e = errors.new("where")
@@ -118,12 +120,7 @@ local CASES = {
         return {thread = st.thread, first = st.frames[1], none = errors.call_stack(errors.wrap("text", "x")) == nil}
     end,
 }
-return function(case, a)
-    local r = CASES[case](a or {})
-    time.sleep(1)  -- in a workflow: the result comes in a second task, replaying the first one
-    return r
-end
-"""
+""" + PROBE_MAIN
 SELECT = """\
 return function()
     local ch = channel.new(1)
@@ -131,7 +128,7 @@ return function()
     return {ok = r.ok, default = r.default}
 end
 """
-MODES = ["activity", "workflow"]
+MODES = PROBE_MODES
 START_MS = 1_700_000_000_000
 
 
@@ -141,10 +138,6 @@ def reg(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     return make_app(tmp, workflows={"wprobe": PROBE, "select": SELECT}, functions={"probe": PROBE},
                     modules=MODULES[:-1] + ", workflow]", function_modules=MODULES[:-1] + ", activity]")
 
-
-@pytest.fixture(scope="module")
-def runner(reg: Registry) -> ActivityRunner:
-    return ActivityRunner(reg, lambda ctx, details: False)
 
 
 def probe(mode: str, reg: Registry, runner: ActivityRunner, case: str, args: dict[str, Any] | None = None) -> Any:
@@ -302,6 +295,8 @@ def test_payloads_transcode(mode: str, reg: Registry, runner: ActivityRunner) ->
     assert r["yaml_items"] == [1, 2] and r["msgpack_name"] == "x" and r["string"] == r["decoded_string"] == "hello"
     assert r["bad"] is True and r["bad_kind"] == "Internal"
     assert r["err_message"] == "failed" and r["same"] == "x" and r["constants"] == "application/octet-stream"
+    assert r["unknown"].startswith("payload:transcode: 'nope/format' is not a format")
+    assert r["not_a_format"] == "Invalid"
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.worker.helpers import make_app, probe_in
+from tests.unit.worker.helpers import PROBE_MAIN, PROBE_MODES, make_app, probe_in
 from worker import text_ops
 from worker.activity import ActivityRunner
 from worker.entries import Registry
@@ -147,13 +147,8 @@ local CASES = {
         }
     end,
 }
-return function(case, a)
-    local r = CASES[case](a or {})
-    time.sleep(1)  -- in a workflow: the result comes in a second task, replaying the first one
-    return r
-end
-"""
-MODES = ["activity", "workflow"]
+""" + PROBE_MAIN
+MODES = PROBE_MODES
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +157,6 @@ def reg(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     return make_app(tmp, workflows={"wprobe": PROBE}, functions={"probe": PROBE},
                     modules=MODULES[:-1] + ", workflow]", function_modules=MODULES[:-1] + ", activity]")
 
-
-@pytest.fixture(scope="module")
-def runner(reg: Registry) -> ActivityRunner:
-    return ActivityRunner(reg, lambda ctx, details: False)
 
 
 def probe(mode: str, reg: Registry, runner: ActivityRunner, case: str, args: dict[str, Any] | None = None) -> Any:
