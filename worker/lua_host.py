@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from legato.config import Limits
+from legato.gc_tuning import tune_gc
 from worker.entries import Registry
 
 _LENGTH = struct.Struct(">I")
@@ -114,6 +115,7 @@ def main() -> None:
     # The protocol owns the original stdout; anything printed goes to stderr with the logs.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
+    tune_gc()  # a bad LEGATO_GC_THRESHOLDS stopped the worker that started this host already
     serve(sys.stdin.buffer, out)
 
 

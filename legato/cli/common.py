@@ -16,6 +16,7 @@ from legato.cli.cli_error import CliError
 from legato.cli.security import client_security_options
 from legato.codec import parse_json_input
 from legato.durations import parse_duration_ms
+from legato.gc_tuning import GcSettingError, tune_gc
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,9 +47,18 @@ def _client_options(fn: F, outputs: list[str], output_help: str) -> F:
     return fn
 
 
+def process_start() -> None:
+    """What every command does before its event loop starts (the collector's settings)."""
+    try:
+        tune_gc()
+    except GcSettingError as e:
+        raise CliError(str(e)) from None
+
+
 def run_async(coro_fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
     @functools.wraps(coro_fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
+        process_start()
         return asyncio.run(coro_fn(*args, **kwargs))  # type: ignore[arg-type]
     return wrapper
 
