@@ -525,6 +525,7 @@ class Engine:
                 f"cannot signal workflow {st.workflow_id}: its history (with the signals waiting for the running "
                 f"workflow task) is {size} bytes; the limit is {self.limits.max_history_bytes} "
                 "(limits.max_history_bytes)", reason="LimitExceeded")
+        self.proc.on_signal(st, req)  # a process's spawn or end (history/spawned_processes.py)
         self.add_external(m, [(E.WorkflowExecutionSignaled, {
             "signal_name": req.signal_name, "input": req.input, "sender": req.sender, "identity": req.identity,
             "request_id": req.request_id})])

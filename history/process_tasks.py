@@ -24,6 +24,7 @@ from history.processes import (
     not_found,
 )
 from history.shard import CacheEntry
+from history.spawned_processes import is_spawn
 from history.state import (
     INITIATED,
     T_CANCEL_EXTERNAL,
@@ -125,6 +126,14 @@ class ProcessTasks:
         init = d["init"]
         return bool(await self._local(d, lambda m: init in m.state.requests))
 
+    async def _spawn_after_close(self, d: dict[str, Any]) -> bool:
+        """A spawn of a process whose run has closed, and whose parent_close_policy would end the
+        process at once: not carried out (as a child workflow is not started then)."""
+        a = d["attrs"]
+        if not is_spawn(a) or a["input"].get("parent_close_policy") == ParentClosePolicy.ABANDON.value:
+            return False
+        return not await self._local(d, lambda m: m.state.running)
+
     async def _record(self, d: dict[str, Any], run_id: str = "", failure: dict[str, Any] | None = None,
                       monitored: RegisterMonitorResponse | None = None) -> None:
         init = d["init"]
@@ -160,7 +169,23 @@ class ProcessTasks:
                                          "init": init, "policy": apply_now}, "closed")
 
     async def _parent_close_policy(self, d: dict[str, Any]) -> None:
-        await _all([self._apply_policy(d, c, d.get("status", "closed")) for c in d["children"]])
+        status = d.get("status", "closed")
+        await _all([*(self._apply_policy(d, c, status) for c in d["children"]),
+                    *(self._apply_process_policy(d, p, status) for p in d.get("processes") or [])])
+
+    async def _apply_process_policy(self, d: dict[str, Any], p: dict[str, str], status: str) -> None:
+        """A process the closed run spawned (history/spawned_processes.py): terminate it, or ask it
+        to cancel (a CANCEL event on its process.events(); it decides when to end)."""
+        reason = f"parent workflow {d['wf']} closed ({status}); parent_close_policy {p['policy']}"
+        data: dict[str, Any]
+        if p["policy"] == ParentClosePolicy.TERMINATE.value:
+            topic, data = TERMINATE, {"reason": reason}
+        else:
+            topic, data = CANCEL, {"deadline_ms": 0, "reason": reason}
+        matching = await self._matching()
+        # not delivered: it ended already, or its host has not started it yet (the host then
+        # finds the run closed when it reports the spawn, and applies the policy itself)
+        await matching.deliver_message(p["pid"], ProcessMessage("message", topic=topic, payload=data, sender=d["wf"]))
 
     async def _apply_policy(self, d: dict[str, Any], c: dict[str, Any], status: str) -> None:
         ref = ExecutionRef(c["wf"], c["run"], c["ns"])
@@ -178,7 +203,7 @@ class ProcessTasks:
 
     async def _signal(self, d: dict[str, Any]) -> None:
         a = d["attrs"]
-        if not await self._request_pending(d):
+        if not await self._request_pending(d) or await self._spawn_after_close(d):
             return
         target, sender = a["workflow_id"], a["sender"] or d["wf"]
         failure = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from history import spawned_processes
 from history.engine_context import EngineContext
 from history.state import (
     INITIATED,
@@ -40,6 +41,7 @@ from legato.api import (
     ParentInfo,
     RecordChildClosedRequest,
     RegisterMonitorResponse,
+    SignalWorkflowRequest,
     StartMessage,
     StartWorkflowRequest,
     WorkflowStatus,
@@ -166,9 +168,15 @@ class Processes:
             run_id = _str(a, "run_id", where)
             sender = _str(a, "sender", where)
             self._payload(a.get("input"), f"{where}: input of signal {name!r}")
-            return {"seq": _seq(a, where), "namespace": _namespace(st, a, where),
+            norm = {"seq": _seq(a, where), "namespace": _namespace(st, a, where),
                     "workflow_id": _target(a, where), "run_id": run_id, "signal_name": name,
                     "input": a.get("input"), "sender": sender}
+            if spawned_processes.is_spawn(norm):
+                try:
+                    spawned_processes.check_spawn(st, norm, where)
+                except spawned_processes.BadSpawn as e:
+                    raise BadCommand(str(e)) from None
+            return norm
         if ctype == C.RequestCancelExternalWorkflowExecution:
             return {"seq": _seq(a, where), "namespace": _namespace(st, a, where), "workflow_id": _target(a, where),
                     "reason": _str(a, "reason", where), "deadline_ms": _ms(a, "deadline_ms", where)}
@@ -274,6 +282,8 @@ class Processes:
                 m.transfer_task(T_START_CHILD, init=init, attrs=a)
                 return False
             kind = _REQUEST_KIND[ctype]
+            if kind == T_SIGNAL_EXTERNAL and spawned_processes.is_spawn(a):
+                spawned_processes.spawned(st, init, a)
             link, remove = bool(a.get("link")), bool(a.get("remove"))
             st.requests[init] = RequestInfo(init, kind, ns, wf, link=link, remove=remove)
             if kind == T_MONITOR_EXTERNAL:
@@ -353,6 +363,8 @@ class Processes:
             return
         ok, failed = OUTCOME_EVENTS[r.kind]
         if failure is not None:
+            if r.kind == T_SIGNAL_EXTERNAL:
+                spawned_processes.spawn_undelivered(st, init)
             if r.kind == T_MONITOR_EXTERNAL and not r.remove:
                 st.watching = [w for w in st.watching if not (w.same(r.namespace, r.workflow_id, r.link)
                                                               and w.initiated_event_id == init)]
@@ -467,6 +479,10 @@ class Processes:
         else:
             m.dirty = True
 
+    def on_signal(self, st: MutableState, req: SignalWorkflowRequest) -> None:
+        """A signal about to be recorded (spawned_processes.on_signal: NotFound refuses it)."""
+        spawned_processes.on_signal(st, req)
+
     # ================================================================== closing
 
     def on_close(self, m: Mutation, continued: bool) -> None:
@@ -477,8 +493,9 @@ class Processes:
                  "policy": c.parent_close_policy}
                 for c in st.children.values()
                 if c.state == STARTED and not c.existing and c.parent_close_policy != ParentClosePolicy.ABANDON.value]
-        if acts:
-            m.transfer_task(T_PARENT_CLOSE_POLICY, children=acts, status=st.status)
+        procs = spawned_processes.close_actions(st) if st.processes else []
+        if acts or procs:
+            m.transfer_task(T_PARENT_CLOSE_POLICY, children=acts, processes=procs, status=st.status)
         if continued:
             return
         told = [{"ns": r.namespace, "pid": r.pid, "run": r.run_id, "init": r.initiated_event_id, "link": r.link,

@@ -205,6 +205,10 @@ class MutableState:
     requests: dict[int, RequestInfo] = field(default_factory=dict)
     monitors: list[Registration] = field(default_factory=list)
     watching: list[Registration] = field(default_factory=list)
+    # Processes (process.lua on a process.host) this run spawned and has not heard the end of:
+    # pid -> [the spawn's SignalExternalWorkflowExecutionInitiated id, its parent_close_policy].
+    # Applied when the run closes (history/processes.py, `on_close`).
+    processes: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:

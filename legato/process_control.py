@@ -11,11 +11,21 @@ from legato.errors import Failure
 
 CONTROL_PREFIX = "@legato."
 SPAWN = CONTROL_PREFIX + "spawn"  # to a host: {ref, entry, args, reply_to, monitor, link, context}
-SPAWNED = CONTROL_PREFIX + "spawned"  # to the spawner: {ref, pid, monitor, link} or {ref, error}
+# (a workflow's spawn adds {pid, namespace, parent_close_policy, run}: history adds `run`, the
+# spawning run's id, which the host sends back in SPAWNED)
+SPAWNED = CONTROL_PREFIX + "spawned"  # to the spawner: {ref, pid, monitor, link, run} or {ref, error, run}
 EXIT = CONTROL_PREFIX + "exit"  # to a watcher: {kind: EXIT|LINK_DOWN, link, result: {value, error}}
 WATCH = CONTROL_PREFIX + "watch"  # to a process: {link, remove, namespace} (sender: the watcher)
 TERMINATE = CONTROL_PREFIX + "terminate"  # to a process: {reason}
 CANCEL = CONTROL_PREFIX + "cancel"  # to a process: {deadline_ms}
+
+
+HOST_PID_PREFIX = "@host/"  # the spawn mailbox of a process.host: HOST_PID_PREFIX + its entry id
+
+
+def host_pid(host_id: str) -> str:
+    """The mailbox a worker serving process.host `host_id` spawns from (every such worker polls it)."""
+    return HOST_PID_PREFIX + host_id
 
 
 def is_control(topic: str) -> bool:

@@ -3,7 +3,8 @@ metrics and the probes of Kubernetes (README, "Metrics").
 
 * `GET /metrics`: every metric of legato/metrics.py and prometheus-client's process collectors;
 * `GET /healthz`: 200 while the process's event loop answers (liveness: restart it otherwise);
-* `GET /processes` on a worker: its live processes and services as JSON (`legato process list`);
+* `GET /processes` on a worker: its live processes and services as JSON (`legato process list`),
+  and `POST /processes/services/{service}/{start|stop|restart}` (worker/processes/control_api.py);
 * `GET /readyz`: 200 when every readiness check of the process passes, else 503 and one line per
   failing check (readiness: send it no traffic meanwhile).
 
@@ -27,6 +28,9 @@ import legato.metrics  # noqa: F401  (registers the metrics before the first scr
 from legato.config import split_address
 
 log = logging.getLogger("legato.status")
+
+# A POST route: the path's match info -> (HTTP status, what to answer as JSON).
+Action = Callable[[dict[str, str]], Awaitable[tuple[int, Any]]]
 
 # A readiness check: None when ready, else why not (one line, named in /readyz's answer); it may
 # be a coroutine function (a store or broker round trip), given CHECK_TIMEOUT_S to answer.
@@ -67,10 +71,12 @@ class StatusServer:
     """Serves /metrics, /healthz and /readyz on `address` ("host:port") until `stop`."""
 
     def __init__(self, address: str, readiness: Readiness | None = None,
-                 json_routes: dict[str, Callable[[], Any]] | None = None) -> None:
+                 json_routes: dict[str, Callable[[], Any]] | None = None,
+                 actions: dict[str, Action] | None = None) -> None:
         self.address = address
         self.readiness = readiness or Readiness()
         self.json_routes = dict(json_routes or {})  # GET path -> what it answers, as JSON
+        self.actions = dict(actions or {})  # POST path pattern -> the action
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -80,6 +86,8 @@ class StatusServer:
         app.router.add_get("/readyz", self._readyz)
         for path, answer in self.json_routes.items():
             app.router.add_get(path, self._json_handler(answer))
+        for path, action in self.actions.items():
+            app.router.add_post(path, self._action_handler(action))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         host, port = split_address(self.address)
@@ -106,6 +114,13 @@ class StatusServer:
             return web.json_response(answer())
         return handle
 
+    @staticmethod
+    def _action_handler(action: Action) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            status, body = await action(dict(request.match_info))
+            return web.json_response(body, status=status)
+        return handle
+
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -117,12 +132,13 @@ class StatusServer:
 
 
 async def start_status_server(address: str, readiness: Readiness | None = None,
-                              json_routes: dict[str, Callable[[], Any]] | None = None) -> StatusServer | None:
+                              json_routes: dict[str, Callable[[], Any]] | None = None,
+                              actions: dict[str, Action] | None = None) -> StatusServer | None:
     """Start the server when `address` is set (None otherwise). An address that cannot be bound
     is an OSError naming it."""
     if not address:
         return None
-    server = StatusServer(address, readiness, json_routes)
+    server = StatusServer(address, readiness, json_routes, actions)
     try:
         await server.start()
     except OSError as e:

@@ -608,7 +608,8 @@ class Caller:
         elif c.topic == control.TERMINATE:
             self.terminate(str(c.data.get("reason") or f"terminated by {c.sender}"))
         elif c.topic == control.CANCEL:
-            self._complete(lambda: self.k.cancel_requested(f"canceled by {c.sender}"))
+            reason = str(c.data.get("reason") or f"canceled by {c.sender}")  # e.g. a parent close policy
+            self._complete(lambda: self.k.cancel_requested(reason))
             deadline = int(c.data.get("deadline_ms") or 0)
             if deadline > 0 and self._loop is not None:
                 self._loop.call_later(deadline / 1000, self.terminate,

@@ -38,6 +38,7 @@ from typing import Any
 from lupa import lua54
 
 from legato import codec
+from legato.api import ParentClosePolicy
 from legato.commands import EVENT_OF, Command, CommandType
 from legato.config import Limits
 from legato.durations import MAX_DURATION_MS, lua_duration_ms, parse_duration_ms
@@ -775,7 +776,7 @@ class WorkflowRun:
         if spec is not None and not isinstance(spec, SpawnSpec):
             return "internal: bad spawner"
         if is_process_host(self.registry, host):
-            return self._spawn_process(seq, workflow_type, str(host), packed, line, linked)
+            return self._spawn_process(seq, workflow_type, str(host), packed, line, linked, spec)
         refusal = process_without_host(self.registry, workflow_type, host) or \
             workflow_spawn_refusal(self.registry, host, linked)
         if refusal is not None:
@@ -801,7 +802,8 @@ class WorkflowRun:
             (seq, packed, spec, queue or self.info.task_queue, namespace or self.info.namespace)))
         return None, bool(spec is not None and spec.options.wait_for_cancellation)
 
-    def _spawn_process(self, seq: int, entry_id: str, host: str, packed: Any, line: Any, linked: bool) -> Any:
+    def _spawn_process(self, seq: int, entry_id: str, host: str, packed: Any, line: Any, linked: bool,
+                       spec: SpawnSpec | None = None) -> Any:
         """A process on a process.host (docs/processes.md): a recorded message to the host's
         mailbox, with the pid chosen here; the spawn returns when the process says it runs (a
         recorded `@legato.spawned` signal from it), or fails when the host did not take it."""
@@ -811,8 +813,11 @@ class WorkflowRun:
             return f"{entry_id!r} {why}: a process.host runs process.lua entries"
         i = self.info
         pid = workflow_process_pid(self._seed, seq)
+        # what the run's close does to the process (history/spawned_processes.py), as for a child
+        policy = spec.options.parent_close_policy if spec is not None else None
         spawn = ProcessSpawn(packed, {"ref": seq, "entry": entry_id, "reply_to": i.workflow_id, "monitor": True,
-                                      "link": linked, "pid": pid, "namespace": i.namespace, "context": i.context})
+                                      "link": linked, "pid": pid, "namespace": i.namespace, "context": i.context,
+                                      "parent_close_policy": (policy or ParentClosePolicy.TERMINATE).value})
         self._commands.append(PendingCommand(C.SignalExternalWorkflowExecution, SPAWN_TOPIC, line,
                                              (seq, host_pid(host), spawn)))
         return None, False, pid

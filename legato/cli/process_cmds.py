@@ -1,12 +1,15 @@
-"""`legato process list`: the live processes and process.service states of a worker.
+"""`legato process list|start|stop|restart`: the live processes and process.service states of a
+worker, and its services started, stopped and restarted by hand.
 
-A worker answers `GET /processes` on its status port (`--metrics-address` / `metrics.address`),
-so this command asks that port: processes are per worker (not durable, not in the server)."""
+A worker answers `GET /processes` and `POST /processes/services/{service}/{start|stop|restart}`
+on its status port (`--metrics-address` / `metrics.address`, worker/processes/control_api.py), so
+these commands ask that port: processes are per worker (not durable, not in the server)."""
 
 from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -21,10 +24,19 @@ def process() -> None:
     """Non-durable processes (process.lua on a process.host) of a running `legato worker`."""
 
 
-def fetch_listing(worker: str, timeout_s: float = 5.0) -> dict[str, Any]:
+REQUEST_TIMEOUT_S = 5.0  # a listing: the worker answers from memory
+ACTION_TIMEOUT_S = 30.0  # a start/restart waits up to worker START_WAIT_S (10 s) for the process to run
+
+
+def _base(worker: str) -> str:
     url = worker if worker.startswith(("http://", "https://")) else f"http://{worker}"
+    return url.rstrip("/")
+
+
+def fetch_listing(worker: str, timeout_s: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
+    url = _base(worker)
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/processes", timeout=timeout_s) as resp:
+        with urllib.request.urlopen(url + "/processes", timeout=timeout_s) as resp:
             data = json.loads(resp.read())
     except urllib.error.HTTPError as e:
         raise CliError(f"--worker {worker}: GET /processes answered {e.code} (is it a `legato worker` "
@@ -51,10 +63,13 @@ def list_processes(worker_address: str, output: str) -> None:
     procs = data.get("processes") or []
     click.echo(f"{len(procs)} process(es) on worker {data.get('identity', '?')}")
     if procs:
-        click.echo(f"{'PID':<36} {'ENTRY':<28} {'HOST':<20} {'SERVICE':<24} {'STATE':<9} RESTARTS")
+        click.echo(f"{'PID':<36} {'ENTRY':<24} {'HOST':<18} {'SERVICE':<22} {'STATE':<9} {'RESTARTS':<8} PARENT")
         for p in procs:
-            click.echo(f"{p['pid']:<36} {p['entry']:<28} {p['host']:<20} {p.get('service') or '-':<24} "
-                       f"{p['state']:<9} {p['restarts']}")
+            parent = p.get("parent") or "-"
+            if p.get("parent_close_policy"):
+                parent += f" ({p['parent_close_policy']})"
+            click.echo(f"{p['pid']:<36} {p['entry']:<24} {p['host']:<18} {p.get('service') or '-':<22} "
+                       f"{p['state']:<9} {p['restarts']:<8} {parent}")
     services = data.get("services") or []
     if services:
         click.echo("")
@@ -62,3 +77,52 @@ def list_processes(worker_address: str, output: str) -> None:
         for s in services:
             click.echo(f"{s['service']:<28} {s['state']:<11} {s.get('pid') or '-':<36} "
                        f"{s['restarts']}/{s['max_attempts']:<6} {s.get('last_error') or '-'}")
+
+
+def service_action(worker: str, service_id: str, action: str, timeout_s: float = ACTION_TIMEOUT_S) -> dict[str, Any]:
+    """POST the action to the worker's control API; its answer, or a CliError saying why not."""
+    url = f"{_base(worker)}/processes/services/{urllib.parse.quote(service_id, safe='')}/{action}"
+    req = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            data = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        try:
+            why = json.loads(e.read()).get("error")
+        except (ValueError, AttributeError):
+            why = None
+        if why:
+            raise CliError(f"--worker {worker}: cannot {action} {service_id}: {why}") from None
+        raise CliError(f"--worker {worker}: POST {url} answered {e.code} (is it a `legato worker` status port, "
+                       "and is that worker as new as this command?)") from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise CliError(f"--worker {worker}: cannot {action} {service_id}: {reason} (start the worker with "
+                       "--metrics-address HOST:PORT and pass that address)") from None
+    if not isinstance(data, dict):
+        raise CliError(f"--worker {worker}: unexpected answer to {action} {service_id}")
+    return data
+
+
+def _service_command(action: str, done: str, doc: str) -> None:
+    @process.command(action, help=doc)
+    @click.argument("service_id")
+    @click.option("--worker", "worker_address", required=True, envvar="LEGATO_WORKER_STATUS",
+                  help="The worker's status port (its --metrics-address), HOST:PORT.")
+    @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+    def command(service_id: str, worker_address: str, output: str) -> None:
+        s = service_action(worker_address, service_id, action)
+        if output == "json":
+            print_json(s)
+            return
+        pid = f" as {s['pid']}" if s.get("pid") else ""
+        click.echo(f"service {s.get('service', service_id)} {done}: {s.get('state')}{pid} "
+                   f"(restarts {s.get('restarts')}/{s.get('max_attempts')})")
+
+
+_service_command("start", "started", "Start a process.service of the worker that is not running (e.g. one "
+                 "without lifecycle.auto_start, or one that stopped or failed).")
+_service_command("stop", "stopped", "Stop a running process.service of the worker: its process is terminated "
+                 "and not restarted.")
+_service_command("restart", "restarted", "Restart a process.service of the worker: stop it if it runs, then "
+                 "start it (its restart count from 0).")

@@ -237,6 +237,7 @@ async def worker(entries: str, address: str, metrics_address: str | None, config
     polls, and stops with the reason if not."""
     from legato.cli.security import check_access, connect
     from legato.status_server import Readiness, start_status_server, stop_status_server
+    from worker.processes.control_api import service_actions
     from worker.worker import Worker
 
     config = load_config(config_path)
@@ -248,7 +249,8 @@ async def worker(entries: str, address: str, metrics_address: str | None, config
         w = Worker(client, registry, config, identity=_identity("worker"))
         readiness = Readiness()
         readiness.add("polling", w.unready)
-        status = await start_status_server(config.metrics.address, readiness, {"/processes": w.process_listing})
+        status = await start_status_server(config.metrics.address, readiness, {"/processes": w.process_listing},
+                                           service_actions(w.supervisor))
         await w.start()
         click.echo(f"legato: worker polling {address} ({entries})", err=True)
         try:

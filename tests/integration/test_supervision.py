@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -15,10 +16,10 @@ import pytest
 from legato import api
 from legato.events import EventType
 from tests.integration.engine_harness import APPS, engine_config, engine_with_worker
-from tests.integration.procs import Cluster, free_port, legato
+from tests.integration.procs import Cluster, Proc, free_port, legato
 from worker.caller import Caller, CallerOutcome
 from worker.entries import FunctionEntry, Registry, load_registry
-from worker.processes.supervisor import ServiceState
+from worker.processes.supervisor import ServiceCommandError, ServiceState
 from worker.replay import replay
 from worker.worker import Worker
 
@@ -202,7 +203,7 @@ async def test_auto_start_service_is_restarted_after_a_crash(env: Env) -> None:
     mine = [p for p in listing["processes"] if p["pid"] == first]
     assert mine and mine[0]["entry"] == "pr:echo" and mine[0]["service"] == "pr:session"
     assert mine[0]["restarts"] == 0 and mine[0]["state"] == "running"
-    assert "pr:manual" not in env.worker.supervisor.states  # no auto_start: not started
+    assert env.worker.supervisor.states["pr:manual"].state == "not_started"  # no auto_start
     await env.service.send_message(api.SendMessageRequest(first, "crash", None, sender="test"))
     await env.until(lambda: st.restarts == 1 and st.state == "running" and st.pid != first, "session restarted")
     assert "crash requested" in st.last_error
@@ -216,6 +217,50 @@ async def test_stopping_the_worker_stops_its_processes(env: Env) -> None:
     assert env.worker.processes.live
     await env.worker.stop()
     assert not env.worker.processes.live and st.state == "stopped"
+
+
+async def test_a_service_is_started_stopped_and_restarted_by_hand(env: Env) -> None:
+    sup = env.worker.supervisor
+    st = env.service_state("manual")
+    started = await sup.start_service("pr:manual")
+    assert started["state"] == "running" and started["pid"] == st.pid and started["auto_start"] is False
+    first = st.pid
+    listed = [p for p in env.worker.process_listing()["processes"] if p["service"] == "pr:manual"]
+    assert [p["pid"] for p in listed] == [first]
+    with pytest.raises(ServiceCommandError) as e:
+        await sup.start_service("pr:manual")
+    assert e.value.status == 409 and f"service pr:manual is already running as {first}" in e.value.message
+    # supervised like an auto_start one: a crash is restarted by its policy
+    await env.service.send_message(api.SendMessageRequest(first, "crash", None, sender="test"))
+    await env.until(lambda: st.restarts == 1 and st.state == "running", "manual restarted after a crash")
+    second = st.pid
+    assert second != first
+    stopped = await sup.stop_service("pr:manual")
+    assert stopped["state"] == "stopped" and stopped["pid"] is None and second not in env.worker.processes.live
+    with pytest.raises(ServiceCommandError) as e:
+        await sup.stop_service("pr:manual")
+    assert e.value.status == 409 and "service pr:manual is not running (it is stopped)" in e.value.message
+    again = await sup.restart_service("pr:manual")  # from stopped: a start
+    assert again["state"] == "running" and again["restarts"] == 0 and again["pid"] not in (first, second)
+    third = st.pid
+    again = await sup.restart_service("pr:manual")  # while running: stop, then start
+    assert again["state"] == "running" and again["pid"] != third and third not in env.worker.processes.live
+    assert [p["pid"] for p in env.worker.process_listing()["processes"] if p["service"] == "pr:manual"] \
+        == [again["pid"]]  # one copy on this worker, always
+    with pytest.raises(ServiceCommandError) as e:
+        await sup.start_service("pr:nope")
+    assert e.value.status == 404 and e.value.message == (
+        "this worker has no process.service 'pr:nope' (its services: pr:flaky, pr:manual, pr:session)")
+
+
+async def test_a_service_that_gave_up_can_be_started_again(env: Env) -> None:
+    st = env.service_state("flaky")
+    await env.until(lambda: st.state == "failed", "flaky gives up")
+    assert len(st.starts) == 3
+    started = await env.worker.supervisor.start_service("pr:flaky")
+    assert started["state"] == "running" and started["restarts"] == 0  # a fresh start: its policy anew
+    await env.until(lambda: st.state == "failed" and len(st.starts) == 6, "flaky gives up again")
+    assert st.restarts == 2 and "crashing at start" in st.last_error
 
 
 def test_registry_errors_name_file_and_line(tmp_path: Any) -> None:
@@ -261,7 +306,7 @@ def test_legato_worker_runs_services_and_lists_processes(tmp_path: Any) -> None:
         session = [x for x in data["processes"] if x["service"] == "pr:session"]
         assert len(session) == 1 and session[0]["entry"] == "pr:echo" and session[0]["pid"].startswith("@")
         states = {s["service"]: s["state"] for s in data["services"]}
-        assert states == {"pr:flaky": "failed", "pr:session": "running"}
+        assert states == {"pr:flaky": "failed", "pr:session": "running", "pr:manual": "not_started"}
         with urllib.request.urlopen(f"http://{status}/metrics", timeout=10) as resp:
             scraped = resp.read().decode()
         assert 'legato_worker_processes{host="pr:host"} 1.0' in scraped
@@ -269,4 +314,66 @@ def test_legato_worker_runs_services_and_lists_processes(tmp_path: Any) -> None:
         text = legato("process", "list", "--worker", status)
         assert text.returncode == 0 and session[0]["pid"] in text.stdout and "pr:flaky" in text.stdout
     finally:
+        cluster.stop()
+
+
+def test_two_workers_each_run_one_copy_and_are_controlled_one_by_one(tmp_path: Any) -> None:
+    """Two real `legato worker` processes on one app (issue 15, item 3): each runs its own copy of
+    every auto_start service (as each Wippy node runs its supervisor), one copy each; `legato
+    process start|stop|restart --worker` acts on that worker only, with clear errors."""
+    cluster = Cluster(tmp_path, APP)
+    status_a, status_b = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    cluster.worker.args += ["--metrics-address", status_a]
+    cluster.worker.env["LEGATO_LOG_LEVEL"] = "INFO"
+    other = Proc(["worker", "--entries", str(APP), "--address", cluster.address, "--metrics-address", status_b],
+                 env={"LEGATO_LOG_LEVEL": "INFO"})
+    try:
+        cluster.start()
+        other.start().wait_for("worker polling")
+
+        def listing(status: str) -> dict[str, Any]:
+            p = legato("process", "list", "--worker", status, "--output", "json")
+            assert p.returncode == 0, p.stderr
+            return dict(json.loads(p.stdout))
+
+        def sessions(status: str) -> list[str]:
+            return [x["pid"] for x in listing(status)["processes"] if x["service"] == "pr:session"]
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return legato("process", *args)
+
+        # the service's start is logged once it runs; each worker has one copy of its own
+        cluster.worker.wait_for(r"service pr:session: running as @")
+        other.wait_for(r"service pr:session: running as @")
+        a, b = sessions(status_a), sessions(status_b)
+        assert len(a) == 1 and len(b) == 1 and a != b
+
+        r = cli("start", "pr:manual", "--worker", status_a)
+        assert r.returncode == 0 and "service pr:manual started: running as @" in r.stdout, r.stderr
+        manual = {s["service"]: s for s in listing(status_a)["services"]}["pr:manual"]
+        assert manual["state"] == "running" and manual["restarts"] == 0
+        assert {s["service"]: s for s in listing(status_b)["services"]}["pr:manual"]["state"] == "not_started"
+        r = cli("start", "pr:manual", "--worker", status_a)
+        assert r.returncode == 3 and f"cannot start pr:manual: service pr:manual is already running as " \
+            f"{manual['pid']}" in r.stderr, r.stderr
+        r = cli("start", "pr:nope", "--worker", status_b)
+        assert r.returncode == 3 and "cannot start pr:nope: this worker has no process.service 'pr:nope'" in r.stderr
+
+        r = cli("stop", "pr:session", "--worker", status_b, "--output", "json")
+        assert r.returncode == 0 and json.loads(r.stdout)["state"] == "stopped", r.stderr
+        assert sessions(status_b) == [] and sessions(status_a) == a  # the other copy runs on
+        r = cli("stop", "pr:session", "--worker", status_b)
+        assert r.returncode == 3 and "service pr:session is not running (it is stopped)" in r.stderr
+        r = cli("restart", "pr:session", "--worker", status_a)
+        assert r.returncode == 0 and "service pr:session restarted: running as @" in r.stdout
+        assert len(sessions(status_a)) == 1 and sessions(status_a) != a
+
+        text = cli("list", "--worker", status_a)
+        assert text.returncode == 0 and "pr:manual" in text.stdout and "RESTARTS" in text.stdout
+        dead = f"127.0.0.1:{free_port()}"
+        r = cli("restart", "pr:session", "--worker", dead)
+        assert r.returncode == 3 and f"--worker {dead}: cannot restart pr:session:" in r.stderr
+        assert "Traceback" not in r.stderr
+    finally:
+        other.stop()
         cluster.stop()

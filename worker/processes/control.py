@@ -24,13 +24,9 @@ from legato.process_control import (  # noqa: F401  (re-exported: the worker's n
     TERMINATE,
     WATCH,
     exit_payload,
+    host_pid,
     is_control,
 )
-
-
-def host_pid(host_id: str) -> str:
-    """The mailbox a worker serving `host_id` spawns from (every such worker polls it)."""
-    return f"@host/{host_id}"
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from legato import DEFAULT_NAMESPACE, api
+from legato.api import ParentClosePolicy
 from legato.config import Config
 from legato.errors import Failure, Kind, NotFound, ServiceError, Unavailable
 from legato.ids import new_request_id
@@ -45,11 +46,14 @@ class LiveProcess:
     service: str = ""
     restarts: int = 0
     state: str = "running"
+    parent: str = ""  # who spawned it: a workflow, caller or process pid ("" for a service)
+    parent_close_policy: str = ""  # a workflow's spawn: what the workflow's close does to it
     done: asyncio.Future[CallerOutcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def describe(self) -> dict[str, Any]:
         return {"pid": self.pid, "entry": self.entry, "host": self.host, "service": self.service or None,
-                "state": self.state, "restarts": self.restarts,
+                "state": self.state, "restarts": self.restarts, "parent": self.parent or None,
+                "parent_close_policy": self.parent_close_policy or None,
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at))}
 
 
@@ -107,7 +111,7 @@ class ProcessHosts:
     async def spawn(self, host_id: str, entry_id: str, args: list[Any], *, watcher: str = "", monitor: bool = False,
               link: bool = False, context: dict[str, Any] | None = None, service: str = "",
               restarts: int = 0, announce: tuple[str, dict[str, Any], str] | None = None, pid: str | None = None,
-              watcher_namespace: str = "") -> LiveProcess:
+              watcher_namespace: str = "", parent_close_policy: str = "") -> LiveProcess:
         """Start a process of `entry_id` on `host_id` (a host of this worker); SpawnError if not."""
         host = self.hosts.get(host_id)
         if host is None:
@@ -133,7 +137,8 @@ class ProcessHosts:
             await self.service.open_mailbox(caller.pid)
         except ServiceError as e:
             raise SpawnError(failure_of(e)) from None
-        p = LiveProcess(caller.pid, entry_id, host_id, caller, time.time(), service=service, restarts=restarts)
+        p = LiveProcess(caller.pid, entry_id, host_id, caller, time.time(), service=service, restarts=restarts,
+                        parent=watcher, parent_close_policy=parent_close_policy)
         self.live[p.pid] = p
         task = asyncio.create_task(self._run(p, args, announce), name=f"process-{p.pid}")
         self._tasks.add(task)
@@ -149,10 +154,15 @@ class ProcessHosts:
                 # one sender's messages arrive in order, so the spawner knows the pid before it
                 # can hear anything else from the process (its messages, its EXIT).
                 to, reply, ns = announce
-                with contextlib.suppress(ServiceError):
+                try:
                     await self.service.send_message(api.SendMessageRequest(
                         to, control.SPAWNED, {**reply, "pid": p.pid}, sender=p.pid, namespace=ns,
                         request_id=new_request_id()))
+                except NotFound as e:
+                    if p.parent_close_policy:
+                        await self._parent_closed(p, e.message)
+                except ServiceError:
+                    pass
             outcome = await p.caller.run(args)
         except Exception as e:  # a bug here must not leave the process listed forever
             log.exception("process %s", p.pid)
@@ -230,7 +240,9 @@ class ProcessHosts:
             await self.spawn(host.id, str(d.get("entry", "")), args if isinstance(args, list) else [],
                              watcher=workflow_id, monitor=True, link=bool(d.get("link")),
                              context=ctx if isinstance(ctx, dict) else None, pid=pid, watcher_namespace=ns,
-                             announce=(workflow_id, {"ref": d.get("ref")}, ns))
+                             announce=(workflow_id, {"ref": d.get("ref"), "run": d.get("run")}, ns),
+                             parent_close_policy="" if d.get("link") else  # a link decides (spawned_processes)
+                             str(d.get("parent_close_policy") or ParentClosePolicy.TERMINATE))
             if d.get("link"):
                 # the other way: the workflow's abnormal end takes the process down (as process.link
                 # of a workflow from a caller: history keeps the pid as a link of the run)
@@ -244,6 +256,22 @@ class ProcessHosts:
                 await self.service.send_message(api.SendMessageRequest(
                     workflow_id, control.SPAWNED, {"ref": d.get("ref"), "error": e.failure.to_dict()},
                     sender=pid, namespace=ns, request_id=new_request_id()))
+
+    async def _parent_closed(self, p: LiveProcess, why: str) -> None:
+        """The workflow that spawned `p` closed (or continued as new) before `p` could tell it that
+        it runs (history refused the spawn's SPAWNED signal): its parent close policy applies here,
+        as history applies it to the processes it knew of (history/spawned_processes.py)."""
+        policy = p.parent_close_policy
+        reason = f"parent workflow {p.parent} closed as process {p.pid} started; parent_close_policy {policy}"
+        log.info("process %s: %s (%s)", p.pid, reason, why)
+        p.caller._watch(p.parent, "monitor", False)  # the run that would hear its EXIT is gone
+        if policy == ParentClosePolicy.TERMINATE:
+            p.caller.terminate(reason)
+        elif policy == ParentClosePolicy.REQUEST_CANCEL:
+            with contextlib.suppress(ServiceError):  # its mailbox is open: it reads the CANCEL as it starts
+                await self.service.send_message(api.SendMessageRequest(
+                    p.pid, control.CANCEL, {"deadline_ms": 0, "reason": reason}, sender=p.parent,
+                    request_id=new_request_id()))
 
     # ------------------------------------------------------------ listing
 

@@ -157,7 +157,54 @@ local function workflow_terminates()
     return {r = r, kind = ev.kind, err_kind = ev.result.error:kind(), message = ev.result.error:message()}
 end
 
-return {monitor_at_the_end = monitor_at_the_end, bad_spawns = bad_spawns, workflow_spawned_link_down = workflow_spawned_link_down, workflow_link_down = workflow_link_down, workflow_watches = workflow_watches, workflow_terminates = workflow_terminates,
+-- a workflow spawns a parked process and closes as `how` says; what became of the process: its
+-- EXIT (terminated, or canceled and returned), or its answer to a ping when it still runs
+local function parent_close(policy, how, wid, stubborn)
+    local opts = {["temporal.workflow.id"] = wid}
+    if how == "timeout" then opts["temporal.workflow.execution_timeout"] = "2s" end
+    local pids = process.listen("pid")
+    local wf, err = process.with_options(opts):spawn_monitored("pr:close_with", "pr:worker", policy, how,
+                                                                process.pid(), stubborn)
+    if not wf then return {error = err:message()} end
+    local pid = pids:receive()
+    assert(process.monitor(pid))
+    process.send(wf, "close", true)
+    if how == "terminate" then assert(process.terminate(wf, "the test says so")) end
+    local out, events = {}, process.events()
+    local function exit_of(ev)
+        local e = ev.result.error
+        return {value = ev.result.value, err_kind = e and e:kind(), message = e and e:message()}
+    end
+    while out.workflow == nil do
+        local ev = events:receive()
+        if ev.from == wf then out.workflow = exit_of(ev) elseif ev.from == pid then out.process = exit_of(ev) end
+    end
+    if out.process == nil and (policy == "abandon" or stubborn) then
+        local alive = process.listen("alive")
+        process.send(pid, "ping", true)
+        out.alive = alive:receive()
+        process.terminate(pid, "the test cleans up")
+    end
+    while out.process == nil do
+        local ev = events:receive()
+        if ev.from == pid then out.process = exit_of(ev) end
+    end
+    out.pid = pid
+    return out
+end
+
+-- a workflow whose spawn reaches the host after it closed: the process announces itself (if it runs)
+local function spawn_after_close(policy)
+    local pids = process.listen("pid")
+    local v = process.exec("pr:spawn_and_return", "pr:worker", policy, process.pid())
+    local pid = pids:receive()
+    assert(process.monitor(pid))
+    local alive = process.send(pid, "wake")
+    local ev = process.events():receive()
+    return {workflow = v, from_ok = ev.from == pid, value = ev.result.value, alive = alive}
+end
+
+return {parent_close = parent_close, spawn_after_close = spawn_after_close, monitor_at_the_end = monitor_at_the_end, bad_spawns = bad_spawns, workflow_spawned_link_down = workflow_spawned_link_down, workflow_link_down = workflow_link_down, workflow_watches = workflow_watches, workflow_terminates = workflow_terminates,
         send_reply = send_reply, monitor_result = monitor_result, monitor_error = monitor_error,
         link_trapped = link_trapped, link_kills = link_kills, terminate = terminate, cancel = cancel,
         via_process = via_process, isolated = isolated, from_workflow = from_workflow}

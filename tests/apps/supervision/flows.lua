@@ -57,4 +57,40 @@ local function terminate_process(pid)
     return {ok = ok, err = err and err:message()}
 end
 
-return {link_then_fail = link_then_fail, spawn_linked_then_fail = spawn_linked_then_fail, spawn_process = spawn_process, linked_process = linked_process, watch_process = watch_process, terminate_process = terminate_process}
+-- spawns a parked process with a parent_close_policy ("default": none given), tells `caller` its
+-- pid, then, told "close", closes as `how` says: complete, fail, continue (as new: the new run
+-- returns at once), or waits for a message (to be terminated, to time out, or to complete then)
+local function close_with(policy, how, caller, stubborn)
+    if how == "continued" then return "the new run" end
+    local pid, err
+    if policy == "default" then
+        pid, err = process.spawn("pr:parked", "pr:host", stubborn)
+    else
+        pid, err = process.with_options({["temporal.workflow.parent_close_policy"] = policy})
+            :spawn("pr:parked", "pr:host", stubborn)
+    end
+    if not pid then return nil, err end
+    process.send(caller, "pid", pid)
+    local close = process.listen("close"):receive()  -- the caller monitors the process first
+    if how == "complete" then return "done" end
+    if how == "fail" then
+        return nil, errors.new({message = "the parent fails", kind = errors.INVALID, retryable = false})
+    end
+    if how == "continue" then process.upgrade(nil, policy, "continued", caller) end
+    process.inbox():receive()  -- until terminated, timed out, or woken
+end
+
+-- spawns (in a coroutine) and returns in the same workflow task: the spawn reaches the host only
+-- after the workflow closed
+local function spawn_and_return(policy, caller)
+    local started = channel.new(1)
+    coroutine.spawn(function()
+        started:send(true)  -- buffered: it goes on to its spawn, which waits for the process
+        process.with_options({["temporal.workflow.parent_close_policy"] = policy})
+            :spawn("pr:announcer", "pr:host", caller)
+    end)
+    started:receive()
+    return "returned"
+end
+
+return {close_with = close_with, spawn_and_return = spawn_and_return, link_then_fail = link_then_fail, spawn_linked_then_fail = spawn_linked_then_fail, spawn_process = spawn_process, linked_process = linked_process, watch_process = watch_process, terminate_process = terminate_process}

@@ -65,5 +65,23 @@ end
 
 local function crasher() error("crashing at start") end
 
+-- waits; answers "ping" with "alive" (and the CANCELs it got); a CANCEL event ends it, unless
+-- `stubborn` (then it counts them and goes on)
+local function parked(stubborn)
+    local inbox, events = process.inbox(), process.events()
+    local cancels, reason = 0, nil
+    while true do
+        local r = channel.select({inbox:case_receive(), events:case_receive()})
+        if r.channel == events then
+            if r.value.kind == process.event.CANCEL then
+                if not stubborn then return {canceled = r.value.reason} end
+                cancels, reason = cancels + 1, r.value.reason
+            end
+        else
+            process.send(r.value:from(), "alive", {pid = process.pid(), cancels = cancels, reason = reason})
+        end
+    end
+end
+
 return {hog = hog, announcer = announcer, echo = echo, doubler = doubler, raises = raises, sleeper = sleeper, cancelable = cancelable,
-        relay = relay, spin = spin, crasher = crasher}
+        relay = relay, spin = spin, crasher = crasher, parked = parked}
