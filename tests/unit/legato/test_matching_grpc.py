@@ -18,8 +18,8 @@ from legato import api, wire
 from legato.config import Config
 from legato.errors import (
     DeadlineExceeded,
-    Failure,
     FailedPrecondition,
+    Failure,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
