@@ -58,9 +58,9 @@ def ok(p: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture(scope="module")
 def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
-    p = Processes(tmp_path_factory.mktemp("queries")).start()
+    p = Processes(tmp_path_factory.mktemp("queries"))
     try:
-        yield p
+        yield p.start()
     finally:
         p.stop()
 
