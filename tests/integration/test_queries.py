@@ -73,11 +73,15 @@ def query_config() -> Config:
     return c
 
 
-@pytest.fixture(params=["in-process", "grpc"])
+@pytest.fixture(params=["in-process", "grpc", "in-process/inline"])
 async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Env]:
+    """The worker reaches the engine directly or over gRPC; its workflow code runs in a Lua host
+    process (the default) or, with /inline, on its event loop (worker.lua_isolation)."""
+    via, _, isolation = str(request.param).partition("/")
     config = query_config()
+    config.worker.lua_isolation = "inline" if isolation else "process"
     registry = load_registry(APP)
-    async with engine_with_worker(config, registry, str(tmp_path / "db.sqlite"), request.param,
+    async with engine_with_worker(config, registry, str(tmp_path / "db.sqlite"), via,
                                   FIRST) as (service, _, worker):
         e = Env(service, worker, registry, config)
         try:
