@@ -80,6 +80,9 @@ RPCS: dict[str, Rpc] = {
                        fit=fit_wait),
     "MonitorWorkflow": Rpc("monitor_workflow", wire.monitor_request_from_pb,
                            lambda _: wire.pb.MonitorWorkflowResponse()),
+    "QueryWorkflow": Rpc("query_workflow", wire.query_request_from_pb, wire.query_response_to_pb, fit=fit_wait),
+    "RespondQueryTaskCompleted": Rpc("respond_query_task_completed", wire.query_answer_from_pb,
+                                     lambda _: wire.pb.RespondQueryTaskCompletedResponse()),
 }
 
 

@@ -245,7 +245,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/namespaces/{namespace}/workflows/{workflow_id}/terminate", "TerminateWorkflow",
           "TerminateWorkflow", "_terminate"),
     Route("GET", "/namespaces/{namespace}/workflows/{workflow_id}/stack", "GetWorkflowStack",
-          "GetWorkflowHistory", "_stack"),
+          "QueryWorkflow", "_stack"),
+    Route("POST", "/namespaces/{namespace}/workflows/{workflow_id}/query", "QueryWorkflow", "QueryWorkflow",
+          "_query"),
     Route("GET", "/cluster", "DescribeCluster", "DescribeCluster", "_cluster"),
     Route("GET", "/openapi.json", "GetOpenApiJson", None, "_openapi_json"),
     Route("GET", "/openapi.yaml", "GetOpenApiYaml", None, "_openapi_yaml"),
@@ -262,6 +264,7 @@ _START_FIELDS = {
 _START_MESSAGE_FIELDS = {"topic": "string", "payload": "any"}
 _SIGNAL_FIELDS = {"signal_name": "string", "input": "any", "run_id": "string", "sender": "string",
                   "identity": "string", "request_id": "string"}
+_QUERY_FIELDS = {"query_type": "string", "args": "any", "run_id": "string", "timeout_ms": "integer"}
 _CANCEL_FIELDS = {"run_id": "string", "reason": "string", "identity": "string", "request_id": "string",
                   "deadline_ms": "integer"}
 _TERMINATE_FIELDS = {"run_id": "string", "reason": "string", "identity": "string", "request_id": "string"}
@@ -470,18 +473,24 @@ class HttpApi:
                                "next_page_token": next_token})
 
     async def _stack(self, call: Call) -> web.Response:
-        """The Lua call stack of a run (`legato.stack`), replayed here against `ui.entries`."""
-        p = call.params("run_id")
-        entries = self.config.ui.entries
-        if not entries:
-            raise FailedPrecondition("the stack view replays the workflow against its Lua code, and this server "
-                                     "was not given it: start it with --ui-entries PATH (ui.entries), or run "
-                                     "`legato workflow stack --entries PATH`", reason="NoEntries")
+        """The Lua call stack of a run (`legato.stack`): from a worker (the __stack_trace query), or
+        replayed here against `ui.entries` when no worker answered in time."""
+        p = call.params("run_id", "timeout_ms")
         try:
-            report = await workflow_stack(self.service, call.ref(p.text("run_id")), entries)
+            report = await workflow_stack(self.service, call.ref(p.text("run_id")), self.config.ui.entries,
+                                          timeout_ms=p.integer("timeout_ms", 0))
         except StackError as e:
             raise FailedPrecondition(str(e), reason="StackReplayFailed") from None
         return _json_response(report)
+
+    async def _query(self, call: Call) -> web.Response:
+        call.params()
+        b = await call.body(_QUERY_FIELDS)
+        resp = await self.service.query_workflow(api.QueryWorkflowRequest(
+            call.ref(b.get("run_id", "")), b.get("query_type", api.STACK_TRACE_QUERY), b.get("args"),
+            b.get("timeout_ms", 0)))
+        return _json_response({"run_id": resp.run_id, "status": resp.status.value, "result": plain(resp.result),
+                               "source": resp.source, "worker": resp.worker, "task_queue": resp.task_queue})
 
     async def _cluster(self, call: Call) -> web.Response:
         """Members, shard owners and queue backlogs, as this process knows them."""

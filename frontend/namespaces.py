@@ -5,8 +5,8 @@ must allow (`legato.authz`). An empty namespace field means the default namespac
 Besides the namespace of the request itself: a start's parent (its close is reported there), and
 for a completed workflow task the namespaces its commands reach (children started, workflows
 signalled, cancelled, terminated or monitored elsewhere). Task responses act in the namespace of
-their task token. Mailbox calls name no namespace (a caller's pid is its own secret): any valid
-token may make them.
+their task token. Mailbox calls and query answers name no namespace (a caller's pid and a query's id are their own
+secrets): any valid token may make them.
 """
 
 from __future__ import annotations
@@ -93,4 +93,8 @@ RULES: dict[str, Callable[[Any], Iterable[str]]] = {
     "CloseMailbox": _none,
     "PollMailbox": _none,
     "MonitorWorkflow": _ref,
+    "QueryWorkflow": _ref,
+    # A query's answer names no namespace; its query id is a random secret held by the worker it
+    # was handed to (as a caller's pid is): any valid token may send it.
+    "RespondQueryTaskCompleted": _none,
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, NoReturn
 
+from frontend.queries import run_query
 from legato import api, codec
 from legato import query as visibility_query
 from legato.commands import Command, CommandType
@@ -501,6 +502,39 @@ class Frontend:
         v.payload(req.details, "details")
         v.identity(req.identity)
         await self._history.respond_activity_task_canceled(req)
+
+    # ------------------------------------------------------------ queries (issue 14)
+
+    async def query_workflow(self, req: api.QueryWorkflowRequest) -> api.QueryWorkflowResponse:
+        """Ask a worker about a run (Temporal's QueryWorkflow): first the worker that has it cached
+        (for frontend.query_sticky_timeout_ms), then any worker polling its task queue, which
+        replays the history. A closed run is answered by replay too."""
+        v = self._v
+        if not isinstance(req, api.QueryWorkflowRequest):
+            _bad("query request is required")
+        v.ref(req.ref)
+        if req.query_type not in api.BUILTIN_QUERIES:
+            _bad(f"query_type {req.query_type!r} is not a query Legato answers; known: "
+                 + ", ".join(sorted(api.BUILTIN_QUERIES)), "UnknownQueryType")
+        v.payload(req.args, "args")
+        v.wait_ms(req.timeout_ms, "timeout_ms")
+        return await run_query(self._history, self._matching, self._config.frontend, req)
+
+    async def respond_query_task_completed(self, req: api.RespondQueryTaskCompletedRequest) -> None:
+        v = self._v
+        if not isinstance(req, api.RespondQueryTaskCompletedRequest):
+            _bad("respond request is required")
+        if not isinstance(req.task_token, bytes) or not req.task_token:
+            _bad("task_token is required (the query_id of the query being answered)")
+        if len(req.task_token) > MAX_TASK_TOKEN_BYTES:
+            _bad(f"task_token is {len(req.task_token)} bytes; the limit is {MAX_TASK_TOKEN_BYTES}")
+        v.payload(req.result, "result")
+        if req.failure is not None:
+            v.failure(req.failure)
+        v.enum(api.QuerySource, req.source or api.QuerySource.WORKER_REPLAY, "source")
+        v.boolean(req.not_cached, "not_cached")
+        v.identity(req.identity)
+        await self._matching.respond_query_task_completed(req)
 
     # ------------------------------------------------------------ processes (issue 3)
 

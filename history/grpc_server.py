@@ -63,6 +63,7 @@ RPCS: dict[str, Rpc] = {
                              empty(wire.pb.RecordChildClosedResponse)),
     "DeliverMonitoredClosed": Rpc("deliver_monitored_closed", wi.monitored_closed_from_pb,
                                   empty(wire.pb.DeliverMonitoredClosedResponse)),
+    "GetQueryTarget": Rpc("get_query_target", wire.describe_request_from_pb, wi.query_target_to_pb),
 }
 
 

@@ -815,6 +815,16 @@ class HistoryServiceImpl:
             st = (await self._load(shard, ref.namespace, ref.workflow_id, ref.run_id)).state
             return _describe(st)
 
+    async def get_query_target(self, ref: ExecutionRef) -> api.QueryTarget:
+        """Where a query about the run goes (issue 14): its task queue and the worker that has it
+        cached (the sticky worker, "" when none). Read-only."""
+        ref = _check_ref(ref, "query")
+        shard = self._shard(ref.namespace, ref.workflow_id)
+        async with shard.lock(ref.namespace, ref.workflow_id):
+            st = (await self._load(shard, ref.namespace, ref.workflow_id, ref.run_id)).state
+            return api.QueryTarget(st.run_id, st.workflow_type, st.task_queue, WorkflowStatus(st.status),
+                                   st.sticky_identity)
+
     async def get_workflow_history(self, req: GetHistoryRequest) -> GetHistoryResponse:
         ref = _check_ref(req.ref, "get history")
         if not isinstance(req.first_event_id, int) or req.first_event_id < 1:

@@ -421,6 +421,9 @@ class WorkflowTask:
     started_event_id: int
     previous_started_event_id: int  # the last completed task's started id (0 if none)
     history: list[HistoryEvent]  # the whole history up to and including WorkflowTaskStarted
+    # Set: this is a query task (issue 14), not a workflow task: answer `query` about the run with
+    # `respond_query_task_completed`; nothing was recorded in history and the history is empty.
+    query: QueryTask | None = None
 
 
 @dataclass(slots=True)
@@ -506,6 +509,93 @@ class RecordActivityHeartbeatResponse:
     cancel_requested: bool = False
 
 
+# ---------------------------------------------------------------- queries (issue 14)
+#
+# A query asks a worker about a run without changing it (Temporal's QueryWorkflow): the frontend
+# asks history which worker has the run cached (its sticky worker), matching hands a query task to
+# a workflow-task poll of that worker, which answers from its cache; when it does not have the run
+# or does not answer in time, any worker polling the run's task queue replays the history and
+# answers. Nothing is written to history, and the cached run is not changed.
+
+STACK_TRACE_QUERY = "__stack_trace"  # the built-in query of a run's Lua coroutines (Temporal's name)
+BUILTIN_QUERIES = frozenset({STACK_TRACE_QUERY})
+
+
+class QuerySource(StrEnum):
+    """Where an answer came from."""
+
+    WORKER_CACHE = "worker-cache"  # the worker that has the run cached
+    WORKER_REPLAY = "worker-replay"  # a worker that replayed the history
+    FRONTEND_REPLAY = "frontend-replay"  # (the stack view's fallback) replayed by the frontend itself
+    CLIENT_REPLAY = "client-replay"  # (`legato workflow stack --entries`) replayed by the CLI
+
+
+@dataclass(slots=True)
+class QueryWorkflowRequest:
+    ref: ExecutionRef
+    query_type: str = STACK_TRACE_QUERY
+    args: Any = None
+    timeout_ms: int = 0  # 0: frontend.query_timeout_ms
+
+
+@dataclass(slots=True)
+class QueryWorkflowResponse:
+    run_id: str
+    status: WorkflowStatus
+    result: Any = None
+    source: str = ""  # a QuerySource value
+    worker: str = ""  # the identity of the worker that answered
+    task_queue: str = ""  # the queue it answered on
+
+
+@dataclass(slots=True)
+class QueryTarget:
+    """What the frontend needs to deliver a query (history's `get_query_target`)."""
+
+    run_id: str
+    workflow_type: str
+    task_queue: str
+    status: WorkflowStatus
+    sticky_identity: str = ""  # the worker that completed the run's last workflow task ("" if none)
+
+
+@dataclass(slots=True)
+class QueryTask:
+    """What a worker is asked (in `WorkflowTask.query`)."""
+
+    query_id: str  # the worker answers with it as the task token (opaque; names the matching node)
+    query_type: str
+    args: Any = None
+    cache_only: bool = False  # the sticky attempt: answer from the cache, or say not_cached
+
+
+@dataclass(slots=True)
+class QueryTaskRequest:
+    """Frontend to matching: deliver `query` to a workflow-task poll of the run's task queue (of
+    the worker `sticky_identity` only, if set) and wait up to `timeout_ms` for the answer."""
+
+    namespace: str
+    task_queue: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    query: QueryTask
+    sticky_identity: str = ""
+    timeout_ms: int = 1_000
+
+
+@dataclass(slots=True)
+class RespondQueryTaskCompletedRequest:
+    """A worker's answer to a query task (also what matching returns for `query_workflow`)."""
+
+    task_token: bytes  # the QueryTask's query_id
+    result: Any = None
+    failure: Failure | None = None
+    source: str = ""  # worker-cache | worker-replay
+    not_cached: bool = False  # a cache_only query for a run this worker does not have cached
+    identity: str = ""
+
+
 # ---------------------------------------------------------------- interfaces
 
 class WorkflowService(Protocol):
@@ -531,6 +621,10 @@ class WorkflowService(Protocol):
     async def record_activity_heartbeat(
         self, req: RecordActivityHeartbeatRequest) -> RecordActivityHeartbeatResponse: ...
     async def respond_activity_task_canceled(self, req: RespondActivityTaskCanceledRequest) -> None: ...
+
+    # ---- queries (issue 14)
+    async def query_workflow(self, req: QueryWorkflowRequest) -> QueryWorkflowResponse: ...
+    async def respond_query_task_completed(self, req: RespondQueryTaskCompletedRequest) -> None: ...
 
     # ---- processes (issue 3): non-durable Lua callers (pids starting with "@")
     async def send_message(self, req: SendMessageRequest) -> None:
@@ -585,6 +679,10 @@ class HistoryService(Protocol):
     async def record_child_closed(self, req: RecordChildClosedRequest) -> None: ...
     async def deliver_monitored_closed(self, req: DeliverMonitoredClosedRequest) -> None: ...
 
+    async def get_query_target(self, ref: ExecutionRef) -> QueryTarget:
+        """Where a query about the run goes: its task queue and sticky worker (read-only)."""
+        ...
+
 
 class TaskSink(Protocol):
     """Where a shard's transfer processor hands workflow and activity tasks: matching itself
@@ -605,6 +703,15 @@ class MatchingService(Protocol):
 
     async def poll_workflow_task(self, req: PollRequest) -> WorkflowTask | None: ...
     async def poll_activity_task(self, req: PollRequest) -> ActivityTask | None: ...
+
+    async def query_workflow(self, req: QueryTaskRequest) -> RespondQueryTaskCompletedRequest:
+        """Hand `req.query` to a workflow-task poll (nothing is recorded in history) and return
+        the worker's answer; DeadlineExceeded when none came within `req.timeout_ms`."""
+        ...
+
+    async def respond_query_task_completed(self, req: RespondQueryTaskCompletedRequest) -> None:
+        """A worker's answer; NotFound when the query no longer waits (it timed out)."""
+        ...
 
     async def deliver_message(self, pid: str, msg: ProcessMessage) -> bool:
         """Put `msg` in the mailbox of caller pid `pid`; False if it has none (the caller is gone).

@@ -27,6 +27,9 @@ from legato.tls import ClientSecurity
 __all__ = ["DEFAULT_ADDRESS", "REASON_KEY", "RUN_ID_KEY", "GrpcClient"]
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
+# The longest a query with timeout_ms=0 is assumed to wait on the server (its frontend.query_timeout_ms
+# is usually far shorter; the server answers DEADLINE_EXCEEDED itself when that passes).
+QUERY_WAIT_MS = 60_000
 
 
 class GrpcClient(ChannelClient):
@@ -124,6 +127,15 @@ class GrpcClient(ChannelClient):
 
     async def respond_activity_task_canceled(self, req: api.RespondActivityTaskCanceledRequest) -> None:
         await self._call("RespondActivityTaskCanceled", wire.activity_canceled_to_pb(req))
+
+    # ------------------------------------------------------------ queries (issue 14)
+
+    async def query_workflow(self, req: api.QueryWorkflowRequest) -> api.QueryWorkflowResponse:
+        timeout = self._wait_s(req.timeout_ms or QUERY_WAIT_MS)
+        return wire.query_response_from_pb(await self._call("QueryWorkflow", wire.query_request_to_pb(req), timeout))
+
+    async def respond_query_task_completed(self, req: api.RespondQueryTaskCompletedRequest) -> None:
+        await self._call("RespondQueryTaskCompleted", wire.query_answer_to_pb(req))
 
     # ------------------------------------------------------------ processes (issue 3)
 

@@ -133,6 +133,23 @@ class MatchingConfig(_Strict):
     forward_concurrency: int = Field(64, gt=0, description="offers one node has in flight at once")
 
 
+class FrontendConfig(_Strict):
+    """Queries (`legato workflow stack`, QueryWorkflow): the worker that has the run cached gets
+    `query_sticky_timeout_ms` to answer from its cache; then any worker polling the run's task
+    queue may replay the history and answer, until `query_timeout_ms` (from the request's start)
+    has passed, when the caller gets DEADLINE_EXCEEDED naming the task queue."""
+
+    query_sticky_timeout_ms: int = Field(1_000, gt=0, description="the sticky worker's time to answer a query")
+    query_timeout_ms: int = Field(10_000, gt=0, description="a query's whole time (when the request sets none)")
+
+    @model_validator(mode="after")
+    def _sticky_within_total(self) -> FrontendConfig:
+        if self.query_sticky_timeout_ms > self.query_timeout_ms:
+            raise ValueError(f"query_sticky_timeout_ms ({self.query_sticky_timeout_ms}) must not exceed "
+                             f"query_timeout_ms ({self.query_timeout_ms})")
+        return self
+
+
 class WorkerConfig(_Strict):
     workflow_cache_size: int = Field(1_000, ge=0)
     workflow_cache_bytes: int = Field(512 * 1024 * 1024, ge=0)
@@ -360,6 +377,7 @@ class Config(_Strict):
     limits: Limits = Field(default_factory=Limits)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
+    frontend: FrontendConfig = Field(default_factory=FrontendConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     grpc: GrpcConfig = Field(default_factory=GrpcConfig)

@@ -147,6 +147,12 @@ class Unavailable(ServiceError):
     code = "UNAVAILABLE"
 
 
+class DeadlineExceeded(ServiceError):
+    """What was asked of a worker got no answer in time (a query nobody answered)."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
 class ShardOwnershipLost(Unavailable):
     """A conditional write found another owner's `range_id`: this node must drop the shard. Also
     what a history node answers for a shard it does not own (reason `ShardNotOwned`) or is handing
@@ -160,5 +166,5 @@ class ShardOwnershipLost(Unavailable):
 SERVICE_ERRORS: dict[str, type[ServiceError]] = {
     cls.code: cls
     for cls in (InvalidArgument, NotFound, AlreadyStarted, FailedPrecondition, ResourceExhausted, Unavailable,
-                PermissionDenied, Unauthenticated)
+                PermissionDenied, Unauthenticated, DeadlineExceeded)
 }

@@ -23,6 +23,7 @@ import grpc
 from legato.errors import (
     SERVICE_ERRORS,
     AlreadyStarted,
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -45,7 +46,7 @@ Metadata = tuple[tuple[str, str], ...]
 ERROR_TYPES: dict[str, type[ServiceError]] = {
     cls.__name__: cls
     for cls in (InvalidArgument, NotFound, AlreadyStarted, FailedPrecondition, ResourceExhausted, Unavailable,
-                ShardOwnershipLost, PermissionDenied, Unauthenticated)
+                ShardOwnershipLost, PermissionDenied, Unauthenticated, DeadlineExceeded)
 }
 
 _NOT_ASCII = re.compile(r"[^ -~]")

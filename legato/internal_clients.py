@@ -137,6 +137,9 @@ class GrpcHistoryClient(_Client):
     async def deliver_monitored_closed(self, req: api.DeliverMonitoredClosedRequest) -> None:
         await self._rpc.call("DeliverMonitoredClosed", wi.monitored_closed_to_pb(req))
 
+    async def get_query_target(self, ref: api.ExecutionRef) -> api.QueryTarget:
+        return wi.query_target_from_pb(await self._read("GetQueryTarget", wire.describe_request_to_pb(ref)))
+
 
 class GrpcMatchingClient(_Client):
     """`legato.api.MatchingService` over gRPC. Use as `async with`, or call `await close()`.
@@ -172,6 +175,15 @@ class GrpcMatchingClient(_Client):
 
     async def offer_task(self, task: api.TaskInfo, request_id: str) -> api.OfferResult:
         return wi.offer_result_from_pb(await self._rpc.call("OfferTask", wi.offer_task_to_pb(task, request_id)))
+
+    async def query_workflow(self, req: api.QueryTaskRequest) -> api.RespondQueryTaskCompletedRequest:
+        # the server answers DEADLINE_EXCEEDED itself once req.timeout_ms passed: the call's
+        # deadline leaves it the time to say so
+        return wire.query_answer_from_pb(await self._rpc.call(
+            "QueryWorkflow", wi.query_task_request_to_pb(req), self._rpc.long_poll_s(req.timeout_ms)))
+
+    async def respond_query_task_completed(self, req: api.RespondQueryTaskCompletedRequest) -> None:
+        await self._rpc.call("RespondQueryTaskCompleted", wire.query_answer_to_pb(req))
 
     async def deliver_message(self, pid: str, msg: api.ProcessMessage) -> bool:
         return wi.deliver_message_response_from_pb(

@@ -16,6 +16,9 @@ request id. A call that timed out (the deadline passed) is not retried: its call
 `MatchingRouter` is a `legato.api.MatchingService` over the live matching nodes: polls go round
 robin (every node gets polls, and a node without a poll for a task offers it to the others:
 matching/forwarding.py), a caller's mailbox lives on the node its pid hashes to (rendezvous).
+A query goes to every matching node at once (the worker it is for may poll any of them; a query
+reads and changes nothing, so two answers cost only work): the first answer wins and the other
+nodes' waits are cancelled. Its query id names the node, where the worker's answer is sent.
 
 Both call a service in this process directly when it is the target.
 """
@@ -23,6 +26,7 @@ Both call a service in this process directly when it is the target.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
@@ -31,7 +35,7 @@ from typing import Generic, TypeVar
 from legato import api
 from legato.assignment import score
 from legato.config import GrpcConfig
-from legato.errors import ServiceError, ShardOwnershipLost, Unavailable
+from legato.errors import DeadlineExceeded, NotFound, ServiceError, ShardOwnershipLost, Unavailable
 from legato.ids import new_request_id, shard_for
 from legato.internal_clients import GrpcHistoryClient, GrpcMatchingClient
 from legato.membership import HISTORY, MATCHING, ClusterView, MemberInfo, Membership
@@ -217,6 +221,9 @@ class HistoryRouter:
     async def deliver_monitored_closed(self, req: api.DeliverMonitoredClosedRequest) -> None:
         await self._route(req.ref.namespace, req.ref.workflow_id, lambda h: h.deliver_monitored_closed(req))
 
+    async def get_query_target(self, ref: api.ExecutionRef) -> api.QueryTarget:
+        return await self._route(ref.namespace, ref.workflow_id, lambda h: h.get_query_target(ref))
+
 
 class MatchingRouter:
     """`legato.api.MatchingService` over the cluster's matching nodes (see the module docstring)."""
@@ -295,6 +302,23 @@ class MatchingRouter:
     async def poll_activity_task(self, req: api.PollRequest) -> api.ActivityTask | None:
         return await self._any(lambda m: m.poll_activity_task(req))
 
+    async def query_workflow(self, req: api.QueryTaskRequest) -> api.RespondQueryTaskCompletedRequest:
+        members = await self._members(asyncio.get_running_loop().time() + self._timeout_s)
+
+        def on(m: MemberInfo) -> Awaitable[api.RespondQueryTaskCompletedRequest]:
+            q = dataclasses.replace(req.query, query_id=f"{m.identity}{QUERY_ID_SEPARATOR}{req.query.query_id}")
+            return self._service(m).query_workflow(dataclasses.replace(req, query=q))
+
+        return await first_answer([on(m) for m in members])
+
+    async def respond_query_task_completed(self, req: api.RespondQueryTaskCompletedRequest) -> None:
+        node, sep, _ = req.task_token.decode(errors="replace").rpartition(QUERY_ID_SEPARATOR)
+        member = next((m for m in self._view.with_role(MATCHING) if m.identity == node), None) if sep else None
+        if member is None:
+            raise NotFound(f"no query waits for this answer: the matching node {node or '(none named)'} that "
+                           "held it is not in the cluster", reason="QueryNotWaiting")
+        await self._service(member).respond_query_task_completed(req)
+
     async def deliver_message(self, pid: str, msg: api.ProcessMessage) -> bool:
         return await (await self._owner_of(pid)).deliver_message(pid, msg)
 
@@ -306,6 +330,27 @@ class MatchingRouter:
 
     async def poll_mailbox(self, req: api.PollMailboxRequest) -> list[api.ProcessMessage]:
         return await (await self._owner_of(req.pid)).poll_mailbox(req)
+
+
+QUERY_ID_SEPARATOR = "/"  # "<matching node identity>/<query id>" (identities hold no "/")
+
+
+async def first_answer(calls: list[Awaitable[T]]) -> T:
+    """The first of `calls` to succeed (the rest are cancelled); when all fail, a DeadlineExceeded
+    if one of them timed out (the query had its chance there), else the first error."""
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    errors: list[BaseException] = []
+    try:
+        for done in asyncio.as_completed(tasks):
+            try:
+                return await done
+            except ServiceError as e:
+                errors.append(e)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    raise next((e for e in errors if isinstance(e, DeadlineExceeded)), errors[0])
 
 
 def _implements_the_protocols(h: HistoryRouter, m: MatchingRouter) -> tuple[api.HistoryService, api.MatchingService]:

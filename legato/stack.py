@@ -1,10 +1,13 @@
-"""The Lua call stack of a running workflow, by replaying its history: the coroutines of the run
-and where each waits (file:line), innermost frame first. `legato workflow stack` and the web UI's
-stack view (GET .../workflows/{id}/stack of the HTTP API) both use it.
+"""The Lua call stack of a workflow run: its coroutines and where each waits (file:line),
+innermost frame first. `legato workflow stack` and the web UI's stack view (GET
+.../workflows/{id}/stack of the HTTP API) both use it.
 
-The history is replayed against the Lua code of a registry (`worker.entries`) up to its last
-completed workflow task, as a worker that does not have the run cached would do
-(`worker.replay`); then each live coroutine's frames in the workflow code are listed.
+The stack comes from a worker (issue 14): the built-in query `__stack_trace`
+(`WorkflowService.query_workflow`, frontend/queries.py) is answered by the worker that has the run
+cached ("source": "worker-cache") or by one that replays the history ("worker-replay"). Only when
+no worker answers and the caller has the Lua code itself (the frontend's `ui.entries`, the CLI's
+`--entries`) is the history replayed here instead ("frontend-replay", "client-replay"), up to its
+last completed workflow task, as a worker that does not have the run cached would do.
 """
 
 from __future__ import annotations
@@ -34,38 +37,8 @@ def completed_prefix(events: list[HistoryEvent]) -> list[HistoryEvent]:
     return events[:end]
 
 
-def stack_report(entries: str, events: list[HistoryEvent]) -> dict[str, Any]:
-    """Replay the completed part of `events` against `entries`; the run's coroutines."""
-    from worker.entries import EntryError, load_registry
-    from worker.replay import new_execution
-    from worker.runtime import TaskFailure
-
-    try:
-        registry = load_registry(entries)
-    except EntryError as e:
-        raise StackError(f"cannot load the Lua code of {entries}: {e}") from None
-    seen = completed_prefix(events)
-    start = events[0].attrs if events else {}
-    wtype = str(start.get("workflow_type", ""))
-    out: dict[str, Any] = {"workflow_type": wtype, "events": len(events), "replayed_events": len(seen)}
-    if not seen:
-        out["coroutines"] = []
-        out["note"] = "no workflow task has completed yet: the code has not run"
-        return out
-    try:
-        ex = new_execution(registry, wtype, task_queue=str(start.get("task_queue", "")))
-        ex.process(seen)
-    except TaskFailure as e:
-        raise StackError(f"cannot replay the history against {entries} ({e.cause}): {e.failure.message}"
-                       + (f" (at {e.failure.source})" if e.failure.source else "")) from None
-    run = ex.run
-    out["coroutines"] = [] if run is None or ex.closed else [_coroutine(t) for t in run.stacks()]
-    if run is not None:
-        run.dispose()
-    return out
-
-
-def _coroutine(t: dict[str, Any]) -> dict[str, Any]:
+def coroutine_view(t: dict[str, Any]) -> dict[str, Any]:
+    """A coroutine as the kernel lists it (`WorkflowRun.stacks`), as the report shows it."""
     frames = t.get("frames") or []
     if isinstance(frames, dict):  # an empty Lua table
         frames = list(frames.values())
@@ -73,22 +46,63 @@ def _coroutine(t: dict[str, Any]) -> dict[str, Any]:
             "frames": [{"source": f.get("source"), "line": f.get("line"), "function": f.get("name")} for f in frames]}
 
 
-async def workflow_stack(service: api.WorkflowService, ref: api.ExecutionRef, entries: str) -> dict[str, Any]:
-    """The stack report of a run (`stack_report`) read through `service`, with its workflow_id,
-    run_id and status; a closed run has no coroutines (and a note saying so). StackError when
-    the run has no history or cannot be replayed against `entries`."""
+def stack_report(entries: str, events: list[HistoryEvent]) -> dict[str, Any]:
+    """Replay the completed part of `events` against the registry at `entries`; the run's coroutines."""
+    from legato.config import Limits
+    from worker.entries import EntryError, load_registry
+    from worker.queries import ReplayError, replay_stack
+
+    try:
+        registry = load_registry(entries)
+    except EntryError as e:
+        raise StackError(f"cannot load the Lua code of {entries}: {e}") from None
+    try:
+        return replay_stack(registry, Limits(), events)
+    except ReplayError as e:
+        raise StackError(f"{e} (the code of {entries})") from None
+
+
+async def workflow_stack(service: api.WorkflowService, ref: api.ExecutionRef, entries: str = "", *,
+                         replay_source: api.QuerySource = api.QuerySource.FRONTEND_REPLAY,
+                         timeout_ms: int = 0) -> dict[str, Any]:
+    """The stack report of a run, with its workflow_id, run_id, status and source: asked of a
+    worker, or (when none answered in time and `entries` is given) replayed here against
+    `entries`. DeadlineExceeded when no worker answered and there is no `entries`; StackError
+    when the history cannot be replayed against `entries`."""
+    from legato.errors import DeadlineExceeded
+
+    try:
+        resp = await service.query_workflow(api.QueryWorkflowRequest(ref, api.STACK_TRACE_QUERY,
+                                                                     timeout_ms=timeout_ms))
+    except DeadlineExceeded:
+        if not entries:
+            raise
+        return await _replayed_here(service, ref, entries, replay_source)
+    report = dict(resp.result) if isinstance(resp.result, dict) else {"coroutines": []}
+    report.update(workflow_id=ref.workflow_id, run_id=resp.run_id, status=resp.status.value, source=resp.source,
+                  worker=resp.worker)
+    _note_closed(report, resp.status)
+    return report
+
+
+async def _replayed_here(service: api.WorkflowService, ref: api.ExecutionRef, entries: str,
+                         source: api.QuerySource) -> dict[str, Any]:
     from legato.lineage import read_history
 
     events = await read_history(service, ref)
     info = (await service.describe_workflow(ref)).info
     if not events:
         raise StackError(f"workflow {ref.workflow_id} has no history")
-    if info.status is api.WorkflowStatus.RUNNING:
-        # in a thread (which has a Lua state of its own, worker.runtime.thread_vm): a long replay
-        # does not hold up the server's other requests
-        report = await asyncio.to_thread(stack_report, entries, events)
-    else:
-        report = {"workflow_type": info.workflow_type, "events": len(events), "replayed_events": 0,
-                  "coroutines": [], "note": f"the run is closed ({info.status.value}): it has no coroutines"}
-    report.update(workflow_id=ref.workflow_id, run_id=info.run_id, status=info.status.value)
+    # in a thread (which has a Lua state of its own, worker.runtime.thread_vm): a long replay
+    # does not hold up the server's other requests
+    report = await asyncio.to_thread(stack_report, entries, events)
+    report.update(workflow_id=ref.workflow_id, run_id=info.run_id, status=info.status.value, source=source.value,
+                  worker="")
+    _note_closed(report, info.status)
     return report
+
+
+def _note_closed(report: dict[str, Any], status: api.WorkflowStatus) -> None:
+    if status is not api.WorkflowStatus.RUNNING and not report.get("note"):
+        report["note"] = (f"the run is closed ({status.value}): these are its coroutines as of its last completed "
+                          "workflow task")

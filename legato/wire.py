@@ -443,12 +443,15 @@ def poll_activity_request_from_pb(m: pb.PollActivityTaskRequest) -> api.PollRequ
 
 
 def workflow_task_to_pb(t: api.WorkflowTask) -> pb.WorkflowTask:
-    return pb.WorkflowTask(
+    m = pb.WorkflowTask(
         task_token=t.task_token, namespace=t.namespace, workflow_id=t.workflow_id, run_id=t.run_id,
         workflow_type=t.workflow_type, task_queue=t.task_queue, attempt=t.attempt,
         started_event_id=t.started_event_id, previous_started_event_id=t.previous_started_event_id,
         history=[event_to_pb(e) for e in t.history],
     )
+    if t.query is not None:
+        m.query.CopyFrom(query_task_to_pb(t.query))
+    return m
 
 
 def workflow_task_from_pb(m: pb.WorkflowTask) -> api.WorkflowTask:
@@ -457,6 +460,7 @@ def workflow_task_from_pb(m: pb.WorkflowTask) -> api.WorkflowTask:
         workflow_type=m.workflow_type, task_queue=m.task_queue, attempt=m.attempt,
         started_event_id=m.started_event_id, previous_started_event_id=m.previous_started_event_id,
         history=[event_from_pb(e) for e in m.history],
+        query=query_task_from_pb(m.query) if m.HasField("query") else None,
     )
 
 
@@ -666,3 +670,46 @@ def monitor_request_to_pb(r: api.MonitorWorkflowRequest) -> pb.MonitorWorkflowRe
 def monitor_request_from_pb(m: pb.MonitorWorkflowRequest) -> api.MonitorWorkflowRequest:
     return api.MonitorWorkflowRequest(ref=ref_from_pb(m.ref), monitor_pid=m.monitor_pid, link=m.link,
                                       remove=m.remove)
+
+
+# ---------------------------------------------------------------- queries (issue 14)
+
+def query_task_to_pb(q: api.QueryTask) -> pb.QueryTask:
+    return pb.QueryTask(query_id=q.query_id, query_type=q.query_type, args_json=_dump_any(q.args, "query args"),
+                        cache_only=q.cache_only)
+
+
+def query_task_from_pb(m: pb.QueryTask) -> api.QueryTask:
+    return api.QueryTask(m.query_id, m.query_type, _load_any(m.args_json, "query.args_json"), m.cache_only)
+
+
+def query_request_to_pb(r: api.QueryWorkflowRequest) -> pb.QueryWorkflowRequest:
+    return pb.QueryWorkflowRequest(ref=ref_to_pb(r.ref), query_type=r.query_type,
+                                   args_json=_dump_any(r.args, "args"), timeout_ms=r.timeout_ms)
+
+
+def query_request_from_pb(m: pb.QueryWorkflowRequest) -> api.QueryWorkflowRequest:
+    return api.QueryWorkflowRequest(ref_from_pb(m.ref), m.query_type, _load_any(m.args_json, "args_json"),
+                                    m.timeout_ms)
+
+
+def query_response_to_pb(r: api.QueryWorkflowResponse) -> pb.QueryWorkflowResponse:
+    return pb.QueryWorkflowResponse(run_id=r.run_id, status=r.status, result_json=_dump_any(r.result, "result"),
+                                    source=r.source, worker=r.worker, task_queue=r.task_queue)
+
+
+def query_response_from_pb(m: pb.QueryWorkflowResponse) -> api.QueryWorkflowResponse:
+    return api.QueryWorkflowResponse(m.run_id, _enum(api.WorkflowStatus, m.status, "status"),
+                                     _load_any(m.result_json, "result_json"), m.source, m.worker, m.task_queue)
+
+
+def query_answer_to_pb(r: api.RespondQueryTaskCompletedRequest) -> pb.RespondQueryTaskCompletedRequest:
+    m = pb.RespondQueryTaskCompletedRequest(task_token=r.task_token, result_json=_dump_any(r.result, "result"),
+                                            source=r.source, not_cached=r.not_cached, identity=r.identity)
+    _set_failure(m.failure, r.failure)
+    return m
+
+
+def query_answer_from_pb(m: pb.RespondQueryTaskCompletedRequest) -> api.RespondQueryTaskCompletedRequest:
+    return api.RespondQueryTaskCompletedRequest(m.task_token, _load_any(m.result_json, "result_json"),
+                                                _opt_failure(m, "failure"), m.source, m.not_cached, m.identity)

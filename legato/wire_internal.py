@@ -27,6 +27,8 @@ from legato.wire import (
     pb,
     process_message_from_pb,
     process_message_to_pb,
+    query_task_from_pb,
+    query_task_to_pb,
     ref_from_pb,
     ref_to_pb,
     workflow_task_from_pb,
@@ -211,3 +213,27 @@ def monitored_closed_from_pb(m: pb.DeliverMonitoredClosedRequest) -> api.Deliver
     _required(m, "closed", "deliver monitored closed")
     return api.DeliverMonitoredClosedRequest(ref=ref_from_pb(m.ref), closed=execution_closed_from_pb(m.closed),
                                              link=m.link)
+
+
+# ---------------------------------------------------------------- queries (issue 14)
+
+def query_target_to_pb(t: api.QueryTarget) -> pb.QueryTarget:
+    return pb.QueryTarget(run_id=t.run_id, workflow_type=t.workflow_type, task_queue=t.task_queue, status=t.status,
+                          sticky_identity=t.sticky_identity)
+
+
+def query_target_from_pb(m: pb.QueryTarget) -> api.QueryTarget:
+    return api.QueryTarget(m.run_id, m.workflow_type, m.task_queue, _enum(api.WorkflowStatus, m.status, "status"),
+                           m.sticky_identity)
+
+
+def query_task_request_to_pb(r: api.QueryTaskRequest) -> pb.QueryTaskRequest:
+    return pb.QueryTaskRequest(namespace=r.namespace, task_queue=r.task_queue, workflow_id=r.workflow_id,
+                               run_id=r.run_id, workflow_type=r.workflow_type, query=query_task_to_pb(r.query),
+                               sticky_identity=r.sticky_identity, timeout_ms=r.timeout_ms)
+
+
+def query_task_request_from_pb(m: pb.QueryTaskRequest) -> api.QueryTaskRequest:
+    _required(m, "query", "query task request")
+    return api.QueryTaskRequest(_ns(m.namespace), m.task_queue, m.workflow_id, m.run_id, m.workflow_type,
+                                query_task_from_pb(m.query), m.sticky_identity, m.timeout_ms)

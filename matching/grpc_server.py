@@ -52,6 +52,10 @@ def rpcs(config: Config) -> dict[str, Rpc]:
         "PollMailbox": Rpc("poll_mailbox", wire.poll_mailbox_request_from_pb, wire.poll_mailbox_response_to_pb,
                            fit=fit_wait),
         "OfferTask": Rpc("offer_task", wi.offer_task_from_pb, wi.offer_result_to_pb, spread=True),
+        "QueryWorkflow": Rpc("query_workflow", wi.query_task_request_from_pb, wire.query_answer_to_pb,
+                             fit=fit_wait),
+        "RespondQueryTaskCompleted": Rpc("respond_query_task_completed", wire.query_answer_from_pb,
+                                         empty(wire.pb.RespondQueryTaskCompletedResponse)),
     }
 
 

@@ -14,6 +14,11 @@ A poll asks history to record its task as started before handing it out:
   the error goes to the caller (the worker backs off; retrying here would spin on a failing
   history).
 
+A query task (issue 14) waits beside the tasks, in `queries`: a workflow-task poll takes one
+before any task (of its worker, when the query is sticky) and gets it as is: history records
+nothing, and a query is never parked, forwarded or put on Kafka (it lives only as long as its
+caller waits, `QueryItem`).
+
 What "done" means belongs to the backend: a `Queued` says whether it is still live (an in-process
 `add_task` may have been withdrawn) and what settling or aborting it does (an `add_task` returns
 or fails; a Kafka offset may be committed past it).
@@ -31,7 +36,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from legato import api, metrics
-from legato.errors import FailedPrecondition, NotFound
+from legato.errors import FailedPrecondition, NotFound, Unavailable
 from legato.metrics import Sample
 
 log = logging.getLogger("legato.matching")
@@ -80,6 +85,34 @@ class Queued:
         return False
 
 
+class QueryItem(Queued):
+    """A query task waiting for a workflow-task poll: live until a poll took it or its caller
+    stopped waiting (`answer` done). `sticky`: only polls of that worker may take it."""
+
+    __slots__ = ("answer", "handed", "workflow_task")
+
+    def __init__(self, workflow_task: api.WorkflowTask, since: float, sticky: str | None,
+                 answer: asyncio.Future[api.RespondQueryTaskCompletedRequest]) -> None:
+        t = workflow_task
+        super().__init__(api.TaskInfo(api.TaskKind.WORKFLOW, t.namespace, t.task_queue, t.workflow_id, t.run_id, 0),
+                         since, sticky)
+        self.workflow_task = workflow_task
+        self.answer = answer
+        self.handed = False
+
+    def live(self) -> bool:
+        return not self.handed and not self.answer.done()
+
+    def settle(self) -> None:
+        self.handed = True
+
+    def abort(self) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(Unavailable("matching stopped before a worker answered the query",
+                                                  reason="MatchingStopped"))
+            self.answer.exception()  # the caller may be gone: no "exception never retrieved"
+
+
 class _Poll:
     __slots__ = ("future", "identity")
 
@@ -89,12 +122,13 @@ class _Poll:
 
 
 class _Queue:
-    __slots__ = ("held", "polls", "tasks")
+    __slots__ = ("held", "polls", "queries", "tasks")
 
     def __init__(self) -> None:
         self.tasks: deque[Queued] = deque()
         self.polls: deque[_Poll] = deque()
         self.held: dict[str, deque[Queued]] = {}
+        self.queries: deque[QueryItem] = deque()  # few, and short-lived
 
     def hand(self, item: Queued, identity: str | None) -> bool:
         """Give `item` to the longest-waiting live poll (of `identity`, if given)."""
@@ -109,7 +143,12 @@ class _Queue:
         return False
 
     def take(self, identity: str) -> Queued | None:
-        """The next live task for a poll of `identity`: its held tasks first, then the shared ones."""
+        """The next live task for a poll of `identity`: a query for it first (a caller waits), then
+        its held tasks, then the shared ones."""
+        if self.queries:
+            query = self._take_query(identity)
+            if query is not None:
+                return query
         held = self.held.get(identity)
         while held:
             item = held.popleft()
@@ -124,6 +163,15 @@ class _Queue:
         while self.tasks:
             item = self.tasks.popleft()
             if item.live():
+                return item
+        return None
+
+    def _take_query(self, identity: str) -> QueryItem | None:
+        for item in list(self.queries):
+            if not item.live():
+                self.queries.remove(item)
+            elif item.sticky is None or item.sticky == identity:
+                self.queries.remove(item)
                 return item
         return None
 
@@ -187,6 +235,28 @@ class TaskQueues:
             held.append(item)
         item.release = loop.call_at(item.sticky_until, self._unstick, key, item)
 
+    def offer_query(self, key: Key, item: QueryItem) -> None:
+        """Hand a query to a waiting poll (of its sticky worker, if any), else keep it for the next
+        one; it stays as long as it is live (`withdraw_query` when its caller stops waiting)."""
+        if self.stopped:
+            item.abort()
+            return
+        q = self._queue(key)
+        if not q.hand(item, item.sticky):
+            q.queries.append(item)
+
+    def withdraw_query(self, key: Key, item: QueryItem) -> None:
+        q = self._queues.get(key)
+        if q is not None and item in q.queries:
+            q.queries.remove(item)
+
+    def _give_back(self, key: Key, item: Queued) -> None:
+        """A task (or query) handed to a poll that was cancelled before it used it."""
+        if isinstance(item, QueryItem):
+            self.offer_query(key, item)
+        else:
+            self.offer(key, item, front=True)
+
     def _unstick(self, key: Key, item: Queued) -> None:
         """The sticky window of a held task ended: any poll may take it now (it is older than
         the shared tasks queued meanwhile, so it goes to the front)."""
@@ -247,10 +317,11 @@ class TaskQueues:
     # ------------------------------------------------------------ polls
 
     async def poll(self, key: Key, req: api.PollRequest,
-                   record: Callable[[api.TaskInfo, str], Awaitable[T]]) -> T | None:
+                   record: Callable[[api.TaskInfo, str], Awaitable[T]],
+                   as_query: Callable[[QueryItem], T] | None = None) -> T | None:
         """Long-poll the queue: the next task that history records as started (`record(task,
-        request_id)`), or None when `req.timeout_ms` (capped at the long-poll timeout) passes first
-        or matching stops."""
+        request_id)`) or query (`as_query(item)`: workflow polls only), or None when
+        `req.timeout_ms` (capped at the long-poll timeout) passes first or matching stops."""
         loop = asyncio.get_running_loop()
         timeout_ms = min(req.timeout_ms, self._limit_ms) if req.timeout_ms > 0 else self._limit_ms
         deadline = loop.time() + timeout_ms / 1000.0
@@ -260,6 +331,12 @@ class TaskQueues:
             if item is None:
                 _POLLS(kind, "timeout").inc()
                 return None
+            if isinstance(item, QueryItem):
+                item.settle()
+                if as_query is None:  # not a workflow poll (cannot happen: queries go to those)
+                    continue
+                _POLLS(kind, "query").inc()
+                return as_query(item)
             try:
                 if not item.request_id:
                     item.request_id = self.new_request_id()
@@ -306,7 +383,7 @@ class TaskQueues:
                 if poll.future.done() and not poll.future.cancelled():
                     handed = poll.future.result()
                     if handed is not None:
-                        self.offer(key, handed, front=True)
+                        self._give_back(key, handed)
                 else:
                     poll.future.cancel()
                     _discard(q.polls, poll)
@@ -335,6 +412,8 @@ class TaskQueues:
                         item.release.cancel()
                     item.abort()
             q.held.clear()
+            while q.queries:
+                q.queries.popleft().abort()
 
     def gauges(self) -> Iterator[Sample]:
         """legato_matching_backlog and legato_matching_pollers, per kind and task queue."""

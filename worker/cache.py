@@ -45,6 +45,13 @@ class WorkflowCache:
             self.hits += 1
             return item[0]
 
+    def peek(self, run_id: str) -> WorkflowExecution | None:
+        """The run's execution, left where it is (not taken, not counted as a hit, not moved in
+        the LRU order): what a query looks at (worker.queries)."""
+        with self._lock:
+            item = self._items.get(run_id)
+        return item[0] if item is not None else None
+
     def put(self, run_id: str, execution: WorkflowExecution) -> list[str]:
         """Keep the execution for the run's next task (or dispose of it if it cannot be kept);
         return the runs dropped to make room."""

@@ -8,8 +8,9 @@ code stuck in C (a pattern that backtracks for hours, a library call nobody fore
 cost the runs cached here, never the worker's ability to serve other workflows or to stop.
 
 Messages are frames: a 4-byte big-endian length, then a pickle. To the child: ("init", Init),
-("task", WorkflowTask), ("evict", run_id), ("stop",). From the child: ("ready",) once, then
-("done", TaskOutcome) per task, in the order the tasks came.
+("task", WorkflowTask), ("query", QueryJob), ("evict", run_id), ("stop",). From the child:
+("ready",) once, then ("done", TaskOutcome) per task and ("done", QueryOutcome) per query
+(worker.queries), in the order they came.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def _die_with_parent() -> None:
 
 def serve(inp: IO[bytes], out: IO[bytes]) -> None:
     from worker.cache import WorkflowCache
+    from worker.queries import answer_query
     from worker.runtime import thread_vm
     from worker.task_runner import TaskRunner
 
@@ -100,6 +102,9 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
             break
         if msg[0] == "task":
             out.write(encode_frame(("done", runner.run(msg[1]))))
+            out.flush()
+        elif msg[0] == "query":
+            out.write(encode_frame(("done", answer_query(runner.cache, cfg.registry, cfg.limits, msg[1]))))
             out.flush()
         elif msg[0] == "evict":
             runner.cache.evict(msg[1])

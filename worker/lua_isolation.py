@@ -25,6 +25,7 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from legato.api import RespondWorkflowTaskFailedRequest, WorkflowTask
 from legato.config import Config
@@ -32,6 +33,7 @@ from legato.errors import Failure, Kind
 from worker.cache import WorkflowCache
 from worker.entries import Registry
 from worker.lua_host import Init, decode_length, encode_frame
+from worker.queries import QueryJob, QueryOutcome, answer_query
 from worker.task_runner import TaskOutcome, TaskRunner
 
 log = logging.getLogger("legato.worker")
@@ -99,6 +101,9 @@ class InlineTasks:
     async def run(self, task: WorkflowTask) -> TaskOutcome:
         return self._runner.run(task)
 
+    async def query(self, job: QueryJob) -> QueryOutcome:
+        return answer_query(self.cache, self._runner.registry, self._runner.limits, job)
+
     def evict(self, run_id: str) -> None:
         self.cache.evict(run_id)
 
@@ -108,8 +113,13 @@ class InlineTasks:
 
 @dataclass(slots=True)
 class _Pending:
-    task: WorkflowTask
-    future: asyncio.Future[TaskOutcome]
+    """A workflow task or a query (issue 14) sent to the host; answered in the order sent."""
+
+    task: WorkflowTask | QueryJob
+    future: asyncio.Future[Any]
+
+    def frame(self) -> tuple[str, WorkflowTask | QueryJob]:
+        return ("query" if isinstance(self.task, QueryJob) else "task", self.task)
 
 
 class LuaHost:
@@ -146,7 +156,7 @@ class LuaHost:
             # making this the host: a task that `run` queues meanwhile is either in this batch or
             # written by `run` itself, never both (a task sent twice would shift every answer).
             frames = [encode_frame(("init", self._init))]
-            frames += [encode_frame(("task", p.task)) for p in self._pending]
+            frames += [encode_frame(p.frame()) for p in self._pending]
             self._proc = proc
             self._ready = False
             stdin.write(b"".join(frames))
@@ -155,15 +165,23 @@ class LuaHost:
         self._head_since = time.monotonic()
 
     async def run(self, task: WorkflowTask) -> TaskOutcome:
-        fut: asyncio.Future[TaskOutcome] = asyncio.get_running_loop().create_future()
+        self._runs.add(task.run_id)
+        outcome: TaskOutcome = await self._send(_Pending(task, asyncio.get_running_loop().create_future()))
+        return outcome
+
+    async def query(self, job: QueryJob) -> QueryOutcome:
+        """A query, answered after the tasks sent before it (so from the cache as they left it)."""
+        outcome: QueryOutcome = await self._send(_Pending(job, asyncio.get_running_loop().create_future()))
+        return outcome
+
+    async def _send(self, p: _Pending) -> Any:
         if not self._pending:
             self._head_since = time.monotonic()
-        self._pending.append(_Pending(task, fut))
-        self._runs.add(task.run_id)
+        self._pending.append(p)
         proc = self._proc
         if proc is not None:
-            await self._write(proc, ("task", task))
-        return await fut
+            await self._write(proc, p.frame())
+        return await p.future
 
     async def evict(self, run_id: str) -> None:
         self._runs.discard(run_id)
@@ -206,11 +224,15 @@ class LuaHost:
             await self._replace(proc, f"the worker's Lua process ended while running this task (exit code {code})",
                                 Kind.INTERNAL, "WORKFLOW_ERROR")
 
-    def _finish_head(self, outcome: TaskOutcome) -> None:
+    def _finish_head(self, outcome: Any) -> None:
         if not self._pending:
             return
         p = self._pending.popleft()
         self._head_since = time.monotonic()
+        if isinstance(p.task, QueryJob):  # a query changes nothing in the cache
+            if not p.future.done():
+                p.future.set_result(outcome)
+            return
         self._cache.record(p.task.run_id, outcome, self.name)
         if not outcome.cached:
             self._runs.discard(p.task.run_id)
@@ -233,8 +255,9 @@ class LuaHost:
             if time.monotonic() - self._head_since < self._watchdog_s:
                 continue
             ms = int(self._watchdog_s * 1000)
-            log.error("workflow task of %s/%s ran longer than worker.lua_watchdog_ms (%d ms): "
-                      "stopping the Lua host process %s", head.task.workflow_id, head.task.run_id, ms, self.name)
+            what = "query" if isinstance(head.task, QueryJob) else "workflow task"
+            log.error("%s of %s/%s ran longer than worker.lua_watchdog_ms (%d ms): stopping the Lua host process "
+                      "%s", what, head.task.workflow_id, head.task.run_id, ms, self.name)
             await self._replace(self._proc, (
                 f"the workflow task ran longer than worker.lua_watchdog_ms ({ms} ms) without returning "
                 "(its Lua code was stuck where the instruction limit cannot stop it, e.g. in a C function); "
@@ -253,7 +276,10 @@ class LuaHost:
         self._runs.clear()
         if self._pending:
             p = self._pending.popleft()
-            if not p.future.done():
+            if isinstance(p.task, QueryJob):
+                if not p.future.done():
+                    p.future.set_result(QueryOutcome(failure=Failure(message, kind, False)))
+            elif not p.future.done():
                 resp = RespondWorkflowTaskFailedRequest(p.task.task_token, cause, Failure(message, kind, False),
                                                         self._init.identity)
                 p.future.set_result(TaskOutcome(resp, False))
@@ -310,6 +336,9 @@ class IsolatedTasks:
 
     async def run(self, task: WorkflowTask) -> TaskOutcome:
         return await self._host(task.run_id).run(task)
+
+    async def query(self, job: QueryJob) -> QueryOutcome:
+        return await self._host(job.run_id).query(job)
 
     def evict(self, run_id: str) -> None:
         self.cache.discard(run_id)

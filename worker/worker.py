@@ -46,6 +46,7 @@ from worker.entries import Registry
 from worker.lua_isolation import CachedRuns, workflow_tasks
 from worker.processes.host import ProcessHosts
 from worker.processes.supervisor import Supervisor
+from worker.query_tasks import QueryTasks
 from worker.task_runner import is_partial, shortened
 from worker.threads import DaemonThreadPool
 
@@ -127,6 +128,7 @@ class Worker:
         self.config = config
         self.identity = identity or default_identity()
         self.workflow_tasks = workflow_tasks(registry, config, self.identity)
+        self.queries = QueryTasks(client, self.workflow_tasks, self.identity)  # query tasks (issue 14)
         self.activities = ActivityRunner(registry, self._heartbeat_from_thread, config.worker.heartbeat_throttle_ms,
                                          config.limits.activity_lua_memory_bytes)
         self.task_queues = registry.task_queues()
@@ -312,6 +314,9 @@ class Worker:
     # ------------------------------------------------------------ workflow tasks
 
     async def _run_workflow_task(self, task: WorkflowTask) -> None:
+        if task.query is not None:  # a query task: answered, nothing recorded (worker/query_tasks.py)
+            await self.queries.handle(task)
+            return
         started = time.perf_counter()
         if is_partial(task) and task.run_id not in self.workflow_tasks.cache:
             task = await self._with_full_history(task)

@@ -1,9 +1,10 @@
-"""`legato workflow stack`: the Lua coroutines of a running workflow and where each waits.
+"""`legato workflow stack`: the Lua coroutines of a workflow and where each waits.
 
-The workflow's history is read from the server and replayed here against the code of --entries,
-up to its last completed workflow task, as a worker that does not have the run cached would do
-(`worker.replay`); then each live coroutine's frames in the workflow code are listed, innermost
-first: the first is the line where it waits (a channel receive, a sleep, a call's result).
+The server asks a worker (the built-in query __stack_trace, `legato.stack`): the one that has the
+run cached answers from its cache, else one replays the history. Each live coroutine's frames
+in the workflow code are listed, innermost first: the first is the line where it waits (a
+channel receive, a sleep, a call's result). With --entries, when no worker answers in time, the
+history is replayed here against that code instead ("source": "client-replay").
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Any
 
 import click
 
-from legato.api import ExecutionRef
-from legato.cli.common import CliError, client_options_with, run_async
+from legato.api import ExecutionRef, QuerySource
+from legato.cli.common import CliError, client_options_with, parse_timeout, run_async
 from legato.cli.output import ExitCode, print_json
 from legato.cli.security import client_security
 from legato.client import GrpcClient
@@ -23,8 +24,9 @@ from legato.stack import StackError, workflow_stack
 
 def _show(report: dict[str, Any], who: str) -> None:
     cos = report["coroutines"]
-    click.echo(f"{who} ({report['workflow_type']}): {len(cos)} coroutine(s), from {report['replayed_events']} of "
-               f"{report['events']} events (up to its last completed workflow task)")
+    by = f" by {report['worker']}" if report.get("worker") else ""
+    click.echo(f"{who} ({report.get('workflow_type', '')}): {len(cos)} coroutine(s), as of event "
+               f"{report.get('replayed_events', 0)} (its last completed workflow task); {report.get('source')}{by}")
     if report.get("note"):
         click.echo(report["note"])
     for c in cos:
@@ -40,19 +42,25 @@ def _show(report: dict[str, Any], who: str) -> None:
 @click.command()
 @click.option("--id", "workflow_id", required=True, help="The workflow.")
 @click.option("--run-id", default="", help="This run (default: the latest).")
-@click.option("--entries", required=True, metavar="PATH",
+@click.option("--entries", default="", metavar="PATH",
               help="The registry (a YAML file or a folder of them) with the workflow's Lua code, as for "
-                   "'legato worker'.")
+                   "'legato worker': replayed here when no worker answers in time.")
+@click.option("--timeout", default=None, help="How long to wait for a worker, e.g. 5s (default: the server's "
+                                               "frontend.query_timeout_ms).")
 @client_options_with("text", "json", "jsonl", output_help="text; json: one document; jsonl: a coroutine per line.")
 @run_async
-async def stack(workflow_id: str, run_id: str, entries: str, address: str, output: str, namespace: str) -> int:
+async def stack(workflow_id: str, run_id: str, entries: str, timeout: str | None, address: str, output: str,
+                namespace: str) -> int:
     """The Lua coroutines of a workflow and where each waits (file:line), innermost frame first.
 
-    The history is replayed here against --entries up to the last completed workflow task.
+    A worker answers (from its cache, or by replaying the history); with --entries, the history
+    is replayed here when none answers in time.
     """
+    timeout_ms = parse_timeout(timeout) or 0
     async with GrpcClient(address, security=client_security()) as client:
         try:
-            report = await workflow_stack(client, ExecutionRef(workflow_id, run_id, namespace), entries)
+            report = await workflow_stack(client, ExecutionRef(workflow_id, run_id, namespace), entries,
+                                          replay_source=QuerySource.CLIENT_REPLAY, timeout_ms=timeout_ms)
         except StackError as e:
             raise CliError(str(e)) from None
     info_run_id = report["run_id"]

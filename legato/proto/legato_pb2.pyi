@@ -383,7 +383,7 @@ class PollWorkflowTaskRequest(_message.Message):
     def __init__(self, task_queue: _Optional[str] = ..., namespace: _Optional[str] = ..., identity: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class WorkflowTask(_message.Message):
-    __slots__ = ("task_token", "namespace", "workflow_id", "run_id", "workflow_type", "task_queue", "attempt", "started_event_id", "previous_started_event_id", "history")
+    __slots__ = ("task_token", "namespace", "workflow_id", "run_id", "workflow_type", "task_queue", "attempt", "started_event_id", "previous_started_event_id", "history", "query")
     TASK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
@@ -394,6 +394,7 @@ class WorkflowTask(_message.Message):
     STARTED_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_STARTED_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
     task_token: bytes
     namespace: str
     workflow_id: str
@@ -404,7 +405,8 @@ class WorkflowTask(_message.Message):
     started_event_id: int
     previous_started_event_id: int
     history: _containers.RepeatedCompositeFieldContainer[HistoryEvent]
-    def __init__(self, task_token: _Optional[bytes] = ..., namespace: _Optional[str] = ..., workflow_id: _Optional[str] = ..., run_id: _Optional[str] = ..., workflow_type: _Optional[str] = ..., task_queue: _Optional[str] = ..., attempt: _Optional[int] = ..., started_event_id: _Optional[int] = ..., previous_started_event_id: _Optional[int] = ..., history: _Optional[_Iterable[_Union[HistoryEvent, _Mapping]]] = ...) -> None: ...
+    query: QueryTask
+    def __init__(self, task_token: _Optional[bytes] = ..., namespace: _Optional[str] = ..., workflow_id: _Optional[str] = ..., run_id: _Optional[str] = ..., workflow_type: _Optional[str] = ..., task_queue: _Optional[str] = ..., attempt: _Optional[int] = ..., started_event_id: _Optional[int] = ..., previous_started_event_id: _Optional[int] = ..., history: _Optional[_Iterable[_Union[HistoryEvent, _Mapping]]] = ..., query: _Optional[_Union[QueryTask, _Mapping]] = ...) -> None: ...
 
 class PollWorkflowTaskResponse(_message.Message):
     __slots__ = ("task",)
@@ -646,6 +648,66 @@ class MonitorWorkflowResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class QueryWorkflowRequest(_message.Message):
+    __slots__ = ("ref", "query_type", "args_json", "timeout_ms")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    QUERY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    ref: ExecutionRef
+    query_type: str
+    args_json: str
+    timeout_ms: int
+    def __init__(self, ref: _Optional[_Union[ExecutionRef, _Mapping]] = ..., query_type: _Optional[str] = ..., args_json: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class QueryWorkflowResponse(_message.Message):
+    __slots__ = ("run_id", "status", "result_json", "source", "worker", "task_queue")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    TASK_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    status: str
+    result_json: str
+    source: str
+    worker: str
+    task_queue: str
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[str] = ..., result_json: _Optional[str] = ..., source: _Optional[str] = ..., worker: _Optional[str] = ..., task_queue: _Optional[str] = ...) -> None: ...
+
+class QueryTask(_message.Message):
+    __slots__ = ("query_id", "query_type", "args_json", "cache_only")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    CACHE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    query_type: str
+    args_json: str
+    cache_only: bool
+    def __init__(self, query_id: _Optional[str] = ..., query_type: _Optional[str] = ..., args_json: _Optional[str] = ..., cache_only: _Optional[bool] = ...) -> None: ...
+
+class RespondQueryTaskCompletedRequest(_message.Message):
+    __slots__ = ("task_token", "result_json", "failure", "source", "not_cached", "identity")
+    TASK_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    NOT_CACHED_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    task_token: bytes
+    result_json: str
+    failure: Failure
+    source: str
+    not_cached: bool
+    identity: str
+    def __init__(self, task_token: _Optional[bytes] = ..., result_json: _Optional[str] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., source: _Optional[str] = ..., not_cached: _Optional[bool] = ..., identity: _Optional[str] = ...) -> None: ...
+
+class RespondQueryTaskCompletedResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class TaskInfo(_message.Message):
     __slots__ = ("kind", "namespace", "task_queue", "workflow_id", "run_id", "scheduled_event_id", "shard_id", "task_id", "attempt", "created_ms")
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -817,3 +879,37 @@ class DeliverMonitoredClosedRequest(_message.Message):
 class DeliverMonitoredClosedResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class QueryTarget(_message.Message):
+    __slots__ = ("run_id", "workflow_type", "task_queue", "status", "sticky_identity")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TASK_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STICKY_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    workflow_type: str
+    task_queue: str
+    status: str
+    sticky_identity: str
+    def __init__(self, run_id: _Optional[str] = ..., workflow_type: _Optional[str] = ..., task_queue: _Optional[str] = ..., status: _Optional[str] = ..., sticky_identity: _Optional[str] = ...) -> None: ...
+
+class QueryTaskRequest(_message.Message):
+    __slots__ = ("namespace", "task_queue", "workflow_id", "run_id", "workflow_type", "query", "sticky_identity", "timeout_ms")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    TASK_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_TYPE_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    STICKY_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    task_queue: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    query: QueryTask
+    sticky_identity: str
+    timeout_ms: int
+    def __init__(self, namespace: _Optional[str] = ..., task_queue: _Optional[str] = ..., workflow_id: _Optional[str] = ..., run_id: _Optional[str] = ..., workflow_type: _Optional[str] = ..., query: _Optional[_Union[QueryTask, _Mapping]] = ..., sticky_identity: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...

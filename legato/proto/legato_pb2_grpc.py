@@ -119,6 +119,16 @@ class WorkflowServiceStub:
                 request_serializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskCanceledRequest.SerializeToString,
                 response_deserializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskCanceledResponse.FromString,
                 _registered_method=True)
+        self.QueryWorkflow = channel.unary_unary(
+                '/legato.v1.WorkflowService/QueryWorkflow',
+                request_serializer=legato_dot_proto_dot_legato__pb2.QueryWorkflowRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.QueryWorkflowResponse.FromString,
+                _registered_method=True)
+        self.RespondQueryTaskCompleted = channel.unary_unary(
+                '/legato.v1.WorkflowService/RespondQueryTaskCompleted',
+                request_serializer=legato_dot_proto_dot_legato__pb2.RespondQueryTaskCompletedRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.RespondQueryTaskCompletedResponse.FromString,
+                _registered_method=True)
         self.SendMessage = channel.unary_unary(
                 '/legato.v1.WorkflowService/SendMessage',
                 request_serializer=legato_dot_proto_dot_legato__pb2.SendMessageRequest.SerializeToString,
@@ -251,6 +261,19 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryWorkflow(self, request, context):
+        """Queries (issue 14): ask a worker about a run without changing it (Temporal's QueryWorkflow).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RespondQueryTaskCompleted(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SendMessage(self, request, context):
         """Processes (issue 3): non-durable Lua callers (pids starting with "@") and their mailboxes.
         """
@@ -369,6 +392,16 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.RespondActivityTaskCanceled,
                     request_deserializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskCanceledRequest.FromString,
                     response_serializer=legato_dot_proto_dot_legato__pb2.RespondActivityTaskCanceledResponse.SerializeToString,
+            ),
+            'QueryWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryWorkflow,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.QueryWorkflowRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.QueryWorkflowResponse.SerializeToString,
+            ),
+            'RespondQueryTaskCompleted': grpc.unary_unary_rpc_method_handler(
+                    servicer.RespondQueryTaskCompleted,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.RespondQueryTaskCompletedRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.RespondQueryTaskCompletedResponse.SerializeToString,
             ),
             'SendMessage': grpc.unary_unary_rpc_method_handler(
                     servicer.SendMessage,
@@ -866,6 +899,60 @@ class WorkflowService:
             _registered_method=True)
 
     @staticmethod
+    def QueryWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.WorkflowService/QueryWorkflow',
+            legato_dot_proto_dot_legato__pb2.QueryWorkflowRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.QueryWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RespondQueryTaskCompleted(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.WorkflowService/RespondQueryTaskCompleted',
+            legato_dot_proto_dot_legato__pb2.RespondQueryTaskCompletedRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.RespondQueryTaskCompletedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def SendMessage(request,
             target,
             options=(),
@@ -1111,6 +1198,11 @@ class HistoryServiceStub:
                 request_serializer=legato_dot_proto_dot_legato__pb2.DeliverMonitoredClosedRequest.SerializeToString,
                 response_deserializer=legato_dot_proto_dot_legato__pb2.DeliverMonitoredClosedResponse.FromString,
                 _registered_method=True)
+        self.GetQueryTarget = channel.unary_unary(
+                '/legato.v1.HistoryService/GetQueryTarget',
+                request_serializer=legato_dot_proto_dot_legato__pb2.DescribeWorkflowRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.QueryTarget.FromString,
+                _registered_method=True)
 
 
 class HistoryServiceServicer:
@@ -1238,6 +1330,13 @@ class HistoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQueryTarget(self, request, context):
+        """Where a query goes: the run's task queue and sticky worker (read-only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HistoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1335,6 +1434,11 @@ def add_HistoryServiceServicer_to_server(servicer, server):
                     servicer.DeliverMonitoredClosed,
                     request_deserializer=legato_dot_proto_dot_legato__pb2.DeliverMonitoredClosedRequest.FromString,
                     response_serializer=legato_dot_proto_dot_legato__pb2.DeliverMonitoredClosedResponse.SerializeToString,
+            ),
+            'GetQueryTarget': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueryTarget,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.DescribeWorkflowRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.QueryTarget.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1866,6 +1970,33 @@ class HistoryService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def GetQueryTarget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/GetQueryTarget',
+            legato_dot_proto_dot_legato__pb2.DescribeWorkflowRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.QueryTarget.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class MatchingServiceStub:
     """Missing associated documentation comment in .proto file."""
@@ -1915,6 +2046,16 @@ class MatchingServiceStub:
                 '/legato.v1.MatchingService/OfferTask',
                 request_serializer=legato_dot_proto_dot_legato__pb2.OfferTaskRequest.SerializeToString,
                 response_deserializer=legato_dot_proto_dot_legato__pb2.OfferTaskResponse.FromString,
+                _registered_method=True)
+        self.QueryWorkflow = channel.unary_unary(
+                '/legato.v1.MatchingService/QueryWorkflow',
+                request_serializer=legato_dot_proto_dot_legato__pb2.QueryTaskRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.RespondQueryTaskCompletedRequest.FromString,
+                _registered_method=True)
+        self.RespondQueryTaskCompleted = channel.unary_unary(
+                '/legato.v1.MatchingService/RespondQueryTaskCompleted',
+                request_serializer=legato_dot_proto_dot_legato__pb2.RespondQueryTaskCompletedRequest.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.RespondQueryTaskCompletedResponse.FromString,
                 _registered_method=True)
 
 
@@ -1971,6 +2112,19 @@ class MatchingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryWorkflow(self, request, context):
+        """A query task for a workflow-task poll; returns the worker's answer (DEADLINE_EXCEEDED: none in time).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RespondQueryTaskCompleted(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatchingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -2013,6 +2167,16 @@ def add_MatchingServiceServicer_to_server(servicer, server):
                     servicer.OfferTask,
                     request_deserializer=legato_dot_proto_dot_legato__pb2.OfferTaskRequest.FromString,
                     response_serializer=legato_dot_proto_dot_legato__pb2.OfferTaskResponse.SerializeToString,
+            ),
+            'QueryWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryWorkflow,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.QueryTaskRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.RespondQueryTaskCompletedRequest.SerializeToString,
+            ),
+            'RespondQueryTaskCompleted': grpc.unary_unary_rpc_method_handler(
+                    servicer.RespondQueryTaskCompleted,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.RespondQueryTaskCompletedRequest.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.RespondQueryTaskCompletedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2231,6 +2395,60 @@ class MatchingService:
             '/legato.v1.MatchingService/OfferTask',
             legato_dot_proto_dot_legato__pb2.OfferTaskRequest.SerializeToString,
             legato_dot_proto_dot_legato__pb2.OfferTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.MatchingService/QueryWorkflow',
+            legato_dot_proto_dot_legato__pb2.QueryTaskRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.RespondQueryTaskCompletedRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RespondQueryTaskCompleted(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.MatchingService/RespondQueryTaskCompleted',
+            legato_dot_proto_dot_legato__pb2.RespondQueryTaskCompletedRequest.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.RespondQueryTaskCompletedResponse.FromString,
             options,
             channel_credentials,
             insecure,

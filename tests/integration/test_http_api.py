@@ -492,32 +492,56 @@ def test_a_frontend_role_serves_it_with_ui_address(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- the web UI's routes
 
-async def test_stack_replays_a_running_workflow_against_ui_entries(env: Env) -> None:
+async def test_stack_and_query_are_answered_by_the_worker(env: Env) -> None:
+    """Issue 14: the stack view asks the worker that has the run cached (no Lua code needed here);
+    POST .../query is the query itself; a closed run is answered by replay."""
     await start(env, "http-stack", "pr:counter", {"initial": 0})
     await env.h.wait_idle("http-stack")
-    # the default server was not given the Lua code: a 400 saying how to give it
-    status, got = await call(env, "GET", env.ns("/workflows/http-stack/stack"))
+    got = await ok(env, "GET", env.ns("/workflows/http-stack/stack"))
+    assert (got["workflow_id"], got["status"], got["source"], got["worker"]) == (
+        "http-stack", "RUNNING", "worker-cache", "test-worker"), got
+    [main] = got["coroutines"]
+    assert main["main"] is True and main["frames"][0]["source"] == "children.lua", main
+    q = await ok(env, "POST", env.ns("/workflows/http-stack/query"), {"query_type": "__stack_trace"})
+    assert q["source"] == "worker-cache" and q["result"]["coroutines"] == got["coroutines"] and q["run_id"]
+    status, bad = await call(env, "POST", env.ns("/workflows/http-stack/query"), {"query_type": "balance"})
     assert status == 400
-    error(got, "NoEntries", "--ui-entries")
+    error(bad, "UnknownQueryType", "__stack_trace")
+    status, bad = await call(env, "POST", env.ns("/workflows/http-stack/query"), {"nope": 1})
+    assert status == 400
+    error(bad, "BadRequest", "nope")
+    status, got = await call(env, "GET", env.ns("/workflows/no-such-run/stack"))
+    assert status == 404
+    status, got = await call(env, "GET", env.ns("/workflows/http-stack/stack") + "?bad=1")
+    assert status == 400
+    error(got, "BadRequest", "bad")
+    await ok(env, "POST", env.ns("/workflows/http-stack/terminate"), {})
+    got = await ok(env, "GET", env.ns("/workflows/http-stack/stack"))
+    # terminated while it waited: its coroutines as of its last completed task (the worker still has
+    # it cached: a terminate reaches no worker)
+    assert got["source"] in ("worker-cache", "worker-replay") and got["status"] == "TERMINATED"
+    assert "closed" in got["note"]
+    assert got["coroutines"][0]["frames"][0]["source"] == "children.lua"
+
+
+async def test_stack_without_a_worker_replays_against_ui_entries_or_times_out(env: Env) -> None:
+    await start(env, "http-stack-2", "pr:counter", {"initial": 0})
+    await env.h.wait_idle("http-stack-2")
+    await env.h.stop_worker()
     config = Config()
     config.ui.entries = str(APPS / "processes")
     server = HttpServer(HttpApi(env.watch, config), "127.0.0.1:0")
     await server.start()
     try:
-        got = await ok(env, "GET", env.ns("/workflows/http-stack/stack", server.url))
-        assert got["workflow_id"] == "http-stack" and got["status"] == "RUNNING"
-        [main] = got["coroutines"]
-        assert main["main"] is True and main["frames"][0]["source"] == "children.lua", main
-        status, got = await call(env, "GET", env.ns("/workflows/no-such-run/stack", server.url))
-        assert status == 404
-        status, got = await call(env, "GET", env.ns("/workflows/http-stack/stack", server.url) + "?bad=1")
-        assert status == 400
-        error(got, "BadRequest", "bad")
-        await ok(env, "POST", env.ns("/workflows/http-stack/terminate"), {})
-        got = await ok(env, "GET", env.ns("/workflows/http-stack/stack", server.url))
-        assert got["coroutines"] == [] and "closed" in got["note"]
+        status, got = await call(env, "GET", env.ns("/workflows/http-stack-2/stack") + "?timeout_ms=200")
+        assert status == 504  # no worker, no code: the query's deadline, naming the queue
+        error(got, "QueryTimeout", f"{NS}/{TASK_QUEUE}")
+        got = await ok(env, "GET", env.ns("/workflows/http-stack-2/stack", server.url) + "?timeout_ms=200")
+        assert got["source"] == "frontend-replay" and got["status"] == "RUNNING" and got["worker"] == ""
+        assert got["coroutines"][0]["frames"][0]["source"] == "children.lua"
     finally:
         await server.stop()
+        await env.h.start_worker()
 
 
 async def test_cluster_route_of_the_one_process_engine_and_its_token_rule(env: Env) -> None:

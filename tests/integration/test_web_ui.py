@@ -242,6 +242,8 @@ def test_call_stack_of_a_running_workflow(ui: Ui) -> None:
     stack = page.get_by_test_id("stack")
     # the main coroutine waits for "approve", the second one for "note": each at its order.lua line
     expect(stack.locator("section.coroutine")).to_have_count(2)
+    # asked of the worker that has the run cached (issue 14), not replayed by the server
+    expect(stack.get_by_test_id("stack-source")).to_contain_text("from the cache of worker")
     expect(stack.locator("section.coroutine").first).to_contain_text("main")
     expect(stack.locator("section.coroutine").nth(1)).to_contain_text("coroutine")
     lines = stack.locator("ol.frames code").all_inner_texts()

@@ -82,6 +82,8 @@ export interface StackReport {
   events: number;
   replayed_events: number;
   note?: string;
+  source: "worker-cache" | "worker-replay" | "frontend-replay";
+  worker: string;
   coroutines: { id: unknown; main: boolean; status: string; frames: { source: string; line: number; function: string | null }[] }[];
 }
 

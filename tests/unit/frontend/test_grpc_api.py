@@ -71,6 +71,12 @@ class FakeService:
     async def describe_workflow(self, ref: api.ExecutionRef) -> api.DescribeWorkflowResponse:
         return await self._answer("describe_workflow", ref)
 
+    async def query_workflow(self, req: api.QueryWorkflowRequest) -> api.QueryWorkflowResponse:
+        return await self._answer("query_workflow", req)
+
+    async def respond_query_task_completed(self, req: api.RespondQueryTaskCompletedRequest) -> None:
+        await self._answer("respond_query_task_completed", req)
+
     async def get_workflow_history(self, req: api.GetHistoryRequest) -> api.GetHistoryResponse:
         return await self._answer("get_workflow_history", req)
 
@@ -201,6 +207,17 @@ CASES: list[tuple[str, Any, Any]] = [
      api.CountWorkflowsResponse(7, [api.CountGroup("RUNNING", 5), api.CountGroup("FAILED", 2)])),
     ("poll_workflow_task", api.PollRequest("orders", "shop", "worker-1", 1_000), WF_TASK),
     ("poll_workflow_task", api.PollRequest("orders", timeout_ms=10), None),
+    ("poll_workflow_task", api.PollRequest("orders", "shop", "worker-1", 1_000),
+     api.WorkflowTask(b"q-1", "shop", "order-1", "run-1", "app:order", "orders", 0, 0, 0, [],
+                      query=api.QueryTask("node/q-1", api.STACK_TRACE_QUERY, {"depth": 2}, cache_only=True))),
+    ("query_workflow", api.QueryWorkflowRequest(REF, api.STACK_TRACE_QUERY, [1], 2_500),
+     api.QueryWorkflowResponse("run-1", api.WorkflowStatus.RUNNING, {"coroutines": []}, "worker-cache", "worker-1",
+                               "orders")),
+    ("respond_query_task_completed",
+     api.RespondQueryTaskCompletedRequest(b"node/q-1", {"coroutines": [{"id": 1}]}, None, "worker-replay", False,
+                                          "worker-1"), None),
+    ("respond_query_task_completed",
+     api.RespondQueryTaskCompletedRequest(b"q-2", failure=FAILURE, not_cached=True), None),
     ("respond_workflow_task_completed",
      api.RespondWorkflowTaskCompletedRequest(b"token-wf", [
          Command(CommandType.ScheduleActivityTask, {"activity_id": "1", "input": [1], "retry_policy": None}),

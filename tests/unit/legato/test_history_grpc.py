@@ -106,6 +106,8 @@ CASES: list[tuple[str, tuple[Any, ...], Any]] = [
     ("record_child_closed", (api.RecordChildClosedRequest(PARENT, CLOSED, existing=True),), None),
     ("record_child_closed", (api.RecordChildClosedRequest(PARENT, COMPLETED),), None),
     ("deliver_monitored_closed", (api.DeliverMonitoredClosedRequest(REF, CLOSED, link=True),), None),
+    ("get_query_target", (REF,), api.QueryTarget("run-1", "app:order", "orders", api.WorkflowStatus.RUNNING,
+                                                  "worker-1")),
 ]
 
 

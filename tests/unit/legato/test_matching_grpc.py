@@ -16,7 +16,16 @@ import pytest
 
 from legato import api, wire
 from legato.config import Config
-from legato.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, ServiceError, Unavailable
+from legato.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    Failure,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    ServiceError,
+    Unavailable,
+)
 from legato.grpc_serving import bound_port
 from legato.internal_clients import GrpcMatchingClient
 from legato.proto import legato_pb2_grpc
@@ -43,6 +52,11 @@ EXIT = api.ProcessMessage("event", "", None, "order-1",
                           {"kind": "EXIT", "from": "order-1", "result": {"value": 42, "error": None}})
 REPLY = api.ProcessMessage("message", "reply", {"ok": [1, 2]}, "order-1")
 
+QUERY = api.QueryTaskRequest("shop", "orders", "order-1", "run-1", "app:order",
+                             api.QueryTask("q-1", api.STACK_TRACE_QUERY, {"a": 1}, True), "worker-1", 1_500)
+ANSWER = api.RespondQueryTaskCompletedRequest(b"q-1", {"coroutines": []}, Failure("no", "Invalid"), "worker-cache",
+                                              True, "worker-1")
+
 # (method, its arguments, the service's answer): every field set to a value that is not its default
 CASES: list[tuple[str, tuple[Any, ...], Any]] = [
     ("add_task", (WF_TASK_INFO,), None),
@@ -58,6 +72,8 @@ CASES: list[tuple[str, tuple[Any, ...], Any]] = [
     ("poll_mailbox", (api.PollMailboxRequest("@caller-1", 10, 7),), []),
     ("offer_task", (WF_TASK_INFO, "req-7"), api.OfferResult(True, 3)),
     ("offer_task", (WF_TASK_INFO, "req-8"), api.OfferResult(False, 0)),
+    ("query_workflow", (QUERY,), ANSWER),
+    ("respond_query_task_completed", (ANSWER,), None),
 ]
 
 
@@ -184,3 +200,33 @@ async def test_real_mailboxes_through_the_client(real_matching: tuple[InProcessM
         assert await waiting == [REPLY]
         await client.close_mailbox("@caller-9")
         assert await client.deliver_message("@caller-9", EXIT) is False
+
+
+async def test_a_real_query_reaches_a_poll_and_its_answer_the_caller(
+        real_matching: tuple[InProcessMatching, grpc.aio.Server]) -> None:
+    """Issue 14 over the internal API: a query task goes to a workflow poll (of the sticky worker
+    only, when it names one) without history being asked anything; the answer comes back to the
+    caller; a query nobody takes is DEADLINE_EXCEEDED, and an answer nobody waits for NOT_FOUND."""
+    matching, server = real_matching
+    async with GrpcMatchingClient(f"127.0.0.1:{bound_port(server)}") as client:
+        query = api.QueryTaskRequest("default", "q", "order-1", "run-1", "app:order",
+                                     api.QueryTask("q-1", api.STACK_TRACE_QUERY), "worker-1", 5_000)
+        asking = asyncio.ensure_future(client.query_workflow(query))
+        other = await client.poll_workflow_task(api.PollRequest("q", identity="worker-2", timeout_ms=200))
+        assert other is None  # held for worker-1
+        task = await client.poll_workflow_task(api.PollRequest("q", identity="worker-1", timeout_ms=5_000))
+        assert task is not None and task.query is not None and task.history == []
+        assert (task.query.query_id, task.run_id, task.task_token) == ("q-1", "run-1", b"q-1")
+        answer = api.RespondQueryTaskCompletedRequest(task.task_token, {"coroutines": []}, source="worker-cache",
+                                                      identity="worker-1")
+        await client.respond_query_task_completed(answer)
+        assert await asking == answer
+        with pytest.raises(NotFound) as e:
+            await client.respond_query_task_completed(answer)
+        assert e.value.reason == "QueryNotWaiting"
+        with pytest.raises(DeadlineExceeded) as d:
+            await client.query_workflow(api.QueryTaskRequest("default", "q", "order-1", "run-1", "app:order",
+                                                             api.QueryTask("q-2", api.STACK_TRACE_QUERY),
+                                                             timeout_ms=100))
+        assert d.value.reason == "QueryTimeout" and "default/q" in d.value.message
+    assert matching.backlog("default", "q", api.TaskKind.WORKFLOW) == 0

@@ -185,6 +185,13 @@ function Pending({ desc }: { desc: Description }) {
   );
 }
 
+// Where the stack came from (issue 14): the worker's cache, a worker's replay, or this server's.
+const SOURCES: Record<string, string> = {
+  "worker-cache": "from the cache of worker",
+  "worker-replay": "replayed by worker",
+  "frontend-replay": "replayed by the server (no worker answered)",
+};
+
 function Stack({ ns, id, runId, status }: { ns: string; id: string; runId: string; status: string }) {
   const [report, setReport] = useState<StackReport | null>(null);
   const [error, setError] = useState<unknown>(null);
@@ -204,8 +211,8 @@ function Stack({ ns, id, runId, status }: { ns: string; id: string; runId: strin
   return (
     <div class="stack" data-testid="stack">
       <div class="toolbar">
-        <button type="button" class="secondary" onClick={() => void load()} disabled={busy}>{busy ? "Replaying…" : "Refresh"}</button>
-        {report ? <span class="muted small">replayed {report.replayed_events} of {report.events} events (up to the last completed workflow task)</span> : null}
+        <button type="button" class="secondary" onClick={() => void load()} disabled={busy}>{busy ? "Asking…" : "Refresh"}</button>
+        {report ? <span class="muted small" data-testid="stack-source">{SOURCES[report.source] ?? report.source}{report.worker ? ` ${report.worker}` : ""}, as of event {report.replayed_events} (the last completed workflow task)</span> : null}
       </div>
       <ErrorBox error={error} title="No stack" />
       {report?.note ? <p class="muted">{report.note}</p> : null}
