@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
@@ -16,6 +15,8 @@ from legato.cli.cli_error import CliError
 from legato.cli.security import client_security_options
 from legato.codec import parse_json_input
 from legato.durations import parse_duration_ms
+from legato.event_loops import EventLoopSettingError, event_loop_name
+from legato.event_loops import run as run_on_loop
 from legato.gc_tuning import GcSettingError, tune_gc
 
 T = TypeVar("T")
@@ -47,19 +48,22 @@ def _client_options(fn: F, outputs: list[str], output_help: str) -> F:
     return fn
 
 
-def process_start() -> None:
-    """What every command does before its event loop starts (the collector's settings)."""
+def run_main(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's main coroutine as every Legato process does: the collector's settings
+    (legato/gc_tuning.py), then the event loop LEGATO_EVENT_LOOP names (legato/event_loops.py)."""
     try:
+        loop = event_loop_name()
         tune_gc()
-    except GcSettingError as e:
+    except (GcSettingError, EventLoopSettingError) as e:
+        coro.close()
         raise CliError(str(e)) from None
+    return run_on_loop(coro, loop)
 
 
 def run_async(coro_fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
     @functools.wraps(coro_fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
-        process_start()
-        return asyncio.run(coro_fn(*args, **kwargs))  # type: ignore[arg-type]
+        return run_main(coro_fn(*args, **kwargs))  # type: ignore[arg-type]
     return wrapper
 
 

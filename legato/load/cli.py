@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from legato.cli.common import CliError, process_start
+from legato.cli.common import CliError, run_main
 from legato.cli.output import ExitCode, print_json
 from legato.cli.security import client_security, client_security_options
 from legato.load.scenarios import CHILD_WORK, TEST_CHILD_WORK, LoadError, Params, check_params, new_run_id
@@ -179,9 +179,8 @@ def _run(p: Params, kw: dict[str, Any]) -> int:
     elif mode == "address":
         click.echo("legato: the server needs a worker for the load app: write it with --entries-dir DIR and run "
                    f"legato worker --entries DIR --address {kw['address']}", err=True)
-    process_start()
     try:
-        report = asyncio.run(_main(p, kw, where, interval))
+        report = run_main(_main(p, kw, where, interval))
     except LoadError as e:
         raise CliError(str(e)) from None
     except asyncio.CancelledError:  # a second signal
