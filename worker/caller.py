@@ -473,7 +473,7 @@ class Caller:
                     self._deliver(early)
             self._complete(started)
         self._ops.append(run)
-        return None, bool(req.wait_for_cancellation)  # see process.cancel in kernel.lua
+        return None, bool(req.wait_for_cancellation)  # see process.cancel in worker/kernel/process.lua
 
     def _spawn_spec(self, op: str, base: Any, a: Any, b: Any) -> tuple[Any, Any]:
         return apply_spawner_call(op, base, a, b)

@@ -196,7 +196,7 @@ def compile_lua(text: str, chunk_name: str, strip: bool = False) -> tuple[bytes 
 
 # A workflow's code starts with this statement, on its first line (line numbers stay): the kernel
 # loads the chunk once per Lua state and calls it once per run, the runs sharing its function
-# prototypes, each run's closures seeing its own globals (worker/kernel.lua, shared_chunk).
+# prototypes, each run's closures seeing its own globals (worker/kernel/run.lua, shared_chunk).
 WORKFLOW_PRELUDE = "local _ENV = __legato_env(); "
 
 

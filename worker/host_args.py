@@ -2,7 +2,7 @@
 uuid), and the error such an operation fails with.
 
 lupa hands Lua strings to Python decoded as UTF-8, so the kernel tags each string argument that
-may hold bytes: "u" + the string when it is valid UTF-8, else "x" + its hex (kernel.lua,
+may hold bytes: "u" + the string when it is valid UTF-8, else "x" + its hex (worker/kernel/codecs.lua,
 `crypto_arg`). Results go back as `bytes` (a Lua string, byte for byte) or `str`.
 """
 

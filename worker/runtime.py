@@ -1,15 +1,15 @@
 """The workflow runs' Lua: a shared state with the kernel, the runs' sandboxes, the host callbacks.
 
 A worker's runs share one `lua54.LuaRuntime` per thread (`LuaVM`; a Lua host process has one): the
-kernel (`kernel.lua`, loaded as bytecode) is loaded into it once and holds the scheduler, channels
-and modules as functions shared by the runs. Each run has a state table of its own in the kernel
-(its coroutines, channels, pending commands, its globals and its own copies of the module and
-library tables it can change), made by `K.new_run`; the host enters a run (`K.enter`) before it
-feeds it events or runs it, and the kernel's host callbacks (`H.*`) go to the `WorkflowRun`
-entered. A workflow entry's code is loaded once per state and called once per run (a prelude takes
-the run's globals: worker/entries.py, WORKFLOW_PRELUDE), so its function prototypes are shared
-too. A cached run costs about 13 KB of Lua heap (`legato bench cache`), where a runtime of its own
-with the kernel cost about 230 KB.
+kernel (`kernel.lua` and its modules, worker/kernel/*.lua, loaded as bytecode) is loaded into it
+once and holds the scheduler, channels and modules as functions shared by the runs. Each run has a
+state table of its own in the kernel (its coroutines, channels, pending commands, its globals and
+its own copies of the module and library tables it can change), made by `K.new_run`; the host
+enters a run (`K.enter`) before it feeds it events or runs it, and the kernel's host callbacks
+(`H.*`) go to the `WorkflowRun` entered. A workflow entry's code is loaded once per state and
+called once per run (a prelude takes the run's globals: worker/entries.py, WORKFLOW_PRELUDE), so
+its function prototypes are shared too. A cached run costs about 13 KB of Lua heap (`legato bench
+cache`), where a runtime of its own with the kernel cost about 230 KB.
 
 Memory: each task may allocate `limits.lua_memory_bytes` beyond what the state holds when it
 starts (`LuaVM.task` raises the state's limit around it); past that the task fails with
@@ -23,6 +23,7 @@ runs); a run holding more than its limit is not cached, and its replay, one task
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -82,8 +83,9 @@ C = CommandType
 
 KERNEL_CHUNK = "legato/kernel.lua"
 PATTERNS_CHUNK = "legato/patterns.lua"
-_kernel_bytecode: bytes | None = None
-_patterns_bytecode: bytes | None = None
+# The kernel's modules, one per concern (worker/kernel/<name>.lua, chunk "legato/kernel/<name>.lua");
+# kernel.lua loads them in its own order, those of its mode only.
+KERNEL_MODULES_DIR = "kernel"
 
 CRYPTO_MARKER = "crypto.random_bytes"
 VERSION_MARKER = "version"
@@ -91,26 +93,32 @@ VERSION_MARKER = "version"
 
 def _compiled(file: str, chunk: str) -> bytes:
     text = resources.files("worker").joinpath(file).read_text(encoding="utf-8")
+    # stripped: smaller and faster to load, and no kernel file:line in what code sees (an error a
+    # kernel function raises names the code's line, from the level it gives)
     bc, err = compile_lua(text, chunk, strip=True)
     if bc is None:  # pragma: no cover - a broken build
         raise RuntimeError(f"{file} does not compile: {err}")
     return bc
 
 
+@functools.cache
 def kernel_bytecode() -> bytes:
     """kernel.lua compiled once per process."""
-    global _kernel_bytecode
-    if _kernel_bytecode is None:
-        _kernel_bytecode = _compiled("kernel.lua", KERNEL_CHUNK)
-    return _kernel_bytecode
+    return _compiled("kernel.lua", KERNEL_CHUNK)
 
 
+@functools.cache
+def kernel_modules_bytecode() -> dict[str, bytes]:
+    """The kernel's modules (worker/kernel/*.lua) compiled once per process: name -> bytecode."""
+    folder = resources.files("worker").joinpath(KERNEL_MODULES_DIR)
+    names = sorted(f.name.removesuffix(".lua") for f in folder.iterdir() if f.name.endswith(".lua"))
+    return {n: _compiled(f"{KERNEL_MODULES_DIR}/{n}.lua", f"legato/kernel/{n}.lua") for n in names}
+
+
+@functools.cache
 def patterns_bytecode() -> bytes:
     """patterns.lua (string patterns bounded by the instruction hook) compiled once per process."""
-    global _patterns_bytecode
-    if _patterns_bytecode is None:
-        _patterns_bytecode = _compiled("patterns.lua", PATTERNS_CHUNK)
-    return _patterns_bytecode
+    return _compiled("patterns.lua", PATTERNS_CHUNK)
 
 
 def _deny_attributes(obj: Any, name: Any, is_setting: bool) -> Any:
@@ -128,6 +136,7 @@ def load_kernel(lua: Any, mode: str, host: dict[str, Any]) -> Any:
     h = lua.table_from(anchor_host(lua, host))
     h["kinds"] = lua.table_from(Kind.BY_NAME)
     h["patterns"] = patterns_bytecode()
+    h["kernel_modules"] = lua.table_from(kernel_modules_bytecode())
     h["max_duration_ms"] = MAX_DURATION_MS
     h["time_layouts"] = lua.table_from(LAYOUTS)
     return chunk(mode, h)

@@ -43,6 +43,29 @@ def wf(name: str, body: str, expect: tuple[Any, ...]) -> Case:
     return Case(name, "return function()\n" + textwrap.indent(textwrap.dedent(body), "    ") + "\nend\n", expect)
 
 
+# Walks what workflow or activity code can reach from its globals (and a few kernel objects, through
+# their metatables) and lists any key that only the kernel's shared internals (worker/kernel.lua's S)
+# or its host table H have.
+KERNEL_SCAN = """\
+local SECRET = {NO_GLOBALS = true, set_run = true, on_run = true, kernel_modules = true, own_source = true,
+                build_env = true, time_constants = true, make_error = true, patterns = true}
+local seen, found = {}, {}
+local function walk(t, depth)
+    if seen[t] or depth > 5 then return end
+    seen[t] = true
+    for k, v in pairs(t) do
+        if SECRET[k] then found[#found + 1] = tostring(k) end
+        if type(v) == "table" then walk(v, depth + 1) end
+    end
+    local mt = getmetatable(t)
+    if type(mt) == "table" then walk(mt, depth + 1) end
+end
+walk(_G, 0)
+walk({time.now(), time.parse_duration("1s"), errors.new("x"), payload.new(1)}, 0)
+if channel then walk({channel.new()}, 0) end
+return {found = table.concat(found, ","), globals = S == nil and K == nil and H == nil and MODE == nil}"""
+
+
 LOOP = "while true do end"
 
 WORKFLOW_CASES = [
@@ -64,6 +87,10 @@ WORKFLOW_CASES = [
     wf("load_bytecode", 'return load("\\27Lua")', ("task", "FORBIDDEN_CALL", "bytecode")),
     wf("loadfile", 'return loadfile("/etc/passwd")', ("task", "FORBIDDEN_CALL", "loadfile")),
     wf("dofile", 'return dofile("/etc/passwd")', ("task", "FORBIDDEN_CALL", "dofile")),
+    # the kernel's own modules (worker/kernel/*.lua) and what they share: neither requirable nor reachable
+    wf("require_kernel_module", 'return require("legato/kernel/time")',
+       ("task", "FORBIDDEN_CALL", "legato/kernel/time")),
+    wf("kernel_internals_unreachable", KERNEL_SCAN, ("value", {"found": "", "globals": True})),
     wf("load_text_sees_sandbox", 'return load("return os.execute")() ~= nil and "sandboxed"',
        ("value", "sandboxed")),
     # determinism: finalizers, weak tables, memory, randomness, time
@@ -167,7 +194,9 @@ ACTIVITIES = dict([
                 dump = pcall(string.dump, print), bytecode = pcall(load, "\\27Lua"),
                 binary = pcall(load, "return 1", "x", "b"), string_mt = getmetatable(""),
                 time = type(os.time()) == "number", clock = type(os.clock()) == "number",
-                random = type(math.random()) == "number", text_load = load("return 2")()}"""),
+                random = type(math.random()) == "number", text_load = load("return 2")(),
+                require_kernel = pcall(require, "legato/kernel/time")}"""),
+    act("kernel_scan", KERNEL_SCAN),
     act("set_global", "leaked = (leaked or 0) + 1; table.insert = nil; return leaked"),
     act("loop", LOOP),
     act("loop_in_pcall", "while true do pcall(function() " + LOOP + " end) end"),
@@ -191,7 +220,9 @@ ACTIVITY_CASES = [
         "io": True, "debug": True, "package": True, "python": True, "loadfile": False, "dofile": False,
         "execute": False, "exit": False, "getenv": False, "require_python": False, "require_io": False,
         "dump": False, "bytecode": False, "binary": False, "string_mt": "protected", "time": True, "clock": True,
-        "random": True, "text_load": 2}})),
+        "random": True, "text_load": 2, "require_kernel": False}})),
+    Case("activity_kernel_internals_unreachable", ACT_CALL.format(name="kernel_scan"),
+         ("value", {"value": {"found": "", "globals": True}})),
     Case("activity_globals_fresh", """\
         return function()
             local a = funcs.call("app:a_set_global")

@@ -221,7 +221,8 @@ def test_crlf_and_cr_line_endings_are_kept() -> None:
 def _lua_files() -> list[Path]:
     """Every plain Lua file of the project (examples/typed and files named typed*.lua are typed on purpose)."""
     files = [*sorted((ROOT / "examples").rglob("*.lua")), *sorted((ROOT / "tests" / "apps").rglob("*.lua")),
-             ROOT / "worker" / "kernel.lua", ROOT / "worker" / "patterns.lua"]
+             ROOT / "worker" / "kernel.lua", *sorted((ROOT / "worker" / "kernel").glob("*.lua")),
+             ROOT / "worker" / "patterns.lua"]
     return [f for f in files if f.exists() and f.parent.name != "typed" and not f.name.startswith("typed")]
 
 
