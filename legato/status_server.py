@@ -31,6 +31,9 @@ log = logging.getLogger("legato.status")
 
 # A POST route: the path's match info -> (HTTP status, what to answer as JSON).
 Action = Callable[[dict[str, str]], Awaitable[tuple[int, Any]]]
+# Who may call the POST routes: (the caller's address, its Authorization header) -> None when it
+# may, else why not (answered with 403).
+Guard = Callable[[str | None, str | None], str | None]
 
 # A readiness check: None when ready, else why not (one line, named in /readyz's answer); it may
 # be a coroutine function (a store or broker round trip), given CHECK_TIMEOUT_S to answer.
@@ -72,8 +75,9 @@ class StatusServer:
 
     def __init__(self, address: str, readiness: Readiness | None = None,
                  json_routes: dict[str, Callable[[], Any]] | None = None,
-                 actions: dict[str, Action] | None = None) -> None:
+                 actions: dict[str, Action] | None = None, guard: Guard | None = None) -> None:
         self.address = address
+        self.guard = guard  # who may call the POST routes: None lets anyone who reaches the port
         self.readiness = readiness or Readiness()
         self.json_routes = dict(json_routes or {})  # GET path -> what it answers, as JSON
         self.actions = dict(actions or {})  # POST path pattern -> the action
@@ -87,7 +91,7 @@ class StatusServer:
         for path, answer in self.json_routes.items():
             app.router.add_get(path, self._json_handler(answer))
         for path, action in self.actions.items():
-            app.router.add_post(path, self._action_handler(action))
+            app.router.add_post(path, self._action_handler(action, self.guard))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         host, port = split_address(self.address)
@@ -115,8 +119,11 @@ class StatusServer:
         return handle
 
     @staticmethod
-    def _action_handler(action: Action) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def _action_handler(action: Action, guard: Guard | None) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
+            refused = guard(request.remote, request.headers.get("Authorization")) if guard is not None else None
+            if refused is not None:
+                return web.json_response({"error": refused}, status=403)
             status, body = await action(dict(request.match_info))
             return web.json_response(body, status=status)
         return handle
@@ -133,12 +140,13 @@ class StatusServer:
 
 async def start_status_server(address: str, readiness: Readiness | None = None,
                               json_routes: dict[str, Callable[[], Any]] | None = None,
-                              actions: dict[str, Action] | None = None) -> StatusServer | None:
+                              actions: dict[str, Action] | None = None,
+                              guard: Guard | None = None) -> StatusServer | None:
     """Start the server when `address` is set (None otherwise). An address that cannot be bound
     is an OSError naming it."""
     if not address:
         return None
-    server = StatusServer(address, readiness, json_routes, actions)
+    server = StatusServer(address, readiness, json_routes, actions, guard)
     try:
         await server.start()
     except OSError as e:

@@ -11,6 +11,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import click
@@ -79,10 +80,12 @@ def list_processes(worker_address: str, output: str) -> None:
                        f"{s['restarts']}/{s['max_attempts']:<6} {s.get('last_error') or '-'}")
 
 
-def service_action(worker: str, service_id: str, action: str, timeout_s: float = ACTION_TIMEOUT_S) -> dict[str, Any]:
+def service_action(worker: str, service_id: str, action: str, timeout_s: float = ACTION_TIMEOUT_S,
+                   token: str = "") -> dict[str, Any]:
     """POST the action to the worker's control API; its answer, or a CliError saying why not."""
     url = f"{_base(worker)}/processes/services/{urllib.parse.quote(service_id, safe='')}/{action}"
-    req = urllib.request.Request(url, data=b"", method="POST")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    req = urllib.request.Request(url, data=b"", method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             data = json.loads(resp.read())
@@ -110,8 +113,16 @@ def _service_command(action: str, done: str, doc: str) -> None:
     @click.option("--worker", "worker_address", required=True, envvar="LEGATO_WORKER_STATUS",
                   help="The worker's status port (its --metrics-address), HOST:PORT.")
     @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-    def command(service_id: str, worker_address: str, output: str) -> None:
-        s = service_action(worker_address, service_id, action)
+    @click.option("--token", envvar="LEGATO_TOKEN", default="",
+                  help="Access token for all namespaces, needed when the worker is on another host.")
+    @click.option("--token-file", envvar="LEGATO_TOKEN_FILE", type=click.Path(dir_okay=False, exists=True),
+                  help="File holding that token (instead of --token).")
+    def command(service_id: str, worker_address: str, output: str, token: str, token_file: str | None) -> None:
+        if token and token_file:
+            raise CliError("give the token once: --token or --token-file, not both")
+        if token_file:
+            token = Path(token_file).read_text().strip()
+        s = service_action(worker_address, service_id, action, token=token.strip())
         if output == "json":
             print_json(s)
             return

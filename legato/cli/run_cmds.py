@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from legato import DEFAULT_NAMESPACE
+from legato.access_tokens import TokenVerifier, read_secret
 from legato.api import ExecutionRef, StartWorkflowRequest
 from legato.cli.common import CliError, override_section, parse_input, parse_timeout, run_async
 from legato.cli.output import ExitCode, fmt_value
 from legato.cli.security import client_security, client_security_options, server_security, server_security_options
 from legato.cli.workflow_cmds import report_result, wait_result
-from legato.config import load_config
+from legato.config import Config, load_config
 from legato.ids import new_request_id
 
 if TYPE_CHECKING:
-    from legato.config import Config
     from worker.entries import FunctionEntry, Registry
 
 config_option = click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
@@ -222,6 +222,15 @@ def _load_registry(path: str) -> Registry:
     return load_registry(path)
 
 
+def _token_verifier(config: Config) -> TokenVerifier | None:
+    """Verifies tokens with security.token_secret_file, when the worker is given it."""
+    sec = config.security
+    if not sec.token_secret_file:
+        return None
+    return TokenVerifier(read_secret(sec.token_secret_file), leeway_s=sec.token_leeway_ms / 1000,
+                         cache_size=sec.token_cache_size)
+
+
 @click.command()
 @click.option("--entries", required=True, help="Registry YAML file, or a folder of them (read recursively).")
 @click.option("--address", default="127.0.0.1:7233", show_default=True, envvar="LEGATO_ADDRESS",
@@ -237,7 +246,7 @@ async def worker(entries: str, address: str, metrics_address: str | None, config
     polls, and stops with the reason if not."""
     from legato.cli.security import check_access, connect
     from legato.status_server import Readiness, start_status_server, stop_status_server
-    from worker.processes.control_api import service_actions
+    from worker.processes.control_api import action_guard, service_actions
     from worker.worker import Worker
 
     config = load_config(config_path)
@@ -250,7 +259,7 @@ async def worker(entries: str, address: str, metrics_address: str | None, config
         readiness = Readiness()
         readiness.add("polling", w.unready)
         status = await start_status_server(config.metrics.address, readiness, {"/processes": w.process_listing},
-                                           service_actions(w.supervisor))
+                                           service_actions(w.supervisor), action_guard(_token_verifier(config)))
         await w.start()
         click.echo(f"legato: worker polling {address} ({entries})", err=True)
         try:

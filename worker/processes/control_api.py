@@ -7,19 +7,59 @@
 
 Each answers the service's state as JSON (200), or {"error": "..."} with 404 (no such service on
 this worker), 409 (already running / not running), 500 (it did not start) or 504 (not running in
-time). The status port has no authentication: keep it inside the cluster (README, "Metrics").
+time). Who may call them (`action_guard`): callers on the worker's own host (loopback: e.g.
+`kubectl exec` into its pod); from elsewhere only with an access token (`legato token issue`)
+for every namespace, and only when the worker is given the secret tokens are signed with
+(security.token_secret_file). Otherwise 403 saying so. The GET routes stay open (metrics).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from legato.access_tokens import ALL_NAMESPACES, TokenVerifier
+from legato.errors import ServiceError
 from worker.processes.supervisor import ServiceCommandError, Supervisor
 
 SERVICE_ACTION_PATH = "/processes/services/{service}/{action}"
 
 Action = Callable[[dict[str, str]], Awaitable[tuple[int, Any]]]
+Guard = Callable[[str | None, str | None], str | None]
+
+
+def _loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote.split("%")[0]).is_loopback
+    except ValueError:  # a Unix socket, or no address
+        return False
+
+
+def action_guard(verifier: TokenVerifier | None) -> Guard:
+    """Loopback callers may act; others need a valid token for all namespaces (`verifier`: the
+    worker's security.token_secret_file; None: remote callers are refused)."""
+
+    def guard(remote: str | None, authorization: str | None) -> str | None:
+        if _loopback(remote):
+            return None
+        if verifier is None:
+            return (f"service control from {remote} refused: this worker takes it only from its own host "
+                    "(run the command there), or with an access token when it is given "
+                    "security.token_secret_file")
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return f"service control from {remote} needs an access token (--token or --token-file)"
+        try:
+            claims = verifier.verify(token.strip())
+        except ServiceError as e:
+            return f"service control from {remote} refused: {e}"
+        if ALL_NAMESPACES not in claims.namespaces:
+            return (f"service control from {remote} refused: the token (subject {claims.subject!r}) must allow "
+                    f"every namespace ({ALL_NAMESPACES!r}), as a worker's services serve them all")
+        return None
+
+    return guard
 
 
 def service_actions(supervisor: Supervisor) -> dict[str, Action]:
