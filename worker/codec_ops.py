@@ -1,4 +1,4 @@
-"""The `hash`, `base64` and `uuid` modules' operations, and `time`'s Go layouts (Wippy's API):
+"""The `hash`, `base64` and `uuid` modules' operations, and `time`'s Go layouts and time zones (Wippy's API):
 pure functions of their arguments, so workflows call them without recording anything.
 
 The kernel calls them as `H.crypto(op, ...)` with string arguments tagged (worker/host_args.py);
@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from worker import go_time
+from worker import go_time, time_zones
 from worker.host_args import OpError, binary, text, whole
 
 # FNV-1 and FNV-1a (http://www.isthe.com/chongo/tech/comp/fnv/): offset basis and prime per width.
@@ -173,12 +173,38 @@ def new_uuid(version: Any, now_ms: int, rng: random.Random | None) -> str:
                                  0x80 | bits(6), bits(8), node), version=1))
 
 
-def _time_format(ms: Any, layout: Any) -> str:
-    return go_time.format_ms(whole(ms, "time:format"), text(layout, "time:format layout"))
+def _time_format(ms: Any, layout: Any, offset: Any = 0, abbr: Any = "uUTC") -> str:
+    return go_time.format_ms(whole(ms, "time:format"), text(layout, "time:format layout"),
+                             whole(offset, "time:format offset"), text(abbr, "time:format zone"))
 
 
 def _time_parse(layout: Any, value: Any) -> int:
     return go_time.parse_ms(text(layout, "time.parse layout"), text(value, "time.parse"))
+
+
+# Time zones (worker/time_zones.py): a location comes as its name and, for a fixed zone, its offset.
+
+def _fixed(offset: Any) -> int | None:
+    return None if offset is None else whole(offset, "time: a fixed zone's offset")
+
+
+def _time_parse_in(layout: Any, value: Any, name: Any, fixed: Any) -> list[Any]:
+    return list(go_time.parse_in(text(layout, "time.parse layout"), text(value, "time.parse"),
+                                 text(name, "time.parse location"), _fixed(fixed)))
+
+
+def _zone_load(name: Any) -> str:
+    zone_name = text(name, "time.load_location")
+    time_zones.zone(zone_name)
+    return zone_name
+
+
+def _zone_at(name: Any, ms: Any) -> list[Any]:
+    return list(time_zones.offset_at(text(name, "time: a location"), whole(ms, "time: an instant")))
+
+
+def _zone_wall(name: Any, wall_ms: Any) -> int:
+    return time_zones.wall_to_ms(text(name, "time: a location"), whole(wall_ms, "time: a wall-clock time"))
 
 
 OPS: dict[str, Callable[..., Any]] = {
@@ -198,4 +224,8 @@ OPS: dict[str, Callable[..., Any]] = {
     "uuid.variant": _variant,
     "time.format": _time_format,
     "time.parse": _time_parse,
+    "time.parse_in": _time_parse_in,
+    "time.zone_load": _zone_load,
+    "time.zone_at": _zone_at,
+    "time.zone_wall": _zone_wall,
 }

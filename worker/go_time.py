@@ -3,9 +3,10 @@
 
 A layout is text in which Go's reference time (Mon Jan 2 15:04:05 MST 2006) stands for the
 fields: "2006" the year, "01" the month, "Jan" its name, "15" the hour, ".000" milliseconds,
-"Z07:00" the zone... Legato's times are UTC instants with millisecond precision: formatting
-writes UTC (zone "UTC", offset "Z" or "+00:00"); parsing reads any offset and converts, and
-keeps at most milliseconds of a fraction.
+"Z07:00" the zone... Legato's times are instants with millisecond precision, each in a location:
+formatting writes the wall clock, offset and abbreviation the kernel passes (the time's own zone);
+parsing reads any offset and converts, and keeps at most milliseconds of a fraction. Parsing in a
+location (`time.parse(layout, text, loc)`) resolves the zone as Go's time.ParseInLocation does.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
+from worker import time_zones
 from worker.host_args import OpError
 
 MONTHS = [calendar.month_name[i] for i in range(1, 13)]
@@ -71,11 +74,32 @@ def _chunks(layout: str) -> list[tuple[str, str]]:
     return out
 
 
+def _format_zone(t: str, offset: int, abbr: str) -> str:
+    """A zone token as Go writes it: "MST" the abbreviation (or "-0700" when there is none); the
+    "Z" forms write "Z" for offset 0; seconds only where the token has them."""
+    if t == "MST":
+        if abbr:
+            return abbr
+        t = "-0700"
+    if t.startswith("Z") and offset == 0:
+        return "Z"
+    sign = "-" if offset < 0 else "+"
+    minutes = abs(offset) // 60
+    out = f"{sign}{minutes // 60:02d}"
+    spec = t.lstrip("Z-")  # 07:00:00, 070000, 07:00, 0700, 07
+    colon = ":" if ":" in spec else ""
+    if len(spec.replace(":", "")) >= 4:
+        out += f"{colon}{minutes % 60:02d}"
+    if len(spec.replace(":", "")) == 6:
+        out += f"{colon}{abs(offset) % 60:02d}"
+    return out
+
+
 def _format_token(t: str, dt: datetime) -> str:
     hour12 = dt.hour % 12 or 12
     table: dict[str, Callable[[], str]] = {
         "January": lambda: MONTHS[dt.month - 1], "Jan": lambda: MONTHS[dt.month - 1][:3],
-        "Monday": lambda: DAYS[dt.weekday()], "Mon": lambda: DAYS[dt.weekday()][:3], "MST": lambda: "UTC",
+        "Monday": lambda: DAYS[dt.weekday()], "Mon": lambda: DAYS[dt.weekday()][:3],
         "2006": lambda: f"{dt.year:04d}", "06": lambda: f"{dt.year % 100:02d}",
         "01": lambda: f"{dt.month:02d}", "1": lambda: str(dt.month),
         "02": lambda: f"{dt.day:02d}", "2": lambda: str(dt.day), "_2": lambda: f"{dt.day:2d}",
@@ -85,16 +109,13 @@ def _format_token(t: str, dt: datetime) -> str:
         "05": lambda: f"{dt.second:02d}", "5": lambda: str(dt.second),
         "PM": lambda: "PM" if dt.hour >= 12 else "AM", "pm": lambda: "pm" if dt.hour >= 12 else "am",
     }
-    if t in table:
-        return table[t]()
-    if t.startswith("Z"):
-        return "Z"  # UTC
-    return {"-07:00:00": "+00:00:00", "-070000": "+000000", "-07:00": "+00:00", "-0700": "+0000", "-07": "+00"}[t]
+    return table[t]()
 
 
-def format_ms(ms: int, layout: str) -> str:
+def format_ms(ms: int, layout: str, offset: int = 0, abbr: str = "UTC") -> str:
+    """Instant `ms` written in `layout` as a clock `offset` seconds east of UTC, named `abbr`, shows it."""
     try:
-        dt = datetime.fromtimestamp(0, UTC) + timedelta(milliseconds=ms)
+        dt = datetime.fromtimestamp(0, UTC) + timedelta(milliseconds=ms + offset * 1000)
     except (OverflowError, ValueError):
         raise OpError(f"time:format: the time {ms} ms from 1970 is outside the years 1 to 9999 that a "
                       "layout can write") from None
@@ -109,6 +130,8 @@ def format_ms(ms: int, layout: str) -> str:
                 out.append(piece[0] + digits if digits else "")
             else:
                 out.append(piece[0] + digits)
+        elif piece == "MST" or piece[0] in "Z-":
+            out.append(_format_zone(piece, offset, abbr))
         else:
             out.append(_format_token(piece, dt))
     return "".join(out)
@@ -150,8 +173,14 @@ def _pattern(layout: str) -> re.Pattern[str]:
     return re.compile("".join(parts) + r"\Z")
 
 
-def parse_ms(layout: str, text: str) -> int:
-    """The instant `text` names in `layout`, in ms since the Unix epoch (raises OpError)."""
+class _Parsed(NamedTuple):
+    wall_ms: int  # the fields read, as if UTC
+    offset: int | None  # seconds east of UTC, when the text has a numeric offset
+    zone_name: str  # an abbreviation ("CEST") the text has, or ""
+    utc: bool  # the text says UTC: "Z" where the layout has a Z07:00 form, or "UTC" for MST
+
+
+def _parse(layout: str, text: str) -> _Parsed:
     m = _pattern(layout).match(text)
     if m is None:
         raise OpError(f"time.parse: {text[:80]!r} does not match the layout {layout!r}")
@@ -171,18 +200,50 @@ def parse_ms(layout: str, text: str) -> int:
         frac = g.get("frac", "")
         micro = int((frac + "000000")[:6]) if frac else 0
         dt = datetime(year or 1, month, int(g.get("day", 1)), hour, int(g.get("minute", 0)),
-                      int(g.get("second", 0)), micro, tzinfo=_zone(g.get("offset")))
+                      int(g.get("second", 0)), micro, tzinfo=UTC)
         if "yday" in g and "day" not in g:
             dt = dt.replace(month=1, day=1) + timedelta(days=int(g["yday"]) - 1)
+        offset = _offset_seconds(g["offset"]) if "offset" in g else None
     except ValueError as err:
         raise OpError(f"time.parse: {text[:80]!r}: {err}") from None
-    return (dt - datetime.fromtimestamp(0, UTC)) // timedelta(milliseconds=1)
+    zone_name = g.get("zone_name", "")
+    wall_ms = (dt - datetime.fromtimestamp(0, UTC)) // timedelta(milliseconds=1)
+    return _Parsed(wall_ms, offset, zone_name, "z" in g or zone_name == "UTC")
 
 
-def _zone(offset: str | None) -> timezone:
-    if not offset:
-        return UTC
+def parse_ms(layout: str, text: str) -> int:
+    """The instant `text` names in `layout`, in ms since the Unix epoch (raises OpError). Without a
+    location a zone abbreviation counts as UTC: Legato's `time.parse(layout, text)` always did."""
+    p = _parse(layout, text)
+    return p.wall_ms - (p.offset or 0) * 1000
+
+
+def parse_in(layout: str, text: str, name: str, fixed: int | None) -> tuple[int, str, str, int]:
+    """`text` in `layout` read in a location (time_zones: `name`, and `fixed` for a fixed zone), as
+    Go's time.ParseInLocation: (instant in ms, where, zone name, offset). `where` is "loc" (the time
+    is in the location), "utc" (the text said UTC), or "fixed" (the text has an offset or an
+    abbreviation the location does not have then: a fixed zone of that name and offset)."""
+    p = _parse(layout, text)
+    if p.utc:
+        return p.wall_ms - (p.offset or 0) * 1000, "utc", "", 0
+    if p.offset is not None:
+        ms = p.wall_ms - p.offset * 1000
+        off, abbr = time_zones.offset_at(name, ms, fixed)
+        if off == p.offset and p.zone_name in ("", abbr):
+            return ms, "loc", "", 0
+        return ms, "fixed", p.zone_name, p.offset
+    if p.zone_name:
+        named = time_zones.offset_named(name, p.zone_name, p.wall_ms, fixed)
+        if named is not None:
+            return p.wall_ms - named * 1000, "loc", "", 0
+        return p.wall_ms, "fixed", p.zone_name, 0  # Go too: an abbreviation it cannot place is offset 0
+    return time_zones.wall_to_ms(name, p.wall_ms, fixed), "loc", "", 0
+
+
+def _offset_seconds(offset: str) -> int:
     digits = offset[1:].replace(":", "")
     h, mnt, s = int(digits[:2]), int(digits[2:4] or 0), int(digits[4:6] or 0)
-    delta = timedelta(hours=h, minutes=mnt, seconds=s)
-    return timezone(-delta if offset[0] == "-" else delta)
+    seconds = h * 3600 + mnt * 60 + s
+    if seconds >= 86400:
+        raise ValueError(f"the offset {offset} is a day or more")
+    return -seconds if offset[0] == "-" else seconds

@@ -102,14 +102,15 @@ local function copy(t)
     return c
 end
 
--- A module's table and the tables in it, copied (each run gets its own: code may change them).
+-- A module's table and the tables in it, copied (each run gets its own: code may change them);
+-- a copy keeps its original's metatable (time.utc is a location with methods).
 local function copy_module(t)
     local c = {}
     for k, v in next, t do
         if type(v) == "table" then v = copy_module(v) end
         c[k] = v
     end
-    return c
+    return setmetatable(c, getmetatable(t))
 end
 
 local modules = {

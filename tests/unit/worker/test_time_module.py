@@ -13,6 +13,7 @@ import pytest
 from tests.unit.worker.helpers import Sim, make_app, types
 from worker.activity import ActivityRunner, CallContext
 from worker.entries import Registry
+from worker.time_zones import TZDATA_VERSION
 
 START_MS = 1_700_000_000_123  # 2023-11-14T22:13:20.123Z, a Tuesday
 
@@ -64,7 +65,7 @@ return function()
     local h, mi, se = t:clock()
     local hour = time.parse_duration("1h")
     local bad, bad_err = time.parse_duration("soon")
-    local loc, loc_err = time.load_location("Europe/Paris")
+    local loc, loc_err = time.load_location("Europe/Pariss")
     local tm = time.timer("1s")
     return {
         rfc = t:format_rfc3339(), date = {y, mo, d}, clock = {h, mi, se},
@@ -80,6 +81,51 @@ return function()
     }
 end
 """
+# Zones (the pinned tz database): every expected value below is what Go 1.x's time package gives.
+ZONES = """\
+local L = "2006-01-02 15:04:05 -0700 MST"
+return function()
+    local berlin = assert(time.load_location("Europe/Berlin"))
+    local ny = assert(time.load_location("America/New_York"))
+    local ist = time.fixed_zone("IST", 5 * 3600 + 30 * 60)
+    local t = time.date(2024, time.JULY, 15, 12, 0, 0, 0, time.utc)
+    local b = t:in_location(berlin)
+    local x = time.date(2024, 1, 15, 12, 47, 0, 0, ist)
+    local spring = time.date(2024, 3, 30, 12, 0, 0, 0, berlin)
+    local hour, day = time.parse_duration("1h"), time.parse_duration("24h")
+    local parsed = {}
+    local MST = "2006-01-02 15:04 MST"
+    for i, c in ipairs({{"2006-01-02 15:04", "2024-07-01 12:00"}, {MST, "2024-07-01 12:00 CET"},
+                        {"2006-01-02 15:04 -0700", "2024-07-01 12:00 +0300"}, {time.RFC3339, "2024-07-01T12:00:00Z"},
+                        {MST, "2024-07-01 12:00 EST"}, {MST, "1880-01-01 12:00 LMT"}}) do
+        local p = assert(time.parse(c[1], c[2], berlin))
+        parsed[i] = p:format(L) .. " " .. p:location():string()
+    end
+    local bad, bad_err = time.load_location("Mars/Olympus_Mons")
+    local empty, empty_err = time.load_location("")
+    local plain = time.parse("2006-01-02 15:04 MST", "2024-07-01 12:00 CEST")
+    return {
+        fields = {b:year(), b:month(), b:day(), b:hour(), b:minute(), b:second(), b:weekday(), b:year_day()},
+        date = {b:date()}, clock = {b:clock()}, unix = b:unix() == t:unix(),
+        names = {b:location():string(), tostring(b:location()), b:utc():location():string(),
+                 b:in_local():location():string(), time.localtz:string(), t:location():string()},
+        format = b:format("Mon Jan 2 15:04:05 MST 2006 -0700 -07:00 Z07:00 Z0700"), rfc = b:format_rfc3339(),
+        str = tostring(b), ist = x:format("MST -07:00 Z0700"), ist_str = tostring(x),
+        gap = {time.date(2024, 3, 31, 2, 30, 0, 0, berlin):format(L),
+               time.date(2024, 3, 10, 2, 30, 0, 0, ny):format(L)},
+        twice = {time.date(2024, 10, 27, 2, 30, 0, 0, berlin):format(L),
+                 time.date(2024, 11, 3, 1, 30, 0, 0, ny):format(L)},
+        parsed = parsed, plain = {plain:format(L), plain:unix()},
+        same = {b == t, b:equal(t), b:before(t), b < t:add(1000000), b:sub(t):seconds()},
+        add_date = spring:add_date(0, 0, 1):format(L), add = spring:add(24 * time.HOUR):format(L),
+        rounding = {x:truncate(hour):format(L), x:round(hour):format(L), x:truncate(day):format(L)},
+        bad = {bad == nil, bad_err:kind(), bad_err:message()}, empty = {empty == nil, empty_err:kind()},
+        fixed_eq = time.fixed_zone("IST", 19800) == ist and time.load_location("UTC") == time.utc,
+        -- the methods' tables are out of reach (changing them would change every run's)
+        sealed = b.__index == nil and ist.__index == nil and hour.__index == nil,
+    }
+end
+"""
 OLD = """\
 return function()
     time.sleep(100)  -- written when a number meant milliseconds
@@ -91,8 +137,8 @@ end
 @pytest.fixture(scope="module")
 def reg(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     tmp = tmp_path_factory.mktemp("time")
-    return make_app(tmp, {"values": VALUES, "sleeps": SLEEPS, "ticker": TICKER, "old": OLD, "extras": EXTRAS},
-                    {"fvalues": VALUES}, modules="[time]", function_modules="[time]")
+    return make_app(tmp, {"values": VALUES, "sleeps": SLEEPS, "ticker": TICKER, "old": OLD, "extras": EXTRAS,
+                     "zones": ZONES}, {"fvalues": VALUES, "fzones": ZONES}, modules="[time]", function_modules="[time]")
 
 
 def result(cmds: list[Any]) -> Any:
@@ -205,3 +251,58 @@ def test_calendar_and_durations_as_wippy_has_them(reg: Registry) -> None:
     assert r["weekday"] is True and r["zero"] is True
     assert r["bad"] is True and r["bad_kind"] == "Invalid" and r["utc"] == "UTC" and r["utc_loaded"] is True
     assert r["loc"] is True and r["loc_kind"] == "NotFound" and r["same_channel"] is True and r["ns"] == 5.0
+
+
+def check_zones(r: dict[str, Any]) -> None:
+    assert r["fields"] == [2024, 7, 15, 14, 0, 0, 1, 197] and r["date"] == [2024, 7, 15] and r["clock"] == [14, 0, 0]
+    assert r["unix"] is True
+    assert r["names"] == ["Europe/Berlin", "Europe/Berlin", "UTC", "UTC", "UTC", "UTC"]
+    assert r["format"] == "Mon Jul 15 14:00:00 CEST 2024 +0200 +02:00 +02:00 +0200"
+    assert r["rfc"] == r["str"] == "2024-07-15T14:00:00+02:00"
+    assert r["ist"] == "IST +05:30 +0530" and r["ist_str"] == "2024-01-15T12:47:00+05:30"
+    # 02:30 does not exist on these days (clocks spring forward), and happens twice on these (fall back)
+    assert r["gap"] == ["2024-03-31 03:30:00 +0200 CEST", "2024-03-10 01:30:00 -0500 EST"]
+    assert r["twice"] == ["2024-10-27 02:30:00 +0100 CET", "2024-11-03 01:30:00 -0400 EDT"]
+    assert r["parsed"] == [
+        "2024-07-01 12:00:00 +0200 CEST Europe/Berlin",  # no zone in the text: a wall time in Berlin
+        "2024-07-01 13:00:00 +0200 CEST Europe/Berlin",  # CET, though July is summer time: +01:00
+        "2024-07-01 12:00:00 +0300 +0300 ",  # an offset Berlin does not have then: a fixed zone, no name
+        "2024-07-01 12:00:00 +0000 UTC UTC",
+        "2024-07-01 12:00:00 +0000 EST EST",  # an abbreviation Berlin never used: Go's offset 0
+        "1880-01-01 12:00:00 +0053 LMT Europe/Berlin",  # Berlin's local mean time, +00:53:28
+    ]
+    assert r["plain"] == ["2024-07-01 12:00:00 +0000 UTC", 1_719_835_200]  # without a location: UTC, as always
+    assert r["same"] == [True, True, False, True, 0.0]
+    # a calendar day across the spring-forward night is 23 hours; 24 hours is 13:00
+    assert r["add_date"] == "2024-03-31 12:00:00 +0200 CEST" and r["add"] == "2024-03-31 13:00:00 +0200 CEST"
+    # Go rounds the instant, not the wall clock: in a +05:30 zone whole hours are at :30
+    assert r["rounding"] == ["2024-01-15 12:30:00 +0530 IST", "2024-01-15 12:30:00 +0530 IST",
+                             "2024-01-15 05:30:00 +0530 IST"]
+    assert r["bad"][:2] == [True, "NotFound"]
+    assert r["bad"][2] == (f"time.load_location('Mars/Olympus_Mons'): no such time zone in the tz database "
+                           f"{TZDATA_VERSION} (expected an IANA name such as \"Europe/Berlin\")")
+    assert r["empty"] == [True, "Invalid"] and r["fixed_eq"] is True and r["sealed"] is True
+
+
+def test_time_zones_in_a_workflow(reg: Registry) -> None:
+    check_zones(result(Sim(reg, "app:zones", start_ms=START_MS).step()))  # Sim replays it in full too
+
+
+def test_time_zones_in_an_activity(reg: Registry) -> None:
+    out = ActivityRunner(reg, lambda ctx, details: False).call("app:fzones", [], CallContext(activity_type="x"))
+    assert out.ok, out.failure
+    check_zones(out.result)
+
+
+def test_zone_arguments_are_checked(tmp_path: Path) -> None:
+    reg = make_app(tmp_path, {"w": """return function()
+        return time.now():in_location("Europe/Berlin")
+    end""", "f": """return function()
+        return time.fixed_zone("X", 1.5)
+    end"""}, modules="[time]")
+    with pytest.raises(Exception) as e:
+        Sim(reg, "app:w").step()
+    assert "time:in_location: expected a location (time.utc, time.load_location(name)" in str(e.value)
+    with pytest.raises(Exception) as e:
+        Sim(reg, "app:f").step()
+    assert "time.fixed_zone: expected an offset in whole seconds" in str(e.value)
