@@ -34,21 +34,32 @@ def _base(worker: str) -> str:
     return url.rstrip("/")
 
 
-def fetch_listing(worker: str, timeout_s: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
-    url = _base(worker)
+def _ask(worker: str, req: urllib.request.Request, timeout_s: float, doing: str) -> dict[str, Any]:
+    """The worker's JSON answer to `req`, or a CliError saying why not (`doing`: "read its
+    processes", "start app:svc", ...)."""
     try:
-        with urllib.request.urlopen(url + "/processes", timeout=timeout_s) as resp:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             data = json.loads(resp.read())
     except urllib.error.HTTPError as e:
-        raise CliError(f"--worker {worker}: GET /processes answered {e.code} (is it a `legato worker` "
-                       "status port?)") from None
+        try:
+            why = json.loads(e.read()).get("error")
+        except (ValueError, AttributeError):
+            why = None
+        if why:
+            raise CliError(f"--worker {worker}: cannot {doing}: {why}") from None
+        raise CliError(f"--worker {worker}: {req.get_method()} {req.full_url} answered {e.code} (is it a `legato "
+                       "worker` status port, and is that worker as new as this command?)") from None
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
-        raise CliError(f"--worker {worker}: cannot read its processes: {reason} (start the worker with "
+        raise CliError(f"--worker {worker}: cannot {doing}: {reason} (start the worker with "
                        "--metrics-address HOST:PORT and pass that address)") from None
     if not isinstance(data, dict):
-        raise CliError(f"--worker {worker}: unexpected answer from /processes")
+        raise CliError(f"--worker {worker}: unexpected answer when trying to {doing}")
     return data
+
+
+def fetch_listing(worker: str, timeout_s: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
+    return _ask(worker, urllib.request.Request(_base(worker) + "/processes"), timeout_s, "read its processes")
 
 
 @process.command("list")
@@ -86,25 +97,7 @@ def service_action(worker: str, service_id: str, action: str, timeout_s: float =
     url = f"{_base(worker)}/processes/services/{urllib.parse.quote(service_id, safe='')}/{action}"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     req = urllib.request.Request(url, data=b"", method="POST", headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            data = json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        try:
-            why = json.loads(e.read()).get("error")
-        except (ValueError, AttributeError):
-            why = None
-        if why:
-            raise CliError(f"--worker {worker}: cannot {action} {service_id}: {why}") from None
-        raise CliError(f"--worker {worker}: POST {url} answered {e.code} (is it a `legato worker` status port, "
-                       "and is that worker as new as this command?)") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise CliError(f"--worker {worker}: cannot {action} {service_id}: {reason} (start the worker with "
-                       "--metrics-address HOST:PORT and pass that address)") from None
-    if not isinstance(data, dict):
-        raise CliError(f"--worker {worker}: unexpected answer to {action} {service_id}")
-    return data
+    return _ask(worker, req, timeout_s, f"{action} {service_id}")
 
 
 def _service_command(action: str, done: str, doc: str) -> None:
