@@ -19,9 +19,9 @@
 
 local MODE, H = ...
 local K, S = {}, {}
-local type, ipairs, tostring, error, rawget, rawset, select, setmetatable, getmetatable, load =
-    type, ipairs, tostring, error, rawget, rawset, select, setmetatable, debug.getmetatable, load
-local getinfo, concat = debug.getinfo, table.concat
+local type, ipairs, next, tostring, error, rawget, rawset, select, setmetatable, getmetatable, load =
+    type, ipairs, next, tostring, error, rawget, rawset, select, setmetatable, debug.getmetatable, load
+local getinfo, concat, ssub = debug.getinfo, table.concat, string.sub
 
 local COMMON = { "errors", "time", "codecs", "text", "payload" }
 local BY_MODE = {
@@ -41,15 +41,39 @@ local function no_global(_, k)
 end
 S.NO_GLOBALS = setmetatable({}, { __index = no_global, __newindex = no_global })
 
--- Code may not reach the kernel's metatables: through one it could add a finalizer (__gc) to
--- every error object, or an __index that loops where the kernel reads its own objects.
--- getmetatable(v) gives the type's name instead.
+-- Code may not reach the kernel's metatables: they are shared by every run of the Lua state, so
+-- through one, code could change the methods of every other run's values (errors, channels...),
+-- add a finalizer (__gc) to every error object, or an __index that loops where the kernel reads
+-- its own objects. getmetatable(v) gives the type's name instead (and setmetatable(v) is refused),
+-- and a metatable that is its own __index (`mt.__index = mt`, so `v.__index` would be the
+-- metatable) serves its methods from a table of their own instead: `v.__index` is then nil. The
+-- metatable keeps its methods too (the kernel may call them as MT.method).
 function S.protect(...)
     for i = 1, select("#", ...) do
         local mt = select(i, ...)
+        if rawget(mt, "__index") == mt then
+            local methods = {}
+            for k, v in next, mt do
+                if type(k) ~= "string" or ssub(k, 1, 2) ~= "__" then methods[k] = v end
+            end
+            rawset(mt, "__index", methods)
+        end
         rawset(mt, "__metatable", rawget(mt, "__name") or "protected")
     end
 end
+
+-- A module's table and the tables in it, copied: each run (each activity call) gets its own, as
+-- code may change them, and the originals are shared by every run of the Lua state. A copy keeps
+-- its original's metatable (time.utc is a location with methods).
+local function copy_module(t)
+    local c = {}
+    for k, v in next, t do
+        if type(v) == "table" then v = copy_module(v) end
+        c[k] = v
+    end
+    return setmetatable(c, getmetatable(t))
+end
+S.copy_module = copy_module
 
 -- A load() chunk given as a reader function, as one string (so that the binary check applies).
 function S.read_chunk(chunk)
@@ -78,6 +102,15 @@ for _, list in ipairs({ COMMON, modes }) do
     for i = 1, #list do load_module(list[i]) end
 end
 S.protect(getmetatable(""))
+-- Python objects (the host's functions in H, any value the host would hand over unconverted)
+-- share one metatable, lupa's: through it, code could replace every host call of the Lua state.
+-- No Python object is given to code; should one be, getmetatable gives its name.
+for _, v in next, H do
+    if type(v) == "userdata" then
+        S.protect(getmetatable(v))
+        break
+    end
+end
 H.kernel_modules = nil -- the bytecode strings: loaded, no longer needed
 
 -- String patterns for code: C's matcher when a cheap bound says a call ends soon, else a Lua

@@ -17,6 +17,7 @@ local new_time, duration_ms, time_constants = S.new_time, S.duration_ms, S.time_
 local new_uuid, new_hash, new_base64, new_crypto, from_hex = S.new_uuid, S.new_hash, S.new_base64, S.new_crypto,
     S.from_hex
 local new_text, json, payload, ctx_get, read_chunk = S.new_text, S.json, S.payload, S.ctx_get, S.read_chunk
+local copy_module = S.copy_module
 local _ENV = S.NO_GLOBALS
 
 ---------------------------------------------------------------- activity mode
@@ -124,6 +125,9 @@ local IO_DENIED = "is not available to activities (no files, processes or enviro
 local function denied(name)
     return function() error(name .. " " .. IO_DENIED, 2) end
 end
+-- string.dump must not be reachable through ("").dump either (methods on strings look up the
+-- real string table): replace it there; each call's string table is a copy of it.
+string.dump = denied("string.dump")
 
 local ENTRY_ID, MODULES, MODULE_NAMES = nil, {}, ""
 local BYTECODE, CHUNK_NAME, METHOD = nil, nil, nil
@@ -153,9 +157,7 @@ local function new_env()
         end
         error("collectgarbage(" .. tostring(opt) .. ") is not available to activities", 2)
     end
-    local str = copy_of(string)
-    str.dump = denied("string.dump")
-    env.string = str
+    env.string = copy_of(string)
     env.table = copy_of(table)
     env.math = copy_of(math)
     env.utf8 = copy_of(utf8)
@@ -195,9 +197,13 @@ local function new_env()
     end
     local STD = { string = env.string, table = env.table, math = env.math, utf8 = env.utf8, os = env.os,
         coroutine = env.coroutine }
+    -- the call's own copies of its modules: the originals serve every call of the runtime
+    local own = {}
+    for name in pairs(MODULES) do own[name] = copy_module(mods[name]) end
+    own.errors = own.errors or copy_module(errors)
     env.require = function(name)
         local m = mods[name]
-        if m and MODULES[name] then return m end
+        if m and MODULES[name] then return own[name] end
         if m then
             error(sformat("require(%q): module %q is not listed in the modules of entry %s (modules: [%s])",
                 name, name, ENTRY_ID, MODULE_NAMES), 2)
@@ -206,8 +212,8 @@ local function new_env()
         error(sformat("require(%q): no such module for activities (entry %s lists modules: [%s])",
             tostring(name), ENTRY_ID, MODULE_NAMES), 2)
     end
-    for name in pairs(MODULES) do env[name] = mods[name] end
-    env.errors = errors
+    for name in pairs(MODULES) do env[name] = own[name] end
+    env.errors = own.errors
     env.payload = { new = payload.new, format = copy_of(payload.format) }
     env._G = env
     return env

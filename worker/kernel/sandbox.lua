@@ -12,7 +12,7 @@ local co_resume, co_yield, co_status, co_running, co_close, co_isyieldable =
 local pack, unpack, concat, tsort = table.pack, table.unpack, table.concat, table.sort
 local sformat, sbyte = string.format, string.byte
 local _G, collectgarbage, string, table, math, utf8, os = _G, collectgarbage, string, table, math, utf8, os
-local BLOCK, FATAL, set_fatal, raise_fatal = S.BLOCK, S.FATAL, S.set_fatal, S.raise_fatal
+local BLOCK, fatal_value, set_fatal, raise_fatal = S.BLOCK, S.fatal_value, S.set_fatal, S.raise_fatal
 local new_coroutine, spawn, read_chunk = S.new_coroutine, S.spawn, S.read_chunk
 local R = nil
 S.on_run(function(r) R = r end)
@@ -46,10 +46,11 @@ local IO_ALT = "workflow code cannot do I/O; do it in an activity (a function.lu
 local function rethrow(ok, ...)
     if not ok then
         local e = ...
-        if e == FATAL or R.fatal_cause then error(FATAL, 0) end
+        -- (the fatal error is only ever raised once R.fatal_cause is set)
+        if R.fatal_cause then error(fatal_value(), 0) end
         if e == "not enough memory" then
             set_fatal("LIMIT_EXCEEDED", "the workflow ran out of Lua memory (limits.lua_memory_bytes)", nil)
-            error(FATAL, 0)
+            error(fatal_value(), 0)
         end
     end
     return ok, ...
@@ -102,16 +103,8 @@ local function copy(t)
     return c
 end
 
--- A module's table and the tables in it, copied (each run gets its own: code may change them);
--- a copy keeps its original's metatable (time.utc is a location with methods).
-local function copy_module(t)
-    local c = {}
-    for k, v in next, t do
-        if type(v) == "table" then v = copy_module(v) end
-        c[k] = v
-    end
-    return setmetatable(c, getmetatable(t))
-end
+-- each run gets its own copy of a module (worker/kernel.lua)
+local copy_module = S.copy_module
 
 local modules = {
     funcs = S.funcs, time = S.time, uuid = S.uuid, crypto = S.crypto, workflow = S.workflow, json = S.json,
@@ -234,7 +227,7 @@ end
 G.pcall = function(f, ...) return rethrow(pcall(f, ...)) end
 G.xpcall = function(f, h, ...)
     return rethrow(xpcall(f, function(e)
-        if e == FATAL or R.fatal_cause then return FATAL end
+        if R.fatal_cause then return fatal_value() end
         return h(e)
     end, ...))
 end
@@ -335,4 +328,4 @@ local function build_env(r)
     r.env = env
 end
 
-S.modules, S.copy_module, S.build_env = modules, copy_module, build_env
+S.modules, S.build_env = modules, build_env

@@ -12,7 +12,7 @@ local user_frame = S.user_frame
 local _ENV = S.NO_GLOBALS
 
 local BLOCK = setmetatable({}, { __name = "legato.block", __tostring = function() return "legato.block" end })
-local FATAL = setmetatable({}, { __name = "legato.fatal", __tostring = function() return "workflow task aborted" end })
+local FATAL_MT = { __name = "legato.fatal", __tostring = function() return "workflow task aborted" end }
 local CLOSED = setmetatable({}, { __name = "legato.closed" })
 
 -- Every run's state lives in its own table R (see K.new_run): the host runs one run at a time in
@@ -37,9 +37,22 @@ local function set_fatal(cause, message, source)
         R.fatal_cause, R.fatal_message, R.fatal_source = cause, message, source
     end
 end
+-- The error value that aborts the task: raised only once R.fatal_cause is set, and re-raised by
+-- the sandbox's pcall and coroutine.resume while it is. A table of the run's own, made when the run
+-- first aborts (none for most runs): code gets hold of it (a __close handler receives it) and can
+-- write into it, so one shared by the runs of the Lua state would carry data from run to run.
+local function fatal_value()
+    local r = R
+    local f = rawget(r, "fatal_value")
+    if f == nil then
+        f = setmetatable({}, FATAL_MT)
+        r.fatal_value = f
+    end
+    return f
+end
 local function raise_fatal(cause, message, level)
     set_fatal(cause, message, user_frame((level or 1) + 2))
-    error(FATAL, 0)
+    error(fatal_value(), 0)
 end
 
 local function hook()
@@ -51,7 +64,7 @@ local function hook()
         set_fatal("LIMIT_EXCEEDED", sformat(
             "the workflow task ran more than %d Lua instructions (limits.lua_instructions_per_task)",
             R.hook_max * HOOK_EVERY), user_frame(2))
-        error(FATAL, 0)
+        error(fatal_value(), 0)
     end
 end
 
@@ -108,8 +121,9 @@ local function spawn(fn, ...)
     return t
 end
 
-S.protect(getmetatable(BLOCK), getmetatable(FATAL), getmetatable(CLOSED))
-S.BLOCK, S.FATAL, S.CLOSED, S.HOOK_EVERY = BLOCK, FATAL, CLOSED, HOOK_EVERY
-S.set_fatal, S.raise_fatal, S.hook, S.new_coroutine = set_fatal, raise_fatal, hook, new_coroutine
+S.protect(getmetatable(BLOCK), FATAL_MT, getmetatable(CLOSED))
+S.BLOCK, S.CLOSED, S.HOOK_EVERY = BLOCK, CLOSED, HOOK_EVERY
+S.set_fatal, S.fatal_value, S.raise_fatal, S.hook, S.new_coroutine = set_fatal, fatal_value, raise_fatal, hook,
+    new_coroutine
 S.push_ready, S.wake, S.this_thread, S.block, S.count_command, S.spawn =
     push_ready, wake, this_thread, block, count_command, spawn

@@ -314,15 +314,7 @@ local function time_constants(t)
     return t
 end
 
--- Methods served from a table of their own, not from the metatable: `v.__index` reaches the
--- metatable when __index is the metatable itself, and code could then change every run's methods.
-for _, mt in ipairs({ DUR, TIME, LOC }) do
-    local methods = {}
-    for k, v in pairs(mt) do
-        if type(k) == "string" and k:sub(1, 2) ~= "__" then methods[k] = v end
-    end
-    mt.__index = methods
-end
+-- (S.protect serves their methods from tables of their own: `v.__index` is nil)
 S.protect(DUR, TIME, LOC)
 S.NS_PER_MS, S.DUR, S.TIME, S.new_time, S.new_duration = NS_PER_MS, DUR, TIME, new_time, new_duration
 S.duration_ns, S.duration_ms, S.time_constants = duration_ns, duration_ms, time_constants

@@ -111,5 +111,5 @@ function time.ticker(d)
     return tk
 end
 
-S.protect(TIMER)
+S.protect(TIMER, TICKER)
 S.time = time
