@@ -13,7 +13,7 @@ local CH = { __name = "channel" }
 CH.__index = CH
 
 local function new_channel(cap)
-    return setmetatable({ cap = cap, buf = {}, bh = 1, bt = 0, closed = false, rq = {}, sq = {} }, CH)
+    return setmetatable({ capacity = cap, buf = {}, bh = 1, bt = 0, closed = false, rq = {}, sq = {} }, CH)
 end
 
 local function drop_select(sel)
@@ -67,7 +67,7 @@ local function offer(ch, v)
     if ch.closed then return false end
     local w = pop_waiter(ch.rq)
     if w then wake_receiver(w, ch, v, true) return true end
-    if buffered(ch) < ch.cap then buf_push(ch, v) return true end
+    if buffered(ch) < ch.capacity then buf_push(ch, v) return true end
     return false
 end
 
@@ -88,7 +88,7 @@ local function try_send(ch, v)
     if ch.closed then error("send on closed channel", 3) end
     local w = pop_waiter(ch.rq)
     if w then wake_receiver(w, ch, v, true) return true end
-    if buffered(ch) < ch.cap then buf_push(ch, v) return true end
+    if buffered(ch) < ch.capacity then buf_push(ch, v) return true end
     return false
 end
 
@@ -129,7 +129,7 @@ end
 function CH:case_receive() return { ch = self, recv = true } end
 function CH:case_send(v) return { ch = self, recv = false, v = v } end
 function CH:len() return buffered(self) end
-function CH:cap() return self.cap == huge and -1 or self.cap end
+function CH:cap() return self.capacity == huge and -1 or self.capacity end
 function CH:is_closed() return self.closed end
 
 local channel = {}

@@ -84,6 +84,11 @@ local CASES = {
                 decode_kind = e3 and e3:kind(), decoded = bad == nil}
     end,
     ctx = function() return out(ctx.get("missing")) end,
+    channel_sizes = function()
+        local a, b = channel.new(3), channel.new()
+        a:send(1)
+        return {a:cap(), a:len(), b:cap(), b:len(), a:is_closed()}
+    end,
     validate = function()
         local schema = {type = "object", properties = {name = {type = "string", minLength = 1},
                         age = {type = "integer", minimum = 0}}, required = {"name"}}
@@ -263,6 +268,11 @@ def test_json_as_wippy_encodes(mode: str, reg: Registry, runner: ActivityRunner)
 def test_ctx_get_of_a_missing_key(mode: str, reg: Registry, runner: ActivityRunner) -> None:
     r = probe(mode, reg, runner, "ctx")
     assert r == {"err": {"kind": "NotFound", "message": "ctx: no value for key missing"}}
+
+
+def test_channel_capacity_and_length(reg: Registry, runner: ActivityRunner) -> None:
+    # ch:cap() was hidden by the channel's own `cap` field (calling it raised)
+    assert probe("workflow", reg, runner, "channel_sizes") == [3, 1, 0, 0, False]
 
 
 def test_select_default_case_is_ok(reg: Registry) -> None:
