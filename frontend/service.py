@@ -99,7 +99,7 @@ class _Validator:
     def payload(self, value: Any, field: str, extra_depth: int = 0) -> None:
         # Raises InvalidArgument naming the field (reason PayloadTooLarge when it is too large,
         # PayloadTooDeep when it nests more than limits.max_payload_depth (+ extra_depth) levels).
-        codec.encode_payload(value, self.payload_limit, field, self.depth_limit + extra_depth)
+        codec.check_payload(value, self.payload_limit, field, self.depth_limit + extra_depth)
 
     def mapping(self, value: object, field: str) -> None:
         if not isinstance(value, dict):

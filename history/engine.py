@@ -150,7 +150,7 @@ class Engine:
     def payload(self, value: Any, what: str) -> None:
         """Refuse a value larger than limits.max_payload_bytes, nested deeper than
         limits.max_payload_depth, or not representable as JSON."""
-        codec.encode_payload(value, self.limits.max_payload_bytes, what, self.limits.max_payload_depth)
+        codec.check_payload(value, self.limits.max_payload_bytes, what, self.limits.max_payload_depth)
 
     def bounded_failure(self, f: Failure, what: str) -> dict[str, Any]:
         """A failure as a dict, shrunk to fit the payload limit (details dropped, message cut)."""

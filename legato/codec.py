@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from typing import Any
 
@@ -164,6 +165,32 @@ def _why_not_json(e: Exception) -> str:
     if "Out of range float" in str(e):
         return "it has a number JSON cannot carry (NaN, Infinity, or beyond ±1.8e308)"
     return str(e)
+
+
+# The most one character of a string can take in JSON (a control character as \u00XX).
+_MAX_ESCAPE_CHARS = 6
+_BIG_INT = 1 << 64
+_SHORT_NUMBER_CHARS = 24  # the longest JSON of an int below _BIG_INT, a float, true, false or null
+
+
+def check_payload(value: Any, limit: int, what: str = "payload", max_depth: int | None = None) -> None:
+    """`encode_payload` without the text: the same refusals, but a short ASCII string, an int, a
+    bool, None or a finite float is accepted without encoding it (most command attributes are:
+    ids, types, timeouts), so a workflow task's many small attributes cost a type check each."""
+    t = type(value)
+    if t is str:
+        if value.isascii() and len(value) * _MAX_ESCAPE_CHARS + 2 <= limit:
+            return
+    elif t is bool or value is None:
+        if limit >= _SHORT_NUMBER_CHARS:
+            return
+    elif t is int:
+        if -_BIG_INT < value < _BIG_INT and limit >= _SHORT_NUMBER_CHARS:
+            return
+    elif t is float:
+        if math.isfinite(value) and limit >= _SHORT_NUMBER_CHARS:
+            return
+    encode_payload(value, limit, what, max_depth)
 
 
 def _utf8_size(text: str, what: str) -> int:
