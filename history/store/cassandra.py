@@ -179,6 +179,19 @@ _STATEMENTS: dict[str, tuple[str, bool]] = {
 }
 
 
+# What `Cql.stats` counts each statement's requests as (`legato bench cassandra-cost`); the
+# conditional batches are labelled where they are sent.
+_KINDS = {"meta_get": "read cluster metadata", "meta_create": "LWT cluster metadata", "shard_get": "read shard",
+          "shard_create": "LWT shard take", "current_get": "read current run", "run_get": "read run",
+          "transfer_read": "read transfer queue", "timer_read": "read timer queue", "outbox_read": "read timer outbox",
+          "event_insert": "append history", "events_read": "read history", "events_delete": "delete history"}
+KIND_SHARD_WRITE = "LWT shard write"
+KIND_ACK_FLUSH = "LWT ack flush"
+KIND_SHARD_TAKE = "LWT shard take"
+KIND_DELETE_RUN = "LWT delete run"
+KIND_APPEND = _KINDS["event_insert"]
+
+
 class _Prepared:
     """The store's prepared statements, by name (prepared once, in `open`)."""
 
@@ -261,6 +274,8 @@ class CassandraStore:
 
     async def _prepare_all(self, cql: Cql) -> None:
         names = list(_STATEMENTS)
+        for name, kind in _KINDS.items():
+            cql.label(_STATEMENTS[name][0].format(ks=self.keyspace), kind)
         try:
             prepared = await asyncio.gather(*(cql.prepare_async(_STATEMENTS[n][0].format(ks=self.keyspace))
                                               for n in names))
@@ -286,12 +301,12 @@ class CassandraStore:
         except Exception as e:
             raise _unavailable(e, what) from e
 
-    async def _lwt(self, stmt: Any, params: Sequence[Any] | None, what: str) -> list[Row]:
+    async def _lwt(self, stmt: Any, params: Sequence[Any] | None, what: str, kind: str = "") -> list[Row]:
         """One conditional request; its rows (the first column of the first row: applied)."""
         cql = self.cql
         self.lwt_count += 1
         try:
-            rows = await cql.execute(stmt, params)
+            rows = await cql.execute(stmt, params, kind=kind)
         except Exception as e:
             err = _conditional_error(e, what)
             _LWT_UNKNOWN.inc() if isinstance(err, WriteOutcomeUnknown) else _LWT_FAILED.inc()
@@ -330,7 +345,7 @@ class CassandraStore:
         check_timer_queue(shard_id, rows[0].timer_queue, timer_queue)
         take = self._take(shard_id, old, owner, now)
         take.add(self._ps.shard_queue, (timer_queue, shard_id))
-        res = await self._lwt(take, None, f"acquiring shard {shard_id}")
+        res = await self._lwt(take, None, f"acquiring shard {shard_id}", KIND_SHARD_TAKE)
         if not res[0][0]:
             raise ShardOwnershipLost(f"shard {shard_id}: lost the race to acquire it (range_id {old} became "
                                      f"{_show(getattr(res[0], 'range_id', None))})", reason="ShardOwnershipLost")
@@ -348,7 +363,7 @@ class CassandraStore:
     async def renew_range(self, shard_id: int, expected_range_id: int, owner: str) -> ShardInfo:
         now = _now_ms()
         res = await self._lwt(self._take(shard_id, expected_range_id, owner, now), None,
-                              f"renewing the range of shard {shard_id}")
+                              f"renewing the range of shard {shard_id}", KIND_SHARD_TAKE)
         rows = await self._read(self._ps.shard_get, (shard_id,), f"reading shard {shard_id}")
         if not res[0][0]:
             # An earlier renewal of ours whose outcome was unknown may have taken effect: the
@@ -387,7 +402,7 @@ class CassandraStore:
                 batch.add(ps.fence, (range_id, shard_id, range_id))
             for fire, task_id in chunk:
                 batch.add(ps.timer_delete, (shard_id, fire, task_id))
-            rows = await self._lwt(batch, None, f"updating shard {shard_id}")
+            rows = await self._lwt(batch, None, f"updating shard {shard_id}", KIND_ACK_FLUSH)
             if not rows[0][0]:
                 raise _lost(shard_id, range_id, _range_of(rows))
             first = False
@@ -414,9 +429,9 @@ class CassandraStore:
         requests = [stmt for a in appends for stmt in self._event_batches(a)]
         try:
             if len(requests) == 1:
-                await self.cql.execute(requests[0])
+                await self.cql.execute(requests[0], kind=KIND_APPEND)
             elif requests:
-                await asyncio.gather(*(self.cql.execute(r) for r in requests))
+                await asyncio.gather(*(self.cql.execute(r, kind=KIND_APPEND) for r in requests))
         except Exception as e:
             raise _unavailable(e, "appending history events") from e
 
@@ -447,7 +462,7 @@ class CassandraStore:
         return out
 
     async def write(self, write: ShardWrite) -> None:
-        rows = await self._lwt(self._shard_batch(write), None, f"writing shard {write.shard_id}")
+        rows = await self._lwt(self._shard_batch(write), None, f"writing shard {write.shard_id}", KIND_SHARD_WRITE)
         if not rows[0][0]:
             raise _rejection(write, rows)
         self.run_write_count += len(write.runs)
@@ -510,7 +525,7 @@ class CassandraStore:
         batch.add(ps.run_delete, (shard_id, namespace, workflow_id, run_id))
         if current and current[0][0] == run_id:
             batch.add(ps.current_delete, (shard_id, namespace, workflow_id, run_id))
-        rows = await self._lwt(batch, None, f"deleting run {run_id} of {workflow_id!r}")
+        rows = await self._lwt(batch, None, f"deleting run {run_id} of {workflow_id!r}", KIND_DELETE_RUN)
         if not rows[0][0]:
             actual = _range_of(rows)
             if actual != range_id:
