@@ -45,7 +45,9 @@ id). Only an empty token means the end. ORDER BY StartTime ASC cannot be combine
 with an SAI restriction in CQL, so an ascending page reads a window of clustering keys first
 (ascending, keys only) and then the indexed candidates within that window.
 
-Writing: one INSERT per upsert, ``USING TIMESTAMP`` = (history length, clock) (`WriteClock`),
+Writing: one INSERT per upsert (the upserts of one partition that queue while a request is in
+flight share the next one, an unlogged batch: history/visibility_batch.py), ``USING TIMESTAMP`` =
+(history length, clock) (`WriteClock`),
 so Cassandra's last-write-wins keeps the record with the longest history whatever order the
 upserts arrive in: a late, stale record is written but loses at every cell, the search attribute
 set included (replacing a collection writes a tombstone just below the write's timestamp). No
@@ -70,6 +72,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from history.store.cql import Cql, Row
+from history.visibility_batch import PartitionBatcher
 from history.visibility_common import (
     check_namespace,
     decode_position,
@@ -568,6 +571,7 @@ class CassandraVisibilityStore:
         for text, kind in ((self._insert, KIND_UPSERT), (self._delete, "visibility delete"),
                            (self._insert_bucket, "visibility bucket")):
             cql.label(text, kind)  # how `Cql.stats` counts them (legato bench cassandra-cost)
+        self._upserts = PartitionBatcher(cql, self._insert, KIND_UPSERT)  # upserts arriving together: one request
 
     def bucket_of(self, start_time_ms: int) -> int:
         return min(max(start_time_ms - start_time_ms % self.bucket_ms, INT64_MIN), INT64_MAX)
@@ -589,7 +593,7 @@ class CassandraVisibilityStore:
             await self._write_bucket((namespace, bucket))
         attrs = info.search_attributes or {}
         close = info.close_time_ms if info.close_time_ms > 0 else None  # open: absent, never indexed
-        await self._cql.execute(self._insert, [
+        await self._upserts.write((namespace, bucket), [
             namespace, bucket, info.start_time_ms, info.run_id, info.workflow_id, info.workflow_type,
             info.task_queue, WorkflowStatus(info.status).value, close, info.history_length,
             codec.dumps(info.memo or {}), codec.dumps(attrs), sa_value_texts(attrs),
