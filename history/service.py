@@ -30,6 +30,7 @@ from history.kafka_resources import KafkaResources
 from history.kafka_timers import kafka_timer_queues
 from history.process_tasks import ProcessTasks, exit_message
 from history.queues import TimerTask, TransferTask
+from history.retention_scan import RetentionScan
 from history.shard import CacheEntry, ShardContext, Update, WriteGate
 from history.state import (
     PROCESS_TRANSFER_KINDS,
@@ -288,8 +289,22 @@ class HistoryServiceImpl:
                 await shard.stop()
                 raise
             self._shards[shard_id] = shard
+            self._start_retention_scan(shard)
         finally:
             self._acquiring.discard(shard_id)
+
+    def retention_scan(self, shard_id: int) -> RetentionScan:
+        """The retention scan (history/retention_scan.py) of a shard this node owns."""
+        shard = self._shards.get(shard_id)
+        if shard is None:
+            raise ShardOwnershipLost(f"shard {shard_id} is not owned by this history node", reason="ShardOwnershipLost")
+        return RetentionScan(shard_id, self._store, self._config.history, self._clock,
+                             functools.partial(self.delete_closed_run, shard))
+
+    def _start_retention_scan(self, shard: ShardContext) -> None:
+        """The shard's retention scan passes, while this node owns it (none if the interval is 0)."""
+        if self._config.history.retention_scan_interval > 0:
+            shard.run_in_background(self.retention_scan(shard.shard_id).run(), "retention-scan")
 
     async def release_shard(self, shard_id: int, drain_timeout_s: float) -> None:
         """Hand `shard_id` over: refuse new requests for it (ShardOwnershipLost naming the owner
@@ -1100,14 +1115,17 @@ class HistoryServiceImpl:
             return  # the run is gone: nothing expects the timer
 
     async def _delete_closed_run(self, t: TimerTask) -> None:
-        """Retention: the run's time is up (its close wrote this timer). Under the workflow's lock
-        (a start of the same workflow id waits, or went first and moved the current-run pointer):
-        the run's visibility record, then its events, then its run row and the pointer if it
-        still names the run. Each step is idempotent, so a timer fired twice, or again after a
-        crash halfway, finishes the job; an open run is never deleted."""
+        """Retention: the run's time is up (its close wrote this timer)."""
         d = t.data
-        ns, wf, run_id = d["ns"], d["wf"], d["run"]
-        shard = self._shard(ns, wf)
+        await self.delete_closed_run(self._shard(d["ns"], d["wf"]), d["ns"], d["wf"], d["run"], int(d.get("st", 0)))
+
+    async def delete_closed_run(self, shard: ShardContext, ns: str, wf: str, run_id: str, start_time_ms: int) -> bool:
+        """Delete a closed run (its retention timer fired, or the retention scan found it past its
+        retention). Under the workflow's lock (a start of the same workflow id waits, or went
+        first and moved the current-run pointer): the run's visibility record, then its events,
+        then its run row and the pointer if it still names the run. Each step is idempotent, so a
+        timer fired twice, or again after a crash halfway, finishes the job. Whether a run row was
+        there to delete (an open run is never deleted: False)."""
         # The run's transfer tasks (the close's visibility upsert among them) are done first: a
         # late upsert would bring the visibility record back.
         if not await shard.transfer.wait_run_done(run_id, RETENTION_TRANSFER_WAIT_S):
@@ -1116,17 +1134,17 @@ class HistoryServiceImpl:
         async with shard.lock(ns, wf):
             row = await self._store.get_run(shard.shard_id, ns, wf, run_id)
             shard.check()
-            start_time_ms = int(d.get("st", 0))
             if row is not None:
                 st = MutableState.decode(row.state)
-                if st.running:  # cannot happen (a run never reopens); never delete an open run
-                    log.error("shard %d: retention timer for run %s of %r, which is open: not deleted",
+                if st.running:  # a run never reopens; never delete an open run
+                    log.error("shard %d: retention for run %s of %r, which is open: not deleted",
                               shard.shard_id, run_id, wf)
-                    return
+                    return False
                 start_time_ms = st.start_time_ms
             await self._visibility.delete(ns, run_id, start_time_ms)
             await shard.delete_run(ns, wf, run_id)
         _RUNS_DELETED(ns).inc()
+        return row is not None
 
 
 # ====================================================================== helpers

@@ -26,7 +26,7 @@ import contextlib
 import heapq
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -299,6 +299,7 @@ class ShardContext:
         self._write_lock = asyncio.Lock()
         self._writer_task: asyncio.Task[None] | None = None
         self._flush_task: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []  # run_in_background's tasks
         self.transfer = TransferQueueProcessor(self.shard_id, store, info.transfer_ack_level, dispatch)
         self.timers: TimerQueue = (
             timer_queues(info, store, clock, fire) if timer_queues is not None
@@ -318,12 +319,23 @@ class ShardContext:
         self._flush_task = asyncio.create_task(self._flush_loop(), name=f"shard-{self.shard_id}-flush")
         self.timers.start()
 
+    def run_in_background(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `coro` while this node owns the shard (cancelled when it stops or is lost)."""
+        self._background.append(asyncio.create_task(coro, name=f"shard-{self.shard_id}-{name}"))
+
+    def _cancel_background(self) -> None:
+        current = asyncio.current_task()
+        for t in self._background:
+            if t is not current:
+                t.cancel()
+
     async def stop(self) -> None:
         """Stop processing: let a write in progress finish, fail queued ones (Unavailable), and
         flush the ack level one last time if the shard is still ours."""
         if self.closed:
             return
         self.closed = True
+        self._cancel_background()
         self.transfer.stop()
         await self.timers.close()
         async with self._write_lock:  # waits for a batch in progress; later ones never start
@@ -343,6 +355,7 @@ class ShardContext:
             return
         self.lost = True
         log.warning("shard %d: ownership lost, dropping the shard: %s", self.shard_id, err.message)
+        self._cancel_background()
         current = asyncio.current_task()
         for t in (self._writer_task, self._flush_task):
             if t is not None and t is not current:

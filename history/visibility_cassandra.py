@@ -45,7 +45,9 @@ id). Only an empty token means the end. ORDER BY StartTime ASC cannot be combine
 with an SAI restriction in CQL, so an ascending page reads a window of clustering keys first
 (ascending, keys only) and then the indexed candidates within that window.
 
-Writing: one INSERT per upsert, ``USING TIMESTAMP`` = (history length, clock) (`WriteClock`),
+Writing: one INSERT per upsert (the upserts of one partition that queue while a request is in
+flight share the next one, an unlogged batch: history/visibility_batch.py), ``USING TIMESTAMP`` =
+(history length, clock) (`WriteClock`),
 so Cassandra's last-write-wins keeps the record with the longest history whatever order the
 upserts arrive in: a late, stale record is written but loses at every cell, the search attribute
 set included (replacing a collection writes a tombstone just below the write's timestamp). No
@@ -70,6 +72,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from history.store.cql import Cql, Row
+from history.visibility_batch import PartitionBatcher
 from history.visibility_common import (
     check_namespace,
     decode_position,
@@ -145,6 +148,8 @@ _EQ_COLUMNS = {SystemField.WORKFLOW_ID: "workflow_id", SystemField.WORKFLOW_TYPE
                SystemField.RUN_ID: "run_id", SystemField.TASK_QUEUE: "task_queue",
                SystemField.EXECUTION_STATUS: "status"}
 _NEGATED = {Op.EQ: Op.NE, Op.NE: Op.EQ, Op.LT: Op.GE, Op.GE: Op.LT, Op.GT: Op.LE, Op.LE: Op.GT}
+MAX_KNOWN_BUCKETS = 100_000  # bucket rows remembered as written (then forgotten all at once: rewritten once more)
+KIND_UPSERT = "visibility upsert"  # the upserts' label in Cql.stats
 _SA_TEXT_MAX = 200  # bytes of an sa_values element; longer ones are stored as a digest (SAI term limits)
 
 
@@ -554,12 +559,19 @@ class CassandraVisibilityStore:
         self._window = window
         self._clock = WriteClock()
         self._known: set[tuple[str, int]] = set()  # buckets whose row this process has written
+        # ... and those being written: concurrent upserts of a new bucket wait for one write
+        self._writing: dict[tuple[str, int], asyncio.Future[list[Row]]] = {}
         self._insert = (
             f"INSERT INTO {keyspace}.visibility_runs (namespace, bucket, start_time_ms, run_id, workflow_id, "
             "workflow_type, task_queue, status, close_time_ms, history_length, memo, search_attributes, "
             "sa_values) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?")
         self._delete = (f"DELETE FROM {keyspace}.visibility_runs USING TIMESTAMP ? WHERE namespace = ? "
                         "AND bucket = ? AND start_time_ms = ? AND run_id = ?")
+        self._insert_bucket = f"INSERT INTO {keyspace}.visibility_buckets (namespace, bucket) VALUES (?, ?)"
+        for text, kind in ((self._insert, KIND_UPSERT), (self._delete, "visibility delete"),
+                           (self._insert_bucket, "visibility bucket")):
+            cql.label(text, kind)  # how `Cql.stats` counts them (legato bench cassandra-cost)
+        self._upserts = PartitionBatcher(cql, self._insert, KIND_UPSERT)  # upserts arriving together: one request
 
     def bucket_of(self, start_time_ms: int) -> int:
         return min(max(start_time_ms - start_time_ms % self.bucket_ms, INT64_MIN), INT64_MAX)
@@ -578,18 +590,25 @@ class CassandraVisibilityStore:
         """Write the run's record; one that is older than the stored one (shorter history) loses."""
         namespace, bucket = info.namespace, self.bucket_of(info.start_time_ms)
         if (namespace, bucket) not in self._known:
-            await self._cql.execute(f"INSERT INTO {self._ks}.visibility_buckets (namespace, bucket) VALUES (?, ?)",
-                                    [namespace, bucket])
-            if len(self._known) > 100_000:
-                self._known.clear()
-            self._known.add((namespace, bucket))
+            await self._write_bucket((namespace, bucket))
         attrs = info.search_attributes or {}
         close = info.close_time_ms if info.close_time_ms > 0 else None  # open: absent, never indexed
-        await self._cql.execute(self._insert, [
+        await self._upserts.write((namespace, bucket), [
             namespace, bucket, info.start_time_ms, info.run_id, info.workflow_id, info.workflow_type,
             info.task_queue, WorkflowStatus(info.status).value, close, info.history_length,
             codec.dumps(info.memo or {}), codec.dumps(attrs), sa_value_texts(attrs),
             self._clock.stamp(info.history_length)])
+
+    async def _write_bucket(self, key: tuple[str, int]) -> None:
+        """The bucket's row, written once however many upserts of the bucket arrive together."""
+        pending = self._writing.get(key)
+        if pending is None:
+            pending = self._writing[key] = asyncio.ensure_future(self._cql.execute(self._insert_bucket, list(key)))
+            pending.add_done_callback(lambda _: self._writing.pop(key, None))
+        await asyncio.shield(pending)
+        if len(self._known) > MAX_KNOWN_BUCKETS:
+            self._known.clear()
+        self._known.add(key)
 
     async def delete(self, namespace: str, run_id: str, start_time_ms: int) -> None:
         """Retention: the run's row (its key is known from the start time), at a timestamp no

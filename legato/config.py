@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from legato import codec
 from legato.durations import parse_duration_ms
@@ -55,6 +55,7 @@ class Limits(_Strict):
 
 
 DEFAULT_RETENTION_MS = 72 * 3_600_000  # Temporal's default for new namespaces: 3 days
+DEFAULT_RETENTION_SCAN_INTERVAL_MS = 24 * 3_600_000  # a retention scan pass a day (Temporal's scavenger: daily)
 
 
 class HistoryConfig(_Strict):
@@ -86,11 +87,26 @@ class HistoryConfig(_Strict):
     # Per namespace: {namespace: duration}; a namespace not listed has `retention`.
     namespace_retention: dict[str, int] = Field(default_factory=dict,
                                                 description="retention of the namespaces listed (ms; 0: for ever)")
+    # The retention scan (history/retention_scan.py): each shard's owner walks its runs this often
+    # and deletes the closed ones past retention that no timer deleted (closed while retention was
+    # 0, or before it existed), examining at most `retention_scan_rate` runs a second; a run is
+    # left to its own timer until `retention_scan_grace` after it was due.
+    retention_scan_interval: int = Field(DEFAULT_RETENTION_SCAN_INTERVAL_MS, ge=0,
+                                         description="time between two passes of the retention scan (ms; 0: none)")
+    retention_scan_rate: float = Field(200.0, gt=0, description="runs the retention scan examines per second "
+                                                               "and shard, at most")
+    retention_scan_grace: int = Field(3_600_000, ge=0, description="how long past its retention a run is left to "
+                                                                   "its own timer before the scan deletes it (ms)")
 
     @field_validator("retention", mode="before")
     @classmethod
     def _retention(cls, v: object) -> int:
         return parse_duration_ms(v, "retention")
+
+    @field_validator("retention_scan_interval", "retention_scan_grace", mode="before")
+    @classmethod
+    def _scan_durations(cls, v: object, info: ValidationInfo) -> int:
+        return parse_duration_ms(v, str(info.field_name))
 
     @field_validator("namespace_retention", mode="before")
     @classmethod

@@ -100,6 +100,9 @@ workflows_closed = Counter("legato_workflows_closed", "Workflow runs closed, by 
                            ["namespace", "status"])
 runs_deleted = Counter("legato_runs_deleted", "Closed workflow runs deleted once their retention passed "
                        "(history.retention), by namespace.", ["namespace"])
+retention_scan_runs = Counter("legato_retention_scan_runs", "Runs the retention scan examined "
+                              "(history.retention_scan_*), by outcome: deleted (closed, past retention, no timer "
+                              "had deleted it), kept.", ["result"])
 history_length_at_close = Histogram("legato_history_length_at_close", "Events in a run's history when it "
                                     "closed.", buckets=HISTORY_LENGTH_BUCKETS)
 

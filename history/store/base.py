@@ -279,6 +279,22 @@ class ExecutionStore(Protocol):
         error. The caller holds the workflow's lock and knows the run is closed."""
         ...
 
+    async def scan_runs(self, shard_id: int, after: tuple[str, str, str] | None, limit: int) -> list[RunRow]:
+        """The shard's run rows in (namespace, workflow_id, run_id) order, after `after` (None:
+        from the first), at most `limit` (the retention scan, history/retention_scan.py)."""
+        ...
+
+    # -------------------------------------------------------------- cluster metadata
+
+    async def get_metadata(self, key: str) -> str | None:
+        """A value of the cluster metadata (None: never written)."""
+        ...
+
+    async def put_metadata(self, key: str, value: str) -> None:
+        """Write a value of the cluster metadata, unconditionally (never num_shards, which
+        init_cluster records once): for advisory state such as the retention scan's cursors."""
+        ...
+
     # -------------------------------------------------------------- queues
 
     async def read_transfer_tasks(self, shard_id: int, after_task_id: int, limit: int) -> list[TransferTaskRow]: ...

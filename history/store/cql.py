@@ -3,19 +3,27 @@
 The DataStax driver does its I/O on its own reactor thread (libev) and reports results through
 callbacks; `Cql` turns each request into an asyncio future resolved on the caller's loop, so the
 event loop never blocks on Cassandra. Statements are prepared once and cached by their text.
+
+Every request is counted by *kind* (`StatementStats`): a label its caller gives (a batch's, or one
+registered with `Cql.label` for a statement text), else the statement's verb and table. The
+counts cost a dict increment per request; `legato bench cassandra-cost` reads them, and may ask
+for samples of each kind's requests to replay them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+import re
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from cassandra import ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
-from cassandra.query import PreparedStatement, Statement
+from cassandra.query import BatchStatement, BoundStatement, PreparedStatement, SimpleStatement, Statement
 
 from legato.config import StoreConfig
 from legato.errors import Unavailable
@@ -66,12 +74,89 @@ def connect(cfg: StoreConfig, keyspace: str | None = None) -> tuple[Cluster, Ses
     return cluster, session
 
 
+_VERB_TABLE = re.compile(r"^\s*(?:(SELECT|DELETE)\b.*?\bFROM|(INSERT)\s+INTO|(UPDATE)|(TRUNCATE)(?:\s+TABLE)?)"
+                         r"\s+(?:\w+\.)?(\w+)", re.IGNORECASE | re.DOTALL)
+_CONDITIONAL = re.compile(r"\bIF\s+(?:NOT\s+EXISTS|EXISTS|\w+\s*(?:=|!=|<|>|IN\b))", re.IGNORECASE)
+
+
+def statement_text(stmt: Any) -> str:
+    """The CQL text of a statement ('' for a batch)."""
+    if isinstance(stmt, str):
+        return stmt
+    if isinstance(stmt, BoundStatement):
+        return str(stmt.prepared_statement.query_string)
+    if isinstance(stmt, PreparedStatement | SimpleStatement):
+        return str(stmt.query_string)
+    return ""
+
+
+def default_kind(text: str) -> str:
+    """`verb table` (e.g. "select visibility_runs"), with " IF" for a conditional write; "batch"
+    for a batch, the first word for anything else (DDL)."""
+    if not text:
+        return "batch"
+    m = _VERB_TABLE.match(text)
+    if not m:
+        return text.split(None, 1)[0].lower() if text.strip() else "empty"
+    verb = next(g for g in m.groups()[:4] if g).lower()
+    conditional = verb != "select" and _CONDITIONAL.search(text) is not None
+    return f"{verb} {m.group(5)}" + (" IF" if conditional else "")
+
+
+@dataclass
+class KindCount:
+    requests: int = 0
+    statements: int = 0  # statements the requests carried (a batch carries several)
+    samples: list[Any] = field(default_factory=list)  # some of the requests, when sampling
+
+
+class StatementStats:
+    """Requests sent, by kind. `sample` > 0 keeps up to that many requests of each kind (a uniform
+    random sample, reservoir-style) for a benchmark to replay."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, KindCount] = {}
+        self.sample = 0
+        self._rng = random.Random(0)
+
+    def record(self, kind: str, stmt: Any) -> None:
+        k = self.kinds.get(kind)
+        if k is None:
+            k = self.kinds[kind] = KindCount()
+        k.requests += 1
+        k.statements += len(stmt._statements_and_parameters) if isinstance(stmt, BatchStatement) else 1
+        if self.sample > 0 and not isinstance(stmt, str):
+            if len(k.samples) < self.sample:
+                k.samples.append(stmt)
+            else:
+                i = self._rng.randrange(k.requests)
+                if i < self.sample:
+                    k.samples[i] = stmt
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """kind -> (requests, statements) so far."""
+        return {name: (k.requests, k.statements) for name, k in self.kinds.items()}
+
+
 class Cql:
     """Awaitable requests on one driver session."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self._prepared: dict[str, PreparedStatement] = {}
+        self.stats = StatementStats()
+        self._kinds: dict[str, str] = {}  # statement text -> kind
+
+    def label(self, cql: str, kind: str) -> None:
+        """Count the requests of statement text `cql` as `kind`."""
+        self._kinds[cql] = kind
+
+    def kind_of(self, stmt: Any) -> str:
+        text = statement_text(stmt)
+        kind = self._kinds.get(text)
+        if kind is None:
+            kind = self._kinds[text] = default_kind(text)
+        return kind
 
     def prepare(self, cql: str) -> PreparedStatement:
         """Prepared once per text (the first call blocks for one round trip)."""
@@ -88,11 +173,17 @@ class Cql:
         return ps
 
     async def execute(self, stmt: str | Statement | PreparedStatement,
-                      params: Sequence[Any] | None = None, timeout: float | None = None) -> list[Row]:
+                      params: Sequence[Any] | None = None, timeout: float | None = None,
+                      kind: str = "") -> list[Row]:
         """All rows of the result (every page). `timeout` (seconds) replaces the configured
-        request timeout for this request (schema changes take longer than data requests)."""
+        request timeout for this request (schema changes take longer than data requests).
+        `kind` labels the request in `stats` (default: `kind_of`)."""
         if isinstance(stmt, str):
             stmt = await self.prepare_async(stmt)
+        if params is not None and self.stats.sample and isinstance(stmt, PreparedStatement):
+            stmt = stmt.bind(params)  # a sample must carry its values
+            params = None
+        self.stats.record(kind or self.kind_of(stmt), stmt)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[Row]] = loop.create_future()
         rows: list[Row] = []

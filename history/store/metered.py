@@ -16,7 +16,7 @@ T = TypeVar("T")
 # The ExecutionStore operations worth a series each (history/store/base.py).
 OPERATIONS = ("acquire_shard", "renew_range", "update_shard", "get_current_run", "get_run", "append_history",
               "write", "commit", "read_history", "delete_run", "read_transfer_tasks", "read_timer_tasks",
-              "read_timer_outbox")
+              "read_timer_outbox", "scan_runs")
 
 
 def metered(store: str) -> Callable[[type[T]], type[T]]:

@@ -382,6 +382,31 @@ class SqliteStore:
             return None
         return RunRow(namespace, workflow_id, run_id, int(row[0]), row[1])
 
+    async def scan_runs(self, shard_id: int, after: tuple[str, str, str] | None, limit: int) -> list[RunRow]:
+        return await self._run(self._scan_runs, shard_id, after, limit)
+
+    def _scan_runs(self, shard_id: int, after: tuple[str, str, str] | None, limit: int) -> list[RunRow]:
+        start = after or ("", "", "")
+        op = ">" if after else ">="
+        rows = self._c().execute(
+            f"SELECT namespace, workflow_id, run_id, next_event_id, state FROM runs WHERE shard_id = ? AND "
+            f"(namespace, workflow_id, run_id) {op} (?, ?, ?) ORDER BY namespace, workflow_id, run_id LIMIT ?",
+            (shard_id, *start, limit)).fetchall()
+        return [RunRow(r[0], r[1], r[2], int(r[3]), r[4]) for r in rows]
+
+    async def get_metadata(self, key: str) -> str | None:
+        return await self._run(self._get_metadata, key)
+
+    def _get_metadata(self, key: str) -> str | None:
+        row = self._c().execute("SELECT value FROM cluster_metadata WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    async def put_metadata(self, key: str, value: str) -> None:
+        await self._run(self._put_metadata, key, value)
+
+    def _put_metadata(self, key: str, value: str) -> None:
+        self._c().execute("INSERT OR REPLACE INTO cluster_metadata (key, value) VALUES (?, ?)", (key, value))
+
     async def append_history(self, appends: Sequence[HistoryAppend]) -> None:
         await self._run(self._append_only, list(appends))
 

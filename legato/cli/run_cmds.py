@@ -486,6 +486,44 @@ def assignment(nodes: int, shards: int, output: str) -> int:
     return ExitCode.OK
 
 
+@bench.command("cassandra-cost")
+@click.option("--workflows", "count", default=2000, show_default=True, type=click.IntRange(1, 10_000_000))
+@click.option("--warmup", default=1000, show_default=True, type=click.IntRange(0, 10_000_000),
+              help="Workflows run first and not measured (the JVM compiles its hot paths meanwhile).")
+@click.option("--cassandra-hosts", default=None, help="Contact points (default: store.cassandra_hosts).")
+@click.option("--keyspace", default="legato_cost", show_default=True,
+              help="The bench's own keyspace: made if missing (replication factor 1) and EMPTIED first.")
+@click.option("--pid", type=click.IntRange(1), default=None,
+              help="The Cassandra JVM's process id (default: from deploy/cassandra/cassandra.sh's pidfile).")
+@click.option("--pidfile", type=click.Path(dir_okay=False), default=None,
+              help="The pidfile to read it from (default: .deploy/cassandra/cassandra.pid, or under "
+                   "$LEGATO_DEPLOY_DIR).")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@config_option
+@run_async
+async def cassandra_cost(count: int, warmup: int, cassandra_hosts: str | None, keyspace: str, pid: int | None,
+                         pidfile: str | None, output: str, config_path: str | None) -> int:
+    """Cassandra CPU per `bench hello` workflow and what it is spent on: the JVM's CPU time over N
+    workflows (engine and worker in this process), the requests sent per workflow by kind, and
+    each kind's CPU per request, measured by replaying a sample of them against the same node.
+    The keyspace is the bench's own: it is emptied before the run."""
+    from legato.bench import BenchError
+    from legato.bench_cassandra import default_pidfile, jvm_process, run_cost
+    from legato.cli.output import print_json
+
+    config = load_server_config(config_path, "cassandra", cassandra_hosts, keyspace, None, None)
+    try:
+        proc = jvm_process(pid, Path(pidfile) if pidfile else default_pidfile())
+        report = await run_cost(config, count, warmup, proc)
+    except BenchError as e:
+        raise CliError(str(e)) from None
+    if output == "json":
+        print_json(report.to_json())
+    else:
+        click.echo(report.text())
+    return ExitCode.OK
+
+
 @bench.command("cluster")
 @click.option("--zookeeper", default="127.0.0.1:2181", show_default=True, metavar="H:P[,H:P]")
 @click.option("--cassandra-hosts", default="127.0.0.1", show_default=True)

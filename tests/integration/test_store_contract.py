@@ -35,7 +35,7 @@ from history.store.base import (
     TransferTaskRow,
     WriteOutcomeUnknown,
 )
-from history.store.cassandra import CassandraStore, _conditional_error
+from history.store.cassandra import APPEND_BATCH_PARTITIONS, CassandraStore, _conditional_error
 from history.store.sqlite import SqliteStore
 from legato.config import Config, StoreConfig
 from legato.errors import FailedPrecondition, ShardOwnershipLost, Unavailable
@@ -540,6 +540,22 @@ async def test_one_update_above_the_byte_bound_goes_alone(cassandra: StoreConfig
     assert writes == [1, 1, 1] and lwts == 3
 
 
+async def test_a_group_commits_events_share_unlogged_batches(cassandra: StoreConfig) -> None:
+    """Many runs' events (one partition each) in unlogged batches of APPEND_BATCH_PARTITIONS runs
+    to the one node, all readable."""
+    store = CassandraStore(cassandra)
+    await store.open()
+    try:
+        appends = [HistoryAppend(NS, f"wf{i}", "r1", 7, [(1, f"{i}:a"), (2, f"{i}:b")]) for i in range(25)]
+        requests = store._event_requests(appends)
+        assert [len(r._statements_and_parameters) for r in requests] == [2 * APPEND_BATCH_PARTITIONS] * 2 + [10]
+        await store.append_history(appends)
+        for i in range(20):
+            assert await store.read_history(NS, f"wf{i}", "r1", 1, 3, 100) == [f"{i}:a", f"{i}:b"]
+    finally:
+        await store.close()
+
+
 def test_driver_errors_are_classified() -> None:
     """Refused before it ran: plain Unavailable. Sent and not answered: WriteOutcomeUnknown."""
     not_applied = [CassandraUnavailable("no replicas"), NoHostAvailable("down", {})]
@@ -556,7 +572,7 @@ async def test_events_above_the_byte_bound_are_appended_in_several_requests(cass
     await store.open()
     try:
         events = [(i, f"{i}:" + "x" * 300) for i in range(1, 11)]  # ~370 bytes each: two per batch
-        requests = store._event_batches(HistoryAppend(NS, "wf", "r1", 1, events))
+        requests = store._event_requests([HistoryAppend(NS, "wf", "r1", 1, events)])
         assert len(requests) == 5
         await store.append_history([HistoryAppend(NS, "wf", "r1", 1, events),
                                     HistoryAppend(NS, "wf", "r2", 1, [(1, "y" * 5000)])])  # alone: no batch
