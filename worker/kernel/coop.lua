@@ -19,6 +19,8 @@ local co_user_frame, describe_error = S.co_user_frame, S.describe_error
 local _ENV = S.NO_GLOBALS
 
 local BLOCK = setmetatable({}, { __name = "legato.block" })
+local NO_VALUES = pack() -- (never written: a coroutine resumed with nothing)
+local DONE = setmetatable({}, { __name = "legato.done" }) -- a reusable main coroutine's function returned
 local CLOSED = setmetatable({}, { __name = "legato.closed" })
 
 -- The running call's scheduler (nil between calls). A call may run another entry of the same
@@ -32,7 +34,8 @@ local hooked, stopped = nil, nil
 local function push_ready(run, t, vals)
     local n = run.tail + 1
     run.tail = n
-    run.rq_t[n], run.rq_v[n] = t, vals
+    local q = run.rq
+    q[n + n - 1], q[n + n] = t, vals
 end
 
 -- (to the scheduler of t's own call: a nested call runs a scheduler of its own meanwhile)
@@ -61,6 +64,19 @@ local function new_thread(run, fn, main)
     return { co = hooked(co_create(fn)), id = run.nthreads, main = main, run = run }
 end
 
+-- The main coroutine is reused from call to call (a coroutine and its hook cost more than a short
+-- activity): it runs each call's function and yields DONE with its results, then waits for the
+-- next. One whose function failed, or that was abandoned waiting, is not reused.
+local function call_it(t)
+    local fn, args = t.fn, t.args
+    t.fn, t.args = nil, nil -- (nothing of a call stays reachable from the idle coroutine)
+    return fn(unpack(args, 1, args.n))
+end
+local function main_body(t)
+    while true do co_yield(DONE, call_it(t)) end
+end
+local spare, spare_run = nil, nil -- the main coroutine, and a run's table, reused (coop_run)
+
 -- coroutine.spawn(fn, ...): fn(...) runs once the caller blocks or sleeps.
 local function spawn(fn, ...)
     local run = RUN
@@ -72,6 +88,10 @@ end
 local function add_timer(run, ms, fire)
     run.seq = run.seq + 1
     local timers = run.timers
+    if timers == nil then
+        timers = {}
+        run.timers = timers
+    end
     timers[#timers + 1] = { at = H.monotonic_ms() + ms, seq = run.seq, fire = fire }
 end
 
@@ -83,7 +103,7 @@ end
 -- Fires the timers that are due (in deadline order); returns the ms until the next one, or nil.
 local function fire_due(run)
     local timers = run.timers
-    if #timers == 0 then return nil end
+    if timers == nil or #timers == 0 then return nil end
     tsort(timers, timer_lt)
     local now = H.monotonic_ms()
     local keep = {}
@@ -103,16 +123,16 @@ end
 local function sleep(ms)
     local run = RUN
     if run == nil or run.current == nil or not co_isyieldable()
-        or (run.live == 1 and run.head > run.tail and #run.timers == 0) then
+        or (run.live == 1 and run.head > run.tail and (run.timers == nil or #run.timers == 0)) then
         H.sleep(ms) -- ends early at the attempt's deadline, or when the worker stops
         return
     end
     local t = run.current
     t.waits = "time.sleep"
     if ms <= 0 then
-        push_ready(run, t, pack())
+        push_ready(run, t, NO_VALUES)
     else
-        add_timer(run, ms, function() push_ready(run, t, pack()) end)
+        add_timer(run, ms, function() push_ready(run, t, NO_VALUES) end)
     end
     block()
 end
@@ -136,42 +156,60 @@ local function deadlock(run)
 end
 
 local STOPPED = "the activity was stopped" -- K.call reports the stop's own reason
+local YIELDED = "attempt to yield from outside a coroutine (coroutine.yield in the activity's function: " ..
+    "wait on a channel for the coroutine.spawn'd ones)"
 
--- Resumes t; returns nil to go on, or how the call ends: pack(true, results...) | pack(false, error).
-local function step(run, t, vals)
-    run.current = t
-    local r = pack(co_resume(t.co, unpack(vals, 1, vals.n)))
-    run.current = nil
-    if stopped(false) then return pack(false, STOPPED) end
-    local dead = co_status(t.co) == "dead"
-    if t.main then
-        if dead then return r end
-        if r[2] == BLOCK then return nil end
-        return pack(false, "attempt to yield from outside a coroutine (coroutine.yield in the activity's "
-            .. "function: wait on a channel for the coroutine.spawn'd ones)")
+-- How a resume of the main coroutine ended: nil (it waits), or the call's end, pack(true,
+-- results...) | pack(false, error). Its body never returns, so an error is the only way it dies.
+local function main_resumed(t, ok, v, ...)
+    if not ok then return pack(false, v) end
+    if v == DONE then
+        spare = t
+        return pack(true, ...)
     end
-    if dead then
+    if v == BLOCK then return nil end
+    return pack(false, YIELDED)
+end
+
+-- How a spawned coroutine's resume ended: its error, or a stray yield, is only reported.
+local function spawned_resumed(run, t, ok, v)
+    if co_status(t.co) == "dead" then
         run.live = run.live - 1
-        if not r[1] then
-            if r[2] == "not enough memory" then return r end -- the memory limit ends the call
-            local message, _, _, _, source = describe_error(r[2], t.co)
+        if not ok then
+            if v == "not enough memory" then return pack(false, v) end -- the memory limit ends the call
+            local message, _, _, _, source = describe_error(v, t.co)
             message = tostring(message)
             if source and not sfind(message, source, 1, true) then message = message .. " (at " .. source .. ")" end
             report(t, "failed: " .. message)
         end
-    elseif r[2] ~= BLOCK then
+    elseif v ~= BLOCK then
         run.live = run.live - 1
         report(t, "called coroutine.yield outside a coroutine.create'd one: it is dropped")
     end
     return nil
 end
 
+-- Resumes t; returns nil to go on, or how the call ends.
+local function step(run, t, vals)
+    run.current = t
+    local result
+    if t.main then
+        result = main_resumed(t, co_resume(t.co, unpack(vals, 1, vals.n)))
+    else
+        result = spawned_resumed(run, t, co_resume(t.co, unpack(vals, 1, vals.n)))
+    end
+    run.current = nil
+    if stopped(false) then return pack(false, STOPPED) end
+    return result
+end
+
 local function loop(run)
     while true do
         if run.head <= run.tail then
             local h = run.head
-            local t, vals = run.rq_t[h], run.rq_v[h]
-            run.rq_t[h], run.rq_v[h] = nil, nil
+            local q = run.rq
+            local t, vals = q[h + h - 1], q[h + h]
+            q[h + h - 1], q[h + h] = nil, nil
             run.head = h + 1
             local result = step(run, t, vals)
             if result ~= nil then return result end
@@ -188,19 +226,41 @@ end
 
 -- Runs fn(args...) with the coroutines it spawns until fn ends: pack(true, results...) or
 -- pack(false, error). Coroutines still running then are abandoned (never resumed again).
+-- The function runs first, straight away: one that neither blocks nor sleeps while others run
+-- (most activities) ends without the scheduler's loop (every instruction here is hooked).
 local function coop_run(fn, args)
     local outer = RUN
-    local run = { rq_t = {}, rq_v = {}, head = 1, tail = 0, timers = {}, seq = 0, nthreads = 0, live = 0 }
-    run.main = new_thread(run, fn, true)
-    push_ready(run, run.main, args)
+    local t = spare
+    if t == nil then
+        t = { main = true, id = 1 }
+        t.co = hooked(co_create(main_body))
+    end
+    spare = nil
+    local run = spare_run
+    if run == nil then
+        run = { rq = {}, head = 1, tail = 0, timers = nil, seq = 0, nthreads = 1, live = 1, main = t, current = t }
+    else
+        spare_run = nil
+        run.main, run.current = t, t
+    end
+    t.fn, t.args, t.run, t.waits = fn, args, run, nil
     RUN = run
-    local ok, result = pcall(loop, run) -- (the scheduler's own errors: out of memory)
+    -- (a fresh coroutine starts main_body(t); a spare one goes on from its last yield)
+    local ok, result = pcall(main_resumed, t, co_resume(t.co, t))
+    run.current = nil
+    if ok and result == nil then
+        ok, result = pcall(loop, run) -- (pcall: the scheduler's own errors, out of memory)
+    elseif run.tail == 0 and run.timers == nil then
+        -- nothing spawned, no timer: nothing else holds the run's table, the next call takes it
+        run.main = nil
+        spare_run = run
+    end
     RUN = outer
     if not ok then return pack(false, result) end
     return result
 end
 
-S.protect(getmetatable(BLOCK), getmetatable(CLOSED))
+S.protect(getmetatable(BLOCK), getmetatable(CLOSED), getmetatable(DONE))
 S.BLOCK, S.CLOSED, S.wake, S.this_thread, S.block = BLOCK, CLOSED, wake, this_thread, block
 S.coop_spawn, S.coop_sleep, S.coop_after, S.coop_run = spawn, sleep, after, coop_run
 function S.coop_setup(hook_fn, stopped_fn) hooked, stopped = hook_fn, stopped_fn end
