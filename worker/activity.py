@@ -4,7 +4,10 @@ Each thread keeps one Lua runtime per function entry and reuses it for later cal
 loaded once). Activity code has the standard library (activities do the side effects) plus the
 modules its entry lists: `time` (real clock and real sleep), `json`, `uuid` (real random), `crypto`,
 `errors`, `ctx`, `activity` and `funcs` (`funcs.call` runs another function entry directly, in this
-thread; `funcs.new():with_context{...}` adds to the context it sees).
+thread; `funcs.new():with_context{...}` adds to the context it sees). As Wippy's functions, it
+also has the `channel` global and `coroutine.spawn`: each call runs its function and the coroutines
+it spawns on a cooperative scheduler of its own (worker/kernel/coop.lua), which sleeps the thread
+(`_sleep`) when every coroutine waits for a deadline.
 
 Heartbeats and cancellation: `activity.heartbeat(details)` records progress (throttled to
 `worker.heartbeat_throttle_ms`); `activity.heartbeat_details()` is the latest details, starting
@@ -124,6 +127,7 @@ class _FunctionRuntime:
         host = {
             "now_ms": lambda: int(time.time() * 1000),
             "sleep": self._sleep,
+            "monotonic_ms": lambda: time.monotonic() * 1000.0,  # the deadlines of sleeping coroutines
             "interrupted": self._interrupted,
             "uuid4": lambda: str(uuid.uuid4()),
             "uuid_new": lambda v: new_uuid(v, time.time_ns() // 1_000_000, None),
@@ -139,6 +143,7 @@ class _FunctionRuntime:
             "json_encode": json_encode,
             "json_decode": self._json_decode,
             "log": self._log,
+            "warn": self._warn,
         }
         self.k = load_kernel(self.lua, "activity", host)
         ok, err = self.k.setup(entry.id, self.lua.table_from(list(entry.modules)), entry.method, entry.bytecode,
@@ -204,6 +209,10 @@ class _FunctionRuntime:
 
     def _log(self, message: str) -> None:
         log.info("[activity %s %s] %s", self.ctx.activity_type, self.ctx.activity_id, message)
+
+    def _warn(self, message: str) -> None:
+        """What the code cannot be told (a coroutine.spawn'd coroutine failed): the worker's log."""
+        log.warning("[activity %s %s] %s: %s", self.ctx.activity_type, self.ctx.activity_id, self.entry.id, message)
 
     def _context(self) -> Any:
         return to_lua(self.lua, dict(self.ctx.context))

@@ -4,7 +4,8 @@
 -- built here.  In workflow mode it holds the deterministic scheduler (every workflow coroutine,
 -- FIFO by readiness), Go-like channels, signals, timers and activity futures; every command goes
 -- to the host (Python) through the functions in `H`.  In activity mode it builds an environment
--- with the standard library and the activity flavour of the modules.
+-- with the standard library and the activity flavour of the modules, and runs each call on a small
+-- cooperative scheduler of its own (coroutine.spawn, the same channels, the real clock).
 --
 -- Called as: kernel(mode, H) -> K (a table of functions for the host)
 --
@@ -25,7 +26,7 @@ local getinfo, concat, ssub = debug.getinfo, table.concat, string.sub
 
 local COMMON = { "errors", "time", "codecs", "text", "payload" }
 local BY_MODE = {
-    activity = { "activity" },
+    activity = { "coop", "channels", "activity" },
     workflow = { "scheduler", "channels", "process", "timers", "funcs", "workflow", "sandbox", "run" },
 }
 
@@ -120,6 +121,22 @@ H.kernel_modules = nil -- the bytecode strings: loaded, no longer needed
 do
     local P = load(H.patterns, "=legato/patterns.lua", "b")(string)
     string.find, string.match, string.gmatch, string.gsub = P.find, P.match, P.gmatch, P.gsub
+end
+-- table.create(narr, nhash), which Wippy's base library lists: Lua 5.4 cannot preallocate from
+-- Lua, so it is an empty table (the sizes are only checked). Every run's table library is a copy
+-- of this one. (table.freeze is not offered: Lua 5.4 has no frozen tables, and a read-only proxy
+-- is not the table itself: rawset, next, # and pairs would not see or guard its contents.)
+do
+    local mtype = math.type
+    table.create = function(narr, nhash)
+        for i, n in ipairs({ narr or 0, nhash or 0 }) do
+            if mtype(n) ~= "integer" or n < 0 then
+                error(string.format("table.create: argument #%d must be a whole number >= 0, got %s", i,
+                    tostring(n)), 2)
+            end
+        end
+        return {}
+    end
 end
 python = nil -- lupa's bridge table: never reachable from entry code
 return K

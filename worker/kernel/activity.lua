@@ -4,7 +4,7 @@
 local S, H, K = ...
 local type, pairs, ipairs, select, tostring, error, rawget, pcall, xpcall, load =
     type, pairs, ipairs, select, tostring, error, rawget, pcall, xpcall, load
-local co_create, co_resume = coroutine.create, coroutine.resume
+local co_create, co_resume, co_yield, co_status = coroutine.create, coroutine.resume, coroutine.yield, coroutine.status
 local sethook, traceback = debug.sethook, debug.traceback
 local pack, unpack, concat = table.pack, table.unpack, table.concat
 local sformat, sbyte = string.format, string.byte
@@ -18,6 +18,9 @@ local new_uuid, new_hash, new_base64, new_crypto, from_hex = S.new_uuid, S.new_h
     S.from_hex
 local new_text, json, payload, ctx_get, read_chunk = S.new_text, S.json, S.payload, S.ctx_get, S.read_chunk
 local copy_module = S.copy_module
+local BLOCK, coop_setup, coop_run, coop_spawn, coop_sleep, coop_after =
+    S.BLOCK, S.coop_setup, S.coop_run, S.coop_spawn, S.coop_sleep, S.coop_after
+local channel, new_channel, offer = S.channel, S.new_channel, S.offer
 local _ENV = S.NO_GLOBALS
 
 ---------------------------------------------------------------- activity mode
@@ -43,10 +46,17 @@ mods.errors = errors
 mods.json = json
 mods.time = time_constants({
     now = function() return new_time(H.now_ms()) end,
+    -- in a coroutine.spawn'd coroutine, or while one runs, the others run meanwhile (coop.lua)
     sleep = function(d)
-        local ms = duration_ms(d, "time.sleep", 2)
-        H.sleep(ms)  -- ends early at the attempt's deadline, or when the worker stops
+        coop_sleep(duration_ms(d, "time.sleep", 2))
         check_stop(2)
+    end,
+    -- a channel that receives the time at the deadline (workflows' time.after, on the real clock)
+    after = function(d)
+        local ms = duration_ms(d, "time.after", 2)
+        local ch = new_channel(1)
+        coop_after(ms, function() offer(ch, new_time(H.now_ms())) end)
+        return ch
     end,
 })
 mods.uuid = new_uuid(function(v) return H.uuid_new(v) end)
@@ -115,6 +125,19 @@ local function hooked(co)
     sethook(co, act_hook, "", ACT_HOOK_EVERY)
     return co
 end
+-- the scheduler (coop.lua) hooks its coroutines, and asks the host only after sleeping the thread
+coop_setup(hooked, function(ask_host)
+    if STOP == nil and ask_host then STOP = H.interrupted() end
+    return STOP ~= nil
+end)
+-- A coroutine of the code's own that waits on a channel (or sleeps while others run): its wait
+-- goes up to the scheduler through every resume, and the answer comes back down (tail calls).
+local function resumed(c, ok, v, ...)
+    if ok and v == BLOCK and co_status(c) == "suspended" then
+        return resumed(c, co_resume(c, co_yield(BLOCK)))
+    end
+    return act_rethrow(ok, v, ...)
+end
 
 local function copy_of(t)
     local c = {}
@@ -176,12 +199,16 @@ local function new_env()
         if type(f) ~= "function" then error("coroutine.wrap: expected a function", 2) end
         local c = hooked(co_create(f))
         return function(...)
-            local r = pack(co_resume(c, ...))
+            local r = pack(resumed(c, co_resume(c, ...)))
             if not r[1] then error(r[2], 0) end
             return unpack(r, 2, r.n)
         end
     end
-    co.resume = function(c, ...) return act_rethrow(co_resume(c, ...)) end
+    co.resume = function(c, ...) return resumed(c, co_resume(c, ...)) end
+    co.spawn = function(f, ...)
+        if type(f) ~= "function" then error("coroutine.spawn: expected a function", 2) end
+        coop_spawn(f, ...)
+    end
     env.coroutine = co
     env.dofile = denied("dofile")
     env.loadfile = denied("loadfile")
@@ -215,6 +242,7 @@ local function new_env()
     for name in pairs(MODULES) do env[name] = own[name] end
     env.errors = own.errors
     env.payload = { new = payload.new, format = copy_of(payload.format) }
+    env.channel = copy_of(channel)
     env._G = env
     return env
 end
@@ -251,10 +279,6 @@ function K.setup(entry_id, modules, method, bytecode, chunk_name)
     return true, nil
 end
 
-local function handler(e)
-    return e
-end
-
 local function outcome(r)
     if not r[1] and r[2] == "not enough memory" then
         return "raised", "the activity ran out of Lua memory (limits.activity_lua_memory_bytes)",
@@ -289,7 +313,8 @@ function K.call(args)
         if STOP ~= nil then return "raised", STOP, KIND.TIMEOUT, true, nil, nil end
         return "raised", type(err) == "string" and err or "the entry failed to load", KIND.INTERNAL, true, nil, nil
     end
-    local r = pack(xpcall(fn, handler, unpack(args, 1, args.n)))
+    -- the function runs as the first coroutine of the call's scheduler (coop.lua)
+    local r = coop_run(fn, args)
     -- describing the outcome may call the code's metamethods (__tostring, __index): still hooked
     local out = pack(pcall(outcome, r))
     sethook()

@@ -1,5 +1,6 @@
--- Legato's Lua kernel, workflow mode: Go-like channels and channel.select, on the scheduler.
--- Loaded by worker/kernel.lua.
+-- Legato's Lua kernel: Go-like channels and channel.select, on the mode's scheduler (workflow
+-- mode: scheduler.lua; activity mode: coop.lua), which provides wake, this_thread, block and
+-- CLOSED. Loaded by worker/kernel.lua.
 
 local S = ...
 local type, ipairs, error, setmetatable, getmetatable = type, ipairs, error, setmetatable, debug.getmetatable
@@ -43,7 +44,7 @@ end
 
 local function wake_sender(w, ch, closed)
     if closed then wake(w.t, CLOSED)
-    elseif w.sel then wake(w.t, { channel = ch, ok = true })
+    elseif w.sel then wake(w.t, { channel = ch, value = w.v, ok = true })
     else wake(w.t, true) end
 end
 
@@ -140,6 +141,8 @@ function channel.new(n)
     return new_channel(n or 0)
 end
 
+-- The chosen case: {channel, value, ok} (value: what was received or sent; ok false for a closed
+-- channel's receive), or {default = true, ok = true}, as Wippy's channel.md has it.
 function channel.select(cases)
     if type(cases) ~= "table" then error("channel.select: expected a table of cases", 2) end
     local n = #cases
@@ -153,7 +156,7 @@ function channel.select(cases)
             if done then return { channel = c.ch, value = v, ok = ok } end
         else
             if c.ch.closed then error("send on closed channel", 2) end
-            if try_send(c.ch, c.v) then return { channel = c.ch, ok = true } end
+            if try_send(c.ch, c.v) then return { channel = c.ch, value = c.v, ok = true } end
         end
     end
     if cases.default then return { default = true, ok = true } end

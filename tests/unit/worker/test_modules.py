@@ -84,6 +84,12 @@ local CASES = {
                 decode_kind = e3 and e3:kind(), decoded = bad == nil}
     end,
     ctx = function() return out(ctx.get("missing")) end,
+    table_create = function()
+        local t = table.create(4, 2)
+        t[1] = "a"
+        local ok, err = pcall(table.create, 1.5)
+        return {#t, next(table.create()) == nil, ok, err, table.freeze == nil}
+    end,
     channel_sizes = function()
         local a, b = channel.new(3), channel.new()
         a:send(1)
@@ -268,6 +274,13 @@ def test_json_as_wippy_encodes(mode: str, reg: Registry, runner: ActivityRunner)
 def test_ctx_get_of_a_missing_key(mode: str, reg: Registry, runner: ActivityRunner) -> None:
     r = probe(mode, reg, runner, "ctx")
     assert r == {"err": {"kind": "NotFound", "message": "ctx: no value for key missing"}}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_table_create_is_an_empty_table(mode: str, reg: Registry, runner: ActivityRunner) -> None:
+    # Wippy's base library has it; Lua 5.4 cannot preallocate from Lua (table.freeze: not offered)
+    assert probe(mode, reg, runner, "table_create") == [
+        1, True, False, "table.create: argument #1 must be a whole number >= 0, got 1.5", True]
 
 
 def test_channel_capacity_and_length(reg: Registry, runner: ActivityRunner) -> None:
