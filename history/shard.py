@@ -799,6 +799,11 @@ class ShardContext:
         timer_ack = max(queue_level or 0, self._persisted_timer_ack)
         outbox_ack = max(self.timers.outbox_ack_level() or 0, self._persisted_outbox_ack)
         deletes = self.timers.take_deletes()
+        if not deletes and not self._level_passes_tombstones(timer_ack):
+            # The queue's level follows the clock, but with no timer fired since the last flush
+            # there is no row to range-delete below it: moving it would cost an LWT per shard per
+            # flush interval on an idle cluster, for nothing.
+            timer_ack = self._persisted_timer_ack
         drop_before = self.timers.take_drop_before()
         if (ack <= self._persisted_ack and timer_ack <= self._persisted_timer_ack
                 and outbox_ack <= self._persisted_outbox_ack and not deletes and not drop_before):
@@ -831,6 +836,12 @@ class ShardContext:
             for fire, _ in point:
                 heapq.heappush(heap, fire)
         self.timers.deleted(deletes)
+
+    def _level_passes_tombstones(self, timer_ack: int) -> bool:
+        """Whether moving the level to `timer_ack` would put point-deleted timers below it (a scan
+        from the new level would skip their tombstones)."""
+        heap = self._tombstones_above_ack
+        return bool(heap) and heap[0] < timer_ack
 
     def _point_deletes(self, deletes: list[tuple[int, int]], timer_ack: int) -> list[tuple[int, int]]:
         """Of the fired timers `deletes`, those to delete one by one: none below the level (its

@@ -294,15 +294,30 @@ async def test_a_timer_due_before_the_level_is_written_at_the_level(store: Execu
     """A timer already due when written (say, due at the run's start time) would land below the
     range delete of the next flush: the shard moves it up to the level, so it fires, once."""
     a = await _owner(store, "a", T0)
+    await _commit_timers(a, 0, 1, lambda i: T0 + STEP_MS + i)  # fired by the first rounds: the level moves
     await a.advance(T0 + 5 * STEP_MS)
     level = a.shard.persisted_timer_ack_level
-    assert level == T0 + 5 * STEP_MS
-    await _commit_timers(a, 0, 1, lambda i: T0 + i)  # due in the past: T0 .. T0+99
+    assert level == T0 + 2 * STEP_MS  # the round they fired in; idle rounds after it leave it there
+    await _commit_timers(a, 1, 1, lambda i: T0 + i)  # due in the past: T0+100 .. T0+199
     assert {f for f, _ in await _stored(store)} == {level}
     await a.advance(T0 + 7 * STEP_MS)
-    assert len(a.fired) == TIMERS_PER_RUN and a.shard.persisted_timer_ack_level > level
+    assert len(a.fired) == 2 * TIMERS_PER_RUN and a.shard.persisted_timer_ack_level > level
     assert await _stored(store) == []
     await a.shard.stop()
+
+
+async def test_an_idle_shard_leaves_its_level_where_it_is(store: ExecutionStore) -> None:
+    """The queue's level follows the clock; with no timer fired there is nothing to range-delete,
+    so the flush writes nothing (no LWT per shard per interval on an idle cluster)."""
+    a = await _owner(store, "a", T0)
+    await _commit_timers(a, 0, 1, lambda i: T0 + STEP_MS + i)
+    await a.advance(T0 + 2 * STEP_MS)
+    level = a.shard.persisted_timer_ack_level
+    assert level == T0 + 2 * STEP_MS and len(a.fired) == TIMERS_PER_RUN
+    await a.advance(T0 + 60 * STEP_MS)  # 58 idle rounds
+    assert a.shard.persisted_timer_ack_level == level
+    await a.shard.stop()
+    assert (await store.acquire_shard(SHARD, "b")).timer_ack_level == level  # as stored
 
 
 async def test_the_shard_row_read_does_not_cross_deleted_runs(store: ExecutionStore) -> None:
