@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -507,14 +508,24 @@ async def cassandra_cost(count: int, warmup: int, cassandra_hosts: str | None, k
     workflows (engine and worker in this process), the requests sent per workflow by kind, and
     each kind's CPU per request, measured by replaying a sample of them against the same node.
     The keyspace is the bench's own: it is emptied before the run."""
-    from legato.bench import BenchError
     from legato.bench_cassandra import default_pidfile, jvm_process, run_cost
-    from legato.cli.output import print_json
 
     config = load_server_config(config_path, "cassandra", cassandra_hosts, keyspace, None, None)
-    try:
+
+    async def cost() -> Any:
         proc = jvm_process(pid, Path(pidfile) if pidfile else default_pidfile())
-        report = await run_cost(config, count, warmup, proc)
+        return await run_cost(config, count, warmup, proc)
+
+    return await _bench_report(cost(), output)
+
+
+async def _bench_report(run: Awaitable[Any], output: str) -> int:
+    """Print what a bench returns (its `text()`, or `to_json()` as JSON); a BenchError is one line."""
+    from legato.bench import BenchError
+    from legato.cli.output import print_json
+
+    try:
+        report = await run
     except BenchError as e:
         raise CliError(str(e)) from None
     if output == "json":
@@ -542,20 +553,10 @@ async def cluster_bench(zookeeper: str, cassandra_hosts: str, keyspace: str, kaf
     """Start a cluster on this machine (on running ZooKeeper, Cassandra and Kafka) and report
     bench hello throughput with 1, 2 and 3 history nodes, and shard handoff times after a SIGKILL
     and after a graceful stop (p50/p99)."""
-    from legato.bench import BenchError
     from legato.bench_cluster import ClusterSetup, run_cluster_bench
-    from legato.cli.output import print_json
 
     setup = ClusterSetup(zookeeper, cassandra_hosts, keyspace, kafka_bootstrap, num_shards)
-    try:
-        report = await run_cluster_bench(setup, workflows, handoffs)
-    except BenchError as e:
-        raise CliError(str(e)) from None
-    if output == "json":
-        print_json(report.to_json())
-    else:
-        click.echo(report.text())
-    return ExitCode.OK
+    return await _bench_report(run_cluster_bench(setup, workflows, handoffs), output)
 
 
 def _server_args(store_kind: str | None, cassandra_hosts: str | None, keyspace: str | None, queues_kind: str | None,
