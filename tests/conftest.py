@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,9 @@ CASSANDRA_SH = ROOT / "deploy" / "cassandra" / "cassandra.sh"
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 PROMETHEUS_SH = ROOT / "deploy" / "prometheus" / "prometheus.sh"
 TEST_KEYSPACE = "legato_test"
+# How long the run-wide Cassandra session gets to reconnect after a test restarted the node, in s
+# (its reconnection policy backs off to 5 s between attempts).
+NODE_RECONNECT_S = 60.0
 # The store of the engines a test starts: a StoreConfig as JSON; absent: SQLite. Set by the
 # fixtures that run a test on each store (`history_store` here, `transport` for integration tests).
 STORE_ENV = "LEGATO_TEST_STORE"
@@ -151,9 +155,22 @@ async def cassandra_admin(cassandra_node: StoreConfig) -> AsyncIterator[Cql]:
 @pytest.fixture
 async def cassandra(cassandra_node: StoreConfig, cassandra_admin: Cql) -> StoreConfig:
     """The test keyspace, emptied: a StoreConfig ready for CassandraStore / Engine."""
+    from cassandra.cluster import NoHostAvailable
+
     from history.store.cassandra_schema import truncate_all
 
-    await truncate_all(cassandra_admin, TEST_KEYSPACE)
+    # A test before this one may have killed and restarted the node (test_cassandra_faults): the
+    # run-wide session then finds its connection defunct once, and its driver reconnects on its
+    # own, offering no event to wait on; so retry, as a client would, until the deadline.
+    deadline = time.monotonic() + NODE_RECONNECT_S
+    while True:
+        try:
+            await truncate_all(cassandra_admin, TEST_KEYSPACE)
+            break
+        except NoHostAvailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
     return cassandra_node.model_copy()
 
 
