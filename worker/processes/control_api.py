@@ -30,10 +30,15 @@ Guard = Callable[[str | None, str | None], str | None]
 
 
 def _loopback(remote: str | None) -> bool:
+    if remote is None:
+        return False
     try:
-        return remote is not None and ipaddress.ip_address(remote.split("%")[0]).is_loopback
+        ip = ipaddress.ip_address(remote.split("%")[0])
     except ValueError:  # a Unix socket, or no address
         return False
+    # on a dual-stack socket an IPv4 caller comes as ::ffff:a.b.c.d, which is not "loopback" to IPv6
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return (mapped or ip).is_loopback
 
 
 def action_guard(verifier: TokenVerifier | None) -> Guard:

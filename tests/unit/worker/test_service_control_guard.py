@@ -106,3 +106,11 @@ async def test_from_elsewhere_a_token_for_every_namespace_is_needed(server: tupl
     assert done == []
     status, _ = await _call(host, port, issue(SECRET, [ALL_NAMESPACES], subject="ops", ttl_s=60))
     assert status == 200 and len(done) == 1
+
+
+@pytest.mark.parametrize(("remote", "allowed"), [
+    ("127.0.0.1", True), ("::1", True), ("::ffff:127.0.0.1", True),  # the last: IPv4 on a dual-stack socket
+    ("192.0.2.7", False), ("::ffff:192.0.2.7", False), (None, False), ("not an address", False),
+])
+def test_who_counts_as_the_workers_own_host(remote: str | None, allowed: bool) -> None:
+    assert (action_guard(None)(remote, None) is None) is allowed
