@@ -142,7 +142,7 @@ def _info(r: tuple[Any, ...]) -> WorkflowExecutionInfo:
 
 
 class SqliteVisibilityStore:
-    """`legato.api.VisibilityStore` in the SqliteStore's database (same file, same thread).
+    """`legato.api.VisibilityStore` in the SqliteStore's database (same file; reads on its reading thread).
 
     Upserts that arrive together are written in one transaction (one hop to the database thread);
     each `upsert` returns once its row is committed."""
@@ -151,7 +151,7 @@ class SqliteVisibilityStore:
         self._store = store
         self._pending: list[tuple[tuple[_Row, list[_SaRow]], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._indexed = False  # read and set on the database thread only
+        self._indexed = False  # read and set on the event loop's thread only
 
     # ------------------------------------------------------------ writing
 
@@ -228,11 +228,15 @@ class SqliteVisibilityStore:
     # ------------------------------------------------------------ reading
 
     async def _read(self, sql: str, args: list[object]) -> list[tuple[Any, ...]]:
+        """On the store's reading thread: a list or count costs more the more runs there are, and
+        must not hold up the engine's event loop meanwhile."""
+        if not self._indexed:
+            await self._store.call(self._ensure_index)
+
         def read(c: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            self._ensure_index(c)
             return c.execute(sql, args).fetchall()
 
-        return await self._store.call(read)
+        return await self._store.read_apart(read)
 
     async def list(self, req: ListWorkflowsRequest) -> ListWorkflowsResponse:
         namespace = check_namespace(req.namespace, "list workflows")

@@ -69,6 +69,10 @@ cassandra_lwts = Counter("legato_cassandra_lwts", "Cassandra conditional writes 
 cassandra_lwt_transitions = Histogram("legato_cassandra_lwt_state_transitions", "Runs updated by one applied "
                                       "shard write (one LWT batch: group commit puts several in one).",
                                       buckets=COUNT_BUCKETS)
+cassandra_requests = Counter("legato_cassandra_requests", "Requests sent to Cassandra, by kind (a statement's verb "
+                             "and table, or a batch's purpose: LWT shard write, append history, ...).", ["kind"])
+cassandra_statements = Counter("legato_cassandra_request_statements", "Statements those requests carried (a batch "
+                               "carries several), by kind.", ["kind"])
 sqlite_commits = Counter("legato_sqlite_commits", "SQLite transactions committed by history's writes.")
 sqlite_commit_size = Histogram("legato_sqlite_commit_updates", "Shard writes carried by one SQLite transaction "
                                "(group commit).", buckets=COUNT_BUCKETS)

@@ -9,7 +9,9 @@
 #   deploy/cassandra/cassandra.sh wipe     stop and delete the data
 #
 # Environment: CASSANDRA_PORT (CQL, default 9042), CASSANDRA_STORAGE_PORT (default 7000),
-# CASSANDRA_HEAP (default 1G), LEGATO_DEPLOY_DIR (state; default <repo>/.deploy).
+# CASSANDRA_HEAP (default 1G), CASSANDRA_COMMITLOG_SYNC (group, the default: a write is acknowledged
+# once synced; periodic: synced every 100 ms, see cassandra.yaml.in), LEGATO_DEPLOY_DIR (state;
+# default <repo>/.deploy).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
@@ -21,10 +23,17 @@ PORT=${CASSANDRA_PORT:-9042}
 STORAGE_PORT=${CASSANDRA_STORAGE_PORT:-7000}
 HEAP=${CASSANDRA_HEAP:-1G}
 START_TIMEOUT=${CASSANDRA_START_TIMEOUT:-180}
+COMMITLOG_SYNC=${CASSANDRA_COMMITLOG_SYNC:-group}
+case $COMMITLOG_SYNC in
+  group) COMMITLOG_SYNC_SETTING="commitlog_sync_group_window: 2ms" ;;
+  periodic) COMMITLOG_SYNC_SETTING="commitlog_sync_period: 100ms" ;;
+  *) die "CASSANDRA_COMMITLOG_SYNC is '$COMMITLOG_SYNC'; it can be group (the default) or periodic" ;;
+esac
 
 configure() {
   mkdir -p "$HOME_DIR"/{conf,data,commitlog,saved_caches,hints,cdc,logs}
   sed -e "s|@HOME@|$HOME_DIR|g" -e "s|@PORT@|$PORT|g" -e "s|@STORAGE_PORT@|$STORAGE_PORT|g" \
+    -e "s|@COMMITLOG_SYNC@|$COMMITLOG_SYNC|g" -e "s|@COMMITLOG_SYNC_SETTING@|$COMMITLOG_SYNC_SETTING|g" \
     "$HERE/cassandra.yaml.in" >"$HOME_DIR/conf/cassandra.yaml"
   sed -e "s|@HOME@|$HOME_DIR|g" "$HERE/logback.xml.in" >"$HOME_DIR/conf/logback.xml"
 }

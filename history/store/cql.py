@@ -25,6 +25,7 @@ from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, R
 from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BoundStatement, PreparedStatement, SimpleStatement, Statement
 
+from legato import metrics
 from legato.config import StoreConfig
 from legato.errors import Unavailable
 
@@ -105,9 +106,16 @@ def default_kind(text: str) -> str:
 
 @dataclass
 class KindCount:
+    kind: str
     requests: int = 0
     statements: int = 0  # statements the requests carried (a batch carries several)
     samples: list[Any] = field(default_factory=list)  # some of the requests, when sampling
+
+    def __post_init__(self) -> None:
+        # The same counts for Prometheus, so a cluster's Cassandra requests per workflow can be
+        # read off its history nodes (the label's child is looked up once, not per request).
+        self.requests_metric = metrics.cassandra_requests.labels(self.kind)
+        self.statements_metric = metrics.cassandra_statements.labels(self.kind)
 
 
 class StatementStats:
@@ -122,9 +130,12 @@ class StatementStats:
     def record(self, kind: str, stmt: Any) -> None:
         k = self.kinds.get(kind)
         if k is None:
-            k = self.kinds[kind] = KindCount()
+            k = self.kinds[kind] = KindCount(kind)
+        n = len(stmt._statements_and_parameters) if isinstance(stmt, BatchStatement) else 1
         k.requests += 1
-        k.statements += len(stmt._statements_and_parameters) if isinstance(stmt, BatchStatement) else 1
+        k.statements += n
+        k.requests_metric.inc()
+        k.statements_metric.inc(n)
         if self.sample > 0 and not isinstance(stmt, str):
             if len(k.samples) < self.sample:
                 k.samples.append(stmt)

@@ -6,6 +6,11 @@ one transaction for a group of commits); handing each to a database thread cost 
 itself: every hop traded the GIL back and forth with the busy event loop, and the database thread
 waited for the GIL more than it worked. Commits that arrive while others are being written are
 written together, in one transaction (see `commit`).
+
+The one exception is `read_apart`, for reads whose cost grows with the store (visibility's lists
+and counts): they run on a read-only connection of their own in a thread of their own, so that a
+count over a million runs does not stall every workflow of the process (WAL lets it read the last
+committed state beside the writer; SQLite releases the GIL while it steps).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from history.store.base import (
@@ -37,6 +43,7 @@ SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 10_000
 WAL_CHECKPOINT_PAGES = 4000
 PAGE_CACHE_KIB = 65_536  # the connection's page cache, in KiB (SQLite: a negative cache_size)
+READER_CACHE_KIB = 16_384  # the page cache of `read_apart`'s connection, in KiB
 MAX_GROUP_WRITES = 256  # shard writes carried out in one transaction, at most
 _IN_CHUNK = 200  # runs looked up by one statement (4 parameters each; SQLite allows 32766)
 
@@ -158,6 +165,8 @@ class SqliteStore:
         self._committer: asyncio.Task[None] | None = None
         self._window_s = max(0.0, commit_window_ms) / 1000.0
         self._last_group = 0  # items in the last group transaction
+        self._reader: ThreadPoolExecutor | None = None  # read_apart's thread, and its connection:
+        self._reader_conn: sqlite3.Connection | None = None  # opened and used on that thread only
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -174,6 +183,10 @@ class SqliteStore:
             return
         if self._committer is not None:  # the writes already queued go first
             await asyncio.gather(self._committer, return_exceptions=True)
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await asyncio.get_running_loop().run_in_executor(reader, self._close_reader)
+            reader.shutdown(wait=False)
         self._close()
 
     def _open(self) -> None:
@@ -235,6 +248,40 @@ class SqliteStore:
     async def call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run `fn(connection)` (on the event loop's thread, like every call). For the visibility store."""
         return await self._run(self._with_conn, fn)
+
+    async def read_apart(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run a read-only `fn(connection)` on `read_apart`'s own connection and thread (see the
+        module's docstring); it sees what was committed when it starts. An in-memory database has
+        no second connection: there it runs like `call`."""
+        if self.path is None:
+            return await self.call(fn)
+        if self._conn is None:
+            raise Unavailable("the SQLite store is not open")
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+        job = asyncio.get_running_loop().run_in_executor(self._reader, self._read_apart, fn)
+        try:
+            return await job
+        except asyncio.CancelledError:
+            if self._reader_conn is not None:
+                self._reader_conn.interrupt()  # thread-safe: ends the read where it is
+            raise
+        except sqlite3.Error as e:
+            raise Unavailable(f"SQLite error in {getattr(fn, '__name__', 'read')}: {e}", reason="StoreError") from e
+
+    def _read_apart(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        if self._reader_conn is None:
+            conn = sqlite3.connect(self.path or ":memory:", isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA query_only = 1")
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
+            self._reader_conn = conn
+        return fn(self._reader_conn)
+
+    def _close_reader(self) -> None:
+        if self._reader_conn is not None:
+            self._reader_conn.close()
+            self._reader_conn = None
 
     def _with_conn(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         conn = self._c()

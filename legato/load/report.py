@@ -104,7 +104,9 @@ def write_plot(report: LoadReport, path: str) -> None:
 
     s = report.series
     t = [x.t for x in s]
-    fig, axes = plt.subplots(5, 1, figsize=(9, 14), sharex=True)
+    # A run against a server elsewhere has no store file to measure: no panel for it.
+    with_store = any(x.store_bytes is not None for x in s)
+    fig, axes = plt.subplots(5 if with_store else 4, 1, figsize=(9, 14 if with_store else 11.5), sharex=True)
     fig.suptitle(f"legato load {report.scenario} ({report.run_id}, {report.mode})")
     ax = axes[0]
     ax.plot(t, [x.completions_per_s for x in s], color="tab:blue")
@@ -125,10 +127,11 @@ def write_plot(report: LoadReport, path: str) -> None:
     ax = axes[3]
     ax.plot(t, [x.open for x in s], color="tab:green")
     ax.set_ylabel("open workflows")
-    ax = axes[4]
-    ax.plot(t, [(x.store_bytes or 0) / 2**20 for x in s], color="tab:brown")
-    ax.set_ylabel("store on disk (MB)")
-    ax.set_xlabel("seconds")
+    if with_store:
+        ax = axes[4]
+        ax.plot(t, [(x.store_bytes or 0) / 2**20 for x in s], color="tab:brown")
+        ax.set_ylabel("store on disk (MB)")
+    axes[-1].set_xlabel("seconds")
     for a in axes:
         a.grid(True, alpha=0.3)
     fig.tight_layout()

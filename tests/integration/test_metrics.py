@@ -258,6 +258,11 @@ async def test_cluster_metrics_add_up(prom: Prom, metered_cluster: ClusterProcs)
     await prom.until('sum(legato_cassandra_lwts_total{run,result="applied"})', lambda v: v > 0, "LWTs applied")
     await prom.until("sum(legato_cassandra_lwt_state_transitions_count{run})", lambda v: v > 0,
                      "state transitions per LWT")
+    await prom.until('sum(legato_cassandra_requests_total{run,kind="LWT shard write"})', lambda v: v > 0,
+                     "Cassandra requests by kind")
+    await prom.until('sum(legato_cassandra_request_statements_total{run,kind="LWT shard write"})'
+                     ' - sum(legato_cassandra_requests_total{run,kind="LWT shard write"})', lambda v: v > 0,
+                     "statements in those requests: a shard write carries its fence and at least one row")
     await prom.until('sum(legato_workflows_closed_total{run,status="completed"})', lambda v: v == 60,
                      "30 orders and their 30 children completed")
     await prom.until("sum(legato_kafka_produce_latency_seconds_count{run})", lambda v: v > 0, "Kafka produces")
