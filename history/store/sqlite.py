@@ -259,13 +259,10 @@ class SqliteStore:
             raise Unavailable("the SQLite store is not open")
         if self._reader is None:
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
-        job = asyncio.get_running_loop().run_in_executor(self._reader, self._read_apart, fn)
+        # A caller that goes away leaves its read to finish on the thread (interrupting the
+        # connection could end another caller's read queued behind it).
         try:
-            return await job
-        except asyncio.CancelledError:
-            if self._reader_conn is not None:
-                self._reader_conn.interrupt()  # thread-safe: ends the read where it is
-            raise
+            return await asyncio.get_running_loop().run_in_executor(self._reader, self._read_apart, fn)
         except sqlite3.Error as e:
             raise Unavailable(f"SQLite error in {getattr(fn, '__name__', 'read')}: {e}", reason="StoreError") from e
 
