@@ -584,6 +584,8 @@ class HistoryServiceImpl:
             shard.current.put((st.namespace, st.workflow_id), _current_row(nxt.state))
         elif m.closed:
             shard.current.put((st.namespace, st.workflow_id), _current_row(st))
+        if not st.running:  # closed, continued as new or retried: a run never reopens
+            shard.closed_runs.put(st.run_id, True)
         if m.closed:
             _WORKFLOWS_CLOSED(st.namespace, st.status.lower()).inc()
             metrics.history_length_at_close.observe(st.next_event_id - 1)
@@ -1109,6 +1111,9 @@ class HistoryServiceImpl:
         if d["k"] == TM_DELETE_HISTORY:
             await self._delete_closed_run(t)
             return
+        shard = self._shards.get(shard_for(d["ns"], d["wf"], self._num_shards))
+        if shard is not None and d["run"] in shard.closed_runs:
+            return  # a closed run expects no timer (engine.on_timer): no need to read it back
         try:
             await self._update(d["ns"], d["wf"], d["run"], lambda m, e: self._engine.on_timer(m, d))
         except NotFound:

@@ -96,6 +96,9 @@ class _Lru(Generic[_K, _V]):
             if self._on_evict is not None:
                 self._on_evict(evicted)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._d  # a look, not a use: the order stays
+
     def pop(self, key: _K) -> None:
         v = self._d.pop(key, None)
         if v is not None and self._on_evict is not None:
@@ -290,6 +293,7 @@ class ShardContext:
         self.event_budget = EventBudget(EVENT_CACHE_BYTES // config.history.num_shards)
         self.runs: _Lru[RunKey, CacheEntry] = _Lru(config.history.mutable_state_cache_size, CacheEntry.drop_events)
         self.current: _Lru[tuple[str, str], CurrentRunRow] = _Lru(config.history.mutable_state_cache_size)
+        self.closed_runs: _Lru[str, bool] = _Lru(config.history.closed_runs_remembered)  # run ids
         self._locks = _Locks()
         self._gate = gate or WriteGate()
         self._owner_hint = owner_hint

@@ -77,6 +77,9 @@ class HistoryConfig(_Strict):
     # committed as one write, at most this many (history/update_queue.py).
     max_coalesced_updates: int = Field(64, gt=0, description="updates of one run committed together, at most")
     mutable_state_cache_size: int = Field(10_000, ge=0)
+    # Per shard: ids of runs that closed, so that a timer of theirs coming due (a workflow task's
+    # or an activity's timeout, which nobody deletes) is dropped without reading the run back.
+    closed_runs_remembered: int = Field(50_000, ge=0, description="closed run ids each shard remembers")
     timer_lookahead_ms: int = Field(60_000, gt=0)
     ack_flush_interval_ms: int = Field(1_000, gt=0)
     # Retention (README, "Retention"): a closed run (completed, failed, canceled, terminated, timed

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -323,5 +324,33 @@ async def test_event_cache_budget_is_respected() -> None:
         assert shard.event_budget.used <= shard.event_budget.limit
         shard.runs.clear()
         assert shard.event_budget.used == 0
+    finally:
+        await close_env(env)
+
+
+@pytest.mark.parametrize("remembered", [50_000, 0])
+async def test_a_timer_of_a_closed_run_is_dropped_without_reading_the_run(remembered: int) -> None:
+    """Timeouts nobody deletes (a workflow task's, an activity's) and timers left pending come due
+    after the run closed; the shard remembers the runs that closed, so such a timer costs no read
+    of the run (history.closed_runs_remembered; 0: it is read and found closed)."""
+    env = await make_env(None, make_config(num_shards=1, mutable_state_cache_size=0,
+                                           closed_runs_remembered=remembered))
+    try:
+        await env.start("wf-1")
+        await env.complete(await env.poll_wft("wf-1"), timer("t", 10))
+        await env.history.signal_workflow(SignalWorkflowRequest(ExecutionRef("wf-1"), "go"))
+        await env.complete(await env.poll_wft("wf-1", 7), complete_wf(1))
+        reads: list[str] = []
+        get_run = env.store.get_run
+
+        async def counted(shard_id: int, namespace: str, workflow_id: str, run_id: str) -> Any:
+            reads.append(workflow_id)
+            return await get_run(shard_id, namespace, workflow_id, run_id)
+
+        env.store.get_run = counted  # type: ignore[method-assign]
+        assert await env.fire(10) == 1  # the pending timer "t" came due
+        assert reads == ([] if remembered else ["wf-1"])
+        assert (await env.history.describe_workflow(ExecutionRef("wf-1"))).info.status == WorkflowStatus.COMPLETED
+        assert E.TimerFired not in await env.types("wf-1")
     finally:
         await close_env(env)
