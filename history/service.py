@@ -1111,8 +1111,7 @@ class HistoryServiceImpl:
         if d["k"] == TM_DELETE_HISTORY:
             await self._delete_closed_run(t)
             return
-        shard = self._shards.get(shard_for(d["ns"], d["wf"], self._num_shards))
-        if shard is not None and d["run"] in shard.closed_runs:
+        if d["run"] in self._shard(d["ns"], d["wf"], admit=False).closed_runs:
             return  # a closed run expects no timer (engine.on_timer): no need to read it back
         try:
             await self._update(d["ns"], d["wf"], d["run"], lambda m, e: self._engine.on_timer(m, d))
