@@ -42,7 +42,7 @@ integration: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 # The Helm chart: lint, render and strict validation over tests/chart/*.yaml, schema refusals of
 # tests/chart/bad/*.yaml (Helm and the validator are built from the Go module proxy once, cached).

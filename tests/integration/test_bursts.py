@@ -79,7 +79,9 @@ async def test_ten_thousand_concurrent_starts_from_ten_clients(server: str) -> N
     _assert_all_started(results)
 
 
-@pytest.mark.parametrize("limit", ["max_concurrent_calls: 50", "max_queued_calls: 100"])
+# Limits far below the burst: with 50 calls at once, a quiet machine's server kept up with ten
+# clients' sending (no call was pushed back in one CI run); 2,000 calls never stay under 2.
+@pytest.mark.parametrize("limit", ["max_concurrent_calls: 2", "max_queued_calls: 100"])
 async def test_a_burst_past_the_servers_limits_is_pushed_back_and_retried(tmp_path: Path, limit: str) -> None:
     """With small limits, most calls of the burst are pushed back at first: refused by the server
     (RESOURCE_EXHAUSTED, ServerBusy), or dropped by gRPC from its full queue (CANCELLED). The
