@@ -156,6 +156,9 @@ class _Notifier:
         for key in list(self._waiters):
             self.notify(key)
 
+    def waiting(self) -> int:
+        return sum(len(w) for w in self._waiters.values())
+
 
 def _expire(fut: asyncio.Future[None]) -> None:
     if not fut.done():
@@ -376,6 +379,10 @@ class HistoryServiceImpl:
         yield "legato_transfer_oldest_pending_seconds", (), oldest
         yield "legato_timers_pending", (), float(timers)
         yield "legato_timer_overdue_seconds", (), overdue_ms / 1000.0
+
+    def long_polls_waiting(self) -> int:
+        """Result and history long polls waiting on this node for a run to change."""
+        return self._closers.waiting() + self._notifier.waiting()
 
     def owned_shards(self) -> list[int]:
         return sorted(sid for sid, s in self._shards.items() if not s.lost and not s.closed)

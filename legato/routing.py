@@ -3,10 +3,12 @@
 `HistoryRouter` is a `legato.api.HistoryService` that sends each call to the history node the
 assignment gives the call's shard (from the cluster view, kept current by ZooKeeper watches: no
 lookup per request). When the shard is moving it tries again, for up to
-`cluster.route_timeout_ms`: a node that no longer owns the shard names the owner it believes in
+`cluster.route_timeout_ms` from the first attempt that failed: a node that no longer owns the shard names the owner it believes in
 (tried next), one that is still acquiring it asks for a moment's patience, an unreachable one
 (killed: its shards move once its session expires) is tried again after the view changes.
 Clients see a short delay, never an error, unless no node serves the shard for that long.
+A long poll keeps its deadline across re-routes: each attempt waits only what is left of it
+(a poll re-sent whole to each new owner would wait its full timeout again on every move).
 
 Retrying is safe because every history call is idempotent: starts, signals, cancels and
 terminates carry request ids history deduplicates (the router gives one to a request without),
@@ -46,6 +48,7 @@ log = logging.getLogger("legato.routing")
 
 T = TypeVar("T")
 C = TypeVar("C")
+R = TypeVar("R", api.GetResultRequest, api.GetHistoryRequest)  # the routed long polls
 
 _BACKOFF_S = 0.02
 _BACKOFF_MAX_S = 0.1  # a shard being acquired is asked again this often (its lock is not watched)
@@ -73,6 +76,17 @@ class _Clients(Generic[C]):
         clients, self._by_address = self._by_address, {}
         for c in clients.values():
             await c.close()  # type: ignore[attr-defined]
+
+
+class _Wait:
+    """What is left of a long poll's wait, counted from when the router first received it."""
+
+    def __init__(self, timeout_ms: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._deadline = self._loop.time() + max(0, timeout_ms) / 1000.0
+
+    def left_ms(self) -> int:
+        return max(0, int((self._deadline - self._loop.time()) * 1000))
 
 
 def _retryable(e: ServiceError) -> bool:
@@ -115,7 +129,7 @@ class HistoryRouter:
     async def _route(self, namespace: str, workflow_id: str, call: Callable[[api.HistoryService], Awaitable[T]]) -> T:
         shard_id = shard_for(namespace, workflow_id, self._num_shards)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout_s
+        deadline: float | None = None  # route_timeout_ms counts from the first attempt that failed
         hint, backoff = "", _BACKOFF_S
         last: ServiceError | None = None
         while True:
@@ -129,10 +143,14 @@ class HistoryRouter:
                     if not _retryable(e):
                         raise
                     last = e
+                    if deadline is None:
+                        deadline = loop.time() + self._timeout_s
                     owner = e.owner if isinstance(e, ShardOwnershipLost) else ""
-                    if owner and owner != address:
+                    if owner and owner != address and loop.time() < deadline:
                         hint = owner  # the node it went to knows better: go there at once
                         continue
+            if deadline is None:  # no node is assigned the shard
+                deadline = loop.time() + self._timeout_s
             remaining = deadline - loop.time()
             if remaining <= 0:
                 why = f"; last error: {last.message}" if last is not None else "; no history node is assigned it"
@@ -142,6 +160,14 @@ class HistoryRouter:
             # Wait for the view to change (a new assignment or member), at most a short backoff.
             await self._membership.wait_change(min(backoff, remaining))
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _route_wait(self, namespace: str, workflow_id: str, timeout_ms: int, req: R,
+                          call: Callable[[api.HistoryService, R], Awaitable[T]]) -> T:
+        """`_route` for a long poll: each attempt sends `req` with the wait that is left (0, a
+        plain read, once it is used up: the owner answers as a wait that timed out does)."""
+        wait = _Wait(timeout_ms)
+        return await self._route(namespace, workflow_id,
+                                 lambda h: call(h, dataclasses.replace(req, timeout_ms=wait.left_ms())))
 
     def _by_token(self, token: bytes, call: Callable[[api.HistoryService], Awaitable[T]]) -> Awaitable[T]:
         tok = TaskToken.decode(token)
@@ -169,10 +195,14 @@ class HistoryRouter:
         return await self._route(ref.namespace, ref.workflow_id, lambda h: h.describe_workflow(ref))
 
     async def get_workflow_history(self, req: api.GetHistoryRequest) -> api.GetHistoryResponse:
-        return await self._route(req.ref.namespace, req.ref.workflow_id, lambda h: h.get_workflow_history(req))
+        if not req.wait_new_event:
+            return await self._route(req.ref.namespace, req.ref.workflow_id, lambda h: h.get_workflow_history(req))
+        return await self._route_wait(req.ref.namespace, req.ref.workflow_id, req.timeout_ms, req,
+                                      lambda h, r: h.get_workflow_history(r))
 
     async def get_workflow_result(self, req: api.GetResultRequest) -> api.GetResultResponse:
-        return await self._route(req.ref.namespace, req.ref.workflow_id, lambda h: h.get_workflow_result(req))
+        return await self._route_wait(req.ref.namespace, req.ref.workflow_id, req.timeout_ms, req,
+                                      lambda h, r: h.get_workflow_result(r))
 
     # ------------------------------------------------------------ tasks
 
@@ -234,6 +264,7 @@ class MatchingRouter:
         self._membership = membership
         self._view = membership.view
         self._timeout_s = route_timeout_ms / 1000.0
+        self._long_poll_ms = long_poll_timeout_ms
         self._local = local
         self._local_identity = membership.identity if local is not None else ""
         self._clients: _Clients[GrpcMatchingClient] = _Clients(
@@ -296,11 +327,23 @@ class MatchingRouter:
     async def add_task(self, task: api.TaskInfo) -> None:
         await self._any(lambda m: m.add_task(task))
 
+    async def _poll(self, req: api.PollRequest,
+                    call: Callable[[api.MatchingService, api.PollRequest], Awaitable[T | None]]) -> T | None:
+        """`_any` for a task poll: a poll that goes to another node (its node stopped or was
+        killed) waits there only what is left of its wait; none left, no task (a poll timed out)."""
+        wait = _Wait(req.timeout_ms or self._long_poll_ms)
+
+        async def attempt(m: api.MatchingService) -> T | None:
+            left = wait.left_ms()
+            return None if left <= 0 else await call(m, dataclasses.replace(req, timeout_ms=left))
+
+        return await self._any(attempt)
+
     async def poll_workflow_task(self, req: api.PollRequest) -> api.WorkflowTask | None:
-        return await self._any(lambda m: m.poll_workflow_task(req))
+        return await self._poll(req, lambda m, r: m.poll_workflow_task(r))
 
     async def poll_activity_task(self, req: api.PollRequest) -> api.ActivityTask | None:
-        return await self._any(lambda m: m.poll_activity_task(req))
+        return await self._poll(req, lambda m, r: m.poll_activity_task(r))
 
     async def query_workflow(self, req: api.QueryTaskRequest) -> api.RespondQueryTaskCompletedRequest:
         members = await self._members(asyncio.get_running_loop().time() + self._timeout_s)

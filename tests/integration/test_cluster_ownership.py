@@ -24,7 +24,7 @@ from history.grpc_server import serve as serve_history
 from history.ownership import ShardController
 from history.service import HistoryServiceImpl
 from history.store.factory import Stores, open_stores
-from legato.api import ExecutionRef, SignalWorkflowRequest, StartWorkflowRequest
+from legato.api import ExecutionRef, GetResultRequest, SignalWorkflowRequest, StartWorkflowRequest, WorkflowStatus
 from legato.cli.main import main
 from legato.config import Config
 from legato.errors import FailedPrecondition, ShardOwnershipLost, Unavailable
@@ -354,3 +354,51 @@ def test_cluster_describe_errors_are_one_line(zookeeper_node: str, capsys: pytes
     assert "no Legato cluster at" in capsys.readouterr().err
     assert main(["cluster", "describe", "--zookeeper", zookeeper_node, "--root", "no-slash"]) == 3
     assert "zookeeper_root" in capsys.readouterr().err
+
+
+async def test_a_long_poll_keeps_its_deadline_while_its_shard_moves_twice(
+        cluster: Callable[..., object], zookeeper_node: str) -> None:
+    """A result long poll through a frontend's router while its shard moves twice (its owner
+    hands it over, then the next owner does): each re-routed attempt waits only what is left of
+    the wait, so the answer (RUNNING: the run is open) comes when the wait is up, not a whole
+    wait after the last move (which, in a cluster under a client's deadline, was a timeout)."""
+    add = cluster
+    nodes = [await add(name) for name in ("a", "b", "c")]  # type: ignore[operator]
+    await eventually(lambda: settled(nodes), "three nodes own their shards")
+    cfg = cluster_config(zookeeper_node, add.root)  # type: ignore[attr-defined]
+    zk = Zk(cfg.cluster)
+    await zk.start()
+    m = Membership(zk, cfg.cluster, MemberInfo("frontend-x", {"frontend": "127.0.0.1:1"}), NUM_SHARDS)
+    await m.start()
+    router = HistoryRouter(m, NUM_SHARDS, cfg.cluster.route_timeout_ms)
+    try:
+        wid = "long-poll-1"
+        await router.start_workflow(StartWorkflowRequest(workflow_id=wid, workflow_type="app:x", task_queue="q"))
+        sid = nodes[0].history.shard_for("default", wid)
+        wait_s = 8.0
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        poll = asyncio.create_task(router.get_workflow_result(GetResultRequest(ExecutionRef(wid), int(wait_s * 1000))))
+        for move in (1, 2, 3):
+            owner = next(n for n in nodes if sid in n.owned())
+            await eventually(lambda: owner.history.long_polls_waiting() == 1,  # noqa: B023
+                             f"the poll waits on the shard's owner {owner.name} (move {move})")
+            if move == 3:
+                break
+            # Part of the scenario, not a synchronisation: the poll has waited a while on this
+            # owner when the shard moves (a wait restarted on the next owner would show it).
+            await asyncio.sleep(1.0)
+            nodes.remove(owner)
+            await owner.controller.stop()  # hands its shards over; the poll there is re-routed
+            await eventually(lambda: settled(nodes), f"{owner.name}'s shards moved")
+        moved_after = loop.time() - began
+        resp = await poll
+        took = loop.time() - began
+        assert resp.status == WorkflowStatus.RUNNING and not poll.cancelled()
+        # Before the fix, the poll answered a whole wait after it reached the last owner (took >=
+        # moved_after + wait_s); now after its own wait plus the routing's short delays.
+        assert wait_s * 0.9 <= took < wait_s + moved_after / 2, (took, moved_after)
+    finally:
+        await router.close()
+        await m.stop()
+        await zk.stop()

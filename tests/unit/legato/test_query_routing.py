@@ -6,10 +6,11 @@ behind their gRPC servers; the cluster view is given (as ZooKeeper's watches wou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 from typing import Any
 
+import grpc
 import pytest
 
 from legato import api
@@ -30,7 +31,7 @@ class _NoHistory:
     record_activity_task_started = record_workflow_task_started
 
 
-Nodes = tuple[MatchingRouter, list[InProcessMatching], list[str]]
+Nodes = tuple[MatchingRouter, list[InProcessMatching], list[str], list[grpc.aio.Server]]
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ async def nodes() -> AsyncIterator[Nodes]:
     membership = SimpleNamespace(view=view, identity="frontend-1")
     router = MatchingRouter(membership, 5_000, 30_000)  # type: ignore[arg-type]
     try:
-        yield router, matchings, addresses
+        yield router, matchings, addresses, servers
     finally:
         await router.close()
         for s in servers:
@@ -53,7 +54,7 @@ async def nodes() -> AsyncIterator[Nodes]:
 
 
 async def test_the_node_where_the_worker_polls_answers(nodes: Nodes) -> None:
-    router, matchings, addresses = nodes
+    router, matchings, addresses, _ = nodes
     request = api.QueryTaskRequest("default", "q", "order-1", "run-1", "app:order",
                                    api.QueryTask("abc", api.STACK_TRACE_QUERY), "worker-1", 5_000)
     asking = asyncio.ensure_future(router.query_workflow(request))
@@ -71,3 +72,33 @@ async def test_the_node_where_the_worker_polls_answers(nodes: Nodes) -> None:
         await router.respond_query_task_completed(
             api.RespondQueryTaskCompletedRequest(b"matching-9/abc", identity="worker-1"))
     assert e.value.reason == "QueryNotWaiting" and "matching-9" in e.value.message
+
+
+async def test_a_poll_whose_node_goes_away_waits_only_what_is_left_on_the_next(nodes: Nodes) -> None:
+    """A task poll routed to a matching node that is killed mid-wait goes to the other node with
+    what is left of its wait (not a whole wait again): a worker's poll ends when it should."""
+    router, matchings, _, servers = nodes
+    wait_s = 3.0
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    poll = asyncio.ensure_future(router.poll_workflow_task(api.PollRequest("q", timeout_ms=int(wait_s * 1000))))
+
+    def polled(m: InProcessMatching) -> bool:
+        return m.pollers("default", "q", api.TaskKind.WORKFLOW) == 1
+
+    await until(lambda: any(polled(m) for m in matchings), "the poll waits on a node")
+    first = next(i for i, m in enumerate(matchings) if polled(m))
+    await asyncio.sleep(1.0)  # the scenario: the poll has waited a while when its node goes
+    await servers[first].stop(None)  # as a killed node's calls end: Unavailable
+    await until(lambda: polled(matchings[1 - first]), "the poll waits on the other node")
+    moved_after = loop.time() - began
+    assert await poll is None
+    took = loop.time() - began
+    assert wait_s * 0.9 <= took < wait_s + moved_after / 2, (took, moved_after)
+
+
+async def until(cond: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.01)
