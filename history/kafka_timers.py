@@ -111,7 +111,7 @@ class KafkaTimerQueue:
 
     def __init__(self, shard_id: int, store: ExecutionStore, clock: Callable[[], int], fire: FireTimer,
                  cfg: QueuesConfig, kafka: KafkaResources, outbox_ack_level: int = 0,
-                 timer_ack_level: int = 0) -> None:
+                 timer_ack_level: int = 0, max_firing: int = 100) -> None:
         """`outbox_ack_level`: where the start-up scan of the outbox begins (a task id);
         `timer_ack_level`: where the scan of the store's due-time timer rows begins (ms: the
         shard's timer ack level, or where an earlier Kafka owner dropped them all)."""
@@ -139,6 +139,7 @@ class KafkaTimerQueue:
         self._due: list[tuple[int, TimerKey]] = []
         self._limits: list[tuple[int, TimerKey]] = []
         self._firing: dict[TimerKey, asyncio.Task[None]] = {}
+        self._max_firing = max_firing  # history.timer_fires_in_flight
         self._republishes: set[asyncio.Task[None]] = set()
         self._retries: dict[TimerKey, int] = {}
         self._wake = asyncio.Event()  # the fire loop looks again
@@ -362,14 +363,18 @@ class KafkaTimerQueue:
                     pass
 
     def _next_wake_ms(self) -> int | None:
-        heads = [h[0][0] for h in (self._due, self._limits) if h]
+        heads = [h[0][0] for h in (self._due, self._limits) if h and (h is self._limits or self._can_fire())]
         return max(1, min(heads) - self._clock()) if heads else None
+
+    def _can_fire(self) -> bool:
+        """A slot is free (else a fire's end wakes the loop)."""
+        return len(self._firing) < self._max_firing
 
     def _tick(self) -> int:
         """Start firing what is due and re-publishing what was held a horizon; return how many fire."""
         now = self._clock()
         fired = 0
-        while self._due and self._due[0][0] <= now:
+        while self._due and self._due[0][0] <= now and self._can_fire():
             at, tid = heapq.heappop(self._due)
             held = self._held.get(tid)
             if held is not None and held.due_at == at and tid not in self._firing:
@@ -400,6 +405,7 @@ class KafkaTimerQueue:
                 del self._held[held.key]
         finally:
             self._firing.pop(held.key, None)
+            self._wake.set()  # a slot is free: a timer waiting its turn may start
 
     def _retry_later(self, held: _Held, e: Exception) -> None:
         t = held.task
@@ -495,11 +501,11 @@ def _push(heap: list[tuple[int, TimerKey]], entry: tuple[int, TimerKey], held: d
     return fresh
 
 
-def kafka_timer_queues(cfg: QueuesConfig, kafka: KafkaResources) -> TimerQueueFactory:
+def kafka_timer_queues(cfg: QueuesConfig, kafka: KafkaResources, max_firing: int) -> TimerQueueFactory:
     """The factory a shard builds its timer queue with when queues.kind is kafka."""
 
     def make(info: ShardInfo, store: ExecutionStore, clock: Callable[[], int], fire: FireTimer) -> KafkaTimerQueue:
         return KafkaTimerQueue(info.shard_id, store, clock, fire, cfg, kafka, info.timer_outbox_ack_level,
-                               max(info.timer_ack_level, info.timer_rows_dropped_before))
+                               max(info.timer_ack_level, info.timer_rows_dropped_before), max_firing)
 
     return make

@@ -168,7 +168,8 @@ class TimerQueueProcessor(TimerDeletes):
     outbox = False  # the shard writes these timers to the timer rows, by due time
 
     def __init__(self, shard_id: int, store: ExecutionStore, clock: Callable[[], int], lookahead_ms: int,
-                 fire: Callable[[TimerTask], Awaitable[None]], ack_level_ms: int = 0) -> None:
+                 fire: Callable[[TimerTask], Awaitable[None]], ack_level_ms: int = 0,
+                 max_firing: int = 100) -> None:
         super().__init__()  # _held: timers in the heap, firing, or fired and awaiting delete
         self.shard_id = shard_id
         self._store = store
@@ -184,6 +185,7 @@ class TimerQueueProcessor(TimerDeletes):
         self._unacked: dict[int, int] = {}
         self._unacked_heap: list[tuple[int, int]] = []
         self._firing: dict[int, asyncio.Task[None]] = {}
+        self._max_firing = max_firing  # history.timer_fires_in_flight
         self._retries: dict[int, int] = {}
         self._wake = asyncio.Event()
         self._load_lock = asyncio.Lock()
@@ -297,7 +299,7 @@ class TimerQueueProcessor(TimerDeletes):
     def _start_due(self) -> int:
         now = self._clock()
         n = 0
-        while self._heap and self._heap[0][0] <= now:
+        while self._heap and self._heap[0][0] <= now and len(self._firing) < self._max_firing:
             _, _, t = heapq.heappop(self._heap)
             self._firing[t.task_id] = asyncio.create_task(self._fire_one(t), name=f"timer-{self.shard_id}-{t.task_id}")
             n += 1
@@ -326,6 +328,7 @@ class TimerQueueProcessor(TimerDeletes):
             self._deletable(t)
         finally:
             self._firing.pop(t.task_id, None)
+            self._wake.set()  # a slot is free: a timer waiting its turn may start
 
     async def _loop(self) -> None:
         while not self._stopped:
@@ -343,7 +346,7 @@ class TimerQueueProcessor(TimerDeletes):
                 continue
             now = self._clock()
             wait_ms = self._horizon - self._lookahead // 2 - now
-            if self._heap:
+            if self._heap and len(self._firing) < self._max_firing:  # (else a fire's end wakes it)
                 wait_ms = min(wait_ms, self._heap[0][0] - now)
             if wait_ms > 0:
                 try:

@@ -282,9 +282,11 @@ class HistoryServiceImpl:
                 await old.stop()
             info = await self._store.acquire_shard(shard_id, self._owner,
                                                    TIMER_QUEUE_KAFKA if self.kafka else TIMER_QUEUE_STORE)
+            timer_queues = (kafka_timer_queues(self._config.queues, self.kafka,
+                                               self._config.history.timer_fires_in_flight) if self.kafka else None)
             shard = ShardContext(info, self._store, self._config, self._clock,
                                  functools.partial(self._dispatch, shard_id), self._fire_timer, self._shard_lost,
-                                 kafka_timer_queues(self._config.queues, self.kafka) if self.kafka else None,
+                                 timer_queues,
                                  gate=self.write_gate, owner_hint=lambda sid: self.owner_hint(sid))
             try:
                 await shard.start()

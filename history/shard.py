@@ -308,7 +308,8 @@ class ShardContext:
         self.timers: TimerQueue = (
             timer_queues(info, store, clock, fire) if timer_queues is not None
             else TimerQueueProcessor(self.shard_id, store, clock, config.history.timer_lookahead_ms, fire,
-                                     ack_level_ms=info.timer_ack_level))
+                                     ack_level_ms=info.timer_ack_level,
+                                     max_firing=config.history.timer_fires_in_flight))
         self.commits = 0  # store writes made (for tests and metrics)
         # Group commit cuts batches at this estimated size (None: no bound; SQLite has none).
         self._max_batch_bytes: int | None = getattr(store, "max_batch_bytes", None)

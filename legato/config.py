@@ -81,6 +81,11 @@ class HistoryConfig(_Strict):
     # or an activity's timeout, which nobody deletes) is dropped without reading the run back.
     closed_runs_remembered: int = Field(50_000, ge=0, description="closed run ids each shard remembers")
     timer_lookahead_ms: int = Field(60_000, gt=0)
+    # A shard fires at most this many timers at once; the rest wait their turn. A backlog (a shard
+    # taken over re-reads up to queues.timer_republish_horizon_ms of timers, every workflow task's
+    # timeout among them; a restart after downtime) then drains at the store's pace instead of
+    # sending every read at once: 60,000 at once timed out on Cassandra and were retried for minutes.
+    timer_fires_in_flight: int = Field(100, gt=0, description="timers one shard fires at once, at most")
     ack_flush_interval_ms: int = Field(1_000, gt=0)
     # Retention (README, "Retention"): a closed run (completed, failed, canceled, terminated, timed
     # out, continued as new) is deleted this long after it closed: its history, mutable state,

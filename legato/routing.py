@@ -3,9 +3,10 @@
 `HistoryRouter` is a `legato.api.HistoryService` that sends each call to the history node the
 assignment gives the call's shard (from the cluster view, kept current by ZooKeeper watches: no
 lookup per request). When the shard is moving it tries again, for up to
-`cluster.route_timeout_ms` from the first attempt that failed: a node that no longer owns the shard names the owner it believes in
-(tried next), one that is still acquiring it asks for a moment's patience, an unreachable one
-(killed: its shards move once its session expires) is tried again after the view changes.
+`cluster.route_timeout_ms` from the first attempt that failed: a node that no longer owns the
+shard names the owner it believes in (tried next), one that is still acquiring it asks for a
+moment's patience, an unreachable one (killed: its shards move once its session expires) is tried
+again after the view changes.
 Clients see a short delay, never an error, unless no node serves the shard for that long.
 A long poll keeps its deadline across re-routes: each attempt waits only what is left of it
 (a poll re-sent whole to each new owner would wait its full timeout again on every move).

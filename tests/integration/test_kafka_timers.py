@@ -465,3 +465,44 @@ async def test_a_new_store_on_old_topics_is_not_confused_by_their_task_ids(queue
         assert await fired(new, "wf-1") == ["t"]
     finally:
         await stop_env(new)
+
+
+async def test_a_restarted_owner_fires_a_backlog_a_few_at_a_time(queues: QueuesConfig, tmp_path: Path) -> None:
+    """A new owner re-reads the timers of the log past the committed offset; when they come due
+    together (a backlog, as after downtime), they fire at most history.timer_fires_in_flight at
+    once, and all of them fire."""
+    limit, n = 3, 12
+    cfg = kafka_config(queues)
+    cfg.history.timer_fires_in_flight = limit
+    clock = FakeClock()
+    env = await kafka_env(cfg, tmp_path / "h.db", clock)
+    sid = env.history.shard_for("default", "wf-0")
+    ids = [w for w in (f"wf-{i}" for i in range(1000)) if env.history.shard_for("default", w) == sid][:n]
+    try:
+        for wf in ids:
+            await env.start(wf)
+            await env.run_wf(wf, timer("t", 5_000))
+    finally:
+        await crash_env(env)
+    env = await kafka_env(cfg, tmp_path / "h.db", clock, identity="h2")
+    try:
+        q = queue(env, ids[0])
+        seen = [0, 0]
+        fire = q._fire
+
+        async def counted(t: Any) -> None:
+            seen[0] += 1
+            seen[1] = max(seen[1], seen[0])
+            try:
+                await asyncio.sleep(0)  # fires started together are in flight together
+                await fire(t)
+            finally:
+                seen[0] -= 1
+
+        q._fire = counted
+        assert {wf: await fired(env, wf) for wf in ids} == {wf: [] for wf in ids}
+        assert await env.fire(5_000) == n
+        assert {wf: await fired(env, wf) for wf in ids} == {wf: ["t"] for wf in ids}
+        assert seen[1] == limit, seen  # never more at once (and reached: a backlog)
+    finally:
+        await stop_env(env)
