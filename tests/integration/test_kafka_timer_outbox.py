@@ -53,6 +53,7 @@ STEP_MS = 1000  # the fake clock's step between fire-and-flush rounds
 TIMERS_PER_RUN = 100  # timers written by one run's commit
 TIMERS = 3000  # per round of the main test: thousands, past Cassandra's tombstone warning (1,000)
 MAX_TOMBSTONES = 10  # what a scan may cross: range-tombstone markers, never one per published timer
+FIRES_IN_FLIGHT = Config().history.timer_fires_in_flight  # the default, as a node has it
 _TOMBSTONES = re.compile(r"Read (\d+) live rows and (\d+) tombstone cells")
 
 Fired = tuple[int, int]  # (fire_time_ms, task_id)
@@ -116,7 +117,8 @@ async def _owner(store: ExecutionStore, queues: QueuesConfig, name: str, now: in
         fired.append((t.fire_time_ms, t.task_id))
         fired_at.append(clock[0])
 
-    owner = Owner(_shard(info, store, clock, record, kafka_timer_queues(queues, kafka)), clock, kafka, fired, fired_at)
+    owner = Owner(_shard(info, store, clock, record, kafka_timer_queues(queues, kafka, FIRES_IN_FLIGHT)),
+                  clock, kafka, fired, fired_at)
     await owner.shard.start()
     await owner.shard.timers.fire_due()  # reading, and every row the store held published
     return owner
