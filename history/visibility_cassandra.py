@@ -64,10 +64,11 @@ the row's key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -84,7 +85,7 @@ from history.visibility_common import (
 from legato import codec
 from legato import query as lq
 from legato.api import ListWorkflowsRequest, ListWorkflowsResponse, WorkflowExecutionInfo, WorkflowStatus
-from legato.errors import InvalidArgument
+from legato.errors import InvalidArgument, ServiceError, Unavailable
 from legato.query import And, Compare, Expr, Not, Op, Or, SystemField
 
 __all__ = [
@@ -689,11 +690,13 @@ class CassandraVisibilityStore:
 
     async def count(self, namespace: str, query: str) -> int:
         """How many runs of the namespace match (ORDER BY and GROUP BY are ignored)."""
-        return sum((await self._count(namespace, query, by_status=False)).values())
+        with _read_errors("counting workflows", query):
+            return sum((await self._count(namespace, query, by_status=False)).values())
 
     async def count_by_status(self, namespace: str, query: str) -> dict[WorkflowStatus, int]:
         """How many runs of the namespace match, per status (statuses without any are left out)."""
-        found = await self._count(namespace, query, by_status=True)
+        with _read_errors("counting workflows", query):
+            found = await self._count(namespace, query, by_status=True)
         return {s: found[s] for s in WorkflowStatus if found.get(s)}
 
     async def _count(self, namespace: str, query: str, by_status: bool) -> dict[WorkflowStatus | None, int]:
@@ -754,6 +757,10 @@ class CassandraVisibilityStore:
         return totals
 
     async def list(self, req: ListWorkflowsRequest) -> ListWorkflowsResponse:
+        with _read_errors("listing workflows", req.query):
+            return await self._list(req)
+
+    async def _list(self, req: ListWorkflowsRequest) -> ListWorkflowsResponse:
         namespace = check_namespace(req.namespace, "list workflows")
         q = parse_list_query(req.query)
         size = page_size(req.page_size)
@@ -778,6 +785,22 @@ class CassandraVisibilityStore:
             if examined >= max(self._scan_rows, 2 * (size + 1)) or requests >= self._page_requests:
                 assert chunk.pos is not None  # a chunk that is not the last one has read something
                 return ListWorkflowsResponse(out, encode_token(chunk.pos.start, chunk.pos.run_id, fingerprint))
+
+
+@contextlib.contextmanager
+def _read_errors(what: str, query: str) -> Iterator[None]:
+    """A failed read of Cassandra (a timeout, a node down, a missing table) as one clear
+    Unavailable naming the query, not an internal error with the driver's traceback."""
+    try:
+        yield
+    except ServiceError:
+        raise
+    except Exception as e:
+        timed_out = "Timeout" in type(e).__name__ or "TimedOut" in type(e).__name__
+        hint = (" (each Cassandra request may take store.cassandra_request_timeout_ms; a query that reads many runs "
+                "is cheaper with a StartTime range, which selects the day partitions it reads)") if timed_out else ""
+        raise Unavailable(f"visibility on Cassandra: {what} ({query!r}) failed: {type(e).__name__}: {e}{hint}",
+                          reason="StoreUnavailable") from None
 
 
 def _row_info(namespace: str, r: Row) -> WorkflowExecutionInfo:

@@ -13,6 +13,7 @@ from history.visibility_batch import PartitionBatcher
 from history.visibility_cassandra import KIND_UPSERT, CassandraVisibilityStore
 from legato.api import ListWorkflowsRequest, WorkflowExecutionInfo, WorkflowStatus
 from legato.config import StoreConfig
+from legato.errors import Unavailable
 from tests.conftest import TEST_KEYSPACE
 
 T0 = 1_795_255_200_000
@@ -52,3 +53,18 @@ async def test_a_failed_request_fails_every_write_it_carried(cassandra: StoreCon
     await batcher.write("p", ["ns", 7])  # a good one goes through
     with pytest.raises(Exception, match="encode"):
         await batcher.write("p", [9, 9])
+
+
+async def test_a_failed_read_is_one_clear_error_naming_the_query(cassandra_admin: Cql) -> None:
+    """Cassandra refusing a read (here: the keyspace is not there) is an Unavailable naming what
+    was asked and why, not an internal error carrying the driver's traceback."""
+    store = CassandraVisibilityStore(cassandra_admin, "legato_no_such_keyspace")
+    query = "WorkflowType = 'app:t'"
+    with pytest.raises(Unavailable) as listed:
+        await store.list(ListWorkflowsRequest("ns", query, 10))
+    with pytest.raises(Unavailable) as counted:
+        await store.count_by_status("ns", query)
+    for e, what in ((listed.value, "listing workflows"), (counted.value, "counting workflows")):
+        assert e.reason == "StoreUnavailable"
+        assert e.message.startswith(f"visibility on Cassandra: {what} ({query!r}) failed: ")
+        assert "legato_no_such_keyspace" in e.message and "\n" not in e.message, e.message
