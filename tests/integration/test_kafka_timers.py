@@ -39,6 +39,7 @@ from tests.unit.history.conftest import (
     FakeMatching,
     activity,
     complete_wf,
+    count_in_flight,
     make_config,
     timer,
 )
@@ -486,20 +487,7 @@ async def test_a_restarted_owner_fires_a_backlog_a_few_at_a_time(queues: QueuesC
         await crash_env(env)
     env = await kafka_env(cfg, tmp_path / "h.db", clock, identity="h2")
     try:
-        q = queue(env, ids[0])
-        seen = [0, 0]
-        fire = q._fire
-
-        async def counted(t: Any) -> None:
-            seen[0] += 1
-            seen[1] = max(seen[1], seen[0])
-            try:
-                await asyncio.sleep(0)  # fires started together are in flight together
-                await fire(t)
-            finally:
-                seen[0] -= 1
-
-        q._fire = counted
+        seen = count_in_flight(queue(env, ids[0]))
         assert {wf: await fired(env, wf) for wf in ids} == {wf: [] for wf in ids}
         assert await env.fire(5_000) == n
         assert {wf: await fired(env, wf) for wf in ids} == {wf: ["t"] for wf in ids}

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from history.queues import TransferTask
+from history.queues import TimerTask, TransferTask
 from history.service import HistoryServiceImpl
 from history.state import MutableState
 from history.store.base import ExecutionStore, HistoryAppend, ShardWrite
@@ -296,3 +296,22 @@ class HeldCommits:
         shard._store = held
         return held
 
+
+
+def count_in_flight(q: Any) -> list[int]:
+    """Wrap a timer queue's fire callable (either kind): [in flight now, most ever in flight].
+    Each fire yields once first, so fires started together are in flight together."""
+    seen = [0, 0]
+    fire: Callable[[TimerTask], Any] = q._fire
+
+    async def counted(t: TimerTask) -> None:
+        seen[0] += 1
+        seen[1] = max(seen[1], seen[0])
+        try:
+            await asyncio.sleep(0)
+            await fire(t)
+        finally:
+            seen[0] -= 1
+
+    q._fire = counted
+    return seen

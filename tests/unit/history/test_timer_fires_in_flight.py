@@ -4,33 +4,13 @@ of a backlog still fires (the rest wait for a free slot, woken by a fire's end, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
-from history.queues import TimerQueueProcessor, TimerTask
+from history.queues import TimerQueueProcessor
 from legato.events import EventType as E
-from tests.unit.history.conftest import Env, close_env, make_config, make_env, timer
+from tests.unit.history.conftest import Env, close_env, count_in_flight, make_config, make_env, timer
 
 LIMIT = 3
 BACKLOG = 12
-
-
-def count_in_flight(q: TimerQueueProcessor) -> list[int]:
-    """Wrap the queue's fire callable: [in flight now, most ever in flight]. Each fire yields once
-    first, so fires started together are in flight together."""
-    seen = [0, 0]
-    fire: Callable[[TimerTask], Awaitable[None]] = q._fire
-
-    async def counted(t: TimerTask) -> None:
-        seen[0] += 1
-        seen[1] = max(seen[1], seen[0])
-        try:
-            await asyncio.sleep(0)
-            await fire(t)
-        finally:
-            seen[0] -= 1
-
-    q._fire = counted  # type: ignore[method-assign]
-    return seen
 
 
 async def backlog_on_one_shard(env: Env) -> tuple[list[str], TimerQueueProcessor]:
