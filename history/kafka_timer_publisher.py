@@ -1,7 +1,7 @@
 """Publishing one shard's timers to its partition of the timer topic (docs/queues.md, "History
-publishes"). A timer row leaves the store only once the broker acknowledged its message: the
-publisher hands the shard's flush the timer outbox's ack level (a task id), which never passes a
-row the broker has not acknowledged.
+publishes" and "Far timers"). A timer row leaves the store only once the broker acknowledged its
+message: the publisher hands the shard's flush the timer outbox's ack level (a task id) and the
+due-time rows' drop level (ms), neither of which passes a row the broker has not acknowledged.
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ from legato.kafka import TimerMessage, encode_timer
 log = logging.getLogger("legato.history")
 
 MAX_RETRY_DELAY_S = 10.0
+# What a published timer is, for what its acknowledgement releases.
+_OUTBOX = 0  # a row of the timer outbox: counts for the outbox ack level
+_ROW = 1  # a due-time timer row (due past the boundary when written): counts for the rows' drop level
+_COPY = 2  # a copy of a timer already in the log (re-published forward): no row
 
 
 class Backoff:
@@ -57,7 +61,11 @@ class TimerPublisher:
     tombstone per flush, none per timer, and the next owner's scan starts above it."""
 
     def __init__(self, shard_id: int, topic: str, partition: int, kafka: KafkaResources,
-                 on_progress: Callable[[], None], outbox_ack_level: int = 0) -> None:
+                 on_progress: Callable[[], None], outbox_ack_level: int = 0, rows_from_ms: int = 0,
+                 until_ms: int = 0) -> None:
+        """`outbox_ack_level`: where the start-up scan of the outbox begins (a task id);
+        `rows_from_ms`: where scans of the due-time timer rows begin (every row due earlier was
+        dropped); `until_ms`: the first boundary (timers due at or before it go to the outbox)."""
         self.shard_id = shard_id
         self._topic = topic
         self._partition = partition
@@ -75,7 +83,14 @@ class TimerPublisher:
         self._max_added = outbox_ack_level  # the highest outbox task id handed to publishing
         self._scanned = outbox_ack_level  # the start-up scan of the stored outbox read every row up to this id
         self._scan_done = False
-        self._drop_before = 0  # see take_drop_before
+        # Far timers (docs/queues.md, "Far timers"): due past the boundary `_until` when written,
+        # they wait in the store's due-time rows; a scan publishes them as the boundary moves up.
+        self._until = max(until_ms, rows_from_ms)
+        self._rows_read = rows_from_ms - 1  # every row due at or before this was read by a completed scan
+        self._rows_pending: set[tuple[int, int]] = set()  # rows published, not yet acknowledged
+        self._rows_heap: list[tuple[int, int]] = []  # the same, lazily: the lowest bounds the drop level
+        self._dropped = rows_from_ms  # the last drop level handed to the shard
+        self._scan_lock = asyncio.Lock()
 
     # ------------------------------------------------------------ the outbox
 
@@ -99,7 +114,7 @@ class TimerPublisher:
         return fresh
 
     async def _publish_rows(self, timers: list[TimerTask]) -> None:
-        await self._publish(timers, rows=True)
+        await self._publish(timers, _OUTBOX)
 
     def outbox_ack_level(self) -> int:
         """Every outbox row with a task id at or below this was acknowledged by the broker."""
@@ -125,52 +140,89 @@ class TimerPublisher:
                 self._scanned = max(self._scanned, rows[-1].task_id)
             if len(rows) < READ_PAGE:
                 self._scan_done = True
-            await self._publish(fresh, rows=True)
+            await self._publish(fresh, _OUTBOX)
             if self._scan_done:
                 break
         return count
 
-    async def publish_stored_timers(self, store: ExecutionStore, start_ms: int) -> int:
-        """Publish the shard's due-time timer rows (not the outbox's: left by the store-backed
-        timer queue before the shard moved to Kafka, or by an older build's Kafka mode, which wrote
-        there) due from `start_ms` up (the timer ack level, or where an earlier Kafka owner dropped
-        them), in due order; once all are acknowledged, offer to drop every such row
-        (`take_drop_before`), so that later scans start past their tombstones. Return how many
-        rows were found."""
-        if start_ms >= EVERY_TIMER_ROW:
-            return 0  # dropped already, and nobody wrote any since
-        after, count = (start_ms - 1, EVERY_TIMER_ROW), 0
-        while not self._stopped:
-            rows = await store.read_timer_tasks(self.shard_id, after, EVERY_TIMER_ROW, READ_PAGE)
-            count += len(rows)
-            await self._publish([TimerTask(r.fire_time_ms, r.task_id, codec.loads(r.data)) for r in rows], rows=False)
-            if len(rows) < READ_PAGE:
-                break
-            after = (rows[-1].fire_time_ms, rows[-1].task_id)
-        # Nothing writes such rows while this node owns the shard (its writes go to the outbox,
-        # the range_id fences everyone else): every one there was is on the broker now.
-        if not self._stopped:
-            self._drop_before = EVERY_TIMER_ROW
-        return count
+    # ------------------------------------------------------------ far timers, in the due-time rows
+
+    def outbox_until(self) -> int:
+        return self._until
+
+    def publish_far(self, timers: list[TimerTask]) -> None:
+        """Timer rows just committed past the boundary the shard saw when it wrote them: those the
+        boundary has passed since (a scan may have read before they were committed) are published
+        here, and bound the rows' drop level until acknowledged; the others wait for a scan."""
+        fresh = self._track_rows([t for t in timers if t.fire_time_ms <= self._until])
+        if self._stopped or not fresh:
+            return
+        task = asyncio.create_task(self._publish_far(fresh), name=f"timer-publish-far-{self.shard_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish_far(self, timers: list[TimerTask]) -> None:
+        await self._publish(timers, _ROW)
+
+    async def publish_due_rows(self, store: ExecutionStore, until_ms: int) -> int:
+        """Move the boundary up to `until_ms` and publish every due-time timer row up to it not
+        published yet, a page at a time in due order (each page acknowledged before the next is
+        read); return how many rows were found. Commits from now on write timers due before the
+        boundary to the outbox; rows they wrote before it moved reach `publish_far`."""
+        async with self._scan_lock:
+            self._until = max(self._until, until_ms)
+            target, after, count = self._until, (self._rows_read, EVERY_TIMER_ROW), 0
+            while not self._stopped:
+                rows = await store.read_timer_tasks(self.shard_id, after, target, READ_PAGE)
+                count += len(rows)
+                await self._publish(self._track_rows(
+                    [TimerTask(r.fire_time_ms, r.task_id, codec.loads(r.data)) for r in rows]), _ROW)
+                if len(rows) < READ_PAGE:
+                    if not self._stopped:  # (else some may not be acknowledged)
+                        self._rows_read = target
+                    break
+                after = (rows[-1].fire_time_ms, rows[-1].task_id)
+            return count
+
+    def _track_rows(self, timers: list[TimerTask]) -> list[TimerTask]:
+        fresh = [t for t in timers if (t.fire_time_ms, t.task_id) not in self._rows_pending]
+        for t in fresh:
+            key = (t.fire_time_ms, t.task_id)
+            self._rows_pending.add(key)
+            heapq.heappush(self._rows_heap, key)
+        return fresh
 
     def take_drop_before(self) -> int:
-        out, self._drop_before = self._drop_before, 0
-        return out
+        """A due time below which every timer row is on the broker: read by a completed scan or
+        handed to `publish_far`, and acknowledged (0: no higher than the last one taken). The shard
+        takes it under its write lock, so every row committed so far was handed over already."""
+        heap = self._rows_heap
+        while heap and heap[0] not in self._rows_pending:
+            heapq.heappop(heap)
+        level = self._rows_read + 1
+        if heap:
+            level = min(level, heap[0][0])
+        if level <= self._dropped:
+            return 0
+        self._dropped = level
+        return level
 
     def restore_drop_before(self, before: int) -> None:
-        self._drop_before = max(self._drop_before, before)
+        """The flush that carried `before` failed: offer it again."""
+        if before:
+            self._dropped = min(self._dropped, before - 1)
 
     # ------------------------------------------------------------ copies
 
     async def publish_copy(self, timer: TimerTask) -> int | None:
         """Publish a timer again (moved forward in the log); return the new offset once acked,
         None if the publisher stopped first."""
-        offsets = await self._publish([timer], rows=False)
+        offsets = await self._publish([timer], _COPY)
         return offsets[0] if offsets else None
 
     # ------------------------------------------------------------ sending
 
-    async def _publish(self, timers: list[TimerTask], rows: bool) -> list[int]:
+    async def _publish(self, timers: list[TimerTask], kind: int) -> list[int]:
         """Send until every timer is acknowledged (or the publisher stops); return their offsets."""
         left: list[TimerTask] = list(timers)
         offsets: list[int] = []
@@ -183,7 +235,7 @@ class TimerPublisher:
                 for t, r in zip(left, results, strict=True):
                     if not isinstance(r, BaseException):
                         offsets.append(r)
-                        self._acked(t, r, rows)
+                        self._acked(t, r, kind)
                 left = failed
                 self._on_progress()
                 if failed:
@@ -201,11 +253,13 @@ class TimerPublisher:
         value = encode_timer(TimerMessage(self.shard_id, t.fire_time_ms, t.task_id, t.data))
         return await self._kafka.send(self._topic, self._partition, self._key, value)
 
-    def _acked(self, t: TimerTask, offset: int, rows: bool) -> None:
+    def _acked(self, t: TimerTask, offset: int, kind: int) -> None:
         self.unacked -= 1
         self.max_offset = max(self.max_offset, offset)
-        if rows:
+        if kind == _OUTBOX:
             self._pending.discard(t.task_id)
+        elif kind == _ROW:
+            self._rows_pending.discard((t.fire_time_ms, t.task_id))
 
     def stop(self) -> None:
         """Stop sending: rows not yet acknowledged stay in the store for the next owner."""

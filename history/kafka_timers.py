@@ -17,9 +17,16 @@ message, then in the log until its effect is durable. The invariant that makes e
   the oldest offset not done (or the next to read), so a new owner re-reads every timer not done.
 * Firing is idempotent and never early: a timer fires when the clock reached its due time, and
   history drops a timer its run no longer expects (a duplicate, or a stale timer).
-* A timer held `timer_republish_horizon_ms` without coming due is published again and its old
-  message counted done once the copy is acknowledged: the committed offset keeps moving, and a
-  new owner re-reads about one horizon of the log.
+* Far timers stay out of the log: a timer due past the shard's boundary (about
+  `timer_publish_lookahead_ms` ahead of the clock) is written to the store's due-time timer rows
+  instead of the outbox. As the clock moves the queue moves the boundary up and publishes the rows
+  it passed (a scan, in due order); once every row below a due time is acknowledged, the shard's
+  flush range-deletes them (`take_drop_before`) and the next scan starts there. A timer in the log
+  is thus due within about a lookahead, so the committed offset trails the head by about that
+  much, whatever the timers far ahead (a closed run's retention timer, a week-long sleep).
+* A timer held `timer_republish_horizon_ms` without coming due (the lookahead was set longer, or
+  its fire keeps failing) is published again and its old message counted done once the copy is
+  acknowledged: the committed offset keeps moving.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from history.fire_lags import FireLags
 from history.kafka_resources import KafkaResources
 from history.kafka_timer_publisher import Backoff, TimerPublisher
 from history.queues import TimerTask
-from history.store.base import ExecutionStore, ShardInfo
+from history.store.base import EVERY_TIMER_ROW, ExecutionStore, ShardInfo
 from history.timers import FireTimer, TimerQueueFactory
 from legato.config import QueuesConfig
 from legato.errors import ShardOwnershipLost
@@ -107,26 +114,24 @@ class KafkaTimerQueue:
     """Implements history.timers.TimerQueue for one shard. `start` runs it; `stop` drops it at
     once (the shard was lost: nothing more is committed); `close` commits what is done first."""
 
-    outbox = True  # the shard writes these timers to the store's timer outbox, by task id
-
     def __init__(self, shard_id: int, store: ExecutionStore, clock: Callable[[], int], fire: FireTimer,
                  cfg: QueuesConfig, kafka: KafkaResources, outbox_ack_level: int = 0,
                  timer_ack_level: int = 0, max_firing: int = 100) -> None:
         """`outbox_ack_level`: where the start-up scan of the outbox begins (a task id);
-        `timer_ack_level`: where the scan of the store's due-time timer rows begins (ms: the
-        shard's timer ack level, or where an earlier Kafka owner dropped them all)."""
+        `timer_ack_level`: where scans of the store's due-time timer rows begin (ms: the shard's
+        timer ack level, or where an earlier Kafka owner dropped the rows it had published)."""
         self.shard_id = shard_id
-        self._timer_rows_from = timer_ack_level  # where the scan of the due-time timer rows starts (ms)
         self._store = store
         self._clock = clock
         self._fire = fire
         self._cfg = cfg
         self._horizon = cfg.timer_republish_horizon_ms
+        self._lookahead = cfg.timer_publish_lookahead_ms
         self._commit_interval_s = cfg.commit_interval_ms / 1000.0
         self.group = f"{cfg.topic_prefix}.timers.shard-{shard_id}"
         self.tp = TopicPartition(topics(cfg).timers, timer_partition(cfg, shard_id))
         self.publisher = TimerPublisher(shard_id, self.tp.topic, self.tp.partition, kafka, self._progressed,
-                                        outbox_ack_level)
+                                        outbox_ack_level, timer_ack_level, clock() + self._lookahead)
         self.lags = FireLags()
         self._consumer: PumpedConsumer | None = None
         self._offsets = OffsetTracker()
@@ -143,6 +148,7 @@ class KafkaTimerQueue:
         self._republishes: set[asyncio.Task[None]] = set()
         self._retries: dict[TimerKey, int] = {}
         self._wake = asyncio.Event()  # the fire loop looks again
+        self._scan_wake = asyncio.Event()  # the far-timer scan looks at the clock again
         self._changed = asyncio.Event()  # consumed, acknowledged, or ready: fire_due looks again
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -206,13 +212,13 @@ class KafkaTimerQueue:
                         asyncio.create_task(self._commit_loop(), name=f"kafka-timers-commit-{self.shard_id}")]
         found = await self._retry("publishing the timer outbox", lambda: self.publisher.publish_stored(self._store))
         log.debug("shard %d: %s timer outbox rows found in the store were published", self.shard_id, found)
-        rows = await self._retry("publishing the store's timer rows",
-                                 lambda: self.publisher.publish_stored_timers(self._store, self._timer_rows_from))
-        if rows:
-            log.info("shard %d: %d timer rows of the store (not of the outbox: written by the store's timer queue "
-                     "or an older build) were published to the timer topic", self.shard_id, rows)
+        rows = await self._retry("publishing the timer rows due within the lookahead", self._publish_due_rows)
+        log.debug("shard %d: %s due-time timer rows found in the store were published", self.shard_id, rows)
+        if self._stopped:
+            return
         self._ready = True
         self._progressed()
+        self._tasks.append(asyncio.create_task(self._scan_loop(), name=f"kafka-timers-scan-{self.shard_id}"))
 
     async def _open(self) -> None:
         consumer = PumpedConsumer(consumer_config(self._cfg, self.group), self._take_batch,
@@ -253,8 +259,14 @@ class KafkaTimerQueue:
 
     # ================================================================ publishing (the shard's side)
 
+    def outbox_until(self) -> int:
+        return self.publisher.outbox_until()
+
     def add(self, timers: list[TimerTask]) -> None:
         self.publisher.publish_rows(timers)
+
+    def add_far(self, timers: list[TimerTask]) -> None:
+        self.publisher.publish_far(timers)
 
     def ack_level(self) -> int | None:
         """None: the timer rows ordered by due time are not this queue's (see outbox_ack_level)."""
@@ -348,6 +360,35 @@ class KafkaTimerQueue:
 
     def poke(self) -> None:
         self._wake.set()
+        self._scan_wake.set()
+
+    # ================================================================ far timers
+
+    async def _scan_loop(self) -> None:
+        """Move the boundary up every half lookahead, publishing the rows it passes."""
+        backoff = Backoff()
+        while not self._stopped:
+            wait_ms = self.publisher.outbox_until() - self._lookahead // 2 - self._clock()
+            if wait_ms > 0:
+                self._scan_wake.clear()
+                try:
+                    await asyncio.wait_for(self._scan_wake.wait(), wait_ms / 1000.0)
+                except TimeoutError:
+                    pass
+                continue
+            try:
+                await self._publish_due_rows()
+                backoff.reset()
+            except ShardOwnershipLost:
+                return
+            except Exception as e:
+                log.log(logging.WARNING if backoff.loud() else logging.DEBUG,
+                        "shard %d: publishing the timer rows coming due failed (%d time(s)), retrying: %s",
+                        self.shard_id, backoff.failures + 1, e)
+                await backoff.wait()
+
+    async def _publish_due_rows(self) -> int:
+        return await self.publisher.publish_due_rows(self._store, self._clock() + self._lookahead)
 
     async def _fire_loop(self) -> None:
         while not self._stopped:
@@ -468,6 +509,9 @@ class KafkaTimerQueue:
         fired = 0
         while not self._stopped:
             await self._caught_up()
+            if self.publisher.outbox_until() - self._lookahead // 2 <= self._clock():
+                await self._publish_due_rows()  # (the scan loop may not have looked yet)
+                continue
             fired += self._tick()
             busy = [*self._firing.values(), *self._republishes]
             if not busy:
@@ -505,7 +549,11 @@ def kafka_timer_queues(cfg: QueuesConfig, kafka: KafkaResources, max_firing: int
     """The factory a shard builds its timer queue with when queues.kind is kafka."""
 
     def make(info: ShardInfo, store: ExecutionStore, clock: Callable[[], int], fire: FireTimer) -> KafkaTimerQueue:
+        # EVERY_TIMER_ROW: a build before far timers dropped every row it published, and a later
+        # owner may have written far timers since; scan from the timer ack level (one range
+        # tombstone to cross, once: this owner's first drop records a real level).
+        dropped = info.timer_rows_dropped_before if info.timer_rows_dropped_before < EVERY_TIMER_ROW else 0
         return KafkaTimerQueue(info.shard_id, store, clock, fire, cfg, kafka, info.timer_outbox_ack_level,
-                               max(info.timer_ack_level, info.timer_rows_dropped_before), max_firing)
+                               max(info.timer_ack_level, dropped), max_firing)
 
     return make

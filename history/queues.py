@@ -165,8 +165,6 @@ class TimerQueueProcessor(TimerDeletes):
     `ack_level_ms` is the shard's persisted timer ack level: every stored timer due earlier is
     gone, so the first read starts there and never crosses the tombstones of those deleted."""
 
-    outbox = False  # the shard writes these timers to the timer rows, by due time
-
     def __init__(self, shard_id: int, store: ExecutionStore, clock: Callable[[], int], lookahead_ms: int,
                  fire: Callable[[TimerTask], Awaitable[None]], ack_level_ms: int = 0,
                  max_firing: int = 100) -> None:
@@ -239,6 +237,12 @@ class TimerQueueProcessor(TimerDeletes):
 
     def outbox_ack_level(self) -> None:
         return None  # no outbox: the timer rows are the queue
+
+    def outbox_until(self) -> None:
+        return None  # every timer goes to the timer rows, by due time
+
+    def add_far(self, timers: list[TimerTask]) -> None:
+        self.add(timers)  # (never called: with no outbox, every timer is handed to `add`)
 
     def take_drop_before(self) -> int:
         return 0  # the timer ack level covers the rows below it

@@ -234,7 +234,8 @@ class _Prepared:
     timer_rows: list[TimerTaskRow] = field(default_factory=list)
     outbox_rows: list[TimerTaskRow] = field(default_factory=list)  # timers, when the queue keeps an outbox
     transfer: list[TransferTask] = field(default_factory=list)
-    timers: list[TimerTask] = field(default_factory=list)
+    timers: list[TimerTask] = field(default_factory=list)  # for the timer queue's `add`
+    far: list[TimerTask] = field(default_factory=list)  # for its `add_far`: rows past its outbox boundary
     settled: bool = False  # written, or failed
     waiter: asyncio.Future[None] | None = None  # where a cancelled caller waits for the outcome
 
@@ -566,6 +567,7 @@ class ShardContext:
 
     def _prepare(self, p: _Prepared, txn_id: int, ids: list[int]) -> None:
         self._encode(p)
+        outbox_until = self.timers.outbox_until()
         pos = 0
         for m in p.update.mutations:
             st = m.state
@@ -578,7 +580,8 @@ class ShardContext:
                 pos += 1
             for due, data in m.timers:
                 tid = ids[pos]
-                if self.timers.outbox:  # ordered by task id: no due time bounds what is deleted
+                if outbox_until is not None and due <= outbox_until:
+                    # The outbox is ordered by task id: no due time bounds what is deleted.
                     p.timers.append(TimerTask(due, tid, data))
                     p.outbox_rows.append(TimerTaskRow(due, tid, p.payloads[pos]))
                 else:
@@ -586,7 +589,7 @@ class ShardContext:
                     # the level instead: late by what the clock moved since the last ack flush,
                     # never early.
                     fire = max(due, self._timer_floor)
-                    p.timers.append(TimerTask(fire, tid, data))
+                    (p.timers if outbox_until is None else p.far).append(TimerTask(fire, tid, data))
                     p.timer_rows.append(TimerTaskRow(fire, tid, p.payloads[pos]))
                 pos += 1
 
@@ -723,10 +726,7 @@ class ShardContext:
         for p in unsettled:
             if await self._was_written(p):
                 log.info("shard %d: a write with an unknown outcome had taken effect", self.shard_id)
-                if p.transfer:
-                    self.transfer.add(p.transfer)
-                if p.timers:
-                    self.timers.add(p.timers)
+                self._hand_tasks(p)
 
     async def _was_written(self, p: _Prepared) -> bool:
         """Whether p's write took effect, told by one of its task rows (a write is all or nothing).
@@ -735,12 +735,12 @@ class ShardContext:
             tid = p.transfer[0].task_id
             rows = await self._store.read_transfer_tasks(self.shard_id, tid - 1, 1)
             return bool(rows) and rows[0].task_id == tid
-        if p.timers and self.timers.outbox:
-            tid = p.timers[0].task_id
+        if p.outbox_rows:
+            tid = p.outbox_rows[0].task_id
             outbox = await self._store.read_timer_outbox(self.shard_id, tid - 1, 1)
             return bool(outbox) and outbox[0].task_id == tid
-        if p.timers:
-            t = p.timers[0]
+        if p.timer_rows:
+            t = p.timer_rows[0]
             found = await self._store.read_timer_tasks(self.shard_id, (t.fire_time_ms, t.task_id - 1),
                                                        t.fire_time_ms, 1)
             return bool(found) and found[0].task_id == t.task_id
@@ -749,12 +749,17 @@ class ShardContext:
     def _handoff(self, p: _Prepared) -> None:
         """The write is durable: give the new tasks to the processors (no re-read) and release
         the waiting caller."""
+        self._hand_tasks(p)
+        p.update.written = True
+        _succeed(p)
+
+    def _hand_tasks(self, p: _Prepared) -> None:
         if p.transfer:
             self.transfer.add(p.transfer)
         if p.timers:
             self.timers.add(p.timers)
-        p.update.written = True
-        _succeed(p)
+        if p.far:
+            self.timers.add_far(p.far)
 
     # ------------------------------------------------------------------ retention
 

@@ -32,9 +32,6 @@ class TimerQueue(Protocol):
     timer its run no longer expects, so a queue may fire a timer twice, but never early."""
 
     lags: FireLags
-    # True: the shard writes this queue's timers to the store's timer outbox (ordered by task id),
-    # not to the timer rows ordered by due time.
-    outbox: bool
 
     def start(self) -> None: ...
 
@@ -44,7 +41,18 @@ class TimerQueue(Protocol):
     async def close(self) -> None:
         """Stop (shutdown), keep what is done for the next owner, release resources."""
 
-    def add(self, timers: list[TimerTask]) -> None: ...
+    def outbox_until(self) -> int | None:
+        """Where the shard writes a timer: due at or before this (ms), to the store's timer outbox
+        (ordered by task id), else to the timer rows ordered by due time; None: every timer to
+        the timer rows. Read when a write is prepared; it only moves up."""
+
+    def add(self, timers: list[TimerTask]) -> None:
+        """The timers of a committed write: every one when outbox_until() is None, else those
+        written to the outbox."""
+
+    def add_far(self, timers: list[TimerTask]) -> None:
+        """The timers of a committed write that went to the timer rows because they were due past
+        outbox_until() (which may have moved past them since)."""
 
     def poke(self) -> None:
         """The clock may have moved (a controllable clock): look again."""

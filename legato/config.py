@@ -256,6 +256,12 @@ class QueuesConfig(_Strict):
         100_000, gt=0, description="tasks read and not yet done on a matching node; above it reading pauses")
     sticky_wait_ms: int = Field(200, ge=0, description="a workflow task waits this long for its previous worker")
     commit_interval_ms: int = Field(200, gt=0, description="consumers commit their offsets this often")
+    # A timer due further ahead than this waits in the store's due-time timer rows and goes to the
+    # timer topic when it comes this close (history/kafka_timers.py, "Far timers"): a new owner of
+    # a shard re-reads about this much of the log, and holds about this much in memory, instead of
+    # every timer up to the horizon below (a closed run's 72 h retention timer among them).
+    timer_publish_lookahead_ms: int = Field(
+        60_000, gt=0, description="timers due further ahead wait in the store until this close")
     timer_republish_horizon_ms: int = Field(
         3_600_000, gt=0, description="a timer due later than this is re-published forward (bounded re-reads)")
     statistics_interval_ms: int = Field(

@@ -382,8 +382,9 @@ class SqliteStore:
                 c.execute("DELETE FROM timer_tasks WHERE shard_id = ? AND fire_time_ms < ?", (shard_id, timer_ack))
             if drop_before > 0:
                 c.execute("DELETE FROM timer_tasks WHERE shard_id = ? AND fire_time_ms < ?", (shard_id, drop_before))
-                c.execute("UPDATE shards SET timer_rows_dropped_before = MAX(timer_rows_dropped_before, ?) "
-                          "WHERE shard_id = ?", (drop_before, shard_id))
+                # Set, not raised: an owner after a build that dropped every row (EVERY_TIMER_ROW)
+                # records where its own scans start again (as on Cassandra).
+                c.execute("UPDATE shards SET timer_rows_dropped_before = ? WHERE shard_id = ?", (drop_before, shard_id))
             if outbox_ack > 0:
                 c.execute("UPDATE shards SET timer_outbox_ack_level = MAX(timer_outbox_ack_level, ?) "
                           "WHERE shard_id = ?", (outbox_ack, shard_id))

@@ -313,7 +313,9 @@ async def _run_a_mix(env: Env) -> None:
 
 
 async def test_every_timer_message_delivered_twice_changes_no_history(queues: QueuesConfig, tmp_path: Path) -> None:
-    env = await kafka_env(kafka_config(queues), tmp_path / "h.db")
+    # A lookahead past the run timeout (600 s): every kind of timer is in the log at once (the long
+    # timer, further ahead, is published from the store's rows when it comes that close).
+    env = await kafka_env(kafka_config(queues, timer_publish_lookahead_ms=700_000), tmp_path / "h.db")
     wfs = ["wf-timers", "wf-act", "wf-delayed"]
     try:
         await _run_a_mix(env)
