@@ -23,6 +23,7 @@ import pytest
 from legato.config import QueuesConfig, StoreConfig
 
 if TYPE_CHECKING:
+    from history.store.base import ExecutionStore
     from history.store.cql import Cql
 
 pytest_plugins = ["tests.zookeeper_fixtures"]
@@ -194,3 +195,18 @@ def history_store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     """Run a test of the history service once on SQLite and once on the real Cassandra node."""
     use_store(str(request.param), request, monkeypatch)
     return str(request.param)
+
+
+@pytest.fixture
+async def shard_store(history_store: str, tmp_path: Path) -> AsyncIterator[ExecutionStore]:
+    """An execution store, opened: a SQLite file, then the real Cassandra node (`history_store`)."""
+    from history.store.cassandra import CassandraStore
+    from history.store.sqlite import SqliteStore
+
+    cfg = store_config_from_env()
+    s: ExecutionStore = CassandraStore(cfg) if cfg is not None else SqliteStore(str(tmp_path / "shard.db"))
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()

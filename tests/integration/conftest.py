@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from history.store.base import ExecutionStore
-from history.store.cassandra import CassandraStore
-from history.store.sqlite import SqliteStore
-from tests.conftest import store_config_from_env, use_queues, use_store
+from tests.conftest import use_queues, use_store
 from tests.integration.procs import Cluster
 
 APPS = Path(__file__).resolve().parent.parent / "apps"
@@ -21,18 +18,6 @@ def fast_config(tmp: Path) -> Path:
     p = tmp / "legato.yaml"
     p.write_text("history:\n  workflow_task_timeout_ms: 2000\n  workflow_task_retry_initial_ms: 100\n")
     return p
-
-
-@pytest.fixture
-async def shard_store(history_store: str, tmp_path: Path) -> AsyncIterator[ExecutionStore]:
-    """An execution store, opened: a SQLite file, then the real Cassandra node (`history_store`)."""
-    cfg = store_config_from_env()
-    s: ExecutionStore = CassandraStore(cfg) if cfg is not None else SqliteStore(str(tmp_path / "shard.db"))
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture(scope="module")

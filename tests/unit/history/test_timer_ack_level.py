@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,6 @@ from history.store.sqlite import SqliteStore
 from legato.api import StartWorkflowRequest
 from legato.config import Config
 from legato.errors import ShardOwnershipLost, Unavailable
-from tests.conftest import store_config_from_env
 from tests.unit.history.conftest import (
     T0,
     Env,
@@ -135,14 +134,8 @@ async def _traced_tombstones(store: CassandraStore, bound: Any) -> int:
 
 
 @pytest.fixture
-async def store(history_store: str, tmp_path: Any) -> AsyncIterator[ExecutionStore]:
-    cfg = store_config_from_env()
-    s: ExecutionStore = CassandraStore(cfg) if cfg is not None else SqliteStore(str(tmp_path / "timers.db"))
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
+def store(shard_store: ExecutionStore) -> ExecutionStore:
+    return shard_store
 
 
 # ---------------------------------------------------------------------- the scans
