@@ -82,7 +82,7 @@ class HistoryConfig(_Strict):
     closed_runs_remembered: int = Field(50_000, ge=0, description="closed run ids each shard remembers")
     timer_lookahead_ms: int = Field(60_000, gt=0)
     # A shard fires at most this many timers at once; the rest wait their turn. A backlog (a shard
-    # taken over re-reads up to queues.timer_republish_horizon_ms of timers, every workflow task's
+    # taken over re-reads about queues.timer_publish_lookahead_ms of timers, every workflow task's
     # timeout among them; a restart after downtime) then drains at the store's pace instead of
     # sending every read at once: 60,000 at once timed out on Cassandra and were retried for minutes.
     timer_fires_in_flight: int = Field(100, gt=0, description="timers one shard fires at once, at most")
