@@ -12,11 +12,13 @@ what it published and the effects are done. The fire callback records every call
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from history.kafka_resources import KafkaResources
 from history.state import TM_DELETE_HISTORY
 from history.store.base import (
     EVERY_TIMER_ROW,
@@ -37,6 +39,7 @@ from tests.integration.test_kafka_timer_outbox import (
     SHARD,
     T0,
     TIMERS_PER_RUN,
+    Owner,
     _commit_timers,
     _in_due_order_never_early,
     _outbox,
@@ -65,6 +68,17 @@ def store(shard_store: ExecutionStore) -> ExecutionStore:
     return shard_store
 
 
+@contextlib.asynccontextmanager
+async def _owned(store: ExecutionStore, queues: QueuesConfig, name: str, now: int,
+                 kafka: KafkaResources | None = None) -> AsyncIterator[Owner]:
+    """An owner of the shard, stopped at the end whatever happened (stopping twice is harmless)."""
+    owner = await _owner(store, queues, name, now, kafka)
+    try:
+        yield owner
+    finally:
+        await owner.stop()
+
+
 def _published(messages: list[tuple[int, bytes, bytes]]) -> list[int]:
     """The due times of the timer messages, sorted."""
     return sorted(decode_timer(v).fire_time_ms for _, _, v in messages)
@@ -77,26 +91,26 @@ async def test_far_timers_wait_in_the_store_and_reach_the_log_when_they_come_nea
     holds no offset. When the clock comes within the lookahead, they are published, fire on time
     in due order, once each, and their rows go with one range delete that the next scan starts
     past."""
-    k = await _owner(store, kafka_queues, "k", T0)
     half = TIMERS_PER_RUN // 2
-    due = await _commit_timers(k.shard, 0, 1, lambda i: T0 + 1000 + 10 * i if i < half else T0 + HOUR_MS + 10 * i)
-    await k.shard.timers.fire_due()
-    await k.shard.flush()
-    assert await _outbox(store) == []
-    assert sorted(f for f, _ in await _timer_rows(store)) == due[half:]  # the far ones wait in the store
-    assert _published(await timer_messages(kafka_queues)) == due[:half]  # the log has the near ones alone
+    async with _owned(store, kafka_queues, "k", T0) as k:
+        due = await _commit_timers(k.shard, 0, 1,
+                                   lambda i: T0 + 1000 + 10 * i if i < half else T0 + HOUR_MS + 10 * i)
+        await k.shard.timers.fire_due()
+        await k.shard.flush()
+        assert await _outbox(store) == []
+        assert sorted(f for f, _ in await _timer_rows(store)) == due[half:]  # the far ones wait in the store
+        assert _published(await timer_messages(kafka_queues)) == due[:half]  # the log has the near ones alone
 
-    await k.advance(T0 + 2000)
-    assert sorted(f for f, _ in k.fired) == due[:half]
-    assert k.queue.open_offsets == 0 and await k.queue.commit() == half  # far timers hold no offset
+        await k.advance(T0 + 2000)
+        assert sorted(f for f, _ in k.fired) == due[:half]
+        assert k.queue.open_offsets == 0 and await k.queue.commit() == half  # far timers hold no offset
 
-    k.clock[0] = T0 + HOUR_MS - LOOKAHEAD_MS  # (nothing due in between: skip the steps)
-    await k.advance(T0 + HOUR_MS + 10 * TIMERS_PER_RUN)
-    _in_due_order_never_early(k, T0)
-    assert sorted(f for f, _ in k.fired) == due  # every timer, once
-    assert await _timer_rows(store) == []
-    assert _published(await timer_messages(kafka_queues)) == due  # each far one published once, when near
-    await k.stop()
+        k.clock[0] = T0 + HOUR_MS - LOOKAHEAD_MS  # (nothing due in between: skip the steps)
+        await k.advance(T0 + HOUR_MS + 10 * TIMERS_PER_RUN)
+        _in_due_order_never_early(k, T0)
+        assert sorted(f for f, _ in k.fired) == due  # every timer, once
+        assert await _timer_rows(store) == []
+        assert _published(await timer_messages(kafka_queues)) == due  # each far one published once, when near
     info = await store.acquire_shard(SHARD, "probe", TIMER_QUEUE_KAFKA)
     assert max(due) < info.timer_rows_dropped_before < EVERY_TIMER_ROW
     crossed = await _traced_tombstones(store, "timer_read",
@@ -109,20 +123,20 @@ async def test_far_rows_published_by_an_owner_that_died_before_dropping_them_fir
     """The owner publishes far rows as the boundary passes them, then dies before its flush
     drops them: the next owner publishes them again (and re-reads the first copies), and fires
     each once, none early."""
-    k = await _owner(store, kafka_queues, "k", T0)
-    due = await _commit_timers(k.shard, 0, 1, lambda i: T0 + 2 * LOOKAHEAD_MS + 10 * i)
-    k.clock[0] = T0 + LOOKAHEAD_MS + LOOKAHEAD_MS // 2  # the boundary must move: the scan reaches them
-    await k.shard.timers.fire_due()
-    assert len(await timer_messages(kafka_queues)) == TIMERS_PER_RUN
-    assert k.fired == []
-    await k.crash()
+    async with _owned(store, kafka_queues, "k", T0) as k:
+        due = await _commit_timers(k.shard, 0, 1, lambda i: T0 + 2 * LOOKAHEAD_MS + 10 * i)
+        k.clock[0] = T0 + LOOKAHEAD_MS + LOOKAHEAD_MS // 2  # the boundary must move: the scan reaches them
+        await k.shard.timers.fire_due()
+        assert len(await timer_messages(kafka_queues)) == TIMERS_PER_RUN
+        assert k.fired == []
+        await k.crash()
 
-    k2 = await _owner(store, kafka_queues, "k2", T0 + LOOKAHEAD_MS + LOOKAHEAD_MS // 2)
-    assert len(await timer_messages(kafka_queues)) == 2 * TIMERS_PER_RUN  # the rows were still there
-    await k2.advance(max(due) + 1000)
-    _in_due_order_never_early(k2, k2.clock[0])
-    assert sorted(f for f, _ in k2.fired) == due
-    assert await _timer_rows(store) == []
+    async with _owned(store, kafka_queues, "k2", T0 + LOOKAHEAD_MS + LOOKAHEAD_MS // 2) as k2:
+        assert len(await timer_messages(kafka_queues)) == 2 * TIMERS_PER_RUN  # the rows were still there
+        await k2.advance(max(due) + 1000)
+        _in_due_order_never_early(k2, k2.clock[0])
+        assert sorted(f for f, _ in k2.fired) == due
+        assert await _timer_rows(store) == []
 
 
 class HeldCommits(SqliteStore):
@@ -151,29 +165,35 @@ async def test_a_far_row_committed_after_the_scan_passed_it_is_published_and_kep
     await s.open()
     kafka = GatedKafka(kafka_queues)
     try:
-        k = await _owner(s, kafka_queues, "k", T0, kafka)
-        due = T0 + LOOKAHEAD_MS + 5000  # past the boundary (T0 + lookahead) when written
-        s.hold.set()
-        commit = asyncio.create_task(_commit_timers(k.shard, 0, 1, lambda i: due + 10 * i))
-        await asyncio.wait_for(s.entered.wait(), WAIT_S)
-        k.clock[0] = T0 + LOOKAHEAD_MS // 2 + 1000  # half a lookahead on: the boundary moves
-        await k.shard.timers.fire_due()  # the scan reads the rows: this commit's are not there yet
-        assert k.queue.outbox_until() >= due + 10 * TIMERS_PER_RUN and await timer_messages(kafka_queues) == []
-        kafka.gate.clear()  # the broker's acknowledgements are held back
-        s.hold.clear()
-        s.released.set()
-        written = await asyncio.wait_for(commit, WAIT_S)
-        await k.shard.flush()
-        assert sorted(f for f, _ in await _timer_rows(s)) == written  # not acknowledged: not dropped
-        await asyncio.wait_for(_broker_has(kafka, TIMERS_PER_RUN), WAIT_S)  # handed over and published
-        kafka.gate.set()
-        await k.advance(due + 10 * TIMERS_PER_RUN)
-        assert sorted(f for f, _ in k.fired) == written  # each once
-        assert await _timer_rows(s) == []
-        await k.stop()
+        async with _owned(s, kafka_queues, "k", T0, kafka) as k:
+            try:
+                await _race(s, kafka, kafka_queues, k)
+            finally:  # (else the owner's stop would wait for the held commit)
+                s.released.set()
+                kafka.gate.set()
     finally:
-        kafka.gate.set()
         await s.close()
+
+
+async def _race(s: HeldCommits, kafka: GatedKafka, kafka_queues: QueuesConfig, k: Owner) -> None:
+    due = T0 + LOOKAHEAD_MS + 5000  # past the boundary (T0 + lookahead) when written
+    s.hold.set()
+    commit = asyncio.create_task(_commit_timers(k.shard, 0, 1, lambda i: due + 10 * i))
+    await asyncio.wait_for(s.entered.wait(), WAIT_S)
+    k.clock[0] = T0 + LOOKAHEAD_MS // 2 + 1000  # half a lookahead on: the boundary moves
+    await k.shard.timers.fire_due()  # the scan reads the rows: this commit's are not there yet
+    assert k.queue.outbox_until() >= due + 10 * TIMERS_PER_RUN and await timer_messages(kafka_queues) == []
+    kafka.gate.clear()  # the broker's acknowledgements are held back
+    s.hold.clear()
+    s.released.set()
+    written = await asyncio.wait_for(commit, WAIT_S)
+    await k.shard.flush()
+    assert sorted(f for f, _ in await _timer_rows(s)) == written  # not acknowledged: not dropped
+    await asyncio.wait_for(_broker_has(kafka, TIMERS_PER_RUN), WAIT_S)  # handed over and published
+    kafka.gate.set()
+    await k.advance(due + 10 * TIMERS_PER_RUN)
+    assert sorted(f for f, _ in k.fired) == written  # each once
+    assert await _timer_rows(s) == []
 
 
 async def _broker_has(kafka: GatedKafka, n: int) -> None:
@@ -192,12 +212,11 @@ async def test_after_a_build_that_dropped_every_row_far_rows_written_since_are_f
     due = T0 + 2 * LOOKAHEAD_MS
     row = TimerTaskRow(due, (info.range_id << 20) + 1, codec.dump_record({"k": "test"}))
     await store.write(ShardWrite(SHARD, info.range_id, timer_tasks=[row]))
-    k = await _owner(store, kafka_queues, "k", T0)
-    k.clock[0] = due - LOOKAHEAD_MS
-    await k.advance(due + 1000)
-    assert k.fired == [(due, row.task_id)]
-    assert await _timer_rows(store) == []
-    await k.stop()
+    async with _owned(store, kafka_queues, "k", T0) as k:
+        k.clock[0] = due - LOOKAHEAD_MS
+        await k.advance(due + 1000)
+        assert k.fired == [(due, row.task_id)]
+        assert await _timer_rows(store) == []
     probe = await store.acquire_shard(SHARD, "probe", TIMER_QUEUE_KAFKA)
     assert due < probe.timer_rows_dropped_before < EVERY_TIMER_ROW
 
