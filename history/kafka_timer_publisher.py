@@ -45,8 +45,10 @@ class Backoff:
         self._delay = min(self._delay * 2, self._cap)
 
     def loud(self) -> bool:
-        """Whether the latest failure is worth a warning (the first, then every 20th)."""
-        return self.failures <= 1 or self.failures % 20 == 0
+        """Whether the failure about to be waited for is worth a warning (the first, then every
+        20th): asked before `wait`, which counts it."""
+        n = self.failures + 1
+        return n == 1 or n % 20 == 0
 
 
 class TimerPublisher:
@@ -149,6 +151,10 @@ class TimerPublisher:
 
     def outbox_until(self) -> int:
         return self._until
+
+    def rows_behind(self) -> bool:
+        """Whether the boundary moved past rows no completed scan has read (a scan failed)."""
+        return self._rows_read < self._until
 
     def publish_far(self, timers: list[TimerTask]) -> None:
         """Timer rows just committed past the boundary the shard saw when it wrote them: those the

@@ -368,7 +368,7 @@ class KafkaTimerQueue:
         """Move the boundary up every half lookahead, publishing the rows it passes."""
         backoff = Backoff()
         while not self._stopped:
-            wait_ms = self.publisher.outbox_until() - self._lookahead // 2 - self._clock()
+            wait_ms = self._next_scan_ms()
             if wait_ms > 0:
                 self._scan_wake.clear()
                 try:
@@ -386,6 +386,13 @@ class KafkaTimerQueue:
                         "shard %d: publishing the timer rows coming due failed (%d time(s)), retrying: %s",
                         self.shard_id, backoff.failures + 1, e)
                 await backoff.wait()
+
+    def _next_scan_ms(self) -> int:
+        """How long until the boundary should move (at most 0: now; at once after a failed scan,
+        whose rows the boundary has already passed)."""
+        if self.publisher.rows_behind():
+            return 0
+        return self.publisher.outbox_until() - self._lookahead // 2 - self._clock()
 
     async def _publish_due_rows(self) -> int:
         return await self.publisher.publish_due_rows(self._store, self._clock() + self._lookahead)
@@ -509,7 +516,7 @@ class KafkaTimerQueue:
         fired = 0
         while not self._stopped:
             await self._caught_up()
-            if self.publisher.outbox_until() - self._lookahead // 2 <= self._clock():
+            if self._next_scan_ms() <= 0:
                 await self._publish_due_rows()  # (the scan loop may not have looked yet)
                 continue
             fired += self._tick()

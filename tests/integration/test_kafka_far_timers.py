@@ -32,7 +32,7 @@ from history.store.sqlite import SqliteStore
 from legato import codec
 from legato.api import ExecutionRef
 from legato.config import QueuesConfig
-from legato.errors import NotFound
+from legato.errors import NotFound, Unavailable
 from legato.kafka import decode_timer
 from tests.integration.test_kafka_timer_outbox import (
     MAX_TOMBSTONES,
@@ -250,3 +250,43 @@ async def test_a_closed_runs_retention_timer_waits_in_the_store_not_in_the_log(
     finally:
         await stop_env(env)
 
+
+
+class FailingReads(SqliteStore):
+    """The real SQLite store, but the next `failures` reads of the due-time timer rows fail."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.failures = 0
+
+    async def read_timer_tasks(self, shard_id: int, after: tuple[int, int], until_fire_ms: int,
+                               limit: int) -> list[TimerTaskRow]:
+        if self.failures:
+            self.failures -= 1
+            raise Unavailable("test: the store did not answer")
+        return await super().read_timer_tasks(shard_id, after, until_fire_ms, limit)
+
+
+async def test_a_scan_that_fails_is_retried_and_its_timers_fire(
+        kafka_queues: QueuesConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The queue's own scan loop (not `fire_due`) moves the boundary when the clock says so; its
+    reads fail twice (a store that does not answer): it says so once, retries, publishes the
+    rows, and each timer fires once."""
+    s = FailingReads(str(tmp_path / "flaky.db"))
+    await s.open()
+    kafka = GatedKafka(kafka_queues)
+    try:
+        async with _owned(s, kafka_queues, "k", T0, kafka) as k:
+            due = await _commit_timers(k.shard, 0, 1, lambda i: T0 + 2 * LOOKAHEAD_MS + 10 * i)
+            s.failures = 2
+            k.clock[0] = T0 + LOOKAHEAD_MS + LOOKAHEAD_MS // 2  # the boundary must move
+            k.queue.poke()  # the scan loop looks at the clock
+            await asyncio.wait_for(_broker_has(kafka, TIMERS_PER_RUN), WAIT_S)
+            assert s.failures == 0
+            await k.advance(max(due) + 1000)
+            assert sorted(f for f, _ in k.fired) == due
+            assert await _timer_rows(s) == []
+    finally:
+        await s.close()
+    failed = [r for r in caplog.records if "publishing the timer rows coming due failed" in r.getMessage()]
+    assert [r.levelname for r in failed] == ["WARNING"]  # the first failure; the second is quiet
