@@ -89,8 +89,12 @@ async def test_a_call_refused_until_its_deadline_fails_with_server_busy(
         gated: tuple[GatedService, grpc.aio.Server]) -> None:
     service, server = gated
     fast = GrpcConfig(busy_retry_initial_ms=5, busy_retry_max_ms=20)
-    async with GrpcClient(f"127.0.0.1:{bound_port(server)}", grpc_config=fast, call_timeout_s=0.5) as client:
-        held = [asyncio.create_task(client.start_workflow(_start(i))) for i in range(LIMIT)]
+    address = f"127.0.0.1:{bound_port(server)}"
+    # The calls holding the slots outlive the refused one's deadline (had they the same 2 s,
+    # they would expire first on a slow machine, and the refused call get in and time out there).
+    async with (GrpcClient(address, grpc_config=fast, call_timeout_s=60.0) as holder,
+                GrpcClient(address, grpc_config=fast, call_timeout_s=2.0) as client):
+        held = [asyncio.create_task(holder.start_workflow(_start(i))) for i in range(LIMIT)]
         async with service.arrived:
             await service.arrived.wait_for(lambda: service.active == LIMIT)
         with pytest.raises(ResourceExhausted) as info:
@@ -99,7 +103,7 @@ async def test_a_call_refused_until_its_deadline_fails_with_server_busy(
         assert "grpc.max_concurrent_calls" in info.value.message
         assert client.busy_retries > 0
         service.gate.set()
-        await asyncio.gather(*held, return_exceptions=True)  # served, or past their own deadline
+        assert len(await asyncio.gather(*held)) == LIMIT  # served once the gate opened
 
 
 async def test_a_resource_exhausted_from_the_service_is_not_retried() -> None:
