@@ -366,7 +366,6 @@ class KafkaTimerQueue:
 
     async def _scan_loop(self) -> None:
         """Move the boundary up every half lookahead, publishing the rows it passes."""
-        backoff = Backoff()
         while not self._stopped:
             wait_ms = self._next_scan_ms()
             if wait_ms > 0:
@@ -376,16 +375,8 @@ class KafkaTimerQueue:
                 except TimeoutError:
                     pass
                 continue
-            try:
-                await self._publish_due_rows()
-                backoff.reset()
-            except ShardOwnershipLost:
-                return
-            except Exception as e:
-                log.log(logging.WARNING if backoff.loud() else logging.DEBUG,
-                        "shard %d: publishing the timer rows coming due failed (%d time(s)), retrying: %s",
-                        self.shard_id, backoff.failures + 1, e)
-                await backoff.wait()
+            if await self._retry("publishing the timer rows coming due", self._publish_due_rows) is None:
+                return  # stopped, or the shard was lost
 
     def _next_scan_ms(self) -> int:
         """How long until the boundary should move (at most 0: now; at once after a failed scan,
