@@ -719,14 +719,17 @@ class ShardContext:
         """After an unknown outcome: renew the range_id (the store then holds the outcome for
         good: a write still in flight with the old range_id is rejected), and hand the tasks of
         the unsettled writes that did take effect to the queue processors."""
-        if not self._must_renew:
-            return
-        await self._renew()
-        unsettled, self._unsettled = self._unsettled, []
-        for p in unsettled:
+        if self._must_renew:
+            await self._renew()
+        # One at a time, each dropped only once checked: a read that fails leaves the rest (and
+        # this one) for the next settle. Forgetting one that took effect would lose its tasks
+        # for as long as this node owns the shard, and the ack levels would pass (and delete) them.
+        while self._unsettled:
+            p = self._unsettled[0]
             if await self._was_written(p):
                 log.info("shard %d: a write with an unknown outcome had taken effect", self.shard_id)
                 self._hand_tasks(p)
+            del self._unsettled[0]
 
     async def _was_written(self, p: _Prepared) -> bool:
         """Whether p's write took effect, told by one of its task rows (a write is all or nothing).

@@ -18,6 +18,7 @@ from history.store.base import (
     HistoryAppend,
     ShardInfo,
     ShardWrite,
+    TransferTaskRow,
     WriteOutcomeUnknown,
 )
 from history.store.sqlite import SqliteStore
@@ -39,6 +40,7 @@ class FlakyStore(SqliteStore):
         self.next_write: str = ""
         self.next_update: str = ""
         self.renew_errors: list[Exception] = []
+        self.read_errors: list[Exception] = []
 
     async def commit(self, appends: Sequence[HistoryAppend], write: ShardWrite) -> None:
         self.writes.append(write)
@@ -54,6 +56,11 @@ class FlakyStore(SqliteStore):
         if self.renew_errors:
             raise self.renew_errors.pop(0)
         return await super().renew_range(shard_id, expected_range_id, owner)
+
+    async def read_transfer_tasks(self, shard_id: int, after_task_id: int, limit: int) -> list[TransferTaskRow]:
+        if self.read_errors:
+            raise self.read_errors.pop(0)
+        return await super().read_transfer_tasks(shard_id, after_task_id, limit)
 
     async def update_shard(self, shard_id: int, range_id: int, transfer_ack_level: int,
                            timer_deletes: Sequence[tuple[int, int]], timer_ack_level: int = 0,
@@ -185,6 +192,23 @@ async def test_a_write_that_did_take_effect_hands_its_tasks_over_once_settled(bo
     assert len(h.store.renewals) == 1
     await h.shard.transfer.wait_idle()
     assert [t.data["wf"] for t in h.dispatched] == ["a"]
+
+
+async def test_a_settle_whose_read_fails_settles_every_write_on_the_next_try(bounded: Harness) -> None:
+    """Cassandra answers the renewal, then times out the read that tells whether the write took
+    effect: no write of unknown outcome may be forgotten (its tasks would never run, and the ack
+    flush would delete them)."""
+    h = bounded
+    h.store.next_write = "applied"
+    assert all(_is_retryable_unknown(r) for r in await _commit_together(h.shard, [_update("a"), _update("b")]))
+    h.store.read_errors = [Unavailable("Cassandra timed out the read")]
+    with pytest.raises(Unavailable, match="cannot settle an earlier write"):
+        await h.shard.commit(_update("c"))
+    assert len(h.store.renewals) == 1
+    await h.shard.commit(_update("c"))
+    assert len(h.store.renewals) == 1  # renewed once: the second try only reads
+    await h.shard.transfer.wait_idle()
+    assert sorted(t.data["wf"] for t in h.dispatched) == ["a", "b", "c"]
 
 
 async def test_a_renewal_that_finds_another_owner_drops_the_shard(bounded: Harness) -> None:
