@@ -44,7 +44,7 @@ TM_WFT_TIMEOUT = "wft_timeout"
 TM_WFT_BACKOFF = "wft_backoff"
 TM_WORKFLOW_TIMEOUT = "workflow_timeout"
 TM_CANCEL_DEADLINE = "cancel_deadline"
-# Retention: due when the closed run's retention has passed; deletes the run (history/service.py).
+# Retention: due when the closed run's retention has passed; deletes the run (history/api/delete_run.py).
 TM_DELETE_HISTORY = "delete_history"
 
 # Children (parent side)

@@ -9,7 +9,7 @@ workflow task completion queues behind them all.
 Instead, an update that finds another of its workflow id under way queues (`submit`); once that
 one is done, a drain task takes the queue in arrival order, and the consecutive updates aimed at
 the same run are applied in turn to the same state and committed as one write
-(history/service.py, `_apply_updates`): they succeed or fail together, in the order they arrived,
+(history/api/access.py, `RunAccess._apply_updates`): they succeed or fail together, in the order they arrived,
 as if committed one by one. An update that finds nothing under way is applied at once by its
 caller (no extra cost). A caller cancelled while its update waits is skipped; one cancelled
 after its update was applied does not stop the write (a queued write always settles).

@@ -45,7 +45,7 @@ async def _hold(env: Env) -> HeldCommits:
 async def _queued(env: Env, n: int) -> None:
     """Until n updates wait in the queue (each caller's task ran up to its submit)."""
     for _ in range(1000):
-        if env.history._updates.waiting() >= n:
+        if env.history.runs.updates.waiting() >= n:
             return
         await asyncio.sleep(0)
     raise AssertionError(f"{n} updates never queued")
@@ -100,7 +100,7 @@ async def test_a_failing_update_fails_alone_and_leaves_no_trace(env: Env, bad_fn
     await env.start("wf-1")
     held = await _hold(env)
     a = _signal(env, "a")
-    bad = asyncio.create_task(env.history._update("default", "wf-1", "", bad_fn))
+    bad = asyncio.create_task(env.history.runs.update("default", "wf-1", "", bad_fn))
     b = _signal(env, "b")
     await _queued(env, 3)
     held.release.set()

@@ -131,7 +131,7 @@ async def test_result_long_poll_wakes_on_close_not_on_every_step(env: Env) -> No
     await env.start("wf-1")
     waiter = asyncio.ensure_future(env.history.get_workflow_result(GetResultRequest(ExecutionRef("wf-1"), 10_000)))
     await asyncio.sleep(0)
-    closers = env.history._closers  # the notifier result polls wait on
+    closers = env.history.runs.closers  # the notifier result polls wait on
     assert len(closers._waiters) == 1
     wt = await env.poll_wft("wf-1")  # a change of the run, not a close: the poll keeps waiting
     await asyncio.sleep(0)

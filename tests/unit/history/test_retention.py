@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from history import service as service_module
+from history.api import delete_run as delete_run_module
 from history.queues import TimerTask
 from history.state import TM_DELETE_HISTORY
 from legato import codec
@@ -215,7 +215,7 @@ async def test_a_deletion_cut_short_is_finished_by_the_retried_timer(env: Env,
 async def test_the_deletion_waits_for_the_runs_visibility_record(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """The close's visibility upsert (a transfer task) is done before the run is deleted: a late
     upsert would bring the record back."""
-    monkeypatch.setattr(service_module, "RETENTION_TRANSFER_WAIT_S", 0.01)
+    monkeypatch.setattr(delete_run_module, "RETENTION_TRANSFER_WAIT_S", 0.01)
     vis = env.history._visibility
     release = asyncio.Event()
     real_upsert = vis.upsert
