@@ -13,42 +13,17 @@ from collections.abc import Callable
 
 from history.kafka_resources import KafkaResources
 from history.queues import READ_PAGE, TimerTask
+from history.retries import Backoff
 from history.store.base import EVERY_TIMER_ROW, ExecutionStore
 from legato import codec
 from legato.kafka import TimerMessage, encode_timer
 
 log = logging.getLogger("legato.history")
 
-MAX_RETRY_DELAY_S = 10.0
 # What a published timer is, for what its acknowledgement releases.
 _OUTBOX = 0  # a row of the timer outbox: counts for the outbox ack level
 _ROW = 1  # a due-time timer row (due past the boundary when written): counts for the rows' drop level
 _COPY = 2  # a copy of a timer already in the log (re-published forward): no row
-
-
-class Backoff:
-    """Doubling delays between retries of something that must eventually happen."""
-
-    def __init__(self, first_s: float = 0.05, cap_s: float = MAX_RETRY_DELAY_S) -> None:
-        self._first = self._delay = first_s
-        self._cap = cap_s
-        self.failures = 0
-
-    def reset(self) -> None:
-        """It worked: the next failure starts over with the first delay."""
-        self._delay = self._first
-        self.failures = 0
-
-    async def wait(self) -> None:
-        self.failures += 1
-        await asyncio.sleep(self._delay)
-        self._delay = min(self._delay * 2, self._cap)
-
-    def loud(self) -> bool:
-        """Whether the failure about to be waited for is worth a warning (the first, then every
-        20th): asked before `wait`, which counts it."""
-        n = self.failures + 1
-        return n == 1 or n % 20 == 0
 
 
 class TimerPublisher:

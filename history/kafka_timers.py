@@ -42,8 +42,9 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from history.fire_lags import FireLags
 from history.kafka_resources import KafkaResources
-from history.kafka_timer_publisher import Backoff, TimerPublisher
+from history.kafka_timer_publisher import TimerPublisher
 from history.queues import TimerTask
+from history.retries import Backoff, retry_delay_s, worth_a_warning
 from history.store.base import EVERY_TIMER_ROW, ExecutionStore, ShardInfo
 from history.timers import FireTimer, TimerQueueFactory
 from legato.config import QueuesConfig
@@ -450,9 +451,10 @@ class KafkaTimerQueue:
         t = held.task
         n = self._retries.get(held.key, 0) + 1
         self._retries[held.key] = n
-        delay_ms = min(100 * 2 ** n, 60_000)
-        log.warning("shard %d: timer %d (%s) failed (attempt %d), retrying in %d ms: %s",
-                    self.shard_id, t.task_id, t.data.get("k"), n, delay_ms, e)
+        delay_ms = int(retry_delay_s(n) * 1000)
+        log.log(logging.WARNING if worth_a_warning(n) else logging.DEBUG,
+                "shard %d: timer %d (%s) failed (attempt %d), retrying in %d ms: %s",
+                self.shard_id, t.task_id, t.data.get("k"), n, delay_ms, e)
         self._set_due(held, self._clock() + delay_ms)
 
     # ================================================================ re-publishing

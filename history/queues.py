@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from history.fire_lags import FireLags
+from history.retries import retry_delay_s, worth_a_warning
 from history.store.base import ExecutionStore
 from history.timers import TimerDeletes, TimerTask
 from legato import codec, metrics
@@ -26,7 +27,6 @@ log = logging.getLogger("legato.history")
 _TRANSFER_TASKS = metrics.children(metrics.transfer_tasks)
 
 READ_PAGE = 1000
-_MAX_RETRY_DELAY_S = 10.0
 
 
 @dataclass(slots=True)
@@ -80,7 +80,6 @@ class TransferQueueProcessor:
                 self._max_handed = t.task_id
 
     async def _run(self, t: TransferTask) -> None:
-        delay = 0.05
         failures = 0
         while not self._stopped:
             try:
@@ -94,12 +93,12 @@ class TransferQueueProcessor:
                 # Otherwise retry, also when another shard (the target of a cross-workflow task) is
                 # moving: a task left un-acked would never run again while this node owns the shard.
                 failures += 1
-                loud = not moving and (failures == 1 or failures % 20 == 0)  # a moving shard is expected
-                level = logging.WARNING if loud else logging.DEBUG
-                log.log(level, "shard %d: transfer task %d (%s) failed %d time(s), retrying in %.2fs: %s",
+                delay = retry_delay_s(failures)
+                loud = not moving and worth_a_warning(failures)  # a moving shard is expected
+                log.log(logging.WARNING if loud else logging.DEBUG,
+                        "shard %d: transfer task %d (%s) failed %d time(s), retrying in %.2fs: %s",
                         self.shard_id, t.task_id, t.data.get("k"), failures, delay, e)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_RETRY_DELAY_S)
         self._inflight.pop(t.task_id, None)
         self._handed_at.pop(t.task_id, None)
         run = t.data.get("run")
@@ -320,9 +319,10 @@ class TimerQueueProcessor(TimerDeletes):
         except Exception as e:
             n = self._retries.get(t.task_id, 0) + 1
             self._retries[t.task_id] = n
-            delay_ms = min(100 * 2 ** n, 60_000)
-            log.warning("shard %d: timer %d (%s) failed (attempt %d), retrying in %d ms: %s",
-                        self.shard_id, t.task_id, t.data.get("k"), n, delay_ms, e)
+            delay_ms = int(retry_delay_s(n) * 1000)
+            log.log(logging.WARNING if worth_a_warning(n) else logging.DEBUG,
+                    "shard %d: timer %d (%s) failed (attempt %d), retrying in %d ms: %s",
+                    self.shard_id, t.task_id, t.data.get("k"), n, delay_ms, e)
             heapq.heappush(self._heap, (self._clock() + delay_ms, t.task_id, t))
             self._wake.set()
         else:
