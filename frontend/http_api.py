@@ -53,7 +53,7 @@ from legato.grpc_serving import one_line
 from legato.ids import new_request_id
 from legato.lineage import children_of, read_history
 from legato.proto import legato_pb2 as pb
-from legato.stack import StackError, workflow_stack
+from legato.stack import StackError, StackReplay, workflow_stack
 from legato.tls import BEARER, server_ssl_context
 
 log = logging.getLogger("legato.frontend.http")
@@ -318,8 +318,9 @@ class HttpApi:
 
     def __init__(self, service: api.WorkflowService, config: Config | None = None, *,
                  max_body_bytes: int | None = None, cluster: ClusterInfo | None = None,
-                 ui_dir: Path | None = UI_DIR) -> None:
+                 ui_dir: Path | None = UI_DIR, stack_replay: StackReplay | None = None) -> None:
         self.service = service
+        self.stack_replay = stack_replay  # the stack view's replay against `ui.entries` (legato/server.py)
         self.config = config or Config()
         self.cluster = cluster
         self.ui_dir = ui_dir
@@ -477,7 +478,7 @@ class HttpApi:
         replayed here against `ui.entries` when no worker answered in time."""
         p = call.params("run_id", "timeout_ms")
         try:
-            report = await workflow_stack(self.service, call.ref(p.text("run_id")), self.config.ui.entries,
+            report = await workflow_stack(self.service, call.ref(p.text("run_id")), self.stack_replay,
                                           timeout_ms=p.integer("timeout_ms", 0))
         except StackError as e:
             raise FailedPrecondition(str(e), reason="StackReplayFailed") from None
@@ -636,14 +637,16 @@ class HttpServer:
 
 
 async def start_http_server(service: api.WorkflowService, config: Config, address: str | None = None,
-                            cluster: ClusterInfo | None = None) -> HttpServer | None:
+                            cluster: ClusterInfo | None = None,
+                            stack_replay: StackReplay | None = None) -> HttpServer | None:
     """Serve the HTTP API of `service` on `address` (default: `config.ui.address`); None when
-    that is empty (off). OSError naming the address when it cannot be bound; ConfigError when a
-    TLS or token secret file is unusable."""
+    that is empty (off). `stack_replay`: the stack view's replay when no worker answers (the
+    code of `config.ui.entries`). OSError naming the address when it cannot be bound;
+    ConfigError when a TLS or token secret file is unusable."""
     where = config.ui.address if address is None else address
     if not where:
         return None
-    server = HttpServer(HttpApi(service, config, cluster=cluster), where)
+    server = HttpServer(HttpApi(service, config, cluster=cluster, stack_replay=stack_replay), where)
     await server.start()
     return server
 

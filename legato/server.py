@@ -26,6 +26,7 @@ from legato.tls import describe_server_security
 
 if TYPE_CHECKING:
     from frontend.http_api import HttpServer
+    from legato.stack import StackReplay
 
 log = logging.getLogger("legato.server")
 
@@ -55,7 +56,8 @@ async def serve_dev(config: Config, db_path: str | None, host: str, port: int,
             try:
                 roles = {FRONTEND: f"{host}:{port}", HISTORY: "in this process", MATCHING: "in this process"}
                 http = await start_http_server(engine.frontend, config,
-                                               cluster=lambda: engine.cluster_view(roles))
+                                               cluster=lambda: engine.cluster_view(roles),
+                                               stack_replay=_ui_stack_replay(config))
             except OSError as e:
                 if not ui_optional:
                     await _stop_servers([server])
@@ -79,6 +81,14 @@ async def serve_dev(config: Config, db_path: str | None, host: str, port: int,
             await stop_status_server(status)
 
 
+def _ui_stack_replay(config: Config) -> StackReplay | None:
+    """The web UI's stack view replays against `ui.entries` (the worker's replay) when no worker
+    answers; none without them."""
+    from worker.queries import stack_replay
+
+    return stack_replay(config.ui.entries) if config.ui.entries else None
+
+
 def _http_note(http: HttpServer | None) -> str:
     return f", HTTP API on {http.url}/api/v1/ (web UI: {http.url}/)" if http is not None else ""
 
@@ -100,7 +110,8 @@ async def serve_roles(config: Config, roles: frozenset[str], db_path: str | None
             raise
         try:
             if FRONTEND in roles:
-                http = await start_http_server(node.frontend, config, cluster=node.cluster_view)
+                http = await start_http_server(node.frontend, config, cluster=node.cluster_view,
+                                               stack_replay=_ui_stack_replay(config))
             await node.join()
             state.serving = True
             where = ", ".join(f"{role} on {role_address(config, role)}" for role in ROLE_ORDER if role in servers)

@@ -7,17 +7,24 @@ The stack comes from a worker (issue 14): the built-in query `__stack_trace`
 cached ("source": "worker-cache") or by one that replays the history ("worker-replay"). Only when
 no worker answers and the caller has the Lua code itself (the frontend's `ui.entries`, the CLI's
 `--entries`) is the history replayed here instead ("frontend-replay", "client-replay"), up to its
-last completed workflow task, as a worker that does not have the run cached would do.
+last completed workflow task, as a worker that does not have the run cached would do. That
+replay is the worker's code (`worker.queries.stack_replay`): whoever assembles the frontend or
+the CLI passes it in, so this module, shared by every service, needs none of the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from legato import api
 from legato.events import COMMAND_EVENTS, HistoryEvent
 from legato.events import EventType as E
+
+# Replays a history's completed part against the workflow's Lua code: the run's coroutines
+# (`worker.queries.replay_stack`'s report); StackError when the code does not fit the history.
+StackReplay = Callable[[list[HistoryEvent]], dict[str, Any]]
 
 
 class StackError(Exception):
@@ -46,38 +53,22 @@ def coroutine_view(t: dict[str, Any]) -> dict[str, Any]:
             "frames": [{"source": f.get("source"), "line": f.get("line"), "function": f.get("name")} for f in frames]}
 
 
-def stack_report(entries: str, events: list[HistoryEvent]) -> dict[str, Any]:
-    """Replay the completed part of `events` against the registry at `entries`; the run's coroutines."""
-    from legato.config import Limits
-    from worker.entries import EntryError, load_registry
-    from worker.queries import ReplayError, replay_stack
-
-    try:
-        registry = load_registry(entries)
-    except EntryError as e:
-        raise StackError(f"cannot load the Lua code of {entries}: {e}") from None
-    try:
-        return replay_stack(registry, Limits(), events)
-    except ReplayError as e:
-        raise StackError(f"{e} (the code of {entries})") from None
-
-
-async def workflow_stack(service: api.WorkflowService, ref: api.ExecutionRef, entries: str = "", *,
+async def workflow_stack(service: api.WorkflowService, ref: api.ExecutionRef, replay: StackReplay | None = None, *,
                          replay_source: api.QuerySource = api.QuerySource.FRONTEND_REPLAY,
                          timeout_ms: int = 0) -> dict[str, Any]:
     """The stack report of a run, with its workflow_id, run_id, status and source: asked of a
-    worker, or (when none answered in time and `entries` is given) replayed here against
-    `entries`. DeadlineExceeded when no worker answered and there is no `entries`; StackError
-    when the history cannot be replayed against `entries`."""
+    worker, or (when none answered in time and there is a `replay`) replayed here.
+    DeadlineExceeded when no worker answered and there is no `replay`; StackError when the
+    history cannot be replayed against the code."""
     from legato.errors import DeadlineExceeded
 
     try:
         resp = await service.query_workflow(api.QueryWorkflowRequest(ref, api.STACK_TRACE_QUERY,
                                                                      timeout_ms=timeout_ms))
     except DeadlineExceeded:
-        if not entries:
+        if replay is None:
             raise
-        return await _replayed_here(service, ref, entries, replay_source)
+        return await _replayed_here(service, ref, replay, replay_source)
     report = dict(resp.result) if isinstance(resp.result, dict) else {"coroutines": []}
     report.update(workflow_id=ref.workflow_id, run_id=resp.run_id, status=resp.status.value, source=resp.source,
                   worker=resp.worker)
@@ -85,7 +76,7 @@ async def workflow_stack(service: api.WorkflowService, ref: api.ExecutionRef, en
     return report
 
 
-async def _replayed_here(service: api.WorkflowService, ref: api.ExecutionRef, entries: str,
+async def _replayed_here(service: api.WorkflowService, ref: api.ExecutionRef, replay: StackReplay,
                          source: api.QuerySource) -> dict[str, Any]:
     from legato.lineage import read_history
 
@@ -95,7 +86,7 @@ async def _replayed_here(service: api.WorkflowService, ref: api.ExecutionRef, en
         raise StackError(f"workflow {ref.workflow_id} has no history")
     # in a thread (which has a Lua state of its own, worker.runtime.thread_vm): a long replay
     # does not hold up the server's other requests
-    report = await asyncio.to_thread(stack_report, entries, events)
+    report = await asyncio.to_thread(replay, events)
     report.update(workflow_id=ref.workflow_id, run_id=info.run_id, status=info.status.value, source=source.value,
                   worker="")
     _note_closed(report, info.status)

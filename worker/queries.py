@@ -21,9 +21,9 @@ from legato.config import Limits
 from legato.errors import Failure, Kind
 from legato.events import EventType as E
 from legato.events import HistoryEvent
-from legato.stack import completed_prefix, coroutine_view
+from legato.stack import StackError, StackReplay, completed_prefix, coroutine_view
 from worker.cache import WorkflowCache
-from worker.entries import Registry
+from worker.entries import EntryError, Registry, load_registry
 from worker.replay import WorkflowExecution, new_execution
 from worker.runtime import TaskFailure
 
@@ -115,3 +115,21 @@ def replay_stack(registry: Registry, limits: Limits, events: list[HistoryEvent],
         if ex is not None:
             ex.dispose()
     return out
+
+
+def stack_replay(entries: str) -> StackReplay:
+    """The replay `legato.stack.workflow_stack` falls back to when no worker answers: a history
+    against the Lua code of the registry at `entries`, loaded afresh for each call (the code may
+    have changed since the last). StackError names what does not fit."""
+
+    def replay(events: list[HistoryEvent]) -> dict[str, Any]:
+        try:
+            registry = load_registry(entries)
+        except EntryError as e:
+            raise StackError(f"cannot load the Lua code of {entries}: {e}") from None
+        try:
+            return replay_stack(registry, Limits(), events)
+        except ReplayError as e:
+            raise StackError(f"{e} (the code of {entries})") from None
+
+    return replay

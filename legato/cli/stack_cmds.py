@@ -19,7 +19,7 @@ from legato.cli.common import CliError, client_options_with, parse_timeout, run_
 from legato.cli.output import ExitCode, print_json
 from legato.cli.security import client_security
 from legato.client import GrpcClient
-from legato.stack import StackError, workflow_stack
+from legato.stack import StackError, StackReplay, workflow_stack
 
 
 def _show(report: dict[str, Any], who: str) -> None:
@@ -59,7 +59,7 @@ async def stack(workflow_id: str, run_id: str, entries: str, timeout: str | None
     timeout_ms = parse_timeout(timeout) or 0
     async with GrpcClient(address, security=client_security()) as client:
         try:
-            report = await workflow_stack(client, ExecutionRef(workflow_id, run_id, namespace), entries,
+            report = await workflow_stack(client, ExecutionRef(workflow_id, run_id, namespace), _replay(entries),
                                           replay_source=QuerySource.CLIENT_REPLAY, timeout_ms=timeout_ms)
         except StackError as e:
             raise CliError(str(e)) from None
@@ -72,3 +72,12 @@ async def stack(workflow_id: str, run_id: str, entries: str, timeout: str | None
     else:
         _show(report, f"workflow {workflow_id} (run {info_run_id}, {report['status']})")
     return ExitCode.OK
+
+
+def _replay(entries: str) -> StackReplay | None:
+    """With --entries: the history replayed here, as a worker would (imported only then)."""
+    if not entries:
+        return None
+    from worker.queries import stack_replay
+
+    return stack_replay(entries)

@@ -31,6 +31,7 @@ from legato.events import EventType as E
 from tests.certs import Ca
 from tests.integration.engine_harness import APPS, TASK_QUEUE, Harness, engine_config
 from tests.integration.procs import Proc, free_port, legato
+from worker.queries import stack_replay
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -528,9 +529,7 @@ async def test_stack_without_a_worker_replays_against_ui_entries_or_times_out(en
     await start(env, "http-stack-2", "pr:counter", {"initial": 0})
     await env.h.wait_idle("http-stack-2")
     await env.h.stop_worker()
-    config = Config()
-    config.ui.entries = str(APPS / "processes")
-    server = HttpServer(HttpApi(env.watch, config), "127.0.0.1:0")
+    server = HttpServer(HttpApi(env.watch, Config(), stack_replay=stack_replay(str(APPS / "processes"))), "127.0.0.1:0")
     await server.start()
     try:
         status, got = await call(env, "GET", env.ns("/workflows/http-stack-2/stack") + "?timeout_ms=200")

@@ -18,6 +18,7 @@ from legato.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument,
 from legato.stack import workflow_stack
 from tests.integration.engine_harness import APPS, engine_config, engine_with_worker
 from worker.entries import Registry, load_registry
+from worker.queries import stack_replay
 from worker.worker import Worker
 
 APP = APPS / "queries"
@@ -161,7 +162,7 @@ async def test_no_worker_polling_is_a_deadline_naming_the_queue(env: Env) -> Non
         await env.stack("q4")  # the configured frontend.query_timeout_ms
     assert "frontend.query_timeout_ms" in e.value.message and "2000 ms" in e.value.message
     # the stack of a caller that has the code: replayed by the caller itself
-    report = await workflow_stack(env.service, api.ExecutionRef("q4"), str(APP), timeout_ms=200)
+    report = await workflow_stack(env.service, api.ExecutionRef("q4"), stack_replay(str(APP)), timeout_ms=200)
     assert report["source"] == "frontend-replay" and where(report) == WAITING
     await env.new_worker("query-worker-3")
     assert (await env.finish("q4")).status is api.WorkflowStatus.COMPLETED
