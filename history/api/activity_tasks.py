@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from history.api.access import RunAccess
-from history.api.checks import check_token
+from history.api.checks import check_task_started, check_token
 from history.api.handed_tasks import first_event_for, workflow_task
 from history.shard import CacheEntry
 from history.state import STARTED, Mutation
@@ -29,10 +29,7 @@ from legato.tokens import TaskToken
 
 async def record_activity_task_started(runs: RunAccess, task: TaskInfo, request_id: str,
                                        identity: str) -> ActivityTask:
-    if task.kind != TaskKind.ACTIVITY:
-        raise InvalidArgument(f"record_activity_task_started got a {task.kind} task")
-    if not isinstance(request_id, str) or not request_id:
-        raise InvalidArgument("record_activity_task_started: request_id must be a non-empty string")
+    check_task_started(task, TaskKind.ACTIVITY, request_id)
 
     def fn(m: Mutation, entry: CacheEntry) -> dict[str, Any]:
         st = m.state

@@ -3,7 +3,7 @@ tokens. Each failure is an InvalidArgument naming the operation and the field.""
 
 from __future__ import annotations
 
-from legato.api import ExecutionRef
+from legato.api import ExecutionRef, TaskInfo, TaskKind
 from legato.errors import InvalidArgument
 from legato.tokens import TaskToken
 
@@ -39,3 +39,12 @@ def check_strings(what: str, **fields: object) -> None:
     for name, value in fields.items():
         if not isinstance(value, str):
             raise InvalidArgument(f"{what}: {name} must be a string")
+
+
+def check_task_started(task: TaskInfo, kind: TaskKind, request_id: str) -> None:
+    """What matching sends when a poller takes a task: a task of `kind`, and the poll's id."""
+    what = f"record_{kind.value}_task_started"
+    if task.kind != kind:
+        raise InvalidArgument(f"{what} got a {task.kind} task")
+    if not isinstance(request_id, str) or not request_id:
+        raise InvalidArgument(f"{what}: request_id must be a non-empty string")

@@ -4,7 +4,7 @@ RespondWorkflowTaskCompleted and RespondWorkflowTaskFailed."""
 from __future__ import annotations
 
 from history.api.access import RunAccess
-from history.api.checks import check_token
+from history.api.checks import check_task_started, check_token
 from history.api.handed_tasks import eager_task, first_event_for, workflow_task
 from history.engine import WORKER_CAUSES, HistoryLimitExceeded
 from history.shard import CacheEntry
@@ -24,10 +24,7 @@ from legato.events import HistoryEvent
 
 async def record_workflow_task_started(runs: RunAccess, task: TaskInfo, request_id: str,
                                        identity: str) -> WorkflowTask:
-    if task.kind != TaskKind.WORKFLOW:
-        raise InvalidArgument(f"record_workflow_task_started got a {task.kind} task")
-    if not isinstance(request_id, str) or not request_id:
-        raise InvalidArgument("record_workflow_task_started: request_id must be a non-empty string")
+    check_task_started(task, TaskKind.WORKFLOW, request_id)
 
     def fn(m: Mutation, entry: CacheEntry) -> tuple[int, int, int, int, list[HistoryEvent]]:
         st = m.state
