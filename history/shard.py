@@ -718,7 +718,8 @@ class ShardContext:
     async def _settle(self) -> None:
         """After an unknown outcome: renew the range_id (the store then holds the outcome for
         good: a write still in flight with the old range_id is rejected), and hand the tasks of
-        the unsettled writes that did take effect to the queue processors."""
+        the unsettled writes that did take effect to the queue processors. A settle cut short by a
+        failed read renews no more next time: it only checks the writes left."""
         if self._must_renew:
             await self._renew()
         # One at a time, each dropped only once checked: a read that fails leaves the rest (and

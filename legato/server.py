@@ -83,10 +83,12 @@ async def serve_dev(config: Config, db_path: str | None, host: str, port: int,
 
 def _ui_stack_replay(config: Config) -> StackReplay | None:
     """The web UI's stack view replays against `ui.entries` (the worker's replay) when no worker
-    answers; none without them."""
+    answers; none without them (and then the worker's code is not imported at all)."""
+    if not config.ui.entries:
+        return None
     from worker.queries import stack_replay
 
-    return stack_replay(config.ui.entries) if config.ui.entries else None
+    return stack_replay(config.ui.entries)
 
 
 def _http_note(http: HttpServer | None) -> str:
