@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -15,10 +16,39 @@ from pathlib import Path
 LEGATO = str(Path(sys.executable).with_name("legato"))
 
 
+# A port for a process that binds it later comes from below the kernel's ephemeral range: one
+# from inside it (what binding port 0 gives) can be taken meanwhile as the local end of any
+# outgoing connection, and the process then fails with "address already in use" (it did, once, in
+# test_chart_run). Each is handed out once per test run.
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+EPHEMERAL_START_DEFAULT = 32768  # Linux's default, when the file cannot be read
+LOWEST_TEST_PORT = 10000
+FREE_PORT_TRIES = 1000
+_handed: set[int] = set()
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return EPHEMERAL_START_DEFAULT
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now on every address (a process may bind 0.0.0.0), below the ephemeral range."""
+    top = max(_ephemeral_start(), LOWEST_TEST_PORT + FREE_PORT_TRIES)
+    for _ in range(FREE_PORT_TRIES):
+        port = random.randrange(LOWEST_TEST_PORT, top)
+        if port in _handed:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _handed.add(port)
+        return port
+    raise RuntimeError(f"no free port between {LOWEST_TEST_PORT} and {top} in {FREE_PORT_TRIES} tries")
 
 
 class Proc:
