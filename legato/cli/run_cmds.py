@@ -519,6 +519,34 @@ async def cassandra_cost(count: int, warmup: int, cassandra_hosts: str | None, k
     return await _bench_report(cost(), output)
 
 
+@bench.command("cassandra-profile")
+@click.option("--seconds", default=60.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="How long to record the node.")
+@click.option("--pid", type=click.IntRange(1), default=None,
+              help="The Cassandra JVM's process id (default: from deploy/cassandra/cassandra.sh's pidfile).")
+@click.option("--pidfile", type=click.Path(dir_okay=False), default=None,
+              help="The pidfile to read it from (default: .deploy/cassandra/cassandra.pid, or under "
+                   "$LEGATO_DEPLOY_DIR).")
+@click.option("--jfr", "jfr_path", type=click.Path(dir_okay=False), default=None,
+              help="Keep the Java Flight Recorder recording here (for `jfr print` or JDK Mission Control).")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@run_async
+async def cassandra_profile(seconds: float, pid: int | None, pidfile: str | None, jfr_path: str | None,
+                            output: str) -> int:
+    """What the Cassandra node's CPU is spent on while something runs against it (a `legato load`
+    run, a cluster, a bench): records the JVM with Java Flight Recorder for --seconds and splits
+    its CPU by what each sample's stack shows (Paxos rounds of the shard writes, SAI indexes,
+    batches, reads, flushes, compaction, commit log, network), with its threads' CPU by name."""
+    from legato.bench_cassandra import default_pidfile, jvm_process
+    from legato.cassandra_profile import profile_node
+
+    async def profile() -> Any:
+        proc = jvm_process(pid, Path(pidfile) if pidfile else default_pidfile())
+        return await profile_node(proc, seconds, Path(jfr_path) if jfr_path else None)
+
+    return await _bench_report(profile(), output)
+
+
 async def _bench_report(run: Awaitable[Any], output: str) -> int:
     """Print what a bench returns (its `text()`, or `to_json()` as JSON); a BenchError is one line."""
     from legato.bench import BenchError

@@ -1,0 +1,75 @@
+"""`legato bench cassandra-profile` records the test run's Cassandra node with Java Flight Recorder
+and splits its CPU by what the samples' stacks show."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from history.store.base import CurrentRunRow, CurrentRunWrite, RunWrite, ShardWrite
+from history.store.cassandra import CassandraStore
+from legato.bench_cassandra import default_pidfile, jvm_process
+from legato.cassandra_profile import CATEGORIES, OTHER, profile_node
+from legato.cli.main import main
+from legato.config import StoreConfig
+
+NS = "ns"
+RECORD_S = 3.0  # long enough for a few hundred samples of a busy node
+LWT = [name for name, _ in CATEGORIES if name.startswith("LWT")]
+
+pytestmark = pytest.mark.skipif(bool(os.environ.get("LEGATO_TEST_CASSANDRA")),
+                                reason="the node is not this run's (LEGATO_TEST_CASSANDRA): no pid to record")
+
+
+async def test_a_node_busy_with_conditional_writes_spends_its_cpu_on_paxos(cassandra: StoreConfig,
+                                                                             tmp_path: Path) -> None:
+    store = CassandraStore(cassandra)
+    await store.open()
+    try:
+        info = await store.acquire_shard(0, "profiled")
+        recording = tmp_path / "node.jfr"
+        profiling = asyncio.create_task(profile_node(jvm_process(None, default_pidfile()), RECORD_S, recording))
+        i = 0
+        while not profiling.done():  # conditional batches, one after another, until the recording ends
+            wid = f"wf-{i}"
+            await store.write(ShardWrite(0, info.range_id, [RunWrite(NS, wid, "r", 2, "{}", None)],
+                                         [CurrentRunWrite(CurrentRunRow(NS, wid, "r", "running"), None)]))
+            i += 1
+        profile = await profiling
+    finally:
+        await store.close()
+    assert i > 10 and recording.stat().st_size > 0  # the recording is kept where asked
+    assert profile.cpu_s > 0 and profile.seconds >= RECORD_S
+    assert profile.total_samples > 0
+    lwt = sum(profile.samples[c] for c in LWT)
+    # the node did little but Paxos rounds: they are the largest part of what it ran
+    assert lwt >= max(n for c, n in profile.samples.items() if c not in LWT)
+    split = profile.category_cpu_s()
+    assert sum(split.values()) == pytest.approx(profile.java_cpu_s()) and profile.java_cpu_s() <= profile.cpu_s
+    out = profile.to_json()
+    assert set(out["categories"]) <= {c for c, _ in CATEGORIES} | {OTHER}
+    assert sum(c["samples"] for c in out["categories"].values()) == profile.total_samples
+    assert "LWT: Paxos" in profile.text()
+
+
+def test_a_pid_that_is_no_process_is_one_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "cassandra-profile", "--pid", "999999999", "--seconds", "1"]) == 3
+    err = capsys.readouterr().err
+    assert "cannot read the CPU time of process 999999999" in err and "Traceback" not in err
+
+
+def test_a_process_that_is_no_jvm_is_refused_and_left_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    # jcmd would ask it to attach with SIGQUIT, which ends a process that is no JVM
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        assert main(["bench", "cassandra-profile", "--pid", str(other.pid), "--seconds", "1"]) == 3
+        err = capsys.readouterr().err
+        assert f"process {other.pid} runs 'sleep', not a Java virtual machine" in err and "Traceback" not in err
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
