@@ -4,10 +4,11 @@ Recorder recording of the node.
 
 For `--seconds`, the node records with JFR (`jcmd PID JFR.start`, the JDK's own profiler: it samples
 the threads running Java code every 10-20 ms at about 1% of overhead) and its CPU time is read from
-its pid (psutil), with the CPU of its threads by name (garbage collection, the JIT compiler and the
-commit log's writer run outside Java code, so no sample sees them). Each execution sample is then
-put in the first `CATEGORIES` entry one of whose markers is in its stack (`jfr print`, the whole
-stack); a category's share of the samples times the CPU the node spent in Java code is its CPU.
+its pid (psutil), with the CPU of its threads by name. The garbage collector, the JIT compiler and
+the commit log's writer are shown apart, from their threads' CPU (`APART`: the first two run no Java
+code, the writer mostly waits on fdatasync). Each other execution sample is put in the first
+`CATEGORIES` entry one of whose markers is in its stack (`jfr print`, the whole stack); a
+category's share of those samples times the CPU of the rest of the node is its CPU.
 
 Why by stack and not by request: Cassandra hands a request from thread to thread (a conditional
 batch's Paxos rounds, a write's mutation), so a thread's name says little; the frames say what
@@ -31,7 +32,7 @@ from typing import Any
 import psutil
 
 from legato.bench import BenchError
-from legato.bench_cassandra import cpu_s, thread_cpu
+from legato.bench_cassandra import BACKGROUND_THREADS, cpu_s, thread_cpu
 
 STACK_DEPTH = 512  # frames kept per sample (jfr print's default is 5: too few to see what a request is for)
 JCMD_TIMEOUT_S = 60.0  # a jcmd call (JFR start or stop) answers within this long
@@ -60,6 +61,11 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("network and protocol", (".transport.", "io.netty.", ".cassandra.net.")),
 ]
 OTHER = "other"
+# Thread groups whose CPU is read per thread and shown apart: the JIT compiler and the garbage
+# collector run no Java code (no sample sees them), the commit log's writer mostly waits on
+# fdatasync and compresses natively (its few samples would stand for far too little).
+APART = ("commit log", "JIT compiler", "garbage collection")
+_APART_PREFIXES = tuple(f'"{prefix}' for prefix, group in BACKGROUND_THREADS.items() if group in APART)
 
 
 @dataclass
@@ -74,9 +80,8 @@ class Profile:
         return sum(self.samples.values())
 
     def java_cpu_s(self) -> float:
-        """The CPU the samples stand for: all of it less the threads that run no Java code."""
-        native = sum(s for g, s in self.threads_s.items() if g in ("garbage collection", "JIT compiler"))
-        return max(self.cpu_s - native, 0.0)
+        """The CPU the samples stand for: all of it less the threads shown apart (`APART`)."""
+        return max(self.cpu_s - sum(self.threads_s[g] for g in APART), 0.0)
 
     def category_cpu_s(self) -> dict[str, float]:
         n = self.total_samples
@@ -96,7 +101,7 @@ class Profile:
                  "Java code, by what the stack shows it is for:"]
         for c, s in self.category_cpu_s().items():
             lines.append(f"  {self.samples[c] / n * 100:5.1f}%  {s:7.1f} s  {c}")
-        lines.append("Threads by name (CPU seconds over the window; GC and JIT are outside the samples):")
+        lines.append("Threads by name (CPU seconds over the window; " + ", ".join(APART) + " not in the split above):")
         for g, s in self.threads_s.most_common():
             lines.append(f"  {s:7.1f} s  {g}")
         return "\n".join(lines)
@@ -186,7 +191,9 @@ async def _samples(jfr_path: Path) -> AsyncIterator[str]:
 
 async def classify_recording(profile: Profile, jfr_path: Path) -> None:
     async for stack in _samples(jfr_path):
-        profile.samples[classify(stack)] += 1
+        thread = stack.partition("sampledThread = ")[2]
+        if not thread.startswith(_APART_PREFIXES):
+            profile.samples[classify(stack)] += 1
     if not profile.samples:
         raise BenchError(f"the recording {jfr_path} holds no execution sample: was the node idle, or the "
                          "window too short?")
