@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -487,6 +487,16 @@ def assignment(nodes: int, shards: int, output: str) -> int:
     return ExitCode.OK
 
 
+def _cassandra_jvm_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--pid and --pidfile: which process is the Cassandra node (the benches that read its CPU)."""
+    f = click.option("--pidfile", type=click.Path(dir_okay=False), default=None,
+                     help="The pidfile to read it from (default: .deploy/cassandra/cassandra.pid, or under "
+                          "$LEGATO_DEPLOY_DIR).")(f)
+    return click.option("--pid", type=click.IntRange(1), default=None,
+                        help="The Cassandra JVM's process id (default: from deploy/cassandra/cassandra.sh's "
+                             "pidfile).")(f)
+
+
 @bench.command("cassandra-cost")
 @click.option("--workflows", "count", default=2000, show_default=True, type=click.IntRange(1, 10_000_000))
 @click.option("--warmup", default=1000, show_default=True, type=click.IntRange(0, 10_000_000),
@@ -494,11 +504,7 @@ def assignment(nodes: int, shards: int, output: str) -> int:
 @click.option("--cassandra-hosts", default=None, help="Contact points (default: store.cassandra_hosts).")
 @click.option("--keyspace", default="legato_cost", show_default=True,
               help="The bench's own keyspace: made if missing (replication factor 1) and EMPTIED first.")
-@click.option("--pid", type=click.IntRange(1), default=None,
-              help="The Cassandra JVM's process id (default: from deploy/cassandra/cassandra.sh's pidfile).")
-@click.option("--pidfile", type=click.Path(dir_okay=False), default=None,
-              help="The pidfile to read it from (default: .deploy/cassandra/cassandra.pid, or under "
-                   "$LEGATO_DEPLOY_DIR).")
+@_cassandra_jvm_options
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @config_option
 @run_async
@@ -522,11 +528,7 @@ async def cassandra_cost(count: int, warmup: int, cassandra_hosts: str | None, k
 @bench.command("cassandra-profile")
 @click.option("--seconds", default=60.0, show_default=True, type=click.FloatRange(1, 3600),
               help="How long to record the node.")
-@click.option("--pid", type=click.IntRange(1), default=None,
-              help="The Cassandra JVM's process id (default: from deploy/cassandra/cassandra.sh's pidfile).")
-@click.option("--pidfile", type=click.Path(dir_okay=False), default=None,
-              help="The pidfile to read it from (default: .deploy/cassandra/cassandra.pid, or under "
-                   "$LEGATO_DEPLOY_DIR).")
+@_cassandra_jvm_options
 @click.option("--jfr", "jfr_path", type=click.Path(dir_okay=False), default=None,
               help="Keep the Java Flight Recorder recording here (for `jfr print` or JDK Mission Control).")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
