@@ -3,12 +3,13 @@ against it (a `legato load` run on a cluster, a bench, an application), from a J
 Recorder recording of the node.
 
 For `--seconds`, the node records with JFR (`jcmd PID JFR.start`, the JDK's own profiler: it samples
-the threads running Java code every 10-20 ms at about 1% of overhead) and its CPU time is read from
-its pid (psutil), with the CPU of its threads by name. The garbage collector, the JIT compiler and
-the commit log's writer are shown apart, from their threads' CPU (`APART`: the first two run no Java
-code, the writer mostly waits on fdatasync). Each other execution sample is put in the first
-`CATEGORIES` entry one of whose markers is in its stack (`jfr print`, the whole stack); a
-category's share of those samples times the CPU of the rest of the node is its CPU.
+the threads in Java code every 10-20 ms at about 1% of overhead) and the CPU time of each of its
+threads is read at both ends of the window (/proc). Each execution sample is put in the first
+`CATEGORIES` entry one of whose markers is in its stack (`jfr print`, the whole stack), and each
+thread group's CPU is split by its own samples' categories: a sample says what a thread was
+doing, not that it had a core (on a busy machine a runnable thread waits for one), so samples
+alone would over-weigh the threads that wait. Groups no sample saw (the garbage collector and
+the JIT compiler run no Java code) are shown as they are.
 
 Why by stack and not by request: Cassandra hands a request from thread to thread (a conditional
 batch's Paxos rounds, a write's mutation), so a thread's name says little; the frames say what
@@ -23,7 +24,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Any
 import psutil
 
 from legato.bench import BenchError
-from legato.bench_cassandra import BACKGROUND_THREADS, cpu_s, thread_cpu
+from legato.bench_cassandra import BACKGROUND_THREADS, cpu_s
 
 STACK_DEPTH = 512  # frames kept per sample (jfr print's default is 5: too few to see what a request is for)
 JCMD_TIMEOUT_S = 60.0  # a jcmd call (JFR start or stop) answers within this long
@@ -61,50 +62,77 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("network and protocol", (".transport.", "io.netty.", ".cassandra.net.")),
 ]
 OTHER = "other"
-# Thread groups whose CPU is read per thread and shown apart: the JIT compiler and the garbage
-# collector run no Java code (no sample sees them), the commit log's writer mostly waits on
-# fdatasync and compresses natively (its few samples would stand for far too little).
-APART = ("commit log", "JIT compiler", "garbage collection")
-_APART_PREFIXES = tuple(f'"{prefix}' for prefix, group in BACKGROUND_THREADS.items() if group in APART)
+NO_SAMPLE = "threads no sample saw"  # GC, JIT: CPU outside Java code, shown by thread group
+ENDED = "threads that ended in the window"
+
+# Thread groups, by the first 15 characters of a thread's name (what Linux keeps as its name).
+# Cassandra's request threads are one pool whose workers rename themselves as they move between
+# stages, so they are one group; the others by what they do.
+REQUEST_THREADS = "request threads (Native-Transport, MutationStage, ReadStage...)"
+THREAD_GROUPS: dict[str, str] = {
+    **{p: REQUEST_THREADS for p in ("Native-Transpor", "MutationStage", "ReadStage", "CounterMutation",
+                                     "ViewMutationSta", "RequestRespons", "SharedPool-Work")},
+    "epollEventLoopG": "network event loops", **BACKGROUND_THREADS}
+
+
+def thread_group(name: str) -> str:
+    short = name[:15]
+    return next((g for prefix, g in THREAD_GROUPS.items() if short.startswith(prefix)),
+                short.rstrip("0123456789-:_ ") or short)
 
 
 @dataclass
 class Profile:
+    """The JVM's CPU over a window, split by category: each thread group's CPU (measured per
+    thread) is split by what its own samples show (a thread sampled while runnable but off the CPU
+    counts no more than its CPU: samples alone would over-weigh threads that wait for a core)."""
+
     seconds: float  # the window's wall time
     cpu_s: float  # the JVM's CPU over the window (user + system)
-    samples: Counter[str] = field(default_factory=Counter)  # category -> execution samples
-    threads_s: Counter[str] = field(default_factory=Counter)  # background thread group -> CPU seconds
+    group_cpu_s: dict[str, float] = field(default_factory=dict)  # thread group -> CPU seconds (live threads)
+    samples: dict[str, Counter[str]] = field(default_factory=dict)  # thread group -> category -> samples
 
     @property
     def total_samples(self) -> int:
-        return sum(self.samples.values())
-
-    def java_cpu_s(self) -> float:
-        """The CPU the samples stand for: all of it less the threads shown apart (`APART`)."""
-        return max(self.cpu_s - sum(self.threads_s[g] for g in APART), 0.0)
+        return sum(sum(c.values()) for c in self.samples.values())
 
     def category_cpu_s(self) -> dict[str, float]:
-        n = self.total_samples
-        java = self.java_cpu_s()
-        return {c: java * k / n for c, k in self.samples.most_common()} if n else {}
+        """category -> CPU seconds; what no sample saw by thread group, and the threads that ended."""
+        out: defaultdict[str, float] = defaultdict(float)
+        for group, cpu in self.group_cpu_s.items():
+            seen = self.samples.get(group)
+            if not seen:
+                out[f"{NO_SAMPLE}: {group}"] += cpu
+                continue
+            n = sum(seen.values())
+            for category, k in seen.items():
+                out[category] += cpu * k / n
+        ended = self.cpu_s - sum(self.group_cpu_s.values())
+        if ended > 0.05 * self.cpu_s:
+            out[ENDED] += ended
+        return dict(_by_cpu(out))
 
     def to_json(self) -> dict[str, Any]:
+        split = self.category_cpu_s()
         return {"seconds": round(self.seconds, 3), "cpu_s": round(self.cpu_s, 3), "samples": self.total_samples,
-                "categories": {c: {"samples": self.samples[c], "share": round(self.samples[c] / self.total_samples, 4),
-                                   "cpu_s": round(s, 3)} for c, s in self.category_cpu_s().items()},
-                "threads_cpu_s": {g: round(s, 3) for g, s in self.threads_s.most_common()}}
+                "categories": {c: {"cpu_s": round(v, 3), "share": round(v / self.cpu_s, 4) if self.cpu_s else 0.0}
+                               for c, v in split.items()},
+                "threads_cpu_s": {g: round(v, 3) for g, v in _by_cpu(self.group_cpu_s)}}
 
     def text(self) -> str:
-        n = self.total_samples
         lines = [f"Cassandra JVM: {self.cpu_s:.1f} s of CPU in {self.seconds:.1f} s "
-                 f"({self.cpu_s / self.seconds:.2f} cores); {n} execution samples",
-                 "Java code, by what the stack shows it is for:"]
-        for c, s in self.category_cpu_s().items():
-            lines.append(f"  {self.samples[c] / n * 100:5.1f}%  {s:7.1f} s  {c}")
-        lines.append("Threads by name (CPU seconds over the window; " + ", ".join(APART) + " not in the split above):")
-        for g, s in self.threads_s.most_common():
-            lines.append(f"  {s:7.1f} s  {g}")
+                 f"({self.cpu_s / self.seconds:.2f} cores); {self.total_samples} execution samples",
+                 "CPU by what it was spent on (each thread group's CPU split by its samples' stacks):"]
+        for c, v in self.category_cpu_s().items():
+            lines.append(f"  {v / self.cpu_s * 100 if self.cpu_s else 0:5.1f}%  {v:7.1f} s  {c}")
+        lines.append("CPU by thread group:")
+        for g, v in _by_cpu(self.group_cpu_s):
+            lines.append(f"  {v:7.1f} s  {g}")
         return "\n".join(lines)
+
+
+def _by_cpu(d: dict[str, float]) -> list[tuple[str, float]]:
+    return sorted(d.items(), key=lambda kv: -kv[1])
 
 
 def classify(stack: str) -> str:
@@ -150,21 +178,41 @@ def check_jvm(proc: psutil.Process) -> None:
                          "node's pid (--pid) or its pidfile (--pidfile)")
 
 
+def _threads(proc: psutil.Process) -> dict[int, tuple[str, float]]:
+    """Thread id -> (its name as Linux keeps it, its CPU seconds so far)."""
+    out = {}
+    for t in proc.threads():
+        try:
+            name = Path(f"/proc/{proc.pid}/task/{t.id}/comm").read_text().strip()
+        except OSError:  # it ended
+            continue
+        out[t.id] = (name, t.user_time + t.system_time)
+    return out
+
+
+def _group_deltas(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU over the window by thread group, of the threads alive at its end (a thread is in the
+    group of its name at the end: request threads rename themselves, within their one group)."""
+    out: defaultdict[str, float] = defaultdict(float)
+    for tid, (name, cpu) in after.items():
+        out[thread_group(name)] += cpu - before.get(tid, (name, 0.0))[1]
+    return {g: v for g, v in out.items() if v > 0}
+
+
 async def record(proc: psutil.Process, seconds: float, jfr_path: Path) -> Profile:
-    """Record the JVM for `seconds` into `jfr_path`; the CPU and thread times of the window."""
+    """Record the JVM for `seconds` into `jfr_path`; the CPU of the window, by thread group."""
     check_jvm(proc)
     jcmd = _tool("jcmd")
     _tool("jfr")
     pid = str(proc.pid)
     await _run(jcmd, pid, "JFR.start", f"name={RECORDING}", "settings=profile")
     try:
-        t0, c0, th0 = time.monotonic(), cpu_s(proc), thread_cpu(proc)
+        t0, c0, th0 = time.monotonic(), cpu_s(proc), _threads(proc)
         await asyncio.sleep(seconds)  # the measurement window itself, not a wait for anything
-        t1, c1, th1 = time.monotonic(), cpu_s(proc), thread_cpu(proc)
+        t1, c1, th1 = time.monotonic(), cpu_s(proc), _threads(proc)
     finally:
         await _run(jcmd, pid, "JFR.stop", f"name={RECORDING}", f"filename={jfr_path}")
-    threads = Counter({g: th1[g] - th0.get(g, 0.0) for g in th1})
-    return Profile(seconds=t1 - t0, cpu_s=c1 - c0, threads_s=+threads)
+    return Profile(seconds=t1 - t0, cpu_s=c1 - c0, group_cpu_s=_group_deltas(th0, th1))
 
 
 async def _samples(jfr_path: Path) -> AsyncIterator[str]:
@@ -191,9 +239,8 @@ async def _samples(jfr_path: Path) -> AsyncIterator[str]:
 
 async def classify_recording(profile: Profile, jfr_path: Path) -> None:
     async for stack in _samples(jfr_path):
-        thread = stack.partition("sampledThread = ")[2]
-        if not thread.startswith(_APART_PREFIXES):
-            profile.samples[classify(stack)] += 1
+        thread = stack.partition('sampledThread = "')[2].partition('"')[0]
+        profile.samples.setdefault(thread_group(thread), Counter())[classify(stack)] += 1
     if not profile.samples:
         raise BenchError(f"the recording {jfr_path} holds no execution sample: was the node idle, or the "
                          "window too short?")

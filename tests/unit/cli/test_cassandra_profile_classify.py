@@ -3,7 +3,9 @@ stack (the recording itself: tests/integration/test_cassandra_profile.py)."""
 
 from __future__ import annotations
 
-from legato.cassandra_profile import OTHER, classify
+from collections import Counter
+
+from legato.cassandra_profile import ENDED, NO_SAMPLE, OTHER, REQUEST_THREADS, Profile, classify, thread_group
 
 
 def _stack(thread: str, *frames: str) -> str:
@@ -35,3 +37,20 @@ def test_an_index_update_of_a_write_is_the_index_s_and_a_plain_batch_a_write():
 
 def test_a_stack_with_no_marker_is_other():
     assert classify(_stack("JFR Periodic Tasks", "jdk.jfr.internal.Utils.getHandler")) == OTHER
+
+
+def test_request_threads_are_one_group_whatever_stage_they_are_named_for():
+    assert thread_group("MutationStage-12") == thread_group("Native-Transport-Requests-3") == REQUEST_THREADS
+    assert thread_group("C2 CompilerThread0") == "JIT compiler"
+    assert thread_group("ScheduledTasks:1") == "ScheduledTasks"
+
+
+def test_each_group_s_cpu_is_split_by_its_own_samples():
+    p = Profile(seconds=10, cpu_s=20.0, group_cpu_s={REQUEST_THREADS: 8.0, "compaction": 2.0, "JIT compiler": 4.0},
+                samples={REQUEST_THREADS: Counter({"a": 1, "b": 3}), "compaction": Counter({"c": 50})})
+    split = p.category_cpu_s()
+    # 50 compaction samples stand for its 2 s only; the JIT, which no sample saw, as it is;
+    # the 6 s no live thread accounts for went to threads that ended
+    assert split == {"b": 6.0, ENDED: 6.0, f"{NO_SAMPLE}: JIT compiler": 4.0, "a": 2.0, "c": 2.0}
+    assert next(iter(split)) == "b" and p.total_samples == 54
+    assert p.to_json()["categories"]["b"] == {"cpu_s": 6.0, "share": 0.3}
