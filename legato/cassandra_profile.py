@@ -64,6 +64,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
 OTHER = "other"
 NO_SAMPLE = "threads no sample saw"  # GC, JIT: CPU outside Java code, shown by thread group
 ENDED = "threads that ended in the window"
+SMALL_SHARE = 0.01  # unsampled thread groups below this share of the JVM's CPU are shown as one row
 
 # Thread groups, by the first 15 characters of a thread's name (what Linux keeps as its name).
 # Cassandra's request threads are one pool whose workers rename themselves as they move between
@@ -101,8 +102,8 @@ class Profile:
         out: defaultdict[str, float] = defaultdict(float)
         for group, cpu in self.group_cpu_s.items():
             seen = self.samples.get(group)
-            if not seen:
-                out[f"{NO_SAMPLE}: {group}"] += cpu
+            if not seen:  # one row per group that matters, the small ones together
+                out[f"{NO_SAMPLE}: {group}" if cpu >= SMALL_SHARE * self.cpu_s else f"{NO_SAMPLE}: others"] += cpu
                 continue
             n = sum(seen.values())
             for category, k in seen.items():
