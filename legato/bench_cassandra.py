@@ -94,17 +94,25 @@ async def idle_rate(proc: psutil.Process) -> float:
     return min(rates)
 
 
-def thread_cpu(proc: psutil.Process) -> Counter[str]:
-    """CPU seconds of the JVM's background threads so far, by BACKGROUND_THREADS name."""
-    out: Counter[str] = Counter()
+def thread_times(proc: psutil.Process) -> dict[int, tuple[str, float]]:
+    """Thread id -> (its name as Linux keeps it: 15 characters at most, its CPU seconds so far)."""
+    out = {}
     for t in proc.threads():
         try:
             name = Path(f"/proc/{proc.pid}/task/{t.id}/comm").read_text().strip()
-        except OSError:
+        except OSError:  # it ended
             continue
+        out[t.id] = (name, t.user_time + t.system_time)
+    return out
+
+
+def thread_cpu(proc: psutil.Process) -> Counter[str]:
+    """CPU seconds of the JVM's background threads so far, by BACKGROUND_THREADS name."""
+    out: Counter[str] = Counter()
+    for name, cpu in thread_times(proc).values():
         group = next((g for prefix, g in BACKGROUND_THREADS.items() if name.startswith(prefix)), None)
         if group:
-            out[group] += t.user_time + t.system_time
+            out[group] += cpu  # type: ignore[assignment]  # seconds: Counter is typed for ints only
     return out
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 
 from legato.bench import BenchError
-from legato.bench_cassandra import BACKGROUND_THREADS, cpu_s
+from legato.bench_cassandra import BACKGROUND_THREADS, cpu_s, thread_times
 
 STACK_DEPTH = 512  # frames kept per sample (jfr print's default is 5: too few to see what a request is for)
 JCMD_TIMEOUT_S = 60.0  # a jcmd call (JFR start or stop) answers within this long
@@ -179,19 +179,7 @@ def check_jvm(proc: psutil.Process) -> None:
                          "node's pid (--pid) or its pidfile (--pidfile)")
 
 
-def _threads(proc: psutil.Process) -> dict[int, tuple[str, float]]:
-    """Thread id -> (its name as Linux keeps it, its CPU seconds so far)."""
-    out = {}
-    for t in proc.threads():
-        try:
-            name = Path(f"/proc/{proc.pid}/task/{t.id}/comm").read_text().strip()
-        except OSError:  # it ended
-            continue
-        out[t.id] = (name, t.user_time + t.system_time)
-    return out
-
-
-def _group_deltas(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+def group_deltas(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
     """CPU over the window by thread group, of the threads alive at its end (a thread is in the
     group of its name at the end: request threads rename themselves, within their one group)."""
     out: defaultdict[str, float] = defaultdict(float)
@@ -208,12 +196,12 @@ async def record(proc: psutil.Process, seconds: float, jfr_path: Path) -> Profil
     pid = str(proc.pid)
     await _run(jcmd, pid, "JFR.start", f"name={RECORDING}", "settings=profile")
     try:
-        t0, c0, th0 = time.monotonic(), cpu_s(proc), _threads(proc)
+        t0, c0, th0 = time.monotonic(), cpu_s(proc), thread_times(proc)
         await asyncio.sleep(seconds)  # the measurement window itself, not a wait for anything
-        t1, c1, th1 = time.monotonic(), cpu_s(proc), _threads(proc)
+        t1, c1, th1 = time.monotonic(), cpu_s(proc), thread_times(proc)
     finally:
         await _run(jcmd, pid, "JFR.stop", f"name={RECORDING}", f"filename={jfr_path}")
-    return Profile(seconds=t1 - t0, cpu_s=c1 - c0, group_cpu_s=_group_deltas(th0, th1))
+    return Profile(seconds=t1 - t0, cpu_s=c1 - c0, group_cpu_s=group_deltas(th0, th1))
 
 
 async def _samples(jfr_path: Path) -> AsyncIterator[str]:

@@ -80,3 +80,11 @@ def test_a_process_that_is_no_jvm_is_refused_and_left_alone(capsys: pytest.Captu
     finally:
         other.kill()
         other.wait()
+
+
+def test_no_jdk_tools_on_the_path_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # the node runs on; jcmd and jfr are not to be found
+    assert main(["bench", "cassandra-profile", "--pidfile", str(default_pidfile()), "--seconds", "1"]) == 3
+    err = capsys.readouterr().err
+    assert "`jcmd` (the JDK's) is not on PATH" in err and "Traceback" not in err

@@ -7,7 +7,16 @@ from collections import Counter
 
 import pytest
 
-from legato.cassandra_profile import ENDED, NO_SAMPLE, OTHER, REQUEST_THREADS, Profile, classify, thread_group
+from legato.cassandra_profile import (
+    ENDED,
+    NO_SAMPLE,
+    OTHER,
+    REQUEST_THREADS,
+    Profile,
+    classify,
+    group_deltas,
+    thread_group,
+)
 
 
 def _stack(thread: str, *frames: str) -> str:
@@ -58,3 +67,11 @@ def test_each_group_s_cpu_is_split_by_its_own_samples():
                                    f"{NO_SAMPLE}: others": 0.1})
     assert next(iter(split)) == "b" and p.total_samples == 54
     assert p.to_json()["categories"]["b"] == {"cpu_s": 6.0, "share": 0.3}
+
+
+def test_window_cpu_counts_new_threads_whole_and_renamed_request_threads_in_their_group():
+    before = {1: ("MutationStage-1", 5.0), 2: ("CompactionExecu", 1.0), 3: ("C2 CompilerThre", 9.0)}
+    after = {1: ("Native-Transpor", 7.5), 2: ("CompactionExecu", 1.0), 4: ("ReadStage-2", 0.5)}
+    # thread 1 moved to another stage (2.5 s), thread 4 started in the window (0.5 s), thread 2
+    # did nothing, thread 3 ended (its CPU is the profile's "ended" remainder)
+    assert group_deltas(before, after) == {REQUEST_THREADS: 3.0}
