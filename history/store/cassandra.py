@@ -9,11 +9,14 @@ Layout (history/store/cassandra_schema.py creates it):
   marker row (kind 0, see "Tombstones" below), the current-run pointers (kind 1), the runs' mutable
   state (kind 2), transfer tasks (kind 3), timer tasks (kind 4) and the Kafka mode's timer outbox
   (kind 5: keyed by task_id, the due time in due_ms); key columns a kind does not use hold '' or
-  0, so each queue is one clustering slice in the order it is read. Because everything a state change
+  0, so each queue is one clustering slice in the order it is read. A write with several transfer
+  tasks (outbox rows) packs them into ONE row of the kind, keyed by the greatest of their task
+  ids, the tasks in ``tasks`` (see cassandra_schema.py, version 4): the ack flush's range delete
+  takes it only once every task in it is acknowledged. Because everything a state change
   touches lives in ONE partition, `write` is ONE conditional ``BATCH`` (one LWT):
   ``UPDATE .. SET range_id = ? .. IF range_id = ?`` (the fence) + per run ``IF next_event_id = ?``
   or ``IF NOT EXISTS`` + per current-run pointer ``IF current_run_id = ?`` or ``IF NOT EXISTS`` +
-  plain inserts of the transfer and timer rows, at the configured serial consistency.
+  plain inserts of the task rows, at the configured serial consistency.
 * ``history_events``, PARTITION KEY = run, clustering (event_id, txn_id DESC): appended before the
   conditional write (one unlogged single-partition batch per run, runs in parallel, retried freely:
   an upsert keyed by (event_id, txn_id) is idempotent).
@@ -170,10 +173,15 @@ _STATEMENTS: dict[str, tuple[str, bool]] = {
                      "task_id, data) VALUES (?, 4, '', '', '', ?, ?, ?)", False),
     "outbox_insert": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, "
                       "task_id, due_ms, data) VALUES (?, 5, '', '', '', 0, ?, ?, ?)", False),
-    "outbox_read": (f"SELECT due_ms, task_id, data FROM {_EXEC} WHERE {_QUEUE.format(kind=5)} AND fire_time_ms = 0 "
-                    "AND task_id > ? LIMIT ?", False),
-    "transfer_read": (f"SELECT task_id, data FROM {_EXEC} WHERE {_QUEUE.format(kind=3)} AND fire_time_ms = 0 "
-                      "AND task_id > ? LIMIT ?", False),
+    "outbox_read": (f"SELECT due_ms, task_id, data, tasks, timer_outbox_ack_level FROM {_EXEC} "
+                    f"WHERE {_QUEUE.format(kind=5)} AND fire_time_ms = 0 AND task_id > ? LIMIT ?", False),
+    # a write's tasks packed in one row keyed by the greatest of their ids (schema version 4)
+    "transfer_pack": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, "
+                      "task_id, tasks) VALUES (?, 3, '', '', '', 0, ?, ?)", False),
+    "outbox_pack": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, "
+                    "task_id, tasks) VALUES (?, 5, '', '', '', 0, ?, ?)", False),
+    "transfer_read": (f"SELECT task_id, data, tasks, transfer_ack_level FROM {_EXEC} WHERE {_QUEUE.format(kind=3)} "
+                      "AND fire_time_ms = 0 AND task_id > ? LIMIT ?", False),
     "timer_read": (f"SELECT fire_time_ms, task_id, data FROM {_EXEC} WHERE {_QUEUE.format(kind=4)} "
                    "AND (fire_time_ms, task_id) > (?, ?) AND fire_time_ms <= ? LIMIT ?", False),
     "event_insert": ("INSERT INTO {ks}.history_events (namespace, workflow_id, run_id, event_id, txn_id, data) "
@@ -234,6 +242,8 @@ class _Prepared:
     run_create: PreparedStatement
     run_update: PreparedStatement
     transfer_insert: PreparedStatement
+    transfer_pack: PreparedStatement
+    outbox_pack: PreparedStatement
     timer_insert: PreparedStatement
     transfer_read: PreparedStatement
     timer_read: PreparedStatement
@@ -527,11 +537,19 @@ class CassandraStore:
             else:
                 batch.add(ps.current_update, (c.run_id, c.status, c.start_request_id, c.start_time_ms, s, c.namespace,
                                               c.workflow_id, cw.expected_run_id))
-        for t in w.transfer_tasks:
+        # A write's transfer tasks (and its outbox rows) as one packed row each: every row of
+        # the batch costs Paxos work, and they are read and deleted together anyway.
+        if len(w.transfer_tasks) > 1:
+            batch.add(ps.transfer_pack, (s, max(t.task_id for t in w.transfer_tasks),
+                                         [f"{t.task_id} {t.data}" for t in w.transfer_tasks]))
+        for t in w.transfer_tasks if len(w.transfer_tasks) == 1 else ():
             batch.add(ps.transfer_insert, (s, t.task_id, t.data))
         for tm in w.timer_tasks:
             batch.add(ps.timer_insert, (s, tm.fire_time_ms, tm.task_id, tm.data))
-        for tm in w.timer_outbox:
+        if len(w.timer_outbox) > 1:
+            batch.add(ps.outbox_pack, (s, max(tm.task_id for tm in w.timer_outbox),
+                                       [f"{tm.task_id} {tm.fire_time_ms} {tm.data}" for tm in w.timer_outbox]))
+        for tm in w.timer_outbox if len(w.timer_outbox) == 1 else ():
             batch.add(ps.outbox_insert, (s, tm.task_id, tm.fire_time_ms, tm.data))
         return batch
 
@@ -576,9 +594,21 @@ class CassandraStore:
     # ------------------------------------------------------------------ queues
 
     async def read_transfer_tasks(self, shard_id: int, after_task_id: int, limit: int) -> list[TransferTaskRow]:
+        """The tasks above `after_task_id` in id order, at most `limit`. A packed row that the
+        ack flush has not deleted yet (some of its tasks are above the level) also holds tasks at
+        or below the level: the level (a static column, read with every row) leaves them out."""
         rows = await self._read(self._ps.transfer_read, (shard_id, after_task_id, limit),
                                 f"reading the transfer tasks of shard {shard_id}")
-        return [TransferTaskRow(r[0], r[1]) for r in rows]
+        out: list[TransferTaskRow] = []
+        for r in rows:
+            if r[2] is None:
+                out.append(TransferTaskRow(r[0], r[1]))
+                continue
+            floor = max(after_task_id, r[3] or 0)
+            for tid, data in _unpack(r[2]):
+                if tid > floor:
+                    out.append(TransferTaskRow(tid, data))
+        return out[:limit]
 
     async def read_timer_tasks(self, shard_id: int, after: tuple[int, int], until_fire_ms: int,
                                limit: int) -> list[TimerTaskRow]:
@@ -589,10 +619,30 @@ class CassandraStore:
         return [TimerTaskRow(r[0], r[1], r[2]) for r in rows]
 
     async def read_timer_outbox(self, shard_id: int, after_task_id: int, limit: int) -> list[TimerTaskRow]:
+        """As read_transfer_tasks, for the outbox (a packed row's elements carry their due time)."""
         rows = await self._read(self._ps.outbox_read, (shard_id, after_task_id, limit),
                                 f"reading the timer outbox of shard {shard_id}")
-        return [TimerTaskRow(int(r[0] or 0), r[1], r[2]) for r in rows]
+        out: list[TimerTaskRow] = []
+        for r in rows:
+            if r[3] is None:
+                out.append(TimerTaskRow(int(r[0] or 0), r[1], r[2]))
+                continue
+            floor = max(after_task_id, r[4] or 0)
+            for tid, rest in _unpack(r[3]):
+                if tid > floor:
+                    due, data = rest.split(" ", 1)
+                    out.append(TimerTaskRow(int(due), tid, data))
+        return out[:limit]
 
+
+def _unpack(tasks: list[str]) -> list[tuple[int, str]]:
+    """(task id, the rest) of a packed row's elements ("TASK_ID REST"), in task-id order."""
+    out = []
+    for text in tasks:
+        tid, rest = text.split(" ", 1)
+        out.append((int(tid), rest))
+    out.sort(key=lambda t: t[0])
+    return out
 
 def _cut(rows: list[tuple[int, int, Any]], limit: int, max_runs: int) -> list[list[Any]]:
     """The statements of (run, size, statement) rows in order, in chunks of at most `limit` bytes

@@ -12,8 +12,9 @@ Layout (see history/store/cassandra.py for why):
   timer_ack_level) is static; clustering rows are current-run pointers (kind 1), runs' mutable
   state (kind 2), transfer tasks (kind 3, keyed by task_id), timer tasks (kind 4, keyed by
   (fire_time_ms, task_id)) and the Kafka mode's timer outbox (kind 5, keyed by task_id, the due
-  time in due_ms). Unused key columns hold '' / 0, so each queue is one clustering slice in the
-  order it is read.
+  time in due_ms); since version 4 the transfer tasks (and the outbox rows) of one write are one
+  row keyed by their greatest task_id, the tasks in `tasks`. Unused key columns hold '' / 0, so
+  each queue is one clustering slice in the order it is read.
 * ``history_events``: partition = run; one row per (event_id, txn_id), greatest txn_id first.
 * ``cluster_metadata``: num_shards, schema_version.
 * the visibility tables of history/visibility_cassandra.py (part of version 1).
@@ -30,7 +31,7 @@ from cassandra.query import SimpleStatement
 from history.store.cql import Cql
 from legato.errors import FailedPrecondition, InvalidArgument, Unavailable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DDL_TIMEOUT_S = 60.0  # creating a table waits for the whole cluster to agree on the schema
 KEYSPACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
@@ -106,9 +107,22 @@ _V3 = [
     "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS due_ms bigint",
 ]
 
+# Version 4: packed task rows. A shard write's transfer tasks (and its timer-outbox rows) go into
+# ONE row of their kind, keyed by the greatest task id among them, the tasks in the new column
+# `tasks` ("TASK_ID DATA", outbox "TASK_ID DUE_MS DATA"); a write with one task still writes the
+# row of versions 1-3 (data, due_ms), so both forms are read. Why: every row of the conditional
+# batch goes through Paxos (proposed, committed, applied) and is range-deleted later; a write
+# carried about two task rows per transition. Keyed by its greatest id, a packed row is deleted
+# by the ack flush only when every task in it is at or below the level. No row moves; an older
+# build reading a packed row would find no data, so this version makes older builds refuse the
+# keyspace (check_schema) instead.
+_V4 = [
+    "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS tasks frozen<list<text>>",
+]
+
 # version -> the statements that move a keyspace from version - 1 to it (version 1 also applies
 # the visibility store's VISIBILITY_SCHEMA, read when it runs). Tests add versions.
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3}
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 
 TABLES = ["cluster_metadata", "executions", "history_events"]
 

@@ -15,6 +15,7 @@ import pytest
 from cassandra.query import SimpleStatement
 
 from history.store import cassandra_schema as cs
+from history.store.base import ShardWrite, TimerTaskRow, TransferTaskRow
 from history.store.cassandra import CassandraStore
 from history.store.cql import Cql
 from legato.config import StoreConfig
@@ -219,8 +220,8 @@ async def test_upgrade_to_version_3_adds_the_timer_outbox_and_keeps_the_timer_ro
         await cassandra_admin.execute(SimpleStatement(
             f"INSERT INTO {ks}.executions (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id, "
             "data) VALUES (0, 4, '', '', '', 300, 11, 'x')"))
-        assert "needs version 3" in await _open_error(cassandra_node, ks)
-        assert await cs.upgrade_schema(cassandra_admin, ks) == (2, 3)
+        assert f"needs version {cs.SCHEMA_VERSION}" in await _open_error(cassandra_node, ks)
+        assert await cs.upgrade_schema(cassandra_admin, ks) == (2, cs.SCHEMA_VERSION)
         for text in cs.MIGRATIONS[3]:  # idempotent: an upgrade cut short runs them again
             await cassandra_admin.execute(SimpleStatement(text.format(keyspace=ks)))
         store = CassandraStore(_cfg(cassandra_node, ks))
@@ -231,6 +232,58 @@ async def test_upgrade_to_version_3_adds_the_timer_outbox_and_keeps_the_timer_ro
             assert [t.task_id for t in await store.read_timer_tasks(0, (-1, 0), 1 << 62, 100)] == [11]
             assert await store.read_timer_outbox(0, 0, 100) == []
             assert (await store.acquire_shard(0, "newer", "kafka")).timer_queue == "kafka"
+        finally:
+            await store.close()
+    finally:
+        await _drop(cassandra_admin, ks)
+
+
+async def test_upgrade_to_version_4_reads_the_single_task_rows_beside_the_packed_ones(
+        cassandra_admin: Cql, cassandra_node: StoreConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Version 4 packs a write's transfer tasks (outbox rows) into one row; the one-task rows a
+    version-3 build wrote stay, and are read in task-id order with the packed rows of the new
+    build, the ack levels deleting both."""
+    ks = "legato_schema_v3"
+    await _drop(cassandra_admin, ks)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(cs, "SCHEMA_VERSION", 3)
+            assert await cs.setup_schema(cassandra_admin, ks, replication_factor=1) == 3
+        await cassandra_admin.execute(SimpleStatement(
+            f"INSERT INTO {ks}.executions (shard_id, range_id, owner, transfer_ack_level, timer_ack_level, "
+            "level_range, updated_ms, timer_outbox_ack_level, outbox_range) VALUES (0, 7, 'old', 0, 0, 7, 0, 0, 7)"))
+        for kind, tid in ((3, 3), (3, 4), (5, 3), (5, 4)):  # a version-3 build's rows: one task each
+            await cassandra_admin.execute(SimpleStatement(
+                f"INSERT INTO {ks}.executions (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id, "
+                f"due_ms, data) VALUES (0, {kind}, '', '', '', 0, {tid}, 50, 'old{tid}')"))
+        assert f"needs version {cs.SCHEMA_VERSION}" in await _open_error(cassandra_node, ks)
+        assert await cs.upgrade_schema(cassandra_admin, ks) == (3, cs.SCHEMA_VERSION)
+        for text in cs.MIGRATIONS[4]:  # idempotent
+            await cassandra_admin.execute(SimpleStatement(text.format(keyspace=ks)))
+        store = CassandraStore(_cfg(cassandra_node, ks))
+        await store.open()
+        try:
+            info = await store.acquire_shard(0, "new", "kafka")
+            base = info.range_id << 20
+            await store.write(ShardWrite(0, info.range_id,
+                                         transfer_tasks=[TransferTaskRow(base + i, f"new{i}") for i in (1, 2, 3)],
+                                         timer_outbox=[TimerTaskRow(60 + i, base + i, f"new{i}") for i in (4, 5)]))
+            got = await store.read_transfer_tasks(0, 0, 100)
+            assert [(t.task_id, t.data) for t in got] == [(3, "old3"), (4, "old4"), (base + 1, "new1"),
+                                                         (base + 2, "new2"), (base + 3, "new3")]
+            outbox = await store.read_timer_outbox(0, 3, 100)
+            assert [(t.task_id, t.fire_time_ms, t.data) for t in outbox] == [(4, 50, "old4"), (base + 4, 64, "new4"),
+                                                                             (base + 5, 65, "new5")]
+            # a level inside the packed row: the row stays, the tasks at or below the level do not show
+            await store.update_shard(0, info.range_id, base + 1, [], outbox_ack_level=base + 4)
+            assert [t.task_id for t in await store.read_transfer_tasks(0, 0, 100)] == [base + 2, base + 3]
+            assert [t.task_id for t in await store.read_timer_outbox(0, 0, 100)] == [base + 5]
+            await store.update_shard(0, info.range_id, base + 3, [], outbox_ack_level=base + 5)
+            assert await store.read_transfer_tasks(0, 0, 100) == []
+            assert await store.read_timer_outbox(0, 0, 100) == []
+            rows = await cassandra_admin.execute(SimpleStatement(
+                f"SELECT task_id FROM {ks}.executions WHERE shard_id = 0 AND kind IN (3, 5)"))
+            assert list(rows) == []  # the packed rows went with the levels
         finally:
             await store.close()
     finally:
