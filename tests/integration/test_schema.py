@@ -166,17 +166,28 @@ async def test_an_upgrade_cut_short_resumes_after_the_last_recorded_version(
     assert await cs.upgrade_schema(cassandra_admin, at_current) == (old + 1, old + 2)
 
 
+async def _keyspace_at(admin: Cql, ks: str, version: int) -> None:
+    """A fresh keyspace `ks` as a build of schema `version` sets it up."""
+    await _drop(admin, ks)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(cs, "SCHEMA_VERSION", version)
+        assert await cs.setup_schema(admin, ks, replication_factor=1) == version
+
+
+async def _upgrade(admin: Cql, node: StoreConfig, ks: str, found: int) -> None:
+    """The store refuses the older keyspace, naming the version it needs; the upgrade moves it on."""
+    assert f"needs version {cs.SCHEMA_VERSION}" in await _open_error(node, ks)
+    assert await cs.upgrade_schema(admin, ks) == (found, cs.SCHEMA_VERSION)
+
+
 async def test_upgrade_to_version_2_keeps_the_timers_of_a_version_1_keyspace(
-        cassandra_admin: Cql, cassandra_node: StoreConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+        cassandra_admin: Cql, cassandra_node: StoreConfig) -> None:
     """Version 2 adds the timer ack level; the timer rows of version 1 are already clustered by
     (fire_time_ms, task_id), so the upgrade keeps them where they are and the store reads them,
     from level 0, then range-deletes what fired."""
     ks = "legato_schema_v1"
-    await _drop(cassandra_admin, ks)
+    await _keyspace_at(cassandra_admin, ks, 1)
     try:
-        with monkeypatch.context() as m:
-            m.setattr(cs, "SCHEMA_VERSION", 1)
-            assert await cs.setup_schema(cassandra_admin, ks, replication_factor=1) == 1
         # A shard of version 1 with three timers, written as a version-1 build writes them.
         await cassandra_admin.execute(SimpleStatement(
             f"INSERT INTO {ks}.executions (shard_id, range_id, owner, transfer_ack_level, updated_ms) "
@@ -185,8 +196,7 @@ async def test_upgrade_to_version_2_keeps_the_timers_of_a_version_1_keyspace(
             await cassandra_admin.execute(SimpleStatement(
                 f"INSERT INTO {ks}.executions (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, "
                 "task_id, data) VALUES (0, 4, '', '', '', %s, %s, 'x')"), [fire, task])
-        assert f"needs version {cs.SCHEMA_VERSION}" in await _open_error(cassandra_node, ks)
-        assert await cs.upgrade_schema(cassandra_admin, ks) == (1, cs.SCHEMA_VERSION)
+        await _upgrade(cassandra_admin, cassandra_node, ks, 1)
         store = CassandraStore(_cfg(cassandra_node, ks))
         await store.open()
         try:
@@ -204,24 +214,20 @@ async def test_upgrade_to_version_2_keeps_the_timers_of_a_version_1_keyspace(
 
 
 async def test_upgrade_to_version_3_adds_the_timer_outbox_and_keeps_the_timer_rows(
-        cassandra_admin: Cql, cassandra_node: StoreConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+        cassandra_admin: Cql, cassandra_node: StoreConfig) -> None:
     """Version 3 adds the Kafka mode's timer outbox (kind 5, its level, the shard's timer queue);
     the timer rows a version-2 build wrote in Kafka mode stay where they are, for the next owner
     to publish, and the statements run again change nothing."""
     ks = "legato_schema_v2"
-    await _drop(cassandra_admin, ks)
+    await _keyspace_at(cassandra_admin, ks, 2)
     try:
-        with monkeypatch.context() as m:
-            m.setattr(cs, "SCHEMA_VERSION", 2)
-            assert await cs.setup_schema(cassandra_admin, ks, replication_factor=1) == 2
         await cassandra_admin.execute(SimpleStatement(
             f"INSERT INTO {ks}.executions (shard_id, range_id, owner, transfer_ack_level, timer_ack_level, "
             "level_range, updated_ms) VALUES (0, 7, 'old', 0, 0, 7, 0)"))
         await cassandra_admin.execute(SimpleStatement(
             f"INSERT INTO {ks}.executions (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id, "
             "data) VALUES (0, 4, '', '', '', 300, 11, 'x')"))
-        assert f"needs version {cs.SCHEMA_VERSION}" in await _open_error(cassandra_node, ks)
-        assert await cs.upgrade_schema(cassandra_admin, ks) == (2, cs.SCHEMA_VERSION)
+        await _upgrade(cassandra_admin, cassandra_node, ks, 2)
         for text in cs.MIGRATIONS[3]:  # idempotent: an upgrade cut short runs them again
             await cassandra_admin.execute(SimpleStatement(text.format(keyspace=ks)))
         store = CassandraStore(_cfg(cassandra_node, ks))
@@ -239,16 +245,13 @@ async def test_upgrade_to_version_3_adds_the_timer_outbox_and_keeps_the_timer_ro
 
 
 async def test_upgrade_to_version_4_reads_the_single_task_rows_beside_the_packed_ones(
-        cassandra_admin: Cql, cassandra_node: StoreConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+        cassandra_admin: Cql, cassandra_node: StoreConfig) -> None:
     """Version 4 packs a write's transfer tasks (outbox rows) into one row; the one-task rows a
     version-3 build wrote stay, and are read in task-id order with the packed rows of the new
     build, the ack levels deleting both."""
     ks = "legato_schema_v3"
-    await _drop(cassandra_admin, ks)
+    await _keyspace_at(cassandra_admin, ks, 3)
     try:
-        with monkeypatch.context() as m:
-            m.setattr(cs, "SCHEMA_VERSION", 3)
-            assert await cs.setup_schema(cassandra_admin, ks, replication_factor=1) == 3
         await cassandra_admin.execute(SimpleStatement(
             f"INSERT INTO {ks}.executions (shard_id, range_id, owner, transfer_ack_level, timer_ack_level, "
             "level_range, updated_ms, timer_outbox_ack_level, outbox_range) VALUES (0, 7, 'old', 0, 0, 7, 0, 0, 7)"))
@@ -256,8 +259,7 @@ async def test_upgrade_to_version_4_reads_the_single_task_rows_beside_the_packed
             await cassandra_admin.execute(SimpleStatement(
                 f"INSERT INTO {ks}.executions (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, task_id, "
                 f"due_ms, data) VALUES (0, {kind}, '', '', '', 0, {tid}, 50, 'old{tid}')"))
-        assert f"needs version {cs.SCHEMA_VERSION}" in await _open_error(cassandra_node, ks)
-        assert await cs.upgrade_schema(cassandra_admin, ks) == (3, cs.SCHEMA_VERSION)
+        await _upgrade(cassandra_admin, cassandra_node, ks, 3)
         for text in cs.MIGRATIONS[4]:  # idempotent
             await cassandra_admin.execute(SimpleStatement(text.format(keyspace=ks)))
         store = CassandraStore(_cfg(cassandra_node, ks))
