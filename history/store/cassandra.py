@@ -168,8 +168,8 @@ _STATEMENTS: dict[str, tuple[str, bool]] = {
                    "next_event_id, state) VALUES (?, 2, ?, ?, ?, 0, 0, ?, ?) IF NOT EXISTS", True),
     # The state goes as text. Compressed (zlib level 1: 2x smaller for a child, 7x for a parent
     # with 100 open children, whose 24 KB were about half the bytes the children scenario sent
-    # through Paxos) it made no difference to the node's CPU per child on the cluster, within the
-    # spread of about 5% between runs (README, "Load testing").
+    # through Paxos) it made no difference to the node's CPU per child on the cluster beyond the
+    # spread between runs of one build (README, "Load testing"), so it was not kept.
     "run_update": (f"UPDATE {_EXEC} SET next_event_id = ?, state = ? WHERE {_RUN_KEY} IF next_event_id = ?", True),
     "transfer_insert": (f"INSERT INTO {_EXEC} (shard_id, kind, namespace, workflow_id, run_id, fire_time_ms, "
                         "task_id, data) VALUES (?, 3, '', '', '', 0, ?, ?)", False),
@@ -546,14 +546,16 @@ class CassandraStore:
         if len(w.transfer_tasks) > 1:
             batch.add(ps.transfer_pack, (s, max(t.task_id for t in w.transfer_tasks),
                                          [f"{t.task_id} {t.data}" for t in w.transfer_tasks]))
-        for t in w.transfer_tasks if len(w.transfer_tasks) == 1 else ():
+        elif w.transfer_tasks:
+            t = w.transfer_tasks[0]
             batch.add(ps.transfer_insert, (s, t.task_id, t.data))
         for tm in w.timer_tasks:
             batch.add(ps.timer_insert, (s, tm.fire_time_ms, tm.task_id, tm.data))
         if len(w.timer_outbox) > 1:
             batch.add(ps.outbox_pack, (s, max(tm.task_id for tm in w.timer_outbox),
                                        [f"{tm.task_id} {tm.fire_time_ms} {tm.data}" for tm in w.timer_outbox]))
-        for tm in w.timer_outbox if len(w.timer_outbox) == 1 else ():
+        elif w.timer_outbox:
+            tm = w.timer_outbox[0]
             batch.add(ps.outbox_insert, (s, tm.task_id, tm.fire_time_ms, tm.data))
         return batch
 
@@ -647,6 +649,7 @@ def _unpack(tasks: list[str]) -> list[tuple[int, str]]:
         out.append((int(tid), rest))
     out.sort(key=lambda t: t[0])
     return out
+
 
 def _cut(rows: list[tuple[int, int, Any]], limit: int, max_runs: int) -> list[list[Any]]:
     """The statements of (run, size, statement) rows in order, in chunks of at most `limit` bytes

@@ -112,10 +112,12 @@ _V3 = [
 # `tasks` ("TASK_ID DATA", outbox "TASK_ID DUE_MS DATA"); a write with one task still writes the
 # row of versions 1-3 (data, due_ms), so both forms are read. Why: every row of the conditional
 # batch goes through Paxos (proposed, committed, applied) and is range-deleted later; a write
-# carried about two task rows per transition. Keyed by its greatest id, a packed row is deleted
-# by the ack flush only when every task in it is at or below the level. No row moves; an older
-# build reading a packed row would find no data, so this version makes older builds refuse the
-# keyspace (check_schema) instead.
+# carried about two task rows per transition (measured: `bench hello` with Kafka queues, 53 to 35
+# statements per shard write, the node's CPU per workflow -11%; on the cluster's children
+# scenario no change beyond the spread between runs). Keyed by its greatest id, a packed row is
+# deleted by the ack flush only when every task in it is at or below the level. No row moves; an
+# older build reading a packed row would find no data, so this version makes older builds refuse
+# the keyspace (check_schema) instead.
 _V4 = [
     "ALTER TABLE {keyspace}.executions ADD IF NOT EXISTS tasks frozen<list<text>>",
 ]
