@@ -3,8 +3,9 @@
 * range_id fencing and task ids from range blocks (``range_id << range_block_bits`` upward);
 * the group committer: mutations of several runs ready together go into ONE conditional write
   (at most `group_commit_max_batch` updates, and at most the store's `max_batch_bytes` of states and
-  task payloads, if it has such a bound); if a batch is rejected because of one run's condition,
-  the others are retried one by one;
+  task payloads, if it has such a bound; with `group_commit_max_wait_ms`, a write also waits for
+  its oldest update to have waited that long); if a batch is rejected because of one run's
+  condition, the others are retried one by one;
 * the mutable-state cache (LRU) and the current-run pointer cache;
 * one asyncio lock per (namespace, workflow_id), so the updates of a run are serialized;
 * the transfer and timer queue processors, and the periodic ack flush.
@@ -237,6 +238,7 @@ class _Prepared:
     timers: list[TimerTask] = field(default_factory=list)  # for the timer queue's `add`
     far: list[TimerTask] = field(default_factory=list)  # for its `add_far`: rows past its outbox boundary
     settled: bool = False  # written, or failed
+    queued_at: float = 0.0  # the event loop's clock when it was queued
     waiter: asyncio.Future[None] | None = None  # where a cancelled caller waits for the outcome
 
 
@@ -453,7 +455,7 @@ class ShardContext:
         can load the run's old state into the cache while the write is still on its way."""
         self.check()
         loop = asyncio.get_running_loop()
-        p = _Prepared(update, loop.create_future())
+        p = _Prepared(update, loop.create_future(), queued_at=loop.time())
         self._queue.append(p)
         self._wake.set()
         try:
@@ -477,9 +479,9 @@ class ShardContext:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if max_wait > 0 and len(self._queue) < max_batch:
-                await asyncio.sleep(max_wait)
             while self._queue and not self.lost and not self.closed:
+                if max_wait > 0:
+                    await self._linger(max_batch, max_wait)
                 batch = self._take_batch(max_batch)
                 if not batch:
                     continue
@@ -496,6 +498,20 @@ class ShardContext:
                     log.exception("shard %d: unexpected error in the committer", self.shard_id)
                     for p in batch:
                         _fail(p, Unavailable(f"shard {self.shard_id}: commit failed: {e}"))
+
+    async def _linger(self, max_batch: int, max_wait: float) -> None:
+        """Wait until the oldest queued update has waited `max_wait` seconds or `max_batch` updates
+        are queued (Kafka's linger.ms): under a steady load a shard then writes at most one
+        conditional batch per `max_wait`, so more transitions share each Paxos round, its history
+        append and its visibility upserts."""
+        loop = asyncio.get_running_loop()
+        while self._queue and len(self._queue) < max_batch and not self.lost and not self.closed:
+            remaining = self._queue[0].queued_at + max_wait - loop.time()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
 
     def _take_batch(self, max_batch: int) -> list[_Prepared]:
         """The next updates to write together: at most max_batch of them, and no more than the

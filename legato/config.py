@@ -68,8 +68,11 @@ class HistoryConfig(_Strict):
     activity_retry_initial_ms: int = Field(1_000, gt=0)
     activity_retry_maximum_interval_factor: int = Field(100, gt=0)
     range_block_bits: int = Field(20, gt=0, le=40)
-    group_commit_max_batch: int = Field(64, gt=0)
-    group_commit_max_wait_ms: float = Field(0.0, ge=0)
+    group_commit_max_batch: int = Field(64, gt=0, description="runs' updates in one shard write, at most")
+    # A shard's write waits until its oldest queued update has waited this long (or the batch is
+    # full), as Kafka's linger.ms: fewer, larger conditional batches for latency. 0: a write
+    # goes as soon as the one before it returns (history/shard.py, `_linger`).
+    group_commit_max_wait_ms: float = Field(0.0, ge=0, description="an update waits this long for company, at most")
     # SQLite: while writes arrive together, a transaction waits up to this long for more writes
     # (of every shard) to join it; a lone write after a quiet spell goes at once.
     store_commit_window_ms: float = Field(5.0, ge=0)

@@ -151,6 +151,47 @@ async def test_without_a_byte_bound_only_the_count_cuts_batches() -> None:
         await h.store.close()
 
 
+async def _commit_one_after_another(shard: ShardContext, updates: list[Update]) -> list[asyncio.Task[None]]:
+    """Queue the updates one at a time, letting the writer run between them."""
+    tasks = []
+    for u in updates:
+        tasks.append(asyncio.create_task(shard.commit(u)))
+        for _ in range(5):
+            await asyncio.sleep(0)
+    return tasks
+
+
+@pytest.mark.parametrize(("max_wait_ms", "writes"), [(0.0, [1, 1, 1]), (60_000.0, [3])])
+async def test_max_wait_gathers_updates_that_arrive_one_after_another(max_wait_ms: float, writes: list[int]) -> None:
+    # without a wait each update finds the writer idle and goes alone; with one they wait for
+    # company until the batch is full (here long before the minute is up)
+    h = await _harness(FlakyStore(), group_commit_max_batch=3, group_commit_max_wait_ms=max_wait_ms)
+    try:
+        tasks = await _commit_one_after_another(h.shard, [_update(f"wf{i}") for i in range(3)])
+        await asyncio.gather(*tasks)
+        assert h.runs_per_write() == writes
+    finally:
+        await h.shard.stop()
+        await h.store.close()
+
+
+async def test_a_lone_update_waits_max_wait_and_no_longer_than_the_store_takes() -> None:
+    h = await _harness(FlakyStore(), group_commit_max_wait_ms=50.0)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await h.shard.commit(_update("alone"))
+        assert loop.time() - started >= 0.05
+        assert h.runs_per_write() == [1]
+        # two updates arriving within the wait share one write
+        tasks = await _commit_one_after_another(h.shard, [_update("a"), _update("b")])
+        await asyncio.gather(*tasks)
+        assert h.runs_per_write() == [1, 2]
+    finally:
+        await h.shard.stop()
+        await h.store.close()
+
+
 # ---------------------------------------------------------------------- unknown outcomes
 
 def _cache(h: Harness, wf: str) -> None:
