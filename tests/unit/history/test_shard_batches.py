@@ -192,6 +192,19 @@ async def test_a_lone_update_waits_max_wait_and_no_longer_than_the_store_takes()
         await h.store.close()
 
 
+async def test_a_stop_during_the_wait_fails_the_waiting_update_at_once() -> None:
+    h = await _harness(FlakyStore(), group_commit_max_wait_ms=60_000.0)
+    try:
+        [task] = await _commit_one_after_another(h.shard, [_update("waiting")])
+        await h.shard.stop()
+        with pytest.raises(Unavailable) as e:
+            await task
+        assert e.value.reason == "ShuttingDown"
+        assert h.store.writes == []
+    finally:
+        await h.store.close()
+
+
 # ---------------------------------------------------------------------- unknown outcomes
 
 def _cache(h: Harness, wf: str) -> None:
