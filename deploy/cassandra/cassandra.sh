@@ -10,8 +10,9 @@
 #
 # Environment: CASSANDRA_PORT (CQL, default 9042), CASSANDRA_STORAGE_PORT (default 7000),
 # CASSANDRA_HEAP (default 1G), CASSANDRA_COMMITLOG_SYNC (group, the default: a write is acknowledged
-# once synced; periodic: synced every 100 ms, see cassandra.yaml.in), LEGATO_DEPLOY_DIR (state;
-# default <repo>/.deploy).
+# once synced; periodic: synced every 100 ms, see cassandra.yaml.in), CASSANDRA_COMMITLOG_GROUP_WINDOW
+# (group mode: the longest wait between syncs, default 2ms), LEGATO_DEPLOY_DIR (state; default
+# <repo>/.deploy).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
@@ -24,8 +25,11 @@ STORAGE_PORT=${CASSANDRA_STORAGE_PORT:-7000}
 HEAP=${CASSANDRA_HEAP:-1G}
 START_TIMEOUT=${CASSANDRA_START_TIMEOUT:-180}
 COMMITLOG_SYNC=${CASSANDRA_COMMITLOG_SYNC:-group}
+GROUP_WINDOW=${CASSANDRA_COMMITLOG_GROUP_WINDOW:-2ms}
+[[ $GROUP_WINDOW =~ ^[0-9]+(ms|s)$ ]] ||
+  die "CASSANDRA_COMMITLOG_GROUP_WINDOW is '$GROUP_WINDOW'; it is a duration such as 2ms or 1s"
 case $COMMITLOG_SYNC in
-  group) COMMITLOG_SYNC_SETTING="commitlog_sync_group_window: 2ms" ;;
+  group) COMMITLOG_SYNC_SETTING="commitlog_sync_group_window: $GROUP_WINDOW" ;;
   periodic) COMMITLOG_SYNC_SETTING="commitlog_sync_period: 100ms" ;;
   *) die "CASSANDRA_COMMITLOG_SYNC is '$COMMITLOG_SYNC'; it can be group (the default) or periodic" ;;
 esac
