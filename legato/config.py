@@ -58,6 +58,9 @@ DEFAULT_RETENTION_MS = 72 * 3_600_000  # Temporal's default for new namespaces: 
 DEFAULT_RETENTION_SCAN_INTERVAL_MS = 24 * 3_600_000  # a retention scan pass a day (Temporal's scavenger: daily)
 
 
+MAX_GROUP_COMMIT_WAIT_MS = 5_000.0  # history.group_commit_max_wait_ms, at most
+
+
 class HistoryConfig(_Strict):
     num_shards: int = Field(4, gt=0)
     workflow_task_timeout_ms: int = Field(10_000, gt=0)
@@ -71,8 +74,10 @@ class HistoryConfig(_Strict):
     group_commit_max_batch: int = Field(64, gt=0, description="runs' updates in one shard write, at most")
     # A shard's write waits until its oldest queued update has waited this long (or the batch is
     # full), as Kafka's linger.ms: fewer, larger conditional batches for latency. 0: a write
-    # goes as soon as the one before it returns (history/shard.py, `_linger`).
-    group_commit_max_wait_ms: float = Field(0.0, ge=0, description="an update waits this long for company, at most")
+    # goes as soon as the one before it returns (history/shard.py, `_linger`). At most 5 s: every
+    # transition of the shard waits it, workflow task timeouts (10 s by default) included.
+    group_commit_max_wait_ms: float = Field(0.0, ge=0, le=MAX_GROUP_COMMIT_WAIT_MS,
+                                            description="an update waits this long for company, at most")
     # SQLite: while writes arrive together, a transaction waits up to this long for more writes
     # (of every shard) to join it; a lone write after a quiet spell goes at once.
     store_commit_window_ms: float = Field(5.0, ge=0)

@@ -22,7 +22,7 @@ from history.store.base import (
     WriteOutcomeUnknown,
 )
 from history.store.sqlite import SqliteStore
-from legato.config import Config
+from legato.config import Config, ConfigError, load_config
 from legato.errors import ShardOwnershipLost, Unavailable
 
 NS = "ns"
@@ -161,10 +161,10 @@ async def _commit_one_after_another(shard: ShardContext, updates: list[Update]) 
     return tasks
 
 
-@pytest.mark.parametrize(("max_wait_ms", "writes"), [(0.0, [1, 1, 1]), (60_000.0, [3])])
+@pytest.mark.parametrize(("max_wait_ms", "writes"), [(0.0, [1, 1, 1]), (5_000.0, [3])])
 async def test_max_wait_gathers_updates_that_arrive_one_after_another(max_wait_ms: float, writes: list[int]) -> None:
     # without a wait each update finds the writer idle and goes alone; with one they wait for
-    # company until the batch is full (here long before the minute is up)
+    # company until the batch is full (here long before the 5 s are up)
     h = await _harness(FlakyStore(), group_commit_max_batch=3, group_commit_max_wait_ms=max_wait_ms)
     try:
         tasks = await _commit_one_after_another(h.shard, [_update(f"wf{i}") for i in range(3)])
@@ -193,7 +193,7 @@ async def test_a_lone_update_waits_max_wait_and_no_longer_than_the_store_takes()
 
 
 async def test_a_stop_during_the_wait_fails_the_waiting_update_at_once() -> None:
-    h = await _harness(FlakyStore(), group_commit_max_wait_ms=60_000.0)
+    h = await _harness(FlakyStore(), group_commit_max_wait_ms=5_000.0)
     try:
         [task] = await _commit_one_after_another(h.shard, [_update("waiting")])
         await h.shard.stop()
@@ -203,6 +203,12 @@ async def test_a_stop_during_the_wait_fails_the_waiting_update_at_once() -> None
         assert h.store.writes == []
     finally:
         await h.store.close()
+
+
+def test_the_wait_is_bounded_with_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match=r"history\.group_commit_max_wait_ms: .*less than or equal to 5000"):
+        load_config(env={"LEGATO_HISTORY__GROUP_COMMIT_MAX_WAIT_MS": "60000"})
+    assert load_config(env={"LEGATO_HISTORY__GROUP_COMMIT_MAX_WAIT_MS": "200"}).history.group_commit_max_wait_ms == 200
 
 
 # ---------------------------------------------------------------------- unknown outcomes
