@@ -4,6 +4,7 @@ the store cannot tell whether a write took effect (WriteOutcomeUnknown)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -100,6 +101,16 @@ async def _harness(store: FlakyStore, **history: object) -> Harness:
     return h
 
 
+@contextlib.asynccontextmanager
+async def _running(store: FlakyStore, **history: object) -> AsyncIterator[Harness]:
+    h = await _harness(store, **history)
+    try:
+        yield h
+    finally:
+        await h.shard.stop()
+        await h.store.close()
+
+
 @pytest.fixture
 async def bounded() -> AsyncIterator[Harness]:
     h = await _harness(FlakyStore(max_batch_bytes=3500))
@@ -142,13 +153,9 @@ async def test_an_update_above_the_bound_goes_alone_and_its_neighbours_still_gro
 
 
 async def test_without_a_byte_bound_only_the_count_cuts_batches() -> None:
-    h = await _harness(FlakyStore(max_batch_bytes=None), group_commit_max_batch=4)
-    try:
+    async with _running(FlakyStore(max_batch_bytes=None), group_commit_max_batch=4) as h:
         assert await _commit_together(h.shard, [_update(f"wf{i}", pad=1000) for i in range(10)]) == [None] * 10
         assert h.runs_per_write() == [4, 4, 2]
-    finally:
-        await h.shard.stop()
-        await h.store.close()
 
 
 async def _commit_one_after_another(shard: ShardContext, updates: list[Update]) -> list[asyncio.Task[None]]:
@@ -165,44 +172,32 @@ async def _commit_one_after_another(shard: ShardContext, updates: list[Update]) 
 async def test_max_wait_gathers_updates_that_arrive_one_after_another(max_wait_ms: float, writes: list[int]) -> None:
     # without a wait each update finds the writer idle and goes alone; with one they wait for
     # company until the batch is full (here long before the 5 s are up)
-    h = await _harness(FlakyStore(), group_commit_max_batch=3, group_commit_max_wait_ms=max_wait_ms)
-    try:
+    async with _running(FlakyStore(), group_commit_max_batch=3, group_commit_max_wait_ms=max_wait_ms) as h:
         tasks = await _commit_one_after_another(h.shard, [_update(f"wf{i}") for i in range(3)])
         await asyncio.gather(*tasks)
         assert h.runs_per_write() == writes
-    finally:
-        await h.shard.stop()
-        await h.store.close()
 
 
-async def test_a_lone_update_waits_max_wait_and_no_longer_than_the_store_takes() -> None:
-    h = await _harness(FlakyStore(), group_commit_max_wait_ms=50.0)
-    try:
+async def test_a_lone_update_waits_max_wait_and_updates_within_it_share_a_write() -> None:
+    async with _running(FlakyStore(), group_commit_max_wait_ms=50.0) as h:
         loop = asyncio.get_running_loop()
         started = loop.time()
         await h.shard.commit(_update("alone"))
         assert loop.time() - started >= 0.05
         assert h.runs_per_write() == [1]
-        # two updates arriving within the wait share one write
         tasks = await _commit_one_after_another(h.shard, [_update("a"), _update("b")])
         await asyncio.gather(*tasks)
         assert h.runs_per_write() == [1, 2]
-    finally:
-        await h.shard.stop()
-        await h.store.close()
 
 
 async def test_a_stop_during_the_wait_fails_the_waiting_update_at_once() -> None:
-    h = await _harness(FlakyStore(), group_commit_max_wait_ms=5_000.0)
-    try:
+    async with _running(FlakyStore(), group_commit_max_wait_ms=5_000.0) as h:
         [task] = await _commit_one_after_another(h.shard, [_update("waiting")])
         await h.shard.stop()
         with pytest.raises(Unavailable) as e:
             await task
         assert e.value.reason == "ShuttingDown"
         assert h.store.writes == []
-    finally:
-        await h.store.close()
 
 
 def test_the_wait_is_bounded_with_a_clear_error() -> None:
