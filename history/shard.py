@@ -502,8 +502,8 @@ class ShardContext:
     async def _linger(self, max_batch: int, max_wait: float) -> None:
         """Wait until the oldest queued update has waited `max_wait` seconds or `max_batch` updates
         are queued (Kafka's linger.ms): under a steady load a shard then writes at most one
-        conditional batch per `max_wait`, so more transitions share each Paxos round, its history
-        append and its visibility upserts."""
+        conditional batch per `max_wait`, so more transitions share each Paxos round and its
+        history append (README, "Load testing", has what it saves)."""
         loop = asyncio.get_running_loop()
         while self._queue and len(self._queue) < max_batch and not self.lost and not self.closed:
             remaining = self._queue[0].queued_at + max_wait - loop.time()
