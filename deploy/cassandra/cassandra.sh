@@ -13,7 +13,7 @@
 # once synced; periodic: synced every 100 ms, see cassandra.yaml.in), CASSANDRA_COMMITLOG_GROUP_WINDOW
 # (group mode: the longest wait between syncs, default 2ms), CASSANDRA_TIMER_SLACK (how late the
 # kernel may wake the node's threads from a timed sleep, default 500us, at most 10ms; see
-# timer_slack below), LEGATO_DEPLOY_DIR (state; default <repo>/.deploy).
+# TIMER_SLACK below), LEGATO_DEPLOY_DIR (state; default <repo>/.deploy).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
