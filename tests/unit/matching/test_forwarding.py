@@ -125,10 +125,14 @@ async def test_no_poll_anywhere_keeps_the_task_home(pair: Pair) -> None:
     assert pair.forwarder is not None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WAIT_S
-    while pair.forwarder.offers < 2:  # offered twice (after B's quiet period): B had no poll each time
-        assert loop.time() < deadline, "the forwarder made no second offer"
+    # Offered twice (after B's quiet period), B having no poll each time, and back home: an offer
+    # takes the task out of A's queue until B answers, so the backlog is read between offers.
+    while pair.forwarder.offers < 2 or pair.a.backlog("default", "q", WF) != 1:
+        assert loop.time() < deadline, (f"the forwarder made {pair.forwarder.offers} offers and A's backlog "
+                                        f"is {pair.a.backlog('default', 'q', WF)}: no second offer, or the task "
+                                        "did not come back")
         await asyncio.sleep(0.01)
-    assert pair.a.backlog("default", "q", WF) == 1 and not add.done()
+    assert not add.done()
     got = await asyncio.wait_for(pair.b.poll_workflow_task(poll()), WAIT_S)  # a poll on B appears
     assert got is not None and got.workflow_id == "wf-1"
     await asyncio.wait_for(add, WAIT_S)
