@@ -1001,6 +1001,31 @@ class Engine:
 
     # ================================================================== timers
 
+    @staticmethod
+    def timer_obsolete(st: MutableState, d: dict[str, Any]) -> bool:
+        """Whether `on_timer` would ignore timer `d` now and whenever it comes due: what it waits
+        for is over for good (the run closed, the task or activity attempt it guards completed,
+        the user timer was cancelled). Ids, attempts and the run's state only move forward, so
+        what this calls obsolete stays obsolete. False when unsure: the timer is then sent."""
+        k = d["k"]
+        if k == TM_DELETE_HISTORY:
+            return False  # retention: due on a closed run by design
+        if not st.running:
+            return True
+        if k == TM_WFT_TIMEOUT:
+            w = st.wft
+            return "attempt" in d and (w is None or (w.scheduled_event_id, w.started_event_id, w.attempt)
+                                       != (d["sched"], d["started"], d["attempt"]))
+        if k in (TM_ACTIVITY_TIMEOUT, TM_ACTIVITY_RETRY):
+            info = st.activities.get(d["sched"])
+            if info is None:
+                return True  # completed, failed for good or cancelled: scheduled ids are never reused
+            return d.get("type") != SCHEDULE_TO_CLOSE and info.attempt != d["attempt"]
+        if k == TM_USER_TIMER:
+            t = st.timers.get(d["timer_id"])
+            return t is None or t.started_event_id != d["started"]
+        return False
+
     def on_timer(self, m: Mutation, d: dict[str, Any]) -> None:
         """Apply a due timer task, or nothing if the state no longer expects it."""
         st = m.state

@@ -1,7 +1,8 @@
 """Publishing one shard's timers to its partition of the timer topic (docs/queues.md, "History
-publishes" and "Far timers"). A timer row leaves the store only once the broker acknowledged its
-message: the publisher hands the shard's flush the timer outbox's ack level (a task id) and the
-due-time rows' drop level (ms), neither of which passes a row the broker has not acknowledged.
+publishes", "Held timers" and "Far timers"). A timer row leaves the store only once the broker
+acknowledged its message, or once the run it belongs to no longer expects it: the publisher hands
+the shard's flush the timer outbox's ack level (a task id) and the due-time rows' drop level (ms),
+neither of which passes a row still waiting to be sent or acknowledged.
 """
 
 from __future__ import annotations
@@ -15,15 +16,23 @@ from history.kafka_resources import KafkaResources
 from history.queues import READ_PAGE, TimerTask
 from history.retries import Backoff
 from history.store.base import EVERY_TIMER_ROW, ExecutionStore
-from legato import codec
+from legato import codec, metrics
 from legato.kafka import TimerMessage, encode_timer
 
 log = logging.getLogger("legato.history")
+_TIMERS_UNSENT = metrics.kafka_timers_unsent
 
 # What a published timer is, for what its acknowledgement releases.
 _OUTBOX = 0  # a row of the timer outbox: counts for the outbox ack level
 _ROW = 1  # a due-time timer row (due past the boundary when written): counts for the rows' drop level
 _COPY = 2  # a copy of a timer already in the log (re-published forward): no row
+
+# A held timer is sent this long before it is due (docs/queues.md, "Held timers"), so that the
+# shard's consumer has it before it comes due, however late the broker acknowledges.
+PUBLISH_MARGIN_MS = 1_000
+
+# (timer) -> True when no run will ever expect it (history judges on the run's committed state).
+TimerObsolete = Callable[[TimerTask], bool]
 
 
 class TimerPublisher:
@@ -39,10 +48,14 @@ class TimerPublisher:
 
     def __init__(self, shard_id: int, topic: str, partition: int, kafka: KafkaResources,
                  on_progress: Callable[[], None], outbox_ack_level: int = 0, rows_from_ms: int = 0,
-                 until_ms: int = 0) -> None:
+                 until_ms: int = 0, *, clock: Callable[[], int] | None = None, hold_ms: int = 0,
+                 obsolete: TimerObsolete | None = None) -> None:
         """`outbox_ack_level`: where the start-up scan of the outbox begins (a task id);
         `rows_from_ms`: where scans of the due-time timer rows begin (every row due earlier was
-        dropped); `until_ms`: the first boundary (timers due at or before it go to the outbox)."""
+        dropped); `until_ms`: the first boundary (timers due at or before it go to the outbox).
+        With `hold_ms`, `clock` and `obsolete`, a just-committed outbox timer waits in memory up
+        to `hold_ms` (and no later than PUBLISH_MARGIN_MS before it is due), and is not sent at
+        all if by then `obsolete` says no run expects it."""
         self.shard_id = shard_id
         self._topic = topic
         self._partition = partition
@@ -68,18 +81,111 @@ class TimerPublisher:
         self._rows_heap: list[tuple[int, int]] = []  # the same, lazily: the lowest bounds the drop level
         self._dropped = rows_from_ms  # the last drop level handed to the shard
         self._scan_lock = asyncio.Lock()
+        # Held timers (docs/queues.md, "Held timers"): outbox rows not sent yet, in a heap by when
+        # they are to be looked at again; they stay pending, so the ack level waits for them.
+        self._clock = clock
+        self._hold_ms = hold_ms if clock is not None and obsolete is not None else 0
+        self._obsolete = obsolete
+        self._held: list[tuple[int, int, TimerTask]] = []  # (release ms, task id, timer)
+        self._release_at: int | None = None  # when the armed wake-up looks at the heap (ms)
+        self._release_handle: asyncio.TimerHandle | None = None
+        self.unsent = 0  # held timers never sent: their run no longer expected them
 
     # ------------------------------------------------------------ the outbox
 
     def publish_rows(self, timers: list[TimerTask]) -> None:
-        """Publish outbox rows just committed (in task-id order); they count for the level once
-        acknowledged. Rows already on their way are skipped."""
+        """Publish outbox rows just committed (in task-id order), or hold those due later (see
+        `_hold`); they count for the level once acknowledged (or found obsolete). Rows already on
+        their way are skipped."""
         fresh = self._track(timers)
         if self._stopped or not fresh:
             return
-        task = asyncio.create_task(self._publish_rows(fresh), name=f"timer-publish-{self.shard_id}")
+        self._send_rows(self._hold(fresh))
+
+    def _send_rows(self, timers: list[TimerTask]) -> None:
+        if not timers:
+            return
+        self.unacked += len(timers)  # at once: whoever waits for the publisher to catch up sees them
+        task = asyncio.create_task(self._publish_rows(timers), name=f"timer-publish-{self.shard_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------ held timers
+
+    def _hold(self, timers: list[TimerTask]) -> list[TimerTask]:
+        """Keep back the timers not due within the margin, each until hold_ms from now or the
+        margin before it is due, whichever is first; return those to send now. Most of a run's
+        timers guard something that ends within milliseconds (a workflow task's timeout, an
+        activity's): looked at again later, they are usually obsolete and never reach the log."""
+        if not self._hold_ms or self._clock is None:
+            return timers
+        now = self._clock()
+        send: list[TimerTask] = []
+        for t in timers:
+            release = min(t.fire_time_ms - PUBLISH_MARGIN_MS, now + self._hold_ms)
+            if release <= now:
+                send.append(t)
+            else:
+                heapq.heappush(self._held, (release, t.task_id, t))
+        self._arm()
+        return send
+
+    @property
+    def held(self) -> int:
+        """Timers held back, not yet looked at again."""
+        return len(self._held)
+
+    def release_due(self) -> int:
+        """Look at the held timers whose time has come: send those a run may still expect, count
+        the others as done (their rows go with the outbox's range delete). Returns how many were
+        looked at. Runs on its own when their time comes; tests with a controllable clock call it."""
+        if self._stopped or self._clock is None or not self._held:
+            return 0
+        now, send, looked = self._clock(), [], 0
+        while self._held and self._held[0][0] <= now:
+            _, _, t = heapq.heappop(self._held)
+            looked += 1
+            if self._is_obsolete(t):
+                self._pending.discard(t.task_id)
+                self.unsent += 1
+                _TIMERS_UNSENT.inc()
+            else:
+                send.append(t)
+        self._send_rows(send)
+        if looked > len(send):
+            self._on_progress()  # the ack level may have moved
+        self._arm()
+        return looked
+
+    def _is_obsolete(self, t: TimerTask) -> bool:
+        assert self._obsolete is not None
+        try:
+            return self._obsolete(t)
+        except Exception:  # a bug in the judgement must not lose a timer: send it
+            log.exception("shard %d: could not tell whether timer %d is still expected; sending it",
+                          self.shard_id, t.task_id)
+            return False
+
+    def _arm(self) -> None:
+        """Have `release_due` run when the earliest held timer's time comes."""
+        if not self._held or self._stopped or self._clock is None:
+            return
+        at = self._held[0][0]
+        if self._release_handle is not None:
+            if self._release_at is not None and self._release_at <= at:
+                return
+            self._release_handle.cancel()
+        self._release_at = at
+        self._release_handle = asyncio.get_running_loop().call_later(
+            max(0, at - self._clock()) / 1000, self._on_release)
+
+    def _on_release(self) -> None:
+        self._release_handle = None
+        self._release_at = None
+        if self._clock is not None and self._held and self._held[0][0] > self._clock():
+            self._arm()  # woken early (the loop's clock and the shard's may drift apart)
+            return
+        self.release_due()
 
     def _track(self, timers: list[TimerTask]) -> list[TimerTask]:
         """Count `timers` (outbox rows) as pending; return those that were not already."""
@@ -91,7 +197,7 @@ class TimerPublisher:
         return fresh
 
     async def _publish_rows(self, timers: list[TimerTask]) -> None:
-        await self._publish(timers, _OUTBOX)
+        await self._publish(timers, _OUTBOX, counted=True)
 
     def outbox_ack_level(self) -> int:
         """Every outbox row with a task id at or below this was acknowledged by the broker."""
@@ -203,12 +309,14 @@ class TimerPublisher:
 
     # ------------------------------------------------------------ sending
 
-    async def _publish(self, timers: list[TimerTask], kind: int) -> list[int]:
-        """Send until every timer is acknowledged (or the publisher stops); return their offsets."""
+    async def _publish(self, timers: list[TimerTask], kind: int, counted: bool = False) -> list[int]:
+        """Send until every timer is acknowledged (or the publisher stops); return their offsets.
+        `counted`: the caller already counted them in `unacked`."""
         left: list[TimerTask] = list(timers)
         offsets: list[int] = []
         backoff = Backoff()
-        self.unacked += len(left)
+        if not counted:
+            self.unacked += len(left)
         try:
             while left and not self._stopped:
                 results = await asyncio.gather(*(self._send(t) for t in left), return_exceptions=True)
@@ -245,6 +353,10 @@ class TimerPublisher:
     def stop(self) -> None:
         """Stop sending: rows not yet acknowledged stay in the store for the next owner."""
         self._stopped = True
+        if self._release_handle is not None:
+            self._release_handle.cancel()
+            self._release_handle = None
+        self._held.clear()
         for task in list(self._tasks):
             task.cancel()
 

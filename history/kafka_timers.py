@@ -42,7 +42,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from history.fire_lags import FireLags
 from history.kafka_resources import KafkaResources
-from history.kafka_timer_publisher import TimerPublisher
+from history.kafka_timer_publisher import TimerObsolete, TimerPublisher
 from history.queues import TimerTask
 from history.retries import Backoff, retry_delay_s, worth_a_warning
 from history.store.base import EVERY_TIMER_ROW, ExecutionStore, ShardInfo
@@ -117,10 +117,12 @@ class KafkaTimerQueue:
 
     def __init__(self, shard_id: int, store: ExecutionStore, clock: Callable[[], int], fire: FireTimer,
                  cfg: QueuesConfig, kafka: KafkaResources, outbox_ack_level: int = 0,
-                 timer_ack_level: int = 0, max_firing: int = 100) -> None:
+                 timer_ack_level: int = 0, max_firing: int = 100, obsolete: TimerObsolete | None = None) -> None:
         """`outbox_ack_level`: where the start-up scan of the outbox begins (a task id);
         `timer_ack_level`: where scans of the store's due-time timer rows begin (ms: the shard's
-        timer ack level, or where an earlier Kafka owner dropped the rows it had published)."""
+        timer ack level, or where an earlier Kafka owner dropped the rows it had published).
+        `obsolete`: tells a timer no run expects any more; with it, new outbox timers are held
+        up to `cfg.timer_publish_hold_ms` before they are published (kafka_timer_publisher)."""
         self.shard_id = shard_id
         self._store = store
         self._clock = clock
@@ -132,7 +134,8 @@ class KafkaTimerQueue:
         self.group = f"{cfg.topic_prefix}.timers.shard-{shard_id}"
         self.tp = TopicPartition(topics(cfg).timers, timer_partition(cfg, shard_id))
         self.publisher = TimerPublisher(shard_id, self.tp.topic, self.tp.partition, kafka, self._progressed,
-                                        outbox_ack_level, timer_ack_level, clock() + self._lookahead)
+                                        outbox_ack_level, timer_ack_level, clock() + self._lookahead,
+                                        clock=clock, hold_ms=cfg.timer_publish_hold_ms, obsolete=obsolete)
         self.lags = FireLags()
         self._consumer: PumpedConsumer | None = None
         self._offsets = OffsetTracker()
@@ -346,7 +349,7 @@ class KafkaTimerQueue:
 
     @property
     def pending(self) -> int:
-        return len(self._held)
+        return len(self._held) + self.publisher.held
 
     @property
     def next_due_ms(self) -> int | None:
@@ -360,6 +363,7 @@ class KafkaTimerQueue:
     # ================================================================ firing
 
     def poke(self) -> None:
+        self.publisher.release_due()
         self._wake.set()
         self._scan_wake.set()
 
@@ -508,6 +512,7 @@ class KafkaTimerQueue:
         previous owners) published. Returns how many timers this call started."""
         fired = 0
         while not self._stopped:
+            self.publisher.release_due()
             await self._caught_up()
             if self._next_scan_ms() <= 0:
                 await self._publish_due_rows()  # (the scan loop may not have looked yet)
@@ -545,8 +550,10 @@ def _push(heap: list[tuple[int, TimerKey]], entry: tuple[int, TimerKey], held: d
     return fresh
 
 
-def kafka_timer_queues(cfg: QueuesConfig, kafka: KafkaResources, max_firing: int) -> TimerQueueFactory:
-    """The factory a shard builds its timer queue with when queues.kind is kafka."""
+def kafka_timer_queues(cfg: QueuesConfig, kafka: KafkaResources, max_firing: int,
+                       obsolete: TimerObsolete | None = None) -> TimerQueueFactory:
+    """The factory a shard builds its timer queue with when queues.kind is kafka. `obsolete`:
+    see KafkaTimerQueue."""
 
     def make(info: ShardInfo, store: ExecutionStore, clock: Callable[[], int], fire: FireTimer) -> KafkaTimerQueue:
         # EVERY_TIMER_ROW: a build before far timers dropped every row it published, and a later
@@ -554,6 +561,6 @@ def kafka_timer_queues(cfg: QueuesConfig, kafka: KafkaResources, max_firing: int
         # tombstone to cross, once: this owner's first drop records a real level).
         dropped = info.timer_rows_dropped_before if info.timer_rows_dropped_before < EVERY_TIMER_ROW else 0
         return KafkaTimerQueue(info.shard_id, store, clock, fire, cfg, kafka, info.timer_outbox_ack_level,
-                               max(info.timer_ack_level, dropped), max_firing)
+                               max(info.timer_ack_level, dropped), max_firing, obsolete)
 
     return make

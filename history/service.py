@@ -192,7 +192,8 @@ class HistoryServiceImpl:
             info = await self._store.acquire_shard(shard_id, self._owner,
                                                    TIMER_QUEUE_KAFKA if self.kafka else TIMER_QUEUE_STORE)
             timer_queues = (kafka_timer_queues(self._config.queues, self.kafka,
-                                               self._config.history.timer_fires_in_flight) if self.kafka else None)
+                                               self._config.history.timer_fires_in_flight, self._timer_obsolete)
+                            if self.kafka else None)
             shard = ShardContext(info, self._store, self._config, self._clock,
                                  functools.partial(self._dispatch, shard_id), self._fire_timer, self._shard_lost,
                                  timer_queues,
@@ -457,6 +458,22 @@ class HistoryServiceImpl:
             await self.runs.update(d["ns"], d["wf"], d["run"], lambda m, e: self._engine.on_timer(m, d))
         except NotFound:
             return  # the run is gone: nothing expects the timer
+
+    def _timer_obsolete(self, t: TimerTask) -> bool:
+        """Whether no run will ever expect timer `t` (its publisher then never sends it): judged
+        on the run's committed state in this node's cache; False when the run is not cached, is
+        being changed, or its shard is not (or no longer) this node's."""
+        d = t.data
+        if d["k"] == TM_DELETE_HISTORY:
+            return False
+        try:
+            shard = self._shard(d["ns"], d["wf"], admit=False)
+        except ServiceError:
+            return False
+        if d["run"] in shard.closed_runs:
+            return True
+        st = shard.settled_state(d["ns"], d["wf"], d["run"])
+        return st is not None and self._engine.timer_obsolete(st, d)
 
     async def _delete_closed_run(self, t: TimerTask) -> None:
         """Retention: the run's time is up (its close wrote this timer)."""

@@ -100,6 +100,9 @@ class _Lru(Generic[_K, _V]):
     def __contains__(self, key: object) -> bool:
         return key in self._d  # a look, not a use: the order stays
 
+    def peek(self, key: _K) -> _V | None:
+        return self._d.get(key)  # a look, not a use: the order stays
+
     def pop(self, key: _K) -> None:
         v = self._d.pop(key, None)
         if v is not None and self._on_evict is not None:
@@ -418,6 +421,15 @@ class ShardContext:
 
     def lock(self, namespace: str, workflow_id: str) -> _KeyLock:
         return _KeyLock(self._locks, (namespace, workflow_id))
+
+    def settled_state(self, namespace: str, workflow_id: str, run_id: str) -> MutableState | None:
+        """The run's state as last committed, if it is cached and nothing is changing it now
+        (while an update holds or waits for the workflow's lock, the cached state may be ahead
+        of the store); None otherwise."""
+        if (namespace, workflow_id) in self._locks:
+            return None
+        entry = self.runs.peek((namespace, workflow_id, run_id))
+        return entry.state if entry is not None else None
 
     async def get_current(self, namespace: str, workflow_id: str) -> CurrentRunRow | None:
         row = self.current.get((namespace, workflow_id))

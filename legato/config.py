@@ -270,6 +270,13 @@ class QueuesConfig(_Strict):
     # every timer up to the horizon below (a closed run's 72 h retention timer among them).
     timer_publish_lookahead_ms: int = Field(
         60_000, gt=0, description="timers due further ahead wait in the store until this close")
+    # A timer committed to the outbox waits in memory up to this long (and until 1 s before it is
+    # due at the latest) before it is published; if by then its run no longer expects it (a
+    # workflow task's or an activity's timeout once the task completed), it is never published
+    # (docs/queues.md, "Held timers"). A new owner of the shard re-publishes about this much.
+    timer_publish_hold_ms: int = Field(
+        10_000, ge=0, le=600_000,
+        description="an outbox timer waits this long at most before it is published; 0: published at once")
     timer_republish_horizon_ms: int = Field(
         3_600_000, gt=0, description="a timer due later than this is re-published forward (bounded re-reads)")
     statistics_interval_ms: int = Field(

@@ -143,6 +143,9 @@ kafka_produce_latency = Histogram("legato_kafka_produce_latency_seconds", "From 
                                   buckets=KAFKA_BUCKETS)
 kafka_produce_errors = Counter("legato_kafka_produce_errors", "Messages the broker did not acknowledge, by "
                                "producer.", ["producer"])
+kafka_timers_unsent = Counter("legato_kafka_timers_unsent", "Timers a shard held before publishing them "
+                              "(queues.timer_publish_hold_ms) and never published: by then their run no longer "
+                              "expected them (a workflow task or activity that completed, a closed run).")
 
 
 # ------------------------------------------------------------------ gauges read at scrape time

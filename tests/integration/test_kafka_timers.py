@@ -27,6 +27,7 @@ from legato.api import (
     RespondActivityTaskFailedRequest,
     SignalWorkflowRequest,
 )
+from legato.commands import CommandType
 from legato.config import Config, QueuesConfig
 from legato.errors import Failure, ShardOwnershipLost
 from legato.events import EventType as E
@@ -38,6 +39,7 @@ from tests.unit.history.conftest import (
     FakeClock,
     FakeMatching,
     activity,
+    cmd,
     complete_wf,
     count_in_flight,
     make_config,
@@ -212,7 +214,8 @@ async def test_a_timer_fires_at_its_time_not_before_and_its_lag_is_recorded(queu
 async def test_store_rows_are_deleted_only_after_the_broker_acknowledged_them(queues: QueuesConfig,
                                                                               tmp_path: Path) -> None:
     kafka = GatedKafka(queues)
-    env = await kafka_env(kafka_config(queues), tmp_path / "h.db", kafka=kafka)
+    # No hold (see "held timers" below): each timer is sent as soon as it is committed.
+    env = await kafka_env(kafka_config(queues, timer_publish_hold_ms=0), tmp_path / "h.db", kafka=kafka)
     try:
         await env.start("wf-1")
         wt = await env.poll_wft("wf-1")  # its workflow-task timeout timer is published ...
@@ -289,6 +292,94 @@ async def test_a_restarted_owner_fires_every_pending_timer_once_and_none_early(q
         await stop_env(env)
 
 
+# ====================================================================== held timers
+
+def _held(env: Env) -> int:
+    """Timers held back by the publishers of every shard."""
+    return sum(queue_of_shard(env, sid).publisher.held for sid in env.history.owned_shards())
+
+
+def queue_of_shard(env: Env, shard_id: int) -> KafkaTimerQueue:
+    q = env.history.shard(shard_id).timers
+    assert isinstance(q, KafkaTimerQueue)
+    return q
+
+
+async def _outbox(env: Env, workflow_id: str) -> list[int]:
+    return [r.task_id for r in await env.store.read_timer_outbox(env.history.shard_for("default", workflow_id), 0,
+                                                                 10_000)]
+
+
+async def test_timeouts_of_work_done_in_time_never_reach_the_log(queues: QueuesConfig, tmp_path: Path) -> None:
+    """Held timers (docs/queues.md): each workflow task's timeout, the activity's start-to-close
+    timeout and a cancelled user timer are held when committed; by the end of their hold the
+    work they guard is done, so none is published, and their outbox rows go with the range
+    delete."""
+    env = await kafka_env(kafka_config(queues), tmp_path / "h.db")
+    try:
+        await env.start("wf-1")
+        await env.run_wf("wf-1", activity("1", start_to_close_timeout_ms=30_000), timer("t", 20_000))
+        at = await env.poll_act("wf-1", 5)
+        await env.history.respond_activity_task_completed(RespondActivityTaskCompletedRequest(at.task_token, "ok"))
+        await env.run_wf("wf-1", cmd(CommandType.CancelTimer, timer_id="t"), complete_wf())
+        publisher = queue(env, "wf-1").publisher
+        assert publisher.held == 4  # two workflow tasks' timeouts, the activity's, the user timer
+        assert await _outbox(env, "wf-1")
+        await env.fire(queues.timer_publish_hold_ms)  # every hold has ended
+        assert publisher.held == 0 and publisher.unsent == 4
+        assert await timer_messages(queues) == []
+        await env.history.flush()
+        assert await _outbox(env, "wf-1") == []
+    finally:
+        await stop_env(env)
+
+
+async def test_a_held_timer_still_expected_is_published_in_time_and_fires(queues: QueuesConfig,
+                                                                         tmp_path: Path) -> None:
+    env = await kafka_env(kafka_config(queues), tmp_path / "h.db")
+    try:
+        await env.start("wf-1")
+        await env.run_wf("wf-1", timer("t", 5000))  # its task's timeout is obsolete, the timer not
+        await env.start("wf-2")
+        await env.poll_next("wf-2")  # started and never completed: its timeout is expected
+        assert _held(env) == 3
+        await env.fire(4999)
+        assert await fired(env, "wf-1") == []  # not early
+        kinds = sorted(codec.loads(v)["data"]["k"] for _, _, v in await timer_messages(queues))
+        assert kinds == ["user_timer"]  # sent at 4,000 ms (the margin before it is due), alone
+        await env.fire(1)
+        assert await fired(env, "wf-1") == ["t"]
+        await env.fire(10_000 - 5000)
+        assert E.WorkflowTaskTimedOut in await env.types("wf-2")
+        kinds = sorted(codec.loads(v)["data"]["k"] for _, _, v in await timer_messages(queues))
+        assert kinds == ["user_timer", "wft_backoff", "wft_timeout"]  # (the retry's backoff is due at once)
+    finally:
+        await stop_env(env)
+
+
+async def test_timers_held_when_the_owner_dies_fire_on_the_next_owner(queues: QueuesConfig, tmp_path: Path) -> None:
+    cfg = kafka_config(queues)
+    clock = FakeClock()
+    env = await kafka_env(cfg, tmp_path / "h.db", clock)
+    try:
+        await env.start("wf-1")
+        await env.run_wf("wf-1", timer("t", 5000))
+        assert queue(env, "wf-1").publisher.held == 2  # the timer and its task's timeout
+        await env.history.flush()
+        assert len(await _outbox(env, "wf-1")) == 2  # the ack level did not pass them
+    finally:
+        await crash_env(env)
+    assert await timer_messages(queues) == []
+    env = await kafka_env(cfg, tmp_path / "h.db", clock, identity="h2")
+    try:
+        await env.fire(4999)
+        assert await fired(env, "wf-1") == []
+        await env.fire(1)
+        assert await fired(env, "wf-1") == ["t"]
+    finally:
+        await stop_env(env)
+
+
 # ====================================================================== duplicates
 
 async def _run_a_mix(env: Env) -> None:
@@ -315,7 +406,9 @@ async def _run_a_mix(env: Env) -> None:
 async def test_every_timer_message_delivered_twice_changes_no_history(queues: QueuesConfig, tmp_path: Path) -> None:
     # A lookahead past the run timeout (600 s): every kind of timer is in the log at once (the long
     # timer, further ahead, is published from the store's rows when it comes that close).
-    env = await kafka_env(kafka_config(queues, timer_publish_lookahead_ms=700_000), tmp_path / "h.db")
+    # No hold: timers whose work ended in time are in the log too, to be delivered twice.
+    env = await kafka_env(kafka_config(queues, timer_publish_lookahead_ms=700_000, timer_publish_hold_ms=0),
+                          tmp_path / "h.db")
     wfs = ["wf-timers", "wf-act", "wf-delayed"]
     try:
         await _run_a_mix(env)
@@ -343,7 +436,8 @@ async def test_every_timer_message_delivered_twice_changes_no_history(queues: Qu
 
 async def test_far_timers_are_republished_so_the_committed_offset_moves(queues: QueuesConfig,
                                                                         tmp_path: Path) -> None:
-    env = await kafka_env(kafka_config(queues, timer_republish_horizon_ms=1000), tmp_path / "h.db")
+    env = await kafka_env(kafka_config(queues, timer_republish_horizon_ms=1000, timer_publish_hold_ms=0),
+                          tmp_path / "h.db")
     try:
         await env.start("wf-1")
         await env.run_wf("wf-1", timer("t", 10_500))
@@ -368,7 +462,7 @@ async def test_far_timers_are_republished_so_the_committed_offset_moves(queues: 
 
 async def test_a_timer_being_republished_keeps_its_offset_until_the_copy_is_acknowledged(
         queues: QueuesConfig, tmp_path: Path) -> None:
-    cfg = kafka_config(queues, timer_republish_horizon_ms=1000, commit_interval_ms=3_600_000)
+    cfg = kafka_config(queues, timer_republish_horizon_ms=1000, commit_interval_ms=3_600_000, timer_publish_hold_ms=0)
     clock = FakeClock()
     kafka = GatedKafka(cfg.queues)
     env = await kafka_env(cfg, tmp_path / "h.db", clock, kafka=kafka)
@@ -399,7 +493,7 @@ async def test_a_timer_being_republished_keeps_its_offset_until_the_copy_is_ackn
 
 async def test_a_shard_ignores_the_timers_of_another_shard_on_its_partition(queues: QueuesConfig,
                                                                             tmp_path: Path) -> None:
-    env = await kafka_env(kafka_config(queues, timer_partitions=1), tmp_path / "h.db")
+    env = await kafka_env(kafka_config(queues, timer_partitions=1, timer_publish_hold_ms=0), tmp_path / "h.db")
     try:
         ids = [f"wf-{i}" for i in range(12)]
         by_shard = {sid: [wf for wf in ids if env.history.shard_for("default", wf) == sid] for sid in (0, 1)}
