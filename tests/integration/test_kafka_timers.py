@@ -122,7 +122,11 @@ async def crash_env(env: Env) -> None:
 
 
 def queue(env: Env, workflow_id: str) -> KafkaTimerQueue:
-    q = env.history.shard(env.history.shard_for("default", workflow_id)).timers
+    return queue_of_shard(env, env.history.shard_for("default", workflow_id))
+
+
+def queue_of_shard(env: Env, shard_id: int) -> KafkaTimerQueue:
+    q = env.history.shard(shard_id).timers
     assert isinstance(q, KafkaTimerQueue)
     return q
 
@@ -297,12 +301,6 @@ async def test_a_restarted_owner_fires_every_pending_timer_once_and_none_early(q
 def _held(env: Env) -> int:
     """Timers held back by the publishers of every shard."""
     return sum(queue_of_shard(env, sid).publisher.held for sid in env.history.owned_shards())
-
-
-def queue_of_shard(env: Env, shard_id: int) -> KafkaTimerQueue:
-    q = env.history.shard(shard_id).timers
-    assert isinstance(q, KafkaTimerQueue)
-    return q
 
 
 async def _outbox(env: Env, workflow_id: str) -> list[int]:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import time
 from typing import cast
 
+import pytest
+
 from history.kafka_resources import KafkaResources
 from history.kafka_timer_publisher import PUBLISH_MARGIN_MS, TimerPublisher
 from history.queues import TimerTask
 from history.state import TM_DELETE_HISTORY, TM_WFT_TIMEOUT
+from legato.config import ConfigError, load_config
 from tests.unit.history.conftest import close_env, complete_wf, make_env
 from tests.unit.history.test_timer_outbox_level import HeldAcks, Progress
 
@@ -148,3 +151,10 @@ async def test_history_judges_a_timer_on_the_committed_state_of_a_cached_run() -
         assert not judge(retention)  # due on a closed run by design
     finally:
         await close_env(env)
+
+
+@pytest.mark.parametrize("value", ["-1", "600001", "ten"])
+def test_a_hold_out_of_range_is_refused_naming_the_setting(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"invalid configuration: queues\.timer_publish_hold_ms: "):
+        load_config(env={"LEGATO_QUEUES__TIMER_PUBLISH_HOLD_MS": value})
+    assert load_config(env={"LEGATO_QUEUES__TIMER_PUBLISH_HOLD_MS": "0"}).queues.timer_publish_hold_ms == 0
