@@ -89,7 +89,7 @@ class TimerPublisher:
         self._held: list[tuple[int, int, TimerTask]] = []  # (release ms, task id, timer)
         self._release_at: int | None = None  # when the armed wake-up looks at the heap (ms)
         self._release_handle: asyncio.TimerHandle | None = None
-        self.unsent = 0  # held timers never sent: their run no longer expected them
+        self.unsent = 0  # held or far timers never sent: their run no longer expected them
 
     # ------------------------------------------------------------ the outbox
 
@@ -147,8 +147,7 @@ class TimerPublisher:
             looked += 1
             if self._is_obsolete(t):
                 self._pending.discard(t.task_id)
-                self.unsent += 1
-                _TIMERS_UNSENT.inc()
+                self._count_unsent(1)
             else:
                 send.append(t)
         self._send_rows(send)
@@ -165,6 +164,10 @@ class TimerPublisher:
             log.exception("shard %d: could not tell whether timer %d is still expected; sending it",
                           self.shard_id, t.task_id)
             return False
+
+    def _count_unsent(self, n: int) -> None:
+        self.unsent += n
+        _TIMERS_UNSENT.inc(n)
 
     def _arm(self) -> None:
         """Have `release_due` run when the earliest held timer's time comes."""
@@ -254,22 +257,35 @@ class TimerPublisher:
     async def publish_due_rows(self, store: ExecutionStore, until_ms: int) -> int:
         """Move the boundary up to `until_ms` and publish every due-time timer row up to it not
         published yet, a page at a time in due order (each page acknowledged before the next is
-        read); return how many rows were found. Commits from now on write timers due before the
-        boundary to the outbox; rows they wrote before it moved reach `publish_far`."""
+        read); return how many rows were found. Rows no run expects any more are not published
+        (`_still_expected`). Commits from now on write timers due before the boundary to the
+        outbox; rows they wrote before it moved reach `publish_far`."""
         async with self._scan_lock:
             self._until = max(self._until, until_ms)
             target, after, count = self._until, (self._rows_read, EVERY_TIMER_ROW), 0
             while not self._stopped:
                 rows = await store.read_timer_tasks(self.shard_id, after, target, READ_PAGE)
                 count += len(rows)
-                await self._publish(self._track_rows(
-                    [TimerTask(r.fire_time_ms, r.task_id, codec.loads(r.data)) for r in rows]), _ROW)
+                found = [TimerTask(r.fire_time_ms, r.task_id, codec.loads(r.data)) for r in rows]
+                await self._publish(self._track_rows(self._still_expected(found)), _ROW)
                 if len(rows) < READ_PAGE:
                     if not self._stopped:  # (else some may not be acknowledged)
                         self._rows_read = target
                     break
                 after = (rows[-1].fire_time_ms, rows[-1].task_id)
             return count
+
+    def _still_expected(self, timers: list[TimerTask]) -> list[TimerTask]:
+        """Far timers a scan read, less those no run expects any more (judged as held timers
+        are, when holding is on). Most were written long before they come near (an activity's
+        default five-minute start-to-close timeout) and guard work long done; those left out
+        count as read, so the drop level passes them and their rows go with the range delete."""
+        if not self._hold_ms or not timers:
+            return timers
+        keep = [t for t in timers if not self._is_obsolete(t)]
+        if len(keep) < len(timers):
+            self._count_unsent(len(timers) - len(keep))
+        return keep
 
     def _track_rows(self, timers: list[TimerTask]) -> list[TimerTask]:
         fresh = [t for t in timers if (t.fire_time_ms, t.task_id) not in self._rows_pending]

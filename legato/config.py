@@ -274,9 +274,10 @@ class QueuesConfig(_Strict):
     # due at the latest) before it is published; if by then its run no longer expects it (a
     # workflow task's or an activity's timeout once the task completed), it is never published
     # (docs/queues.md, "Held timers"). A new owner of the shard re-publishes about this much.
+    # Far timers are judged the same way when the scan reaches them; 0 turns both off.
     timer_publish_hold_ms: int = Field(
         10_000, ge=0, le=600_000,
-        description="an outbox timer waits this long at most before it is published; 0: published at once")
+        description="an outbox timer waits this long at most before it is published; 0: every timer published at once")
     timer_republish_horizon_ms: int = Field(
         3_600_000, gt=0, description="a timer due later than this is re-published forward (bounded re-reads)")
     statistics_interval_ms: int = Field(

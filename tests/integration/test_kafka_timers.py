@@ -355,6 +355,37 @@ async def test_a_held_timer_still_expected_is_published_in_time_and_fires(queues
         await stop_env(env)
 
 
+async def test_far_timeouts_of_work_done_long_ago_never_reach_the_log(queues: QueuesConfig,
+                                                                     tmp_path: Path) -> None:
+    """Far timers (due past the lookahead when written) are judged like held ones when the scan
+    reaches them: the activity's five-minute start-to-close timeout, of an activity completed at
+    once, is not published and its row goes with the drop level's range delete; a five-minute
+    user timer the run still waits for is published and fires at its time."""
+    far_ms = 5 * 60_000
+    assert far_ms > queues.timer_publish_lookahead_ms
+    env = await kafka_env(kafka_config(queues), tmp_path / "h.db")
+    try:
+        await env.start("wf-1")
+        await env.run_wf("wf-1", activity("1", start_to_close_timeout_ms=far_ms), timer("t", far_ms))
+        at = await env.poll_act("wf-1", 5)
+        await env.history.respond_activity_task_completed(RespondActivityTaskCompletedRequest(at.task_token, "ok"))
+        await env.run_wf("wf-1")
+        sid = env.history.shard_for("default", "wf-1")
+        assert len(await env.store.read_timer_tasks(sid, (-1, 1 << 62), 1 << 62, 100)) == 2  # both far
+        publisher = queue(env, "wf-1").publisher
+        await env.fire(far_ms - 1)  # the scan has read both; the workflow tasks' timeouts ended their hold
+        assert await fired(env, "wf-1") == []
+        kinds = sorted(codec.loads(v)["data"]["k"] for _, _, v in await timer_messages(queues))
+        assert kinds == ["user_timer"]
+        assert publisher.unsent == 3  # the activity's timeout and two workflow tasks'
+        await env.fire(1)
+        assert await fired(env, "wf-1") == ["t"]
+        await env.history.flush()
+        assert await env.store.read_timer_tasks(sid, (-1, 1 << 62), 1 << 62, 100) == []
+    finally:
+        await stop_env(env)
+
+
 async def test_timers_held_when_the_owner_dies_fire_on_the_next_owner(queues: QueuesConfig, tmp_path: Path) -> None:
     cfg = kafka_config(queues)
     clock = FakeClock()
