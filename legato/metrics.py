@@ -144,8 +144,9 @@ kafka_produce_latency = Histogram("legato_kafka_produce_latency_seconds", "From 
 kafka_produce_errors = Counter("legato_kafka_produce_errors", "Messages the broker did not acknowledge, by "
                                "producer.", ["producer"])
 kafka_timers_unsent = Counter("legato_kafka_timers_unsent", "Timers a shard held before publishing them "
-                              "(queues.timer_publish_hold_ms) and never published: by then their run no longer "
-                              "expected them (a workflow task or activity that completed, a closed run).")
+                              "(queues.timer_publish_hold_ms), or far timers its scan reached, never published: "
+                              "by then their run no longer expected them (a workflow task or activity that "
+                              "completed, a closed run).")
 
 
 # ------------------------------------------------------------------ gauges read at scrape time
