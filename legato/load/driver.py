@@ -38,6 +38,7 @@ from legato.api import (
 from legato.config import Config
 from legato.errors import AlreadyStarted, NotFound, ServiceError
 from legato.load.app import TASK_QUEUE, write_app
+from legato.load.leaf_counts import LeafCounts
 from legato.load.progress import ProcessWatch, Progress, store_bytes
 from legato.load.report import LISTED_FAILURES, LoadReport, Sample, percentile
 from legato.load.scenarios import Generated, LoadError, Params, children_root_input, generated
@@ -205,6 +206,7 @@ class Runner:
         self._last_t = 0.0
         self._last_close_ms = 0
         self._base_completed = 0  # what earlier invocations of a resumed run completed
+        self._leaves = LeafCounts(self.svc, self._prefix_query("load:leaf"))  # (children)
 
     # ------------------------------------------------------------ shared
 
@@ -353,7 +355,7 @@ class Runner:
         deadline = time.monotonic() + (DRAIN_TIMEOUT_S if self.stop_reason == "duration" else STOP_DRAIN_TIMEOUT_S)
         quiet = 0  # consecutive quiet looks (visibility is written just after the state)
         while time.monotonic() < deadline and not result.done():
-            counts = await self._count_by_status(self._prefix_query("load:leaf"))
+            counts = await self._leaves.counts()
             if counts.get(WorkflowStatus.RUNNING.value, 0) == 0 and await self._tree_quiet():
                 quiet += 1
                 if quiet >= 2:
@@ -376,7 +378,8 @@ class Runner:
         return not page.next_page_token
 
     async def _observe_tree(self) -> None:
-        counts = await self._count_by_status(self._prefix_query("load:leaf"))
+        settled_before = self._leaves.frozen_before  # (no leaf that closed since the last look started earlier)
+        counts = await self._leaves.counts()
         if not self.report.finished:  # then the root's result has the counts (visibility may not:
             # with a short history.retention, closed leaves are deleted during the run)
             self.completed = counts.get(WorkflowStatus.COMPLETED.value, 0)
@@ -388,7 +391,8 @@ class Runner:
         # A sample of the latency: leaves that completed since the last look (start to close).
         since = max(self._last_close_ms, int(time.time() * 1000) - 600_000)
         page = await self.svc.list_workflows(ListWorkflowsRequest(
-            query=self._prefix_query("load:leaf") + f" AND ExecutionStatus = 'Completed' AND CloseTime > {since}",
+            query=self._prefix_query("load:leaf") + f" AND ExecutionStatus = 'Completed' AND CloseTime > {since}"
+            + (f" AND StartTime >= {settled_before}" if settled_before else ""),
             page_size=500))
         for e in page.executions:
             self.new_latencies.append(float(e.close_time_ms - e.start_time_ms))

@@ -1,0 +1,91 @@
+"""`legato load children` counts its leaves without reading every leaf at every sample
+(legato/load/leaf_counts.py): leaves started before the oldest open one (less a margin, 0 here)
+are counted once and frozen; later samples read only the leaves started since. Against the
+embedded engine on a real SQLite file; leaves are workflows nobody runs, closed by terminating
+them, so the test decides which are open."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+from legato.api import (
+    CountWorkflowsRequest,
+    ExecutionRef,
+    StartWorkflowRequest,
+    TerminateWorkflowRequest,
+    WorkflowService,
+)
+from legato.config import Config
+from legato.load.leaf_counts import LeafCounts
+from legato.server import Engine
+
+LEAF = "load:leaf"
+RUN = "load-children-test"
+QUERY = f"WorkflowType = '{LEAF}' AND WorkflowId >= '{RUN}-' AND WorkflowId < '{RUN}.'"
+WAIT_S = 10.0
+
+
+class Queries:
+    """The frontend, recording the queries of the counts asked of it."""
+
+    def __init__(self, inner: WorkflowService) -> None:
+        self.inner = inner
+        self.counted: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def count_workflows(self, req: CountWorkflowsRequest) -> Any:
+        self.counted.append(req.query)
+        return await self.inner.count_workflows(req)
+
+
+async def _all_counts(svc: WorkflowService) -> dict[str, int]:
+    r = await svc.count_workflows(CountWorkflowsRequest(query=QUERY + " GROUP BY ExecutionStatus"))
+    return {g.value: g.count for g in r.groups}
+
+
+async def _until_visible(svc: WorkflowService, want: dict[str, int]) -> None:
+    """Visibility is written just after each change: wait until it shows `want`."""
+    async with asyncio.timeout(WAIT_S):
+        while (have := await _all_counts(svc)) != want:
+            await asyncio.sleep(0.01)
+    assert have == want
+
+
+async def test_settled_leaves_are_counted_once_and_the_counts_stay_exact(tmp_path: Path) -> None:
+    async with Engine(Config(), str(tmp_path / "db.sqlite")) as engine:
+        svc = engine.frontend
+        leaves = [f"{RUN}-leaf-{i:02d}" for i in range(12)]
+        for wid in [*leaves[:10], f"{RUN}.other-run-leaf"]:  # (the last: outside the run's id range)
+            await svc.start_workflow(StartWorkflowRequest(wid, LEAF, "nobody-polls"))
+        for wid in leaves[:6]:
+            await svc.terminate_workflow(TerminateWorkflowRequest(ExecutionRef(wid)))
+        await _until_visible(svc, {"RUNNING": 4, "TERMINATED": 6})
+
+        spy = Queries(svc)
+        counts = LeafCounts(spy, QUERY, margin_ms=0)  # type: ignore[arg-type]
+        assert await counts.counts() == {"RUNNING": 4, "TERMINATED": 6}
+        assert counts.frozen_before > 0  # the six closed ones, started before the oldest open one
+        frozen_at = counts.frozen_before
+
+        for wid in leaves[6:]:
+            if wid in leaves[6:10]:
+                await svc.terminate_workflow(TerminateWorkflowRequest(ExecutionRef(wid)))
+            else:
+                await svc.start_workflow(StartWorkflowRequest(wid, LEAF, "nobody-polls"))
+        await _until_visible(svc, {"RUNNING": 2, "TERMINATED": 10})
+        spy.counted.clear()
+        assert await counts.counts() == {"RUNNING": 2, "TERMINATED": 10}
+        assert counts.frozen_before >= frozen_at  # up to the oldest open one (started later, or in the same ms)
+        # every count read only leaves started at or after the boundary of the first look
+        lows = [re.findall(r"StartTime >= (\d+)", q) for q in spy.counted]
+        assert spy.counted and all(len(low) == 1 and int(low[0]) >= frozen_at for low in lows), spy.counted
+
+        for wid in leaves[10:]:
+            await svc.terminate_workflow(TerminateWorkflowRequest(ExecutionRef(wid)))
+        await _until_visible(svc, {"TERMINATED": 12})
+        assert await counts.counts() == {"TERMINATED": 12}  # none open: the boundary stays, the count is right
