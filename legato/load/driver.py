@@ -207,6 +207,7 @@ class Runner:
         self._last_close_ms = 0
         self._base_completed = 0  # what earlier invocations of a resumed run completed
         self._leaves = LeafCounts(self.svc, self._prefix_query("load:leaf"))  # (children)
+        self._newest_leaf_start_ms = 0  # the latest start of a leaf seen in the latency samples
 
     # ------------------------------------------------------------ shared
 
@@ -378,8 +379,20 @@ class Runner:
         return not page.next_page_token
 
     async def _observe_tree(self) -> None:
-        settled_before = self._leaves.frozen_before  # (no leaf that closed since the last look started earlier)
-        counts = await self._leaves.counts()
+        # A sample of the latency: leaves that completed since the last look (start to close). None
+        # started before the counts' boundary (it passes only leaves that were all closed).
+        since = max(self._last_close_ms, int(time.time() * 1000) - 600_000)
+        settled = self._leaves.frozen_before
+        page = await self.svc.list_workflows(ListWorkflowsRequest(
+            query=self._prefix_query("load:leaf") + f" AND ExecutionStatus = 'Completed' AND CloseTime > {since}"
+            + (f" AND StartTime >= {settled}" if settled else ""),
+            page_size=500))
+        for e in page.executions:
+            self.new_latencies.append(float(e.close_time_ms - e.start_time_ms))
+            self.latencies.append(float(e.close_time_ms - e.start_time_ms))
+            self._last_close_ms = max(self._last_close_ms, e.close_time_ms)
+            self._newest_leaf_start_ms = max(self._newest_leaf_start_ms, e.start_time_ms)
+        counts = await self._leaves.counts(self._newest_leaf_start_ms)
         if not self.report.finished:  # then the root's result has the counts (visibility may not:
             # with a short history.retention, closed leaves are deleted during the run)
             self.completed = counts.get(WorkflowStatus.COMPLETED.value, 0)
@@ -388,16 +401,6 @@ class Runner:
         rid = self.p.run_id
         self.open = (await self.svc.count_workflows(CountWorkflowsRequest(
             query=f"WorkflowId >= '{rid}' AND WorkflowId < '{rid}.' AND ExecutionStatus = 'Running'"))).count
-        # A sample of the latency: leaves that completed since the last look (start to close).
-        since = max(self._last_close_ms, int(time.time() * 1000) - 600_000)
-        page = await self.svc.list_workflows(ListWorkflowsRequest(
-            query=self._prefix_query("load:leaf") + f" AND ExecutionStatus = 'Completed' AND CloseTime > {since}"
-            + (f" AND StartTime >= {settled_before}" if settled_before else ""),
-            page_size=500))
-        for e in page.executions:
-            self.new_latencies.append(float(e.close_time_ms - e.start_time_ms))
-            self.latencies.append(float(e.close_time_ms - e.start_time_ms))
-            self._last_close_ms = max(self._last_close_ms, e.close_time_ms)
 
     async def _await(self, wid: str) -> tuple[WorkflowStatus, Any, str]:
         while True:

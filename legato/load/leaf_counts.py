@@ -1,25 +1,26 @@
 """Counting a children run's leaves by status at a cost that does not grow with the run.
 
 A plain `GROUP BY ExecutionStatus` over every leaf reads every leaf's visibility row: on the
-cluster each sample of a 10,000-children run cost the Cassandra node about 0.36 s of CPU, and a
-sample's cost grows with the run (the generator then samples less often, so that its reads stay
-under `MAX_SAMPLING_SHARE` of the time, but the node's CPU per child measured beside it still
-carries them). Leaves only ever close, and they start in order: every leaf that started well
-before the oldest one still open is closed for good. So those are counted once and remembered
-("frozen", by start time), and each sample reads only the leaves started since.
+cluster a sample of a 10,000-children run cost the Cassandra node about 0.36 s of CPU, and the
+cost grows with the run (the generator then samples less often, so that its reads stay under
+`MAX_SAMPLING_SHARE` of the time, but the node's CPU per child measured beside it still carries
+them). Leaves only ever close, and each lives seconds: so the leaves started before some time,
+once none of them is open, are counted once and remembered ("frozen", by start time), and each
+sample reads only the leaves started since.
 
-A leaf whose visibility row is written more than `FREEZE_MARGIN_MS` after those of leaves
-started later could be missed by the frozen count. That is a progress figure only: a finished
-run's counts are the root's own.
+The boundary follows the newest leaf start the generator has seen (in its latency samples), less
+`FREEZE_MARGIN_MS`; it moves only over leaves that are all closed. A leaf whose visibility row is
+written more than the margin after those of leaves started later could be missed by the frozen
+count. That is a progress figure only: a finished run's counts are the root's own.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
-from legato.api import CountWorkflowsRequest, ListWorkflowsRequest, WorkflowService, WorkflowStatus
+from legato.api import CountWorkflowsRequest, WorkflowService, WorkflowStatus
 
-FREEZE_MARGIN_MS = 60_000  # leaves started this long before the oldest open one count as settled
+FREEZE_MARGIN_MS = 60_000  # leaves started this long before the newest one seen may be frozen
 _RUNNING = WorkflowStatus.RUNNING.value
 
 
@@ -33,36 +34,30 @@ class LeafCounts:
         self._frozen: Counter[str] = Counter()  # leaves started before `frozen_before`: all closed
         self.frozen_before = 0  # a start time (ms); 0: nothing frozen yet
 
-    async def counts(self) -> dict[str, int]:
-        await self._freeze_settled()
-        recent = await self._count(self._since(self.frozen_before))
+    async def counts(self, newest_start_ms: int = 0) -> dict[str, int]:
+        """The counts now; `newest_start_ms`: the latest start time of a leaf seen so far (0: none)."""
+        await self._freeze(newest_start_ms - self._margin_ms)
+        recent = await self._count(self._started(self.frozen_before))
         return dict(self._frozen + Counter(recent))
 
-    def _since(self, start_ms: int, until_ms: int = 0) -> str:
+    def _started(self, from_ms: int, before_ms: int = 0) -> str:
         q = self._query
-        if start_ms:
-            q += f" AND StartTime >= {start_ms}"
-        if until_ms:
-            q += f" AND StartTime < {until_ms}"
+        if from_ms:
+            q += f" AND StartTime >= {from_ms}"
+        if before_ms:
+            q += f" AND StartTime < {before_ms}"
         return q
 
     async def _count(self, query: str) -> dict[str, int]:
         r = await self._svc.count_workflows(CountWorkflowsRequest(query=query + " GROUP BY ExecutionStatus"))
         return {g.value: g.count for g in r.groups}
 
-    async def _freeze_settled(self) -> None:
-        """Move the frozen boundary up to the margin before the oldest open leaf, counting the
-        leaves it passes; not at all while no leaf is open (the run is starting or ending)."""
-        page = await self._svc.list_workflows(ListWorkflowsRequest(
-            query=f"{self._since(self.frozen_before)} AND ExecutionStatus = '{_RUNNING}' ORDER BY StartTime ASC",
-            page_size=1))
-        if not page.executions:
+    async def _freeze(self, before_ms: int) -> None:
+        """Move the boundary up to `before_ms` if every leaf it passes is closed."""
+        if before_ms <= self.frozen_before:
             return
-        before = page.executions[0].start_time_ms - self._margin_ms
-        if before <= self.frozen_before:
-            return
-        passed = await self._count(self._since(self.frozen_before, before))
-        if passed.get(_RUNNING):  # one became visible meanwhile: not settled after all
+        passed = await self._count(self._started(self.frozen_before, before_ms))
+        if passed.get(_RUNNING):  # one of them still runs (a slow or stuck leaf): not settled yet
             return
         self._frozen.update(passed)
-        self.frozen_before = before
+        self.frozen_before = before_ms

@@ -1,6 +1,7 @@
 """`legato load children` counts its leaves without reading every leaf at every sample
-(legato/load/leaf_counts.py): leaves started before the oldest open one (less a margin, 0 here)
-are counted once and frozen; later samples read only the leaves started since. Against the
+(legato/load/leaf_counts.py): leaves started before the newest start seen (less a margin, 0
+here), once all closed, are counted once and frozen; later samples read only the leaves started
+since. Against the
 embedded engine on a real SQLite file; leaves are workflows nobody runs, closed by terminating
 them, so the test decides which are open."""
 
@@ -56,6 +57,10 @@ async def _until_visible(svc: WorkflowService, want: dict[str, int]) -> None:
     assert have == want
 
 
+async def _start_ms(svc: WorkflowService, wid: str) -> int:
+    return (await svc.describe_workflow(ExecutionRef(wid))).info.start_time_ms
+
+
 async def test_settled_leaves_are_counted_once_and_the_counts_stay_exact(tmp_path: Path) -> None:
     async with Engine(Config(), str(tmp_path / "db.sqlite")) as engine:
         svc = engine.frontend
@@ -69,23 +74,28 @@ async def test_settled_leaves_are_counted_once_and_the_counts_stay_exact(tmp_pat
         spy = Queries(svc)
         counts = LeafCounts(spy, QUERY, margin_ms=0)  # type: ignore[arg-type]
         assert await counts.counts() == {"RUNNING": 4, "TERMINATED": 6}
-        assert counts.frozen_before > 0  # the six closed ones, started before the oldest open one
-        frozen_at = counts.frozen_before
+        assert counts.frozen_before == 0  # no leaf start seen yet: nothing frozen
+        boundary = await _start_ms(svc, leaves[6])
+        assert await counts.counts(boundary) == {"RUNNING": 4, "TERMINATED": 6}
+        assert counts.frozen_before == boundary  # the leaves started before leaf 6 are all closed
+        # A boundary past an open leaf does not move: leaf 7 still runs.
+        assert await counts.counts(await _start_ms(svc, leaves[9]) + 1) == {"RUNNING": 4, "TERMINATED": 6}
+        assert counts.frozen_before == boundary
 
-        for wid in leaves[6:]:
-            if wid in leaves[6:10]:
-                await svc.terminate_workflow(TerminateWorkflowRequest(ExecutionRef(wid)))
-            else:
-                await svc.start_workflow(StartWorkflowRequest(wid, LEAF, "nobody-polls"))
+        for wid in leaves[6:10]:
+            await svc.terminate_workflow(TerminateWorkflowRequest(ExecutionRef(wid)))
+        for wid in leaves[10:]:
+            await svc.start_workflow(StartWorkflowRequest(wid, LEAF, "nobody-polls"))
         await _until_visible(svc, {"RUNNING": 2, "TERMINATED": 10})
         spy.counted.clear()
-        assert await counts.counts() == {"RUNNING": 2, "TERMINATED": 10}
-        assert counts.frozen_before >= frozen_at  # up to the oldest open one (started later, or in the same ms)
-        # every count read only leaves started at or after the boundary of the first look
+        later = await _start_ms(svc, leaves[10])
+        assert await counts.counts(later) == {"RUNNING": 2, "TERMINATED": 10}
+        assert counts.frozen_before == later
+        # every count read only leaves started at or after the first boundary
         lows = [re.findall(r"StartTime >= (\d+)", q) for q in spy.counted]
-        assert spy.counted and all(len(low) == 1 and int(low[0]) >= frozen_at for low in lows), spy.counted
+        assert spy.counted and all(len(low) == 1 and int(low[0]) >= boundary for low in lows), spy.counted
 
         for wid in leaves[10:]:
             await svc.terminate_workflow(TerminateWorkflowRequest(ExecutionRef(wid)))
         await _until_visible(svc, {"TERMINATED": 12})
-        assert await counts.counts() == {"TERMINATED": 12}  # none open: the boundary stays, the count is right
+        assert await counts.counts(later) == {"TERMINATED": 12}
