@@ -20,7 +20,7 @@ from collections import Counter
 
 from legato.api import CountWorkflowsRequest, WorkflowService, WorkflowStatus
 
-FREEZE_MARGIN_MS = 60_000  # leaves started this long before the newest one seen may be frozen
+FREEZE_MARGIN_MS = 15_000  # leaves started this long before the newest one seen may be frozen
 _RUNNING = WorkflowStatus.RUNNING.value
 
 
