@@ -7,7 +7,6 @@ them, so the test decides which are open."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,11 @@ from legato.api import (
 from legato.config import Config
 from legato.load.leaf_counts import LeafCounts
 from legato.server import Engine
+from tests.integration.test_cluster_faults import eventually
 
 LEAF = "load:leaf"
 RUN = "load-children-test"
 QUERY = f"WorkflowType = '{LEAF}' AND WorkflowId >= '{RUN}-' AND WorkflowId < '{RUN}.'"
-WAIT_S = 10.0
 
 
 class Queries:
@@ -51,10 +50,11 @@ async def _all_counts(svc: WorkflowService) -> dict[str, int]:
 
 async def _until_visible(svc: WorkflowService, want: dict[str, int]) -> None:
     """Visibility is written just after each change: wait until it shows `want`."""
-    async with asyncio.timeout(WAIT_S):
-        while (have := await _all_counts(svc)) != want:
-            await asyncio.sleep(0.01)
-    assert have == want
+
+    async def shows() -> bool:
+        return await _all_counts(svc) == want
+
+    await eventually(shows, f"visibility's leaf counts to be {want}")
 
 
 async def _start_ms(svc: WorkflowService, wid: str) -> int:
