@@ -3,10 +3,10 @@
 A plain `GROUP BY ExecutionStatus` over every leaf reads every leaf's visibility row: on the
 cluster one count over a run's 10,000 leaves cost the Cassandra node 0.3 to 2 s of CPU, and the
 cost grows with the run (the generator then samples less often, so that its reads stay under
-`MAX_SAMPLING_SHARE` of the time, but the node's CPU per child measured beside it still carries
-them). Leaves only ever close, and each lives seconds: so the leaves started before some time,
-once none of them is open, are counted once and remembered ("frozen", by start time), and each
-sample reads only the leaves started since.
+`MAX_SAMPLING_SHARE` of the time, and its progress figures go stale). Leaves only ever close,
+and each lives seconds: so the leaves started before some time, once none of them is open, are
+counted once and remembered ("frozen", by start time), and each sample reads only the leaves
+started since.
 
 The boundary follows the newest leaf start the generator has seen (in its latency samples), less
 `FREEZE_MARGIN_MS`; it moves only over leaves that are all closed. A leaf whose visibility row is
