@@ -38,7 +38,7 @@ from legato.api import (
 from legato.config import Config
 from legato.errors import AlreadyStarted, NotFound, ServiceError
 from legato.load.app import TASK_QUEUE, write_app
-from legato.load.leaf_counts import LeafCounts
+from legato.load.leaf_counts import LeafCounts, count_by_status
 from legato.load.progress import ProcessWatch, Progress, store_bytes
 from legato.load.report import LISTED_FAILURES, LoadReport, Sample, percentile
 from legato.load.scenarios import Generated, LoadError, Params, children_root_input, generated
@@ -309,8 +309,7 @@ class Runner:
         return f"WorkflowType = '{wtype}' AND {q}" if wtype else q
 
     async def _count_by_status(self, query: str) -> dict[str, int]:
-        r = await self.svc.count_workflows(CountWorkflowsRequest(query=query + " GROUP BY ExecutionStatus"))
-        return {g.value: g.count for g in r.groups}
+        return await count_by_status(self.svc, query)
 
     # ------------------------------------------------------------ children
 

@@ -24,6 +24,12 @@ FREEZE_MARGIN_MS = 15_000  # leaves started this long before the newest one seen
 _RUNNING = WorkflowStatus.RUNNING.value
 
 
+async def count_by_status(svc: WorkflowService, query: str) -> dict[str, int]:
+    """How many workflows `query` selects, by status value (statuses without any left out)."""
+    r = await svc.count_workflows(CountWorkflowsRequest(query=query + " GROUP BY ExecutionStatus"))
+    return {g.value: g.count for g in r.groups}
+
+
 class LeafCounts:
     """Counts by status value of the leaves `query` selects (a query without ORDER BY or GROUP BY)."""
 
@@ -49,8 +55,7 @@ class LeafCounts:
         return q
 
     async def _count(self, query: str) -> dict[str, int]:
-        r = await self._svc.count_workflows(CountWorkflowsRequest(query=query + " GROUP BY ExecutionStatus"))
-        return {g.value: g.count for g in r.groups}
+        return await count_by_status(self._svc, query)
 
     async def _freeze(self, before_ms: int) -> None:
         """Move the boundary up to `before_ms` if every leaf it passes is closed."""

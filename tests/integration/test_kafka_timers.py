@@ -386,6 +386,24 @@ async def test_far_timeouts_of_work_done_long_ago_never_reach_the_log(queues: Qu
         await stop_env(env)
 
 
+async def test_without_a_hold_far_timers_are_published_unjudged(queues: QueuesConfig, tmp_path: Path) -> None:
+    """`queues.timer_publish_hold_ms: 0` turns the judgement off for far timers too: the
+    completed activity's five-minute timeout reaches the log when the scan reaches it."""
+    far_ms = 5 * 60_000
+    env = await kafka_env(kafka_config(queues, timer_publish_hold_ms=0), tmp_path / "h.db")
+    try:
+        await env.start("wf-1")
+        await env.run_wf("wf-1", activity("1", start_to_close_timeout_ms=far_ms))
+        at = await env.poll_act("wf-1", 5)
+        await env.history.respond_activity_task_completed(RespondActivityTaskCompletedRequest(at.task_token, "ok"))
+        await env.run_wf("wf-1", complete_wf())
+        await env.fire(far_ms - 1)
+        kinds = [codec.loads(v)["data"]["k"] for _, _, v in await timer_messages(queues)]
+        assert "activity_timeout" in kinds and queue(env, "wf-1").publisher.unsent == 0
+    finally:
+        await stop_env(env)
+
+
 async def test_timers_held_when_the_owner_dies_fire_on_the_next_owner(queues: QueuesConfig, tmp_path: Path) -> None:
     cfg = kafka_config(queues)
     clock = FakeClock()

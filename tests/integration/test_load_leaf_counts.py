@@ -1,9 +1,8 @@
 """`legato load children` counts its leaves without reading every leaf at every sample
 (legato/load/leaf_counts.py): leaves started before the newest start seen (less a margin, 0
 here), once all closed, are counted once and frozen; later samples read only the leaves started
-since. Against the
-embedded engine on a real SQLite file; leaves are workflows nobody runs, closed by terminating
-them, so the test decides which are open."""
+since. Against the embedded engine on a real SQLite file; leaves are workflows nobody runs,
+closed by terminating them, so the test decides which are open."""
 
 from __future__ import annotations
 
