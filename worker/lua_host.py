@@ -7,7 +7,7 @@ stdout, and kills the child when a task runs past the watchdog:
 code stuck in C (a pattern that backtracks for hours, a library call nobody foresaw) can then
 cost the runs cached here, never the worker's ability to serve other workflows or to stop.
 
-Messages are frames: a 4-byte big-endian length, then a pickle. To the child: ("init", Init),
+Messages are frames (`worker.frames`: a 4-byte length, then a pickle). To the child: ("init", Init),
 ("task", WorkflowTask), ("query", QueryJob), ("evict", run_id), ("stop",). From the child:
 ("ready",) once, then ("done", TaskOutcome) per task and ("done", QueryOutcome) per query
 (worker.queries), in the order they came.
@@ -19,9 +19,7 @@ import ctypes
 import faulthandler
 import logging
 import os
-import pickle
 import signal
-import struct
 import sys
 from dataclasses import dataclass
 from typing import IO, Any
@@ -29,10 +27,7 @@ from typing import IO, Any
 from legato.config import Limits
 from legato.gc_tuning import tune_gc
 from worker.entries import Registry
-
-_LENGTH = struct.Struct(">I")
-# A frame longer than this is a broken stream, not a task (histories are bounded far below it).
-MAX_FRAME_BYTES = 1 << 31
+from worker.frames import LENGTH_BYTES, decode_body, decode_length, encode_frame
 
 
 @dataclass(slots=True)
@@ -45,18 +40,6 @@ class Init:
     log_level: int
 
 
-def encode_frame(message: Any) -> bytes:
-    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LENGTH.pack(len(body)) + body
-
-
-def decode_length(header: bytes) -> int:
-    (n,) = _LENGTH.unpack(header)
-    if n > MAX_FRAME_BYTES:
-        raise ValueError(f"frame of {n} bytes")
-    return n
-
-
 def _read_exactly(stream: IO[bytes], n: int) -> bytes | None:
     data = stream.read(n)
     if data is None or len(data) < n:
@@ -65,11 +48,11 @@ def _read_exactly(stream: IO[bytes], n: int) -> bytes | None:
 
 
 def _read_message(stream: IO[bytes]) -> Any:
-    header = _read_exactly(stream, _LENGTH.size)
+    header = _read_exactly(stream, LENGTH_BYTES)
     if header is None:
         return None
     body = _read_exactly(stream, decode_length(header))
-    return None if body is None else pickle.loads(body)
+    return None if body is None else decode_body(body)
 
 
 def _die_with_parent() -> None:

@@ -32,7 +32,8 @@ from legato.config import Config
 from legato.errors import Failure, Kind
 from worker.cache import WorkflowCache
 from worker.entries import Registry
-from worker.lua_host import Init, decode_length, encode_frame
+from worker.frames import LENGTH_BYTES, decode_body, decode_length, encode_frame
+from worker.lua_host import Init
 from worker.queries import QueryJob, QueryOutcome, answer_query
 from worker.task_runner import TaskOutcome, TaskRunner
 
@@ -203,9 +204,9 @@ class LuaHost:
         assert stdout is not None
         try:
             while True:
-                header = await stdout.readexactly(4)
+                header = await stdout.readexactly(LENGTH_BYTES)
                 body = await stdout.readexactly(decode_length(header))
-                msg = pickle.loads(body)
+                msg = decode_body(body)
                 if proc is not self._proc:
                     # the host was replaced: its pending tasks went to the new one, whose answers
                     # are the ones that count (this one's would be matched to the wrong tasks)
