@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,21 @@ def test_round_trips() -> None:
     assert TaskToken.decode(t.encode()) == t
     with pytest.raises(InvalidArgument, match="malformed task token"):
         TaskToken.decode(b"!!!")
+
+
+# A token made by an earlier build (the standard library's json): still taken after an upgrade.
+EARLIER_TOKEN = (b"eyJraW5kIjoid29ya2Zsb3ciLCJuYW1lc3BhY2UiOiJkZWZhdWx0Iiwid29ya2Zsb3dfaWQiOiJjb21tYW5kZS3DqS"
+                 b"IsInJ1bl9pZCI6InIiLCJzY2hlZHVsZWRfZXZlbnRfaWQiOjIsInN0YXJ0ZWRfZXZlbnRfaWQiOjMsImF0dGVtcHQiOjF9")
+
+
+def test_task_tokens_across_builds_and_hostile_ones() -> None:
+    t = TaskToken("workflow", "default", "commande-é", "r", 2, 3, 1)
+    assert TaskToken.decode(EARLIER_TOKEN) == t
+    assert t.encode() == EARLIER_TOKEN  # the same bytes: a token is the same whichever build made it
+    hostile = [b"[" * 5000 + b"]" * 5000,  # nested past any decoder's depth
+               b'["workflow"]',  # not an object
+               base64.urlsafe_b64decode(EARLIER_TOKEN)[:-9],  # cut short
+               b'{"kind": "workflow", "evil": 1}']  # fields no token has
+    for text in hostile:
+        with pytest.raises(InvalidArgument, match="malformed task token"):
+            TaskToken.decode(base64.urlsafe_b64encode(text))
