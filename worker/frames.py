@@ -5,8 +5,9 @@ loop pickles and unpickles each task's events and each outcome's commands. Pickl
 slots dataclass is a dict of its fields per object, and it rebuilds an enum member by calling its
 class; the messages that cross on every task (`WorkflowTask`, `HistoryEvent`, `TaskOutcome`, the
 completion and its `Command`s) are pickled instead as a call of a rebuilder with their fields in
-order, an enum member as its value: about half the time to encode and decode (measured with
-`python -m worker.frames`). Anything else (the host's `Init`, queries, failures) keeps pickle's
+order, an enum member as its value. Measured with `python -m worker.frames`: a task of five
+events encodes and decodes in 15 us instead of 28, an outcome in 10 instead of 14; in `legato load
+children`, 2.5% less of the engine's CPU per child and 9% less of the Lua host's. Anything else (the host's `Init`, queries, failures) keeps pickle's
 own form. Both ends run the same code, so the compact forms need no version.
 """
 
@@ -76,7 +77,7 @@ class _Pickler(pickle.Pickler):
 
 def encode_frame(message: Any) -> bytes:
     buf = io.BytesIO()
-    buf.write(b"\0\0\0\0")  # the length, once known
+    buf.write(bytes(LENGTH_BYTES))  # the length, once known
     _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(message)
     frame = buf.getbuffer()
     _LENGTH.pack_into(frame, 0, len(frame) - _LENGTH.size)
