@@ -7,8 +7,9 @@ class; the messages that cross on every task (`WorkflowTask`, `HistoryEvent`, `T
 completion and its `Command`s) are pickled instead as a call of a rebuilder with their fields in
 order, an enum member as its value. Measured with `python -m worker.frames`: a task of five
 events encodes and decodes in 15 us instead of 28, an outcome in 10 instead of 14; in `legato load
-children`, 2.5% less of the engine's CPU per child and 9% less of the Lua host's. Anything else (the host's `Init`, queries, failures) keeps pickle's
-own form. Both ends run the same code, so the compact forms need no version.
+children`, 2.5% less of the engine's CPU per child and 9% less of the Lua host's. Anything else
+(the host's `Init`, queries, failures) keeps pickle's own form. Both ends run the same code, so
+the compact forms need no version.
 """
 
 from __future__ import annotations
