@@ -27,6 +27,7 @@ log = logging.getLogger("legato.history")
 _TRANSFER_TASKS = metrics.children(metrics.transfer_tasks)
 
 READ_PAGE = 1000
+DROPS_PER_TURN = 1000  # obsolete timers a shard drops before letting the event loop run others
 
 
 @dataclass(slots=True)
@@ -166,13 +167,21 @@ class TimerQueueProcessor(TimerDeletes):
 
     def __init__(self, shard_id: int, store: ExecutionStore, clock: Callable[[], int], lookahead_ms: int,
                  fire: Callable[[TimerTask], Awaitable[None]], ack_level_ms: int = 0,
-                 max_firing: int = 100) -> None:
+                 max_firing: int = 100, obsolete: Callable[[TimerTask], bool] | None = None,
+                 batch_ms: int = 0) -> None:
+        """`obsolete(timer)`: True when no run will ever expect the timer (judged on what is in
+        memory, False when unsure); such a timer comes due without being fired at all.
+        `batch_ms` (history.timer_batch_ms): timers due less than this apart fire in one turn of
+        the loop, up to this many ms late (0: each due time on its own)."""
         super().__init__()  # _held: timers in the heap, firing, or fired and awaiting delete
         self.shard_id = shard_id
         self._store = store
         self._clock = clock
         self._lookahead = lookahead_ms
         self._fire = fire
+        self._obsolete = obsolete
+        self._batch_ms = batch_ms
+        self._started = 0  # timers fired or dropped as obsolete so far (fire_due's count)
         self._heap: list[tuple[int, int, TimerTask]] = []
         # Every stored timer with fire_time_ms <= horizon is in memory, or on its way: `_known` is
         # the horizon of the last read that completed (the bound the ack level may rely on).
@@ -264,14 +273,15 @@ class TimerQueueProcessor(TimerDeletes):
     async def fire_due(self) -> int:
         """Fire everything due now and wait for the effects (including timers those effects
         create that are already due). Returns how many timers fired."""
-        fired = 0
+        before = self._started
         while not self._stopped:
             await self._maybe_load()
-            fired += self._start_due()
-            if not self._firing:
+            started = self._start_due()
+            if self._firing:
+                await asyncio.gather(*list(self._firing.values()), return_exceptions=True)
+            elif not started:
                 break
-            await asyncio.gather(*list(self._firing.values()), return_exceptions=True)
-        return fired
+        return self._started - before  # the shard's own loop may have started some meanwhile
 
     async def _maybe_load(self) -> None:
         now = self._clock()
@@ -302,11 +312,32 @@ class TimerQueueProcessor(TimerDeletes):
     def _start_due(self) -> int:
         now = self._clock()
         n = 0
+        obsolete = self._obsolete
+        drops = 0
         while self._heap and self._heap[0][0] <= now and len(self._firing) < self._max_firing:
+            if obsolete is not None and obsolete(self._heap[0][2]):
+                # Most timers that come due guard what finished long ago (a workflow task's or an
+                # activity's timeout, which nobody deletes): done here, without a task and a fire.
+                if drops == DROPS_PER_TURN:
+                    break  # the loop comes back at once, after the others' turn
+                _, _, t = heapq.heappop(self._heap)
+                self._fired(t, now)
+                drops += 1
+                n += 1
+                continue
             _, _, t = heapq.heappop(self._heap)
-            self._firing[t.task_id] = asyncio.create_task(self._fire_one(t), name=f"timer-{self.shard_id}-{t.task_id}")
             n += 1
+            self._firing[t.task_id] = asyncio.create_task(self._fire_one(t), name=f"timer-{self.shard_id}-{t.task_id}")
+        self._started += n
         return n
+
+    def _fired(self, t: TimerTask, started: int) -> None:
+        """`t` fired with a durable effect (or none): it no longer holds the ack level back, and
+        the shard's next flush may delete its row."""
+        self._retries.pop(t.task_id, None)
+        self._unacked.pop(t.task_id, None)
+        self.lags.record(started - t.fire_time_ms)
+        self._deletable(t)
 
     async def _fire_one(self, t: TimerTask) -> None:
         started = self._clock()
@@ -326,13 +357,20 @@ class TimerQueueProcessor(TimerDeletes):
             heapq.heappush(self._heap, (self._clock() + delay_ms, t.task_id, t))
             self._wake.set()
         else:
-            self._retries.pop(t.task_id, None)
-            self._unacked.pop(t.task_id, None)
-            self.lags.record(started - t.fire_time_ms)
-            self._deletable(t)
+            self._fired(t, started)
         finally:
             self._firing.pop(t.task_id, None)
             self._wake.set()  # a slot is free: a timer waiting its turn may start
+
+    def _wait_ms(self, now: int) -> int:
+        """How long the loop may sleep: until the next read is due, or the next timer (at least
+        `_batch_ms`: one wake-up for what comes due meanwhile); <= 0: go on at once."""
+        wait_ms = self._horizon - self._lookahead // 2 - now
+        if self._heap and len(self._firing) < self._max_firing:  # (else a fire's end wakes it)
+            wait_ms = min(wait_ms, self._heap[0][0] - now)
+            if 0 < wait_ms < self._batch_ms:
+                wait_ms = self._batch_ms
+        return wait_ms
 
     async def _loop(self) -> None:
         while not self._stopped:
@@ -348,12 +386,14 @@ class TimerQueueProcessor(TimerDeletes):
                 log.warning("shard %d: reading timers failed: %s", self.shard_id, e)
                 await asyncio.sleep(1.0)
                 continue
-            now = self._clock()
-            wait_ms = self._horizon - self._lookahead // 2 - now
-            if self._heap and len(self._firing) < self._max_firing:  # (else a fire's end wakes it)
-                wait_ms = min(wait_ms, self._heap[0][0] - now)
+            wait_ms = self._wait_ms(self._clock())
             if wait_ms > 0:
+                # Woken by the clock or by `_wake` (a sooner timer, a free slot), whichever comes
+                # first: a timer handle, not `wait_for`'s task per wait (one wait per due time).
+                alarm = asyncio.get_running_loop().call_later(wait_ms / 1000.0, self._wake.set)
                 try:
-                    await asyncio.wait_for(self._wake.wait(), wait_ms / 1000.0)
-                except TimeoutError:
-                    pass
+                    await self._wake.wait()
+                finally:
+                    alarm.cancel()
+            else:
+                await asyncio.sleep(0)  # more is due at once (a long run of obsolete timers): others first

@@ -197,7 +197,8 @@ class HistoryServiceImpl:
             shard = ShardContext(info, self._store, self._config, self._clock,
                                  functools.partial(self._dispatch, shard_id), self._fire_timer, self._shard_lost,
                                  timer_queues,
-                                 gate=self.write_gate, owner_hint=lambda sid: self.owner_hint(sid))
+                                 gate=self.write_gate, owner_hint=lambda sid: self.owner_hint(sid),
+                                 timer_obsolete=self._timer_obsolete)
             try:
                 await shard.start()
             except BaseException:

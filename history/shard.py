@@ -273,11 +273,14 @@ class ShardContext:
     def __init__(self, info: ShardInfo, store: ExecutionStore, config: Config, clock: Callable[[], int],
                  dispatch: Callable[[TransferTask], Awaitable[None]], fire: Callable[[TimerTask], Awaitable[None]],
                  on_lost: Callable[[ShardContext], None], timer_queues: TimerQueueFactory | None = None,
-                 gate: WriteGate | None = None, owner_hint: Callable[[int], str] | None = None) -> None:
+                 gate: WriteGate | None = None, owner_hint: Callable[[int], str] | None = None,
+                 timer_obsolete: Callable[[TimerTask], bool] | None = None) -> None:
         """`timer_queues` builds the shard's timer queue (queues.kind kafka: on the timer topic);
         by default the timers wait in the store's timer rows. `gate`: writes wait while it is
         closed. `owner_hint(shard_id)`: the address of the node this one believes owns the shard
-        (named in the error of a request that arrives while the shard is handed over)."""
+        (named in the error of a request that arrives while the shard is handed over).
+        `timer_obsolete`: for the store's timer rows, which timers no run will expect (see
+        TimerQueueProcessor)."""
         self.shard_id = info.shard_id
         self.range_id = info.range_id
         self.owner = info.owner
@@ -315,7 +318,8 @@ class ShardContext:
             timer_queues(info, store, clock, fire) if timer_queues is not None
             else TimerQueueProcessor(self.shard_id, store, clock, config.history.timer_lookahead_ms, fire,
                                      ack_level_ms=info.timer_ack_level,
-                                     max_firing=config.history.timer_fires_in_flight))
+                                     max_firing=config.history.timer_fires_in_flight, obsolete=timer_obsolete,
+                                     batch_ms=config.history.timer_batch_ms))
         self.commits = 0  # store writes made (for tests and metrics)
         # Group commit cuts batches at this estimated size (None: no bound; SQLite has none).
         self._max_batch_bytes: int | None = getattr(store, "max_batch_bytes", None)

@@ -94,6 +94,10 @@ class HistoryConfig(_Strict):
     # timeout among them; a restart after downtime) then drains at the store's pace instead of
     # sending every read at once: 60,000 at once timed out on Cassandra and were retried for minutes.
     timer_fires_in_flight: int = Field(100, gt=0, description="timers one shard fires at once, at most")
+    # Timers in the store's rows due less than this apart fire in one turn of their shard's timer
+    # loop, so a timer may fire up to this late. Under load timers come due every millisecond or
+    # so (each workflow task's and activity's timeout): one wake-up each cost more than the fire.
+    timer_batch_ms: int = Field(5, ge=0, le=1_000, description="timers due this close together fire together (ms)")
     ack_flush_interval_ms: int = Field(1_000, gt=0)
     # Retention (README, "Retention"): a closed run (completed, failed, canceled, terminated, timed
     # out, continued as new) is deleted this long after it closed: its history, mutable state,
