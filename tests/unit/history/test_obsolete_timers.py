@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from history import queues
 from history.queues import TimerQueueProcessor, TimerTask
 from history.state import TM_DELETE_HISTORY, TM_USER_TIMER, TM_WFT_TIMEOUT
 from legato import codec
+from legato.config import ConfigError, load_config
 from legato.events import EventType as E
 from tests.unit.history.conftest import Env, close_env, complete_wf, make_config, make_env, timer
 
@@ -126,3 +129,11 @@ def test_timers_due_close_together_share_one_wake_up() -> None:
 
 async def _never(t: TimerTask) -> None:
     raise AssertionError("no timer fires here")
+
+
+@pytest.mark.parametrize("value", ["-1", "1001", "soon"])
+def test_a_timer_batch_out_of_bounds_is_refused_by_name(value: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(env={"LEGATO_HISTORY__TIMER_BATCH_MS": value})
+    assert "timer_batch_ms" in str(e.value) and "Traceback" not in str(e.value)
+    assert load_config(env={"LEGATO_HISTORY__TIMER_BATCH_MS": "0"}).history.timer_batch_ms == 0
