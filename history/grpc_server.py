@@ -11,15 +11,16 @@ result wait) are shortened to end before the caller's deadline.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import grpc
 
-from legato import api, wire
+from legato import api, call_batch, wire
 from legato import wire_internal as wi
 from legato.config import Config
 from legato.grpc_serving import Rpc, add_service, bound_port, empty, fit_wait, start_server
 
-__all__ = ["RPCS", "bound_port", "serve"]
+__all__ = ["RPCS", "bound_port", "serve", "served"]
 
 log = logging.getLogger("legato.history.grpc")
 
@@ -64,7 +65,27 @@ RPCS: dict[str, Rpc] = {
     "DeliverMonitoredClosed": Rpc("deliver_monitored_closed", wi.monitored_closed_from_pb,
                                   empty(wire.pb.DeliverMonitoredClosedResponse)),
     "GetQueryTarget": Rpc("get_query_target", wire.describe_request_from_pb, wi.query_target_to_pb),
+    "CallBatch": Rpc("call_batch", lambda batch: batch, lambda results: results),
 }
+
+
+class _Served:
+    """The history service as its rpcs see it: its own methods, and `call_batch`, which carries
+    out the calls of a `CallBatch` on it (legato/call_batch.py)."""
+
+    def __init__(self, service: api.HistoryService) -> None:
+        self._service = service
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._service, name)
+
+    async def call_batch(self, batch: wire.pb.HistoryCallBatch) -> wire.pb.HistoryCallResults:
+        return await call_batch.run_batch(self._service, RPCS, batch)
+
+
+def served(service: api.HistoryService) -> Any:
+    """What the rpcs of `RPCS` call: `service`, with `call_batch` added."""
+    return _Served(service)
 
 
 async def serve(service: api.HistoryService, host: str, port: int, *,
@@ -76,5 +97,5 @@ async def serve(service: api.HistoryService, host: str, port: int, *,
     `legato.wire.max_message_bytes`). Raises OSError when the address cannot be bound.
     """
     return await start_server(
-        lambda server: add_service(server, "HistoryService", service, RPCS, log),
+        lambda server: add_service(server, "HistoryService", served(service), RPCS, log),
         host, port, config=config, max_message_bytes=max_message_bytes, what="Legato history gRPC API", log=log)

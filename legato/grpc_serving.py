@@ -89,7 +89,7 @@ def _internal(rpc: str, e: Exception) -> tuple[grpc.StatusCode, str, tuple[tuple
 
 # What a decoder raises on a request it cannot make sense of (a corrupt protobuf, malformed or
 # too deeply nested JSON, a number out of range): the caller's fault, answered INVALID_ARGUMENT.
-_DECODE_ERRORS = (DecodeError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
+DECODE_ERRORS = (DecodeError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
                   UnicodeError, OverflowError)
 
 
@@ -104,7 +104,7 @@ def _decode_and_fit(rpc: str, spec: Rpc, request: Any, context: grpc.aio.Service
         req = spec.decode(request)
     except ServiceError:
         raise
-    except _DECODE_ERRORS as e:
+    except DECODE_ERRORS as e:
         what = f"a valid {request_type.DESCRIPTOR.full_name} message" if request_type is not None else "valid"
         raise InvalidArgument(f"{rpc}: the request is not {what}: {one_line(e)}", reason="BadRequest") from None
     remaining = context.time_remaining()

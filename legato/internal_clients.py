@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from legato import api, wire
+from legato import api, call_batch, wire
 from legato import wire_internal as wi
 from legato.config import GrpcConfig
 from legato.grpc_channel import INTERNAL_CHANNEL_OPTIONS, ChannelClient, RpcChannel
@@ -54,6 +54,12 @@ class GrpcHistoryClient(_Client):
                                     server_name="Legato history service", options=INTERNAL_CHANNEL_OPTIONS,
                                     security=security, **_busy(grpc_config)))
         self._read_attempts = max(1, read_attempts)
+        # The calls between runs (a child's start, its close told to the parent) go in batches.
+        self._batcher = call_batch.CallBatcher(lambda batch: self._rpc.call("CallBatch", batch), self._rpc.call)
+
+    async def close(self) -> None:
+        await self._batcher.close()
+        await super().close()
 
     async def _read(self, rpc: str, request: Any, timeout_s: float | None = None) -> Any:
         return await self._rpc.call(rpc, request, timeout_s, attempts=self._read_attempts)
@@ -61,7 +67,7 @@ class GrpcHistoryClient(_Client):
     # ------------------------------------------------------------ workflow lifecycle
 
     async def start_workflow(self, req: api.StartWorkflowRequest) -> api.StartWorkflowResponse:
-        return wire.start_response_from_pb(await self._rpc.call("StartWorkflow", wire.start_request_to_pb(req)))
+        return wire.start_response_from_pb(await self._batcher.call("start_workflow", wire.start_request_to_pb(req)))
 
     async def signal_workflow(self, req: api.SignalWorkflowRequest) -> None:
         await self._rpc.call("SignalWorkflow", wire.signal_request_to_pb(req))
@@ -132,7 +138,7 @@ class GrpcHistoryClient(_Client):
             await self._rpc.call("RegisterMonitor", wi.register_monitor_to_pb(req)))
 
     async def record_child_closed(self, req: api.RecordChildClosedRequest) -> None:
-        await self._rpc.call("RecordChildClosed", wi.child_closed_to_pb(req))
+        await self._batcher.call("record_child_closed", wi.child_closed_to_pb(req))
 
     async def deliver_monitored_closed(self, req: api.DeliverMonitoredClosedRequest) -> None:
         await self._rpc.call("DeliverMonitoredClosed", wi.monitored_closed_to_pb(req))

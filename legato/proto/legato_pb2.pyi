@@ -866,6 +866,53 @@ class RecordChildClosedResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class HistoryCall(_message.Message):
+    __slots__ = ("start_workflow", "record_child_closed")
+    START_WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    RECORD_CHILD_CLOSED_FIELD_NUMBER: _ClassVar[int]
+    start_workflow: StartWorkflowRequest
+    record_child_closed: RecordChildClosedRequest
+    def __init__(self, start_workflow: _Optional[_Union[StartWorkflowRequest, _Mapping]] = ..., record_child_closed: _Optional[_Union[RecordChildClosedRequest, _Mapping]] = ...) -> None: ...
+
+class HistoryCallBatch(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[HistoryCall]
+    def __init__(self, calls: _Optional[_Iterable[_Union[HistoryCall, _Mapping]]] = ...) -> None: ...
+
+class CallError(_message.Message):
+    __slots__ = ("code", "message", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class HistoryCallResult(_message.Message):
+    __slots__ = ("start_workflow", "record_child_closed", "error")
+    START_WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    RECORD_CHILD_CLOSED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    start_workflow: StartWorkflowResponse
+    record_child_closed: RecordChildClosedResponse
+    error: CallError
+    def __init__(self, start_workflow: _Optional[_Union[StartWorkflowResponse, _Mapping]] = ..., record_child_closed: _Optional[_Union[RecordChildClosedResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ...) -> None: ...
+
+class HistoryCallResults(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[HistoryCallResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[HistoryCallResult, _Mapping]]] = ...) -> None: ...
+
 class DeliverMonitoredClosedRequest(_message.Message):
     __slots__ = ("ref", "closed", "link")
     REF_FIELD_NUMBER: _ClassVar[int]

@@ -5,7 +5,7 @@ import warnings
 
 from legato.proto import legato_pb2 as legato_dot_proto_dot_legato__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -1203,6 +1203,11 @@ class HistoryServiceStub:
                 request_serializer=legato_dot_proto_dot_legato__pb2.DescribeWorkflowRequest.SerializeToString,
                 response_deserializer=legato_dot_proto_dot_legato__pb2.QueryTarget.FromString,
                 _registered_method=True)
+        self.CallBatch = channel.unary_unary(
+                '/legato.v1.HistoryService/CallBatch',
+                request_serializer=legato_dot_proto_dot_legato__pb2.HistoryCallBatch.SerializeToString,
+                response_deserializer=legato_dot_proto_dot_legato__pb2.HistoryCallResults.FromString,
+                _registered_method=True)
 
 
 class HistoryServiceServicer:
@@ -1337,6 +1342,14 @@ class HistoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CallBatch(self, request, context):
+        """Several calls bound for this node in one message (legato/call_batch.py): each is carried out
+        as if it came alone, concurrently, and answered in its own result, in the order sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HistoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1439,6 +1452,11 @@ def add_HistoryServiceServicer_to_server(servicer, server):
                     servicer.GetQueryTarget,
                     request_deserializer=legato_dot_proto_dot_legato__pb2.DescribeWorkflowRequest.FromString,
                     response_serializer=legato_dot_proto_dot_legato__pb2.QueryTarget.SerializeToString,
+            ),
+            'CallBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CallBatch,
+                    request_deserializer=legato_dot_proto_dot_legato__pb2.HistoryCallBatch.FromString,
+                    response_serializer=legato_dot_proto_dot_legato__pb2.HistoryCallResults.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1987,6 +2005,33 @@ class HistoryService:
             '/legato.v1.HistoryService/GetQueryTarget',
             legato_dot_proto_dot_legato__pb2.DescribeWorkflowRequest.SerializeToString,
             legato_dot_proto_dot_legato__pb2.QueryTarget.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/legato.v1.HistoryService/CallBatch',
+            legato_dot_proto_dot_legato__pb2.HistoryCallBatch.SerializeToString,
+            legato_dot_proto_dot_legato__pb2.HistoryCallResults.FromString,
             options,
             channel_credentials,
             insecure,
