@@ -1,15 +1,21 @@
-"""A recording stand-in for any service protocol, and values with every field set, for the tests
-of the internal gRPC APIs."""
+"""A recording stand-in for any service protocol, values with every field set, and the one-process
+engine's real history behind its gRPC API, for the tests of the internal gRPC APIs."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from history.grpc_server import serve
 from legato import api
+from legato.config import Config
 from legato.errors import Failure
 from legato.events import EventType, HistoryEvent
+from legato.grpc_serving import bound_port
+from legato.internal_clients import GrpcHistoryClient
+from legato.server import Engine
 
 
 class Recorder:
@@ -68,3 +74,17 @@ ACT_TASK_INFO = api.TaskInfo(api.TaskKind.ACTIVITY, "shop", "charges", "order-1"
 CLOSED = api.ExecutionClosed("shop", "child-1", "run-c", api.WorkflowStatus.FAILED, {"partial": [1, 2]}, FAILURE)
 COMPLETED = api.ExecutionClosed("shop", "child-2", "run-d", api.WorkflowStatus.COMPLETED, "done")
 PARENT = api.ParentInfo("shop", "parent-1", "run-p", 7)
+
+
+@contextlib.asynccontextmanager
+async def served_engine_history() -> AsyncIterator[tuple[api.HistoryService, GrpcHistoryClient]]:
+    """The one-process engine's HistoryServiceImpl (in-memory SQLite) served by
+    history/grpc_server.py, and a GrpcHistoryClient of it."""
+    async with Engine(Config(), db_path=None) as engine:
+        history: api.HistoryService = engine._history  # type: ignore[assignment]  # the engine's own history
+        server = await serve(history, "127.0.0.1", 0)
+        try:
+            async with GrpcHistoryClient(f"127.0.0.1:{bound_port(server)}") as client:
+                yield history, client
+        finally:
+            await server.stop(None)

@@ -16,27 +16,19 @@ import pytest
 
 from history.grpc_server import RPCS, serve, served
 from legato import api, call_batch, wire
-from legato.config import Config
 from legato.errors import AlreadyStarted, InvalidArgument, NotFound, ServiceError, ShardOwnershipLost, Unavailable
 from legato.grpc_serving import add_service, bound_port, start_server
 from legato.internal_clients import GrpcHistoryClient
 from legato.proto import legato_pb2 as pb
-from legato.server import Engine
-from tests.unit.legato.grpc_fakes import CLOSED, PARENT, Recorder
+from tests.unit.legato.grpc_fakes import CLOSED, PARENT, Recorder, served_engine_history
 
 Env = tuple[api.HistoryService, GrpcHistoryClient]
 
 
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
-    async with Engine(Config(), db_path=None) as engine:
-        history: api.HistoryService = engine._history  # type: ignore[assignment]  # the engine's own history
-        server = await serve(history, "127.0.0.1", 0)
-        try:
-            async with GrpcHistoryClient(f"127.0.0.1:{bound_port(server)}") as client:
-                yield history, client
-        finally:
-            await server.stop(None)
+    async with served_engine_history() as env:
+        yield env
 
 
 def _start(workflow_id: str, request_id: str = "") -> api.StartWorkflowRequest:

@@ -9,28 +9,19 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from history.grpc_server import serve
 from legato import api
-from legato.config import Config
 from legato.errors import AlreadyStarted, NotFound
 from legato.events import EventType
-from legato.grpc_serving import bound_port
 from legato.internal_clients import GrpcHistoryClient
-from legato.server import Engine
+from tests.unit.legato.grpc_fakes import served_engine_history
 
 Env = tuple[api.HistoryService, GrpcHistoryClient]
 
 
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
-    async with Engine(Config(), db_path=None) as engine:
-        history: api.HistoryService = engine._history  # type: ignore[assignment]  # the engine's own history
-        server = await serve(history, "127.0.0.1", 0)
-        try:
-            async with GrpcHistoryClient(f"127.0.0.1:{bound_port(server)}") as client:
-                yield history, client
-        finally:
-            await server.stop(None)
+    async with served_engine_history() as env:
+        yield env
 
 
 def _start(workflow_id: str, request_id: str = "", **kw: object) -> api.StartWorkflowRequest:
