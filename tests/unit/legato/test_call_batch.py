@@ -224,6 +224,30 @@ async def test_calls_made_while_batches_are_in_flight_wait_for_the_next_batch() 
     await batcher.close()
 
 
+async def test_batches_that_hang_hold_the_calls_behind_them_only_so_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(call_batch, "BATCH_PATIENCE_S", 0.05)
+    sends = Sends()
+    sends.gate.clear()  # nothing is ever answered: a node that hangs
+    batcher = call_batch.CallBatcher(sends.send, sends.single)
+    hung = []
+    for i in range(call_batch.MAX_BATCHES_IN_FLIGHT):
+        hung.append(asyncio.create_task(_call(batcher, f"a{i}")))
+        await _until(functools.partial(lambda n: len(sends.batches) == n, i + 1))
+    behind = asyncio.create_task(_call(batcher, "behind"))
+    loop = asyncio.get_running_loop()
+    queued_at = loop.time()
+    deadline = queued_at + 5.0
+    while len(sends.batches) < call_batch.MAX_BATCHES_IN_FLIGHT + 1:  # the patience timer sends it
+        assert loop.time() < deadline, "the call behind the hung batches was never sent"
+        await asyncio.sleep(0.01)
+    assert loop.time() - queued_at >= 0.04  # not at once: the hung batches held it while they could
+    assert sends.batches[-1] == ["behind"] and sends.in_flight == call_batch.MAX_BATCHES_IN_FLIGHT + 1
+    for t in [*hung, behind]:
+        t.cancel()
+    await asyncio.gather(*hung, behind, return_exceptions=True)
+    await batcher.close()
+
+
 async def test_a_batch_holds_at_most_its_count_and_bytes() -> None:
     sends = Sends()
     batcher = call_batch.CallBatcher(sends.send, sends.single)
