@@ -95,8 +95,9 @@ membership_changes = Counter("legato_membership_changes", "Changes of the cluste
 # ------------------------------------------------------------------ history queues and workflows
 
 transfer_tasks = Counter("legato_transfer_tasks", "Transfer (outbox) tasks carried out, by kind.", ["kind"])
-batched_calls = Counter("legato_batched_calls", "Calls from other history nodes that came in a CallBatch "
-                        "(legato_requests_total{method=\"CallBatch\"} counts the batches), by call.", ["call"])
+batched_calls = Counter("legato_batched_calls", "Calls that came in a CallBatch (from other history nodes, "
+                        "and the starts a frontend relays; legato_requests_total{method=\"CallBatch\"} counts "
+                        "the batches), by call.", ["call"])
 timer_fire_lag = Histogram("legato_timer_fire_lag_seconds", "How late a durable timer fired (firing time minus "
                            "its due time).", buckets=LAG_BUCKETS)
 state_transitions = Counter("legato_state_transitions", "Workflow state transitions committed (one per run "

@@ -299,6 +299,35 @@ async def test_a_wrong_count_of_results_fails_the_calls_clearly() -> None:
     await batcher.close()
 
 
+async def test_a_result_of_another_call_fails_that_call_clearly() -> None:
+    async def crossed(batch: pb.HistoryCallBatch) -> pb.HistoryCallResults:
+        return pb.HistoryCallResults(results=[
+            pb.HistoryCallResult(record_child_closed=pb.RecordChildClosedResponse()) for _ in batch.calls])
+
+    batcher = call_batch.CallBatcher(crossed, Sends().single)
+    results = await asyncio.gather(_call(batcher, "a"), _call(batcher, "b"), return_exceptions=True)
+    assert all(isinstance(r, ServiceError) and r.reason == "BadBatchAnswer" for r in results)
+    assert "answered a start_workflow call of a batch with record_child_closed" in str(results[0])
+    await batcher.close()
+
+
+async def test_closing_cancels_the_calls_still_queued() -> None:
+    sends = Sends()
+    sends.gate.clear()
+    batcher = call_batch.CallBatcher(sends.send, sends.single)
+    busy = []
+    for i in range(call_batch.MAX_BATCHES_IN_FLIGHT):  # every slot taken, a batch at a time
+        busy.append(asyncio.create_task(_call(batcher, f"a{i}")))
+        await _until(functools.partial(lambda n: len(sends.batches) == n, i + 1))
+    queued = asyncio.create_task(_call(batcher, "queued"))
+    await _until(lambda: bool(batcher._queue))
+    await batcher.close()
+    for t in [*busy, queued]:
+        with pytest.raises(asyncio.CancelledError):
+            await t
+    assert ["queued"] not in sends.batches  # never sent
+
+
 def test_an_error_travels_as_a_call_of_its_own_would() -> None:
     for err in (AlreadyStarted("running", run_id="run-7"), ShardOwnershipLost("moved", owner="h2:7234"),
                 NotFound("no such workflow", reason="WorkflowNotFound")):
