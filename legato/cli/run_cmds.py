@@ -538,7 +538,10 @@ async def cassandra_profile(seconds: float, pid: int | None, pidfile: str | None
     """What the Cassandra node's CPU is spent on while something runs against it (a `legato load`
     run, a cluster, a bench): records the JVM with Java Flight Recorder for --seconds and splits
     its CPU by what each sample's stack shows (Paxos rounds of the shard writes, SAI indexes,
-    batches, reads, flushes, compaction, commit log, network), with its threads' CPU by name."""
+    batches, reads, flushes, compaction, commit log, network), with its threads' CPU by name.
+
+    Starting the recording sets the node's JIT compiler recompiling for a while (half a core over
+    a 120 s window on a warm node): compare the shares with the JIT left out, not the total."""
     from legato.bench_cassandra import default_pidfile, jvm_process
     from legato.cassandra_profile import profile_node
 
