@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -204,6 +205,19 @@ async def _call(batcher: call_batch.CallBatcher, workflow_id: str) -> str:
     return str(response.run_id)
 
 
+async def _every_slot_taken() -> tuple[Sends, call_batch.CallBatcher, list[asyncio.Task[str]]]:
+    """A batcher whose sends are held (`sends.gate` cleared) with `MAX_BATCHES_IN_FLIGHT` batches of
+    one call out, sent one at a time; the tasks of those calls."""
+    sends = Sends()
+    sends.gate.clear()
+    batcher = call_batch.CallBatcher(sends.send, sends.single)
+    out = []
+    for i in range(call_batch.MAX_BATCHES_IN_FLIGHT):
+        out.append(asyncio.create_task(_call(batcher, f"a{i}")))
+        await _until(functools.partial(lambda n: len(sends.batches) == n, i + 1))
+    return sends, batcher, out
+
+
 async def test_calls_made_while_batches_are_in_flight_wait_for_the_next_batch() -> None:
     sends = Sends()
     sends.gate.clear()
@@ -226,13 +240,7 @@ async def test_calls_made_while_batches_are_in_flight_wait_for_the_next_batch() 
 
 async def test_batches_that_hang_hold_the_calls_behind_them_only_so_long(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(call_batch, "BATCH_PATIENCE_S", 0.05)
-    sends = Sends()
-    sends.gate.clear()  # nothing is ever answered: a node that hangs
-    batcher = call_batch.CallBatcher(sends.send, sends.single)
-    hung = []
-    for i in range(call_batch.MAX_BATCHES_IN_FLIGHT):
-        hung.append(asyncio.create_task(_call(batcher, f"a{i}")))
-        await _until(functools.partial(lambda n: len(sends.batches) == n, i + 1))
+    sends, batcher, hung = await _every_slot_taken()  # nothing is ever answered: a node that hangs
     behind = asyncio.create_task(_call(batcher, "behind"))
     loop = asyncio.get_running_loop()
     queued_at = loop.time()
@@ -267,13 +275,7 @@ async def test_a_batch_holds_at_most_its_count_and_bytes() -> None:
 
 
 async def test_a_caller_cancelled_before_its_batch_left_is_not_sent() -> None:
-    sends = Sends()
-    sends.gate.clear()
-    batcher = call_batch.CallBatcher(sends.send, sends.single)
-    busy = []
-    for i in range(call_batch.MAX_BATCHES_IN_FLIGHT):  # every slot taken, a batch at a time
-        busy.append(asyncio.create_task(_call(batcher, f"a{i}")))
-        await _until(functools.partial(lambda n: len(sends.batches) == n, i + 1))
+    sends, batcher, busy = await _every_slot_taken()
     gone = asyncio.create_task(_call(batcher, "gone"))
     kept = asyncio.create_task(_call(batcher, "kept"))
     for _ in range(5):
@@ -288,15 +290,23 @@ async def test_a_caller_cancelled_before_its_batch_left_is_not_sent() -> None:
     await batcher.close()
 
 
+async def _two_calls_answered_by(send: Callable[[pb.HistoryCallBatch], Awaitable[pb.HistoryCallResults]]
+                                 ) -> list[Any]:
+    """Two calls made together (so they go in one batch) to a server answering with `send`; what
+    each caller got (its result or its exception)."""
+    batcher = call_batch.CallBatcher(send, Sends().single)
+    results = await asyncio.gather(_call(batcher, "a"), _call(batcher, "b"), return_exceptions=True)
+    await batcher.close()
+    return list(results)
+
+
 async def test_a_wrong_count_of_results_fails_the_calls_clearly() -> None:
     async def short(batch: pb.HistoryCallBatch) -> pb.HistoryCallResults:
         return pb.HistoryCallResults()
 
-    batcher = call_batch.CallBatcher(short, Sends().single)
-    results = await asyncio.gather(_call(batcher, "a"), _call(batcher, "b"), return_exceptions=True)
+    results = await _two_calls_answered_by(short)
     assert all(isinstance(r, ServiceError) and r.reason == "BadBatchAnswer" for r in results)
     assert "2 calls with 0 results" in str(results[0])
-    await batcher.close()
 
 
 async def test_a_result_of_another_call_fails_that_call_clearly() -> None:
@@ -304,21 +314,13 @@ async def test_a_result_of_another_call_fails_that_call_clearly() -> None:
         return pb.HistoryCallResults(results=[
             pb.HistoryCallResult(record_child_closed=pb.RecordChildClosedResponse()) for _ in batch.calls])
 
-    batcher = call_batch.CallBatcher(crossed, Sends().single)
-    results = await asyncio.gather(_call(batcher, "a"), _call(batcher, "b"), return_exceptions=True)
+    results = await _two_calls_answered_by(crossed)
     assert all(isinstance(r, ServiceError) and r.reason == "BadBatchAnswer" for r in results)
     assert "answered a start_workflow call of a batch with record_child_closed" in str(results[0])
-    await batcher.close()
 
 
 async def test_closing_cancels_the_calls_still_queued() -> None:
-    sends = Sends()
-    sends.gate.clear()
-    batcher = call_batch.CallBatcher(sends.send, sends.single)
-    busy = []
-    for i in range(call_batch.MAX_BATCHES_IN_FLIGHT):  # every slot taken, a batch at a time
-        busy.append(asyncio.create_task(_call(batcher, f"a{i}")))
-        await _until(functools.partial(lambda n: len(sends.batches) == n, i + 1))
+    sends, batcher, busy = await _every_slot_taken()
     queued = asyncio.create_task(_call(batcher, "queued"))
     await _until(lambda: bool(batcher._queue))
     await batcher.close()
